@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench NAME --json`` (DESIGN §8 contract)."""

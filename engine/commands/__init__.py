@@ -1,0 +1,1 @@
+"""Command groups of the ``engine`` CLI; each module exposes ``register(sub, common)``."""

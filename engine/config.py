@@ -1,0 +1,278 @@
+"""The engine's configuration: one frozen msgspec tree, loaded once and validated at start.
+
+Sources, later wins: built-in defaults < TOML file < ``ENGINE_<SECTION>__<KEY>`` environment
+variables (DESIGN §8). The file is ``--config F``, else ``$ENGINE_CONFIG``, else
+``/etc/penguinmails-engine/engine.toml``; a missing default file means "all defaults".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from engine.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/penguinmails-engine/engine.toml")
+ENV_PREFIX = "ENGINE_"
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class DatabaseConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    pool_min: int = 2
+    pool_max: int = 10
+    command_timeout_s: float = 30.0
+    statement_cache_size: int = 256
+
+
+class RedisConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    url: str = "redis://127.0.0.1:6379/0"
+    # Every key the engine writes starts with this; lets tests and several engines share a server.
+    prefix: str = "pm"
+    socket_timeout_s: float = 10.0
+
+
+class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    batch_size: int = 256  # stream entries read per XREADGROUP
+    max_in_flight: int = 512  # jobs claimed and not yet written back, per daemon
+    lease_s: float = 120.0  # a claimed job whose owner died is retried after this
+    max_age_s: float = 3 * 86400.0  # deferred jobs older than this fail as expired
+    retry_base_s: float = 60.0
+    retry_max_s: float = 3600.0
+    retry_jitter: float = 0.2
+    reconcile_interval_s: float = 15.0
+    reconcile_after_s: float = 300.0  # a pushed job still queued after this is pushed again
+    feeder_interval_s: float = 1.0
+    feeder_batch: int = 5000
+    stream_high_water: int = 20000  # the feeder stops pushing while a stream holds this many
+    outcome_flush_ms: float = 20.0
+    outcome_batch: int = 500
+    max_message_bytes: int = 25 * 1024 * 1024
+    consumer_name: str = ""  # default: hostname-pid
+    # Stream entries read per round from high, normal, low: high is preferred, low never starves.
+    weights: list[int] = msgspec.field(default_factory=lambda: [8, 4, 1])
+
+
+class RelayNode(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    host: str
+    port: int = 587
+    tls: Literal["none", "starttls", "implicit"] = "starttls"
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    max_connections: int = 8
+    weight: int = 1
+    verify_tls: bool = True
+    ca_file: str | None = None
+    max_messages_per_connection: int = 1000
+
+
+class RelayConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    nodes: list[RelayNode] = []
+    helo_name: str | None = None
+    connect_timeout_s: float = 10.0
+    command_timeout_s: float = 60.0
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    health_interval_s: float = 10.0
+
+
+class DkimKey(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    domain: str
+    selector: str
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    private_key_file: str
+
+
+class DkimConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    required: bool = False
+    keys: list[DkimKey] = []
+    # AES-256-GCM key (base64, 32 bytes) for private keys stored in the oltp tier.
+    master_key: str | None = None
+    master_key_file: str | None = None
+
+
+class ShapingProvider(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    mx_suffixes: list[str] = []
+    rate_per_s: float = 10.0
+    max_connections: int = 10
+    max_messages_per_connection: int = 100
+
+
+class ShapingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    default_rate_per_s: float = 5.0
+    warmup: bool = True
+    providers: list[ShapingProvider] = []
+    providers_file: str | None = None  # default: the packaged config/providers.toml
+    complaint_pause_rate: float = 0.003
+    hard_bounce_pause_rate: float = 0.05
+    reputation_window_s: float = 86400.0
+    min_rate_per_s: float = 0.05
+
+
+class DnsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    overrides: dict[str, list[str]] = {}
+    timeout_s: float = 3.0
+    cache_ttl_s: float = 3600.0
+    negative_ttl_s: float = 300.0
+
+
+class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    listen: str = "127.0.0.1:2525"
+    verp_domain: str = "bounces.localhost"
+    verp_secret: str = "change-me"
+    fbl_addresses: list[str] = []
+    max_message_bytes: int = 10 * 1024 * 1024
+    max_connections_per_ip: int = 20
+    retention_days: int = 30
+
+
+class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8025"
+    token: str | None = None
+    token_file: str | None = None
+    tenant_metrics: bool = False
+
+
+class LogConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    database: DatabaseConfig = DatabaseConfig()
+    redis: RedisConfig = RedisConfig()
+    queue: QueueConfig = QueueConfig()
+    relay: RelayConfig = RelayConfig()
+    dkim: DkimConfig = DkimConfig()
+    shaping: ShapingConfig = ShapingConfig()
+    dns: DnsConfig = DnsConfig()
+    inbound: InboundConfig = InboundConfig()
+    admin: AdminConfig = AdminConfig()
+    log: LogConfig = LogConfig()
+
+
+_ENV_KEY = re.compile(r"^ENGINE_([A-Z0-9]+)__([A-Z0-9_]+)$")
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Read an override as a TOML value when it is one (``5``, ``true``, ``["a"]``), else text."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Return ``data`` with every ``ENGINE_<SECTION>__<KEY>`` override applied."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    sections = set(Config.__struct_fields__)
+    for name, raw in env.items():
+        m = _ENV_KEY.match(name)
+        if not m:
+            continue
+        section, key = m.group(1).lower(), m.group(2).lower()
+        if section not in sections:
+            raise ConfigError(
+                f"environment variable {name} names unknown section [{section}]",
+                hint=f"known sections: {', '.join(sorted(sections))}",
+            )
+        target = out.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"[{section}] in the config file is not a table")
+        target[key] = _parse_env_value(raw)
+    return out
+
+
+def _describe(err: msgspec.ValidationError, origin: str) -> str:
+    text = str(err)
+    m = re.search(r"at `\$\.(.+)`$", text)
+    where = m.group(1) if m else "the top level"
+    what = text.split(" - at ")[0]
+    return f"config {origin}: invalid value at {where}: {what}"
+
+
+def parse(data: Mapping[str, Any], *, origin: str = "<memory>") -> Config:
+    """Validate a config mapping into the frozen tree, naming the bad key on error."""
+    try:
+        cfg = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe(exc, origin), hint="fix the key or remove it") from None
+    _check(cfg, origin)
+    return cfg
+
+
+def _check(cfg: Config, origin: str) -> None:
+    names = [n.name for n in cfg.relay.nodes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config {origin}: [[relay.nodes]] names must be unique, got {names}")
+    for node in cfg.relay.nodes:
+        if not 0 < node.port < 65536:
+            raise ConfigError(f"config {origin}: relay node {node.name!r} port {node.port} invalid")
+        if node.max_connections < 1:
+            raise ConfigError(f"config {origin}: relay node {node.name!r} max_connections < 1")
+    if len(cfg.queue.weights) != 3 or min(cfg.queue.weights) < 1:
+        raise ConfigError(f"config {origin}: queue.weights must be three positive integers")
+    if cfg.database.pool_min > cfg.database.pool_max:
+        raise ConfigError(f"config {origin}: database.pool_min is above database.pool_max")
+
+
+def resolve_path(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """Which file to read: explicit, $ENGINE_CONFIG, the system default if present, or none."""
+    if path is not None:
+        return Path(path)
+    if env.get("ENGINE_CONFIG"):
+        return Path(env["ENGINE_CONFIG"])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Load the configuration once, at start; raises :class:`ConfigError` naming the bad key."""
+    env = os.environ if env is None else env
+    file = resolve_path(path, env)
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if file is not None:
+        origin = str(file)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"config file {file} does not exist", hint="pass --config or set ENGINE_CONFIG"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+    return parse(apply_env(data, env), origin=origin)
+
+
+def read_secret(value: str | None, file: str | None, what: str) -> str | None:
+    """A secret given inline or as a file path; files must not be readable by others."""
+    if file is None:
+        return value
+    p = Path(file)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {file} does not exist") from None
+    if mode & 0o077:
+        raise ConfigError(
+            f"{what} file {file} is readable by group/others", hint=f"chmod 600 {file}"
+        )
+    return p.read_text(encoding="utf-8").strip()

@@ -1,0 +1,93 @@
+"""One exception tree for the whole engine.
+
+Every error an operator can see derives from :class:`EngineError` and carries a message that says
+what was wrong and what to do about it. ``exit_code`` is what the CLI exits with when the error
+escapes a command (DESIGN §8: 1 runtime error, 2 usage/config error).
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} ({hint})" if hint else message)
+
+
+class UsageError(EngineError):
+    """The command line was wrong."""
+
+    exit_code = 2
+
+
+class ConfigError(EngineError):
+    """The configuration file or an ENGINE_* override is invalid."""
+
+    exit_code = 2
+
+
+class JobValidationError(EngineError):
+    """A job was refused at enqueue; nothing of it was stored."""
+
+
+class UnknownTenantError(JobValidationError):
+    """The job names a tenant that was never added with ``engine tenants add``."""
+
+
+class StoreError(EngineError):
+    """PostgreSQL could not be reached or refused a statement."""
+
+
+class MigrationError(StoreError):
+    """A schema migration failed; the database is left at the last good version."""
+
+
+class QueueError(EngineError):
+    """Redis could not be reached or refused a command."""
+
+
+class ComposeError(EngineError):
+    """A message could not be built from a job's content."""
+
+
+class DkimError(EngineError):
+    """DKIM key or signing problem; the affected sender is held, never sent unsigned silently."""
+
+
+class DkimKeyMissingError(DkimError):
+    """No usable DKIM key for a sender domain while ``[dkim] required = true``."""
+
+
+class RelayError(EngineError):
+    """Talking to a MailU relay node failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class NoRelayAvailableError(RelayError):
+    """Every relay node is down or its circuit breaker is open."""
+
+
+class ShapingError(EngineError):
+    """A shaping limit or policy could not be evaluated."""
+
+
+class BounceParseError(EngineError):
+    """An inbound message could not be parsed at all (it is still kept raw)."""
+
+
+class InboundRefusedError(EngineError):
+    """An inbound SMTP transaction was refused (not a VERP/FBL address, too big, rate-limited)."""

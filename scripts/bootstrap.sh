@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Make a fresh machine ready: uv, the locked Python env, and the system binaries tests/demo use
+# (PostgreSQL server binaries and redis-server, for throwaway instances). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v uv >/dev/null 2>&1; then
+    python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
+    export PATH="$HOME/.local/bin:$PATH"
+fi
+
+need_apt=()
+if ! command -v redis-server >/dev/null 2>&1; then need_apt+=(redis-server); fi
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    need_apt+=(postgresql)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    else
+        echo "bootstrap: please install: ${need_apt[*]} (Debian packages)" >&2
+    fi
+fi
+
+uv sync --frozen --quiet
