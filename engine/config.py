@@ -121,6 +121,24 @@ class ShapingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     hard_bounce_pause_rate: float = 0.05
     reputation_window_s: float = 86400.0
     min_rate_per_s: float = 0.05
+    # Below: added by engine/shaping (docs/shaping.md). A rate of 0 means "no limit at this level".
+    tenant_rate_per_s: float = 0.0  # per tenant, unless oltp.shaping_tenant_quotas says otherwise
+    sender_domain_rate_per_s: float = 0.0
+    sender_rate_per_s: float = 0.0
+    node_rate_per_s: float = 0.0
+    burst_s: float = 1.0  # every bucket may burst this many seconds' worth of its rate (>= 1 msg)
+    pause_min_sample: int = 100  # no auto-pause before this many messages in the window
+    paused_retry_s: float = 300.0  # a paused sender's jobs are re-queued this far out
+    aimd_increase: float = 0.05  # fraction of the ceiling gained per `rate` clean deliveries
+    aimd_decrease: float = 0.5  # factor applied on 421 / 4.7.x throttling
+    aimd_cooldown_s: float = 2.0  # at most one decrease per sender x provider in this time
+    aimd_initial: float = 1.0  # a new sender x provider starts at this fraction of the ceiling
+    # Daily cap per sender x provider, one stage per clean day, no cap past the last stage;
+    # empty means the built-in 30-day plan (engine/shaping/warmup.py: 50, 100, 200, ... 500000).
+    warmup_plan: list[int] = []
+    warmup_max_bounce_rate: float = 0.02  # above: hold the stage; above twice this: step back
+    warmup_max_complaint_rate: float = 0.001
+    warmup_min_sample: int = 20  # a day with fewer messages sent holds the stage
 
 
 class DnsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
