@@ -1,10 +1,198 @@
-"""Core commands: run, migrate, tenants, enqueue, status, demo."""
+"""Core commands: run, migrate, tenants, enqueue, status, demo (DESIGN §8 CLI contract)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from typing import IO, Any, TypeVar
+
+import msgspec
+import uvloop
+
+from engine import config as config_mod
+from engine.config import Config
+from engine.errors import UsageError
+
+T = TypeVar("T")
+_JSON = msgspec.json.Encoder()
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine on uvloop (every engine command runs on uvloop)."""
+
+    async def main() -> T:
+        return await factory()
+
+    return uvloop.run(main())
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    return config_mod.load(args.config)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the core subcommands."""
+    p = sub.add_parser("run", parents=[common], help="run the daemon")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("migrate", parents=[common], help="apply database migrations")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("tenants", parents=[common], help="manage tenants")
+    tsub = p.add_subparsers(dest="tenants_command", metavar="ACTION", required=True)
+    a = tsub.add_parser("add", parents=[common], help="add a tenant (jobs of unknown ones fail)")
+    a.add_argument("tenant_id", metavar="ID")
+    a.add_argument("--name")
+    a.set_defaults(func=cmd_tenants_add)
+
+    p = sub.add_parser("enqueue", parents=[common], help="enqueue jobs from JSON lines")
+    p.add_argument("--jsonl", required=True, metavar="F|-", help="file of Job JSON lines, - stdin")
+    p.set_defaults(func=cmd_enqueue)
+
+    p = sub.add_parser("status", parents=[common], help="job counts per state")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("demo", parents=[common], help="self-contained demo with live progress")
+    p.add_argument("--jobs", type=int, default=20000)
+    p.add_argument("--keep", action="store_true", help="leave throwaway servers running")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.daemon import run_daemon
+
+    return run_daemon(args.config)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from engine.store.migrate import migrate
+
+    cfg = load_config(args)
+    applied = run_async(lambda: migrate(cfg.database.dsn))
+    for name in applied:
+        sys.stdout.write(f"applied {name}\n")
+    if not applied:
+        sys.stdout.write("database is up to date\n")
+    return 0
+
+
+def cmd_tenants_add(args: argparse.Namespace) -> int:
+    from engine.store import pool as pool_mod
+    from engine.store import tenants
+
+    cfg = load_config(args)
+
+    async def go() -> bool:
+        pool = await pool_mod.connect(cfg.database, min_size=1)
+        try:
+            return await tenants.add(pool, args.tenant_id, args.name)
+        finally:
+            await pool.close()
+
+    created = run_async(go)
+    sys.stdout.write(f"tenant {args.tenant_id} {'added' if created else 'already exists'}\n")
+    return 0
+
+
+def _lines(stream: IO[bytes], size: int) -> Iterator[list[tuple[int, bytes]]]:
+    batch: list[tuple[int, bytes]] = []
+    for n, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        batch.append((n, line))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from engine.enqueue import CHUNK, enqueue
+    from engine.store import pool as pool_mod
+
+    cfg = load_config(args)
+    try:
+        stream: IO[bytes] = sys.stdin.buffer if args.jsonl == "-" else open(args.jsonl, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.jsonl}: {exc.strerror}") from None
+
+    async def go() -> int:
+        refused = 0
+        pool = await pool_mod.connect(cfg.database, min_size=1)
+        try:
+            for batch in _lines(stream, CHUNK):
+                results = await enqueue(
+                    pool,
+                    [line for _, line in batch],
+                    max_message_bytes=cfg.queue.max_message_bytes,
+                    max_age_s=cfg.queue.max_age_s,
+                )
+                out = []
+                for (lineno, _), res in zip(batch, results, strict=True):
+                    if res.error is None:
+                        out.append(f"{res.job_id}\n")
+                    else:
+                        refused += 1
+                        err = {
+                            "line": lineno,
+                            "idempotency_key": res.idempotency_key,
+                            "error": res.error,
+                        }
+                        sys.stderr.write(_JSON.encode(err).decode() + "\n")
+                sys.stdout.write("".join(out))
+                sys.stdout.flush()
+        finally:
+            await pool.close()
+            if stream is not sys.stdin.buffer:
+                stream.close()
+        return refused
+
+    return 1 if run_async(go) else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from engine.queue import streams as streams_mod
+    from engine.store import jobs as job_store
+    from engine.store import pool as pool_mod
+
+    cfg = load_config(args)
+
+    async def go() -> dict[str, Any]:
+        pool = await pool_mod.connect(cfg.database, min_size=1)
+        try:
+            counts = await job_store.counts(pool)
+        finally:
+            await pool.close()
+        doc: dict[str, Any] = {"jobs": counts, "total": sum(counts.values())}
+        client = streams_mod.connect(cfg.redis)
+        try:
+            doc["streams"] = await streams_mod.Streams(client, cfg.redis.prefix).depth()
+        except Exception as exc:  # status must work with Redis down: say so, don't fail
+            doc["streams"] = None
+            doc["redis_error"] = str(exc)
+        finally:
+            await client.aclose()
+        return doc
+
+    doc = run_async(go)
+    if args.json:
+        sys.stdout.write(_JSON.encode(doc).decode() + "\n")
+    else:
+        for state, n in doc["jobs"].items():
+            sys.stdout.write(f"{state:<11} {n}\n")
+        sys.stdout.write(f"{'total':<11} {doc['total']}\n")
+        if doc["streams"] is not None:
+            depth = " ".join(f"{k}={v}" for k, v in doc["streams"].items())
+            sys.stdout.write(f"streams     {depth}\n")
+        else:
+            sys.stdout.write(f"streams     unavailable ({doc['redis_error']})\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    return run_demo(args.config, jobs=args.jobs, keep=args.keep)

@@ -1,0 +1,1 @@
+"""The send pipeline: claim → compose → suppress → shape → sign → relay → record."""

@@ -1,0 +1,147 @@
+"""Batched outcome writer: job states + OLAP counters in one transaction, then XACK.
+
+The stream entry of a job is acknowledged only after its outcome is committed (DESIGN §3). When
+PostgreSQL is unreachable the batch is kept and retried; nothing is acknowledged meanwhile, so a
+crash at any point leaves the job either committed or still pending on the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import asyncpg
+import msgspec
+
+from engine import metrics
+from engine.queue.streams import Entry, Streams
+from engine.store import jobs as job_store
+from engine.store import stats
+
+log = logging.getLogger("engine.outcomes")
+
+_STAT_COLUMN = {"relayed": "relayed", "deferred": "deferred", "failed": "failed"}
+
+
+class Pending(msgspec.Struct):
+    row: job_store.OutcomeRow
+    entries: list[Entry]
+    stat_key: tuple[str, str, str]  # tenant, sender, provider
+    attempted: bool
+
+
+class OutcomeWriter:
+    """Collects outcomes and flushes them every ``flush_ms`` or ``batch`` outcomes."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        streams: Streams,
+        owner: str,
+        *,
+        flush_ms: float,
+        batch: int,
+        on_done: Callable[[int], None],
+    ) -> None:
+        self.pool = pool
+        self.streams = streams
+        self.owner = owner
+        self.flush_s = flush_ms / 1000
+        self.batch = batch
+        self.on_done = on_done
+        self._pending: list[Pending] = []
+        self._acks: list[Entry] = []
+        self._kick = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def add(
+        self,
+        row: job_store.OutcomeRow,
+        entries: list[Entry],
+        stat_key: tuple[str, str, str],
+        *,
+        attempted: bool = True,
+    ) -> None:
+        """Queue one outcome; ``entries`` are acked once it is committed."""
+        self._pending.append(Pending(row, entries, stat_key, attempted))
+        self._idle.clear()
+        if len(self._pending) >= self.batch:
+            self._kick.set()
+
+    def ack_only(self, entries: list[Entry]) -> None:
+        """Entries whose job needs no write (stale duplicates): ack with the next flush."""
+        self._acks.extend(entries)
+        self._idle.clear()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Write everything pending; retries until PostgreSQL accepts it."""
+        while self._pending or self._acks:
+            items, self._pending = self._pending, []
+            acks, self._acks = self._acks, []
+            delay = 0.2
+            while True:
+                try:
+                    await self._write(items)
+                    break
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+                    log.warning(
+                        "outcome write failed; retrying", extra={"error": str(e), "n": len(items)}
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            entries = [e for p in items for e in p.entries] + acks
+            delay = 0.2
+            while True:
+                try:
+                    await self.streams.ack(entries)
+                    break
+                except Exception as exc:  # Redis down: the reconciler repairs; retry a while
+                    log.warning("ack failed; retrying", extra={"error": str(exc)})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    if delay >= 5.0:
+                        break  # entries stay pending; XAUTOCLAIM finds them, claim skips them
+            self.on_done(len(items))
+        self._idle.set()
+
+    async def _write(self, items: list[Pending]) -> None:
+        if not items:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            updated = await job_store.write_outcomes(conn, self.owner, [p.row for p in items])
+            written = {r["id"] for r in updated}
+            counts = []
+            for p in items:
+                if p.row.job_id not in written:
+                    continue
+                if p.attempted:
+                    counts.append((p.stat_key, "sent", 1))
+                column = _STAT_COLUMN.get(p.row.state)
+                if column:
+                    counts.append((p.stat_key, column, 1))
+            await stats.add(conn, counts)
+        lost = len(items) - len(written)
+        if lost:
+            log.info("outcomes skipped: lease lost to another worker", extra={"n": lost})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush periodically until ``stop``; then a final flush."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=self.flush_s)
+            self._kick.clear()
+            await self.flush()
+        await self.flush()
+
+    async def drained(self) -> None:
+        await self._idle.wait()
+
+
+__all__ = ["OutcomeWriter", "metrics"]

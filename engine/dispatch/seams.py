@@ -1,0 +1,70 @@
+"""What the dispatcher needs from relay, DKIM and shaping, as protocols.
+
+The daemon wires the real implementations; tests may wire simpler ones. Keeping the pipeline
+behind these seams means it never imports a concrete relay/DKIM/shaping class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+from engine.model import OutcomeKind
+
+
+class SendResult(Protocol):
+    @property
+    def kind(self) -> OutcomeKind: ...
+    @property
+    def reply_code(self) -> int | None: ...
+    @property
+    def enhanced_status(self) -> str | None: ...
+    @property
+    def reply(self) -> str: ...
+    @property
+    def node(self) -> str | None: ...
+    @property
+    def throttled(self) -> bool: ...
+
+
+class Relay(Protocol):
+    async def send(
+        self,
+        envelope_from: str,
+        recipients: list[str] | str,
+        message: bytes,
+        *,
+        affinity: str | None = None,
+    ) -> SendResult: ...
+
+
+class Signer(Protocol):
+    async def sign(self, domain: str, message: bytes, body_key: object | None = None) -> bytes:
+        """Return the message with DKIM-Signature header(s) prepended.
+
+        Raises :class:`engine.errors.DkimKeyMissingError` when the domain has no key and
+        signing is required; returns the message unchanged when not required.
+        """
+        ...
+
+
+class ShapeRequest(msgspec.Struct, frozen=True):
+    tenant_id: str
+    sender: str
+    sender_domain: str
+    recipient_domain: str
+
+
+class ShapeDecision(msgspec.Struct, frozen=True):
+    allowed: bool
+    retry_after_s: float = 0.0
+    level: str | None = None  # which limit held it
+    provider: str = ""
+
+
+class Shaper(Protocol):
+    async def acquire(self, requests: Sequence[ShapeRequest]) -> list[ShapeDecision]: ...
+
+    async def feedback(self, request: ShapeRequest, provider: str, result: SendResult) -> None: ...

@@ -1,0 +1,406 @@
+"""The dispatcher: reads stream entries, claims jobs, and sends each through the pipeline.
+
+One batch costs a fixed number of round trips (claim, content, suppressions, shaping), then every
+job runs as its own task bounded by ``max_in_flight``: compose (body cached per content hash),
+sign (thread pool), relay (pooled connections). Outcomes go to the batched :class:`OutcomeWriter`.
+Any unexpected error defers the job (never loses it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import asyncpg
+
+from engine import metrics
+from engine.compose import message_id as message_ids
+from engine.compose import verp
+from engine.compose.mime import ComposedBody, build_body, effective_message_id, render
+from engine.compose.unsubscribe import feedback_id
+from engine.config import Config
+from engine.dispatch.outcomes import OutcomeWriter
+from engine.dispatch.seams import Relay, ShapeDecision, Shaper, ShapeRequest, Signer
+from engine.errors import ComposeError, DkimError, EngineError
+from engine.model import Content, JobState, OutcomeKind
+from engine.queue.retry import backoff_s
+from engine.queue.streams import Entry, Streams
+from engine.store import content as content_store
+from engine.store import jobs as job_store
+from engine.store import suppressions
+
+log = logging.getLogger("engine.dispatch")
+
+_ALLOW = ShapeDecision(allowed=True)
+HOLD_PAUSED_S = 300.0
+HOLD_DKIM_S = 600.0
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+class BodyCache:
+    """Composed bodies per (tenant, content hash): a 50k campaign builds its MIME once."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, bytes], tuple[Content, ComposedBody]] = OrderedDict()
+
+    def get(self, key: tuple[str, bytes]) -> tuple[Content, ComposedBody] | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: tuple[str, bytes], content: Content) -> tuple[Content, ComposedBody]:
+        item = (content, build_body(content))
+        self._items[key] = item
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return item
+
+
+class PausedSenders:
+    """Paused senders, refreshed from the oltp tier every few seconds (not per message)."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl_s: float = 5.0) -> None:
+        self.pool = pool
+        self.ttl_s = ttl_s
+        self._at = 0.0
+        self._paused: set[tuple[str, str]] = set()
+
+    async def get(self) -> set[tuple[str, str]]:
+        if time.monotonic() - self._at > self.ttl_s:
+            rows = await self.pool.fetch("SELECT tenant_id, address FROM oltp.senders WHERE paused")
+            self._paused = {(r["tenant_id"], r["address"]) for r in rows}
+            self._at = time.monotonic()
+        return self._paused
+
+
+class Dispatcher:
+    """Consumes the streams and drives each claimed job to an outcome."""
+
+    def __init__(
+        self,
+        *,
+        cfg: Config,
+        pool: asyncpg.Pool,
+        streams: Streams,
+        relay: Relay,
+        consumer: str,
+        signer: Signer | None = None,
+        shaper: Shaper | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.q = cfg.queue
+        self.pool = pool
+        self.streams = streams
+        self.relay = relay
+        self.consumer = consumer
+        self.signer = signer
+        self.shaper = shaper
+        self.bodies = BodyCache()
+        self.paused = PausedSenders(pool)
+        self.in_flight = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.writer = OutcomeWriter(
+            pool,
+            streams,
+            consumer,
+            flush_ms=self.q.outcome_flush_ms,
+            batch=self.q.outcome_batch,
+            on_done=self._done,
+        )
+
+    def _done(self, n: int) -> None:
+        self.in_flight -= n
+        metrics.IN_FLIGHT.set(self.in_flight)
+        if self.in_flight < self.q.max_in_flight:
+            self._room.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop``; then finish every job in flight and flush outcomes."""
+        writer_stop = asyncio.Event()
+        writer = asyncio.create_task(self.writer.run(writer_stop))
+        last_claim = 0.0
+        try:
+            while not stop.is_set():
+                free = self.q.max_in_flight - self.in_flight
+                if free < max(1, self.q.batch_size // 4):
+                    self._room.clear()
+                    await _wait_any(stop, self._room, timeout=1.0)
+                    continue
+                try:
+                    entries: list[Entry] = []
+                    now = time.monotonic()
+                    if now - last_claim > max(1.0, self.q.lease_s / 4):
+                        last_claim = now
+                        entries = await self.streams.autoclaim(
+                            self.consumer, int(self.q.lease_s * 1000), min(free, 100)
+                        )
+                    if not entries:
+                        scale = max(1, min(free, self.q.batch_size) // sum(self.q.weights))
+                        entries = await self.streams.read(
+                            self.consumer, self.q.weights, scale, block_ms=250
+                        )
+                    if entries:
+                        await self._dispatch(entries)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("dispatch round failed; retrying", extra={"error": str(exc)})
+                    await asyncio.sleep(0.5)
+                except EngineError as exc:
+                    log.warning("dispatch round failed; retrying", extra={"error": str(exc)})
+                    await asyncio.sleep(0.5)
+                except Exception as exc:  # redis errors and the unexpected: retry, never exit
+                    log.warning("dispatch round failed; retrying", extra={"error": repr(exc)})
+                    await asyncio.sleep(0.5)
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            writer_stop.set()
+            await writer
+
+    async def _dispatch(self, entries: list[Entry]) -> None:
+        by_job: dict[int, list[Entry]] = {}
+        for e in entries:
+            by_job.setdefault(e.job_id, []).append(e)
+        claimed = await job_store.claim(
+            self.pool, [j for j in by_job if j], owner=self.consumer, lease_s=self.q.lease_s
+        )
+        claimed_ids = {j.id for j in claimed}
+        stale = [e for j, es in by_job.items() if j not in claimed_ids for e in es]
+        if stale:
+            self.writer.ack_only(stale)
+        if not claimed:
+            return
+        self.in_flight += len(claimed)
+        metrics.IN_FLIGHT.set(self.in_flight)
+        try:
+            contents = await self._contents(claimed)
+            blocked = await suppressions.check(
+                self.pool, [(j.tenant_id, j.recipient) for j in claimed]
+            )
+            paused = await self.paused.get()
+            decisions = await self._shape(claimed)
+        except BaseException:
+            # Nothing was attempted: give the jobs back at once rather than wait for the lease.
+            self.in_flight -= len(claimed)
+            raise
+        for job, decision in zip(claimed, decisions, strict=True):
+            task = asyncio.create_task(
+                self._handle(
+                    job,
+                    by_job[job.id],
+                    contents.get((job.tenant_id, job.content_sha256)),
+                    suppressed=(job.tenant_id, job.recipient.lower()) in blocked,
+                    paused=(job.tenant_id, job.sender) in paused,
+                    decision=decision,
+                )
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _contents(
+        self, claimed: Sequence[job_store.ClaimedJob]
+    ) -> dict[tuple[str, bytes], tuple[Content, ComposedBody]]:
+        out: dict[tuple[str, bytes], tuple[Content, ComposedBody]] = {}
+        missing = []
+        for j in claimed:
+            key = (j.tenant_id, j.content_sha256)
+            item = self.bodies.get(key)
+            if item is None:
+                missing.append(key)
+            else:
+                out[key] = item
+        if missing:
+            loaded = await content_store.load(self.pool, missing)
+            for key, content in loaded.items():
+                try:
+                    out[key] = self.bodies.put(key, content)
+                except ComposeError as exc:
+                    log.warning("cannot compose content", extra={"error": str(exc)})
+        return out
+
+    async def _shape(self, claimed: Sequence[job_store.ClaimedJob]) -> list[ShapeDecision]:
+        if self.shaper is None:
+            return [_ALLOW] * len(claimed)
+        return await self.shaper.acquire(
+            [
+                ShapeRequest(j.tenant_id, j.sender, _domain(j.sender), _domain(j.recipient))
+                for j in claimed
+            ]
+        )
+
+    def _compose(self, job: job_store.ClaimedJob, body: ComposedBody) -> tuple[str, bytes, str]:
+        domain = _domain(job.sender)
+        mid = effective_message_id(body, message_ids.make(job.id, job.tenant_id, domain))
+        extra: list[tuple[str, str]] = []
+        if job.campaign_id:
+            extra.append(("Feedback-ID", feedback_id(job.campaign_id, job.tenant_id, domain)))
+        # List-Unsubscribe comes from the content (build_body), so it is composed once.
+        message = render(body, to=job.recipient, message_id=mid, date=None, extra_headers=extra)
+        envelope_from = verp.encode(
+            job.id, domain=self.cfg.inbound.verp_domain, secret=self.cfg.inbound.verp_secret
+        )
+        return mid, message, envelope_from
+
+    async def _handle(
+        self,
+        job: job_store.ClaimedJob,
+        entries: list[Entry],
+        item: tuple[Content, ComposedBody] | None,
+        *,
+        suppressed: bool,
+        paused: bool,
+        decision: ShapeDecision,
+    ) -> None:
+        stat_key = (job.tenant_id, job.sender, decision.provider)
+        try:
+            row, attempted = await self._attempt(job, item, suppressed, paused, decision)
+        except Exception as exc:  # the unexpected must defer the job, never lose it
+            log.exception("job failed unexpectedly; deferring", extra={"job_id": job.id})
+            row = self._deferred(job, None, None, f"internal error: {exc!r}", None)
+            attempted = False
+        self.writer.add(row, entries, stat_key, attempted=attempted)
+
+    async def _attempt(
+        self,
+        job: job_store.ClaimedJob,
+        item: tuple[Content, ComposedBody] | None,
+        suppressed: bool,
+        paused: bool,
+        decision: ShapeDecision,
+    ) -> tuple[job_store.OutcomeRow, bool]:
+        if suppressed:
+            metrics.MESSAGES.labels("suppressed", "").inc()
+            return job_store.OutcomeRow(
+                job.id,
+                job.attempts,
+                JobState.SUPPRESSED.value,
+                reply="recipient is on the suppression list",
+            ), False
+        if paused:
+            return self._held(job, HOLD_PAUSED_S, "sender is paused"), False
+        if not decision.allowed:
+            metrics.SHAPING_DELAYS.labels(decision.level or "unknown").inc()
+            return self._held(
+                job, decision.retry_after_s, f"held by shaping limit {decision.level}"
+            ), False
+        if item is None:
+            return job_store.OutcomeRow(
+                job.id,
+                job.attempts,
+                JobState.FAILED.value,
+                reply="content missing or cannot be composed",
+            ), False
+        _, body = item
+        try:
+            mid, message, envelope_from = self._compose(job, body)
+        except ComposeError as exc:
+            return job_store.OutcomeRow(
+                job.id, job.attempts, JobState.FAILED.value, reply=f"compose: {exc}"
+            ), False
+        if self.signer is not None:
+            try:
+                message = await self.signer.sign(_domain(job.sender), message, body)
+            except DkimError as exc:
+                metrics.DKIM_FAILURES.inc()
+                return self._held(job, HOLD_DKIM_S, f"dkim: {exc}"), False
+        started = time.perf_counter()
+        result = await self.relay.send(
+            envelope_from, job.recipient, message, affinity=_domain(job.sender)
+        )
+        node = result.node or ""
+        metrics.RELAY_LATENCY.labels(node).observe(time.perf_counter() - started)
+        metrics.MESSAGES.labels(result.kind.value, node).inc()
+        if self.shaper is not None:
+            req = ShapeRequest(
+                job.tenant_id, job.sender, _domain(job.sender), _domain(job.recipient)
+            )
+            await self.shaper.feedback(req, "", result)
+        if result.kind is OutcomeKind.RELAYED:
+            metrics.END_TO_END.observe(time.time() - job.created_at.timestamp())
+            return job_store.OutcomeRow(
+                job.id,
+                job.attempts,
+                JobState.RELAYED.value,
+                code=result.reply_code,
+                status=result.enhanced_status,
+                reply=result.reply,
+                node=result.node,
+                message_id=mid,
+            ), True
+        if result.kind is OutcomeKind.FAILED:
+            return job_store.OutcomeRow(
+                job.id,
+                job.attempts,
+                JobState.FAILED.value,
+                code=result.reply_code,
+                status=result.enhanced_status,
+                reply=result.reply,
+                node=result.node,
+                message_id=mid,
+            ), True
+        return self._deferred(
+            job, result.reply_code, result.enhanced_status, result.reply, result.node, mid
+        ), True
+
+    def _deferred(
+        self,
+        job: job_store.ClaimedJob,
+        code: int | None,
+        status: str | None,
+        reply: str | None,
+        node: str | None,
+        mid: str | None = None,
+    ) -> job_store.OutcomeRow:
+        delay = backoff_s(
+            job.attempts,
+            base_s=self.q.retry_base_s,
+            max_s=self.q.retry_max_s,
+            jitter=self.q.retry_jitter,
+        )
+        return job_store.OutcomeRow(
+            job.id,
+            job.attempts,
+            JobState.DEFERRED.value,
+            next_attempt_in_s=delay,
+            code=code,
+            status=status,
+            reply=reply,
+            node=node,
+            message_id=mid,
+        )
+
+    def _held(self, job: job_store.ClaimedJob, delay_s: float, why: str) -> job_store.OutcomeRow:
+        metrics.MESSAGES.labels("held", "").inc()
+        state = JobState.QUEUED.value if job.attempts <= 1 else JobState.DEFERRED.value
+        return job_store.OutcomeRow(
+            job.id,
+            job.attempts,
+            state,
+            next_attempt_in_s=max(0.05, delay_s),
+            undo_attempt=True,
+            reply=why,
+        )
+
+    async def drain(self) -> None:
+        """Wait for jobs in flight and their outcomes."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.writer.flush()
+
+
+async def _wait_any(stop: asyncio.Event, other: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(other.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,180 @@
+"""The enqueue service: validate jobs, store content once, insert jobs idempotently, wake feeders.
+
+Shared by ``engine enqueue``, ``POST /v1/messages`` and :mod:`engine.client`. Bad jobs get a
+per-job error and the rest of the batch still goes in; a batch is a handful of round trips per
+chunk of jobs (never one per job). The daemon's feeder is woken with NOTIFY at commit and moves
+due jobs onto the Redis streams (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+import asyncpg
+import msgspec
+
+from engine.compose.validate import validate_job
+from engine.errors import JobValidationError
+from engine.model import Content, Job, Priority
+from engine.store import content as content_store
+from engine.store import jobs as job_store
+from engine.store import tenants
+from engine.store.pool import Conn
+
+NOTIFY_CHANNEL = "engine_jobs"
+CHUNK = 5000
+
+_JOB_DECODER = msgspec.json.Decoder(Job)
+_KEY_ENCODER = msgspec.msgpack.Encoder()
+
+
+class EnqueueResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What happened to one submitted job (``index`` is its 0-based position in the batch)."""
+
+    index: int
+    idempotency_key: str | None
+    job_id: int | None = None
+    created: bool = False
+    error: str | None = None
+
+
+def decode_job(data: bytes | str) -> Job:
+    """Decode one Job JSON object, turning schema errors into :class:`JobValidationError`."""
+    try:
+        return _JOB_DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise JobValidationError(f"invalid job: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise JobValidationError(f"not a JSON object: {exc}") from None
+
+
+def _idempotency_key_of(data: bytes | str) -> str | None:
+    try:
+        doc = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    key = doc.get("idempotency_key") if isinstance(doc, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _parse_send_at(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise JobValidationError(f"send_at {value!r} is not an ISO 8601 timestamp") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def content_of(job: Job) -> Content:
+    """The part of a job shared by every recipient (stored once per hash)."""
+    return Content(
+        from_=job.from_,
+        subject=job.subject,
+        text=job.text,
+        html=job.html,
+        headers=job.headers,
+        attachments=job.attachments,
+        raw=job.raw,
+        list_unsubscribe=job.list_unsubscribe,
+    )
+
+
+def _check(job: Job, max_message_bytes: int) -> job_store.NewJob:
+    validate_job(job, max_message_bytes=max_message_bytes)
+    if not job.from_:
+        raise JobValidationError("from is required (the sender address the job is sent as)")
+    return job_store.NewJob(
+        tenant_id=job.tenant_id,
+        idempotency_key=job.idempotency_key,
+        priority=int(Priority.parse(job.priority)),
+        sender=job.from_.lower(),
+        recipient=job.to,
+        content_sha256=b"",
+        campaign_id=job.campaign_id,
+        metadata=job.metadata or None,
+        send_at=_parse_send_at(job.send_at),
+    )
+
+
+async def enqueue(
+    pool: asyncpg.Pool,
+    jobs: Sequence[Job | bytes | str],
+    *,
+    max_message_bytes: int,
+    max_age_s: float,
+) -> list[EnqueueResult]:
+    """Enqueue a batch; returns one result per input, in order.
+
+    Inputs may be decoded :class:`Job` structs or raw JSON (decoded here, so a malformed line
+    becomes that line's error).
+    """
+    results: list[EnqueueResult] = []
+    for start in range(0, len(jobs), CHUNK):
+        chunk = jobs[start : start + CHUNK]
+        results.extend(await _enqueue_chunk(pool, chunk, start, max_message_bytes, max_age_s))
+    return results
+
+
+async def _enqueue_chunk(
+    pool: asyncpg.Pool,
+    items: Sequence[Job | bytes | str],
+    offset: int,
+    max_message_bytes: int,
+    max_age_s: float,
+) -> list[EnqueueResult]:
+    results: dict[int, EnqueueResult] = {}
+    accepted: list[tuple[int, Job, job_store.NewJob]] = []
+    for i, item in enumerate(items, start=offset):
+        key = item.idempotency_key if isinstance(item, Job) else _idempotency_key_of(item)
+        try:
+            job = item if isinstance(item, Job) else decode_job(item)
+            accepted.append((i, job, _check(job, max_message_bytes)))
+        except JobValidationError as exc:
+            results[i] = EnqueueResult(i, key, error=str(exc))
+    if accepted:
+        async with pool.acquire() as conn, conn.transaction():
+            known = await tenants.known(conn, (j.tenant_id for _, j, _ in accepted))
+            ready: list[tuple[int, job_store.NewJob]] = []
+            encoded: dict[bytes, content_store.EncodedContent] = {}
+            to_store: dict[tuple[str, bytes], content_store.EncodedContent] = {}
+            for i, job, new in accepted:
+                if job.tenant_id not in known:
+                    results[i] = EnqueueResult(
+                        i,
+                        job.idempotency_key,
+                        error=f"unknown tenant {job.tenant_id!r}"
+                        f" (add it with: engine tenants add {job.tenant_id})",
+                    )
+                    continue
+                content = content_of(job)
+                ckey = _KEY_ENCODER.encode(content)
+                enc = encoded.get(ckey)
+                if enc is None:
+                    enc = encoded[ckey] = content_store.encode(content)
+                to_store[(job.tenant_id, enc.sha256)] = enc
+                ready.append((i, msgspec.structs.replace(new, content_sha256=enc.sha256)))
+            await content_store.store(conn, [k[0] for k in to_store], list(to_store.values()))
+            await _ensure_senders(conn, {(n.tenant_id, n.sender) for _, n in ready})
+            inserted = await job_store.insert(conn, [n for _, n in ready], max_age_s=max_age_s)
+            for (i, _), ins in zip(ready, inserted, strict=True):
+                results[i] = EnqueueResult(i, ins.idempotency_key, ins.job_id, ins.created)
+            if any(ins.created for ins in inserted):
+                await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return [results[i] for i in range(offset, offset + len(items))]
+
+
+async def _ensure_senders(conn: Conn, senders: Iterable[tuple[str, str]]) -> None:
+    """Senders are created on first use (and so start their warm-up plan)."""
+    pairs = sorted(senders)
+    if not pairs:
+        return
+    await conn.execute(
+        "INSERT INTO oltp.senders (tenant_id, address, domain)"
+        " SELECT t, a, split_part(a, '@', 2) FROM unnest($1::text[], $2::text[]) AS u(t, a)"
+        " ON CONFLICT DO NOTHING",
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )

@@ -1,0 +1,91 @@
+"""Every Prometheus metric the engine exports, defined in one place.
+
+Cardinality-safe: no per-recipient or per-message labels; ``tenant`` only where the admin
+``tenant_metrics`` switch allows (it is then passed explicitly by the caller).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+MESSAGES = Counter(
+    "engine_messages_total",
+    "Relay attempts by outcome (relayed, deferred, failed, suppressed, held) and node.",
+    ["outcome", "node"],
+    registry=REGISTRY,
+)
+ENQUEUED = Counter("engine_jobs_enqueued_total", "Jobs accepted at enqueue.", registry=REGISTRY)
+ENQUEUE_REJECTED = Counter(
+    "engine_jobs_rejected_total", "Jobs refused at enqueue (validation).", registry=REGISTRY
+)
+QUEUE_DEPTH = Gauge(
+    "engine_queue_depth", "Entries waiting on the Redis stream.", ["priority"], registry=REGISTRY
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "engine_queue_oldest_age_seconds",
+    "Age of the oldest due job not yet relayed.",
+    registry=REGISTRY,
+)
+RELAY_LATENCY = Histogram(
+    "engine_relay_latency_seconds",
+    "Time to hand one message to a relay node (MAIL..DATA end).",
+    ["node"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+END_TO_END = Histogram(
+    "engine_enqueue_to_relay_seconds",
+    "Time from enqueue to relayed.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+    registry=REGISTRY,
+)
+DKIM_SIGN = Histogram(
+    "engine_dkim_sign_seconds",
+    "Time to DKIM-sign one message.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+    registry=REGISTRY,
+)
+DKIM_UNSIGNED = Counter(
+    "engine_dkim_unsigned_total",
+    "Messages sent unsigned because no key exists and [dkim] required = false.",
+    registry=REGISTRY,
+)
+DKIM_FAILURES = Counter(
+    "engine_dkim_failures_total",
+    "Messages held because signing failed or a required key was missing.",
+    registry=REGISTRY,
+)
+POOL_CONNECTIONS = Gauge(
+    "engine_relay_connections",
+    "Relay connections by node and state.",
+    ["node", "state"],
+    registry=REGISTRY,
+)
+SHAPING_DELAYS = Counter(
+    "engine_shaping_delays_total",
+    "Jobs held back by a shaping limit.",
+    ["level"],
+    registry=REGISTRY,
+)
+BOUNCES = Counter(
+    "engine_bounces_total",
+    "Inbound bounces by reason and hard/soft.",
+    ["reason", "hard"],
+    registry=REGISTRY,
+)
+COMPLAINTS = Counter(
+    "engine_complaints_total",
+    "Feedback-loop complaints by feedback type.",
+    ["feedback_type"],
+    registry=REGISTRY,
+)
+RECONCILER_REPAIRS = Counter(
+    "engine_reconciler_repairs_total",
+    "Jobs the reconciler put back on the fast path (Redis lost them, leases expired, ...).",
+    ["kind"],
+    registry=REGISTRY,
+)
+LOOP_LAG = Gauge("engine_event_loop_lag_seconds", "Event-loop scheduling lag.", registry=REGISTRY)
+IN_FLIGHT = Gauge("engine_in_flight", "Jobs claimed and not yet written back.", registry=REGISTRY)

@@ -1,0 +1,1 @@
+"""Redis streams, the fast path of the hybrid queue (PostgreSQL stays the truth)."""

@@ -1,0 +1,86 @@
+"""The feeder: moves due jobs from PostgreSQL onto the Redis streams.
+
+Woken by NOTIFY (enqueue commits) and by a timer (scheduled ``send_at`` and retry times). Pushes
+happen inside the transaction that marks jobs as pushed: a crash before commit leaves them
+unpushed; a crash after XADD but before commit only duplicates stream entries, which the claim
+step ignores. It stops pushing while the streams hold ``stream_high_water`` entries, so Redis
+memory stays small with a million jobs queued and the reconciler can tell lost entries apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from engine.config import QueueConfig
+from engine.enqueue import NOTIFY_CHANNEL
+from engine.queue.streams import Streams
+from engine.store import jobs as job_store
+
+log = logging.getLogger("engine.feeder")
+
+
+async def feed_once(pool: asyncpg.Pool, streams: Streams, cfg: QueueConfig) -> int:
+    """Push one batch of due jobs; returns how many were pushed."""
+    depth = sum((await streams.depth()).values())
+    room = cfg.stream_high_water - depth
+    if room <= 0:
+        return 0
+    total_w = sum(cfg.weights)
+    budget = min(room, cfg.feeder_batch)
+    limits = [max(1, budget * w // total_w) for w in cfg.weights]
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await job_store.take_due(conn, limits)
+        await streams.push([(r["id"], r["tenant_id"], r["priority"]) for r in rows])
+    return len(rows)
+
+
+class Feeder:
+    """Runs :func:`feed_once` whenever work may have become due."""
+
+    def __init__(self, pool: asyncpg.Pool, streams: Streams, cfg: QueueConfig, dsn: str) -> None:
+        self.pool = pool
+        self.streams = streams
+        self.cfg = cfg
+        self.dsn = dsn
+        self.wake = asyncio.Event()
+        self._listen: asyncpg.Connection | None = None
+
+    def _on_notify(self, *_: object) -> None:
+        self.wake.set()
+
+    async def _ensure_listener(self) -> None:
+        if self._listen is not None and not self._listen.is_closed():
+            return
+        try:
+            self._listen = await asyncpg.connect(self.dsn)
+            await self._listen.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except (OSError, asyncpg.PostgresError) as exc:
+            self._listen = None
+            log.warning("cannot LISTEN for new jobs; polling", extra={"error": str(exc)})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Feed until ``stop`` is set; survives PostgreSQL/Redis outages by retrying."""
+        while not stop.is_set():
+            await self._ensure_listener()
+            self.wake.clear()
+            try:
+                pushed = await feed_once(self.pool, self.streams, self.cfg)
+            except Exception as exc:  # outages must not kill the feeder
+                log.warning("feeder round failed; retrying", extra={"error": str(exc)})
+                pushed = 0
+                await asyncio.sleep(1.0)
+            if pushed >= self.cfg.feeder_batch // 2:
+                continue  # more is probably due right now
+            delay = self.cfg.feeder_interval_s if pushed == 0 else 0.05
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+        await self.close()
+
+    async def close(self) -> None:
+        if self._listen is not None and not self._listen.is_closed():
+            await self._listen.close()
+        self._listen = None

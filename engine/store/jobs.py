@@ -1,0 +1,344 @@
+"""Queue tier: the ``queue.jobs`` table, the truth for "was this sent?".
+
+Every function here is one round trip for a whole batch (unnest arrays), never one per job.
+The claim/outcome pair implements at-least-once delivery: a worker claims jobs by moving them to
+``sending`` under a lease; its outcome is written only while it still holds that lease, so a job
+whose worker died is claimed again after the lease (the in-flight window is the only source of
+duplicates).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from engine.model import JobState
+from engine.store.pool import Conn
+
+
+class NewJob(msgspec.Struct, frozen=True):
+    tenant_id: str
+    idempotency_key: str
+    priority: int
+    sender: str
+    recipient: str
+    content_sha256: bytes
+    campaign_id: str | None
+    metadata: dict[str, Any] | None
+    send_at: dt.datetime | None
+
+
+class Inserted(msgspec.Struct, frozen=True):
+    tenant_id: str
+    idempotency_key: str
+    job_id: int
+    created: bool  # False: the idempotency key was already there
+
+
+class ClaimedJob(msgspec.Struct, frozen=True):
+    id: int
+    tenant_id: str
+    priority: int
+    attempts: int
+    sender: str
+    recipient: str
+    content_sha256: bytes
+    campaign_id: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+
+
+class OutcomeRow(msgspec.Struct, frozen=True):
+    """A job's new state after an attempt (or a hold), as the outcome writer stores it."""
+
+    job_id: int
+    attempts: int  # the attempt number this outcome belongs to (lease guard)
+    state: str
+    next_attempt_in_s: float | None = None  # for queued/deferred
+    undo_attempt: bool = False  # a hold (shaping, paused sender) was not a real attempt
+    code: int | None = None
+    status: str | None = None
+    reply: str | None = None
+    node: str | None = None
+    message_id: str | None = None
+
+
+_FINAL = [
+    s.value
+    for s in (
+        JobState.RELAYED,
+        JobState.BOUNCED,
+        JobState.FAILED,
+        JobState.SUPPRESSED,
+        JobState.CANCELLED,
+        JobState.COMPLAINED,
+    )
+]
+
+
+async def insert(conn: Conn, jobs: Sequence[NewJob], *, max_age_s: float) -> list[Inserted]:
+    """Insert jobs idempotently on (tenant_id, idempotency_key); two statements per batch."""
+    if not jobs:
+        return []
+    rows = await conn.fetch(
+        """
+        INSERT INTO queue.jobs AS q (tenant_id, idempotency_key, priority, sender, recipient,
+            content_sha256, campaign_id, metadata, send_at, next_attempt_at, expires_at)
+        SELECT t, k, p, s, r, h, c, m, sa, coalesce(sa, now()),
+               greatest(coalesce(sa, now()), now()) + make_interval(secs => $10)
+        FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::bytea[],
+                    $7::text[], $8::jsonb[], $9::timestamptz[]) AS u(t, k, p, s, r, h, c, m, sa)
+        ON CONFLICT ON CONSTRAINT jobs_tenant_id_idempotency_key_key DO NOTHING
+        RETURNING q.tenant_id, q.idempotency_key, q.id
+        """,
+        [j.tenant_id for j in jobs],
+        [j.idempotency_key for j in jobs],
+        [j.priority for j in jobs],
+        [j.sender for j in jobs],
+        [j.recipient for j in jobs],
+        [j.content_sha256 for j in jobs],
+        [j.campaign_id for j in jobs],
+        [j.metadata for j in jobs],
+        [j.send_at for j in jobs],
+        max_age_s,
+    )
+    created = {(r["tenant_id"], r["idempotency_key"]): r["id"] for r in rows}
+    missing = [
+        (j.tenant_id, j.idempotency_key)
+        for j in jobs
+        if (j.tenant_id, j.idempotency_key) not in created
+    ]
+    existing: dict[tuple[str, str], int] = {}
+    if missing:
+        found = await conn.fetch(
+            "SELECT q.tenant_id, q.idempotency_key, q.id FROM queue.jobs q"
+            " JOIN unnest($1::text[], $2::text[]) AS u(t, k)"
+            " ON q.tenant_id = u.t AND q.idempotency_key = u.k",
+            [m[0] for m in missing],
+            [m[1] for m in missing],
+        )
+        existing = {(r["tenant_id"], r["idempotency_key"]): r["id"] for r in found}
+    out = []
+    for j in jobs:
+        key = (j.tenant_id, j.idempotency_key)
+        if key in created:
+            out.append(Inserted(j.tenant_id, j.idempotency_key, created[key], True))
+        else:
+            out.append(Inserted(j.tenant_id, j.idempotency_key, existing[key], False))
+    return out
+
+
+_CLAIM = """
+UPDATE queue.jobs j
+   SET state = 'sending', attempts = j.attempts + 1, lease_owner = $2,
+       lease_until = now() + make_interval(secs => $3), updated_at = now()
+ WHERE j.id = ANY($1::bigint[])
+   AND ((j.state IN ('queued', 'deferred') AND j.next_attempt_at <= now() + interval '1 second')
+        OR (j.state = 'sending' AND j.lease_until < now()))
+RETURNING j.id, j.tenant_id, j.priority, j.attempts, j.sender, j.recipient, j.content_sha256,
+          j.campaign_id, j.created_at, j.expires_at
+"""
+
+
+async def claim(
+    pool: asyncpg.Pool, ids: Sequence[int], *, owner: str, lease_s: float
+) -> list[ClaimedJob]:
+    """Take the jobs that are still due (stale stream entries are simply not returned)."""
+    if not ids:
+        return []
+    rows = await pool.fetch(_CLAIM, list(ids), owner, lease_s)
+    return [
+        ClaimedJob(
+            r["id"],
+            r["tenant_id"],
+            r["priority"],
+            r["attempts"],
+            r["sender"],
+            r["recipient"],
+            bytes(r["content_sha256"]),
+            r["campaign_id"],
+            r["created_at"],
+            r["expires_at"],
+        )
+        for r in rows
+    ]
+
+
+_OUTCOMES = """
+UPDATE queue.jobs j
+   SET state = CASE WHEN u.st IN ('queued', 'deferred') AND j.expires_at < now()
+                    THEN 'failed' ELSE u.st END,
+       attempts = j.attempts - u.undo::int,
+       next_attempt_at = CASE WHEN u.delay IS NULL THEN j.next_attempt_at
+                              ELSE now() + make_interval(secs => u.delay) END,
+       pushed_at = NULL, lease_owner = NULL, lease_until = NULL,
+       relay_node = coalesce(u.node, j.relay_node),
+       last_code = coalesce(u.code, j.last_code),
+       last_status = coalesce(u.status, j.last_status),
+       last_reply = CASE WHEN u.st IN ('queued', 'deferred') AND j.expires_at < now()
+                         THEN 'expired: not relayed within the maximum age; last: '
+                              || coalesce(u.reply, j.last_reply, '')
+                         ELSE coalesce(u.reply, j.last_reply) END,
+       message_id = coalesce(u.mid, j.message_id),
+       updated_at = now(),
+       finished_at = CASE WHEN u.st = ANY($12::text[])
+                            OR (u.st IN ('queued', 'deferred') AND j.expires_at < now())
+                          THEN now() END
+  FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::bool[], $6::int[],
+              $7::text[], $8::text[], $9::text[], $10::text[])
+       AS u(id, att, st, delay, undo, code, status, reply, node, mid)
+ WHERE j.id = u.id AND j.state = 'sending' AND j.lease_owner = $11 AND j.attempts = u.att
+RETURNING j.id, j.tenant_id, j.sender, j.state
+"""
+
+
+async def write_outcomes(
+    conn: Conn, owner: str, rows: Sequence[OutcomeRow]
+) -> list[asyncpg.Record]:
+    """Store outcomes of jobs this owner still holds; returns the rows actually updated.
+
+    A job whose lease was lost (another worker re-claimed it) is skipped: that worker's outcome
+    is the one that counts.
+    """
+    if not rows:
+        return []
+    result: list[asyncpg.Record] = await conn.fetch(
+        _OUTCOMES,
+        [r.job_id for r in rows],
+        [r.attempts for r in rows],
+        [r.state for r in rows],
+        [r.next_attempt_in_s for r in rows],
+        [r.undo_attempt for r in rows],
+        [r.code for r in rows],
+        [r.status for r in rows],
+        [r.reply for r in rows],
+        [r.node for r in rows],
+        [r.message_id for r in rows],
+        owner,
+        _FINAL,
+    )
+    return result
+
+
+async def take_due(conn: Conn, limits: Sequence[int]) -> list[asyncpg.Record]:
+    """Mark up to ``limits[p]`` due, unpushed jobs of each priority as pushed; return them.
+
+    Each priority gets its own share so a flood of high-priority jobs cannot starve low ones.
+    Must run inside the transaction that pushes them to Redis (SKIP LOCKED splits work between
+    instances; a crash before commit leaves them unpushed).
+    """
+    result: list[asyncpg.Record] = await conn.fetch(
+        """
+        WITH p0 AS (SELECT tenant_id, id FROM queue.jobs
+              WHERE priority = 0 AND state IN ('queued', 'deferred') AND pushed_at IS NULL
+                AND next_attempt_at <= now()
+              ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED),
+             p1 AS (SELECT tenant_id, id FROM queue.jobs
+              WHERE priority = 1 AND state IN ('queued', 'deferred') AND pushed_at IS NULL
+                AND next_attempt_at <= now()
+              ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+             p2 AS (SELECT tenant_id, id FROM queue.jobs
+              WHERE priority = 2 AND state IN ('queued', 'deferred') AND pushed_at IS NULL
+                AND next_attempt_at <= now()
+              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED),
+             due AS (SELECT * FROM p0 UNION ALL SELECT * FROM p1 UNION ALL SELECT * FROM p2)
+        UPDATE queue.jobs j SET pushed_at = now()
+          FROM due WHERE j.tenant_id = due.tenant_id AND j.id = due.id
+        RETURNING j.id, j.tenant_id, j.priority
+        """,
+        *limits,
+    )
+    return result
+
+
+async def next_due_in(pool: asyncpg.Pool) -> float | None:
+    """Seconds until the next unpushed job becomes due (None when there is none)."""
+    value = await pool.fetchval(
+        "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM queue.jobs"
+        " WHERE state IN ('queued', 'deferred') AND pushed_at IS NULL"
+    )
+    return None if value is None else max(0.0, float(value))
+
+
+async def repush_stale(pool: asyncpg.Pool, older_than_s: float) -> int:
+    """Jobs pushed long ago but still waiting: Redis lost them; let the feeder push again."""
+    res: str = await pool.execute(
+        "UPDATE queue.jobs SET pushed_at = NULL WHERE state IN ('queued', 'deferred')"
+        " AND pushed_at < now() - make_interval(secs => $1)",
+        older_than_s,
+    )
+    return int(res.split()[-1])
+
+
+async def reset_pushed(pool: asyncpg.Pool) -> int:
+    """Redis was flushed or replaced: every pushed, unsent job must be pushed again."""
+    res: str = await pool.execute(
+        "UPDATE queue.jobs SET pushed_at = NULL"
+        " WHERE state IN ('queued', 'deferred') AND pushed_at IS NOT NULL"
+    )
+    return int(res.split()[-1])
+
+
+async def release_leases(pool: asyncpg.Pool, owners: Sequence[str] | None = None) -> int:
+    """Give jobs held by dead owners (or with expired leases) back to the queue.
+
+    Such a job may have reached the relay before its owner died: it will be sent again (the
+    in-flight window); its Message-ID is fixed so the receiver can recognise the retry.
+    """
+    if owners is not None:
+        cond, args = "lease_owner = ANY($1::text[])", [list(owners)]
+    else:
+        cond, args = "lease_until < now()", []
+    res: str = await pool.execute(
+        "UPDATE queue.jobs SET state = 'deferred', pushed_at = NULL, lease_owner = NULL,"
+        " lease_until = NULL, next_attempt_at = now(), updated_at = now()"
+        f" WHERE state = 'sending' AND {cond}",
+        *args,
+    )
+    return int(res.split()[-1])
+
+
+async def expire_old(pool: asyncpg.Pool) -> int:
+    """Fail queued/deferred jobs past their maximum age."""
+    res: str = await pool.execute(
+        "UPDATE queue.jobs SET state = 'failed', finished_at = now(), updated_at = now(),"
+        " last_reply = 'expired: not relayed within the maximum age; last: '"
+        " || coalesce(last_reply, 'never attempted')"
+        " WHERE state IN ('queued', 'deferred') AND expires_at < now()"
+    )
+    return int(res.split()[-1])
+
+
+async def counts(pool: asyncpg.Pool, tenant_id: str | None = None) -> dict[str, int]:
+    """Job counts per state (every state present, zero when none)."""
+    rows = await pool.fetch(
+        "SELECT state, count(*) AS n FROM queue.jobs"
+        " WHERE ($1::text IS NULL OR tenant_id = $1) GROUP BY state",
+        tenant_id,
+    )
+    out = {s.value: 0 for s in JobState}
+    out.update({r["state"]: r["n"] for r in rows})
+    return out
+
+
+async def cancel(pool: asyncpg.Pool, job_id: int, tenant_id: str | None = None) -> str | None:
+    """Cancel a job not yet relayed; returns its state after the call (None: no such job)."""
+    row = await pool.fetchrow(
+        "UPDATE queue.jobs SET state = 'cancelled', finished_at = now(), updated_at = now()"
+        " WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)"
+        " AND state IN ('queued', 'deferred') RETURNING state",
+        job_id,
+        tenant_id,
+    )
+    if row:
+        return str(row["state"])
+    state = await pool.fetchval(
+        "SELECT state FROM queue.jobs WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)",
+        job_id,
+        tenant_id,
+    )
+    return None if state is None else str(state)

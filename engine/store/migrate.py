@@ -1,0 +1,90 @@
+"""Numbered SQL migrations (``engine/store/migrations/NNN_name.sql``) applied by ``engine migrate``.
+
+Idempotent and safe to run from several hosts at once: a session advisory lock serialises
+runners, and each file is applied in its own transaction together with its bookkeeping row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+from engine.errors import MigrationError
+from engine.store.pool import connect_one
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_LOCK_KEY = 0x70656E67  # "peng": one advisory lock id for every migration runner
+_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+
+
+class Migration(msgspec.Struct, frozen=True):
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """All migration files in version order; refuses duplicate version numbers."""
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise MigrationError(f"migration file {path.name} is not named NNN_name.sql")
+        version = int(m.group(1))
+        if version in found:
+            raise MigrationError(
+                f"two migrations share version {version:03d}: {found[version].name}, {path.name}"
+            )
+        found[version] = Migration(version, path.stem, path.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every pending migration; returns the names applied (empty when up to date)."""
+    conn = await connect_one(dsn)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        try:
+            await conn.execute(
+                "CREATE SCHEMA IF NOT EXISTS engine;"
+                "CREATE TABLE IF NOT EXISTS engine.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {
+                r["version"]: r["checksum"]
+                for r in await conn.fetch("SELECT version, checksum FROM engine.schema_migrations")
+            }
+            for mig in discover(directory):
+                if mig.version in done:
+                    continue
+                try:
+                    async with conn.transaction():
+                        await conn.execute(mig.sql)
+                        await conn.execute(
+                            "INSERT INTO engine.schema_migrations (version, name, checksum)"
+                            " VALUES ($1, $2, $3)",
+                            mig.version,
+                            mig.name,
+                            mig.checksum,
+                        )
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(
+                        f"migration {mig.name} failed: {exc}",
+                        hint="the database stays at the previous version; fix the SQL and rerun",
+                    ) from None
+                applied.append(mig.name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    finally:
+        await conn.close()
+    return applied

@@ -1,0 +1,62 @@
+"""The asyncpg connection pool, with jsonb decoded by orjson and clear connection errors."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+from engine.config import DatabaseConfig
+from engine.errors import StoreError
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages an operator sees."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", dsn)
+
+
+async def _init(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def connect(cfg: DatabaseConfig, *, min_size: int | None = None) -> asyncpg.Pool:
+    """Open the pool or raise :class:`StoreError` naming the server that did not answer."""
+    try:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            cfg.dsn,
+            min_size=cfg.pool_min if min_size is None else min_size,
+            max_size=cfg.pool_max,
+            command_timeout=cfg.command_timeout_s,
+            statement_cache_size=cfg.statement_cache_size,
+            init=_init,
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise StoreError(
+            f"cannot connect to PostgreSQL at {redact(cfg.dsn)}: {exc}",
+            hint="check [database] dsn / ENGINE_DATABASE__DSN and that the server is running",
+        ) from None
+    return pool
+
+
+async def connect_one(dsn: str) -> asyncpg.Connection:
+    """A single connection (migrations, LISTEN), with the same error handling as :func:`connect`."""
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise StoreError(
+            f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}",
+            hint="check [database] dsn / ENGINE_DATABASE__DSN and that the server is running",
+        ) from None
+    await _init(conn)
+    return conn
+
+
+#: A connection from :func:`connect_one` or one acquired from the pool.
+Conn = asyncpg.Connection | PoolConnectionProxy

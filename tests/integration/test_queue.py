@@ -1,0 +1,136 @@
+"""The hybrid queue: PostgreSQL truth, Redis fast path, reconciler repairs, priorities."""
+
+from __future__ import annotations
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+
+from engine.config import Config
+from engine.enqueue import enqueue
+from engine.queue import feeder, reconciler
+from engine.queue.streams import Streams
+from engine.store import jobs as job_store
+from engine.store import tenants
+
+
+def job(i: int, priority: str = "normal", **over: object) -> bytes:
+    doc = {
+        "tenant_id": "acme",
+        "idempotency_key": f"{priority}-{i}",
+        "from": "news@acme.example",
+        "to": f"user{i}@example.com",
+        "text": "hi",
+        "priority": priority,
+        **over,
+    }
+    return orjson.dumps(doc)
+
+
+async def _setup(pool: asyncpg.Pool, cfg: Config, items: list[bytes]) -> None:
+    await tenants.add(pool, "acme")
+    res = await enqueue(pool, items, max_message_bytes=10**6, max_age_s=3600)
+    assert all(r.error is None for r in res)
+
+
+async def test_feed_read_claim_outcome_ack(
+    pool: asyncpg.Pool, cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    await _setup(pool, cfg, [job(i) for i in range(20)])
+    streams = Streams(redis_client, cfg.redis.prefix)
+    await streams.ensure_groups()
+    assert await feeder.feed_once(pool, streams, cfg.queue) == 20
+    assert await feeder.feed_once(pool, streams, cfg.queue) == 0  # nothing pushed twice
+    entries = await streams.read("w1", [8, 4, 1], 10, block_ms=0)
+    assert len(entries) == 20
+    claimed = await job_store.claim(pool, [e.job_id for e in entries], owner="w1", lease_s=60)
+    assert len(claimed) == 20
+    # a duplicate entry for a claimed job is not claimed again
+    assert await job_store.claim(pool, [claimed[0].id], owner="w2", lease_s=60) == []
+    rows = [job_store.OutcomeRow(j.id, j.attempts, "relayed") for j in claimed]
+    async with pool.acquire() as conn:
+        written = await job_store.write_outcomes(conn, "w1", rows)
+    assert len(written) == 20
+    await streams.ack(entries)
+    assert sum((await streams.depth()).values()) == 0
+    assert (await job_store.counts(pool))["relayed"] == 20
+
+
+async def test_outcome_of_lost_lease_is_ignored(pool: asyncpg.Pool, cfg: Config) -> None:
+    await _setup(pool, cfg, [job(1)])
+    (jid,) = [r["id"] for r in await pool.fetch("SELECT id FROM queue.jobs")]
+    (a,) = await job_store.claim(pool, [jid], owner="dead", lease_s=0.01)
+    await pool.execute("SELECT pg_sleep(0.05)")
+    (b,) = await job_store.claim(pool, [jid], owner="alive", lease_s=60)
+    assert b.attempts == a.attempts + 1
+    async with pool.acquire() as conn:
+        assert (
+            await job_store.write_outcomes(
+                conn, "dead", [job_store.OutcomeRow(jid, a.attempts, "failed")]
+            )
+            == []
+        )
+        assert (
+            len(
+                await job_store.write_outcomes(
+                    conn, "alive", [job_store.OutcomeRow(jid, b.attempts, "relayed")]
+                )
+            )
+            == 1
+        )
+
+
+async def test_redis_flush_is_repaired(
+    pool: asyncpg.Pool, cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    await _setup(pool, cfg, [job(i) for i in range(30)])
+    streams = Streams(redis_client, cfg.redis.prefix)
+    await streams.check_epoch()
+    assert await feeder.feed_once(pool, streams, cfg.queue) == 30
+    keys = [k async for k in redis_client.scan_iter(match=f"{cfg.redis.prefix}:*")]
+    await redis_client.delete(*keys)  # what FLUSHALL does to our keys
+    repairs = await reconciler.reconcile_once(pool, streams, cfg.queue, "w1")
+    assert repairs["redis_lost"] == 30
+    assert await feeder.feed_once(pool, streams, cfg.queue) == 30
+    entries = await streams.read("w1", [8, 4, 1], 10, block_ms=0)
+    assert len({e.job_id for e in entries}) == 30
+
+
+async def test_dead_consumer_jobs_released(
+    pool: asyncpg.Pool, cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    await _setup(pool, cfg, [job(i) for i in range(5)])
+    streams = Streams(redis_client, cfg.redis.prefix)
+    await streams.check_epoch()
+    await feeder.feed_once(pool, streams, cfg.queue)
+    entries = await streams.read("ghost", [8, 4, 1], 10, block_ms=0)
+    await job_store.claim(pool, [e.job_id for e in entries], owner="ghost", lease_s=600)
+    # "ghost" never sent a heartbeat: it is dead; "me" is alive
+    await streams.heartbeat("me", 30)
+    repairs = await reconciler.reconcile_once(pool, streams, cfg.queue, "me")
+    assert repairs["dead_consumer"] == 5
+    assert (await job_store.counts(pool))["deferred"] == 5
+    assert await feeder.feed_once(pool, streams, cfg.queue) == 5
+
+
+async def test_priorities_weighted_and_low_not_starved(
+    pool: asyncpg.Pool, cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    items = [job(i, "high") for i in range(200)] + [job(i, "low") for i in range(200)]
+    await _setup(pool, cfg, items)
+    streams = Streams(redis_client, cfg.redis.prefix)
+    await streams.ensure_groups()
+    await feeder.feed_once(pool, streams, cfg.queue)
+    first = await streams.read("w", [8, 4, 1], 5, block_ms=0)
+    by_stream = {s: sum(1 for e in first if e.stream.endswith(s)) for s in ("high", "low")}
+    assert by_stream["high"] == 40 and by_stream["low"] == 5
+
+
+async def test_scheduled_job_waits(
+    pool: asyncpg.Pool, cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    await _setup(pool, cfg, [job(1, send_at="2099-01-01T00:00:00Z"), job(2)])
+    streams = Streams(redis_client, cfg.redis.prefix)
+    await streams.ensure_groups()
+    assert await feeder.feed_once(pool, streams, cfg.queue) == 1
+    assert await job_store.next_due_in(pool) is not None
