@@ -1,0 +1,512 @@
+"""One relay node: a bounded pool of persistent SMTP sessions, its breaker and its transactions.
+
+A session (an ``aiosmtplib.SMTP``: TCP, STARTTLS or implicit TLS, EHLO, AUTH) is opened lazily,
+used by one task at a time for one transaction, and put back for the next message. It is closed
+when the node drops it, after ``max_messages_per_connection`` transactions (recycling spreads
+load over the node's processes and bounds any server-side per-session state), after a 421, and
+at shutdown.
+
+A transaction ends in one of three ways:
+
+* the node answered — a :class:`SendResult` classified by :mod:`engine.relay.replies`;
+* the connection failed before the payload was handed over — :class:`NodeUnavailable`, so the
+  pool tries the next node with the same message (nothing can have been delivered);
+* the connection failed after the payload was written — DEFERRED: the node may have queued the
+  message, so it must not be claimed relayed, and it is not sent elsewhere right now either; the
+  retry later is the at-least-once window DESIGN §3 accepts (the Message-ID is fixed per job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+import time
+
+import aiosmtplib
+import msgspec
+from aiosmtplib.protocol import SMTPProtocol
+
+from engine.config import RelayConfig, RelayNode
+from engine.errors import RelayError
+from engine.model import OutcomeKind
+from engine.relay.breaker import BreakerState, CircuitBreaker, Clock
+from engine.relay.observer import RelayObserver
+from engine.relay.replies import ReplyCode, ReplyVerdict, classify_reply, local_failure
+from engine.relay.results import NodeStatus, RecipientRefusal, SendResult
+
+__all__ = ["NodePool", "NodeUnavailable", "Payload", "prepare_payload"]
+
+log = logging.getLogger("engine.relay")
+
+#: An idle session older than this gets a NOOP before reuse; servers drop idle clients
+#: (Postfix after 300 s), and finding out at MAIL would cost a retry.
+IDLE_CHECK_S = 30.0
+#: How long a polite QUIT may take before the socket is just closed.
+QUIT_TIMEOUT_S = 2.0
+
+# RFC 5321 §4.5.2 transparency and §2.3.8 line endings, as aiosmtplib would do them, but once per
+# message instead of once per node tried.
+_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+class Payload(msgspec.Struct, frozen=True):
+    """A message ready for DATA: CRLF line endings, dot-stuffed, terminated by ``.<CRLF>``."""
+
+    data: bytes
+    size: int  # octets as transmitted before dot-stuffing (RFC 1870 SIZE)
+
+
+def prepare_payload(message: bytes) -> Payload:
+    """Normalise line endings and dot-stuff ``message`` (C regexes, no Python loop over bytes)."""
+    body = _LINE_ENDINGS.sub(b"\r\n", message)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return Payload(data=_LEADING_DOT.sub(b"..", body) + b".\r\n", size=len(body))
+
+
+class NodeUnavailable(RelayError):
+    """The node could not take this message and nothing was handed over: try another node."""
+
+    def __init__(self, node: str, message: str) -> None:
+        super().__init__(f"relay node {node}: {message}")
+        self.node = node
+        self.reason = message
+
+
+class _Lost(Exception):
+    """Internal: the session broke during a transaction."""
+
+    def __init__(self, reason: str, *, stale: bool = False, after_payload: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stale = stale  # broke at the very first command: maybe just an idle-closed session
+        self.after_payload = after_payload
+
+
+class _Session:
+    __slots__ = ("last_used", "protocol", "smtp", "transactions")
+
+    def __init__(self, smtp: aiosmtplib.SMTP, now: float) -> None:
+        self.smtp = smtp
+        self.protocol = smtp.protocol
+        self.transactions = 0
+        self.last_used = now
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return text
+
+
+def _tls_context(node: RelayNode) -> ssl.SSLContext | None:
+    if node.tls == "none":
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=node.ca_file)
+    if not node.verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        log.warning(
+            "TLS certificate verification is off for a relay node",
+            extra={"relay": node.name, "host": node.host},
+        )
+    return ctx
+
+
+def _overall(refusals: list[RecipientRefusal]) -> ReplyVerdict:
+    """Every recipient was refused: deferred if any may succeed later, else failed."""
+    first = next((r for r in refusals if r.kind is OutcomeKind.DEFERRED), refusals[0])
+    if first.reply_code is None:
+        return local_failure(first.reply)
+    return classify_reply(first.reply_code, first.reply)
+
+
+class NodePool:
+    """Sessions, breaker and counters of one relay node."""
+
+    def __init__(
+        self,
+        node: RelayNode,
+        cfg: RelayConfig,
+        *,
+        helo_name: str,
+        password: str | None,
+        observer: RelayObserver,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.node = node
+        self.name = node.name
+        self._cfg = cfg
+        self._helo = helo_name
+        self._password = password
+        self._observer = observer
+        self._clock = clock
+        self._tls = _tls_context(node)
+        self.breaker = CircuitBreaker(
+            cfg.breaker_failures, cfg.breaker_cooldown_s, clock=clock, on_change=self._on_breaker
+        )
+        self._slots = asyncio.Semaphore(node.max_connections)
+        self._idle: list[_Session] = []  # LIFO: hot sessions stay hot, extra ones age out
+        self._closing: set[SMTPProtocol] = set()
+        self._open = 0
+        self._in_use = 0
+        self._shutdown = False
+        self.sent = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_health: bool | None = None
+
+    # -- breaker bookkeeping ----------------------------------------------------------------------
+
+    def _on_breaker(self, old: BreakerState, new: BreakerState) -> None:
+        level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
+        log.log(
+            level,
+            "relay circuit breaker %s",
+            new.value,
+            extra={"relay": self.name, "from_state": old.value, "error": self.last_error},
+        )
+        self._observer.breaker_changed(self.name, old, new)
+
+    def _failed(self, reason: str) -> None:
+        self.failures += 1
+        self.last_error = reason
+        self.breaker.record_failure()
+        self._observer.connection_failed(self.name, reason)
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        node = self.node
+        return aiosmtplib.SMTP(
+            hostname=node.host,
+            port=node.port,
+            local_hostname=self._helo,
+            timeout=self._cfg.command_timeout_s,
+            use_tls=node.tls == "implicit",
+            # Never fall back to plain text on a node configured for STARTTLS (RFC 3207 §4).
+            start_tls=node.tls == "starttls",
+            tls_context=self._tls,
+            username=node.username,
+            password=self._password if node.username is not None else None,
+        )
+
+    async def _connect(self) -> _Session:
+        """Open a ready session (TLS and AUTH done) or raise :class:`NodeUnavailable`."""
+        smtp = self._new_client()
+        self._open += 1
+        try:
+            await smtp.connect(timeout=self._cfg.connect_timeout_s)
+            if smtp.is_ehlo_or_helo_needed:
+                await smtp.ehlo()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            # OSError covers refused, unreachable, TLS verification (ssl.SSLError) and timeouts.
+            self._open -= 1
+            self._forget(smtp)
+            reason = f"connect to {self.node.host}:{self.node.port} failed: {_describe(exc)}"
+            self._failed(reason)
+            log.warning("relay connect failed", extra={"relay": self.name, "error": reason})
+            raise NodeUnavailable(self.name, reason) from exc
+        except BaseException:
+            self._open -= 1
+            self._forget(smtp)
+            raise
+        self._observer.connection_opened(self.name)
+        return _Session(smtp, self._clock())
+
+    def _forget(self, smtp: aiosmtplib.SMTP, proto: SMTPProtocol | None = None) -> None:
+        """Close a session now; remember its protocol so shutdown can wait for the socket."""
+        proto = proto or smtp.protocol
+        smtp.close()
+        if proto is not None and proto.transport is not None:
+            if len(self._closing) > 64:
+                self._closing = {p for p in self._closing if p.transport is not None}
+            self._closing.add(proto)
+
+    def _discard(self, session: _Session, reason: str) -> None:
+        self._open -= 1
+        self._forget(session.smtp, session.protocol)
+        self._observer.connection_closed(self.name, reason)
+
+    async def _quit(self, session: _Session, reason: str) -> None:
+        # The session is being closed anyway; a failed goodbye changes nothing.
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await session.smtp.quit(timeout=QUIT_TIMEOUT_S)
+        self._discard(session, reason)
+
+    async def _checkout(self) -> tuple[_Session, bool]:
+        """An idle session (``True``: reused) or a new one."""
+        while self._idle:
+            session = self._idle.pop()
+            if not session.smtp.is_connected:
+                self._discard(session, "lost")
+                continue
+            if self._clock() - session.last_used > IDLE_CHECK_S:
+                try:
+                    await session.smtp.noop()
+                except (aiosmtplib.SMTPException, OSError):
+                    self._discard(session, "idle")
+                    continue
+            return session, True
+        return await self._connect(), False
+
+    async def _checkin(self, session: _Session) -> None:
+        if not session.smtp.is_connected:
+            self._discard(session, "reply")
+        elif self._shutdown:
+            await self._quit(session, "shutdown")
+        elif session.transactions >= self.node.max_messages_per_connection:
+            await self._quit(session, "recycled")
+        else:
+            session.last_used = self._clock()
+            self._idle.append(session)
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    async def send(self, sender: str, recipients: list[str], payload: Payload) -> SendResult:
+        """Run one transaction on this node; :class:`NodeUnavailable` means "try another node"."""
+        if self._shutdown:
+            raise NodeUnavailable(self.name, "relay pool is shut down")
+        if not self.breaker.allow():
+            raise NodeUnavailable(self.name, "circuit breaker open")
+        settled = False
+        try:
+            async with self._slots:
+                self._in_use += 1
+                try:
+                    result = await self._send_once_or_twice(sender, recipients, payload)
+                finally:
+                    self._in_use -= 1
+            settled = True
+            return result
+        except NodeUnavailable:
+            settled = True
+            raise
+        finally:
+            if not settled:
+                # Cancelled or a bug: no verdict on the node, give a half-open probe slot back.
+                self.breaker.release()
+
+    async def _send_once_or_twice(
+        self, sender: str, recipients: list[str], payload: Payload
+    ) -> SendResult:
+        for attempt in (1, 2):
+            session, reused = await self._checkout()
+            try:
+                result = await self._transact(session, sender, recipients, payload)
+            except _Lost as lost:
+                self._discard(session, "lost")
+                if lost.stale and reused and attempt == 1:
+                    # The node closed an idle session under us; that is not the node failing.
+                    continue
+                self._failed(lost.reason)
+                if lost.after_payload:
+                    return SendResult(
+                        kind=OutcomeKind.DEFERRED,
+                        reply_code=None,
+                        enhanced_status=None,
+                        reply=f"{lost.reason} after the message was sent; the node may have it",
+                        node=self.name,
+                    )
+                raise NodeUnavailable(self.name, lost.reason) from lost
+            except BaseException:
+                self._discard(session, "lost")
+                raise
+            session.transactions += 1
+            self.breaker.record_success()
+            if result.kind is OutcomeKind.RELAYED:
+                self.sent += 1
+            await self._checkin(session)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _transact(
+        self, session: _Session, sender: str, recipients: list[str], payload: Payload
+    ) -> SendResult:
+        smtp = session.smtp
+        options: list[str] = []
+        encoding = "ascii"
+        if not (sender.isascii() and all(r.isascii() for r in recipients)):
+            if not smtp.supports_extension("smtputf8"):
+                # RFC 6531 §3.7.4.1: 553 5.6.7, decided locally since the node cannot take it.
+                return SendResult.from_verdict(
+                    local_failure("5.6.7 non-ASCII address and the node does not offer SMTPUTF8"),
+                    self.name,
+                )
+            options.append("SMTPUTF8")
+            encoding = "utf-8"
+        if smtp.supports_extension("size"):
+            options.append(f"SIZE={payload.size}")
+
+        verdict = await self._mail(smtp, sender, options, encoding)
+        if verdict is not None:
+            return await self._abort(smtp, verdict)
+
+        refused = await self._rcpts(smtp, recipients, encoding)
+        if len(refused) == len(recipients) or not smtp.is_connected:
+            # Nobody to send to, or a 421 closed the session half-way through the recipients.
+            return await self._abort(smtp, _overall(refused), tuple(refused))
+
+        verdict, complete = await self._data(smtp, payload)
+        if not complete:
+            return await self._abort(smtp, verdict, tuple(refused))
+        return SendResult.from_verdict(verdict, self.name, tuple(refused))
+
+    async def _abort(
+        self,
+        smtp: aiosmtplib.SMTP,
+        verdict: ReplyVerdict,
+        refused: tuple[RecipientRefusal, ...] = (),
+    ) -> SendResult:
+        """End a refused transaction with RSET so the session can carry the next message."""
+        if smtp.is_connected:
+            try:
+                await smtp.rset()
+            except (aiosmtplib.SMTPException, OSError):
+                smtp.close()  # not reusable; _checkin discards it
+        return SendResult.from_verdict(verdict, self.name, refused)
+
+    async def _mail(
+        self, smtp: aiosmtplib.SMTP, sender: str, options: list[str], encoding: str
+    ) -> ReplyVerdict | None:
+        """MAIL FROM (RFC 5321 §4.1.1.2); None when accepted, else the refusal."""
+        try:
+            await smtp.mail(sender, options=options, encoding=encoding)
+        except aiosmtplib.SMTPResponseException as exc:
+            return classify_reply(exc.code, exc.message)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise _Lost(f"connection lost at MAIL: {_describe(exc)}", stale=True) from exc
+        except aiosmtplib.SMTPTimeoutError as exc:
+            raise _Lost(f"no reply to MAIL within {self._cfg.command_timeout_s:g} s") from exc
+        except (ValueError, aiosmtplib.SMTPNotSupported) as exc:
+            return local_failure(f"5.1.7 unusable sender address {sender!r}: {exc}")
+        return None
+
+    async def _rcpts(
+        self, smtp: aiosmtplib.SMTP, recipients: list[str], encoding: str
+    ) -> list[RecipientRefusal]:
+        """RCPT TO per recipient (RFC 5321 §4.1.1.3); returns the refused ones."""
+        refused: list[RecipientRefusal] = []
+        for i, rcpt in enumerate(recipients):
+            try:
+                await smtp.rcpt(rcpt, encoding=encoding)
+                continue
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                verdict = classify_reply(exc.code, exc.message)
+            except aiosmtplib.SMTPServerDisconnected as exc:
+                raise _Lost(f"connection lost at RCPT: {_describe(exc)}") from exc
+            except aiosmtplib.SMTPTimeoutError as exc:
+                raise _Lost(f"no reply to RCPT within {self._cfg.command_timeout_s:g} s") from exc
+            except (ValueError, aiosmtplib.SMTPNotSupported) as exc:
+                verdict = local_failure(f"5.1.3 unusable recipient address {rcpt!r}: {exc}")
+            refused.append(_refusal(rcpt, verdict))
+            if not smtp.is_connected:
+                # 421 (RFC 5321 §3.8): the node closed the session; the others share the verdict.
+                refused.extend(_refusal(r, verdict) for r in recipients[i + 1 :])
+                break
+        return refused
+
+    async def _data(self, smtp: aiosmtplib.SMTP, payload: Payload) -> tuple[ReplyVerdict, bool]:
+        """DATA, the payload, the final reply (RFC 5321 §4.1.1.4); ``True`` if it got that far.
+
+        Done by hand instead of ``SMTP.data()`` to know whether the 354 came: a connection lost
+        before it is safe to retry elsewhere, one lost after the payload is not.
+        """
+        try:
+            start = await smtp.execute_command(b"DATA")
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise _Lost(f"connection lost at DATA: {_describe(exc)}") from exc
+        except aiosmtplib.SMTPTimeoutError as exc:
+            raise _Lost(f"no reply to DATA within {self._cfg.command_timeout_s:g} s") from exc
+        if start.code != ReplyCode.START_MAIL_INPUT:
+            verdict = classify_reply(start.code, start.message)
+            if verdict.kind is OutcomeKind.RELAYED:  # a 2xx instead of 354: nothing was sent
+                verdict = classify_reply(None, f"unexpected reply to DATA: {start.code}")
+            return verdict, False
+        proto = smtp.protocol
+        if proto is None:
+            raise _Lost("connection lost at DATA")
+        try:
+            proto.write(payload.data)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise _Lost(f"connection lost at DATA: {_describe(exc)}") from exc
+        try:
+            final = await proto.read_response(timeout=self._cfg.command_timeout_s)
+        except aiosmtplib.SMTPTimeoutError as exc:
+            smtp.close()
+            raise _Lost(
+                f"no reply to end of DATA within {self._cfg.command_timeout_s:g} s",
+                after_payload=True,
+            ) from exc
+        except aiosmtplib.SMTPException as exc:  # disconnected, or a garbled reply
+            smtp.close()
+            raise _Lost(
+                f"connection lost at end of DATA: {_describe(exc)}", after_payload=True
+            ) from exc
+        if final.code == ReplyCode.SERVICE_UNAVAILABLE:
+            smtp.close()  # RFC 5321 §3.8: the node is closing the session
+        return classify_reply(final.code, final.message), True
+
+    # -- health, status, shutdown ---------------------------------------------------------------
+
+    async def check(self) -> bool:
+        """Probe on a separate session (connect, TLS, AUTH, NOOP, QUIT); feeds the breaker."""
+        smtp = self._new_client()
+        try:
+            await smtp.connect(timeout=self._cfg.connect_timeout_s)
+            await smtp.noop()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self._forget(smtp)
+            reason = f"health check failed: {_describe(exc)}"
+            self._failed(reason)
+            log.warning("relay health check failed", extra={"relay": self.name, "error": reason})
+            return False
+        # The probe succeeded already; the goodbye is a courtesy.
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await smtp.quit(timeout=QUIT_TIMEOUT_S)
+        self._forget(smtp)
+        self.breaker.record_success()
+        return True
+
+    def status(self) -> NodeStatus:
+        state = self.breaker.state
+        return NodeStatus(
+            name=self.name,
+            host=self.node.host,
+            port=self.node.port,
+            healthy=state is BreakerState.CLOSED and self.breaker.consecutive_failures == 0,
+            breaker=state,
+            connections_open=self._open,
+            connections_in_use=self._in_use,
+            sent=self.sent,
+            failures=self.failures,
+            last_error=self.last_error,
+        )
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """QUIT idle sessions, close busy ones when they come back, wait for the sockets."""
+        self._shutdown = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(self._quit(s, "shutdown") for s in idle))
+        deadline = self._clock() + timeout
+        while self._clock() < deadline and (
+            self._in_use or any(p.transport is not None for p in self._closing)
+        ):
+            await asyncio.sleep(0.01)
+        self._closing.clear()
+
+
+def _refusal(rcpt: str, verdict: ReplyVerdict) -> RecipientRefusal:
+    return RecipientRefusal(
+        recipient=rcpt,
+        kind=verdict.kind,
+        reply_code=verdict.reply_code,
+        enhanced_status=verdict.enhanced_status,
+        reply=verdict.text,
+    )
