@@ -91,3 +91,19 @@ class BounceParseError(EngineError):
 
 class InboundRefusedError(EngineError):
     """An inbound SMTP transaction was refused (not a VERP/FBL address, too big, rate-limited)."""
+
+
+class DkimKeyError(DkimError):
+    """A DKIM private key could not be loaded: bad PEM, unsupported type or size, bad name."""
+
+
+class DkimMessageError(DkimError):
+    """A message cannot be DKIM-signed as it stands (no From, bare CR/NUL in a header...)."""
+
+
+class DkimCryptoError(DkimError):
+    """The DKIM master key is missing/invalid, or a stored private key failed to decrypt."""
+
+
+class DkimDnsError(DkimError):
+    """The published DKIM TXT record is missing, does not match the key, or DNS failed."""

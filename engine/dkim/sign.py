@@ -1,0 +1,255 @@
+"""DKIM signing (RFC 6376, RFC 8463), sans-IO: dkimpy's canonical forms, OpenSSL's maths.
+
+Stock dkimpy does RSA in pure Python (~120 signs/s/core); here the private-key operation goes
+to ``cryptography`` (OpenSSL), which also releases the GIL, so :func:`sign` can run in several
+threads at once. Everything else — parsing, canonicalisation, header selection — reuses
+dkimpy's own functions through :mod:`engine.dkim.canon`.
+
+Typical campaign use: ``bh = body_hash(body)`` once, then ``sign(message, keys, body_hash=bh)``
+per recipient. Keys come from :func:`load_signing_key` (or :class:`engine.dkim.keys.KeyRing`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from engine.dkim import canon
+from engine.dkim.canon import body_hash
+from engine.errors import DkimKeyError, DkimMessageError
+
+__all__ = [
+    "MAX_RSA_BITS",
+    "MIN_RSA_BITS",
+    "Algorithm",
+    "SigningKey",
+    "body_hash",
+    "load_signing_key",
+    "public_txt_record",
+    "sign",
+    "sign_message",
+]
+
+Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
+PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+MIN_RSA_BITS = 1024  # RFC 8301: verifiers must not accept less
+MAX_RSA_BITS = 4096  # larger keys do not fit a TXT record comfortably and sign slowly
+
+_SIG_NAME = b"DKIM-Signature"
+_FOLD_WIDTH = 76  # keeps every line of the header under RFC 5322's recommended 78 characters
+# Labels of a domain or selector as they may appear in d= and s=: letters, digits, '-' and '_'.
+# Anything else (';', '=', spaces, CR/LF) would let a name inject tags into the signature.
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$"
+)
+
+
+class SigningKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A loaded private key and everything needed to sign with it (build with load_signing_key).
+
+    Immutable and thread-safe: cryptography creates a fresh OpenSSL context per signature.
+    """
+
+    domain: str
+    selector: str
+    algorithm: Algorithm
+    bits: int
+    private_key: PrivateKey
+    public_txt: str  # the value of the TXT record at ``selector._domainkey.domain``
+    tags: bytes  # the constant leading tags (folded) of every signature made with this key
+
+    @property
+    def dns_name(self) -> str:
+        """Where the public key must be published."""
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    def __repr__(self) -> str:
+        # Never let a private key object near a log line, even by accident.
+        return f"SigningKey({self.algorithm} {self.bits} bits, {self.dns_name})"
+
+
+def _dns_label_text(value: str, what: str) -> str:
+    """Lower-case ASCII form of a domain or selector, or DkimKeyError naming the problem."""
+    text = value.strip().rstrip(".").lower()
+    if not text.isascii():
+        try:
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise DkimKeyError(f"DKIM {what} {value!r} is not a valid domain name") from None
+    if not _DNS_NAME.match(text):
+        raise DkimKeyError(
+            f"DKIM {what} {value!r} is not a valid DNS name",
+            hint="use letters, digits, '-', '_' and dots only",
+        )
+    return text
+
+
+def public_txt_record(private_key: PrivateKey) -> str:
+    """The DNS TXT record value publishing the public half of ``private_key``."""
+    public = private_key.public_key()
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}"
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+def _load_pem(pem: bytes) -> object:
+    if b"-----BEGIN" not in pem:
+        raise DkimKeyError(
+            "DKIM private key is not PEM (no '-----BEGIN' line)",
+            hint="use the file written by 'engine dkim keygen' or 'openssl genpkey'",
+        )
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except TypeError:
+        raise DkimKeyError(
+            "DKIM private key is encrypted with a passphrase",
+            hint="store it unencrypted, mode 0600",
+        ) from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise DkimKeyError(f"DKIM private key PEM cannot be parsed: {exc}") from None
+
+
+def load_signing_key(pem: bytes, *, domain: str, selector: str) -> SigningKey:
+    """Load a PEM private key (PKCS#8 or PKCS#1) for signing as ``d=domain; s=selector``.
+
+    The algorithm follows the key: RSA keys (1024–4096 bits) sign ``rsa-sha256``, Ed25519 keys
+    sign ``ed25519-sha256``. Raises :class:`DkimKeyError` for anything else.
+    """
+    domain = _dns_label_text(domain, "domain")
+    selector = _dns_label_text(selector, "selector")
+    key = _load_pem(pem)
+    algorithm: Algorithm
+    if isinstance(key, rsa.RSAPrivateKey):
+        bits = key.key_size
+        if not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
+            raise DkimKeyError(
+                f"DKIM RSA key for {selector}._domainkey.{domain} has {bits} bits; "
+                f"{MIN_RSA_BITS}–{MAX_RSA_BITS} are supported",
+                hint="generate a 2048-bit key with 'engine dkim keygen'",
+            )
+        algorithm = "rsa-sha256"
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        bits = 256
+        algorithm = "ed25519-sha256"
+    else:
+        raise DkimKeyError(
+            f"DKIM key for {selector}._domainkey.{domain} is a {type(key).__name__}; "
+            "only RSA and Ed25519 keys can sign DKIM"
+        )
+    # Pre-rendered once per key: the leading tags never change between signatures.
+    tags = f" v=1; a={algorithm}; c=relaxed/relaxed;\r\n d={domain}; s={selector};".encode()
+    return SigningKey(
+        domain=domain,
+        selector=selector,
+        algorithm=algorithm,
+        bits=bits,
+        private_key=key,
+        public_txt=public_txt_record(key),
+        tags=tags,
+    )
+
+
+def _fold_list(prefix: bytes, items: Sequence[bytes], sep: bytes) -> bytes:
+    """``prefix`` + items joined by ``sep``, breaking lines (CRLF + space) before the width."""
+    lines: list[bytes] = []
+    line = b" " + prefix
+    for i, item in enumerate(items):
+        piece = item + (sep if i < len(items) - 1 else b"")
+        if len(line) + len(piece) > _FOLD_WIDTH and line.strip():
+            lines.append(line)
+            line = b" "
+        line += piece
+    lines.append(line)
+    return b"\r\n".join(lines)
+
+
+def _fold_base64(b64: bytes) -> bytes:
+    """The b= tag, its value cut into lines; verifiers drop the whitespace (RFC 6376 §3.5)."""
+    first = _FOLD_WIDTH - 3  # " b=" on the first line
+    chunks = [b64[:first]] + [
+        b64[i : i + _FOLD_WIDTH - 1] for i in range(first, len(b64), _FOLD_WIDTH - 1)
+    ]
+    return b" b=" + b"\r\n ".join(c for c in chunks if c)
+
+
+def _signature_value(
+    key: SigningKey, names: Sequence[bytes], bh: bytes, timestamp: int, headers_data: bytes
+) -> bytes:
+    """The folded DKIM-Signature value (after the colon) for one key, b= filled in."""
+    head = b"\r\n".join(
+        (
+            key.tags,
+            b" t=" + str(timestamp).encode("ascii") + b";",
+            _fold_list(b"h=", names, b":") + b";",
+            b" bh=" + bh + b";",
+        )
+    )
+    data = headers_data + canon.canonical_signature_header(_SIG_NAME, head + b"\r\n b=")
+    pk = key.private_key
+    if isinstance(pk, rsa.RSAPrivateKey):
+        signature = pk.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        # RFC 8463 §3: Ed25519 signs the SHA-256 hash of the header data, not the data itself.
+        signature = pk.sign(hashlib.sha256(data).digest())
+    return head + b"\r\n" + _fold_base64(base64.b64encode(signature))
+
+
+def sign(
+    message: bytes,
+    keys: Sequence[SigningKey],
+    *,
+    body_hash: bytes | None = None,
+    timestamp: int | None = None,
+) -> bytes:
+    """DKIM-Signature field(s) for ``message``, one per key, folded and CRLF-terminated.
+
+    Prepend the result to the message (see :func:`sign_message`). ``message`` may use LF or CRLF
+    line endings. ``body_hash`` is the base64 value from :func:`body_hash` for this message's
+    body; pass it to skip re-hashing a body shared by many messages — it MUST be the hash of
+    this very body, or every receiver will see a body-hash failure. ``timestamp`` is the t= tag
+    (default: now). Safe to call from several threads at once.
+    """
+    if not keys:
+        raise DkimMessageError("sign() needs at least one key")
+    block, offset = canon.split_message(message)
+    headers = canon.parse_headers(block)
+    names = canon.signed_header_names(headers)
+    headers_data = canon.canonical_signed_headers(headers, names)
+    bh = body_hash if body_hash is not None else canon.body_hash(message[offset:])
+    t = int(time.time()) if timestamp is None else timestamp
+    return b"".join(
+        _SIG_NAME + b":" + _signature_value(key, names, bh, t, headers_data) + b"\r\n"
+        for key in keys
+    )
+
+
+def sign_message(
+    message: bytes,
+    keys: Sequence[SigningKey],
+    *,
+    body_hash: bytes | None = None,
+    timestamp: int | None = None,
+) -> bytes:
+    """``message`` with its DKIM-Signature field(s) prepended (see :func:`sign`).
+
+    The new fields use the message's own line ending (LF or CRLF) so the result is consistent.
+    """
+    fields = sign(message, keys, body_hash=body_hash, timestamp=timestamp)
+    first_eol = message.find(b"\n")
+    if first_eol > 0 and message[first_eol - 1 : first_eol] != b"\r":
+        fields = fields.replace(b"\r\n", b"\n")
+    return fields + message
