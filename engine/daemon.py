@@ -21,7 +21,8 @@ import uvloop
 from engine import config as config_mod
 from engine import logs, metrics, sdnotify
 from engine.config import Config
-from engine.dispatch.seams import Shaper, Signer
+from engine.dispatch.seams import Shaper
+from engine.dispatch.signing import build_signer
 from engine.dispatch.worker import Dispatcher
 from engine.errors import EngineError
 from engine.queue import feeder as feeder_mod
@@ -74,23 +75,10 @@ class Daemon:
         log.info("configuration reloaded (log level, shaping limits; restart for nodes/DSNs)")
         sdnotify.notify("RELOADING=0\nSTATUS=configuration reloaded")
 
-    async def _build_signer(self, pool: Any) -> Signer | None:
-        if not self.cfg.dkim.enabled:
-            return None
-        try:
-            from engine.dispatch.signing import build_signer
-        except ImportError:
-            return None
-        return await build_signer(self.cfg, pool)
-
     async def _build_shaper(self, client: Any, pool: Any) -> Shaper | None:
         if not self.cfg.shaping.enabled:
             return None
-        try:
-            from engine.dispatch.shaping import build_shaper
-        except ImportError:
-            return None
-        return await build_shaper(self.cfg, client, pool)
+        return None  # wired when engine.dispatch.shaping lands
 
     async def run(self) -> int:
         cfg = self.cfg
@@ -105,6 +93,7 @@ class Daemon:
         except Exception as exc:
             await pool.close()
             raise streams_mod.queue_error(exc, cfg.redis.url) from None
+        signer = build_signer(cfg) if cfg.dkim.enabled else None
         relay = RelayPool(cfg.relay)
         await relay.start()
         dispatcher = Dispatcher(
@@ -113,7 +102,7 @@ class Daemon:
             streams=streams,
             relay=relay,
             consumer=self.consumer,
-            signer=await self._build_signer(pool),
+            signer=signer,
             shaper=await self._build_shaper(client, pool),
         )
         feeder = feeder_mod.Feeder(pool, streams, cfg.queue, cfg.database.dsn)
@@ -127,6 +116,8 @@ class Daemon:
             asyncio.create_task(self._watchdog(), name="watchdog"),
             *self.extra_tasks,
         ]
+        if signer is not None:
+            background.append(asyncio.create_task(signer.refresh_loop(pool, self.halt)))
         log.info(
             "engine started",
             extra={"consumer": self.consumer, "nodes": [n.name for n in cfg.relay.nodes]},
@@ -143,6 +134,8 @@ class Daemon:
                     await task
             await feeder.close()
             await relay.close()
+            if signer is not None:
+                signer.close()
             await client.aclose()
             await pool.close()
         log.info("engine stopped cleanly")

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import msgspec
 
+from engine.compose.mime import ComposedBody
 from engine.model import OutcomeKind
 
 
@@ -41,7 +42,9 @@ class Relay(Protocol):
 
 
 class Signer(Protocol):
-    async def sign(self, domain: str, message: bytes, body_key: object | None = None) -> bytes:
+    async def sign(
+        self, tenant_id: str, domain: str, message: bytes, body: ComposedBody | None
+    ) -> bytes:
         """Return the message with DKIM-Signature header(s) prepended.
 
         Raises :class:`engine.errors.DkimKeyMissingError` when the domain has no key and

@@ -308,7 +308,7 @@ class Dispatcher:
             ), False
         if self.signer is not None:
             try:
-                message = await self.signer.sign(_domain(job.sender), message, body)
+                message = await self.signer.sign(job.tenant_id, _domain(job.sender), message, body)
             except DkimError as exc:
                 metrics.DKIM_FAILURES.inc()
                 return self._held(job, HOLD_DKIM_S, f"dkim: {exc}"), False

@@ -1,0 +1,182 @@
+"""End to end through the real daemon: enqueue → PostgreSQL → Redis → relay pool → fake MailU."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import asyncpg
+import orjson
+import pytest
+
+from engine.config import Config
+from engine.daemon import Daemon
+from engine.enqueue import enqueue
+from engine.store import jobs as job_store
+from engine.store import tenants
+from tests.conftest import make_config
+from tests.fakes.fixtures import mailu  # noqa: F401
+from tests.fakes.mailu import FakeMailU
+
+
+def job(i: int, to: str | None = None) -> bytes:
+    return orjson.dumps(
+        {
+            "tenant_id": "acme",
+            "idempotency_key": f"k{i}",
+            "from": "news@acme.example",
+            "to": to or f"user{i}@example.com",
+            "subject": "Hello é",
+            "text": "Hi there",
+            "html": "<p>Hi there</p>",
+            "campaign_id": "c1",
+        }
+    )
+
+
+def daemon_config(dsn: str, prefix: str, nodes: Sequence[FakeMailU], **queue: object) -> Config:
+    return make_config(
+        dsn,
+        prefix,
+        relay={
+            "nodes": [
+                {
+                    "name": f"n{i}",
+                    "host": "127.0.0.1",
+                    "port": n.port,
+                    "tls": "none",
+                    "max_connections": 4,
+                }
+                for i, n in enumerate(nodes)
+            ],
+            "connect_timeout_s": 2.0,
+            "command_timeout_s": 3.0,
+        },
+        queue={
+            "retry_base_s": 0.2,
+            "retry_max_s": 1.0,
+            "feeder_interval_s": 0.1,
+            "reconcile_interval_s": 1.0,
+            "lease_s": 5.0,
+            **queue,
+        },
+        shaping={"enabled": False},
+        dkim={"enabled": False},
+    )
+
+
+async def run_until(
+    cfg: Config, pool: asyncpg.Pool, done: dict[str, int], timeout: float = 30.0
+) -> dict[str, int]:
+    """Run a daemon until job counts reach ``done`` (each state at least that many)."""
+    daemon = Daemon(cfg, None)
+    task = asyncio.create_task(daemon.run())
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    try:
+        while time.monotonic() < deadline:
+            counts = await job_store.counts(pool)
+            if all(counts[s] >= n for s, n in done.items()):
+                break
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.1)
+    finally:
+        daemon._on_stop(__import__("signal").SIGTERM)
+        assert await asyncio.wait_for(task, 15) == 0
+    return counts
+
+
+async def _enqueue(pool: asyncpg.Pool, items: list[bytes]) -> None:
+    await tenants.add(pool, "acme")
+    res = await enqueue(pool, items, max_message_bytes=10**6, max_age_s=3600)
+    assert all(r.error is None for r in res), res
+
+
+async def test_happy_path_each_job_relayed_once(
+    pool: asyncpg.Pool,
+    clean_db: str,
+    redis_prefix: str,
+    mailu: FakeMailU,  # noqa: F811
+) -> None:
+    await _enqueue(pool, [job(i) for i in range(300)])
+    cfg = daemon_config(clean_db, redis_prefix, [mailu])
+    counts = await run_until(cfg, pool, {"relayed": 300})
+    assert counts["relayed"] == 300
+    assert mailu.count() == 300
+    assert not mailu.duplicates()
+    ids = {m for m in mailu.message_ids()}
+    stored = {r["message_id"] for r in await pool.fetch("SELECT message_id FROM queue.jobs")}
+    assert ids == stored
+    msg = mailu.received[0]
+    assert msg.mail_from.startswith("b-") and msg.mail_from.endswith("@bounces.localhost")
+    assert b"Feedback-ID:" in msg.data
+    stats = await pool.fetchrow("SELECT sum(sent) s, sum(relayed) r FROM olap.daily_stats")
+    assert (stats["s"], stats["r"]) == (300, 300)
+
+
+async def test_reply_classes(
+    pool: asyncpg.Pool,
+    clean_db: str,
+    redis_prefix: str,
+    mailu: FakeMailU,  # noqa: F811
+) -> None:
+    mailu.fail_rcpt(r"^dead", 550, "5.1.1 user unknown")
+    mailu.fail_rcpt(r"^busy", 450, "4.2.1 mailbox busy")
+    await _enqueue(pool, [job(1, "dead@example.com"), job(2, "busy@example.com"), job(3)])
+    cfg = daemon_config(clean_db, redis_prefix, [mailu])
+    counts = await run_until(cfg, pool, {"failed": 1, "relayed": 1, "deferred": 1})
+    rows = {r["recipient"]: r for r in await pool.fetch("SELECT * FROM queue.jobs")}
+    assert rows["dead@example.com"]["state"] == "failed"
+    assert rows["dead@example.com"]["last_code"] == 550
+    assert rows["dead@example.com"]["last_status"] == "5.1.1"
+    assert rows["busy@example.com"]["state"] == "deferred"
+    assert rows["busy@example.com"]["last_code"] == 450
+    assert counts["relayed"] == 1
+
+
+async def test_node_down_fails_over(
+    pool: asyncpg.Pool,
+    clean_db: str,
+    redis_prefix: str,
+    mailu: FakeMailU,  # noqa: F811
+) -> None:
+    with FakeMailU() as down:
+        down.stop()
+        await _enqueue(pool, [job(i) for i in range(50)])
+        cfg = daemon_config(clean_db, redis_prefix, [down, mailu])
+        counts = await run_until(cfg, pool, {"relayed": 50})
+    assert counts["relayed"] == 50 and mailu.count() == 50
+
+
+async def test_deferred_retried_until_relayed(
+    pool: asyncpg.Pool,
+    clean_db: str,
+    redis_prefix: str,
+    mailu: FakeMailU,  # noqa: F811
+) -> None:
+    mailu.set_reply("DATA", 421, "4.7.0 try again later", times=5)
+    await _enqueue(pool, [job(i) for i in range(5)])
+    cfg = daemon_config(clean_db, redis_prefix, [mailu])
+    counts = await run_until(cfg, pool, {"relayed": 5})
+    assert counts["relayed"] == 5
+    attempts = await pool.fetchval("SELECT sum(attempts) FROM queue.jobs")
+    assert attempts == 10  # five 421s, then five successes
+
+
+@pytest.mark.parametrize("state", ["cancelled"])
+async def test_cancelled_job_not_sent(
+    pool: asyncpg.Pool,
+    clean_db: str,
+    redis_prefix: str,
+    mailu: FakeMailU,
+    state: str,  # noqa: F811
+) -> None:
+    await _enqueue(pool, [job(1), job(2)])
+    jid = await pool.fetchval("SELECT id FROM queue.jobs WHERE idempotency_key = 'k1'")
+    assert await job_store.cancel(pool, jid) == state
+    cfg = daemon_config(clean_db, redis_prefix, [mailu])
+    await run_until(cfg, pool, {"relayed": 1})
+    await asyncio.sleep(0.3)
+    assert mailu.count() == 1
