@@ -98,7 +98,7 @@ async def test_happy_path_each_job_relayed_once(
     pool: asyncpg.Pool,
     clean_db: str,
     redis_prefix: str,
-    mailu: FakeMailU,  # noqa: F811
+    mailu: FakeMailU,
 ) -> None:
     await _enqueue(pool, [job(i) for i in range(300)])
     cfg = daemon_config(clean_db, redis_prefix, [mailu])
@@ -120,7 +120,7 @@ async def test_reply_classes(
     pool: asyncpg.Pool,
     clean_db: str,
     redis_prefix: str,
-    mailu: FakeMailU,  # noqa: F811
+    mailu: FakeMailU,
 ) -> None:
     mailu.fail_rcpt(r"^dead", 550, "5.1.1 user unknown")
     mailu.fail_rcpt(r"^busy", 450, "4.2.1 mailbox busy")
@@ -140,7 +140,7 @@ async def test_node_down_fails_over(
     pool: asyncpg.Pool,
     clean_db: str,
     redis_prefix: str,
-    mailu: FakeMailU,  # noqa: F811
+    mailu: FakeMailU,
 ) -> None:
     with FakeMailU() as down:
         down.stop()
@@ -154,7 +154,7 @@ async def test_deferred_retried_until_relayed(
     pool: asyncpg.Pool,
     clean_db: str,
     redis_prefix: str,
-    mailu: FakeMailU,  # noqa: F811
+    mailu: FakeMailU,
 ) -> None:
     mailu.set_reply("DATA", 421, "4.7.0 try again later", times=5)
     await _enqueue(pool, [job(i) for i in range(5)])
@@ -171,7 +171,7 @@ async def test_cancelled_job_not_sent(
     clean_db: str,
     redis_prefix: str,
     mailu: FakeMailU,
-    state: str,  # noqa: F811
+    state: str,
 ) -> None:
     await _enqueue(pool, [job(1), job(2)])
     jid = await pool.fetchval("SELECT id FROM queue.jobs WHERE idempotency_key = 'k1'")
