@@ -1,0 +1,84 @@
+-- Delivery feedback for one {hash tag}: AIMD rate updates per sender x provider and reputation
+-- window counters per sender, atomically (engine/shaping/limiter.py).
+--
+-- ARGV[1] now ms (-1: server TIME)  ARGV[2] bucket ms  ARGV[3] buckets per window
+-- ARGV[4] number of AIMD entries    ARGV[5] number of reputation entries
+-- AIMD entry (8 fields): k_rate floor ceiling start increase cooldown_ms successes factor
+--   (mirrors engine/shaping/aimd.py aimd_update: one decrease per cooldown when factor < 1,
+--    else r = min(ceiling, sqrt(r^2 + 2*increase*ceiling*successes)))
+-- Reputation entry (6 fields): k_rep k_warmup k_pause attempts hard_bounces complaints
+-- Returns {today, rate strings..., then per reputation entry: attempts hard complaints
+--          warmup_stage (-1: not in warm-up) warmup_day paused(0/1)}
+
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+local bucket_ms = tonumber(ARGV[2])
+local nbuckets = tonumber(ARGV[3])
+local naimd, nrep = tonumber(ARGV[4]), tonumber(ARGV[5])
+local MONTH = 30 * 86400000
+local out = {math.floor(now / 86400000)}
+local pos = 6
+
+for _ = 1, naimd do
+  local k = KEYS[tonumber(ARGV[pos])]
+  local floor, ceiling, start = tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
+  local increase, cooldown = tonumber(ARGV[pos + 4]), tonumber(ARGV[pos + 5])
+  local successes, factor = tonumber(ARGV[pos + 6]), tonumber(ARGV[pos + 7])
+  pos = pos + 8
+  local h = redis.call('HMGET', k, 'rate', 'dec')
+  local rate = tonumber(h[1]) or start
+  local dec = tonumber(h[2])
+  rate = math.min(math.max(rate, floor), ceiling)
+  if factor < 1 then
+    if dec == nil or now - dec >= cooldown then
+      rate = math.max(floor, rate * factor)
+      dec = now
+    end
+  elseif successes > 0 then
+    rate = math.min(ceiling, math.sqrt(rate * rate + 2 * increase * ceiling * successes))
+  end
+  if dec ~= nil then
+    redis.call('HSET', k, 'rate', tostring(rate), 'dec', tostring(dec))
+  else
+    redis.call('HSET', k, 'rate', tostring(rate))
+  end
+  redis.call('PEXPIRE', k, MONTH)
+  out[#out + 1] = tostring(rate)
+end
+
+local current = math.floor(now / bucket_ms)
+local oldest = current - nbuckets + 1
+for _ = 1, nrep do
+  local k = KEYS[tonumber(ARGV[pos])]
+  local kw, kp = KEYS[tonumber(ARGV[pos + 1])], KEYS[tonumber(ARGV[pos + 2])]
+  local a, hb, c = tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4]), tonumber(ARGV[pos + 5])
+  pos = pos + 6
+  if a > 0 then redis.call('HINCRBY', k, current .. ':a', a) end
+  if hb > 0 then redis.call('HINCRBY', k, current .. ':h', hb) end
+  if c > 0 then redis.call('HINCRBY', k, current .. ':c', c) end
+  local sums = {a = 0, h = 0, c = 0}
+  local flat = redis.call('HGETALL', k)
+  local stale = {}
+  for i = 1, #flat, 2 do
+    local b, kind = string.match(flat[i], '^(%-?%d+):(%a)$')
+    b = tonumber(b)
+    if b == nil or b < oldest then
+      stale[#stale + 1] = flat[i]
+    else
+      sums[kind] = sums[kind] + tonumber(flat[i + 1])
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', k, unpack(stale)) end
+  redis.call('PEXPIRE', k, math.ceil(bucket_ms * (nbuckets + 1)))
+  local w = redis.call('HMGET', kw, 'stage', 'day')
+  out[#out + 1] = sums.a
+  out[#out + 1] = sums.h
+  out[#out + 1] = sums.c
+  out[#out + 1] = tonumber(w[1]) or -1
+  out[#out + 1] = tonumber(w[2]) or -1
+  out[#out + 1] = redis.call('EXISTS', kp)
+end
+return out

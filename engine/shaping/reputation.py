@@ -1,0 +1,100 @@
+"""Sender reputation over a sliding window, and the auto-pause rule, sans-IO.
+
+Counts live in Redis in time buckets (``reputation_window_s / BUCKETS`` each) so every
+instance adds to the same numbers; this module holds the arithmetic and the rule:
+pause when the complaint rate is above 0.3% or the hard-bounce rate above 5% (configurable)
+over the window — but only once at least ``min_sample`` messages were sent in it, so one bounce
+in three messages does not pause a new sender.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from engine.config import ShapingConfig
+
+#: Buckets per window: the window slides in steps of window/BUCKETS.
+BUCKETS = 24
+
+
+class WindowCounts(msgspec.Struct, frozen=True):
+    """Messages sent (attempts), hard bounces and complaints in the window."""
+
+    attempts: int = 0
+    hard_bounces: int = 0
+    complaints: int = 0
+
+    @property
+    def hard_bounce_rate(self) -> float:
+        return self.hard_bounces / self.attempts if self.attempts else 0.0
+
+    @property
+    def complaint_rate(self) -> float:
+        return self.complaints / self.attempts if self.attempts else 0.0
+
+
+class PauseVerdict(msgspec.Struct, frozen=True):
+    """Why a sender was paused; stored in Redis and logged as an event."""
+
+    reason: str  # "complaint_rate" | "hard_bounce_rate" | "operator"
+    rate: float
+    threshold: float
+    attempts: int
+    message: str
+
+
+class PauseRule(msgspec.Struct, frozen=True):
+    complaint_rate: float = 0.003
+    hard_bounce_rate: float = 0.05
+    min_sample: int = 100
+    window_s: float = 86400.0
+
+    @classmethod
+    def from_config(cls, cfg: ShapingConfig) -> PauseRule:
+        return cls(
+            complaint_rate=cfg.complaint_pause_rate,
+            hard_bounce_rate=cfg.hard_bounce_pause_rate,
+            min_sample=cfg.pause_min_sample,
+            window_s=cfg.reputation_window_s,
+        )
+
+    @property
+    def bucket_s(self) -> float:
+        return self.window_s / BUCKETS
+
+    def evaluate(self, counts: WindowCounts) -> PauseVerdict | None:
+        """A verdict when the window's rates call for a pause, else None."""
+        if counts.attempts < self.min_sample:
+            return None
+        hours = self.window_s / 3600
+        if counts.complaint_rate > self.complaint_rate:
+            return PauseVerdict(
+                reason="complaint_rate",
+                rate=counts.complaint_rate,
+                threshold=self.complaint_rate,
+                attempts=counts.attempts,
+                message=(
+                    f"complaint rate {counts.complaint_rate:.2%} over the last {hours:g}h "
+                    f"({counts.complaints}/{counts.attempts}) is above {self.complaint_rate:.2%}"
+                ),
+            )
+        if counts.hard_bounce_rate > self.hard_bounce_rate:
+            return PauseVerdict(
+                reason="hard_bounce_rate",
+                rate=counts.hard_bounce_rate,
+                threshold=self.hard_bounce_rate,
+                attempts=counts.attempts,
+                message=(
+                    f"hard-bounce rate {counts.hard_bounce_rate:.2%} over the last {hours:g}h "
+                    f"({counts.hard_bounces}/{counts.attempts}) is above "
+                    f"{self.hard_bounce_rate:.2%}"
+                ),
+            )
+        return None
+
+
+def bucket_index(now: float, bucket_s: float) -> int:
+    """The bucket a timestamp falls in (buckets are numbered from the epoch)."""
+    return math.floor(now / bucket_s)
