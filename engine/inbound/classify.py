@@ -1,0 +1,399 @@
+"""Classification of one bounced recipient: RFC 3463 status, SMTP reply code, reason, hard/soft.
+
+The approach is sisimai's: the enhanced status code gives a first reason from a table; the
+diagnostic text, matched against ``config/bounce_patterns.toml``, then overrides codes that are
+generic (5.0.0, 5.7.1, 4.7.0 ...) but not codes that already say something precise (5.2.2 is a
+full mailbox whatever the text adds). A user-unknown code yields to text that shows the real cause
+was elsewhere (5.1.1 + "mailbox full", 5.1.1 + "blocked using spamhaus").
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import msgspec
+
+from engine.inbound.patterns import ReasonPatterns, load_patterns, normalise
+from engine.inbound.report import Reason
+
+
+class StatusClass(enum.StrEnum):
+    """First digit of an RFC 3463 enhanced status code (RFC 3463 §3.1)."""
+
+    SUCCESS = "2"
+    PERSISTENT_TRANSIENT = "4"
+    PERMANENT = "5"
+
+
+class ReplyClass(enum.IntEnum):
+    """First digit of an SMTP reply code (RFC 5321 §4.2.1)."""
+
+    POSITIVE_COMPLETION = 2
+    TRANSIENT_NEGATIVE = 4
+    PERMANENT_NEGATIVE = 5
+
+
+class SmtpCommand(enum.StrEnum):
+    """The SMTP stage a rejection answered (RFC 5321 §4.1.1); CONN is the greeting."""
+
+    CONN = "CONN"
+    EHLO = "EHLO"
+    MAIL = "MAIL"
+    RCPT = "RCPT"
+    DATA = "DATA"
+
+
+class ReplyCode(enum.IntEnum):
+    """SMTP reply codes the classifier reasons about (RFC 5321 §4.2.3)."""
+
+    SYNTAX_ERROR = 500
+    SYNTAX_ERROR_IN_PARAMETERS = 501
+    COMMAND_NOT_IMPLEMENTED = 502
+    BAD_SEQUENCE = 503
+    PARAMETER_NOT_IMPLEMENTED = 504
+
+
+#: Reply codes that mean the remote server did not understand what was sent (sisimai: 50[0-7]).
+SYNTAX_REPLY_CODES = frozenset(
+    range(ReplyCode.SYNTAX_ERROR, ReplyCode.PARAMETER_NOT_IMPLEMENTED + 4)
+)
+
+#: RFC 3463 / IANA enhanced status codes -> reason (sisimai's table, with the RFC 7372/7505/8098
+#: codes mapped to the newer reasons of the vocabulary).
+STATUS_REASONS: dict[str, Reason] = {
+    "4.1.6": Reason.HASMOVED,  # destination mailbox has moved
+    "4.1.7": Reason.REJECTED,  # bad sender's mailbox address syntax
+    "4.1.8": Reason.REJECTED,  # bad sender's system address
+    "4.1.9": Reason.SYSTEMERROR,  # message relayed to non-compliant mailer
+    "4.2.1": Reason.SUSPEND,  # mailbox disabled
+    "4.2.2": Reason.MAILBOXFULL,  # mailbox full
+    "4.2.3": Reason.EXCEEDLIMIT,  # message length exceeds administrative limit
+    "4.2.4": Reason.FILTERED,  # mailing list expansion problem
+    "4.3.1": Reason.SYSTEMFULL,  # mail system full
+    "4.3.2": Reason.NOTACCEPT,  # system not accepting network messages
+    "4.3.3": Reason.SYSTEMERROR,  # system not capable of selected features
+    "4.3.5": Reason.SYSTEMERROR,  # system incorrectly configured
+    "4.4.1": Reason.EXPIRED,  # no answer from host
+    "4.4.2": Reason.NETWORKERROR,  # bad connection
+    "4.4.4": Reason.NETWORKERROR,  # unable to route
+    "4.4.5": Reason.SYSTEMFULL,  # mail system congestion
+    "4.4.6": Reason.NETWORKERROR,  # routing loop detected
+    "4.4.7": Reason.EXPIRED,  # delivery time expired
+    "4.5.3": Reason.SYSTEMERROR,  # too many recipients
+    "4.5.5": Reason.SYSTEMERROR,  # wrong protocol version
+    "4.6.0": Reason.CONTENTERROR,  # other or undefined media error
+    "4.6.2": Reason.CONTENTERROR,  # conversion required and prohibited
+    "4.6.5": Reason.CONTENTERROR,  # conversion failed
+    "4.7.1": Reason.BLOCKED,  # delivery not authorized, message refused
+    "4.7.2": Reason.BLOCKED,  # mailing list expansion prohibited
+    "4.7.5": Reason.SECURITYERROR,  # cryptographic failure
+    "4.7.6": Reason.SECURITYERROR,  # cryptographic algorithm not supported
+    "4.7.7": Reason.SECURITYERROR,  # message integrity failure
+    "4.7.10": Reason.FAILEDSTARTTLS,  # encryption needed
+    "4.7.12": Reason.SECURITYERROR,  # a password transition is needed
+    "4.7.15": Reason.SECURITYERROR,  # priority level is too low
+    "4.7.16": Reason.MESGTOOBIG,  # message too big for the specified priority
+    "4.7.24": Reason.AUTHFAILURE,  # SPF validation error
+    "4.7.25": Reason.REQUIREPTR,  # reverse DNS validation failed
+    "4.7.28": Reason.SPEEDING,  # Gmail: unusual rate of mail from this IP
+    "5.1.0": Reason.USERUNKNOWN,  # other address status
+    "5.1.1": Reason.USERUNKNOWN,  # bad destination mailbox address
+    "5.1.2": Reason.HOSTUNKNOWN,  # bad destination system address
+    "5.1.3": Reason.USERUNKNOWN,  # bad destination mailbox address syntax
+    "5.1.4": Reason.FILTERED,  # destination mailbox address ambiguous
+    "5.1.6": Reason.HASMOVED,  # destination mailbox has moved, no forwarding address
+    "5.1.7": Reason.REJECTED,  # bad sender's mailbox address syntax
+    "5.1.8": Reason.REJECTED,  # bad sender's system address
+    "5.1.9": Reason.SYSTEMERROR,  # message relayed to non-compliant mailer
+    "5.1.10": Reason.NOTACCEPT,  # recipient address has null MX (RFC 7505)
+    "5.2.0": Reason.FILTERED,  # other or undefined mailbox status
+    "5.2.1": Reason.FILTERED,  # mailbox disabled, not accepting messages
+    "5.2.2": Reason.MAILBOXFULL,  # mailbox full
+    "5.2.3": Reason.EXCEEDLIMIT,  # message length exceeds administrative limit
+    "5.2.4": Reason.FILTERED,  # mailing list expansion problem
+    "5.3.0": Reason.SYSTEMERROR,  # other or undefined mail system status
+    "5.3.1": Reason.SYSTEMFULL,  # mail system full
+    "5.3.2": Reason.NOTACCEPT,  # system not accepting network messages
+    "5.3.3": Reason.SYSTEMERROR,  # system not capable of selected features
+    "5.3.4": Reason.MESGTOOBIG,  # message too big for system
+    "5.3.5": Reason.SYSTEMERROR,  # system incorrectly configured
+    "5.4.0": Reason.NETWORKERROR,  # other or undefined network or routing status
+    "5.4.3": Reason.SYSTEMERROR,  # directory server failure
+    "5.4.4": Reason.HOSTUNKNOWN,  # unable to route
+    "5.4.6": Reason.NETWORKERROR,  # routing loop detected
+    "5.4.7": Reason.EXPIRED,  # delivery time expired
+    "5.5.3": Reason.TOOMANYCONN,  # too many recipients
+    "5.5.4": Reason.SYSTEMERROR,  # invalid command arguments
+    "5.5.5": Reason.SYSTEMERROR,  # wrong protocol version
+    "5.5.6": Reason.SECURITYERROR,  # authentication exchange line is too long
+    "5.6.0": Reason.CONTENTERROR,  # other or undefined media error
+    "5.6.1": Reason.CONTENTERROR,  # media not supported
+    "5.6.2": Reason.CONTENTERROR,  # conversion required and prohibited
+    "5.6.3": Reason.CONTENTERROR,  # conversion required but not supported
+    "5.6.5": Reason.CONTENTERROR,  # conversion failed
+    "5.6.6": Reason.CONTENTERROR,  # message content not available
+    "5.6.7": Reason.CONTENTERROR,  # non-ASCII addresses not permitted
+    "5.6.8": Reason.CONTENTERROR,  # UTF-8 string reply required
+    "5.6.9": Reason.CONTENTERROR,  # UTF-8 header cannot be transferred
+    "5.7.0": Reason.SECURITYERROR,  # other or undefined security status
+    "5.7.1": Reason.SECURITYERROR,  # delivery not authorized, message refused
+    "5.7.2": Reason.SECURITYERROR,  # mailing list expansion prohibited
+    "5.7.3": Reason.SECURITYERROR,  # security conversion required but not possible
+    "5.7.4": Reason.SECURITYERROR,  # security features not supported
+    "5.7.5": Reason.SECURITYERROR,  # cryptographic failure
+    "5.7.6": Reason.SECURITYERROR,  # cryptographic algorithm not supported
+    "5.7.7": Reason.SECURITYERROR,  # message integrity failure
+    "5.7.8": Reason.SECURITYERROR,  # authentication credentials invalid
+    "5.7.9": Reason.SECURITYERROR,  # authentication mechanism is too weak
+    "5.7.10": Reason.FAILEDSTARTTLS,  # encryption needed
+    "5.7.11": Reason.SECURITYERROR,  # encryption required for requested authentication mechanism
+    "5.7.13": Reason.SUSPEND,  # user account disabled
+    "5.7.14": Reason.SECURITYERROR,  # trust relationship required
+    "5.7.15": Reason.SECURITYERROR,  # priority level is too low
+    "5.7.16": Reason.MESGTOOBIG,  # message is too big for the specified priority
+    "5.7.17": Reason.HASMOVED,  # mailbox owner has changed
+    "5.7.18": Reason.HASMOVED,  # domain owner has changed
+    "5.7.19": Reason.SECURITYERROR,  # RRVS test cannot be completed
+    "5.7.20": Reason.AUTHFAILURE,  # no passing DKIM signature found
+    "5.7.21": Reason.AUTHFAILURE,  # no acceptable DKIM signature found
+    "5.7.22": Reason.AUTHFAILURE,  # no valid author-matched DKIM signature found
+    "5.7.23": Reason.AUTHFAILURE,  # SPF validation failed
+    "5.7.24": Reason.AUTHFAILURE,  # SPF validation error
+    "5.7.25": Reason.REQUIREPTR,  # reverse DNS validation failed
+    "5.7.26": Reason.AUTHFAILURE,  # multiple authentication checks failed
+    "5.7.27": Reason.NOTACCEPT,  # sender address has null MX
+}
+
+#: Codes precise enough that no diagnostic text overrides them.
+_FIRM_CODE_REASONS = frozenset(
+    {
+        Reason.MAILBOXFULL,
+        Reason.MESGTOOBIG,
+        Reason.EXCEEDLIMIT,
+        Reason.HASMOVED,
+        Reason.NOTACCEPT,
+        Reason.SUSPEND,
+        Reason.REQUIREPTR,
+        Reason.AUTHFAILURE,
+        Reason.FAILEDSTARTTLS,
+        Reason.SPEEDING,
+    }
+)
+#: Text that shows a user-unknown code was really about something else (sisimai's pre-matches).
+_USERUNKNOWN_OVERRIDES = frozenset(
+    {
+        Reason.MAILBOXFULL,
+        Reason.MESGTOOBIG,
+        Reason.EXCEEDLIMIT,
+        Reason.SUSPEND,
+        Reason.HASMOVED,
+        Reason.NORELAYING,
+        Reason.BLOCKED,
+        Reason.REJECTED,
+        Reason.NOTACCEPT,
+        Reason.HOSTUNKNOWN,
+        Reason.REQUIREPTR,
+        Reason.BADREPUTATION,
+        Reason.AUTHFAILURE,
+        Reason.SPEEDING,
+        Reason.TOOMANYCONN,
+        Reason.SUPPRESSED,
+        Reason.SYSTEMFULL,
+    }
+)
+#: Text that shows a host-unknown code was a transient routing problem or something precise.
+_HOSTUNKNOWN_OVERRIDES = frozenset(
+    {
+        Reason.NETWORKERROR,
+        Reason.NOTACCEPT,
+        Reason.NORELAYING,
+        Reason.MAILBOXFULL,
+        Reason.SUSPEND,
+        Reason.USERUNKNOWN,
+    }
+)
+#: Reasons that suppress the address at once when the failure is permanent (DESIGN §7).
+HARD_REASONS = frozenset(
+    {Reason.USERUNKNOWN, Reason.HOSTUNKNOWN, Reason.HASMOVED, Reason.NOTACCEPT}
+)
+#: RFC 3464 Action values that mean the message did arrive.
+_SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
+_DELAY_ACTIONS = frozenset({"delayed"})
+
+# sisimai's status finders: "(#5.1.1)", "550-5.1.1" / "550 5.1.1", then any bare x.y.z.
+_STATUS_PATTERNS = (
+    re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)"),
+    re.compile(r"\b[245]\d\d[ -]#?([245]\.\d{1,3}\.\d{1,3})\b"),
+    re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)"),
+)
+_REPLY_CODE = re.compile(r"(?:^|[\s:;(\"'<#])([245][0-5]\d)(?=[ \-]|$)")
+# "(in reply to RCPT TO command)" (Postfix), "after RCPT TO:<..>" (Exim), "[RCPT_TO]" (Yahoo),
+# ">>> DATA" (Sendmail/Courier transcripts).
+_COMMAND = re.compile(
+    r"(?:in reply to|after|>>>|\[)\s*(rcpt to|rcpt_to|rcpt|mail from|mail_from|end of data|"
+    r"data|initial connection|connect|ehlo|helo)"
+)
+_COMMAND_NAMES: dict[str, SmtpCommand] = {
+    "rcpt to": SmtpCommand.RCPT,
+    "rcpt_to": SmtpCommand.RCPT,
+    "rcpt": SmtpCommand.RCPT,
+    "mail from": SmtpCommand.MAIL,
+    "mail_from": SmtpCommand.MAIL,
+    "end of data": SmtpCommand.DATA,
+    "data": SmtpCommand.DATA,
+    "initial connection": SmtpCommand.CONN,
+    "connect": SmtpCommand.CONN,
+    "ehlo": SmtpCommand.EHLO,
+    "helo": SmtpCommand.EHLO,
+}
+#: Before DATA the server has not seen the content, so a rejection there is not about spam
+#: content but about the sender's IP or name (sisimai's rule): "blocked", not "spamdetected".
+_BEFORE_CONTENT = frozenset(
+    {SmtpCommand.CONN, SmtpCommand.EHLO, SmtpCommand.MAIL, SmtpCommand.RCPT}
+)
+_DSN_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
+
+
+class Classification(msgspec.Struct, frozen=True):
+    """The classified status of one recipient."""
+
+    status: str | None
+    reply_code: str | None
+    reason: Reason
+    hard: bool
+
+
+def clean_status(value: str | None) -> str | None:
+    """Normalise an RFC 3463 status field ("5.1.1 (user unknown)" -> "5.1.1"); None if invalid."""
+    if not value:
+        return None
+    found = _DSN_STATUS.match(value)
+    if not found:
+        return None
+    return f"{found.group(1)}.{int(found.group(2))}.{int(found.group(3))}"
+
+
+def find_status(text: str) -> str | None:
+    """The first enhanced status code quoted in a diagnostic text, or None."""
+    for pattern in _STATUS_PATTERNS:
+        found = pattern.search(text)
+        if found:
+            return clean_status(found.group(1))
+    return None
+
+
+def find_reply_code(text: str) -> str | None:
+    """The first SMTP reply code in a diagnostic text ("550 5.1.1 ..." -> "550"), or None."""
+    found = _REPLY_CODE.search(text)
+    return found.group(1) if found else None
+
+
+def find_command(text: str) -> SmtpCommand | None:
+    """The SMTP command a normalised diagnostic says the rejection answered, or None."""
+    found = _COMMAND.search(text)
+    return _COMMAND_NAMES.get(found.group(1)) if found else None
+
+
+def is_generic_status(status: str | None) -> bool:
+    """True for x.0.0-style codes that carry only the class (text should refine them)."""
+    return status is None or status.endswith(".0.0")
+
+
+def classify(
+    status: str | None,
+    reply_code: str | None,
+    diagnostic: str | None,
+    *,
+    action: str | None = None,
+    permanent: bool | None = None,
+    context: str | None = None,
+    patterns: ReasonPatterns | None = None,
+) -> Classification:
+    """Classify one recipient from its status, reply code and diagnostic text.
+
+    ``permanent`` is the parser's judgement when the message carries no code at all (a qmail
+    "permanent error", an Exim "failed" list); codes win over it when present. ``context`` is
+    other text about the same recipient (the human-readable part of a DSN), read only to learn
+    which SMTP command was refused.
+    """
+    table = patterns if patterns is not None else load_patterns()
+    text = normalise(diagnostic) if diagnostic else ""
+    if reply_code is None and text:
+        reply_code = find_reply_code(text)
+    if is_generic_status(status) and text:
+        refined = find_status(text)
+        if refined and (status is None or refined[0] == status[0]):
+            status = refined
+    act = (action or "").lower()
+    if (status and status[0] == StatusClass.SUCCESS) or act in _SUCCESS_ACTIONS:
+        return Classification(status, reply_code, Reason.DELIVERED, False)
+    code_reason = STATUS_REASONS.get(status) if status else None
+    command = find_command(text) if text else None
+    if command is None and context:
+        command = find_command(normalise(context))
+    reason = _text_over_code(code_reason, text, command, table)
+    if reason is None:
+        reason = _fallback(status, reply_code, text, act)
+    failed_for_good = _is_permanent(status, reply_code, act, permanent)
+    return Classification(status, reply_code, reason, reason in HARD_REASONS and failed_for_good)
+
+
+def _text_over_code(
+    code_reason: Reason | None, text: str, command: SmtpCommand | None, table: ReasonPatterns
+) -> Reason | None:
+    text_reason = table.match(text) if text else None
+    if (
+        text_reason is Reason.SPAMDETECTED
+        and command in _BEFORE_CONTENT
+        and table.matches_specific(Reason.BLOCKED, text)
+    ):
+        text_reason = Reason.BLOCKED
+    reason = _decide(code_reason, text_reason)
+    # "No such user" answered after DATA (or with a mailbox-status code): the address was
+    # accepted at RCPT, so a filter refused the content (sisimai's Filtered rule).
+    if (
+        reason is Reason.USERUNKNOWN
+        and code_reason is not Reason.USERUNKNOWN
+        and (command is SmtpCommand.DATA or code_reason is Reason.FILTERED)
+    ):
+        return Reason.FILTERED
+    return reason
+
+
+def _decide(code_reason: Reason | None, text_reason: Reason | None) -> Reason | None:
+    if code_reason is None or text_reason is None:
+        return code_reason or text_reason
+    if code_reason in _FIRM_CODE_REASONS:
+        return code_reason
+    if code_reason is Reason.USERUNKNOWN:
+        return text_reason if text_reason in _USERUNKNOWN_OVERRIDES else code_reason
+    if code_reason is Reason.HOSTUNKNOWN:
+        return text_reason if text_reason in _HOSTUNKNOWN_OVERRIDES else code_reason
+    return text_reason
+
+
+def _fallback(status: str | None, reply_code: str | None, text: str, action: str) -> Reason:
+    if action in _DELAY_ACTIONS:
+        return Reason.EXPIRED
+    if status:
+        subject = status.split(".")[1]
+        if subject == "6":  # x.6.x: media/content (RFC 3463 §3.8)
+            return Reason.CONTENTERROR
+        if subject == "7":  # x.7.x: security or policy (RFC 3463 §3.9)
+            return Reason.SECURITYERROR
+    if reply_code and int(reply_code) in SYNTAX_REPLY_CODES:
+        return Reason.SYNTAXERROR
+    return Reason.ONHOLD if text else Reason.UNDEFINED
+
+
+def _is_permanent(
+    status: str | None, reply_code: str | None, action: str, permanent: bool | None
+) -> bool:
+    if status:
+        return status[0] == StatusClass.PERMANENT
+    if reply_code:
+        return int(reply_code[0]) == ReplyClass.PERMANENT_NEGATIVE
+    if action:
+        return action == "failed"
+    return bool(permanent)

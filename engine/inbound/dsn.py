@@ -1,0 +1,154 @@
+"""RFC 3464 delivery-status fields (and RFC 6533 message/global-delivery-status).
+
+A delivery-status body is one per-message field block followed by one block per recipient,
+separated by blank lines. The field text is parsed here without the MIME layer so the same code
+serves message/delivery-status, message/global-delivery-status and the many MTAs that paste
+DSN fields into a text/plain part.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from engine.inbound.message import first_address
+
+#: Field blocks beyond this many are ignored (a DSN for thousands of recipients is an attack).
+MAX_RECIPIENT_BLOCKS = 500
+
+_RECIPIENT_FIELDS = frozenset({"final-recipient", "original-recipient", "x-actual-recipient"})
+_UNITEXT_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+_FIELD_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
+
+
+class DsnRecipient(msgspec.Struct, frozen=True):
+    """One per-recipient block of a delivery-status report, before classification."""
+
+    address: str
+    original_recipient: str | None
+    action: str | None
+    status: str | None
+    diagnostic: str | None
+    diagnostic_type: str | None
+    remote_mta: str | None
+
+
+class DeliveryStatus(msgspec.Struct, frozen=True):
+    """The parsed report: per-message fields and recipients."""
+
+    reporting_mta: str | None
+    recipients: tuple[DsnRecipient, ...]
+
+
+def parse_field_blocks(text: str) -> list[dict[str, str]]:
+    """Split field text into blocks of ``{lower-case name: unfolded value}``.
+
+    Continuation lines (leading whitespace) are joined to the field before them; lines that are
+    not fields are skipped, so prose around pasted fields does no harm.
+    """
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last: str | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                blocks.append(current)
+                if len(blocks) > MAX_RECIPIENT_BLOCKS:
+                    return blocks
+                current = {}
+            last = None
+            continue
+        if line[0] in " \t":
+            if last is not None:
+                current[last] = f"{current[last]} {line.strip()}"
+            continue
+        found = _FIELD_LINE.match(line)
+        if found is None:
+            last = None
+            continue
+        last = found.group(1).lower()
+        # The first occurrence wins (a repeated field is a malformed report, not an update).
+        if last in current:
+            last = None
+            continue
+        current[last] = found.group(2).strip()
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def from_blocks(blocks: list[dict[str, str]]) -> DeliveryStatus:
+    """Build the report from parsed blocks; blocks without a recipient field are per-message."""
+    reporting_mta: str | None = None
+    recipients: list[DsnRecipient] = []
+    for block in blocks:
+        if "reporting-mta" in block and reporting_mta is None:
+            reporting_mta = _strip_type(block["reporting-mta"])
+        if not _RECIPIENT_FIELDS.intersection(block):
+            continue
+        recipient = _recipient(block)
+        if recipient is not None:
+            recipients.append(recipient)
+    return DeliveryStatus(reporting_mta, tuple(recipients))
+
+
+def parse_delivery_status(text: str) -> DeliveryStatus:
+    """Parse delivery-status field text (any of the three sources named in the module doc)."""
+    return from_blocks(parse_field_blocks(text))
+
+
+def _recipient(block: dict[str, str]) -> DsnRecipient | None:
+    final = decode_address(block.get("final-recipient", ""))
+    original = decode_address(block.get("original-recipient", ""))
+    actual = decode_address(block.get("x-actual-recipient", ""))
+    address = final or actual or original
+    if not address:
+        return None
+    diagnostic_raw = block.get("diagnostic-code", "")
+    diagnostic_type: str | None = None
+    diagnostic: str | None = None
+    if diagnostic_raw:
+        kind, sep, rest = diagnostic_raw.partition(";")
+        if sep and " " not in kind.strip():
+            diagnostic_type = kind.strip().upper()
+            diagnostic = " ".join(rest.split()) or None
+        else:
+            diagnostic = " ".join(diagnostic_raw.split()) or None
+    remote = block.get("remote-mta")
+    return DsnRecipient(
+        address=address,
+        original_recipient=original,
+        action=(block.get("action") or "").split()[0].lower() if block.get("action") else None,
+        status=block.get("status") or None,
+        diagnostic=diagnostic,
+        diagnostic_type=diagnostic_type,
+        remote_mta=_strip_type(remote) if remote else None,
+    )
+
+
+def decode_address(value: str) -> str | None:
+    """``rfc822; <a@b>`` / ``utf-8; a\\x{E9}@b`` / bare ``a@b`` -> the address, or None."""
+    if not value:
+        return None
+    kind, sep, rest = value.partition(";")
+    text = rest if sep else kind
+    if sep and kind.strip().lower() in ("utf-8", "unknown"):
+        text = _UNITEXT_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    address = first_address(text)
+    if address is None:
+        # Malformed but still meaningful ("user@#domain"): keep the token with an @ in it.
+        tokens = [t.strip("<>\"'") for t in text.split() if "@" in t]
+        if not tokens or not tokens[0]:
+            return None
+        address = tokens[0]
+    return address.strip(".,;:'\"")
+
+
+def _strip_type(value: str) -> str | None:
+    """``dns; mx.example.com`` -> ``mx.example.com`` (drops an IP literal after it too)."""
+    _, sep, rest = value.partition(";")
+    host = (rest if sep else value).strip()
+    host = host.split()[0] if host else ""
+    host = host.strip("[]<>").rstrip(".")
+    return host or None

@@ -1,0 +1,370 @@
+"""``parse_bounce``: one inbound message (bytes) -> :class:`BounceReport`. Never raises.
+
+Order of reading, most structured first:
+
+1. an Amazon SES JSON notification;
+2. an RFC 5965 feedback report (complaint);
+3. a challenge-response screen (Boxbe & co. send a DSN, but the address is alive);
+4. an RFC 3464/6533 delivery-status report, its diagnostics completed from the human text;
+5. a non-standard bounce, read from the notification text;
+6. an RFC 3834 automatic reply;
+7. otherwise ``unknown`` with no recipients.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+
+from engine.inbound import autoreply, nonstandard, ses
+from engine.inbound.arf import parse_feedback_report
+from engine.inbound.classify import classify, clean_status
+from engine.inbound.dsn import DeliveryStatus, parse_delivery_status
+from engine.inbound.message import (
+    Message,
+    addresses_in,
+    first_address,
+    header,
+    iter_parts,
+    load,
+    original_headers,
+    part_text,
+)
+from engine.inbound.report import (
+    BounceKind,
+    BounceReport,
+    Feedback,
+    JobHints,
+    Reason,
+    Recipient,
+)
+
+log = logging.getLogger(__name__)
+
+_STATUS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+_FEEDBACK_TYPE = "message/feedback-report"
+_ORIGINAL_TYPES = frozenset(
+    {"message/rfc822", "message/global", "text/rfc822-headers", "text/global-headers"}
+)
+_REPORT_DELIVERY = "delivery-status"
+_REPORT_FEEDBACK = "feedback-report"
+_JOB_HEADER = "X-PM-Job-Id"
+_ACTION_DELAYED = "delayed"
+_ACTION_FAILED = "failed"
+_NOREPLY_LOCALPARTS = frozenset(
+    {"noreply", "no-reply", "donotreply", "do-not-reply", "mailer-daemon", "postmaster"}
+)
+#: Headers of the bounce that name us (the VERP address), never the failed recipient.
+_OUR_ADDRESS_HEADERS = ("Return-Path", "Delivered-To", "X-Original-To", "X-Envelope-To")
+_PASTED_DSN = re.compile(r"^(?:final|original)-recipient:", re.IGNORECASE | re.MULTILINE)
+_QUOTED_HEADER = {
+    "message_id": re.compile(r"^\s*message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE),
+    "job_id": re.compile(r"^\s*x-pm-job-id:\s*([^\s<>]+)", re.IGNORECASE | re.MULTILINE),
+    "from": re.compile(r"^from:\s*(.+)$", re.IGNORECASE | re.MULTILINE),
+    "to": re.compile(r"^to:\s*(.+)$", re.IGNORECASE | re.MULTILINE),
+    "subject": re.compile(r"^subject:\s*(.+)$", re.IGNORECASE | re.MULTILINE),
+}
+_HTML_BREAKS = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h\d)[^>]*>", re.IGNORECASE)
+_HTML_TAGS = re.compile(r"<[^>]*>")
+_HTML_HIDDEN = re.compile(r"<(style|script|head)[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+
+
+class _Parts:
+    """What the MIME walk found, sorted by role."""
+
+    __slots__ = ("feedback", "notes", "original", "statuses")
+
+    def __init__(self) -> None:
+        self.statuses: list[str] = []
+        self.feedback: list[str] = []
+        self.notes: list[str] = []
+        self.original: Message | None = None
+
+
+def parse_bounce(raw: bytes, envelope_to: str | None = None) -> BounceReport:
+    """Understand one inbound message: a bounce, a complaint, an auto-reply or nothing.
+
+    ``envelope_to`` is the SMTP RCPT TO the listener received (the VERP address); it is returned
+    in ``report.hints`` for the effects layer, which checks its HMAC. Never raises: input that
+    cannot be understood yields ``kind="unknown"`` with the cause in ``defects``.
+    """
+    try:
+        return _parse(raw, envelope_to)
+    except Exception as exc:  # last-resort guard: a bounce must never crash the listener
+        log.warning("bounce parse failed", extra={"error": repr(exc)[:200]})
+        return BounceReport(
+            kind=BounceKind.UNKNOWN,
+            hints=JobHints(envelope_to=envelope_to),
+            defects=(f"parser error: {type(exc).__name__}",),
+        )
+
+
+def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
+    msg, defects = load(raw)
+    subject = header(msg, "Subject")
+    from_header = header(msg, "From")
+    parts = _collect(msg)
+    body = "\n\n".join(parts.notes)
+    note = nonstandard.notification_body(body)
+    hints = _hints(msg, parts, body, envelope_to)
+
+    if ses.looks_like_ses_json(body):
+        report = ses.parse_ses_json(body)
+        if report is not None:
+            return _finish(report, hints, subject, defects, prefer_own=True)
+
+    report_type = str(msg.get_param("report-type") or "").lower()
+    if parts.feedback or report_type == _REPORT_FEEDBACK:
+        return _finish(_complaint(parts, hints), hints, subject, defects)
+
+    daemon = nonstandard.is_daemon_sender(from_header)
+    if not daemon and autoreply.is_challenge(subject, from_header, note):
+        return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
+
+    exclude = _excluded(msg, from_header, hints)
+    scraped = {r.address.lower(): r for r in nonstandard.scrape(note, exclude)} if note else {}
+    if parts.statuses or report_type == _REPORT_DELIVERY:
+        status = parse_delivery_status("\n\n".join(parts.statuses))
+        if status.recipients:
+            recipients = _dsn_recipients(status, scraped)
+            return _finish(_report(BounceKind.DSN, recipients), hints, subject, defects)
+
+    if _looks_like_bounce(msg, subject, from_header, daemon, note):
+        recipients = _nonstandard_recipients(body, note, subject, scraped, hints)
+        if recipients:
+            return _finish(_report(BounceKind.NONSTANDARD, recipients), hints, subject, defects)
+
+    if autoreply.is_autoreply(msg, subject, note):
+        return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
+    return _finish(BounceReport(kind=BounceKind.UNKNOWN), hints, subject, defects)
+
+
+def _collect(msg: Message) -> _Parts:
+    parts = _Parts()
+    html_notes: list[str] = []
+    for part, inside in iter_parts(msg):
+        ctype = part.get_content_type()
+        if ctype in _ORIGINAL_TYPES:
+            if parts.original is None and not inside:
+                parts.original = original_headers(part)
+            continue
+        if inside or part.get_content_maintype() == "multipart":
+            continue
+        if ctype in _STATUS_TYPES:
+            parts.statuses.append(part_text(part))
+        elif ctype == _FEEDBACK_TYPE:
+            parts.feedback.append(part_text(part))
+        elif ctype == "text/html":
+            html_notes.append(part_text(part))
+        elif part.get_content_maintype() == "text" or ctype == "application/json":
+            parts.notes.append(part_text(part))
+    if not parts.notes and html_notes:
+        parts.notes = [_html_to_text(h) for h in html_notes]
+    return parts
+
+
+def _html_to_text(markup: str) -> str:
+    text = _HTML_HIDDEN.sub(" ", markup)
+    text = _HTML_BREAKS.sub("\n", text)
+    return html.unescape(_HTML_TAGS.sub(" ", text))
+
+
+def _hints(msg: Message, parts: _Parts, body: str, envelope_to: str | None) -> JobHints:
+    found: dict[str, str | None] = dict.fromkeys(_QUOTED_HEADER)
+    original = parts.original
+    if original is not None:
+        found["message_id"] = header(original, "Message-ID") or None
+        found["job_id"] = header(original, _JOB_HEADER) or None
+        found["from"] = header(original, "From") or None
+        found["to"] = header(original, "To") or None
+        found["subject"] = header(original, "Subject") or None
+    tail = body[len(nonstandard.notification_body(body)) :] if body else ""
+    for key, pattern in _QUOTED_HEADER.items():
+        if found[key] is None:
+            # A copy of the original pasted into the text part (qmail, Exim, Sendmail).
+            match = pattern.search(tail) or (
+                pattern.search(body) if key in ("message_id", "job_id") else None
+            )
+            if match:
+                found[key] = match.group(1).strip()
+    message_id = found["message_id"] or header(msg, "In-Reply-To") or None
+    return JobHints(
+        envelope_to=envelope_to,
+        job_id=found["job_id"],
+        message_id=first_bracketed(message_id),
+        original_from=first_address(found["from"]) if found["from"] else None,
+        original_to=first_address(found["to"]) if found["to"] else None,
+        original_subject=found["subject"],
+    )
+
+
+def first_bracketed(value: str | None) -> str | None:
+    """``<id@host>`` out of a header that may carry comments or several ids."""
+    if not value:
+        return None
+    start = value.find("<")
+    end = value.find(">", start + 1)
+    if start >= 0 and end > start:
+        return value[start : end + 1]
+    return value.split()[0] if value.split() else None
+
+
+def _excluded(msg: Message, from_header: str, hints: JobHints) -> frozenset[str]:
+    """Addresses that are never the failed recipient: ours, the reporter's, the daemon's."""
+    excluded = {a.lower() for a in addresses_in(from_header)}
+    excluded.update(a.lower() for a in addresses_in(header(msg, "To")))
+    for name in _OUR_ADDRESS_HEADERS:
+        excluded.update(a.lower() for a in addresses_in(header(msg, name)))
+    for value in (hints.envelope_to, hints.original_from):
+        if value:
+            excluded.add(value.lower())
+    return frozenset(excluded)
+
+
+def _looks_like_bounce(
+    msg: Message, subject: str, from_header: str, daemon: bool, note: str
+) -> bool:
+    if daemon:
+        return True
+    subject_says = nonstandard.has_bounce_markers(subject)
+    body_says = nonstandard.has_bounce_markers(note[:3000])
+    if subject_says and body_says:
+        return True
+    null_sender = header(msg, "Return-Path").strip() in ("<>", "")
+    return null_sender and msg.get("Return-Path") is not None and (subject_says or body_says)
+
+
+def _dsn_recipients(
+    status: DeliveryStatus, scraped: dict[str, nonstandard.ScrapedRecipient]
+) -> list[Recipient]:
+    recipients: list[Recipient] = []
+    for entry in status.recipients:
+        extra = scraped.get(entry.address.lower())
+        if extra is None and len(status.recipients) == 1 and len(scraped) == 1:
+            extra = next(iter(scraped.values()))
+        diagnostic = entry.diagnostic or (extra.diagnostic if extra else None)
+        remote = entry.remote_mta or nonstandard.remote_host(diagnostic)
+        result = classify(
+            clean_status(entry.status),
+            None,
+            diagnostic,
+            action=entry.action,
+            context=extra.diagnostic if extra else None,
+        )
+        recipients.append(
+            Recipient(
+                address=entry.address,
+                status=result.status,
+                reply_code=result.reply_code,
+                reason=result.reason,
+                hard=result.hard,
+                diagnostic=diagnostic,
+                remote_mta=remote,
+                action=entry.action,
+            )
+        )
+    return recipients
+
+
+def _nonstandard_recipients(
+    body: str,
+    note: str,
+    subject: str,
+    scraped: dict[str, nonstandard.ScrapedRecipient],
+    hints: JobHints,
+) -> list[Recipient]:
+    delayed = nonstandard.is_delay_notice(subject, note)
+    action = _ACTION_DELAYED if delayed else _ACTION_FAILED
+    found = list(scraped.values())
+    if not found and _PASTED_DSN.search(body):
+        pasted = parse_delivery_status(body)
+        return _dsn_recipients(pasted, {}) if pasted.recipients else []
+    if not found and hints.original_to:
+        # No recipient named in the text (an AOL screen name, a terse notice): the original To.
+        text = " ".join(note[: nonstandard.MAX_FALLBACK_CHARS].split())
+        found = [
+            nonstandard.ScrapedRecipient(hints.original_to, text or None, None),
+        ]
+    recipients: list[Recipient] = []
+    for item in found:
+        result = classify(None, None, item.diagnostic, action=None, permanent=not delayed)
+        reason = result.reason
+        if delayed and reason in (Reason.ONHOLD, Reason.UNDEFINED):
+            reason = Reason.EXPIRED
+        recipients.append(
+            Recipient(
+                address=item.address,
+                status=result.status,
+                reply_code=result.reply_code,
+                reason=reason,
+                hard=result.hard and not delayed,
+                diagnostic=item.diagnostic,
+                remote_mta=item.remote_mta,
+                action=action,
+            )
+        )
+    return recipients
+
+
+def _complaint(parts: _Parts, hints: JobHints) -> BounceReport:
+    feedback = parse_feedback_report(parts.feedback[0]) if parts.feedback else Feedback("abuse")
+    addresses = list(feedback.original_rcpt_to)
+    if not addresses and hints.original_to:
+        addresses = [hints.original_to]
+    recipients = tuple(
+        Recipient(a, None, None, Reason.FEEDBACK, False, None, None) for a in addresses
+    )
+    return BounceReport(kind=BounceKind.ARF, recipients=recipients, feedback=feedback)
+
+
+def _autoreply(parts: _Parts, from_header: str, hints: JobHints) -> BounceReport:
+    address: str | None = None
+    if parts.statuses:
+        status = parse_delivery_status("\n\n".join(parts.statuses))
+        if status.recipients:
+            address = status.recipients[0].address
+    if address is None:
+        sender = first_address(from_header)
+        if sender and sender.split("@")[0].lower() not in _NOREPLY_LOCALPARTS:
+            address = sender
+    if address is None:
+        address = hints.original_to
+    recipients: tuple[Recipient, ...] = ()
+    if address:
+        recipients = (Recipient(address, None, None, Reason.VACATION, False, None, None),)
+    return BounceReport(kind=BounceKind.AUTOREPLY, recipients=recipients)
+
+
+def _report(kind: BounceKind, recipients: list[Recipient]) -> BounceReport:
+    return BounceReport(kind=kind, recipients=tuple(recipients))
+
+
+def _finish(
+    report: BounceReport,
+    hints: JobHints,
+    subject: str,
+    defects: tuple[str, ...],
+    *,
+    prefer_own: bool = False,
+) -> BounceReport:
+    """Attach the job hints, subject and defects the format-specific readers do not know."""
+    merged = hints
+    if prefer_own:
+        own = report.hints
+        merged = JobHints(
+            envelope_to=hints.envelope_to,
+            job_id=own.job_id or hints.job_id,
+            message_id=own.message_id or hints.message_id,
+            original_from=own.original_from or hints.original_from,
+            original_to=own.original_to or hints.original_to,
+            original_subject=own.original_subject or hints.original_subject,
+        )
+    return BounceReport(
+        kind=report.kind,
+        recipients=report.recipients,
+        feedback=report.feedback,
+        hints=merged,
+        subject=subject or None,
+        defects=defects + report.defects,
+    )

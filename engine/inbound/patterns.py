@@ -1,0 +1,92 @@
+"""Diagnostic-text patterns for bounce reasons, loaded from ``config/bounce_patterns.toml``.
+
+The file is read and compiled once per process (``load_patterns`` is cached): every reason's
+phrases become a single alternation regex, searched in the file's priority order over the
+lower-cased, whitespace-collapsed diagnostic.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+from engine.errors import ConfigError
+from engine.inbound.report import Reason
+
+#: The data file shipped with the engine (repo layout: engine/inbound/ -> ../../config/).
+DEFAULT_PATTERNS_FILE = Path(__file__).resolve().parents[2] / "config" / "bounce_patterns.toml"
+
+
+class _ReasonEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: Reason
+    patterns: list[str]
+
+
+class _PatternFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: list[_ReasonEntry]
+
+
+class ReasonPatterns:
+    """Compiled reason patterns in priority order."""
+
+    __slots__ = ("_ordered", "_primary")
+
+    def __init__(self, entries: list[tuple[Reason, re.Pattern[str]]]) -> None:
+        self._ordered = entries
+        self._primary: dict[Reason, re.Pattern[str]] = {}
+        for reason, regex in entries:
+            self._primary.setdefault(reason, regex)
+
+    def match(self, text: str) -> Reason | None:
+        """The highest-priority reason whose pattern occurs in ``text`` (already normalised)."""
+        for reason, regex in self._ordered:
+            if regex.search(text):
+                return reason
+        return None
+
+    def matches_specific(self, reason: Reason, text: str) -> bool:
+        """Whether the first (specific-phrase) table of ``reason`` matches ``text``."""
+        regex = self._primary.get(reason)
+        return bool(regex and regex.search(text))
+
+    @property
+    def reasons(self) -> list[Reason]:
+        """The reasons that have patterns, in priority order (first table of each)."""
+        return list(self._primary)
+
+
+def normalise(text: str) -> str:
+    """Lower-case and collapse whitespace: the form every pattern is written against."""
+    return " ".join(text.lower().split())
+
+
+@functools.cache
+def load_patterns(path: Path = DEFAULT_PATTERNS_FILE) -> ReasonPatterns:
+    """Read and compile the pattern file once; raises ConfigError naming the bad entry."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        spec = msgspec.convert(data, _PatternFile)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"bounce pattern file {path} is missing", hint="it ships in config/"
+        ) from None
+    except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"bounce pattern file {path} is invalid: {exc}") from None
+    entries: list[tuple[Reason, re.Pattern[str]]] = []
+    for entry in spec.reason:
+        if not entry.patterns:
+            raise ConfigError(f"bounce pattern file {path}: reason {entry.name} has no patterns")
+        for pattern in entry.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(
+                    f"bounce pattern file {path}: bad pattern {pattern!r} for {entry.name}: {exc}"
+                ) from None
+        joined = "|".join(f"(?:{p})" for p in entry.patterns)
+        entries.append((entry.name, re.compile(joined)))
+    return ReasonPatterns(entries)
