@@ -240,9 +240,9 @@ class NodePool:
             await session.smtp.quit(timeout=QUIT_TIMEOUT_S)
         self._discard(session, reason)
 
-    async def _checkout(self) -> tuple[_Session, bool]:
-        """An idle session (``True``: reused) or a new one."""
-        while self._idle:
+    async def _checkout(self, *, fresh: bool = False) -> tuple[_Session, bool]:
+        """An idle session (``True``: reused) or, if none or ``fresh``, a new one."""
+        while self._idle and not fresh:
             session = self._idle.pop()
             if not session.smtp.is_connected:
                 self._discard(session, "lost")
@@ -297,7 +297,8 @@ class NodePool:
         self, sender: str, recipients: list[str], payload: Payload
     ) -> SendResult:
         for attempt in (1, 2):
-            session, reused = await self._checkout()
+            # The retry after a stale session opens a new one: its idle siblings may be dead too.
+            session, reused = await self._checkout(fresh=attempt == 2)
             try:
                 result = await self._transact(session, sender, recipients, payload)
             except _Lost as lost:
@@ -306,6 +307,14 @@ class NodePool:
                     # The node closed an idle session under us; that is not the node failing.
                     continue
                 self._failed(lost.reason)
+                log.warning(
+                    "relay session lost",
+                    extra={
+                        "relay": self.name,
+                        "error": lost.reason,
+                        "after_payload": lost.after_payload,
+                    },
+                )
                 if lost.after_payload:
                     return SendResult(
                         kind=OutcomeKind.DEFERRED,

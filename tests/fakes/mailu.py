@@ -42,6 +42,8 @@ from typing import Any, Literal
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+from engine.config import RelayNode
+
 __all__ = ["FakeMailU", "ReceivedMessage", "Stage", "TlsMode"]
 
 Stage = Literal["MAIL", "RCPT", "DATA"]
@@ -304,6 +306,21 @@ class FakeMailU:
         if self._ca_pem_path is None:
             raise RuntimeError("this FakeMailU runs without TLS; pass tls='starttls'|'implicit'")
         return str(self._ca_pem_path)
+
+    def relay_node(self, name: str = "mailu", **overrides: Any) -> RelayNode:
+        """A ``[[relay.nodes]]`` entry pointing at this fake (credentials and CA filled in)."""
+        fields: dict[str, Any] = {
+            "name": name,
+            "host": self.host,
+            "port": self.port,
+            "tls": self.tls,
+        }
+        if self.auth is not None:
+            fields["username"], fields["password"] = self.auth
+        if self.tls != "none":
+            fields["ca_file"] = self.ca_pem_path
+        fields.update(overrides)
+        return RelayNode(**fields)
 
     def client_ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts the node's certificate."""
