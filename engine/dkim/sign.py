@@ -147,7 +147,7 @@ def load_signing_key(pem: bytes, *, domain: str, selector: str) -> SigningKey:
         algorithm = "ed25519-sha256"
     else:
         raise DkimKeyError(
-            f"DKIM key for {selector}._domainkey.{domain} is a {type(key).__name__}; "
+            f"DKIM key for {selector}._domainkey.{domain} is of type {type(key).__name__}; "
             "only RSA and Ed25519 keys can sign DKIM"
         )
     # Pre-rendered once per key: the leading tags never change between signatures.
