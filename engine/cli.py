@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.core",
     "engine.commands.dkim",
     "engine.commands.bounce",
+    "engine.commands.shaping",
 )
 
 
