@@ -32,10 +32,22 @@ class SinkStats:
 class SmtpSink:
     """``async with SmtpSink() as sink:`` serves on 127.0.0.1:``sink.port``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        delay_s: float = 0.0,
+        rcpt_rules: dict[bytes, bytes] | None = None,
+        keep: int = 0,
+    ) -> None:
         self.host = host
         self.port = port
         self.delay_s = delay_s
+        # RCPT local-part prefix -> full reply line, e.g. b"bounce" -> b"550 5.1.1 No such user"
+        self.rcpt_rules = rcpt_rules or {}
+        self.keep = keep  # how many received messages to keep (for inspection)
+        self.kept: list[bytes] = []
         self.stats = SinkStats()
         self._server: asyncio.Server | None = None
 
@@ -79,6 +91,8 @@ class SmtpSink:
                 elif verb == b"QUIT":
                     write(b"221 2.0.0 Bye\r\n")
                     break
+                elif verb == b"RCPT" and self.rcpt_rules:
+                    write(self._rcpt(line))
                 elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
                     write(b"250 2.0.0 Ok\r\n")
                 else:
@@ -90,11 +104,21 @@ class SmtpSink:
         finally:
             writer.close()
 
+    def _rcpt(self, line: bytes) -> bytes:
+        start = line.find(b"<") + 1
+        local = line[start:].split(b"@", 1)[0].lower()
+        for prefix, reply in self.rcpt_rules.items():
+            if local.startswith(prefix):
+                return reply + b"\r\n"
+        return b"250 2.1.5 Ok\r\n"
+
     async def _data(self, reader: asyncio.StreamReader) -> None:
         data = await reader.readuntil(b"\r\n.\r\n")
         stats = self.stats
         stats.messages += 1
         stats.bytes += len(data)
+        if len(self.kept) < self.keep:
+            self.kept.append(data[: -len(b".\r\n")])
         now = time.monotonic()
         stats.first_at = stats.first_at or now
         stats.last_at = now
@@ -102,3 +126,52 @@ class SmtpSink:
         m = _MID.search(head)
         if m:
             stats.message_ids[m.group(1)] += 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m engine.sink [--port N] [--stats FILE]``: run a sink until SIGTERM.
+
+    Prints the port on stdout once listening; on SIGTERM/SIGINT writes its stats as JSON to
+    ``--stats`` (messages, bytes, duplicates, unique Message-IDs) and exits.
+    """
+    import argparse
+    import json
+    import signal
+    import sys
+
+    import uvloop
+
+    parser = argparse.ArgumentParser(prog="python -m engine.sink")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--stats", help="write JSON stats here on exit")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each 250")
+    args = parser.parse_args(argv)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with SmtpSink(port=args.port, delay_s=args.delay) as sink:
+            sys.stdout.write(f"{sink.port}\n")
+            sys.stdout.flush()
+            await stop.wait()
+            s = sink.stats
+            doc = {
+                "messages": s.messages,
+                "bytes": s.bytes,
+                "unique_message_ids": len(s.message_ids),
+                "duplicates": s.duplicates,
+                "first_at": s.first_at,
+                "last_at": s.last_at,
+            }
+            if args.stats:
+                with open(args.stats, "w") as fh:
+                    json.dump(doc, fh)
+
+    uvloop.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,377 @@
+"""``python -m bench e2e`` and ``python -m bench latency``.
+
+e2e: N jobs (default 50k, ~3 KB, RSA-2048 DKIM) are enqueued through the real batch path and sent
+by the real daemon (``engine run``, a child process) through the relay pool to a local sink
+(``engine.sink``, a minimal asyncio SMTP server in its own process), with PostgreSQL durability
+(a throwaway server with fsync and synchronous_commit on). In the same run a naive uvloop +
+aiosmtplib loop sends the same messages, pre-built and unsigned, to a fresh sink of the same
+kind with the same number of connections. Reported: ``engine_msg_s``, ``naive_msg_s``,
+``ratio``, ``p50_ms``/``p99_ms`` enqueue→relayed, ``lost``, ``duplicates`` (at the sink, by
+Message-ID), ``rss_mb`` (the daemon's peak RSS).
+
+latency: a fixed offered load (default 50% of a just-measured capacity) enqueued in small
+batches at a steady pace; reports p50/p99 enqueue→relayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import asyncpg
+import orjson
+import uvloop
+
+from engine.config import DatabaseConfig
+from engine.demo import write_toml
+from engine.dkim.keys import generate_key
+from engine.enqueue import enqueue
+from engine.servers import ThrowawayPostgres, ThrowawayRedis
+from engine.store import pool as pool_mod
+from engine.store import tenants
+from engine.store.migrate import migrate
+
+DOMAIN = "bench.penguinmails.test"
+CONNECTIONS = 16
+_PARA = (
+    "Thank you for being part of the PenguinMails community. This month we shipped faster "
+    "delivery, better reputation tracking and a new dashboard for your campaigns.\n"
+)
+
+
+class Sink:
+    """``python -m engine.sink`` in its own process (so it does not share our GIL)."""
+
+    def __init__(self, tmp: Path, name: str) -> None:
+        self.stats_file = tmp / f"{name}.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.sink", "--stats", str(self.stats_file)],
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def stop(self) -> dict[str, Any]:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        doc: dict[str, Any] = json.loads(self.stats_file.read_text())
+        return doc
+
+
+def job_docs(n: int, run: str) -> list[bytes]:
+    text = _PARA * 12  # ~2.3 KB of text + headers and MIME: ~3 KB on the wire
+    return [
+        orjson.dumps(
+            {
+                "tenant_id": "bench",
+                "idempotency_key": f"{run}-{i}",
+                "from": f"news@{DOMAIN}",
+                "to": f"user{i}@example.com",
+                "subject": "Your monthly PenguinMails update",
+                "text": text,
+                "campaign_id": run,
+                "list_unsubscribe": "https://u.penguinmails.test/x",
+            }
+        )
+        for i in range(n)
+    ]
+
+
+def naive_messages(n: int) -> list[tuple[str, str, bytes]]:
+    body = (_PARA * 12).replace("\n", "\r\n").encode()
+    out = []
+    for i in range(n):
+        head = (
+            f"From: news@{DOMAIN}\r\nTo: user{i}@example.com\r\n"
+            f"Subject: Your monthly PenguinMails update\r\n"
+            f"Message-ID: <naive.{i}@{DOMAIN}>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        ).encode()
+        out.append((f"news@{DOMAIN}", f"user{i}@example.com", head + body))
+    return out
+
+
+async def naive_loop(port: int, messages: list[tuple[str, str, bytes]], conns: int) -> float:
+    """The baseline: ``conns`` persistent aiosmtplib connections sending in parallel."""
+    queue: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
+    for m in messages:
+        queue.put_nowait(m)
+
+    async def worker() -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await smtp.connect()
+        while True:
+            try:
+                sender, rcpt, data = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            await smtp.sendmail(sender, [rcpt], data)
+        await smtp.quit()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return len(messages) / (time.perf_counter() - start)
+
+
+def _rss_peak_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+async def _wait_ready(redis_url: str, prefix: str, timeout: float = 60) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if [k async for k in client.scan_iter(match=f"{prefix}:*alive*")]:
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    raise RuntimeError("daemon did not become ready")
+
+
+class Engine:
+    """A throwaway PostgreSQL + Redis, a DKIM key, and ``engine run`` against a sink."""
+
+    def __init__(self, tmp: Path, sink_port: int, *, shaping: bool, dkim: bool) -> None:
+        self.tmp = tmp
+        self.pg = ThrowawayPostgres(fsync=True).start()
+        self.redis = ThrowawayRedis().start()
+        pem, _ = generate_key("rsa-sha256", 2048)
+        key = tmp / "dkim.pem"
+        key.write_bytes(pem)
+        key.chmod(0o600)
+        cfg = {
+            "database": {"dsn": self.pg.dsn, "pool_min": 2, "pool_max": 12},
+            "redis": {"url": self.redis.url, "prefix": "bench"},
+            "queue": {"max_in_flight": 1024, "batch_size": 512, "outcome_batch": 1000},
+            "relay": {
+                "nodes": [
+                    {
+                        "name": "sink",
+                        "host": "127.0.0.1",
+                        "port": sink_port,
+                        "tls": "none",
+                        "max_connections": CONNECTIONS,
+                        "max_messages_per_connection": 100000,
+                    }
+                ]
+            },
+            "dkim": {
+                "enabled": dkim,
+                "required": dkim,
+                "keys": [
+                    {
+                        "domain": DOMAIN,
+                        "selector": "b",
+                        "algorithm": "rsa-sha256",
+                        "private_key_file": str(key),
+                    }
+                ],
+            },
+            "shaping": {"enabled": shaping, "default_rate_per_s": 100000.0, "warmup": False},
+            "dns": {"overrides": {"example.com": ["mx.example.com"]}},
+            "log": {"level": "warning"},
+        }
+        self.config = tmp / "engine.toml"
+        write_toml(self.config, cfg)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def prepare(self) -> None:
+        await migrate(self.pg.dsn)
+        pool = await pool_mod.connect(DatabaseConfig(dsn=self.pg.dsn, pool_min=1, pool_max=2))
+        await tenants.add(pool, "bench")
+        await pool.close()
+
+    async def start(self) -> None:
+        with open(self.tmp / "daemon.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "engine", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        await _wait_ready(self.redis.url, "bench")
+
+    def stop(self) -> tuple[int, float]:
+        assert self.proc is not None
+        rss = _rss_peak_mb(self.proc.pid)
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(120)
+        return code, rss
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        self.pg.cleanup()
+        self.redis.cleanup()
+
+
+async def _wait_done(conn: asyncpg.Connection, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = await conn.fetchval(
+            "SELECT count(*) FROM queue.jobs WHERE state IN ('relayed', 'failed')"
+        )
+        if done >= n:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"engine did not finish {n} jobs within {timeout:.0f}s")
+
+
+async def _latencies(conn: asyncpg.Connection) -> tuple[float, float, float, float]:
+    row = await conn.fetchrow(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) p50,"
+        " percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) p99,"
+        " extract(epoch FROM max(finished_at) - min(created_at)) span,"
+        " count(*) n FROM (SELECT extract(epoch FROM finished_at - created_at) * 1000 ms,"
+        " finished_at, created_at FROM queue.jobs WHERE state = 'relayed') t"
+    )
+    assert row is not None
+    return float(row["p50"] or 0), float(row["p99"] or 0), float(row["span"] or 0), row["n"]
+
+
+async def _engine_phase(tmp: Path, n: int, *, shaping: bool, dkim: bool) -> dict[str, Any]:
+    sink = Sink(tmp, "engine-sink")
+    engine = Engine(tmp, sink.port, shaping=shaping, dkim=dkim)
+    try:
+        await engine.prepare()
+        await engine.start()
+        pool = await pool_mod.connect(DatabaseConfig(dsn=engine.pg.dsn, pool_min=1, pool_max=2))
+        conn = await asyncpg.connect(engine.pg.dsn)
+        try:
+            docs = job_docs(n, "e2e")
+            t0 = time.perf_counter()
+            res = await enqueue(pool, docs, max_message_bytes=10**7, max_age_s=86400)
+            enqueue_s = time.perf_counter() - t0
+            assert all(r.error is None for r in res)
+            await _wait_done(conn, n, timeout=max(300.0, n / 20))
+            total_s = time.perf_counter() - t0
+            p50, p99, _, relayed = await _latencies(conn)
+        finally:
+            await conn.close()
+            await pool.close()
+        code, rss = engine.stop()
+    finally:
+        engine.cleanup()
+        stats = sink.stop()
+    return {
+        "engine_msg_s": round(n / total_s, 1),
+        "enqueue_jobs_s": round(n / enqueue_s, 1),
+        "p50_ms": round(p50, 1),
+        "p99_ms": round(p99, 1),
+        "lost": n - stats["unique_message_ids"],
+        "duplicates": stats["duplicates"],
+        "rss_mb": round(rss, 1),
+        "relayed": relayed,
+        "daemon_exit": code,
+    }
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """The e2e benchmark (contract keys first)."""
+    ap = argparse.ArgumentParser(prog="python -m bench e2e")
+    ap.add_argument("--jobs", type=int, default=50_000)
+    ap.add_argument("--no-dkim", action="store_true")
+    ap.add_argument("--shaping", choices=["on", "off"], default="on")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+
+    async def go() -> dict[str, Any]:
+        naive_sink = Sink(tmp, "naive-sink")
+        try:
+            naive = await naive_loop(naive_sink.port, naive_messages(args.jobs), CONNECTIONS)
+        finally:
+            naive_sink.stop()
+        eng = await _engine_phase(
+            tmp, args.jobs, shaping=args.shaping == "on", dkim=not args.no_dkim
+        )
+        return {
+            "engine_msg_s": eng["engine_msg_s"],
+            "naive_msg_s": round(naive, 1),
+            "ratio": round(eng["engine_msg_s"] / naive, 3),
+            "p50_ms": eng["p50_ms"],
+            "p99_ms": eng["p99_ms"],
+            "lost": eng["lost"],
+            "duplicates": eng["duplicates"],
+            "rss_mb": eng["rss_mb"],
+            "jobs": args.jobs,
+            "dkim": "rsa-2048" if not args.no_dkim else "off",
+            "shaping": args.shaping,
+            "sink": "engine.sink (asyncio, own process)",
+            "enqueue_jobs_s": eng["enqueue_jobs_s"],
+            "cpus": os.cpu_count(),
+        }
+
+    return uvloop.run(go())
+
+
+def run_latency(argv: list[str]) -> dict[str, Any]:
+    """Steady offered load at a fraction of capacity; p50/p99 enqueue→relayed."""
+    ap = argparse.ArgumentParser(prog="python -m bench latency")
+    ap.add_argument("--rate", type=float, default=0.0, help="msg/s (default: 50%% of capacity)")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--capacity-jobs", type=int, default=10_000)
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+
+    async def go() -> dict[str, Any]:
+        rate = args.rate
+        capacity = None
+        if rate <= 0:
+            (tmp / "cap").mkdir()
+            cap = await _engine_phase(tmp / "cap", args.capacity_jobs, shaping=True, dkim=True)
+            capacity = cap["engine_msg_s"]
+            rate = capacity / 2
+        sink = Sink(tmp, "lat-sink")
+        engine = Engine(tmp, sink.port, shaping=True, dkim=True)
+        try:
+            await engine.prepare()
+            await engine.start()
+            pool = await pool_mod.connect(DatabaseConfig(dsn=engine.pg.dsn, pool_min=1, pool_max=2))
+            conn = await asyncpg.connect(engine.pg.dsn)
+            total = int(rate * args.seconds)
+            docs = job_docs(total, "lat")
+            tick = 0.05
+            per_tick = max(1, int(rate * tick))
+            start = time.perf_counter()
+            for i in range(0, total, per_tick):
+                await enqueue(
+                    pool, docs[i : i + per_tick], max_message_bytes=10**7, max_age_s=86400
+                )
+                target = start + (i + per_tick) / rate
+                await asyncio.sleep(max(0.0, target - time.perf_counter()))
+            await _wait_done(conn, total, timeout=300)
+            p50, p99, _, relayed = await _latencies(conn)
+            await conn.close()
+            await pool.close()
+            engine.stop()
+        finally:
+            engine.cleanup()
+            sink.stop()
+        return {
+            "offered_msg_s": round(rate, 1),
+            "capacity_msg_s": capacity,
+            "p50_ms": round(p50, 1),
+            "p99_ms": round(p99, 1),
+            "relayed": relayed,
+        }
+
+    return uvloop.run(go())
