@@ -22,9 +22,8 @@ import msgspec
 from engine.errors import JobValidationError
 
 # RFC 5322 §3.2.3 atext; RFC 6531 adds any non-ASCII UTF-8 (checked separately for controls).
-_DOT_ATOM_LOCAL = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+)*"
-)
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
+_DOT_ATOM_LOCAL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
 # RFC 5321 §4.1.2 Quoted-string: qtextSMTP (%d32-33 / %d35-91 / %d93-126) or a quoted-pair.
 _QUOTED_LOCAL = re.compile(r'"(?:[ !#-\[\]-~\u0080-\U0010ffff]|\\[ -~])*"')
 # An LDH label (RFC 1035 / 5890): letters, digits, hyphen, not at either end, 1..63 chars.
@@ -32,7 +31,8 @@ _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # Characters that make a display name unsafe or ambiguous: controls, and what separates or
 # delimits addresses. "@" is refused because a display name that looks like an address is the
 # classic way to make a message appear to come from someone else.
-_BAD_DISPLAY = re.compile(r"[\x00-\x1f\x7f<>@,;]")
+_BAD_DISPLAY = re.compile(r"[\x00-\x1f\x7f<>@]")
+_BAD_DISPLAY_UNQUOTED = re.compile(r"[\x00-\x1f\x7f<>@,;]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0080-\u009f\u2028\u2029]")
 
 MAX_LOCAL_OCTETS = 64  # RFC 5321 §4.5.3.1.1
@@ -65,6 +65,11 @@ def parse_address(value: str) -> Address:
     """
     if not isinstance(value, str) or not value.strip():
         raise JobValidationError("address is empty")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JobValidationError(f"address {value!r} is not valid UTF-8") from None
     if _CONTROL.search(value):
         raise JobValidationError(
             f"address {value!r} contains a control character (CR/LF/NUL are header injection)"
@@ -93,17 +98,19 @@ def _split_display(value: str) -> tuple[str, str]:
             f"address {value!r} must be one mailbox: 'addr@domain' or 'Name <addr@domain>'"
         )
     display, addr = value[:lt].strip(), value[lt + 1 : -1].strip()
-    if len(display) >= 2 and display[0] == '"' and display[-1] == '"':
+    quoted = len(display) >= 2 and display[0] == '"' and display[-1] == '"'
+    if quoted:
         inner = display[1:-1]
         if re.search(r'(?<!\\)"', inner):
             raise JobValidationError(f"address {value!r} has a badly quoted display name")
         display = re.sub(r"\\(.)", r"\1", inner)
     elif '"' in display:
         raise JobValidationError(f"address {value!r} has a badly quoted display name")
-    if _BAD_DISPLAY.search(display):
+    # Inside quotes "," and ";" are just text ("Doe, John"); unquoted they separate addresses.
+    if (_BAD_DISPLAY if quoted else _BAD_DISPLAY_UNQUOTED).search(display):
         raise JobValidationError(
-            f"address {value!r}: the display name may not contain '@', '<', '>', ',' or ';' "
-            "(it would look like, or smuggle in, another address)"
+            f"address {value!r}: the display name may not contain '@', '<' or '>' (nor, "
+            "unquoted, ',' or ';'): it would look like, or smuggle in, another address"
         )
     return display, addr
 
