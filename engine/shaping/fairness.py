@@ -136,12 +136,17 @@ def fair_order(
     per_tenant: dict[str, DrrScheduler[Priority, T]] = {}
     outer: DrrScheduler[str, DrrScheduler[Priority, T]] = DrrScheduler(weights=tenant_weights)
     pweights = {p: float(priority_weights[p.value]) for p in Priority}
-    for item in items:
-        tenant = tenant_of(item)
-        inner = per_tenant.get(tenant)
-        if inner is None:
-            inner = per_tenant[tenant] = DrrScheduler(weights=pweights)
-        inner.push(Priority.NORMAL if priority_of is None else priority_of(item), item)
+    default = Priority.NORMAL
+    keyed = [
+        (tenant_of(item), default if priority_of is None else priority_of(item), item)
+        for item in items
+    ]
+    for tenant, _, _ in keyed:  # tenants take turns in order of first appearance
+        if tenant not in per_tenant:
+            per_tenant[tenant] = DrrScheduler(weights=pweights)
+    # Stable sort by priority: each tenant's round starts with its high-priority flow.
+    for tenant, priority, item in sorted(keyed, key=lambda k: k[1]):
+        per_tenant[tenant].push(priority, item)
     # The outer scheduler hands out turns: one turn = one item from that tenant's inner DRR.
     for tenant, inner in per_tenant.items():
         for _ in range(len(inner)):
