@@ -21,7 +21,8 @@ import uvloop
 from engine import config as config_mod
 from engine import logs, metrics, sdnotify
 from engine.config import Config
-from engine.dispatch.seams import Shaper
+from engine.dispatch.seams import Shaper as ShaperSeam
+from engine.dispatch.shaping import build_shaper
 from engine.dispatch.signing import build_signer
 from engine.dispatch.worker import Dispatcher
 from engine.errors import EngineError
@@ -29,6 +30,7 @@ from engine.queue import feeder as feeder_mod
 from engine.queue import reconciler
 from engine.queue import streams as streams_mod
 from engine.relay.pool import RelayPool
+from engine.shaping.shaper import Shaper
 from engine.store import pool as pool_mod
 from engine.store.migrate import migrate
 
@@ -75,10 +77,10 @@ class Daemon:
         log.info("configuration reloaded (log level, shaping limits; restart for nodes/DSNs)")
         sdnotify.notify("RELOADING=0\nSTATUS=configuration reloaded")
 
-    async def _build_shaper(self, client: Any, pool: Any) -> Shaper | None:
+    async def _build_shaper(self, client: Any, pool: Any) -> ShaperSeam | None:
         if not self.cfg.shaping.enabled:
             return None
-        return None  # wired when engine.dispatch.shaping lands
+        return await build_shaper(self.cfg, client, pool)
 
     async def run(self) -> int:
         cfg = self.cfg
@@ -96,6 +98,7 @@ class Daemon:
         signer = build_signer(cfg) if cfg.dkim.enabled else None
         relay = RelayPool(cfg.relay)
         await relay.start()
+        shaper = await self._build_shaper(client, pool)
         dispatcher = Dispatcher(
             cfg=cfg,
             pool=pool,
@@ -103,7 +106,7 @@ class Daemon:
             relay=relay,
             consumer=self.consumer,
             signer=signer,
-            shaper=await self._build_shaper(client, pool),
+            shaper=shaper,
         )
         feeder = feeder_mod.Feeder(pool, streams, cfg.queue, cfg.database.dsn)
         background = [
@@ -118,6 +121,8 @@ class Daemon:
         ]
         if signer is not None:
             background.append(asyncio.create_task(signer.refresh_loop(pool, self.halt)))
+        if isinstance(shaper, Shaper):
+            background.append(asyncio.create_task(shaper.run(self.halt, pool), name="shaping"))
         log.info(
             "engine started",
             extra={"consumer": self.consumer, "nodes": [n.name for n in cfg.relay.nodes]},

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-import msgspec
-
 from engine.compose.mime import ComposedBody
 from engine.model import OutcomeKind
+from engine.shaping.model import DeliverySignal, ShapeDecision, ShapeRequest
 
 
 class SendResult(Protocol):
@@ -53,21 +52,9 @@ class Signer(Protocol):
         ...
 
 
-class ShapeRequest(msgspec.Struct, frozen=True):
-    tenant_id: str
-    sender: str
-    sender_domain: str
-    recipient_domain: str
-
-
-class ShapeDecision(msgspec.Struct, frozen=True):
-    allowed: bool
-    retry_after_s: float = 0.0
-    level: str | None = None  # which limit held it
-    provider: str = ""
-
-
 class Shaper(Protocol):
+    """What the dispatcher needs of :class:`engine.shaping.shaper.Shaper`."""
+
     async def acquire(self, requests: Sequence[ShapeRequest]) -> list[ShapeDecision]: ...
 
-    async def feedback(self, request: ShapeRequest, provider: str, result: SendResult) -> None: ...
+    def record(self, signal: DeliverySignal | None) -> None: ...

@@ -23,11 +23,13 @@ from engine.compose.mime import ComposedBody, build_body, effective_message_id, 
 from engine.compose.unsubscribe import feedback_id
 from engine.config import Config
 from engine.dispatch.outcomes import OutcomeWriter
-from engine.dispatch.seams import Relay, ShapeDecision, Shaper, ShapeRequest, Signer
+from engine.dispatch.seams import Relay, Shaper, Signer
 from engine.errors import ComposeError, DkimError, EngineError
 from engine.model import Content, JobState, OutcomeKind
 from engine.queue.retry import backoff_s
 from engine.queue.streams import Entry, Streams
+from engine.shaping.model import ShapeDecision, ShapeRequest
+from engine.shaping.signals import from_outcome
 from engine.store import content as content_store
 from engine.store import jobs as job_store
 from engine.store import suppressions
@@ -232,7 +234,7 @@ class Dispatcher:
             return [_ALLOW] * len(claimed)
         return await self.shaper.acquire(
             [
-                ShapeRequest(j.tenant_id, j.sender, _domain(j.sender), _domain(j.recipient))
+                ShapeRequest(j.tenant_id, j.sender, recipient_domain=_domain(j.recipient))
                 for j in claimed
             ]
         )
@@ -312,6 +314,7 @@ class Dispatcher:
             except DkimError as exc:
                 metrics.DKIM_FAILURES.inc()
                 return self._held(job, HOLD_DKIM_S, f"dkim: {exc}"), False
+        provider = decision.provider
         started = time.perf_counter()
         result = await self.relay.send(
             envelope_from, job.recipient, message, affinity=_domain(job.sender)
@@ -320,10 +323,17 @@ class Dispatcher:
         metrics.RELAY_LATENCY.labels(node).observe(time.perf_counter() - started)
         metrics.MESSAGES.labels(result.kind.value, node).inc()
         if self.shaper is not None:
-            req = ShapeRequest(
-                job.tenant_id, job.sender, _domain(job.sender), _domain(job.recipient)
+            self.shaper.record(
+                from_outcome(
+                    job.tenant_id,
+                    job.sender,
+                    provider,
+                    result.kind,
+                    throttled=result.throttled,
+                    reply_code=result.reply_code,
+                    enhanced_status=result.enhanced_status,
+                )
             )
-            await self.shaper.feedback(req, "", result)
         if result.kind is OutcomeKind.RELAYED:
             metrics.END_TO_END.observe(time.time() - job.created_at.timestamp())
             return job_store.OutcomeRow(

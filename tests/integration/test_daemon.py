@@ -180,3 +180,75 @@ async def test_cancelled_job_not_sent(
     await run_until(cfg, pool, {"relayed": 1})
     await asyncio.sleep(0.3)
     assert mailu.count() == 1
+
+
+async def test_dkim_signed_and_shaped_end_to_end(
+    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, mailu: FakeMailU, tmp_path: object
+) -> None:
+    import dkim
+
+    from engine.dkim.keys import generate_key
+
+    pem, txt = generate_key("rsa-sha256", 2048)
+    key = __import__("pathlib").Path(str(tmp_path)) / "k.pem"
+    key.write_bytes(pem)
+    key.chmod(0o600)
+    await _enqueue(pool, [job(i) for i in range(40)])
+    base = daemon_config(clean_db, redis_prefix, [mailu])
+    cfg = make_config(
+        clean_db,
+        redis_prefix,
+        relay={"nodes": [{"name": "n0", "host": "127.0.0.1", "port": mailu.port, "tls": "none"}]},
+        queue={"feeder_interval_s": 0.1, "retry_base_s": 0.2},
+        dkim={
+            "enabled": True,
+            "required": True,
+            "keys": [{"domain": "acme.example", "selector": "s1", "private_key_file": str(key)}],
+        },
+        shaping={
+            "enabled": True,
+            "warmup": False,
+            "default_rate_per_s": 20.0,
+            "burst_s": 1.0,
+            "providers": [],
+        },
+        dns={"overrides": {"example.com": ["mx.example.com"]}},
+    )
+    assert base.queue.lease_s  # same shape as the other tests
+    started = time.monotonic()
+    counts = await run_until(cfg, pool, {"relayed": 40})
+    elapsed = time.monotonic() - started
+    assert counts["relayed"] == 40
+    # 40 messages at 20/s with a 1 s burst cannot all go in under ~1 s
+    assert elapsed > 1.0
+    for m in mailu.received[:5]:
+        assert dkim.verify(m.data, dnsfunc=lambda name, timeout=5: txt.encode())
+
+
+async def test_missing_dkim_key_holds_mail_when_required(
+    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, mailu: FakeMailU
+) -> None:
+    await _enqueue(pool, [job(1)])
+    cfg = make_config(
+        clean_db,
+        redis_prefix,
+        relay={"nodes": [{"name": "n0", "host": "127.0.0.1", "port": mailu.port, "tls": "none"}]},
+        queue={"feeder_interval_s": 0.1},
+        dkim={"enabled": True, "required": True},
+        shaping={"enabled": False},
+    )
+    daemon = Daemon(cfg, None)
+    task = asyncio.create_task(daemon.run())
+    deadline = time.monotonic() + 10
+    reply = None
+    while time.monotonic() < deadline:
+        reply = await pool.fetchval("SELECT last_reply FROM queue.jobs")
+        if reply:
+            break
+        await asyncio.sleep(0.1)
+    daemon._on_stop(__import__("signal").SIGTERM)
+    assert await asyncio.wait_for(task, 15) == 0
+    assert reply and "no active DKIM key for acme.example" in reply
+    assert mailu.count() == 0, "never sent unsigned"
+    row = await pool.fetchrow("SELECT state, attempts FROM queue.jobs")
+    assert row["state"] == "queued" and row["attempts"] == 0
