@@ -107,3 +107,11 @@ class DkimCryptoError(DkimError):
 
 class DkimDnsError(DkimError):
     """The published DKIM TXT record is missing, does not match the key, or DNS failed."""
+
+
+class AdminRequestError(EngineError):
+    """An admin API request was refused (bad input, unknown id, conflict); ``status`` is HTTP."""
+
+    def __init__(self, message: str, *, status: int = 400, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status

@@ -25,7 +25,8 @@ QUEUE_DEPTH = Gauge(
 )
 QUEUE_OLDEST_AGE = Gauge(
     "engine_queue_oldest_age_seconds",
-    "Age of the oldest due job not yet relayed.",
+    "Age of the oldest due job not yet relayed, by priority (0 when none is waiting).",
+    ["priority"],
     registry=REGISTRY,
 )
 RELAY_LATENCY = Histogram(
@@ -89,3 +90,34 @@ RECONCILER_REPAIRS = Counter(
 )
 LOOP_LAG = Gauge("engine_event_loop_lag_seconds", "Event-loop scheduling lag.", registry=REGISTRY)
 IN_FLIGHT = Gauge("engine_in_flight", "Jobs claimed and not yet written back.", registry=REGISTRY)
+
+# -- operator surface (engine/admin): refreshed by the admin collector, not on the hot path ------
+QUEUE_TENANT_PENDING = Gauge(
+    "engine_queue_tenant_pending",
+    "Jobs queued or deferred for the busiest tenants; exported only with [admin] tenant_metrics.",
+    ["tenant"],
+    registry=REGISTRY,
+)
+RELAY_NODE_UP = Gauge(
+    "engine_relay_node_up",
+    "1 while the relay node is healthy (breaker closed, no failure since the last success).",
+    ["node"],
+    registry=REGISTRY,
+)
+DB_POOL_CONNECTIONS = Gauge(
+    "engine_db_pool_connections",
+    "PostgreSQL pool connections of this instance by state (open, idle, max).",
+    ["state"],
+    registry=REGISTRY,
+)
+ADMIN_REQUESTS = Counter(
+    "engine_admin_requests_total",
+    "Admin side-port requests by route pattern and HTTP status.",
+    ["route", "status"],
+    registry=REGISTRY,
+)
+DRAINING = Gauge(
+    "engine_draining",
+    "1 once a drain was requested (SIGTERM or POST /v1/drain): no new work is taken.",
+    registry=REGISTRY,
+)
