@@ -24,6 +24,9 @@ from engine.errors import JobValidationError
 # RFC 5322 §3.2.3 atext; RFC 6531 adds any non-ASCII UTF-8 (checked separately for controls).
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
 _DOT_ATOM_LOCAL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
+_ASCII_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# A bare ASCII addr-spec: the fast path of parse_address (the domain is still fully checked).
+_PLAIN = re.compile(rf"({_ASCII_ATEXT}(?:\.{_ASCII_ATEXT})*)@([A-Za-z0-9.-]{{1,253}})")
 # RFC 5321 §4.1.2 Quoted-string: qtextSMTP (%d32-33 / %d35-91 / %d93-126) or a quoted-pair.
 _QUOTED_LOCAL = re.compile(r'"(?:[ !#-\[\]-~\u0080-\U0010ffff]|\\[ -~])*"')
 # An LDH label (RFC 1035 / 5890): letters, digits, hyphen, not at either end, 1..63 chars.
@@ -63,6 +66,10 @@ def parse_address(value: str) -> Address:
 
     Raises :class:`JobValidationError` whose message says what is wrong with ``value``.
     """
+    fast = _PLAIN.fullmatch(value)
+    if fast is not None and len(fast[1]) <= MAX_LOCAL_OCTETS and len(value) <= MAX_ADDRESS_OCTETS:
+        # The common case (shaping calls this for every message): ASCII dot-atom@domain.
+        return Address(local=fast[1], domain=normalise_domain(fast[2], value))
     if not isinstance(value, str) or not value.strip():
         raise JobValidationError("address is empty")
     if not value.isascii():

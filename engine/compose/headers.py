@@ -112,7 +112,8 @@ def split_header_block(message: bytes) -> tuple[list[bytes], bytes]:
             fields[-1] += line + b"\r\n"
             continue
         colon = line.find(b":")
-        name = line[:colon] if colon > 0 else b""
+        # rstrip: RFC 5322 §4.5 obsolete syntax allows white space before the colon.
+        name = line[:colon].rstrip(b" \t") if colon > 0 else b""
         if not name or not FIELD_NAME.fullmatch(name.decode("latin-1")):
             shown = line[:60].decode("utf-8", "replace")
             raise ComposeError(f"raw message has a malformed header line {shown!r}")

@@ -17,9 +17,11 @@ recorded its Message-ID for threading). :func:`effective_message_id` says which 
 from __future__ import annotations
 
 import email.policy
+import re
 from collections.abc import Sequence
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage, Message, MIMEPart
+from email.utils import collapse_rfc2231_value
 
 import msgspec
 
@@ -110,9 +112,11 @@ def _list_unsubscribe_lines(value: str) -> list[str]:
 
 
 def _header_address(address: Address) -> HeaderAddress:
-    return HeaderAddress(
-        display_name=address.display_name, username=address.local, domain=address.domain
-    )
+    local = address.local
+    if local.startswith('"'):
+        # Address.local keeps the SMTP quoting; the header registry quotes again by itself.
+        local = re.sub(r"\\(.)", r"\1", local[1:-1])
+    return HeaderAddress(display_name=address.display_name, username=local, domain=address.domain)
 
 
 def _registry_line(name: str, value: object, policy: email.policy.EmailPolicy[EmailMessage]) -> str:
@@ -209,7 +213,11 @@ def parse_content_type(value: str) -> tuple[str, str, dict[str, str]]:
             f"attachment content type {value!r}: {maintype}/* cannot be base64-encoded; "
             "attach it as application/octet-stream"
         )
-    params = {str(k): str(v) for k, v in parsed.get_params(failobj=[])[1:] if k.lower() != "name"}
+    params = {
+        k: collapse_rfc2231_value(v)
+        for k, v in parsed.get_params(failobj=[])[1:]
+        if k.lower() != "name"  # the filename comes from Attachment.filename
+    }
     return maintype, subtype, params
 
 

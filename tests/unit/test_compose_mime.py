@@ -251,6 +251,14 @@ def test_to_with_display_name_idn_and_utf8_local_part() -> None:
     assert "To: josé@example.com\r\n".encode() in data  # RFC 6532 raw UTF-8, needs SMTPUTF8
 
 
+def test_quoted_local_parts_are_quoted_once() -> None:
+    body = build_body(Content(from_='"news desk"@example.com', text="x\n"))
+    data = render(body, to='Ann <"a b"@example.org>', message_id=MID, date=DATE)
+    assert b'From: "news desk"@example.com\r\n' in data
+    assert b'To: Ann <"a b"@example.org>\r\n' in data
+    assert parse(data)["To"].addresses[0].username == "a b"
+
+
 def test_utf8_local_part_in_from_marks_smtputf8() -> None:
     body = build_body(Content(from_="Zoë <zoë@example.com>", subject="héllo", text="x\n"))
     assert body.smtputf8
