@@ -46,7 +46,8 @@ class SenderState(msgspec.Struct, frozen=True):
 
     tenant_id: str
     sender: str
-    counts: WindowCounts
+    counts: WindowCounts  # the sliding reputation window (auto-pause)
+    yesterday: WindowCounts  # the previous UTC day (warm-up moves)
     warmup: WarmupState | None  # None: not in the warm-up plan (graduated or exempt)
     paused: bool
 
@@ -127,11 +128,18 @@ class FeedbackStore:
                 rates[(tenant, sender, provider)] = float(flat[pos])
                 pos += 1
             for sender in fold.rep:
-                a, h, c, stage, day, paused = (int(x) for x in flat[pos : pos + 6])
-                pos += 6
+                a, h, c, ya, yh, yc, stage, day, paused = (int(x) for x in flat[pos : pos + 9])
+                pos += 9
                 warm = WarmupState(stage=stage, day=day) if stage >= 0 else None
                 senders.append(
-                    SenderState(tenant, sender, WindowCounts(a, h, c), warm, bool(paused))
+                    SenderState(
+                        tenant,
+                        sender,
+                        WindowCounts(a, h, c),
+                        WindowCounts(ya, yh, yc),
+                        warm,
+                        bool(paused),
+                    )
                 )
         await self._follow_up(senders, today)
         return rates, senders
@@ -169,7 +177,7 @@ class FeedbackStore:
                 if verdict is not None:
                     pauses.append((st, verdict))
             if st.warmup is not None:
-                new, move = self.plan.roll(st.warmup, today, st.counts)
+                new, move = self.plan.roll(st.warmup, today, st.yesterday)
                 if move is not None:
                     rolls.append((st, new, move))
         for st, verdict in pauses:
@@ -255,14 +263,14 @@ def _warmup_event(
 ) -> ShapingEvent:
     cap = plan.cap(new.stage)
     cap_text = "no daily cap (graduated)" if cap < 0 else f"{cap}/day per provider"
-    c = st.counts
+    c = st.yesterday
     return ShapingEvent(
         kind=f"warmup_{move.value}",
         tenant_id=st.tenant_id,
         sender=st.sender,
         message=(
             f"sender {st.sender} warm-up {move.value.replace('_', ' ')}: stage {new.stage}, "
-            f"{cap_text} (window: {c.attempts} sent, {c.hard_bounce_rate:.2%} hard bounces, "
+            f"{cap_text} (yesterday: {c.attempts} sent, {c.hard_bounce_rate:.2%} hard bounces, "
             f"{c.complaint_rate:.2%} complaints)"
         ),
         data={"stage": new.stage, "cap": cap},

@@ -1,8 +1,8 @@
 """The warm-up plan for new senders, sans-IO.
 
 A new sender may send at most ``caps[stage]`` messages per UTC day to each provider. Once a day
-(at the first feedback of a new day) the stage is re-evaluated from the sender's reputation
-window: it advances one stage when enough mail went out and bounce and complaint rates stayed
+(at the first feedback of a new day) the stage is re-evaluated from the previous UTC day's
+numbers: it advances one stage when enough mail went out and bounce and complaint rates stayed
 under the thresholds, holds when the day was too quiet or rates were elevated, and steps back
 when rates were above twice the thresholds. Past the last stage the sender has graduated and
 only the rate limits apply.
@@ -71,7 +71,7 @@ class WarmupPlan(msgspec.Struct, frozen=True):
         return self.caps[stage] if 0 <= stage < len(self.caps) else NO_CAP
 
     def judge(self, counts: WindowCounts) -> WarmupMove:
-        """What yesterday's (the window's) numbers say about moving on."""
+        """What yesterday's numbers say about moving on."""
         if counts.attempts < self.min_sample:
             return WarmupMove.HOLD
         bounce, complaint = counts.hard_bounce_rate, counts.complaint_rate
@@ -86,8 +86,8 @@ class WarmupPlan(msgspec.Struct, frozen=True):
     ) -> tuple[WarmupState, WarmupMove | None]:
         """Re-evaluate at most once per day; returns the new state and the move (None: same day).
 
-        Several idle days count as one evaluation: a sender that sent nothing for a week does
-        not skip a week of stages.
+        ``counts`` are the previous UTC day's; a sender that was idle yesterday holds, and a
+        week without feedback is one evaluation, not seven stages.
         """
         if today <= state.day or state.stage >= self.graduated_stage:
             return state, None

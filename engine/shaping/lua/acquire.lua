@@ -158,7 +158,7 @@ if mode ~= 2 then
   for i in pairs(tat_dirty) do
     local ttl = ceil(tat[i] - now)
     if ttl > 0 then
-      call('SET', KEYS[i], tostring(tat[i]), 'PX', ttl)
+      call('SET', KEYS[i], string.format('%.17g', tat[i]), 'PX', ttl)
     else
       call('DEL', KEYS[i]) -- a TAT in the past is the same as an idle bucket
     end

@@ -7,8 +7,9 @@
 --   (mirrors engine/shaping/aimd.py aimd_update: one decrease per cooldown when factor < 1,
 --    else r = min(ceiling, sqrt(r^2 + 2*increase*ceiling*successes)))
 -- Reputation entry (6 fields): k_rep k_warmup k_pause attempts hard_bounces complaints
--- Returns {today, rate strings..., then per reputation entry: attempts hard complaints
---          warmup_stage (-1: not in warm-up) warmup_day paused(0/1)}
+-- Returns {today, rate strings..., then per reputation entry: window attempts hard complaints,
+--          yesterday's (UTC day) attempts hard complaints, warmup_stage (-1: not in warm-up),
+--          warmup_day, paused (0/1)}
 
 local now = tonumber(ARGV[1])
 if now < 0 then
@@ -41,42 +42,61 @@ for _ = 1, naimd do
     rate = math.min(ceiling, math.sqrt(rate * rate + 2 * increase * ceiling * successes))
   end
   if dec ~= nil then
-    redis.call('HSET', k, 'rate', tostring(rate), 'dec', tostring(dec))
+    redis.call('HSET', k, 'rate', string.format('%.17g', rate), 'dec', string.format('%.17g', dec))
   else
-    redis.call('HSET', k, 'rate', tostring(rate))
+    redis.call('HSET', k, 'rate', string.format('%.17g', rate))
   end
   redis.call('PEXPIRE', k, MONTH)
-  out[#out + 1] = tostring(rate)
+  out[#out + 1] = string.format('%.17g', rate)
 end
 
 local current = math.floor(now / bucket_ms)
 local oldest = current - nbuckets + 1
+local today = out[1]
 for _ = 1, nrep do
   local k = KEYS[tonumber(ARGV[pos])]
   local kw, kp = KEYS[tonumber(ARGV[pos + 1])], KEYS[tonumber(ARGV[pos + 2])]
-  local a, hb, c = tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4]), tonumber(ARGV[pos + 5])
+  local add = {a = tonumber(ARGV[pos + 3]), h = tonumber(ARGV[pos + 4]), c = tonumber(ARGV[pos + 5])}
   pos = pos + 6
-  if a > 0 then redis.call('HINCRBY', k, current .. ':a', a) end
-  if hb > 0 then redis.call('HINCRBY', k, current .. ':h', hb) end
-  if c > 0 then redis.call('HINCRBY', k, current .. ':c', c) end
+  for kind, n in pairs(add) do
+    if n > 0 then
+      redis.call('HINCRBY', k, current .. ':' .. kind, n) -- sliding window bucket
+      redis.call('HINCRBY', k, 'd' .. today .. ':' .. kind, n) -- per UTC day, for warm-up
+    end
+  end
   local sums = {a = 0, h = 0, c = 0}
+  local yesterday = {a = 0, h = 0, c = 0}
   local flat = redis.call('HGETALL', k)
   local stale = {}
   for i = 1, #flat, 2 do
-    local b, kind = string.match(flat[i], '^(%-?%d+):(%a)$')
-    b = tonumber(b)
-    if b == nil or b < oldest then
-      stale[#stale + 1] = flat[i]
+    local field = flat[i]
+    local day, dkind = string.match(field, '^d(%d+):(%a)$')
+    if day ~= nil then
+      day = tonumber(day)
+      if day < today - 1 then
+        stale[#stale + 1] = field
+      elseif day == today - 1 then
+        yesterday[dkind] = yesterday[dkind] + tonumber(flat[i + 1])
+      end
     else
-      sums[kind] = sums[kind] + tonumber(flat[i + 1])
+      local b, kind = string.match(field, '^(%-?%d+):(%a)$')
+      b = tonumber(b)
+      if b == nil or b < oldest then
+        stale[#stale + 1] = field
+      else
+        sums[kind] = sums[kind] + tonumber(flat[i + 1])
+      end
     end
   end
   if #stale > 0 then redis.call('HDEL', k, unpack(stale)) end
-  redis.call('PEXPIRE', k, math.ceil(bucket_ms * (nbuckets + 1)))
+  redis.call('PEXPIRE', k, math.max(math.ceil(bucket_ms * (nbuckets + 1)), 2 * 86400000))
   local w = redis.call('HMGET', kw, 'stage', 'day')
   out[#out + 1] = sums.a
   out[#out + 1] = sums.h
   out[#out + 1] = sums.c
+  out[#out + 1] = yesterday.a
+  out[#out + 1] = yesterday.h
+  out[#out + 1] = yesterday.c
   out[#out + 1] = tonumber(w[1]) or -1
   out[#out + 1] = tonumber(w[2]) or -1
   out[#out + 1] = redis.call('EXISTS', kp)
