@@ -112,3 +112,16 @@ async def test_sql_function_enqueue_in_caller_transaction(pool: asyncpg.Pool) ->
     assert await pool.fetchval("SELECT count(*) FROM queue.jobs") == 3
     counts = await job_store.counts(pool)
     assert counts["queued"] == 3
+
+
+async def test_python_client(pool: asyncpg.Pool, cfg: Config) -> None:
+    from engine.client import EngineClient
+
+    await tenants.add(pool, "acme")
+    async with EngineClient(cfg.database.dsn) as client:
+        one = await client.enqueue_one(orjson.loads(job(1, priority="high")))
+        assert one.job_id and one.created and one.error is None
+        again = await client.enqueue([orjson.loads(job(1, priority="high")), job(2, to="@")])
+        assert again[0].job_id == one.job_id and not again[0].created
+        assert again[1].error and "to" in again[1].error
+    assert await pool.fetchval("SELECT priority FROM queue.jobs WHERE id = $1", one.job_id) == 0

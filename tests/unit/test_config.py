@@ -1,0 +1,80 @@
+"""Config: one frozen tree from TOML + ENGINE_<SECTION>__<KEY>, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from engine import config
+from engine.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["engine.toml", "demo.toml"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = config.load(ROOT / "config" / name, env={})
+    assert cfg.database.dsn.startswith("postgresql://")
+
+
+def test_env_overrides_win_and_are_typed(tmp_path: Path) -> None:
+    f = tmp_path / "e.toml"
+    f.write_text('[queue]\nbatch_size = 10\n[redis]\nprefix = "a"\n')
+    cfg = config.load(
+        f,
+        env={
+            "ENGINE_QUEUE__BATCH_SIZE": "99",
+            "ENGINE_REDIS__PREFIX": "b",
+            "ENGINE_SHAPING__ENABLED": "false",
+        },
+    )
+    assert cfg.queue.batch_size == 99 and cfg.redis.prefix == "b" and not cfg.shaping.enabled
+
+
+def test_frozen() -> None:
+    cfg = config.parse({})
+    with pytest.raises(AttributeError):
+        cfg.queue.batch_size = 1  # type: ignore[misc]
+    assert isinstance(cfg, msgspec.Struct)
+
+
+@pytest.mark.parametrize(
+    ("data", "env", "needle"),
+    [
+        (
+            {"relay": {"nodes": [{"name": "a", "host": "h", "port": "x"}]}},
+            {},
+            "relay.nodes[0].port",
+        ),
+        ({"queue": {"batch_sise": 3}}, {}, "batch_sise"),
+        ({}, {"ENGINE_NOPE__X": "1"}, "unknown section [nope]"),
+        (
+            {"relay": {"nodes": [{"name": "a", "host": "h"}, {"name": "a", "host": "i"}]}},
+            {},
+            "unique",
+        ),
+        ({"relay": {"nodes": [{"name": "a", "host": "h", "tls": "ssl"}]}}, {}, "tls"),
+    ],
+)
+def test_errors_name_the_key(data: dict[str, object], env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.parse(config.apply_env(data, env))
+    assert needle in str(err.value)
+    assert err.value.exit_code == 2
+
+
+def test_missing_file_is_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.toml", env={})
+
+
+def test_secret_file_must_be_private(tmp_path: Path) -> None:
+    f = tmp_path / "s"
+    f.write_text("pw\n")
+    f.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        config.read_secret(None, str(f), "relay password")
+    f.chmod(0o600)
+    assert config.read_secret(None, str(f), "relay password") == "pw"
