@@ -94,7 +94,8 @@ async def test_rotation_without_a_gap(conn: asyncpg.Connection, box: KeyBox) -> 
     dns["s2._domainkey.example.com"] = second_txt
     check, retired = await promote(conn, "t1", "example.com", "s2", lookup=_dns(dns))
     assert check.ok and retired == ["s1"]
-    states = dict(await conn.fetch("SELECT selector, state FROM oltp.dkim_keys"))
+    rows = await conn.fetch("SELECT selector, state FROM oltp.dkim_keys")
+    states = {r["selector"]: r["state"] for r in rows}
     assert states == {"s1": "retired", "s2": "active"}
     ring.replace_stored(await store.fetch_active(conn), box)
     (k,) = ring.keys_for("example.com", tenant_id="t1")

@@ -14,7 +14,7 @@ from engine import config as config_mod
 from engine.dkim.crypto_box import KeyBox, generate_master_key, key_aad
 from engine.dkim.keys import KeyRing, StoredKey, algorithm_name, generate_key
 from engine.dkim.sign import load_signing_key, sign_message
-from engine.errors import DkimCryptoError, DkimKeyError, DkimKeyMissingError
+from engine.errors import ConfigError, DkimCryptoError, DkimKeyError, DkimKeyMissingError
 from tests.unit.dkim_support import dkimpy_verify_all, pem
 
 MESSAGE = b"From: a@news.example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -89,7 +89,7 @@ def test_keybox_from_config_file_and_missing(tmp_path: Path) -> None:
     cfg = config_mod.parse({"dkim": {"master_key_file": str(f)}})
     assert isinstance(KeyBox.from_config(cfg.dkim), KeyBox)
     f.chmod(0o644)
-    with pytest.raises(config_mod.ConfigError, match="chmod 600"):
+    with pytest.raises(ConfigError, match="chmod 600"):
         KeyBox.from_config(cfg.dkim)
 
 
