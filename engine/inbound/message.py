@@ -128,10 +128,21 @@ def header(msg: Message, name: str) -> str:
     value = msg.get(name)
     if value is None:
         return ""
+    if isinstance(value, email.header.Header):
+        # compat32 wraps 8-bit values in a Header that prints U+FFFD: read the raw bytes instead.
+        value = _raw_header(msg, name) or ""
     text = str(value)
     if _ENCODED_WORD in text:
         text = decode_words(text)
     return " ".join(fix_surrogates(text).split())
+
+
+def _raw_header(msg: Message, name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in msg.raw_items():
+        if key.lower() == wanted:
+            return str(value)
+    return None
 
 
 def decode_words(text: str) -> str:
@@ -220,12 +231,15 @@ def container_text(msg: Message) -> str:
     compat32 parses ``message/delivery-status`` into one Message per field block and other
     ``message/*`` types into a single Message; this turns either back into field text.
     """
-    lines = [f"{k}: {v}" for k, v in msg.items()]
-    body = msg.get_payload()
-    text = "\n".join(lines)
-    if isinstance(body, str) and body.strip():
-        text = f"{text}\n\n{body}" if text else body
-    return fix_surrogates(text)
+    lines = [f"{k}: {v}" for k, v in msg.raw_items()]
+    text = fix_surrogates("\n".join(lines))
+    if isinstance(msg.get_payload(), str):
+        # decode=True returns the raw bytes; plain get_payload() would turn 8-bit into U+FFFD.
+        data = msg.get_payload(decode=True)
+        body = decode_bytes(data[:MAX_TEXT_CHARS], "utf-8") if isinstance(data, bytes) else ""
+        if body.strip():
+            text = f"{text}\n\n{body}" if text else body
+    return text
 
 
 def original_headers(part: Message) -> Message | None:

@@ -51,7 +51,7 @@ _ORIGINAL_MARKERS = re.compile(
             messaggio\s+originale|mensagem\s+original|oorspronkelijk\s+bericht|
             message\s+truncated|rfc822\s+headers)
         |\s*original\s+message\s+follows
-        |\s*the\s+original\s+message\s+(?:was|is)\s+(?:received|included|attached)
+        |\s*the\s+original\s+message\s+(?:was|is)\s+(?:included|attached)
         |\s*------\s*$
         |(?:return-path|received|dkim-signature|message-id|x-pm-job-id):\s
     )""",
@@ -82,11 +82,12 @@ _SENDER_INTRO = re.compile(
     r"verzonden\s+door)\s*:?\s*$",
     re.IGNORECASE,
 )
+_HAS_REPLY_CODE = re.compile(r"(?:^|[\s(#:])[245]\d\d[\s-]")
 _TRAILING_DATE = re.compile(r"^\s*on\s+\w{3},?\s+\d", re.IGNORECASE)
 
 # "Your message could not be delivered" in the languages we read; subject or first lines.
 BOUNCE_MARKERS = re.compile(
-    r"""(?:undeliver|undelivered|not\s+(?:been\s+)?delivered|could\s+not\s+be\s+delivered|
+    r"""(?:undeliver|undelivered|not\s+(?:been\s+)?delivered|(?:could\s+not|cannot)\s+be\s+delivered|
         couldn.t\s+be\s+delivered|delivery\s+(?:status\s+notification|failure|failed|has\s+failed|
         problem|to\s+the\s+following)|failure\s+notice|returned\s+mail|returned\s+to\s+sender|
         mail\s+delivery\s+(?:failed|system|subsystem)|non[- ]?delivery|nondeliverable|
@@ -178,7 +179,11 @@ def scrape(text: str, exclude: frozenset[str]) -> list[ScrapedRecipient]:
     result: list[ScrapedRecipient] = []
     for address, block in found.values():
         diagnostic = " ".join(" ".join(block).split())
-        if replies and (len(found) == 1 or not diagnostic):
+        if (
+            replies
+            and not _HAS_REPLY_CODE.search(diagnostic)
+            and (len(found) == 1 or not diagnostic)
+        ):
             # The reply is elsewhere in the text (transcript, "The error ... was:").
             extra = [r for r in replies if r not in diagnostic]
             diagnostic = " ".join([diagnostic, *extra]).strip()

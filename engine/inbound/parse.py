@@ -57,6 +57,17 @@ _NOREPLY_LOCALPARTS = frozenset(
 )
 #: Headers of the bounce that name us (the VERP address), never the failed recipient.
 _OUR_ADDRESS_HEADERS = ("Return-Path", "Delivered-To", "X-Original-To", "X-Envelope-To")
+_DELAY_KEEPS = frozenset(
+    {
+        Reason.MAILBOXFULL,
+        Reason.SPEEDING,
+        Reason.TOOMANYCONN,
+        Reason.NETWORKERROR,
+        Reason.SYSTEMFULL,
+        Reason.BADREPUTATION,
+        Reason.HOSTUNKNOWN,
+    }
+)
 _PASTED_DSN = re.compile(r"^(?:final|original)-recipient:", re.IGNORECASE | re.MULTILINE)
 _QUOTED_HEADER = {
     "message_id": re.compile(r"^\s*message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE),
@@ -290,7 +301,9 @@ def _nonstandard_recipients(
     for item in found:
         result = classify(None, None, item.diagnostic, action=None, permanent=not delayed)
         reason = result.reason
-        if delayed and reason in (Reason.ONHOLD, Reason.UNDEFINED):
+        if delayed and reason not in _DELAY_KEEPS:
+            # A "still trying" warning: the cause is a delay unless the text names a
+            # reason that explains one (mailbox full, rate limits, network trouble).
             reason = Reason.EXPIRED
         recipients.append(
             Recipient(

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from engine.inbound.classify import classify, clean_status
+from engine.inbound.classify import HARD_REASONS, classify, clean_status
 from engine.inbound.dsn import decode_address
 from engine.inbound.report import (
     BounceKind,
@@ -95,7 +95,9 @@ def _bounce(bounce: dict[str, Any], hints: JobHints) -> BounceReport:
                 status=result.status,
                 reply_code=result.reply_code,
                 reason=reason,
-                hard=result.hard or (reason is Reason.USERUNKNOWN and permanent),
+                hard=result.hard
+                if reason is result.reason
+                else (reason in HARD_REASONS and permanent),
                 diagnostic=diagnostic,
                 remote_mta=remote_default,
                 action=_text(item.get("action")),
