@@ -150,6 +150,9 @@ def _mime(content: Content, policy: email.policy.EmailPolicy[EmailMessage]) -> t
     """Build the MIME tree; return (its top-level MIME header fields, body), CRLF bytes."""
     if content.text is None and content.html is None:
         raise ComposeError("content has neither text nor html (nor raw)")
+    if "\x00" in (content.text or "") or "\x00" in (content.html or ""):
+        # The stdlib would send a NUL as is in a 7bit part; no MTA should have to carry one.
+        raise ComposeError("text/html contains a NUL character")
     msg = EmailMessage(policy=policy)
     html_part: MIMEPart | None = None
     if content.text is not None and content.html is not None:

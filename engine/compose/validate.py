@@ -84,6 +84,8 @@ def _sender(job: Job) -> Address | None:
 def _utf8_size(field: str, value: str | None) -> int:
     if value is None:
         return 0
+    if "\x00" in value:
+        raise _fail(f"{field}: contains a NUL character")
     try:
         return len(value.encode("utf-8"))
     except UnicodeEncodeError:

@@ -167,6 +167,7 @@ def test_parse_address_normalises_for_shaping() -> None:
         ({"headers": {"Reply-To": "not an address"}}, ("'Reply-To'", "address list")),
         ({"text": None, "html": None}, ("neither text, html nor raw",)),
         ({"text": "\ud800"}, ("text: not valid UTF-8",)),
+        ({"html": "<p>\x00</p>"}, ("html: contains a NUL",)),
     ],
 )
 def test_structured_content(overrides: dict[str, Any], fragments: tuple[str, ...]) -> None:
