@@ -1,0 +1,129 @@
+"""Build the admin ``web.Application``: routes from the shared table, auth, errors, metrics.
+
+Middlewares, outermost first: ``observe`` (request counter by route pattern, debug access line —
+never headers, so the token cannot reach a log), ``errors`` (every failure becomes
+``{"error": "..."}``: 4xx for bad input, 503 when PostgreSQL/Redis are down, 500 only for a bug),
+then bearer auth.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+import asyncpg
+import msgspec
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
+
+from engine import metrics
+from engine.admin import openapi
+from engine.admin.auth import bearer_middleware, resolve_token
+from engine.admin.context import AdminContext
+from engine.admin.routes import health, messages, operations, senders, suppressions
+from engine.admin.routing import CTX, Route, error_response
+from engine.errors import AdminRequestError, EngineError, QueueError, StoreError
+
+log = logging.getLogger("engine.admin")
+
+MIN_BODY_LIMIT = 64 * 1024 * 1024  # bytes; raised to twice [queue] max_message_bytes if larger
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=_document(), content_type="application/json")
+
+
+ROUTES: list[Route] = [
+    *health.ROUTES,
+    *messages.ROUTES,
+    *senders.ROUTES,
+    *suppressions.ROUTES,
+    *operations.ROUTES,
+    Route(
+        "GET",
+        "/openapi.json",
+        openapi_json,
+        "This document (OpenAPI 3.1)",
+        "health",
+        responses={200: None},
+    ),
+]
+
+
+@functools.cache
+def _document() -> bytes:
+    return msgspec.json.encode(openapi.document(ROUTES))
+
+
+def _http_message(request: web.Request, exc: web.HTTPException) -> str:
+    if isinstance(exc, web.HTTPNotFound) and request.match_info.route.resource is None:
+        return f"no route {request.method} {request.path} (see /openapi.json)"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return f"{request.method} is not allowed on {request.path}; use {allowed}"
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return f"request body too large: {exc.text}"
+    return exc.text or exc.reason
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a JSON error with the right class of status."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, _http_message(request, exc))
+    except AdminRequestError as exc:
+        return error_response(exc.status, str(exc))
+    except asyncpg.DataError as exc:  # a value PostgreSQL cannot take (NUL byte, out of range)
+        return error_response(400, f"invalid value: {exc}")
+    except (StoreError, QueueError, RedisError, asyncpg.PostgresError, OSError) as exc:
+        log.warning("admin request failed: backing service", extra={"error": str(exc)})
+        return error_response(503, f"a backing service is unavailable, retry later: {exc}")
+    except (asyncpg.InterfaceError, TimeoutError) as exc:
+        log.warning("admin request failed: backing service", extra={"error": repr(exc)})
+        return error_response(503, f"a backing service is unavailable, retry later: {exc!r}")
+    except EngineError as exc:
+        log.error("admin request failed", extra={"error": str(exc), "path": request.path})
+        return error_response(500, str(exc))
+    except Exception:
+        log.exception("admin request crashed", extra={"path": request.path})
+        return error_response(500, "internal error (logged by the engine)")
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count requests by route pattern (bounded cardinality) and log a debug access line."""
+    started = time.perf_counter()
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics.ADMIN_REQUESTS.labels(route, str(response.status)).inc()
+    log.debug(
+        "admin request",
+        extra={
+            "method": request.method,
+            "route": route,
+            "status": response.status,
+            "ms": round((time.perf_counter() - started) * 1000, 2),
+            "remote": request.remote,
+        },
+    )
+    return response
+
+
+def build_app(ctx: AdminContext, *, token: str | None = None) -> web.Application:
+    """The admin application for ``ctx``; the token defaults to ``[admin] token/token_file``."""
+    token = token if token is not None else resolve_token(ctx.cfg.admin)
+    limit = max(MIN_BODY_LIMIT, 2 * ctx.cfg.queue.max_message_bytes)
+    app = web.Application(
+        client_max_size=limit, middlewares=[observe, errors, bearer_middleware(token)]
+    )
+    app[CTX] = ctx
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    return app

@@ -1,0 +1,1 @@
+"""Admin route handlers, one module per resource; each exports ``ROUTES``."""

@@ -1,0 +1,147 @@
+"""``/v1/messages``: batch enqueue, search, look up and cancel jobs.
+
+Enqueue goes through :func:`engine.enqueue.enqueue`, the same service as ``engine enqueue``: each
+job is validated on its own, so one bad job is one error in the answer and the rest go in.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from engine import metrics
+from engine.admin.routing import Route, ctx_of, int_param, json_response, parse_query, read_body
+from engine.admin.schemas import (
+    CancelResult,
+    EnqueueBody,
+    EnqueueResponse,
+    MessagePage,
+    MessageQuery,
+    RawEnqueueBody,
+    TenantQuery,
+)
+from engine.enqueue import enqueue
+from engine.errors import AdminRequestError
+from engine.model import JobState
+from engine.store import jobs as job_store
+from engine.store import messages as message_store
+from engine.store.messages import MessageView
+
+log = logging.getLogger("engine.admin")
+
+MAX_BATCH = 10_000  # jobs per request; larger imports belong to `engine enqueue --jsonl`
+
+
+async def post_messages(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    body = await read_body(request, RawEnqueueBody)
+    items = body if isinstance(body, list) else body.messages
+    if not items:
+        raise AdminRequestError('no messages: send a JSON array of jobs or {"messages": [...]}')
+    if len(items) > MAX_BATCH:
+        raise AdminRequestError(
+            f"{len(items)} messages in one request; at most {MAX_BATCH}",
+            status=413,
+            hint="split the batch, or use engine enqueue --jsonl for bulk imports",
+        )
+    results = await enqueue(
+        ctx.pool,
+        [bytes(item) for item in items],
+        max_message_bytes=ctx.cfg.queue.max_message_bytes,
+        max_age_s=ctx.cfg.queue.max_age_s,
+    )
+    accepted = sum(1 for r in results if r.job_id is not None)
+    rejected = len(results) - accepted
+    metrics.ENQUEUED.inc(accepted)
+    metrics.ENQUEUE_REJECTED.inc(rejected)
+    log.info("enqueued over the admin API", extra={"accepted": accepted, "rejected": rejected})
+    answer = EnqueueResponse(accepted=accepted, rejected=rejected, results=results)
+    # 422 only when nothing at all could be stored: a partial batch is a success to retry from.
+    return json_response(answer, status=200 if accepted else 422)
+
+
+async def get_messages(request: web.Request) -> web.Response:
+    q = parse_query(request, MessageQuery)
+    found = await message_store.search(
+        ctx_of(request).pool,
+        tenant_id=q.tenant,
+        recipient=q.recipient,
+        message_id=q.message_id,
+        state=q.state,
+        limit=q.limit,
+        before_id=q.after,
+    )
+    cursor = found[-1].id if len(found) == q.limit else None
+    return json_response(MessagePage(messages=found, next=cursor))
+
+
+async def get_message(request: web.Request) -> web.Response:
+    job_id = int_param(request, "id")
+    q = parse_query(request, TenantQuery)
+    found = await message_store.get(ctx_of(request).pool, job_id, q.tenant)
+    if found is None:
+        raise AdminRequestError(f"no message with id {job_id}", status=404)
+    return json_response(found)
+
+
+async def delete_message(request: web.Request) -> web.Response:
+    """Cancel a job still waiting; 409 once a relay has it (or it reached a final state)."""
+    job_id = int_param(request, "id")
+    q = parse_query(request, TenantQuery)
+    state = await job_store.cancel(ctx_of(request).pool, job_id, q.tenant)
+    if state is None:
+        raise AdminRequestError(f"no message with id {job_id}", status=404)
+    if state != JobState.CANCELLED:
+        why = (
+            "it is being handed to a relay node right now"
+            if state == JobState.SENDING
+            else f"it is already {state}"
+        )
+        raise AdminRequestError(f"message {job_id} cannot be cancelled: {why}", status=409)
+    log.info("message cancelled over the admin API", extra={"job_id": job_id})
+    return json_response(CancelResult(id=job_id, state=state))
+
+
+_ID = {"id": "job id, as returned by POST /v1/messages"}
+
+ROUTES = [
+    Route(
+        "POST",
+        "/v1/messages",
+        post_messages,
+        f"Enqueue a batch of jobs (a JSON array or {{'messages': [...]}}, at most {MAX_BATCH})",
+        "messages",
+        body=EnqueueBody,
+        responses={200: EnqueueResponse, 422: EnqueueResponse, 400: None, 413: None},
+    ),
+    Route(
+        "GET",
+        "/v1/messages",
+        get_messages,
+        "Search jobs by recipient, Message-ID, state and tenant (newest first, keyset pages)",
+        "messages",
+        query=MessageQuery,
+        responses={200: MessagePage, 400: None},
+    ),
+    Route(
+        "GET",
+        "/v1/messages/{id}",
+        get_message,
+        "One job",
+        "messages",
+        query=TenantQuery,
+        path_params=_ID,
+        responses={200: MessageView, 404: None},
+    ),
+    Route(
+        "DELETE",
+        "/v1/messages/{id}",
+        delete_message,
+        "Cancel a job not yet relayed (409 once relayed or final)",
+        "messages",
+        query=TenantQuery,
+        path_params=_ID,
+        responses={200: CancelResult, 404: None, 409: None},
+    ),
+]

@@ -1,0 +1,76 @@
+"""``/v1/nodes``, ``/v1/queues`` and ``/v1/drain``: what the engine is doing, and stopping it."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from engine import metrics
+from engine.admin.routing import Route, ctx_of, json_response, parse_query
+from engine.admin.schemas import Draining, Nodes, NodesQuery, Queues, QueuesQuery
+from engine.store import jobs as job_store
+from engine.store import messages as message_store
+
+log = logging.getLogger("engine.admin")
+
+
+async def nodes(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    q = parse_query(request, NodesQuery)
+    statuses = await ctx.relay.check_health() if q.probe else ctx.relay.snapshot()
+    available = any(s.breaker != "open" for s in statuses)
+    return json_response(Nodes(available=available, nodes=statuses))
+
+
+async def queues(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    q = parse_query(request, QueuesQuery)
+    depth = await ctx.streams.depth()
+    states = await job_store.counts(ctx.pool)
+    oldest = await message_store.oldest_due_age_s(ctx.pool)
+    busiest = await message_store.pending_by_tenant(ctx.pool, q.tenants) if q.tenants else []
+    return json_response(
+        Queues(streams=depth, states=states, oldest_due_age_s=oldest, tenants=busiest)
+    )
+
+
+async def drain(request: web.Request) -> web.Response:
+    """Stop taking work; the daemon exits once the mail in flight is written back."""
+    ctx = ctx_of(request)
+    if not ctx.draining:
+        ctx.draining = True
+        metrics.DRAINING.set(1)
+        log.warning("drain requested over the admin API", extra={"remote": request.remote})
+        ctx.drain()
+    return json_response(Draining(True), status=202)
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/v1/nodes",
+        nodes,
+        "Relay nodes: health, breaker state, connections open/in use (probe=true checks now)",
+        "operations",
+        query=NodesQuery,
+        responses={200: Nodes},
+    ),
+    Route(
+        "GET",
+        "/v1/queues",
+        queues,
+        "Stream depth per priority, jobs per state, oldest due age, busiest tenants",
+        "operations",
+        query=QueuesQuery,
+        responses={200: Queues},
+    ),
+    Route(
+        "POST",
+        "/v1/drain",
+        drain,
+        "Drain: stop taking work, finish mail in flight, exit (like SIGTERM); idempotent",
+        "operations",
+        responses={202: Draining},
+    ),
+]

@@ -1,0 +1,103 @@
+"""``/v1/senders/{id}/pause|resume``: hold or release one sender's mail (id = From address).
+
+Pausing takes effect at the dispatcher's next refresh of paused senders (a few seconds); jobs
+already handed to a relay finish. Resuming makes the held jobs due at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from engine.admin.context import AdminContext
+from engine.admin.routing import Route, ctx_of, json_response, parse_query, read_body
+from engine.admin.schemas import PauseRequest, SenderResult, TenantQuery
+from engine.errors import AdminRequestError
+from engine.store import senders as sender_store
+from engine.store.senders import SenderView
+
+log = logging.getLogger("engine.admin")
+
+
+async def _one_sender(ctx: AdminContext, address: str, tenant: str | None) -> SenderView:
+    """The sender row the request names; 404 unknown, 409 when several tenants use it."""
+    found = await sender_store.find(ctx.pool, address, tenant)
+    if not found:
+        scope = f" for tenant {tenant!r}" if tenant else ""
+        raise AdminRequestError(
+            f"no sender {address!r}{scope}",
+            status=404,
+            hint="senders are created when a tenant first enqueues mail from the address",
+        )
+    if len(found) > 1:
+        tenants = ", ".join(s.tenant_id for s in found)
+        raise AdminRequestError(
+            f"sender {address!r} is used by several tenants ({tenants})",
+            status=409,
+            hint="add ?tenant=ID",
+        )
+    return found[0]
+
+
+async def pause(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    address = request.match_info["id"]
+    q = parse_query(request, TenantQuery)
+    body = await read_body(request, PauseRequest, optional=True) or PauseRequest()
+    sender = await _one_sender(ctx, address, q.tenant)
+    changed = await sender_store.pause(ctx.pool, sender.tenant_id, sender.address, body.reason)
+    if changed is None:  # deleted between the two statements
+        raise AdminRequestError(f"no sender {address!r}", status=404)
+    if ctx.shaper is not None:
+        await ctx.shaper.pause(sender.tenant_id, sender.address, body.reason)
+    log.info(
+        "sender paused over the admin API",
+        extra={"tenant": sender.tenant_id, "sender": sender.address, "reason": body.reason},
+    )
+    return json_response(SenderResult(sender=changed))
+
+
+async def resume(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    address = request.match_info["id"]
+    q = parse_query(request, TenantQuery)
+    sender = await _one_sender(ctx, address, q.tenant)
+    changed, released = await sender_store.resume(ctx.pool, sender.tenant_id, sender.address)
+    if changed is None:
+        raise AdminRequestError(f"no sender {address!r}", status=404)
+    if ctx.shaper is not None:
+        await ctx.shaper.resume(sender.tenant_id, sender.address)
+    log.info(
+        "sender resumed over the admin API",
+        extra={"tenant": sender.tenant_id, "sender": sender.address, "released": released},
+    )
+    return json_response(SenderResult(sender=changed, released=released))
+
+
+_ID = {"id": "the sender's From address (case-insensitive)"}
+
+ROUTES = [
+    Route(
+        "POST",
+        "/v1/senders/{id}/pause",
+        pause,
+        "Pause a sender: its jobs are held until resumed (optional body {'reason': ...})",
+        "senders",
+        query=TenantQuery,
+        body=PauseRequest,
+        body_required=False,
+        path_params=_ID,
+        responses={200: SenderResult, 404: None, 409: None},
+    ),
+    Route(
+        "POST",
+        "/v1/senders/{id}/resume",
+        resume,
+        "Resume a paused sender (manual or automatic pause); its held jobs become due now",
+        "senders",
+        query=TenantQuery,
+        path_params=_ID,
+        responses={200: SenderResult, 404: None, 409: None},
+    ),
+]

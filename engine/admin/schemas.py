@@ -1,0 +1,201 @@
+"""The admin API's request and response bodies and query strings, as frozen msgspec structs.
+
+These types are validated on the way in (``routing.parse_query`` / ``routing.read_body``) and
+described in ``/openapi.json``. Query structs forbid unknown parameters so a typo (``?tenat=``)
+is a 400 naming the parameter rather than a silently ignored filter.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from engine.enqueue import EnqueueResult
+from engine.model import Job
+from engine.relay.results import NodeStatus
+from engine.store.messages import MessageView, TenantPending
+from engine.store.senders import SenderView
+from engine.store.suppressions import Suppression
+
+MAX_PAGE = 1000
+
+StateName = Literal[
+    "queued",
+    "deferred",
+    "sending",
+    "relayed",
+    "bounced",
+    "failed",
+    "suppressed",
+    "cancelled",
+    "complained",
+]
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=320)]
+
+
+class _Query(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+# -- queries ------------------------------------------------------------------------------------
+
+
+class MessageQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``GET /v1/messages``: every filter given must match; newest first."""
+
+    recipient: NonEmpty | None = None
+    message_id: NonEmpty | None = None
+    state: StateName | None = None
+    tenant: NonEmpty | None = None
+    limit: PageLimit = 100
+    after: Annotated[int, msgspec.Meta(ge=1)] | None = None  # the `next` of the previous page
+
+
+class TenantQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An optional tenant scope (``?tenant=``)."""
+
+    tenant: NonEmpty | None = None
+
+
+class SuppressionQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``GET /v1/suppressions``: one tenant's list, ordered by address."""
+
+    tenant: NonEmpty
+    limit: PageLimit = 100
+    after: NonEmpty | None = None  # the `next` of the previous page
+
+
+class SuppressionKey(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``DELETE /v1/suppressions``: which entry to remove."""
+
+    tenant: NonEmpty
+    address: NonEmpty
+
+
+class NodesQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``GET /v1/nodes``: ``probe=true`` runs a health check on every node first."""
+
+    probe: bool = False
+
+
+class QueuesQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``GET /v1/queues``: how many of the busiest tenants to list."""
+
+    tenants: Annotated[int, msgspec.Meta(ge=0, le=MAX_PAGE)] = 20
+
+
+# -- bodies -------------------------------------------------------------------------------------
+
+
+class EnqueueBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/messages`` body, object form (a bare JSON array of jobs is accepted too)."""
+
+    messages: list[Job]
+
+
+class RawBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The same envelope, jobs kept undecoded so each bad job is its own error."""
+
+    messages: list[msgspec.Raw]
+
+
+EnqueueBody = list[Job] | EnqueueBatch  # documented
+RawEnqueueBody = list[msgspec.Raw] | RawBatch  # decoded
+
+
+class EnqueueResponse(msgspec.Struct, frozen=True):
+    """Per-job results in input order; a refused job has ``error`` and no ``job_id``."""
+
+    accepted: int
+    rejected: int
+    results: list[EnqueueResult]
+
+
+class PauseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Optional body of ``POST /v1/senders/{id}/pause``."""
+
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = "paused by an operator"
+
+
+class SuppressionIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One suppression to add; ``ttl_s`` null means permanent."""
+
+    tenant_id: NonEmpty
+    address: NonEmpty
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "suppressed"
+    source: Literal["operator", "gdpr", "unsubscribe", "complaint", "bounce"] = "operator"
+    ttl_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+SuppressionBody = SuppressionIn | list[SuppressionIn]
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    """``ready`` is false (HTTP 503) when a check failed or a drain was requested."""
+
+    ready: bool
+    draining: bool
+    checks: dict[str, str]
+
+
+class MessagePage(msgspec.Struct, frozen=True):
+    """A page of jobs; pass ``next`` as ``after`` for the following page (null: last page)."""
+
+    messages: list[MessageView]
+    next: int | None
+
+
+class CancelResult(msgspec.Struct, frozen=True):
+    id: int
+    state: str
+
+
+class SenderResult(msgspec.Struct, frozen=True):
+    """The sender after the change; ``released``: held jobs made due again by a resume."""
+
+    sender: SenderView
+    released: int = 0
+
+
+class SuppressionWritten(msgspec.Struct, frozen=True):
+    written: int
+
+
+class SuppressionPage(msgspec.Struct, frozen=True):
+    suppressions: list[Suppression]
+    next: str | None
+
+
+class SuppressionRemoved(msgspec.Struct, frozen=True):
+    tenant_id: str
+    address: str
+    removed: bool
+
+
+class Nodes(msgspec.Struct, frozen=True):
+    """Every relay node; ``available``: at least one breaker lets traffic through."""
+
+    available: bool
+    nodes: list[NodeStatus]
+
+
+class Queues(msgspec.Struct, frozen=True):
+    """Redis stream depth per priority, PostgreSQL jobs per state, waiting tenants, ages."""
+
+    streams: dict[str, int]
+    states: dict[str, int]
+    oldest_due_age_s: dict[str, float]
+    tenants: list[TenantPending]
+
+
+class Draining(msgspec.Struct, frozen=True):
+    draining: bool

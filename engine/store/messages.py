@@ -1,0 +1,171 @@
+"""Queue tier, operator's view: find jobs ("messages") and summarise what is waiting.
+
+Used by the admin side-port (``GET /v1/messages``, ``GET /v1/queues``) and the gauge collector.
+Searches are keyset-paginated on the job id (newest first), so page N costs the same as page 1.
+The SQL text is assembled only from fixed fragments; every value is a bind parameter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+import msgspec
+
+from engine.model import Priority
+
+
+class MessageView(msgspec.Struct, frozen=True):
+    """One job as an operator sees it (no content: that lives in the content tier)."""
+
+    id: int
+    tenant_id: str
+    idempotency_key: str
+    state: str
+    priority: str
+    sender: str
+    recipient: str
+    attempts: int
+    campaign_id: str | None
+    message_id: str | None
+    relay_node: str | None
+    last_code: int | None
+    last_status: str | None
+    last_reply: str | None
+    send_at: dt.datetime | None
+    next_attempt_at: dt.datetime
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+class TenantPending(msgspec.Struct, frozen=True):
+    """Jobs a tenant has waiting (queued + deferred) or in flight (sending)."""
+
+    tenant_id: str
+    queued: int
+    deferred: int
+    sending: int
+
+
+_COLUMNS = (
+    "id, tenant_id, idempotency_key, state, priority, sender, recipient, attempts, campaign_id,"
+    " message_id, relay_node, last_code, last_status, last_reply, send_at, next_attempt_at,"
+    " created_at, updated_at, finished_at"
+)
+
+
+def _view(r: asyncpg.Record) -> MessageView:
+    return MessageView(
+        id=r["id"],
+        tenant_id=r["tenant_id"],
+        idempotency_key=r["idempotency_key"],
+        state=r["state"],
+        priority=Priority(r["priority"]).label,
+        sender=r["sender"],
+        recipient=r["recipient"],
+        attempts=r["attempts"],
+        campaign_id=r["campaign_id"],
+        message_id=r["message_id"],
+        relay_node=r["relay_node"],
+        last_code=r["last_code"],
+        last_status=r["last_status"],
+        last_reply=r["last_reply"],
+        send_at=r["send_at"],
+        next_attempt_at=r["next_attempt_at"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        finished_at=r["finished_at"],
+    )
+
+
+def normalise_message_id(value: str) -> str:
+    """Message-IDs are stored with angle brackets; accept them with or without."""
+    value = value.strip()
+    return value if value.startswith("<") else f"<{value}>"
+
+
+async def search(
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: str | None = None,
+    recipient: str | None = None,
+    message_id: str | None = None,
+    state: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[MessageView]:
+    """Jobs matching every given filter, newest first; ``before_id`` is the keyset cursor.
+
+    Only the filters given become SQL conditions (a fixed ``$n IS NULL OR ...`` form would let
+    PostgreSQL's generic plan ignore the indexes). With ``tenant_id`` a recipient search uses
+    the ``(tenant_id, recipient)`` index; recipients match as stored or lower-cased.
+    """
+    conds: list[str] = []
+    args: list[object] = []
+
+    def bind(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if tenant_id is not None:
+        conds.append(f"tenant_id = {bind(tenant_id)}")
+    if recipient is not None:
+        conds.append(f"recipient = ANY({bind(sorted({recipient, recipient.lower()}))}::text[])")
+    if message_id is not None:
+        conds.append(f"message_id = {bind(normalise_message_id(message_id))}")
+    if state is not None:
+        conds.append(f"state = {bind(state)}")
+    if before_id is not None:
+        conds.append(f"id < {bind(before_id)}")
+    where = f" WHERE {' AND '.join(conds)}" if conds else ""
+    sql = f"SELECT {_COLUMNS} FROM queue.jobs{where} ORDER BY id DESC LIMIT {bind(limit)}"
+    return [_view(r) for r in await pool.fetch(sql, *args)]
+
+
+async def get(pool: asyncpg.Pool, job_id: int, tenant_id: str | None = None) -> MessageView | None:
+    """One job by id (and tenant, when given)."""
+    row = await pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM queue.jobs WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)",
+        job_id,
+        tenant_id,
+    )
+    return None if row is None else _view(row)
+
+
+async def pending_by_tenant(pool: asyncpg.Pool, limit: int = 50) -> list[TenantPending]:
+    """The tenants with the most jobs waiting or in flight (busiest first, at most ``limit``)."""
+    rows = await pool.fetch(
+        "SELECT tenant_id,"
+        " count(*) FILTER (WHERE state = 'queued') AS queued,"
+        " count(*) FILTER (WHERE state = 'deferred') AS deferred,"
+        " count(*) FILTER (WHERE state = 'sending') AS sending"
+        " FROM queue.jobs WHERE state IN ('queued', 'deferred', 'sending')"
+        " GROUP BY tenant_id ORDER BY count(*) DESC, tenant_id LIMIT $1",
+        limit,
+    )
+    return [TenantPending(r["tenant_id"], r["queued"], r["deferred"], r["sending"]) for r in rows]
+
+
+# Per priority, the older of: the oldest due job not yet pushed to Redis (the jobs_due index
+# gives it directly) and the oldest push still waiting (jobs_pushed index; a pushed job was due
+# when pushed, so this is a lower bound of its age). Six index probes, no table scan.
+_OLDEST = """
+SELECT p.priority, coalesce(extract(epoch FROM now() - least(
+    (SELECT min(j.next_attempt_at) FROM queue.jobs j
+      WHERE j.priority = p.priority AND j.state IN ('queued', 'deferred')
+        AND j.pushed_at IS NULL AND j.next_attempt_at <= now()),
+    (SELECT min(j.pushed_at) FROM queue.jobs j
+      WHERE j.priority = p.priority AND j.state IN ('queued', 'deferred')
+        AND j.pushed_at IS NOT NULL))), 0)::float8 AS age
+FROM (VALUES (0::smallint), (1::smallint), (2::smallint)) AS p(priority)
+"""
+
+
+async def oldest_due_age_s(pool: asyncpg.Pool) -> dict[str, float]:
+    """Seconds the oldest due, unrelayed job of each priority has waited (0 when none)."""
+    rows = await pool.fetch(_OLDEST)
+    out = {p.label: 0.0 for p in Priority}
+    for r in rows:
+        out[Priority(r["priority"]).label] = max(0.0, float(r["age"]))
+    return out

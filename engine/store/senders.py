@@ -1,0 +1,82 @@
+"""Senders (oltp tier), operator side: look up, pause and resume a sender address.
+
+The dispatcher reads ``oltp.senders.paused`` every few seconds and holds a paused sender's jobs
+(back to the queue, reply "sender is paused", not counted as an attempt). Resuming clears the flag
+and makes those held jobs due at once, so the mail does not sit out the rest of its hold.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+# The hold reasons the dispatcher writes to ``last_reply`` for a paused sender (its own pause
+# check, and the shaping level "paused"); resume releases only jobs held for these reasons, so
+# scheduled sends and retry back-offs keep their times.
+PAUSE_HOLD_REPLIES = ("sender is paused", "held by shaping limit paused")
+NOTIFY_CHANNEL = "engine_jobs"  # the feeder's wake-up channel (engine.enqueue)
+
+
+class SenderView(msgspec.Struct, frozen=True):
+    """A sender address of one tenant and whether it may send."""
+
+    tenant_id: str
+    address: str
+    domain: str
+    paused: bool
+    paused_reason: str | None
+
+
+_COLUMNS = "tenant_id, address, domain, paused, paused_reason"
+
+
+def _view(r: asyncpg.Record) -> SenderView:
+    return SenderView(r["tenant_id"], r["address"], r["domain"], r["paused"], r["paused_reason"])
+
+
+async def find(pool: asyncpg.Pool, address: str, tenant_id: str | None = None) -> list[SenderView]:
+    """The sender rows for an address (one per tenant using it, or just ``tenant_id``'s)."""
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM oltp.senders WHERE address = lower($1)"
+        " AND ($2::text IS NULL OR tenant_id = $2) ORDER BY tenant_id",
+        address,
+        tenant_id,
+    )
+    return [_view(r) for r in rows]
+
+
+async def pause(pool: asyncpg.Pool, tenant_id: str, address: str, reason: str) -> SenderView | None:
+    """Pause a sender (its jobs are held from the dispatcher's next refresh); None: unknown."""
+    row = await pool.fetchrow(
+        "UPDATE oltp.senders SET paused = true, paused_reason = $3"
+        f" WHERE tenant_id = $1 AND address = lower($2) RETURNING {_COLUMNS}",
+        tenant_id,
+        address,
+        reason,
+    )
+    return None if row is None else _view(row)
+
+
+async def resume(pool: asyncpg.Pool, tenant_id: str, address: str) -> tuple[SenderView | None, int]:
+    """Lift a pause and make the sender's held jobs due now; returns (sender, jobs released)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE oltp.senders SET paused = false, paused_reason = NULL"
+            f" WHERE tenant_id = $1 AND address = lower($2) RETURNING {_COLUMNS}",
+            tenant_id,
+            address,
+        )
+        if row is None:
+            return None, 0
+        res: str = await conn.execute(
+            "UPDATE queue.jobs SET next_attempt_at = now(), updated_at = now()"
+            " WHERE tenant_id = $1 AND sender = lower($2) AND state IN ('queued', 'deferred')"
+            " AND pushed_at IS NULL AND next_attempt_at > now() AND last_reply = ANY($3::text[])",
+            tenant_id,
+            address,
+            list(PAUSE_HOLD_REPLIES),
+        )
+        released = int(res.split()[-1])
+        if released:
+            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return _view(row), released
