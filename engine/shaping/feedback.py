@@ -29,6 +29,8 @@ from engine.shaping.scripts import LuaScript, ScriptCall, ScriptRunner
 from engine.shaping.warmup import WarmupMove, WarmupPlan, WarmupState
 
 log = logging.getLogger("engine.shaping")
+_pack = msgspec.msgpack.Encoder().encode
+_unpack = msgspec.msgpack.Decoder(list[float]).decode
 
 
 class ShapingEvent(msgspec.Struct, frozen=True):
@@ -121,7 +123,8 @@ class FeedbackStore:
         rates: dict[tuple[str, str, str], float] = {}
         senders: list[SenderState] = []
         today = 0
-        for (tenant, fold), flat in zip(folds.items(), results, strict=True):
+        for (tenant, fold), packed in zip(folds.items(), results, strict=True):
+            flat = _unpack(packed)
             today = int(flat[0])
             pos = 1
             for sender, provider in fold.aimd:
@@ -146,26 +149,22 @@ class FeedbackStore:
 
     def _call(self, tenant: str, fold: _Fold, now_ms: float) -> ScriptCall:
         keys: list[str] = []
-        args: list[object] = [
-            repr(now_ms),
-            repr(self.rule.bucket_s * 1000),
-            BUCKETS,
-            len(fold.aimd),
-            len(fold.rep),
-        ]
+        aimd: list[float] = []
         for (sender, provider), batch in fold.aimd.items():
             p = self.policy(provider)
             keys.append(self.keys.rate(tenant, sender, provider))
-            args += [len(keys), p.floor, p.ceiling, p.start_rate, p.increase]
-            args += [p.cooldown_s * 1000, batch.successes, batch.factor]
+            aimd += [len(keys), p.floor, p.ceiling, p.start_rate, p.increase]
+            aimd += [p.cooldown_s * 1000, batch.successes, batch.factor]
+        rep: list[int] = []
         for sender, (a, h, c) in fold.rep.items():
             keys += [
                 self.keys.reputation(tenant, sender),
                 self.keys.warmup(tenant, sender),
                 self.keys.pause(tenant, sender),
             ]
-            args += [len(keys) - 2, len(keys) - 1, len(keys), a, h, c]
-        return ScriptCall(self.script, keys, [repr(x) if isinstance(x, float) else x for x in args])
+            rep += [len(keys) - 2, len(keys) - 1, len(keys), a, h, c]
+        args = [repr(now_ms), repr(self.rule.bucket_s * 1000), BUCKETS, _pack((aimd, rep))]
+        return ScriptCall(self.script, keys, args)
 
     async def _follow_up(self, senders: Sequence[SenderState], today: int) -> None:
         """Pause senders over the thresholds; move warm-up stages on a new day."""

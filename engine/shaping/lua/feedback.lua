@@ -2,12 +2,12 @@
 -- window counters per sender, atomically (engine/shaping/limiter.py).
 --
 -- ARGV[1] now ms (-1: server TIME)  ARGV[2] bucket ms  ARGV[3] buckets per window
--- ARGV[4] number of AIMD entries    ARGV[5] number of reputation entries
+-- ARGV[4] msgpack [aimd, rep]: two flat lists of entries
 -- AIMD entry (8 fields): k_rate floor ceiling start increase cooldown_ms successes factor
 --   (mirrors engine/shaping/aimd.py aimd_update: one decrease per cooldown when factor < 1,
 --    else r = min(ceiling, sqrt(r^2 + 2*increase*ceiling*successes)))
 -- Reputation entry (6 fields): k_rep k_warmup k_pause attempts hard_bounces complaints
--- Returns {today, rate strings..., then per reputation entry: window attempts hard complaints,
+-- Returns msgpack {today, rates..., then per reputation entry: window attempts hard complaints,
 --          yesterday's (UTC day) attempts hard complaints, warmup_stage (-1: not in warm-up),
 --          warmup_day, paused (0/1)}
 
@@ -18,17 +18,16 @@ if now < 0 then
 end
 local bucket_ms = tonumber(ARGV[2])
 local nbuckets = tonumber(ARGV[3])
-local naimd, nrep = tonumber(ARGV[4]), tonumber(ARGV[5])
+local batch = cmsgpack.unpack(ARGV[4])
+local aimd, rep = batch[1], batch[2]
 local MONTH = 30 * 86400000
 local out = {math.floor(now / 86400000)}
-local pos = 6
 
-for _ = 1, naimd do
-  local k = KEYS[tonumber(ARGV[pos])]
-  local floor, ceiling, start = tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
-  local increase, cooldown = tonumber(ARGV[pos + 4]), tonumber(ARGV[pos + 5])
-  local successes, factor = tonumber(ARGV[pos + 6]), tonumber(ARGV[pos + 7])
-  pos = pos + 8
+for pos = 1, #aimd, 8 do
+  local k = KEYS[aimd[pos]]
+  local floor, ceiling, start = aimd[pos + 1], aimd[pos + 2], aimd[pos + 3]
+  local increase, cooldown = aimd[pos + 4], aimd[pos + 5]
+  local successes, factor = aimd[pos + 6], aimd[pos + 7]
   local h = redis.call('HMGET', k, 'rate', 'dec')
   local rate = tonumber(h[1]) or start
   local dec = tonumber(h[2])
@@ -47,17 +46,15 @@ for _ = 1, naimd do
     redis.call('HSET', k, 'rate', string.format('%.17g', rate))
   end
   redis.call('PEXPIRE', k, MONTH)
-  out[#out + 1] = string.format('%.17g', rate)
+  out[#out + 1] = rate
 end
 
 local current = math.floor(now / bucket_ms)
 local oldest = current - nbuckets + 1
 local today = out[1]
-for _ = 1, nrep do
-  local k = KEYS[tonumber(ARGV[pos])]
-  local kw, kp = KEYS[tonumber(ARGV[pos + 1])], KEYS[tonumber(ARGV[pos + 2])]
-  local add = {a = tonumber(ARGV[pos + 3]), h = tonumber(ARGV[pos + 4]), c = tonumber(ARGV[pos + 5])}
-  pos = pos + 6
+for pos = 1, #rep, 6 do
+  local k, kw, kp = KEYS[rep[pos]], KEYS[rep[pos + 1]], KEYS[rep[pos + 2]]
+  local add = {a = rep[pos + 3], h = rep[pos + 4], c = rep[pos + 5]}
   for kind, n in pairs(add) do
     if n > 0 then
       redis.call('HINCRBY', k, current .. ':' .. kind, n) -- sliding window bucket
@@ -101,4 +98,5 @@ for _ = 1, nrep do
   out[#out + 1] = tonumber(w[2]) or -1
   out[#out + 1] = redis.call('EXISTS', kp)
 end
-return out
+-- One bulk string: decoded in C by msgspec instead of element by element.
+return cmsgpack.pack(out)
