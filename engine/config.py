@@ -156,6 +156,13 @@ class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     fbl_addresses: list[str] = []
     max_message_bytes: int = 10 * 1024 * 1024
     max_connections_per_ip: int = 20
+    max_messages_per_minute_per_ip: int = 600
+    timeout_s: float = 60.0  # idle SMTP session timeout
+    tls_cert_file: str | None = None  # offer STARTTLS when both are set
+    tls_key_file: str | None = None
+    soft_bounce_limit: int = 3  # soft bounces of one address within the window before it is
+    soft_bounce_window_days: int = 7  # suppressed for soft_bounce_suppress_days
+    soft_bounce_suppress_days: int = 30
     retention_days: int = 30
 
 

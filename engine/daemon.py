@@ -26,6 +26,7 @@ from engine.dispatch.shaping import build_shaper
 from engine.dispatch.signing import build_signer
 from engine.dispatch.worker import Dispatcher
 from engine.errors import EngineError
+from engine.inbound.listener import InboundService
 from engine.queue import feeder as feeder_mod
 from engine.queue import reconciler
 from engine.queue import streams as streams_mod
@@ -51,6 +52,7 @@ class Daemon:
         self.halt = asyncio.Event()  # stop the background loops (after the drain)
         self.consumer = consumer_name(cfg)
         self.extra_tasks: list[asyncio.Task[Any]] = []
+        self.inbound: InboundService | None = None  # set once listening (tests read its port)
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -108,6 +110,20 @@ class Daemon:
             signer=signer,
             shaper=shaper,
         )
+        inbound: InboundService | None = None
+        self.inbound = None
+        if cfg.inbound.enabled:
+            inbound = InboundService(
+                cfg.inbound, pool, shaper if isinstance(shaper, Shaper) else None
+            )
+            try:
+                await inbound.start()
+                self.inbound = inbound
+            except OSError as exc:
+                raise EngineError(
+                    f"inbound listener cannot listen on {cfg.inbound.listen}: {exc.strerror}",
+                    hint="set [inbound] listen to a free address, or enabled = false",
+                ) from None
         feeder = feeder_mod.Feeder(pool, streams, cfg.queue, cfg.database.dsn)
         background = [
             asyncio.create_task(feeder.run(self.halt), name="feeder"),
@@ -121,6 +137,8 @@ class Daemon:
         ]
         if signer is not None:
             background.append(asyncio.create_task(signer.refresh_loop(pool, self.halt)))
+        if inbound is not None:
+            background.append(asyncio.create_task(inbound.run(self.halt), name="inbound"))
         if isinstance(shaper, Shaper):
             background.append(asyncio.create_task(shaper.run(self.halt, pool), name="shaping"))
         log.info(
@@ -138,6 +156,8 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await feeder.close()
+            if inbound is not None:
+                await inbound.stop()
             await relay.close()
             if signer is not None:
                 signer.close()

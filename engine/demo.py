@@ -261,7 +261,11 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
             ],
         },
         "shaping": {"enabled": False},
-        "inbound": {"verp_domain": "bounces.penguinmails.test", "verp_secret": "demo-secret"},
+        "inbound": {
+            "verp_domain": "bounces.penguinmails.test",
+            "verp_secret": "demo-secret",
+            "listen": "127.0.0.1:0",
+        },
         "log": {"level": "warning"},
     }
     cfg_file = tmp / "engine.toml"

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import asyncpg
 import msgspec
 
+from engine.compose.address import parse_address
 from engine.compose.validate import validate_job
 from engine.errors import JobValidationError
 from engine.model import Content, Job, Priority
@@ -90,7 +91,7 @@ def _check(job: Job, max_message_bytes: int) -> job_store.NewJob:
         tenant_id=job.tenant_id,
         idempotency_key=job.idempotency_key,
         priority=int(Priority.parse(job.priority)),
-        sender=job.from_.lower(),
+        sender=parse_address(job.from_).addr_spec,
         recipient=job.to,
         content_sha256=b"",
         campaign_id=job.campaign_id,

@@ -53,6 +53,8 @@ def write_config(
         "enabled = false",
         "[dkim]",
         "enabled = false",
+        "[inbound]",
+        'listen = "127.0.0.1:0"',
         "[log]",
         'level = "warning"',
         "[relay]",
