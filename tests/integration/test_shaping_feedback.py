@@ -4,6 +4,7 @@ sender with an event saying why; warm-up moves a stage per clean day; state surv
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -292,3 +293,34 @@ async def test_lua_aimd_matches_the_python_reference(
             folded = folded.add(k, policy)
         state = aimd_update(state, folded, clock.now, policy)
         assert await shaper.rate("acme", SENDER, "gmail") == pytest.approx(state.rate, rel=1e-9)
+
+
+async def test_background_loop_flushes_recorded_feedback_and_persists(
+    client: aioredis.Redis, redis_prefix: str, pg_dsn: str
+) -> None:
+    shaper = Shaper(config(redis_prefix, dsn=pg_dsn), client)
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(shaper.run(stop, pool, flush_s=0.02, persist_s=0.05))
+    try:
+        shaper.record(signal(SignalKind.THROTTLED, sender="loop@shop.example"))
+        shaper.record(None)  # outcomes that say nothing are ignored
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            async with pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    "SELECT rate_per_s FROM oltp.shaping_rates WHERE sender = 'loop@shop.example'"
+                )
+            if row is not None:
+                break
+        assert row is not None
+        assert row["rate_per_s"] == shaper.provider_limits("gmail").rate_per_s / 2
+    finally:
+        stop.set()
+        await task
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM oltp.shaping_rates WHERE sender = 'loop@shop.example'")
+            await conn.execute(
+                "DELETE FROM oltp.shaping_senders WHERE sender = 'loop@shop.example'"
+            )
+        await pool.close()
