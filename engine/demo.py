@@ -211,7 +211,8 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
         redis = ThrowawayRedis().start()
         redis_url = redis.url
         _out(
-            f"  Redis: not reachable at {base.redis.url}; started a throwaway one on port {redis.port}\n"
+            f"  Redis: not reachable at {base.redis.url};"
+            f" started a throwaway one on port {redis.port}\n"
         )
     client = aioredis.Redis.from_url(redis_url)
     keys = [k async for k in client.scan_iter(match="pmdemo:*", count=1000)]

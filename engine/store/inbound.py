@@ -60,7 +60,8 @@ async def unprocessed(pool: asyncpg.Pool, limit: int = 500) -> list[StoredInboun
 async def purge(pool: asyncpg.Pool, retention_days: int) -> int:
     """Drop raw inbound messages past their retention."""
     res: str = await pool.execute(
-        "DELETE FROM content.inbound_messages WHERE received_at < now() - make_interval(days => $1)",
+        "DELETE FROM content.inbound_messages"
+        " WHERE received_at < now() - make_interval(days => $1)",
         retention_days,
     )
     return int(res.split()[-1])
