@@ -116,10 +116,16 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def build_app(ctx: AdminContext, *, token: str | None = None) -> web.Application:
-    """The admin application for ``ctx``; the token defaults to ``[admin] token/token_file``."""
+def build_app(
+    ctx: AdminContext, *, token: str | None = None, max_body_bytes: int | None = None
+) -> web.Application:
+    """The admin application for ``ctx``.
+
+    ``token`` defaults to ``[admin] token`` / ``token_file``; ``max_body_bytes`` (answered with
+    413 past it) to 64 MiB or twice ``[queue] max_message_bytes``, whichever is larger.
+    """
     token = token if token is not None else resolve_token(ctx.cfg.admin)
-    limit = max(MIN_BODY_LIMIT, 2 * ctx.cfg.queue.max_message_bytes)
+    limit = max_body_bytes or max(MIN_BODY_LIMIT, 2 * ctx.cfg.queue.max_message_bytes)
     app = web.Application(
         client_max_size=limit, middlewares=[observe, errors, bearer_middleware(token)]
     )
