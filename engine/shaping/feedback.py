@@ -106,8 +106,10 @@ class FeedbackStore:
             if fold is None:
                 fold = folds[s.tenant_id] = _Fold()
             sender = s.sender.lower()
-            key = (sender, s.provider)
-            fold.aimd[key] = fold.aimd.get(key, AimdBatch()).add(s.kind, self.policy(s.provider))
+            if s.provider:  # a bounce whose provider is unknown still counts for reputation
+                key = (sender, s.provider)
+                policy = self.policy(s.provider)
+                fold.aimd[key] = fold.aimd.get(key, AimdBatch()).add(s.kind, policy)
             rep = fold.rep.setdefault(sender, [0, 0, 0])
             if s.attempt and s.kind in ATTEMPT_KINDS:
                 rep[0] += 1

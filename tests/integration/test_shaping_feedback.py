@@ -158,7 +158,8 @@ async def test_late_complaints_pause_without_counting_the_message_twice(
     states = await shaper.feedback([signal(SignalKind.COMPLAINT, attempt=False)] * 3)
     assert states[0].counts.attempts == 1000
     assert await shaper.is_paused("acme", SENDER) is None  # 0.3% is the limit, not above it
-    await shaper.feedback([signal(SignalKind.COMPLAINT, attempt=False)])
+    # A complaint whose provider could not be named still counts for the sender.
+    await shaper.feedback([signal(SignalKind.COMPLAINT, provider="", attempt=False)])
     verdict = await shaper.is_paused("acme", SENDER)
     assert verdict is not None and verdict.reason == "complaint_rate"
 
