@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import dkim
 from dkim.canonicalization import Relaxed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from engine.dkim import canon
 from engine.dkim.sign import sign_message
 from engine.dkim.verify import verify_message
+from engine.errors import DkimMessageError
 from tests.unit.dkim_support import dkimpy_verify_all, key
 
 _SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -111,3 +113,39 @@ def test_dual_signature_verifies_and_body_hash_reuse_is_exact(message: bytes) ->
 def test_canonical_body_is_dkimpys(body: bytes) -> None:
     crlf = b"\r\n".join(re.split(b"\r?\n", body))  # what dkimpy's parser does to a body
     assert canon.canonical_body(body) == Relaxed.canonicalize_body(crlf)
+
+
+_field_name = st.one_of(
+    _names, st.binary(min_size=1, max_size=8).map(lambda b: b.translate(_HEADER_SAFE))
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fields=st.lists(_header(_field_name), max_size=10),
+    eol=st.sampled_from([b"\n", b"\r\n"]),
+    names=st.lists(st.sampled_from([b"from", b"to", b"subject", b"x-long", b"cc"]), max_size=8),
+)
+def test_header_parse_select_and_canonicalise_are_dkimpys(
+    fields: list[bytes], eol: bytes, names: list[bytes]
+) -> None:
+    """Our fast header path gives dkimpy's parse, selection and relaxed form, or refuses."""
+    block = b"\n".join(fields).replace(b"\n", eol)  # folds inside fields follow the EOL too
+    try:
+        theirs, _ = dkim.rfc822_parse(block)
+    except (dkim.MessageFormatError, IndexError):
+        theirs = None
+    try:
+        ours = canon.parse_headers(block)
+    except DkimMessageError:
+        ours = None
+    if ours is None:
+        # We refuse only what dkimpy refuses, or the ambiguous (leading continuation).
+        assert theirs is None or block[:1] in (b" ", b"\t")
+        return
+    assert theirs is not None and ours == [(bytes(n), bytes(v)) for n, v in theirs]
+    expected = b"".join(
+        n + b":" + v
+        for n, v in Relaxed.canonicalize_headers(dkim.select_headers(list(ours), list(names)))
+    )
+    assert canon.canonical_signed_headers(ours, names) == expected
