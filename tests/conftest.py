@@ -20,6 +20,9 @@ from engine import config as config_mod
 from engine.config import Config
 from engine.store.migrate import migrate
 
+# The fake MailU node fixtures (mailu, mailu_tls) are available to every test.
+pytest_plugins = ("tests.fakes.fixtures",)
+
 PG_ADMIN_DSN = os.environ.get("ENGINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ENGINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
