@@ -101,6 +101,10 @@ class DkimConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     # AES-256-GCM key (base64, 32 bytes) for private keys stored in the oltp tier.
     master_key: str | None = None
     master_key_file: str | None = None
+    # At start, look up each [[dkim.keys]] TXT record and drop keys whose record is missing or
+    # publishes another key (with required = true their mail is then held, never signed with a
+    # key receivers cannot verify). Off by default: tests, demo and benchmarks run offline.
+    check_dns: bool = False
 
 
 class ShapingProvider(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

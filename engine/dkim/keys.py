@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from engine.config import DkimConfig
 from engine.dkim.crypto_box import KeyBox, key_aad
+from engine.dkim.dnscheck import DnsCheck, TxtLookup, check_key
 from engine.dkim.sign import (
     MAX_RSA_BITS,
     MIN_RSA_BITS,
@@ -228,6 +229,42 @@ class KeyRing:
                 "record, then add it to [[dkim.keys]] (or activate the stored key)",
             )
         return keys
+
+    async def drop_unpublished(
+        self, *, lookup: TxtLookup | None = None, timeout: float = 3.0
+    ) -> list[DnsCheck]:
+        """Check the DNS record of every config key; drop those missing or mismatched.
+
+        For ``[dkim] check_dns = true`` at start. A DNS *error* (resolver down) keeps the key:
+        blocking all mail because DNS hiccuped at start would be worse than the risk. Returns
+        every check so the caller can log them.
+        """
+        checks: list[DnsCheck] = []
+        for (tenant, domain), by_algo in list(self._keys.items()):
+            if tenant is not None:
+                continue  # stored keys were checked when promoted
+            for algorithm, key in list(by_algo.items()):
+                check = await check_key(key, lookup=lookup, timeout=timeout)
+                checks.append(check)
+                if check.status in ("missing", "mismatch"):
+                    log.error(
+                        "dkim key dropped: DNS record does not publish it",
+                        extra={
+                            "record": check.name,
+                            "status": check.status,
+                            "detail": check.detail,
+                        },
+                    )
+                    del by_algo[algorithm]
+                elif check.status == "error":
+                    log.warning(
+                        "dkim key kept: DNS check failed",
+                        extra={"record": check.name, "detail": check.detail},
+                    )
+            if not by_algo:
+                del self._keys[(tenant, domain)]
+        self._cache = {}
+        return checks
 
     def domains(self) -> Mapping[tuple[str | None, str], tuple[SigningKey, ...]]:
         """Every (tenant, domain) with its active keys, for status pages and start-up checks."""

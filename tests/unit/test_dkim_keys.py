@@ -14,7 +14,13 @@ from engine import config as config_mod
 from engine.dkim.crypto_box import KeyBox, generate_master_key, key_aad
 from engine.dkim.keys import KeyRing, StoredKey, algorithm_name, generate_key
 from engine.dkim.sign import load_signing_key, sign_message
-from engine.errors import ConfigError, DkimCryptoError, DkimKeyError, DkimKeyMissingError
+from engine.errors import (
+    ConfigError,
+    DkimCryptoError,
+    DkimDnsError,
+    DkimKeyError,
+    DkimKeyMissingError,
+)
 from tests.unit.dkim_support import dkimpy_verify_all, pem
 
 MESSAGE = b"From: a@news.example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -246,3 +252,35 @@ def test_a_row_that_fails_to_decrypt_leaves_the_ring_unchanged() -> None:
     with pytest.raises(DkimCryptoError):
         ring.replace_stored([_stored(box, "t1", "a", "ed25519", when=1), bad], box)
     assert [k.selector for k in ring.keys_for("example.com", tenant_id="t1")] == ["a"]
+
+
+async def test_check_dns_at_start_drops_unpublished_keys(tmp_path: Path) -> None:
+    ok_file = _write(tmp_path, "ok.pem", pem("ed25519")[0])
+    bad_file = _write(tmp_path, "bad.pem", pem("rsa", 1024)[0])
+    flaky_file = _write(tmp_path, "flaky.pem", pem("rsa", 2048)[0])
+    ring = _ring(
+        tmp_path,
+        [
+            {
+                "domain": "example.com",
+                "selector": "ok",
+                "private_key_file": ok_file,
+                "algorithm": "ed25519-sha256",
+            },
+            {"domain": "example.com", "selector": "bad", "private_key_file": bad_file},
+            {"domain": "other.example", "selector": "flaky", "private_key_file": flaky_file},
+        ],
+        required=True,
+        check_dns=True,
+    )
+    published = {"ok._domainkey.example.com": ring.keys_for("example.com")[1].public_txt}
+
+    async def lookup(name: str) -> list[bytes]:
+        if name.startswith("flaky."):
+            raise DkimDnsError("DNS lookup timed out")
+        return [published[name].encode()] if name in published else []
+
+    checks = await ring.drop_unpublished(lookup=lookup)
+    assert sorted(c.status for c in checks) == ["error", "missing", "ok"]
+    assert [k.selector for k in ring.keys_for("example.com")] == ["ok"]  # RSA one dropped
+    assert [k.selector for k in ring.keys_for("other.example")] == ["flaky"]  # DNS error: kept
