@@ -47,6 +47,7 @@ MIN_RSA_BITS = 1024  # RFC 8301: verifiers must not accept less
 MAX_RSA_BITS = 4096  # larger keys do not fit a TXT record comfortably and sign slowly
 
 _SIG_NAME = b"DKIM-Signature"
+_BH_LEN = 44  # base64 of a SHA-256 digest
 _FOLD_WIDTH = 76  # keeps every line of the header under RFC 5322's recommended 78 characters
 # Labels of a domain or selector as they may appear in d= and s=: letters, digits, '-' and '_'.
 # Anything else (';', '=', spaces, CR/LF) would let a name inject tags into the signature.
@@ -236,7 +237,16 @@ def sign(
     headers = canon.parse_headers(block)
     names = canon.signed_header_names(headers)
     headers_data = canon.canonical_signed_headers(headers, names)
-    bh = body_hash if body_hash is not None else canon.body_hash(message[offset:])
+    if body_hash is None:
+        bh = canon.body_hash(message[offset:])
+    elif len(body_hash) == _BH_LEN:
+        bh = body_hash
+    else:
+        # A raw digest or a hex string here would sign garbage that every receiver rejects.
+        raise DkimMessageError(
+            f"body_hash must be the {_BH_LEN}-character base64 value from body_hash(), "
+            f"got {len(body_hash)} bytes"
+        )
     t = int(time.time()) if timestamp is None else timestamp
     return b"".join(
         _SIG_NAME + b":" + _signature_value(key, names, bh, t, headers_data) + b"\r\n"

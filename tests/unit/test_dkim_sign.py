@@ -313,3 +313,11 @@ def test_canonical_body_edge_cases_match_dkimpy() -> None:
     for body in (b"", b"\r\n", b"\n\n\n", b"x", b"x \t \r\n\r\n", b"a\r\rb\n", b"\t\ta  b\n"):
         crlf = b"\r\n".join(re.split(b"\r?\n", body))
         assert canon.canonical_body(body) == Relaxed.canonicalize_body(crlf), body
+
+
+def test_a_raw_digest_as_body_hash_is_refused() -> None:
+    import base64
+
+    raw = base64.b64decode(canon.message_body_hash(MESSAGE))
+    with pytest.raises(DkimMessageError, match="base64 value"):
+        sign(MESSAGE, [key()], body_hash=raw)
