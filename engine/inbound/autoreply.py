@@ -8,9 +8,9 @@ Callers check for delivery reports first.
 
 from __future__ import annotations
 
-import re
-
-from engine.inbound.message import Message, header
+from engine.inbound.message import Headers
+from engine.inbound.patterns import normalise
+from engine.inbound.phrases import PhraseSet
 
 _AUTO_SUBMITTED_REPLY = "auto-replied"
 _PRECEDENCE_AUTOREPLY = "auto_reply"
@@ -22,72 +22,96 @@ _FLAG_HEADERS = (
     "X-AutoReply-From",
 )
 
-_SUBJECT_MARKERS = re.compile(
-    r"""(?:^\s*(?:auto|autoreply|auto-reply|automatic\s+reply|automatische\s+antwort|
-        r[ée]ponse\s+automatique|respuesta\s+autom[áa]tica|risposta\s+automatica|
-        resposta\s+autom[áa]tica|automatisch\s+antwoord|automatyczna\s+odpowied)\s*:
-        |\bauto(?:matic)?[- ]?(?:reply|response|responder|antwort)\b|\bautoreply\b
-        |out\s+of\s+(?:the\s+)?office|away\s+from\s+(?:my|the)\s+(?:office|desk|e-?mail)
-        |\bon\s+(?:vacation|holiday|leave)\b|\bvacation\s+(?:reply|notice|message|response|auto)
-        |abwesen(?:d|heit)|nicht\s+im\s+b[üu]ro|urlaub
-        |\babsence\b|en\s+cong[ée]|hors\s+du\s+bureau
-        |fuera\s+de\s+la\s+oficina|de\s+vacaciones|\bausente\b
-        |fuori\s+(?:sede|ufficio)|in\s+ferie
-        |fora\s+do\s+escrit[óo]rio|em\s+f[ée]rias
-        |afwezig|buiten\s+kantoor|met\s+vakantie
-        |automatyczna\s+odpowied|nieobecno
-        |thank\s+you\s+for\s+(?:your|you)\s+(?:e-?mail|message|enquiry|inquiry)
-        |we\s+(?:have\s+)?received\s+your\s+(?:e-?mail|message|request)
-        |ticket\s+(?:received|created|\#))""",
-    re.IGNORECASE | re.VERBOSE,
+# Phrases are written against lower-cased, whitespace-collapsed text.
+_SUBJECT_MARKERS = PhraseSet(
+    [
+        "^(?:auto|autoreply|auto-reply|automatic reply|automatische antwort|r[ée]ponse automatique|"
+        "respuesta autom[áa]tica|risposta automatica|resposta autom[áa]tica|automatisch antwoord|"
+        "automatyczna odpowied) ?:",
+        "auto(?:matic)?[- ]?(?:reply|response|responder|antwort)",
+        "autoreply",
+        "out of (?:the )?office",
+        "away from (?:my|the) (?:office|desk|e-?mail)",
+        "on (?:vacation|holiday|leave)\\b",
+        "vacation (?:reply|notice|message|response|auto)",
+        "abwesen(?:d|heit)",
+        "nicht im b[üu]ro",
+        "urlaub",
+        "\\babsence\\b",
+        "en cong[ée]",
+        "hors du bureau",
+        "fuera de la oficina",
+        "de vacaciones",
+        "\\bausente\\b",
+        "fuori (?:sede|ufficio)",
+        "in ferie",
+        "fora do escrit[óo]rio",
+        "em f[ée]rias",
+        "afwezig",
+        "buiten kantoor",
+        "met vakantie",
+        "automatyczna odpowied",
+        "nieobecno",
+        "thank you for (?:your|you) (?:e-?mail|message|enquiry|inquiry)",
+        "we (?:have )?received your (?:e-?mail|message|request)",
+        "ticket (?:received|created|#)",
+    ]
 )
-_BODY_MARKERS = re.compile(
-    r"""(?:i\s+am\s+(?:currently\s+)?(?:out\s+of\s+(?:the\s+)?office|away|on\s+(?:vacation|
-        holiday|leave)|travell?ing)|i\s+will\s+be\s+(?:out\s+of|away|back)|
-        i\s+will\s+(?:endeavou?r\s+to\s+)?(?:reply|respond|get\s+back)|
-        (?:reply|respond)\s+(?:to\s+you\s+)?as\s+soon\s+as\s+possible|
-        limited\s+access\s+to\s+(?:my\s+)?e-?mail|
-        ich\s+bin\s+(?:bis|vom|derzeit|zur\s+zeit)|bin\s+ich\s+(?:nicht|abwesend)|
-        je\s+suis\s+(?:absent|en\s+cong)|estoy\s+(?:fuera|de\s+vacaciones|ausente)|
-        sono\s+(?:fuori|assente|in\s+ferie)|estou\s+(?:fora|ausente|de\s+f[ée]rias)|
-        ik\s+ben\s+(?:afwezig|met\s+vakantie|niet\s+aanwezig))""",
-    re.IGNORECASE | re.VERBOSE,
+_BODY_MARKERS = PhraseSet(
+    [
+        "i am (?:currently )?(?:out of (?:the )?office|away|on (?:vacation|holiday|leave)|"
+        "travell?ing)",
+        "i will be (?:out of|away|back)",
+        "i will (?:endeavou?r to )?(?:reply|respond|get back)",
+        "(?:reply|respond) (?:to you )?as soon as possible",
+        "limited access to (?:my )?e-?mail",
+        "ich bin (?:bis|vom|derzeit|zur zeit)",
+        "bin ich (?:nicht|abwesend)",
+        "je suis (?:absent|en cong)",
+        "estoy (?:fuera|de vacaciones|ausente)",
+        "sono (?:fuori|assente|in ferie)",
+        "estou (?:fora|ausente|de f[ée]rias)",
+        "ik ben (?:afwezig|met vakantie|niet aanwezig)",
+    ]
 )
-_CHALLENGE_MARKERS = re.compile(
-    r"""(?:boxbe|spam\s*arrest|bluebottle|mailmorph|sender\s+verification|
-        challenge[- ]response|has\s+been\s+(?:waitlisted|held\s+for\s+verification)|
-        this\s+account\s+is\s+protected\s+by|
-        (?:please|kindly)\s+(?:click|verify|confirm)[^.]{0,60}(?:link|address|e-?mail|human|person)|
-        verify\s+(?:that\s+)?you\s+are\s+(?:a\s+)?(?:real|human)|
-        add\s+yourself\s+to\s+my\s+(?:\w+\s+)?(?:guest|allowed|approved|white)\s*list|
-        awaiting\s+(?:your\s+)?(?:verification|confirmation))""",
-    re.IGNORECASE | re.VERBOSE,
+_CHALLENGE_MARKERS = PhraseSet(
+    [
+        "boxbe",
+        "spam ?arrest",
+        "bluebottle",
+        "mailmorph",
+        "sender verification",
+        "challenge[- ]response",
+        "has been (?:waitlisted|held for verification)",
+        "this account is protected by",
+        "(?:please|kindly) (?:click|verify|confirm)[^.]{0,60}(?:link|address|e-?mail|human|person)",
+        "verify (?:that )?you are (?:a )?(?:real|human)",
+        "add yourself to my (?:\\w+ )?(?:guest|allowed|approved|white) ?list",
+        "awaiting (?:your )?(?:verification|confirmation)",
+    ]
 )
 
 
-def has_autoreply_headers(msg: Message) -> bool:
+def has_autoreply_headers(headers: Headers) -> bool:
     """RFC 3834 and common vendor headers that flag an automatic reply."""
-    if header(msg, "Auto-Submitted").lower().startswith(_AUTO_SUBMITTED_REPLY):
+    if headers.get("Auto-Submitted").lower().startswith(_AUTO_SUBMITTED_REPLY):
         return True
-    precedence = header(msg, "Precedence").lower() or header(msg, "X-Precedence").lower()
+    precedence = headers.get("Precedence").lower() or headers.get("X-Precedence").lower()
     if precedence == _PRECEDENCE_AUTOREPLY:
         return True
-    return any(msg.get(name) is not None for name in _FLAG_HEADERS)
+    return any(headers.has(name) for name in _FLAG_HEADERS)
 
 
 def is_challenge(subject: str, from_header: str, text: str) -> bool:
     """Challenge-response screens (Boxbe, SpamArrest, Bluebottle, "please verify")."""
-    return bool(
-        _CHALLENGE_MARKERS.search(from_header)
-        or _CHALLENGE_MARKERS.search(subject)
-        or _CHALLENGE_MARKERS.search(text[:3000])
-    )
+    head = normalise(f"{from_header}\n{subject}\n{text[:3000]}")
+    return _CHALLENGE_MARKERS.search(head)
 
 
-def is_autoreply(msg: Message, subject: str, text: str) -> bool:
-    """True when ``msg`` is an automatic reply (call after bounce/complaint detection)."""
-    if _SUBJECT_MARKERS.search(subject):
+def is_autoreply(headers: Headers, subject: str, text: str) -> bool:
+    """True when the message is an automatic reply (call after bounce/complaint detection)."""
+    if _SUBJECT_MARKERS.search(normalise(subject)):
         return True
-    if _BODY_MARKERS.search(text[:2000]):
+    if _BODY_MARKERS.search(normalise(text[:2000])):
         return True
-    return has_autoreply_headers(msg) and bool(text.strip())
+    return has_autoreply_headers(headers) and bool(text.strip())

@@ -44,7 +44,28 @@ _BARE_ADDRESS = re.compile(
 _CONTAINER_TYPES = frozenset({"message/rfc822", "message/global"})
 _HEADER_TYPES = frozenset({"text/rfc822-headers", "text/global-headers"})
 _header_parser = email.parser.HeaderParser(policy=email.policy.compat32)
+_TEXT_HEADER_END = re.compile(r"\r?\n[ \t]*\r?\n")
 _DECODABLE_TRANSFER_ENCODINGS = frozenset({"base64", "quoted-printable"})
+
+
+#: message/* parts are renamed to text/x-opaque-* before parsing, so the stdlib keeps them as
+#: one text payload: it would otherwise parse the whole original message (its HTML, its
+#: attachments) recursively, which is most of the parsing cost, and split delivery-status reports
+#: into pseudo-messages. :func:`content_type` maps the names back.
+OPAQUE_PREFIX = "text/x-opaque-"
+_MESSAGE_TYPE = re.compile(
+    rb"^(content-type:[ \t]*)message/(global-delivery-status|delivery-status|feedback-report|"
+    rb"global-headers|rfc822|global|disposition-notification)\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def content_type(part: Message) -> str:
+    """The part's real content type (undoing the opaque renaming done by :func:`load`)."""
+    ctype = part.get_content_type()
+    if ctype.startswith(OPAQUE_PREFIX):
+        return "message/" + ctype[len(OPAQUE_PREFIX) :]
+    return ctype
 
 
 def load(raw: bytes) -> tuple[Message, tuple[str, ...]]:
@@ -60,6 +81,8 @@ def load(raw: bytes) -> tuple[Message, tuple[str, ...]]:
             cut = raw.index(_BOUNDARY_LINE, cut + 1)
         raw = raw[:cut]
         defects.append("truncated: too many MIME parts")
+    if b"essage/" in raw:
+        raw = _MESSAGE_TYPE.sub(rb"\1" + OPAQUE_PREFIX.encode() + rb"\2", raw)
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     if msg.get_content_maintype() == "multipart" and not isinstance(msg.get_payload(), list):
         repaired = _repair_boundary(raw, msg)
@@ -92,35 +115,65 @@ def _repair_boundary(raw: bytes, msg: Message) -> Message | None:
     boundary = found.group(1).decode("ascii", "replace").replace('"', "")
     report_type = msg.get_param("report-type")
     params = f'; report-type="{report_type}"' if isinstance(report_type, str) else ""
-    content_type = f'Content-Type: {msg.get_content_type()}{params}; boundary="{boundary}"'
+    field = f'Content-Type: {msg.get_content_type()}{params}; boundary="{boundary}"'
     head = _CONTENT_TYPE_FIELD.sub(b"", head)
-    rebuilt = head + b"\n" + content_type.encode("ascii", "replace") + b"\n\n" + body
+    rebuilt = head + b"\n" + field.encode("ascii", "replace") + b"\n\n" + body
     return email.message_from_bytes(rebuilt, policy=email.policy.compat32)
 
 
-def iter_parts(msg: Message, limit: int = MAX_PARTS) -> Iterator[tuple[Message, bool]]:
-    """Depth-first walk yielding ``(part, inside_original)`` for at most ``limit`` parts.
+def iter_parts(msg: Message, limit: int = MAX_PARTS) -> Iterator[tuple[Message, str, bool]]:
+    """Depth-first walk yielding ``(part, content type, inside_original)`` for at most ``limit``
+    parts.
 
-    ``inside_original`` is true below an attached message/rfc822: those parts belong to the mail
-    we sent, whose text must never be mistaken for the bounce notification.
+    ``inside_original`` is true below an attached message/rfc822 that the stdlib did parse (a
+    folded Content-Type escapes the opaque renaming): those parts belong to the mail we sent,
+    whose text must never be mistaken for the bounce notification.
     """
     stack: list[tuple[Message, bool]] = [(msg, False)]
     seen = 0
     while stack and seen < limit:
         part, inside = stack.pop()
         seen += 1
-        yield part, inside
+        ctype = content_type(part)
+        yield part, ctype, inside
         payload = part.get_payload()
-        ctype = part.get_content_type()
         # Descend into multiparts and attached messages only: compat32 also splits
         # message/delivery-status into per-recipient blocks, which are fields, not parts.
         if isinstance(payload, list) and (
-            ctype in _CONTAINER_TYPES or part.get_content_maintype() == "multipart"
+            ctype in _CONTAINER_TYPES or ctype.startswith("multipart/")
         ):
             child_inside = inside or ctype in _CONTAINER_TYPES
             for child in reversed(payload):
                 if isinstance(child, email.message.Message):
                     stack.append((child, child_inside))
+
+
+class Headers:
+    """A message's header fields by lower-case name (first occurrence), read once.
+
+    ``Message.get`` scans every field on each call; a bounce is asked a dozen questions.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, msg: Message) -> None:
+        values: dict[str, str] = {}
+        for key, value in msg.raw_items():
+            values.setdefault(key.lower(), str(value))
+        self._values = values
+
+    def get(self, name: str) -> str:
+        """The decoded, whitespace-collapsed value of ``name``; '' when absent."""
+        value = self._values.get(name.lower())
+        if value is None:
+            return ""
+        if _ENCODED_WORD in value:
+            value = decode_words(value)
+        return " ".join(fix_surrogates(value).split())
+
+    def has(self, name: str) -> bool:
+        """Whether the field is present at all (even empty)."""
+        return name.lower() in self._values
 
 
 def header(msg: Message, name: str) -> str:
@@ -242,17 +295,19 @@ def container_text(msg: Message) -> str:
     return text
 
 
-def original_headers(part: Message) -> Message | None:
-    """The header block of the original message in a message/rfc822 or rfc822-headers part."""
-    ctype = part.get_content_type()
-    if ctype in _CONTAINER_TYPES:
-        payload = part.get_payload()
-        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-            return payload[0]
+def original_headers(part: Message, ctype: str) -> Headers | None:
+    """The header fields of the original message in a message/rfc822 or rfc822-headers part."""
+    if ctype not in _CONTAINER_TYPES and ctype not in _HEADER_TYPES:
         return None
-    if ctype in _HEADER_TYPES:
-        return _header_parser.parsestr(part_text(part).lstrip())
-    return None
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        if payload and isinstance(payload[0], Message):
+            return Headers(payload[0])
+        return None
+    text = part_text(part).lstrip()
+    # Only the header block is wanted: stop the parser at the first empty line.
+    end = _TEXT_HEADER_END.search(text)
+    return Headers(_header_parser.parsestr(text[: end.start()] if end else text))
 
 
 def first_address(text: str) -> str | None:

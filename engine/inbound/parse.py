@@ -22,10 +22,10 @@ from engine.inbound.arf import parse_feedback_report
 from engine.inbound.classify import classify, clean_status
 from engine.inbound.dsn import DeliveryStatus, parse_delivery_status
 from engine.inbound.message import (
+    Headers,
     Message,
     addresses_in,
     first_address,
-    header,
     iter_parts,
     load,
     original_headers,
@@ -56,7 +56,7 @@ _NOREPLY_LOCALPARTS = frozenset(
     {"noreply", "no-reply", "donotreply", "do-not-reply", "mailer-daemon", "postmaster"}
 )
 #: Headers of the bounce that name us (the VERP address), never the failed recipient.
-_OUR_ADDRESS_HEADERS = ("Return-Path", "Delivered-To", "X-Original-To", "X-Envelope-To")
+_OUR_ADDRESS_HEADERS = ("To", "Return-Path", "Delivered-To", "X-Original-To", "X-Envelope-To")
 _DELAY_KEEPS = frozenset(
     {
         Reason.MAILBOXFULL,
@@ -90,7 +90,7 @@ class _Parts:
         self.statuses: list[str] = []
         self.feedback: list[str] = []
         self.notes: list[str] = []
-        self.original: Message | None = None
+        self.original: Headers | None = None
 
 
 def parse_bounce(raw: bytes, envelope_to: str | None = None) -> BounceReport:
@@ -113,12 +113,13 @@ def parse_bounce(raw: bytes, envelope_to: str | None = None) -> BounceReport:
 
 def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
     msg, defects = load(raw)
-    subject = header(msg, "Subject")
-    from_header = header(msg, "From")
+    heads = Headers(msg)
+    subject = heads.get("Subject")
+    from_header = heads.get("From")
     parts = _collect(msg)
     body = "\n\n".join(parts.notes)
     note = nonstandard.notification_body(body)
-    hints = _hints(msg, parts, body, envelope_to)
+    hints = _hints(heads, parts, body, envelope_to)
 
     if ses.looks_like_ses_json(body):
         report = ses.parse_ses_json(body)
@@ -133,7 +134,7 @@ def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
     if not daemon and autoreply.is_challenge(subject, from_header, note):
         return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
 
-    exclude = _excluded(msg, from_header, hints)
+    exclude = _excluded(heads, from_header, hints)
     scraped = {r.address.lower(): r for r in nonstandard.scrape(note, exclude)} if note else {}
     if parts.statuses or report_type == _REPORT_DELIVERY:
         status = parse_delivery_status("\n\n".join(parts.statuses))
@@ -141,12 +142,12 @@ def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
             recipients = _dsn_recipients(status, scraped)
             return _finish(_report(BounceKind.DSN, recipients), hints, subject, defects)
 
-    if _looks_like_bounce(msg, subject, from_header, daemon, note):
+    if _looks_like_bounce(heads, subject, daemon, note):
         recipients = _nonstandard_recipients(body, note, subject, scraped, hints)
         if recipients:
             return _finish(_report(BounceKind.NONSTANDARD, recipients), hints, subject, defects)
 
-    if autoreply.is_autoreply(msg, subject, note):
+    if autoreply.is_autoreply(heads, subject, note):
         return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
     return _finish(BounceReport(kind=BounceKind.UNKNOWN), hints, subject, defects)
 
@@ -154,13 +155,12 @@ def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
 def _collect(msg: Message) -> _Parts:
     parts = _Parts()
     html_notes: list[str] = []
-    for part, inside in iter_parts(msg):
-        ctype = part.get_content_type()
+    for part, ctype, inside in iter_parts(msg):
         if ctype in _ORIGINAL_TYPES:
             if parts.original is None and not inside:
-                parts.original = original_headers(part)
+                parts.original = original_headers(part, ctype)
             continue
-        if inside or part.get_content_maintype() == "multipart":
+        if inside or ctype.startswith("multipart/"):
             continue
         if ctype in _STATUS_TYPES:
             parts.statuses.append(part_text(part))
@@ -168,7 +168,7 @@ def _collect(msg: Message) -> _Parts:
             parts.feedback.append(part_text(part))
         elif ctype == "text/html":
             html_notes.append(part_text(part))
-        elif part.get_content_maintype() == "text" or ctype == "application/json":
+        elif ctype.startswith("text/") or ctype == "application/json":
             parts.notes.append(part_text(part))
     if not parts.notes and html_notes:
         parts.notes = [_html_to_text(h) for h in html_notes]
@@ -181,15 +181,15 @@ def _html_to_text(markup: str) -> str:
     return html.unescape(_HTML_TAGS.sub(" ", text))
 
 
-def _hints(msg: Message, parts: _Parts, body: str, envelope_to: str | None) -> JobHints:
+def _hints(heads: Headers, parts: _Parts, body: str, envelope_to: str | None) -> JobHints:
     found: dict[str, str | None] = dict.fromkeys(_QUOTED_HEADER)
     original = parts.original
     if original is not None:
-        found["message_id"] = header(original, "Message-ID") or None
-        found["job_id"] = header(original, _JOB_HEADER) or None
-        found["from"] = header(original, "From") or None
-        found["to"] = header(original, "To") or None
-        found["subject"] = header(original, "Subject") or None
+        found["message_id"] = original.get("Message-ID") or None
+        found["job_id"] = original.get(_JOB_HEADER) or None
+        found["from"] = original.get("From") or None
+        found["to"] = original.get("To") or None
+        found["subject"] = original.get("Subject") or None
     tail = body[len(nonstandard.notification_body(body)) :] if body else ""
     for key, pattern in _QUOTED_HEADER.items():
         if found[key] is None:
@@ -199,7 +199,7 @@ def _hints(msg: Message, parts: _Parts, body: str, envelope_to: str | None) -> J
             )
             if match:
                 found[key] = match.group(1).strip()
-    message_id = found["message_id"] or header(msg, "In-Reply-To") or None
+    message_id = found["message_id"] or heads.get("In-Reply-To") or None
     return JobHints(
         envelope_to=envelope_to,
         job_id=found["job_id"],
@@ -221,29 +221,26 @@ def first_bracketed(value: str | None) -> str | None:
     return value.split()[0] if value.split() else None
 
 
-def _excluded(msg: Message, from_header: str, hints: JobHints) -> frozenset[str]:
+def _excluded(heads: Headers, from_header: str, hints: JobHints) -> frozenset[str]:
     """Addresses that are never the failed recipient: ours, the reporter's, the daemon's."""
     excluded = {a.lower() for a in addresses_in(from_header)}
-    excluded.update(a.lower() for a in addresses_in(header(msg, "To")))
     for name in _OUR_ADDRESS_HEADERS:
-        excluded.update(a.lower() for a in addresses_in(header(msg, name)))
+        excluded.update(a.lower() for a in addresses_in(heads.get(name)))
     for value in (hints.envelope_to, hints.original_from):
         if value:
             excluded.add(value.lower())
     return frozenset(excluded)
 
 
-def _looks_like_bounce(
-    msg: Message, subject: str, from_header: str, daemon: bool, note: str
-) -> bool:
+def _looks_like_bounce(heads: Headers, subject: str, daemon: bool, note: str) -> bool:
     if daemon:
         return True
     subject_says = nonstandard.has_bounce_markers(subject)
     body_says = nonstandard.has_bounce_markers(note[:3000])
     if subject_says and body_says:
         return True
-    null_sender = header(msg, "Return-Path").strip() in ("<>", "")
-    return null_sender and msg.get("Return-Path") is not None and (subject_says or body_says)
+    null_sender = heads.has("Return-Path") and heads.get("Return-Path") in ("<>", "")
+    return null_sender and (subject_says or body_says)
 
 
 def _dsn_recipients(

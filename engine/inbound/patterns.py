@@ -1,8 +1,8 @@
 """Diagnostic-text patterns for bounce reasons, loaded from ``config/bounce_patterns.toml``.
 
 The file is read and compiled once per process (``load_patterns`` is cached): every reason's
-phrases become a single alternation regex, searched in the file's priority order over the
-lower-cased, whitespace-collapsed diagnostic.
+phrases become a :class:`~engine.inbound.phrases.PhraseSet`, searched in the file's priority
+order over the lower-cased, whitespace-collapsed diagnostic.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 
 from engine.errors import ConfigError
+from engine.inbound.phrases import PhraseSet
 from engine.inbound.report import Reason
 
 #: The data file shipped with the engine (repo layout: engine/inbound/ -> ../../config/).
@@ -35,23 +36,23 @@ class ReasonPatterns:
 
     __slots__ = ("_ordered", "_primary")
 
-    def __init__(self, entries: list[tuple[Reason, re.Pattern[str]]]) -> None:
+    def __init__(self, entries: list[tuple[Reason, PhraseSet]]) -> None:
         self._ordered = entries
-        self._primary: dict[Reason, re.Pattern[str]] = {}
-        for reason, regex in entries:
-            self._primary.setdefault(reason, regex)
+        self._primary: dict[Reason, PhraseSet] = {}
+        for reason, phrases in entries:
+            self._primary.setdefault(reason, phrases)
 
     def match(self, text: str) -> Reason | None:
         """The highest-priority reason whose pattern occurs in ``text`` (already normalised)."""
-        for reason, regex in self._ordered:
-            if regex.search(text):
+        for reason, phrases in self._ordered:
+            if phrases.search(text):
                 return reason
         return None
 
     def matches_specific(self, reason: Reason, text: str) -> bool:
         """Whether the first (specific-phrase) table of ``reason`` matches ``text``."""
-        regex = self._primary.get(reason)
-        return bool(regex and regex.search(text))
+        phrases = self._primary.get(reason)
+        return bool(phrases and phrases.search(text))
 
     @property
     def reasons(self) -> list[Reason]:
@@ -76,7 +77,7 @@ def load_patterns(path: Path = DEFAULT_PATTERNS_FILE) -> ReasonPatterns:
         ) from None
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
         raise ConfigError(f"bounce pattern file {path} is invalid: {exc}") from None
-    entries: list[tuple[Reason, re.Pattern[str]]] = []
+    entries: list[tuple[Reason, PhraseSet]] = []
     for entry in spec.reason:
         if not entry.patterns:
             raise ConfigError(f"bounce pattern file {path}: reason {entry.name} has no patterns")
@@ -87,6 +88,5 @@ def load_patterns(path: Path = DEFAULT_PATTERNS_FILE) -> ReasonPatterns:
                 raise ConfigError(
                     f"bounce pattern file {path}: bad pattern {pattern!r} for {entry.name}: {exc}"
                 ) from None
-        joined = "|".join(f"(?:{p})" for p in entry.patterns)
-        entries.append((entry.name, re.compile(joined)))
+        entries.append((entry.name, PhraseSet(entry.patterns)))
     return ReasonPatterns(entries)

@@ -1,0 +1,112 @@
+"""Sets of regex phrases searched fast in lower-case text.
+
+Python's ``re`` tries every branch of an alternation at every position, so a few hundred
+phrases joined with ``|`` cost milliseconds per diagnostic (and ten times more with
+IGNORECASE). Most phrases contain a plain literal run ("mailbox", "quota exceeded"); a
+``str.__contains__`` check on it (C speed) rules a phrase out before its regex runs. Callers
+lower-case the text once and write phrases in lower case.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+#: Shorter literals filter too little to be worth the check.
+MIN_LITERAL = 3
+_QUANTIFIERS = frozenset("?*{")
+_ESCAPED_LITERALS = frozenset(".-()[]|/#+*?{}^$\\:'\"<>@&=!%,;_ ")
+
+
+def required_literal(pattern: str) -> str | None:
+    """The longest literal run every match of ``pattern`` must contain, or None.
+
+    Only top-level text counts (groups, classes and top-level alternations give no guarantee);
+    a character followed by ``?``/``*``/``{`` is optional and ends the run.
+    """
+    runs: list[str] = []
+    run: list[str] = []
+    depth = 0
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if depth:
+            if char == "\\":
+                index += 1
+            elif char == "(":
+                depth += 1
+            elif char == ")":
+                depth -= 1
+            index += 1
+            continue
+        literal, width = _literal_at(pattern, index)
+        if literal is None:
+            if char == "|":
+                return None  # a top-level alternative: nothing is required
+            runs.append("".join(run))
+            run = []
+            if char == "(":
+                depth = 1
+            elif char == "[":
+                index = _skip_class(pattern, index)
+            index += width
+            continue
+        following = pattern[index + width : index + width + 1]
+        if following and following in _QUANTIFIERS:
+            runs.append("".join(run))
+            run = []
+        else:
+            run.append(literal)
+        index += width
+    runs.append("".join(run))
+    best = max(runs, key=len)
+    return best if len(best) >= MIN_LITERAL else None
+
+
+def _literal_at(pattern: str, index: int) -> tuple[str | None, int]:
+    """(literal character, width) at ``index``, or (None, width) for a regex construct."""
+    char = pattern[index]
+    if char == "\\":
+        escaped = pattern[index + 1 : index + 2]
+        if escaped and escaped in _ESCAPED_LITERALS:
+            return escaped, 2
+        return None, 2
+    if char in ".^$*+?{}[]|()":
+        return None, 1
+    return char, 1
+
+
+def _skip_class(pattern: str, index: int) -> int:
+    """Index of the ``]`` closing the character class that starts at ``index``."""
+    index += 1
+    if pattern[index : index + 1] == "^":
+        index += 1
+    if pattern[index : index + 1] == "]":
+        index += 1
+    while index < len(pattern) and pattern[index] != "]":
+        index += 2 if pattern[index] == "\\" else 1
+    return index
+
+
+class PhraseSet:
+    """Regex phrases with literal prefilters; ``search`` says whether any occurs."""
+
+    __slots__ = ("_always", "_filtered")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self._filtered: list[tuple[str, re.Pattern[str]]] = []
+        self._always: list[re.Pattern[str]] = []
+        for pattern in patterns:
+            compiled = re.compile(pattern)
+            literal = required_literal(pattern)
+            if literal is None:
+                self._always.append(compiled)
+            else:
+                self._filtered.append((literal, compiled))
+
+    def search(self, text: str) -> bool:
+        """True when some phrase occurs in ``text`` (already lower-cased)."""
+        for literal, regex in self._filtered:
+            if literal in text and regex.search(text):
+                return True
+        return any(regex.search(text) for regex in self._always)
