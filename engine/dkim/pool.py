@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
@@ -58,15 +58,27 @@ class SignerPool:
 
     def sign_many(
         self,
-        messages: Iterable[bytes],
+        messages: Sequence[bytes],
         keys: Sequence[SigningKey],
         *,
         body_hash: bytes | None = None,
         timestamp: int | None = None,
     ) -> list[bytes]:
-        """Sign a batch across all workers, results in input order (blocking; for batch jobs)."""
-        futures = [self.submit(m, keys, body_hash=body_hash, timestamp=timestamp) for m in messages]
-        return [f.result() for f in futures]
+        """Sign a batch across all workers, results in input order (blocking; for batch jobs).
+
+        One task per slice rather than per message: a future per message costs tens of
+        microseconds of GIL-holding bookkeeping, a real share of an Ed25519 signature.
+        """
+
+        def run(part: Sequence[bytes]) -> list[bytes]:
+            return [sign_message(m, keys, body_hash=body_hash, timestamp=timestamp) for m in part]
+
+        step = max(1, -(-len(messages) // (self.workers * 4)))
+        futures = [
+            self._executor.submit(run, messages[i : i + step])
+            for i in range(0, len(messages), step)
+        ]
+        return [signed for f in futures for signed in f.result()]
 
     def close(self) -> None:
         """Finish queued signatures and stop the threads."""
