@@ -41,7 +41,8 @@ class AdminContext:
     after the mail in flight, exactly as on SIGTERM. ``ready`` holds extra readiness probes run
     by ``/readyz`` next to the built-in PostgreSQL, Redis and relay ones. ``shaper``, when given,
     is paused/resumed together with ``oltp.senders`` so an automatic shaping pause is lifted by
-    the same ``resume`` call.
+    the same ``resume`` call. ``paused_refresh_s`` is how stale the dispatcher's view of paused
+    senders may be (its refresh interval); resumed senders' held jobs become due just after it.
     """
 
     cfg: Config
@@ -51,4 +52,5 @@ class AdminContext:
     drain: Callable[[], None]
     ready: Sequence[Probe] = ()
     shaper: SenderPauser | None = None
+    paused_refresh_s: float = 5.0  # engine.dispatch.worker.PausedSenders' default ttl_s
     draining: bool = field(default=False)

@@ -2,7 +2,9 @@
 
 The dispatcher reads ``oltp.senders.paused`` every few seconds and holds a paused sender's jobs
 (back to the queue, reply "sender is paused", not counted as an attempt). Resuming clears the flag
-and makes those held jobs due at once, so the mail does not sit out the rest of its hold.
+and makes those held jobs due again after ``grace_s`` instead of the rest of their hold: the
+grace must outlast the dispatcher's cached view of paused senders, or a released job would be
+claimed while the cache still says "paused" and held for another full hold period.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ async def pause(pool: asyncpg.Pool, tenant_id: str, address: str, reason: str) -
     return None if row is None else _view(row)
 
 
-async def resume(pool: asyncpg.Pool, tenant_id: str, address: str) -> tuple[SenderView | None, int]:
-    """Lift a pause and make the sender's held jobs due now; returns (sender, jobs released)."""
+async def resume(
+    pool: asyncpg.Pool, tenant_id: str, address: str, *, grace_s: float = 0.0
+) -> tuple[SenderView | None, int]:
+    """Lift a pause; held jobs become due in ``grace_s``. Returns (sender, jobs released)."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "UPDATE oltp.senders SET paused = false, paused_reason = NULL"
@@ -69,12 +73,15 @@ async def resume(pool: asyncpg.Pool, tenant_id: str, address: str) -> tuple[Send
         if row is None:
             return None, 0
         res: str = await conn.execute(
-            "UPDATE queue.jobs SET next_attempt_at = now(), updated_at = now()"
+            "UPDATE queue.jobs SET next_attempt_at = now() + make_interval(secs => $4),"
+            " updated_at = now()"
             " WHERE tenant_id = $1 AND sender = lower($2) AND state IN ('queued', 'deferred')"
-            " AND pushed_at IS NULL AND next_attempt_at > now() AND last_reply = ANY($3::text[])",
+            " AND pushed_at IS NULL AND next_attempt_at > now() + make_interval(secs => $4)"
+            " AND last_reply = ANY($3::text[])",
             tenant_id,
             address,
             list(PAUSE_HOLD_REPLIES),
+            grace_s,
         )
         released = int(res.split()[-1])
         if released:

@@ -1,7 +1,8 @@
 """``/v1/senders/{id}/pause|resume``: hold or release one sender's mail (id = From address).
 
 Pausing takes effect at the dispatcher's next refresh of paused senders (a few seconds); jobs
-already handed to a relay finish. Resuming makes the held jobs due at once.
+already handed to a relay finish. Resuming makes the held jobs due just after that refresh
+interval (``AdminContext.paused_refresh_s`` + 1 s) rather than at the end of their hold.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ async def resume(request: web.Request) -> web.Response:
     address = request.match_info["id"]
     q = parse_query(request, TenantQuery)
     sender = await _one_sender(ctx, address, q.tenant)
-    changed, released = await sender_store.resume(ctx.pool, sender.tenant_id, sender.address)
+    changed, released = await sender_store.resume(
+        ctx.pool, sender.tenant_id, sender.address, grace_s=ctx.paused_refresh_s + 1.0
+    )
     if changed is None:
         raise AdminRequestError(f"no sender {address!r}", status=404)
     if ctx.shaper is not None:
@@ -94,7 +97,7 @@ ROUTES = [
         "POST",
         "/v1/senders/{id}/resume",
         resume,
-        "Resume a paused sender (manual or automatic pause); its held jobs become due now",
+        "Resume a paused sender (manual or automatic pause); its held jobs are released",
         "senders",
         query=TenantQuery,
         path_params=_ID,
