@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from engine.dkim import store
-from engine.dkim.crypto_box import KeyBox
+from engine.cli import main
+from engine.dkim import dnscheck, store
+from engine.dkim.crypto_box import KeyBox, generate_master_key
 from engine.dkim.dnscheck import TxtLookup
 from engine.dkim.keys import KeyRing, generate_key
 from engine.dkim.rotation import promote
@@ -147,3 +150,43 @@ async def test_tenants_see_only_their_rows_and_never_the_ciphertext(
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             async with conn.transaction():  # savepoint, so the outer transaction survives
                 await conn.fetch("SELECT private_key_enc FROM oltp.dkim_keys")
+
+
+def test_cli_keygen_to_the_database_then_activate(
+    clean_db: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    master = tmp_path / "master.key"
+    master.write_text(generate_master_key())
+    master.chmod(0o600)
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(f'[database]\ndsn = "{clean_db}"\n[dkim]\nmaster_key_file = "{master}"\n')
+    base = ["--config", str(cfg), "--domain", "acme.example", "--selector", "s1"]
+    assert main(["dkim", "keygen", "--tenant", "acme", "--type", "ed25519", *base]) == 0
+    out = capsys.readouterr().out
+    assert "stored: tenant acme, s1._domainkey.acme.example, state pending" in out
+    assert "private key:" not in out  # stored only; no file unless --out is given
+    txt = out.split("DNS TXT value: ")[1].splitlines()[0]
+
+    published: list[bytes] = []
+
+    async def fake_resolve(name: str, *, timeout: float = 3.0) -> Sequence[bytes]:
+        return published
+
+    monkeypatch.setattr(dnscheck, "resolve_txt", fake_resolve)
+    assert main(["dkim", "activate", "--tenant", "acme", *base]) == 1
+    assert "key stays pending" in capsys.readouterr().out
+    published.append(txt.encode())
+    assert main(["dkim", "activate", "--tenant", "acme", *base]) == 0
+    assert "active: s1._domainkey.acme.example" in capsys.readouterr().out
+
+    async def states() -> list[str]:
+        conn = await asyncpg.connect(clean_db)
+        try:
+            return [r.state for r in await store.list_keys(conn, tenant_id="acme")]
+        finally:
+            await conn.close()
+
+    assert asyncio.run(states()) == ["active"]
