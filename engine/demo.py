@@ -38,6 +38,20 @@ DEMO_DB = "penguinmails_demo"
 DOMAIN = "demo.penguinmails.test"
 SELECTOR = "demo"
 RECIPIENT_DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "icloud.com", "example.org")
+DOMAIN_PROVIDER = {
+    "gmail.com": "gmail",
+    "outlook.com": "outlook",
+    "yahoo.com": "yahoo",
+    "icloud.com": "icloud",
+    "example.org": "example",
+}
+PROVIDER_MX = {
+    "gmail": "gmail-smtp-in.l.google.com",
+    "outlook": "outlook-com.olc.protection.outlook.com",
+    "yahoo": "mta5.am0.yahoodns.net",
+    "icloud": "mx01.mail.icloud.com",
+    "example": "mx.example.org",
+}
 
 
 def _out(text: str) -> None:
@@ -156,6 +170,8 @@ async def _progress(
     conn = await asyncpg.connect(dsn)
     start = time.monotonic()
     counts: dict[str, int] = {}
+    tty = sys.stdout.isatty()
+    last_line = 0.0
     try:
         while True:
             rows = await conn.fetch("SELECT state, count(*) n FROM queue.jobs GROUP BY state")
@@ -163,13 +179,19 @@ async def _progress(
             finished = sum(counts.get(s, 0) for s in ("relayed", "failed", "deferred"))
             elapsed = time.monotonic() - start
             rate = counts.get("relayed", 0) / elapsed if elapsed > 0 else 0.0
-            _out(
-                f"\r  {_bar(finished, total)} {finished:>6}/{total}"
+            line = (
+                f"  {_bar(finished, total)} {finished:>6}/{total}"
                 f"  relayed={counts.get('relayed', 0)}"
                 f" deferred={counts.get('deferred', 0)} failed={counts.get('failed', 0)}"
-                f"  {rate:,.0f} msg/s   "
+                f"  {rate:,.0f} msg/s"
             )
-            if finished >= total and counts.get("sending", 0) == 0:
+            done = finished >= total and counts.get("sending", 0) == 0
+            if tty:
+                _out(f"\r{line}   ")
+            elif done or elapsed - last_line >= 2.0:  # a log, not a screen: a line every 2 s
+                last_line = elapsed
+                _out(f"{line}\n")
+            if done:
                 break
             if daemon.poll() is not None:
                 raise EngineError(f"the daemon exited with code {daemon.returncode}")
@@ -179,7 +201,8 @@ async def _progress(
             await asyncio.sleep(0.25)
     finally:
         await conn.close()
-    _out("\n")
+    if tty:
+        _out("\n")
     counts["_elapsed_ms"] = int((time.monotonic() - start) * 1000)
     return counts
 
@@ -261,7 +284,23 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
                 }
             ],
         },
-        "shaping": {"enabled": False},
+        # Shaping on, with ceilings well above what one sink takes: the demo shows the per-provider
+        # rollup (MX → provider) working offline through [dns.overrides].
+        "shaping": {
+            "enabled": True,
+            "warmup": False,
+            "default_rate_per_s": 5000.0,
+            "providers": [
+                {
+                    "name": p,
+                    "mx_suffixes": [m.split(".", 1)[1]],
+                    "rate_per_s": 5000.0,
+                    "max_connections": 16,
+                }
+                for p, m in PROVIDER_MX.items()
+            ],
+        },
+        "dns": {"overrides": {d: [PROVIDER_MX[p]] for d, p in DOMAIN_PROVIDER.items()}},
         "inbound": {
             "verp_domain": "bounces.penguinmails.test",
             "verp_secret": "demo-secret",
@@ -320,6 +359,11 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
             "(DKIM RSA-2048, PostgreSQL durable)\n"
         )
         _out(f"  sink      {sink.stats.messages} messages, {sink.stats.duplicates} duplicates\n")
+        rows = await pool.fetch(
+            "SELECT provider, sum(relayed) r FROM olap.daily_stats GROUP BY provider ORDER BY 1"
+        )
+        per = ", ".join(f"{r['provider'] or '?'} {float(r['r']) / elapsed:,.0f}/s" for r in rows)
+        _out(f"  providers {per}\n")
         _out(f"  DKIM      {verified}/{len(sink.kept)} sampled messages verified\n")
         _out(f"  daemon    exited {code} after SIGTERM (drained)\n")
         ok = (
