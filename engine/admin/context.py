@@ -8,6 +8,7 @@ from typing import Protocol
 
 import asyncpg
 
+from engine import metrics
 from engine.config import Config
 from engine.queue.streams import Streams
 from engine.relay.results import NodeStatus
@@ -54,3 +55,11 @@ class AdminContext:
     shaper: SenderPauser | None = None
     paused_refresh_s: float = 5.0  # engine.dispatch.worker.PausedSenders' default ttl_s
     draining: bool = field(default=False)
+
+    def mark_draining(self) -> None:
+        """Record that a drain began (``/readyz`` answers 503 from now on); idempotent.
+
+        ``POST /v1/drain`` calls it before ``drain``; the daemon calls it on SIGTERM too.
+        """
+        self.draining = True
+        metrics.DRAINING.set(1)

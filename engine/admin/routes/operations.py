@@ -6,7 +6,6 @@ import logging
 
 from aiohttp import web
 
-from engine import metrics
 from engine.admin.routing import Route, ctx_of, json_response, parse_query
 from engine.admin.schemas import Draining, Nodes, NodesQuery, Queues, QueuesQuery
 from engine.store import jobs as job_store
@@ -39,8 +38,7 @@ async def drain(request: web.Request) -> web.Response:
     """Stop taking work; the daemon exits once the mail in flight is written back."""
     ctx = ctx_of(request)
     if not ctx.draining:
-        ctx.draining = True
-        metrics.DRAINING.set(1)
+        ctx.mark_draining()
         log.warning("drain requested over the admin API", extra={"remote": request.remote})
         ctx.drain()
     return json_response(Draining(True), status=202)
