@@ -9,7 +9,6 @@ Callers check for delivery reports first.
 from __future__ import annotations
 
 from engine.inbound.message import Headers
-from engine.inbound.patterns import normalise
 from engine.inbound.phrases import PhraseSet
 
 _AUTO_SUBMITTED_REPLY = "auto-replied"
@@ -102,16 +101,21 @@ def has_autoreply_headers(headers: Headers) -> bool:
     return any(headers.has(name) for name in _FLAG_HEADERS)
 
 
-def is_challenge(subject: str, from_header: str, text: str) -> bool:
-    """Challenge-response screens (Boxbe, SpamArrest, Bluebottle, "please verify")."""
-    head = normalise(f"{from_header}\n{subject}\n{text[:3000]}")
-    return _CHALLENGE_MARKERS.search(head)
+def is_challenge(text: str) -> bool:
+    """Challenge-response screens (Boxbe, SpamArrest, Bluebottle, "please verify").
+
+    ``text`` is the From, Subject and head of the body, normalised (patterns.normalise).
+    """
+    return _CHALLENGE_MARKERS.search(text)
 
 
 def is_autoreply(headers: Headers, subject: str, text: str) -> bool:
-    """True when the message is an automatic reply (call after bounce/complaint detection)."""
-    if _SUBJECT_MARKERS.search(normalise(subject)):
+    """True when the message is an automatic reply (call after bounce/complaint detection).
+
+    ``subject`` and ``text`` (the head of the body) are normalised (patterns.normalise).
+    """
+    if _SUBJECT_MARKERS.search(subject):
         return True
-    if _BODY_MARKERS.search(normalise(text[:2000])):
+    if _BODY_MARKERS.search(text):
         return True
     return has_autoreply_headers(headers) and bool(text.strip())

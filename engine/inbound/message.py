@@ -21,6 +21,7 @@ import email.policy
 import quopri
 import re
 from collections.abc import Iterator
+from typing import NamedTuple
 
 Message = email.message.Message
 
@@ -43,7 +44,6 @@ _BARE_ADDRESS = re.compile(
 
 _CONTAINER_TYPES = frozenset({"message/rfc822", "message/global"})
 _HEADER_TYPES = frozenset({"text/rfc822-headers", "text/global-headers"})
-_header_parser = email.parser.HeaderParser(policy=email.policy.compat32)
 _TEXT_HEADER_END = re.compile(r"\r?\n[ \t]*\r?\n")
 _DECODABLE_TRANSFER_ENCODINGS = frozenset({"base64", "quoted-printable"})
 
@@ -53,11 +53,6 @@ _DECODABLE_TRANSFER_ENCODINGS = frozenset({"base64", "quoted-printable"})
 #: attachments) recursively, which is most of the parsing cost, and split delivery-status reports
 #: into pseudo-messages. :func:`content_type` maps the names back.
 OPAQUE_PREFIX = "text/x-opaque-"
-_MESSAGE_TYPE = re.compile(
-    rb"^(content-type:[ \t]*)message/(global-delivery-status|delivery-status|feedback-report|"
-    rb"global-headers|rfc822|global|disposition-notification)\b",
-    re.IGNORECASE | re.MULTILINE,
-)
 
 
 def content_type(part: Message) -> str:
@@ -68,8 +63,16 @@ def content_type(part: Message) -> str:
     return ctype
 
 
-def load(raw: bytes) -> tuple[Message, tuple[str, ...]]:
-    """Parse ``raw`` into a compat32 Message; returns it with the defects that cut it short."""
+class Loaded(NamedTuple):
+    """A parsed inbound message: its MIME tree, its top-level header fields, what was cut."""
+
+    msg: Message
+    headers: Headers
+    defects: tuple[str, ...]
+
+
+def load(raw: bytes) -> Loaded:
+    """Parse ``raw`` into a compat32 Message (after the cheap cuts and renames described above)."""
     defects: list[str] = []
     if len(raw) > MAX_PARSE_BYTES:
         raw = raw[:MAX_PARSE_BYTES]
@@ -81,15 +84,107 @@ def load(raw: bytes) -> tuple[Message, tuple[str, ...]]:
             cut = raw.index(_BOUNDARY_LINE, cut + 1)
         raw = raw[:cut]
         defects.append("truncated: too many MIME parts")
-    if b"essage/" in raw:
-        raw = _MESSAGE_TYPE.sub(rb"\1" + OPAQUE_PREFIX.encode() + rb"\2", raw)
+    raw = _make_opaque(raw)
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     if msg.get_content_maintype() == "multipart" and not isinstance(msg.get_payload(), list):
         repaired = _repair_boundary(raw, msg)
         if repaired is not None:
             msg = repaired
             defects.append("repaired: multipart boundary did not match the parts")
-    return msg, tuple(defects)
+    return Loaded(msg, Headers(msg), tuple(defects))
+
+
+_MESSAGE_SUBTYPES = (
+    b"global-delivery-status",
+    b"delivery-status",
+    b"feedback-report",
+    b"global-headers",
+    b"disposition-notification",
+    b"rfc822",
+    b"global",
+)
+_ORIGINAL_SUBTYPES = (b"rfc822", b"global")
+_CONTENT_TYPE_NAME = b"content-type:"
+_MESSAGE_SLASH = b"message/"
+_TOKEN_END = b" \t\r\n;"
+#: Original bodies shorter than this are left alone (not worth the copy).
+_MIN_BODY_TO_DROP = 512
+
+
+def _make_opaque(raw: bytes) -> bytes:
+    """Rename ``Content-Type: message/...`` fields to OPAQUE_PREFIX and drop the original's body.
+
+    Plain ``bytes.find`` scans instead of a MULTILINE/IGNORECASE regex: those cost more than
+    the MIME parse on bounces with long header blocks.
+    """
+    lowered = raw.lower()
+    position = lowered.find(_MESSAGE_SLASH)
+    if position < 0:
+        return raw
+    pieces: list[bytes] = []
+    done = 0
+    original_at = -1
+    while position >= 0:
+        subtype = _subtype_at(lowered, position)
+        if subtype is not None and _in_content_type_field(lowered, position):
+            pieces.append(raw[done:position])
+            pieces.append(OPAQUE_PREFIX.encode())
+            done = position + len(_MESSAGE_SLASH)
+            if original_at < 0 and subtype in _ORIGINAL_SUBTYPES:
+                original_at = sum(map(len, pieces))
+        position = lowered.find(_MESSAGE_SLASH, position + len(_MESSAGE_SLASH))
+    if not pieces:
+        return raw
+    pieces.append(raw[done:])
+    renamed = b"".join(pieces)
+    return _drop_original_body(renamed, original_at) if original_at >= 0 else renamed
+
+
+def _subtype_at(lowered: bytes, position: int) -> bytes | None:
+    start = position + len(_MESSAGE_SLASH)
+    for subtype in _MESSAGE_SUBTYPES:
+        end = start + len(subtype)
+        if lowered.startswith(subtype, start) and (
+            end >= len(lowered) or lowered[end] in _TOKEN_END
+        ):
+            return subtype
+    return None
+
+
+def _in_content_type_field(lowered: bytes, position: int) -> bool:
+    """True when ``position`` follows ``Content-Type:`` (and blanks) at the start of a line."""
+    line_start = lowered.rfind(b"\n", 0, position) + 1
+    if not lowered.startswith(_CONTENT_TYPE_NAME, line_start):
+        return False
+    return not lowered[line_start + len(_CONTENT_TYPE_NAME) : position].strip()
+
+
+def _blank_line_end(raw: bytes, start: int) -> int:
+    """Index just past the first empty line at or after ``start`` (LF or CRLF), or -1."""
+    ends = [i + 2 for i in (raw.find(b"\n\n", start),) if i >= 0]
+    ends += [i + 3 for i in (raw.find(b"\n\r\n", start),) if i >= 0]
+    return min(ends) if ends else -1
+
+
+def _drop_original_body(raw: bytes, part_at: int) -> bytes:
+    """Remove the body of the attached original message, up to its first ``--`` line.
+
+    We only read the original's header block, but the parser would walk every line of its
+    body. No MIME boundary is touched: boundaries are lines starting with ``--`` and the cut
+    stops before the first such line, so the parse tree is unchanged.
+    """
+    part_headers_end = _blank_line_end(raw, part_at)
+    if part_headers_end < 0:
+        return raw
+    start = _blank_line_end(raw, part_headers_end)
+    if start < 0:
+        return raw
+    stop = raw.find(b"\n--", start)
+    if stop < 0:
+        stop = len(raw)
+    if stop - start < _MIN_BODY_TO_DROP:
+        return raw
+    return raw[:start] + raw[stop:]
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -156,10 +251,11 @@ class Headers:
 
     __slots__ = ("_values",)
 
-    def __init__(self, msg: Message) -> None:
-        values: dict[str, str] = {}
-        for key, value in msg.raw_items():
-            values.setdefault(key.lower(), str(value))
+    def __init__(self, msg: Message | None = None, fields: dict[str, str] | None = None) -> None:
+        values: dict[str, str] = dict(fields) if fields else {}
+        if msg is not None:
+            for key, value in msg.raw_items():
+                values.setdefault(key.lower(), str(value))
         self._values = values
 
     def get(self, name: str) -> str:
@@ -263,8 +359,13 @@ def part_text(part: Message) -> str:
         data = None
     if not isinstance(data, bytes):
         return fix_surrogates(str(payload))[:MAX_TEXT_CHARS]
+    data = data[:MAX_TEXT_CHARS]
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    if data.isascii():  # the common case: no charset lookup (get_param is slow) needed
+        return data.decode("ascii")
     charset = part.get_param("charset")
-    return decode_bytes(data[:MAX_TEXT_CHARS], charset if isinstance(charset, str) else None)
+    return decode_bytes(data, charset if isinstance(charset, str) else None)
 
 
 def _decode_transfer(text: str, encoding: str) -> str:
@@ -305,9 +406,35 @@ def original_headers(part: Message, ctype: str) -> Headers | None:
             return Headers(payload[0])
         return None
     text = part_text(part).lstrip()
-    # Only the header block is wanted: stop the parser at the first empty line.
+    # Only the header block is wanted (the body of the mail we sent is of no interest). Its
+    # fields are read with the same RFC 5322 field reader as delivery-status blocks: building
+    # a Message through the feed parser costs more than the rest of the bounce.
     end = _TEXT_HEADER_END.search(text)
-    return Headers(_header_parser.parsestr(text[: end.start()] if end else text))
+    return Headers(fields=read_fields(text[: end.start()] if end else text))
+
+
+def read_fields(block: str) -> dict[str, str]:
+    """``{lower-case name: value}`` of one RFC 5322 field block (first occurrence wins;
+    continuation lines unfolded with a space)."""
+    fields: dict[str, str] = {}
+    last: str | None = None
+    for line in block.split("\n"):
+        if line[:1] in (" ", "\t"):
+            if last is not None:
+                fields[last] = f"{fields[last]} {line.strip()}"
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip()
+        if not colon or not name or " " in name or "\t" in name:
+            last = None
+            continue
+        key = name.lower()
+        if key in fields:
+            last = None
+            continue
+        fields[key] = value.strip()
+        last = key
+    return fields
 
 
 def first_address(text: str) -> str | None:
@@ -322,3 +449,31 @@ def first_address(text: str) -> str | None:
 def addresses_in(text: str) -> list[str]:
     """Every e-mail address-looking token in ``text`` in order of appearance."""
     return [m.group(1) for m in _BARE_ADDRESS.finditer(text)]
+
+
+def same_length_lower(text: str) -> str:
+    """``text.lower()``, keeping indexes valid (the few characters that change length when
+    lower-cased are left as they are)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+def quoted_field(text: str, lowered: str, name: str, *, indented: bool) -> str | None:
+    """The value of the first ``Name: value`` line in pasted header text, or None.
+
+    ``lowered`` is :func:`same_length_lower` of ``text``. Unless ``indented``, the field must
+    start its line (so ``h=From:To:Subject`` inside a DKIM signature is not taken for it).
+    """
+    key = name.lower() + ":"
+    position = lowered.find(key)
+    while position >= 0:
+        line_start = lowered.rfind("\n", 0, position) + 1
+        if line_start == position or (indented and not text[line_start:position].strip()):
+            end = text.find("\n", position)
+            value = text[position + len(key) : end if end >= 0 else len(text)].strip()
+            if value:
+                return value
+        position = lowered.find(key, position + len(key))
+    return None

@@ -16,7 +16,6 @@ import re
 
 import msgspec
 
-from engine.inbound.patterns import normalise
 from engine.inbound.phrases import PhraseSet
 
 #: Lines of notification text examined at most.
@@ -223,15 +222,15 @@ def is_daemon_sender(from_header: str) -> bool:
 
 
 def has_bounce_markers(text: str) -> bool:
-    """True when ``text`` (a subject or the head of a notification) says delivery failed."""
-    return BOUNCE_MARKERS.search(normalise(text))
+    """True when ``text`` (a subject or the head of a notification, normalised) says delivery
+    failed."""
+    return BOUNCE_MARKERS.search(text)
 
 
 def is_delay_notice(subject: str, text: str) -> bool:
-    """True for "still trying" warnings (a delay, not a failure: the recipient stays soft)."""
-    return _DELAY_MARKERS.search(normalise(subject)) or _DELAY_MARKERS.search(
-        normalise(text[:4000])
-    )
+    """True for "still trying" warnings (a delay, not a failure: the recipient stays soft).
+    Both arguments are normalised."""
+    return _DELAY_MARKERS.search(subject) or _DELAY_MARKERS.search(text)
 
 
 def scrape(text: str, exclude: frozenset[str]) -> list[ScrapedRecipient]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from typing import NamedTuple
 
 from engine.inbound import autoreply, nonstandard, ses
 from engine.inbound.arf import parse_feedback_report
@@ -30,7 +31,10 @@ from engine.inbound.message import (
     load,
     original_headers,
     part_text,
+    quoted_field,
+    same_length_lower,
 )
+from engine.inbound.patterns import normalise
 from engine.inbound.report import (
     BounceKind,
     BounceReport,
@@ -68,14 +72,29 @@ _DELAY_KEEPS = frozenset(
         Reason.HOSTUNKNOWN,
     }
 )
-_PASTED_DSN = re.compile(r"^(?:final|original)-recipient:", re.IGNORECASE | re.MULTILINE)
-_QUOTED_HEADER = {
-    "message_id": re.compile(r"^\s*message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE),
-    "job_id": re.compile(r"^\s*x-pm-job-id:\s*([^\s<>]+)", re.IGNORECASE | re.MULTILINE),
-    "from": re.compile(r"^from:\s*(.+)$", re.IGNORECASE | re.MULTILINE),
-    "to": re.compile(r"^to:\s*(.+)$", re.IGNORECASE | re.MULTILINE),
-    "subject": re.compile(r"^subject:\s*(.+)$", re.IGNORECASE | re.MULTILINE),
+_PASTED_DSN = re.compile(r"(?:^|\n)(?:[Ff]inal|[Oo]riginal)-[Rr]ecipient:")
+#: Fields of the original message that map a bounce to its job (hint key -> field name).
+_QUOTED_FIELDS = {
+    "message_id": "Message-ID",
+    "job_id": _JOB_HEADER,
+    "from": "From",
+    "to": "To",
+    "subject": "Subject",
 }
+#: Identifiers are distinctive enough to be trusted even when quoted indented.
+_ID_FIELDS = frozenset({"message_id", "job_id"})
+#: Characters of the notification read for marker phrases.
+_HEAD_CHARS = 3000
+
+
+class _View(NamedTuple):
+    """Normalised (lower-case, whitespace-collapsed) text the marker phrases are matched on."""
+
+    subject: str
+    sender: str
+    head: str
+
+
 _HTML_BREAKS = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h\d)[^>]*>", re.IGNORECASE)
 _HTML_TAGS = re.compile(r"<[^>]*>")
 _HTML_HIDDEN = re.compile(r"<(style|script|head)[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
@@ -112,14 +131,15 @@ def parse_bounce(raw: bytes, envelope_to: str | None = None) -> BounceReport:
 
 
 def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
-    msg, defects = load(raw)
-    heads = Headers(msg)
+    msg, heads, defects = load(raw)
     subject = heads.get("Subject")
     from_header = heads.get("From")
     parts = _collect(msg)
     body = "\n\n".join(parts.notes)
     note = nonstandard.notification_body(body)
-    hints = _hints(heads, parts, body, envelope_to)
+    hints = _hints(heads, parts, body, note, envelope_to)
+    # Marker phrases are matched against this normalised view, computed once.
+    view = _View(normalise(subject), normalise(from_header), normalise(note[:_HEAD_CHARS]))
 
     if ses.looks_like_ses_json(body):
         report = ses.parse_ses_json(body)
@@ -131,7 +151,7 @@ def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
         return _finish(_complaint(parts, hints), hints, subject, defects)
 
     daemon = nonstandard.is_daemon_sender(from_header)
-    if not daemon and autoreply.is_challenge(subject, from_header, note):
+    if not daemon and autoreply.is_challenge(f"{view.sender} {view.subject} {view.head}"):
         return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
 
     exclude = _excluded(heads, from_header, hints)
@@ -142,12 +162,12 @@ def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
             recipients = _dsn_recipients(status, scraped)
             return _finish(_report(BounceKind.DSN, recipients), hints, subject, defects)
 
-    if _looks_like_bounce(heads, subject, daemon, note):
-        recipients = _nonstandard_recipients(body, note, subject, scraped, hints)
+    if _looks_like_bounce(heads, view, daemon):
+        recipients = _nonstandard_recipients(body, note, view, scraped, hints)
         if recipients:
             return _finish(_report(BounceKind.NONSTANDARD, recipients), hints, subject, defects)
 
-    if autoreply.is_autoreply(heads, subject, note):
+    if autoreply.is_autoreply(heads, view.subject, view.head):
         return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
     return _finish(BounceReport(kind=BounceKind.UNKNOWN), hints, subject, defects)
 
@@ -181,28 +201,30 @@ def _html_to_text(markup: str) -> str:
     return html.unescape(_HTML_TAGS.sub(" ", text))
 
 
-def _hints(heads: Headers, parts: _Parts, body: str, envelope_to: str | None) -> JobHints:
-    found: dict[str, str | None] = dict.fromkeys(_QUOTED_HEADER)
+def _hints(
+    heads: Headers, parts: _Parts, body: str, note: str, envelope_to: str | None
+) -> JobHints:
+    found: dict[str, str | None] = dict.fromkeys(_QUOTED_FIELDS)
     original = parts.original
     if original is not None:
-        found["message_id"] = original.get("Message-ID") or None
-        found["job_id"] = original.get(_JOB_HEADER) or None
-        found["from"] = original.get("From") or None
-        found["to"] = original.get("To") or None
-        found["subject"] = original.get("Subject") or None
-    tail = body[len(nonstandard.notification_body(body)) :] if body else ""
-    for key, pattern in _QUOTED_HEADER.items():
-        if found[key] is None:
-            # A copy of the original pasted into the text part (qmail, Exim, Sendmail).
-            match = pattern.search(tail) or (
-                pattern.search(body) if key in ("message_id", "job_id") else None
-            )
-            if match:
-                found[key] = match.group(1).strip()
+        for key, name in _QUOTED_FIELDS.items():
+            found[key] = original.get(name) or None
+    if None in found.values() and body:
+        # A copy of the original pasted into the text part (qmail, Exim, Sendmail): read its
+        # fields below the notification (Message-ID and our job header anywhere in the body).
+        tail = body[len(note) :]
+        lowered_tail, lowered_body = same_length_lower(tail), same_length_lower(body)
+        for key, name in _QUOTED_FIELDS.items():
+            if found[key] is None:
+                indented = key in _ID_FIELDS
+                found[key] = quoted_field(tail, lowered_tail, name, indented=indented)
+                if found[key] is None and indented:
+                    found[key] = quoted_field(body, lowered_body, name, indented=True)
     message_id = found["message_id"] or heads.get("In-Reply-To") or None
+    job_id = found["job_id"].split()[0] if found["job_id"] else None
     return JobHints(
         envelope_to=envelope_to,
-        job_id=found["job_id"],
+        job_id=job_id,
         message_id=first_bracketed(message_id),
         original_from=first_address(found["from"]) if found["from"] else None,
         original_to=first_address(found["to"]) if found["to"] else None,
@@ -232,11 +254,11 @@ def _excluded(heads: Headers, from_header: str, hints: JobHints) -> frozenset[st
     return frozenset(excluded)
 
 
-def _looks_like_bounce(heads: Headers, subject: str, daemon: bool, note: str) -> bool:
+def _looks_like_bounce(heads: Headers, view: _View, daemon: bool) -> bool:
     if daemon:
         return True
-    subject_says = nonstandard.has_bounce_markers(subject)
-    body_says = nonstandard.has_bounce_markers(note[:3000])
+    subject_says = nonstandard.has_bounce_markers(view.subject)
+    body_says = nonstandard.has_bounce_markers(view.head)
     if subject_says and body_says:
         return True
     null_sender = heads.has("Return-Path") and heads.get("Return-Path") in ("<>", "")
@@ -278,14 +300,14 @@ def _dsn_recipients(
 def _nonstandard_recipients(
     body: str,
     note: str,
-    subject: str,
+    view: _View,
     scraped: dict[str, nonstandard.ScrapedRecipient],
     hints: JobHints,
 ) -> list[Recipient]:
-    delayed = nonstandard.is_delay_notice(subject, note)
+    delayed = nonstandard.is_delay_notice(view.subject, view.head)
     action = _ACTION_DELAYED if delayed else _ACTION_FAILED
     found = list(scraped.values())
-    if not found and _PASTED_DSN.search(body):
+    if not found and _PASTED_DSN.search(body) is not None:
         pasted = parse_delivery_status(body)
         return _dsn_recipients(pasted, {}) if pasted.recipients else []
     if not found and hints.original_to:

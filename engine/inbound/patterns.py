@@ -32,22 +32,25 @@ class _PatternFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ReasonPatterns:
-    """Compiled reason patterns in priority order."""
+    """Compiled reason patterns in priority order (one PhraseSet over the whole file)."""
 
-    __slots__ = ("_ordered", "_primary")
+    __slots__ = ("_all", "_primary", "_reason_of")
 
-    def __init__(self, entries: list[tuple[Reason, PhraseSet]]) -> None:
-        self._ordered = entries
+    def __init__(self, entries: list[tuple[Reason, list[str]]]) -> None:
+        self._reason_of: list[Reason] = []
+        flat: list[str] = []
         self._primary: dict[Reason, PhraseSet] = {}
-        for reason, phrases in entries:
-            self._primary.setdefault(reason, phrases)
+        for reason, patterns in entries:
+            self._reason_of.extend([reason] * len(patterns))
+            flat.extend(patterns)
+            if reason not in self._primary:
+                self._primary[reason] = PhraseSet(patterns)
+        self._all = PhraseSet(flat)
 
     def match(self, text: str) -> Reason | None:
         """The highest-priority reason whose pattern occurs in ``text`` (already normalised)."""
-        for reason, phrases in self._ordered:
-            if phrases.search(text):
-                return reason
-        return None
+        index = self._all.first_index(text)
+        return None if index is None else self._reason_of[index]
 
     def matches_specific(self, reason: Reason, text: str) -> bool:
         """Whether the first (specific-phrase) table of ``reason`` matches ``text``."""
@@ -77,7 +80,7 @@ def load_patterns(path: Path = DEFAULT_PATTERNS_FILE) -> ReasonPatterns:
         ) from None
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
         raise ConfigError(f"bounce pattern file {path} is invalid: {exc}") from None
-    entries: list[tuple[Reason, PhraseSet]] = []
+    entries: list[tuple[Reason, list[str]]] = []
     for entry in spec.reason:
         if not entry.patterns:
             raise ConfigError(f"bounce pattern file {path}: reason {entry.name} has no patterns")
@@ -88,5 +91,5 @@ def load_patterns(path: Path = DEFAULT_PATTERNS_FILE) -> ReasonPatterns:
                 raise ConfigError(
                     f"bounce pattern file {path}: bad pattern {pattern!r} for {entry.name}: {exc}"
                 ) from None
-        entries.append((entry.name, PhraseSet(entry.patterns)))
+        entries.append((entry.name, entry.patterns))
     return ReasonPatterns(entries)

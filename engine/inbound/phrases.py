@@ -88,25 +88,56 @@ def _skip_class(pattern: str, index: int) -> int:
     return index
 
 
-class PhraseSet:
-    """Regex phrases with literal prefilters; ``search`` says whether any occurs."""
+#: Up to this length a text is indexed by its 3-grams; longer ones are scanned literal by literal.
+_GRAM_TEXT_LIMIT = 600
 
-    __slots__ = ("_always", "_filtered")
+
+class PhraseSet:
+    """Regex phrases with literal prefilters, kept in order.
+
+    ``first_index`` finds the first phrase (in the given order) that occurs. Short texts (a
+    diagnostic) are cut into 3-grams and only the phrases whose literal starts with one of them
+    are tried; long texts are checked literal by literal.
+    """
+
+    __slots__ = ("_always", "_by_gram", "_phrases")
 
     def __init__(self, patterns: Iterable[str]) -> None:
-        self._filtered: list[tuple[str, re.Pattern[str]]] = []
-        self._always: list[re.Pattern[str]] = []
-        for pattern in patterns:
-            compiled = re.compile(pattern)
+        self._phrases: list[tuple[str | None, re.Pattern[str]]] = []
+        self._by_gram: dict[str, list[int]] = {}
+        self._always: list[int] = []
+        for index, pattern in enumerate(patterns):
             literal = required_literal(pattern)
+            self._phrases.append((literal, re.compile(pattern)))
             if literal is None:
-                self._always.append(compiled)
+                self._always.append(index)
             else:
-                self._filtered.append((literal, compiled))
+                self._by_gram.setdefault(literal[:MIN_LITERAL], []).append(index)
+
+    def __len__(self) -> int:
+        return len(self._phrases)
+
+    def first_index(self, text: str) -> int | None:
+        """Position of the first phrase that occurs in ``text`` (lower-cased), or None."""
+        if len(text) > _GRAM_TEXT_LIMIT:
+            for index, (literal, regex) in enumerate(self._phrases):
+                if (literal is None or literal in text) and regex.search(text):
+                    return index
+            return None
+        by_gram = self._by_gram
+        candidates = list(self._always)
+        for gram in {text[i : i + MIN_LITERAL] for i in range(len(text) - MIN_LITERAL + 1)}:
+            found = by_gram.get(gram)
+            if found:
+                candidates.extend(found)
+        candidates.sort()
+        phrases = self._phrases
+        for index in candidates:
+            literal, regex = phrases[index]
+            if (literal is None or literal in text) and regex.search(text):
+                return index
+        return None
 
     def search(self, text: str) -> bool:
         """True when some phrase occurs in ``text`` (already lower-cased)."""
-        for literal, regex in self._filtered:
-            if literal in text and regex.search(text):
-                return True
-        return any(regex.search(text) for regex in self._always)
+        return self.first_index(text) is not None
