@@ -190,6 +190,7 @@ class Engine:
             "shaping": {"enabled": shaping, "default_rate_per_s": 100000.0, "warmup": False},
             "dns": {"overrides": {"example.com": ["mx.example.com"]}},
             "inbound": {"enabled": False},
+            "admin": {"listen": "127.0.0.1:0"},
             "log": {"level": "warning"},
         }
         self.config = tmp / "engine.toml"

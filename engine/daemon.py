@@ -20,6 +20,7 @@ import uvloop
 
 from engine import config as config_mod
 from engine import logs, metrics, sdnotify
+from engine.admin import AdminContext, AdminServer, run_collector
 from engine.config import Config
 from engine.dispatch.seams import Shaper as ShaperSeam
 from engine.dispatch.shaping import build_shaper
@@ -39,7 +40,10 @@ log = logging.getLogger("engine.daemon")
 
 
 def consumer_name(cfg: Config) -> str:
-    return cfg.queue.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+    """Unique per process: the Redis consumer and the PostgreSQL lease owner."""
+    base = cfg.queue.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+    worker = os.environ.get("ENGINE_WORKER_INDEX")
+    return f"{base}-w{worker}" if worker and cfg.queue.consumer_name else base
 
 
 class Daemon:
@@ -53,6 +57,7 @@ class Daemon:
         self.consumer = consumer_name(cfg)
         self.extra_tasks: list[asyncio.Task[Any]] = []
         self.inbound: InboundService | None = None  # set once listening (tests read its port)
+        self.admin_ctx: AdminContext | None = None
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -61,6 +66,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
 
     def _on_stop(self, sig: signal.Signals) -> None:
+        if self.admin_ctx is not None:
+            self.admin_ctx.mark_draining()
         if not self.stop.is_set():
             log.info("stopping: draining in-flight mail", extra={"signal": sig.name})
             sdnotify.notify("STOPPING=1\nSTATUS=draining in-flight mail")
@@ -77,16 +84,16 @@ class Daemon:
         logs.setup(new.log.level, new.log.format)
         self.cfg = new
         log.info("configuration reloaded (log level, shaping limits; restart for nodes/DSNs)")
-        sdnotify.notify("RELOADING=0\nSTATUS=configuration reloaded")
+        sdnotify.notify("STATUS=configuration reloaded")
 
     async def _build_shaper(self, client: Any, pool: Any) -> ShaperSeam | None:
         if not self.cfg.shaping.enabled:
             return None
         return await build_shaper(self.cfg, client, pool)
 
-    async def run(self) -> int:
+    async def _connect(self) -> tuple[Any, Any, streams_mod.Streams]:
+        """PostgreSQL (migrated) and Redis, or a clear error naming the one that failed."""
         cfg = self.cfg
-        self._signals()
         await migrate(cfg.database.dsn)
         pool = await pool_mod.connect(cfg.database)
         client = streams_mod.connect(cfg.redis)
@@ -97,6 +104,27 @@ class Daemon:
         except Exception as exc:
             await pool.close()
             raise streams_mod.queue_error(exc, cfg.redis.url) from None
+        return pool, client, streams
+
+    async def _start_inbound(self, pool: Any, shaper: ShaperSeam | None) -> InboundService | None:
+        cfg = self.cfg.inbound
+        if not cfg.enabled:
+            return None
+        inbound = InboundService(cfg, pool, shaper if isinstance(shaper, Shaper) else None)
+        try:
+            await inbound.start()
+        except OSError as exc:
+            raise EngineError(
+                f"inbound listener cannot listen on {cfg.listen}: {exc.strerror}",
+                hint="set [inbound] listen to a free address, or enabled = false",
+            ) from None
+        self.inbound = inbound
+        return inbound
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        self._signals()
+        pool, client, streams = await self._connect()
         signer = build_signer(cfg) if cfg.dkim.enabled else None
         relay = RelayPool(cfg.relay)
         await relay.start()
@@ -110,37 +138,34 @@ class Daemon:
             signer=signer,
             shaper=shaper,
         )
-        inbound: InboundService | None = None
-        self.inbound = None
-        if cfg.inbound.enabled:
-            inbound = InboundService(
-                cfg.inbound, pool, shaper if isinstance(shaper, Shaper) else None
-            )
-            try:
-                await inbound.start()
-                self.inbound = inbound
-            except OSError as exc:
-                raise EngineError(
-                    f"inbound listener cannot listen on {cfg.inbound.listen}: {exc.strerror}",
-                    hint="set [inbound] listen to a free address, or enabled = false",
-                ) from None
+        self.admin_ctx = admin_ctx = AdminContext(
+            cfg=cfg,
+            pool=pool,
+            streams=streams,
+            relay=relay,
+            drain=lambda: self._on_stop(signal.SIGTERM),
+            shaper=shaper if isinstance(shaper, Shaper) else None,
+            paused_refresh_s=dispatcher.paused.ttl_s,
+        )
+        admin = AdminServer(admin_ctx) if cfg.admin.enabled else None
+        if admin is not None:
+            await admin.start()  # before READY=1: a bad listen address or token fails the start
+        inbound = await self._start_inbound(pool, shaper)
         feeder = feeder_mod.Feeder(pool, streams, cfg.queue, cfg.database.dsn)
-        background = [
-            asyncio.create_task(feeder.run(self.halt), name="feeder"),
-            asyncio.create_task(
-                reconciler.run(pool, streams, cfg.queue, self.consumer, self.halt),
-                name="reconciler",
-            ),
-            asyncio.create_task(self._loop_lag(), name="loop-lag"),
-            asyncio.create_task(self._watchdog(), name="watchdog"),
-            *self.extra_tasks,
+        loops = [
+            feeder.run(self.halt),
+            reconciler.run(pool, streams, cfg.queue, self.consumer, self.halt),
+            self._loop_lag(),
+            self._watchdog(),
+            run_collector(admin_ctx, self.halt),
         ]
         if signer is not None:
-            background.append(asyncio.create_task(signer.refresh_loop(pool, self.halt)))
+            loops.append(signer.refresh_loop(pool, self.halt))
         if inbound is not None:
-            background.append(asyncio.create_task(inbound.run(self.halt), name="inbound"))
+            loops.append(inbound.run(self.halt))
         if isinstance(shaper, Shaper):
-            background.append(asyncio.create_task(shaper.run(self.halt, pool), name="shaping"))
+            loops.append(shaper.run(self.halt, pool))
+        background = [asyncio.create_task(c) for c in loops] + self.extra_tasks
         log.info(
             "engine started",
             extra={"consumer": self.consumer, "nodes": [n.name for n in cfg.relay.nodes]},
@@ -149,6 +174,8 @@ class Daemon:
         try:
             await dispatcher.run(self.stop)
         finally:
+            if admin is not None:
+                await admin.close()  # kept up during the drain, so /readyz says "draining"
             self.halt.set()
             for task in background:
                 task.cancel()

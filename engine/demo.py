@@ -306,6 +306,7 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
             "verp_secret": "demo-secret",
             "listen": "127.0.0.1:0",
         },
+        "admin": {"listen": "127.0.0.1:0"},
         "log": {"level": "warning"},
     }
     cfg_file = tmp / "engine.toml"

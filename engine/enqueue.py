@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import asyncpg
 import msgspec
 
+from engine import metrics
 from engine.compose.address import parse_address
 from engine.compose.validate import validate_job
 from engine.errors import JobValidationError
@@ -116,6 +117,9 @@ async def enqueue(
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start : start + CHUNK]
         results.extend(await _enqueue_chunk(pool, chunk, start, max_message_bytes, max_age_s))
+    accepted = sum(1 for r in results if r.job_id is not None)
+    metrics.ENQUEUED.inc(accepted)
+    metrics.ENQUEUE_REJECTED.inc(len(results) - accepted)
     return results
 
 

@@ -105,6 +105,7 @@ def make_config(dsn: str, prefix: str, **sections: dict[str, object]) -> Config:
         "database": {"dsn": dsn, "pool_min": 1, "pool_max": 5},
         "redis": {"url": REDIS_URL, "prefix": prefix},
         "inbound": {"listen": "127.0.0.1:0"},
+        "admin": {"listen": "127.0.0.1:0"},
     }
     for name, values in sections.items():
         base = data.get(name, {})

@@ -34,6 +34,13 @@ def load_config(args: argparse.Namespace) -> Config:
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the core subcommands."""
     p = sub.add_parser("run", parents=[common], help="run the daemon")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes (one event loop per core), supervised; default 1",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("migrate", parents=[common], help="apply database migrations")
@@ -61,6 +68,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.workers > 1:
+        from engine import logs
+        from engine.supervisor import supervise
+
+        cfg = load_config(args)  # validate once before starting anything
+        logs.setup(cfg.log.level, cfg.log.format)
+        return supervise(args.workers, args.config)
     from engine.daemon import run_daemon
 
     return run_daemon(args.config)

@@ -55,6 +55,8 @@ def write_config(
         "enabled = false",
         "[inbound]",
         'listen = "127.0.0.1:0"',
+        "[admin]",
+        'listen = "127.0.0.1:0"',
         "[log]",
         'level = "warning"',
         "[relay]",

@@ -10,7 +10,6 @@ import logging
 
 from aiohttp import web
 
-from engine import metrics
 from engine.admin.routing import Route, ctx_of, int_param, json_response, parse_query, read_body
 from engine.admin.schemas import (
     CancelResult,
@@ -53,8 +52,6 @@ async def post_messages(request: web.Request) -> web.Response:
     )
     accepted = sum(1 for r in results if r.job_id is not None)
     rejected = len(results) - accepted
-    metrics.ENQUEUED.inc(accepted)
-    metrics.ENQUEUE_REJECTED.inc(rejected)
     log.info("enqueued over the admin API", extra={"accepted": accepted, "rejected": rejected})
     answer = EnqueueResponse(accepted=accepted, rejected=rejected, results=results)
     # 422 only when nothing at all could be stored: a partial batch is a success to retry from.
