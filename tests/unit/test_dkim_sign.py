@@ -321,3 +321,38 @@ def test_a_raw_digest_as_body_hash_is_refused() -> None:
     raw = base64.b64decode(canon.message_body_hash(MESSAGE))
     with pytest.raises(DkimMessageError, match="base64 value"):
         sign(MESSAGE, [key()], body_hash=raw)
+
+
+def test_rsa_signing_releases_the_gil() -> None:
+    """The thread pool only helps if OpenSSL runs without the GIL; guard that premise.
+
+    With a long switch interval, a thread that holds the GIL stalls the main thread for the
+    whole interval; one that releases it around the RSA operation barely stalls it at all.
+    """
+    import sys
+    import time
+
+    k = key()
+    stop = threading.Event()
+
+    def sign_forever() -> None:
+        while not stop.is_set():
+            sign(MESSAGE, [k], body_hash=canon.message_body_hash(MESSAGE))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    worker = threading.Thread(target=sign_forever)
+    try:
+        worker.start()
+        time.sleep(0.01)
+        last = time.perf_counter()
+        end = last + 0.8
+        stall = 0.0
+        while last < end:
+            now = time.perf_counter()
+            stall, last = max(stall, now - last), now
+    finally:
+        stop.set()
+        worker.join()
+        sys.setswitchinterval(old)
+    assert stall < 0.5, f"main thread stalled {stall:.3f}s: RSA signing holds the GIL"
