@@ -12,8 +12,9 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 MESSAGES = Counter(
     "engine_messages_total",
-    "Relay attempts by outcome (relayed, deferred, failed, suppressed, held) and node.",
-    ["outcome", "node"],
+    "Jobs handled by outcome (relayed, deferred, failed, suppressed, held), receiving provider"
+    " (MX rollup; empty when shaping is off) and relay node.",
+    ["outcome", "provider", "node"],
     registry=REGISTRY,
 )
 ENQUEUED = Counter("engine_jobs_enqueued_total", "Jobs accepted at enqueue.", registry=REGISTRY)

@@ -37,7 +37,7 @@ from engine.store import suppressions
 log = logging.getLogger("engine.dispatch")
 
 _ALLOW = ShapeDecision(allowed=True)
-HOLD_PAUSED_S = 300.0
+HOLD_PAUSED_S = 60.0  # re-checked each minute; resume also releases held jobs
 HOLD_DKIM_S = 600.0
 
 
@@ -280,7 +280,7 @@ class Dispatcher:
         decision: ShapeDecision,
     ) -> tuple[job_store.OutcomeRow, bool]:
         if suppressed:
-            metrics.MESSAGES.labels("suppressed", "").inc()
+            metrics.MESSAGES.labels("suppressed", decision.provider, "").inc()
             return job_store.OutcomeRow(
                 job.id,
                 job.attempts,
@@ -321,7 +321,7 @@ class Dispatcher:
         )
         node = result.node or ""
         metrics.RELAY_LATENCY.labels(node).observe(time.perf_counter() - started)
-        metrics.MESSAGES.labels(result.kind.value, node).inc()
+        metrics.MESSAGES.labels(result.kind.value, provider, node).inc()
         if self.shaper is not None:
             self.shaper.record(
                 from_outcome(
@@ -389,7 +389,7 @@ class Dispatcher:
         )
 
     def _held(self, job: job_store.ClaimedJob, delay_s: float, why: str) -> job_store.OutcomeRow:
-        metrics.MESSAGES.labels("held", "").inc()
+        metrics.MESSAGES.labels("held", "", "").inc()
         state = JobState.QUEUED.value if job.attempts <= 1 else JobState.DEFERRED.value
         return job_store.OutcomeRow(
             job.id,
