@@ -63,7 +63,8 @@ _ORIGINAL_MARKERS = re.compile(
 
 # Lines carrying a remote server's reply, wherever they sit in the notification.
 _REPLY_LINE = re.compile(
-    r"^\s*(?:<<<\s*|#|remote\s+(?:host|server)\s+(?:said|returned)\W*|[\w.-]+\s+said:\s*)?"
+    r"^\s*(?:<<<\s*|#|received\s*>>>\s*|diagnostic[- ]code:\s*(?:smtp;\s*)?|"
+    r"remote\s+(?:host|server)\s+(?:said|returned)\W*|[\w.-]+\s+said:\s*)?"
     r"[245]\d\d[ -]",
 )
 _REPLY_INTRO = re.compile(
