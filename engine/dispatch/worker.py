@@ -334,31 +334,22 @@ class Dispatcher:
                     enhanced_status=result.enhanced_status,
                 )
             )
+        if result.kind is OutcomeKind.DEFERRED:
+            return self._deferred(
+                job, result.reply_code, result.enhanced_status, result.reply, result.node, mid
+            ), True
         if result.kind is OutcomeKind.RELAYED:
             metrics.END_TO_END.observe(time.time() - job.created_at.timestamp())
-            return job_store.OutcomeRow(
-                job.id,
-                job.attempts,
-                JobState.RELAYED.value,
-                code=result.reply_code,
-                status=result.enhanced_status,
-                reply=result.reply,
-                node=result.node,
-                message_id=mid,
-            ), True
-        if result.kind is OutcomeKind.FAILED:
-            return job_store.OutcomeRow(
-                job.id,
-                job.attempts,
-                JobState.FAILED.value,
-                code=result.reply_code,
-                status=result.enhanced_status,
-                reply=result.reply,
-                node=result.node,
-                message_id=mid,
-            ), True
-        return self._deferred(
-            job, result.reply_code, result.enhanced_status, result.reply, result.node, mid
+        state = JobState.RELAYED if result.kind is OutcomeKind.RELAYED else JobState.FAILED
+        return job_store.OutcomeRow(
+            job.id,
+            job.attempts,
+            state.value,
+            code=result.reply_code,
+            status=result.enhanced_status,
+            reply=result.reply,
+            node=result.node,
+            message_id=mid,
         ), True
 
     def _deferred(
