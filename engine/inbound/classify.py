@@ -307,6 +307,7 @@ def classify(
     action: str | None = None,
     permanent: bool | None = None,
     context: str | None = None,
+    rcpt_evidence: bool = False,
     patterns: ReasonPatterns | None = None,
 ) -> Classification:
     """Classify one recipient from its status, reply code and diagnostic text.
@@ -314,7 +315,9 @@ def classify(
     ``permanent`` is the parser's judgement when the message carries no code at all (a qmail
     "permanent error", an Exim "failed" list); codes win over it when present. ``context`` is
     other text about the same recipient (the human-readable part of a DSN), read only to learn
-    which SMTP command was refused.
+    which SMTP command was refused. With ``rcpt_evidence`` (structured reports) a "user
+    unknown" text under a code that does not say so counts only when the refusal came at RCPT;
+    otherwise it is ``filtered``.
     """
     table = patterns if patterns is not None else load_patterns()
     text = normalise(diagnostic) if diagnostic else ""
@@ -331,7 +334,7 @@ def classify(
     command = find_command(text) if text else None
     if command is None and context:
         command = find_command(normalise(context))
-    reason = _text_over_code(code_reason, text, command, table)
+    reason = _text_over_code(code_reason, text, command, table, rcpt_evidence)
     if reason is None:
         reason = _fallback(status, reply_code, text, act)
     failed_for_good = _is_permanent(status, reply_code, act, permanent)
@@ -339,7 +342,11 @@ def classify(
 
 
 def _text_over_code(
-    code_reason: Reason | None, text: str, command: SmtpCommand | None, table: ReasonPatterns
+    code_reason: Reason | None,
+    text: str,
+    command: SmtpCommand | None,
+    table: ReasonPatterns,
+    need_rcpt: bool,
 ) -> Reason | None:
     text_reason = table.match(text) if text else None
     if (
@@ -350,11 +357,18 @@ def _text_over_code(
         text_reason = Reason.BLOCKED
     reason = _decide(code_reason, text_reason)
     # "No such user" answered after DATA (or with a mailbox-status code): the address was
-    # accepted at RCPT, so a filter refused the content (sisimai's Filtered rule).
+    # accepted at RCPT, so a filter refused the content (sisimai's Filtered rule). In a DSN
+    # whose code does not say "user unknown" the text alone is not trusted either unless the
+    # refusal came at RCPT: "550 mailbox unavailable" is also what filters answer. (Microsoft
+    # sends 5.1.10, null MX in RFC 7505, for unknown recipients: that text is trusted.)
     if (
         reason is Reason.USERUNKNOWN
         and code_reason is not Reason.USERUNKNOWN
-        and (command is SmtpCommand.DATA or code_reason is Reason.FILTERED)
+        and (
+            command is SmtpCommand.DATA
+            or code_reason is Reason.FILTERED
+            or (need_rcpt and command is None and code_reason is not Reason.NOTACCEPT)
+        )
     ):
         return Reason.FILTERED
     return reason

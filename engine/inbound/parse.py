@@ -159,7 +159,7 @@ def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
     if parts.statuses or report_type == _REPORT_DELIVERY:
         status = parse_delivery_status("\n\n".join(parts.statuses))
         if status.recipients:
-            recipients = _dsn_recipients(status, scraped)
+            recipients = _dsn_recipients(status, scraped, note)
             return _finish(_report(BounceKind.DSN, recipients), hints, subject, defects)
 
     if _looks_like_bounce(heads, view, daemon):
@@ -266,7 +266,7 @@ def _looks_like_bounce(heads: Headers, view: _View, daemon: bool) -> bool:
 
 
 def _dsn_recipients(
-    status: DeliveryStatus, scraped: dict[str, nonstandard.ScrapedRecipient]
+    status: DeliveryStatus, scraped: dict[str, nonstandard.ScrapedRecipient], note: str
 ) -> list[Recipient]:
     recipients: list[Recipient] = []
     for entry in status.recipients:
@@ -280,7 +280,8 @@ def _dsn_recipients(
             None,
             diagnostic,
             action=entry.action,
-            context=extra.diagnostic if extra else None,
+            context=f"{extra.diagnostic} {note}" if extra else note,
+            rcpt_evidence=True,
         )
         recipients.append(
             Recipient(
@@ -309,7 +310,7 @@ def _nonstandard_recipients(
     found = list(scraped.values())
     if not found and _PASTED_DSN.search(body) is not None:
         pasted = parse_delivery_status(body)
-        return _dsn_recipients(pasted, {}) if pasted.recipients else []
+        return _dsn_recipients(pasted, {}, note) if pasted.recipients else []
     if not found and hints.original_to:
         # No recipient named in the text (an AOL screen name, a terse notice): the original To.
         text = " ".join(note[: nonstandard.MAX_FALLBACK_CHARS].split())
