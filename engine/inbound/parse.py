@@ -34,7 +34,7 @@ from engine.inbound.message import (
     quoted_field,
     same_length_lower,
 )
-from engine.inbound.patterns import normalise
+from engine.inbound.patterns import load_patterns, normalise
 from engine.inbound.report import (
     BounceKind,
     BounceReport,
@@ -116,9 +116,12 @@ def parse_bounce(raw: bytes, envelope_to: str | None = None) -> BounceReport:
     """Understand one inbound message: a bounce, a complaint, an auto-reply or nothing.
 
     ``envelope_to`` is the SMTP RCPT TO the listener received (the VERP address); it is returned
-    in ``report.hints`` for the effects layer, which checks its HMAC. Never raises: input that
-    cannot be understood yields ``kind="unknown"`` with the cause in ``defects``.
+    in ``report.hints`` for the effects layer, which checks its HMAC. No input makes it raise:
+    what cannot be understood yields ``kind="unknown"`` with the cause in ``defects``. The one
+    exception is a deployment error: a missing or broken pattern file raises ConfigError (on
+    the first call) instead of silently classifying nothing.
     """
+    load_patterns()  # cached; outside the guard so a deployment error is not taken for input
     try:
         return _parse(raw, envelope_to)
     except Exception as exc:  # last-resort guard: a bounce must never crash the listener

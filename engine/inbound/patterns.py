@@ -18,8 +18,15 @@ from engine.errors import ConfigError
 from engine.inbound.phrases import PhraseSet
 from engine.inbound.report import Reason
 
-#: The data file shipped with the engine (repo layout: engine/inbound/ -> ../../config/).
-DEFAULT_PATTERNS_FILE = Path(__file__).resolve().parents[2] / "config" / "bounce_patterns.toml"
+#: Where the data file is looked for: the source tree (engine/inbound/ -> ../../config/), then
+#: the system config directory of an installed engine (next to engine.toml, DESIGN §8).
+PATTERN_FILE_CANDIDATES = (
+    Path(__file__).resolve().parents[2] / "config" / "bounce_patterns.toml",
+    Path("/etc/penguinmails-engine/bounce_patterns.toml"),
+)
+DEFAULT_PATTERNS_FILE = next(
+    (p for p in PATTERN_FILE_CANDIDATES if p.exists()), PATTERN_FILE_CANDIDATES[0]
+)
 
 
 class _ReasonEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
