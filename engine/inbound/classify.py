@@ -226,7 +226,7 @@ _STATUS_PATTERNS = (
     re.compile(r"\b[245]\d\d[ -]#?([245]\.\d{1,3}\.\d{1,3})\b"),
     re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)"),
 )
-_REPLY_CODE = re.compile(r"(?:^|[\s:;(\"'<#])([245][0-5]\d)(?=[ \-]|$)")
+_REPLY_CODE = re.compile(r"(?:^|[\s:;(\[\"'<#])([245][0-5]\d)(?=[ \-]|$)")
 # "(in reply to RCPT TO command)" (Postfix), "after RCPT TO:<..>" (Exim), "[RCPT_TO]" (Yahoo),
 # ">>> DATA" (Sendmail/Courier transcripts).
 _COMMAND = re.compile(

@@ -88,7 +88,7 @@ def load(raw: bytes) -> Loaded:
         defects.append("truncated: too many MIME parts")
     raw = _make_opaque(raw)
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    if msg.get_content_maintype() == "multipart" and not isinstance(msg.get_payload(), list):
+    if msg.get_content_maintype() == "multipart" and not isinstance(payload_of(msg), list):
         repaired = _repair_boundary(raw, msg)
         if repaired is not None:
             msg = repaired
@@ -233,7 +233,7 @@ def iter_parts(msg: Message, limit: int = MAX_PARTS) -> Iterator[tuple[Message, 
         seen += 1
         ctype = content_type(part)
         yield part, ctype, inside
-        payload = part.get_payload()
+        payload = payload_of(part)
         # Descend into multiparts and attached messages only: compat32 also splits
         # message/delivery-status into per-recipient blocks, which are fields, not parts.
         if isinstance(payload, list) and (
@@ -350,9 +350,23 @@ def fix_surrogates(text: str) -> str:
     return decode_bytes(data, "utf-8")
 
 
+def payload_of(part: Message) -> object:
+    """``part.get_payload()``: child parts, or the text of a leaf; never raises.
+
+    For 8-bit text the stdlib re-decodes the payload with the part's charset, which raises
+    ValueError when the charset name holds a NUL; the raw bytes are read instead then.
+    """
+    try:
+        payload: object = part.get_payload()
+    except ValueError:
+        data = part.get_payload(decode=True)
+        return data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else ""
+    return payload
+
+
 def part_text(part: Message) -> str:
     """The decoded text of a leaf part (transfer encoding and charset), capped in length."""
-    payload = part.get_payload()
+    payload = payload_of(part)
     if isinstance(payload, list):
         text = "\n\n".join(container_text(p) for p in payload if isinstance(p, Message))
         encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
@@ -394,7 +408,7 @@ def container_text(msg: Message) -> str:
     """
     lines = [f"{k}: {v}" for k, v in msg.raw_items()]
     text = fix_surrogates("\n".join(lines))
-    if isinstance(msg.get_payload(), str):
+    if isinstance(payload_of(msg), str):
         # decode=True returns the raw bytes; plain get_payload() would turn 8-bit into U+FFFD.
         data = msg.get_payload(decode=True)
         body = decode_bytes(data[:MAX_TEXT_CHARS], "utf-8") if isinstance(data, bytes) else ""
@@ -407,7 +421,7 @@ def original_headers(part: Message, ctype: str) -> Headers | None:
     """The header fields of the original message in a message/rfc822 or rfc822-headers part."""
     if ctype not in _CONTAINER_TYPES and ctype not in _HEADER_TYPES:
         return None
-    payload = part.get_payload()
+    payload = payload_of(part)
     if isinstance(payload, list):
         if payload and isinstance(payload[0], Message):
             return Headers(payload[0])

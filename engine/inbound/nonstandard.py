@@ -54,6 +54,11 @@ _ORIGINAL_MARKERS = re.compile(
             messaggio\s+originale|mensagem\s+original|oorspronkelijk\s+bericht|
             message\s+truncated|rfc822\s+headers)
         |\s*original\s+message\s+follows
+        |\s*original\s+message\s+headers?\s*:
+        |\s*original\s+mail\s+as\s+follows
+        |\s*included\s+is\s+a\s+copy\s+of\s+the\s+message
+        |\s*the\s+attachment\s+contains\s+the\s+original
+        |\s*(?:below\s+is\s+a\s+copy\s+of|here\s+is\s+a\s+copy\s+of)\s+the\s+original
         |\s*the\s+original\s+message\s+(?:was|is)\s+(?:included|attached)
         |\s*------\s*$
         |(?:return-path|received|dkim-signature|message-id|x-pm-job-id):\s
