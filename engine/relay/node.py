@@ -190,32 +190,48 @@ class NodePool:
             local_hostname=self._helo,
             timeout=self._cfg.command_timeout_s,
             use_tls=node.tls == "implicit",
-            # Never fall back to plain text on a node configured for STARTTLS (RFC 3207 §4).
-            start_tls=node.tls == "starttls",
+            start_tls=False,  # done by _open_session, which also keeps hold of the socket
             tls_context=self._tls,
-            username=node.username,
-            password=self._password if node.username is not None else None,
         )
+
+    async def _open_session(self) -> tuple[aiosmtplib.SMTP, SMTPProtocol | None]:
+        """Connect, greeting, EHLO, STARTTLS, EHLO again, AUTH — step by step.
+
+        Not left to ``SMTP.connect()``: when a later step fails it drops its reference to the
+        socket, and a TLS socket needs a few loop turns to close; shutdown waits for those.
+        """
+        smtp = self._new_client()
+        proto: SMTPProtocol | None = None
+        try:
+            await smtp.connect(timeout=self._cfg.connect_timeout_s)
+            proto = smtp.protocol
+            await smtp.ehlo()
+            if self.node.tls == "starttls":
+                # Never fall back to plain text on a node configured for STARTTLS (RFC 3207 §4):
+                # starttls() raises when the node does not offer it.
+                await smtp.starttls()
+                await smtp.ehlo()  # RFC 3207 §4.2: forget what was said before TLS
+            if self.node.username is not None:
+                await smtp.login(self.node.username, self._password or "")
+        except BaseException:
+            self._forget(smtp, proto)
+            raise
+        return smtp, proto
 
     async def _connect(self) -> _Session:
         """Open a ready session (TLS and AUTH done) or raise :class:`NodeUnavailable`."""
-        smtp = self._new_client()
         self._open += 1
         try:
-            await smtp.connect(timeout=self._cfg.connect_timeout_s)
-            if smtp.is_ehlo_or_helo_needed:
-                await smtp.ehlo()
+            smtp, _ = await self._open_session()
         except (aiosmtplib.SMTPException, OSError) as exc:
             # OSError covers refused, unreachable, TLS verification (ssl.SSLError) and timeouts.
             self._open -= 1
-            self._forget(smtp)
             reason = f"connect to {self.node.host}:{self.node.port} failed: {_describe(exc)}"
             self._failed(reason)
             log.warning("relay connect failed", extra={"relay": self.name, "error": reason})
             raise NodeUnavailable(self.name, reason) from exc
         except BaseException:
             self._open -= 1
-            self._forget(smtp)
             raise
         self._observer.connection_opened(self.name)
         return _Session(smtp, self._clock())
@@ -466,20 +482,20 @@ class NodePool:
 
     async def check(self) -> bool:
         """Probe on a separate session (connect, TLS, AUTH, NOOP, QUIT); feeds the breaker."""
-        smtp = self._new_client()
         try:
-            await smtp.connect(timeout=self._cfg.connect_timeout_s)
-            await smtp.noop()
+            smtp, proto = await self._open_session()
+            try:
+                await smtp.noop()
+            finally:
+                # The probe's verdict is in; the goodbye is a courtesy.
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                    await smtp.quit(timeout=QUIT_TIMEOUT_S)
+                self._forget(smtp, proto)
         except (aiosmtplib.SMTPException, OSError) as exc:
-            self._forget(smtp)
             reason = f"health check failed: {_describe(exc)}"
             self._failed(reason)
             log.warning("relay health check failed", extra={"relay": self.name, "error": reason})
             return False
-        # The probe succeeded already; the goodbye is a courtesy.
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-            await smtp.quit(timeout=QUIT_TIMEOUT_S)
-        self._forget(smtp)
         self.breaker.record_success()
         return True
 
