@@ -219,6 +219,8 @@ HARD_REASONS = frozenset(
 #: RFC 3464 Action values that mean the message did arrive.
 _SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 _DELAY_ACTIONS = frozenset({"delayed"})
+#: RFC 3464 diagnostic types that name a local delivery agent (sisimai: mailererror).
+_LOCAL_DIAGNOSTIC_TYPES = frozenset({"X-UNIX", "X-POSTFIX"})
 
 # sisimai's status finders: "(#5.1.1)", "550-5.1.1" / "550 5.1.1", then any bare x.y.z.
 _STATUS_PATTERNS = (
@@ -308,6 +310,7 @@ def classify(
     permanent: bool | None = None,
     context: str | None = None,
     rcpt_evidence: bool = False,
+    diagnostic_type: str | None = None,
     patterns: ReasonPatterns | None = None,
 ) -> Classification:
     """Classify one recipient from its status, reply code and diagnostic text.
@@ -336,7 +339,7 @@ def classify(
         command = find_command(normalise(context))
     reason = _text_over_code(code_reason, text, command, table, rcpt_evidence)
     if reason is None:
-        reason = _fallback(status, reply_code, text, act)
+        reason = _fallback(status, reply_code, text, act, (diagnostic_type or "").upper())
     failed_for_good = _is_permanent(status, reply_code, act, permanent)
     return Classification(status, reply_code, reason, reason in HARD_REASONS and failed_for_good)
 
@@ -386,7 +389,9 @@ def _decide(code_reason: Reason | None, text_reason: Reason | None) -> Reason | 
     return text_reason
 
 
-def _fallback(status: str | None, reply_code: str | None, text: str, action: str) -> Reason:
+def _fallback(
+    status: str | None, reply_code: str | None, text: str, action: str, diagnostic_type: str
+) -> Reason:
     if action in _DELAY_ACTIONS:
         return Reason.EXPIRED
     if status:
@@ -395,6 +400,8 @@ def _fallback(status: str | None, reply_code: str | None, text: str, action: str
             return Reason.CONTENTERROR
         if subject == "7":  # x.7.x: security or policy (RFC 3463 §3.9)
             return Reason.SECURITYERROR
+    if diagnostic_type in _LOCAL_DIAGNOSTIC_TYPES:
+        return Reason.MAILERERROR  # a local delivery program failed, not a remote server
     if reply_code and int(reply_code) in SYNTAX_REPLY_CODES:
         return Reason.SYNTAXERROR
     return Reason.ONHOLD if text else Reason.UNDEFINED

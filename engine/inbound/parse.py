@@ -285,6 +285,7 @@ def _dsn_recipients(
             action=entry.action,
             context=f"{extra.diagnostic} {note}" if extra else note,
             rcpt_evidence=True,
+            diagnostic_type=entry.diagnostic_type,
         )
         recipients.append(
             Recipient(

@@ -230,3 +230,20 @@ def test_phrase_set_agrees_with_plain_regex() -> None:
     assert phrases.search("user over the quota")
     assert phrases.search("procmail: couldn't")
     assert not phrases.search("all fine here")
+
+
+def test_local_delivery_agent_failure_is_a_mailer_error() -> None:
+    result = classify(
+        "5.0.0", None, "/usr/local/bin/deliver said nothing", diagnostic_type="X-UNIX"
+    )
+    assert result.reason is Reason.MAILERERROR
+
+
+def test_user_unknown_text_needs_rcpt_evidence_in_a_dsn() -> None:
+    # "mailbox unavailable" under 5.0.0 is what content filters answer too: soft unless the
+    # refusal is known to have come at RCPT.
+    text = "550 Requested action not taken: mailbox unavailable"
+    assert classify("5.0.0", None, text, rcpt_evidence=True).reason is Reason.FILTERED
+    at_rcpt = f"{text} (in reply to RCPT TO command)"
+    assert classify("5.0.0", None, at_rcpt, rcpt_evidence=True).reason is Reason.USERUNKNOWN
+    assert classify("5.1.1", None, text, rcpt_evidence=True).reason is Reason.USERUNKNOWN
