@@ -170,6 +170,26 @@ class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     retention_days: int = 30
 
 
+class EventsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Event stream and webhooks (engine/events, docs/events.md)."""
+
+    stream_maxlen: int = 1_000_000  # approximate MAXLEN of the Redis event stream
+    publish_interval_ms: float = 100.0  # the publisher polls oltp.events this often
+    publish_batch: int = 1000  # events per XADD pipeline
+    webhook_batch: int = 100  # events per POST, at most
+    webhook_flush_ms: float = 500.0  # new events wait this long to fill a batch
+    webhook_timeout_s: float = 10.0  # total time of one POST
+    webhook_max_age_s: float = 3 * 86400.0  # a batch failing this long goes to the dead letters
+    webhook_retry_base_s: float = 5.0  # first retry delay; doubles per failure, with jitter
+    webhook_retry_max_s: float = 3600.0
+    webhook_concurrency: int = 32  # endpoints delivered to at once
+    # Host patterns (fnmatch: "*.hooks.example.com") webhook URLs may point at; loopback only by
+    # default so a tenant cannot make the engine call into the internal network.
+    webhook_allow: list[str] = msgspec.field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"]
+    )
+
+
 class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     listen: str = "127.0.0.1:8025"
@@ -192,6 +212,7 @@ class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     shaping: ShapingConfig = ShapingConfig()
     dns: DnsConfig = DnsConfig()
     inbound: InboundConfig = InboundConfig()
+    events: EventsConfig = EventsConfig()
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
 
