@@ -172,7 +172,6 @@ _FIRM_CODE_REASONS = frozenset(
         Reason.MESGTOOBIG,
         Reason.EXCEEDLIMIT,
         Reason.HASMOVED,
-        Reason.SUSPEND,
         Reason.REQUIREPTR,
         Reason.AUTHFAILURE,
         Reason.FAILEDSTARTTLS,
