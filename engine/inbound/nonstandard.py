@@ -181,6 +181,8 @@ _DELAY_MARKERS = PhraseSet(
         "vertraagd",
     ]
 )
+#: Addresses notices name for contact ("please write to postmaster@..."), not recipients.
+_ROLE_LOCALPARTS = frozenset({"postmaster", "mailer-daemon", "mail-daemon", "hostmaster", "abuse"})
 _DAEMON_LOCALPARTS = frozenset(
     {"mailer-daemon", "postmaster", "mail-daemon", "maildaemon", "mdaemon", "bounce", "bounces"}
 )
@@ -291,7 +293,7 @@ def _recipient_lines(lines: list[str], exclude: frozenset[str]) -> _Found:
                 previous = line
             continue
         address = match.group(1).strip(".")
-        if address.lower() in exclude or _SENDER_INTRO.search(previous.lower()):
+        if _not_a_recipient(address, exclude) or _SENDER_INTRO.search(previous.lower()):
             previous = line
             continue
         rest = match.group(2).strip().lstrip(":.").strip()
@@ -326,12 +328,18 @@ def _collect_block(lines: list[str], index: int, block: list[str]) -> int:
     return index
 
 
+def _not_a_recipient(address: str, exclude: frozenset[str]) -> bool:
+    """Ours (``exclude``) or a role account a notice names for contact, never the failed one."""
+    lowered = address.lower()
+    return lowered in exclude or lowered.split("@", 1)[0] in _ROLE_LOCALPARTS
+
+
 def _inline_recipients(text: str, exclude: frozenset[str]) -> _Found:
     found: _Found = {}
     for match in _INLINE_RECIPIENT.finditer(text):
         address = match.group(1).strip(".")
         key = address.lower()
-        if key in exclude or key in found:
+        if _not_a_recipient(address, exclude) or key in found:
             continue
         found[key] = (address, [])
         if len(found) >= MAX_RECIPIENTS:
