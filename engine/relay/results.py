@@ -58,7 +58,6 @@ class SendResult(msgspec.Struct, frozen=True):
             refused=refused,
         )
 
-
     def outcome(self, job_id: int) -> Outcome:
         """The job outcome to persist for this result."""
         return Outcome(

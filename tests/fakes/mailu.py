@@ -281,6 +281,7 @@ class FakeMailU:
         self._received: list[ReceivedMessage] = []
         self._faults = _Faults()
         self._conn_seq = itertools.count(1)
+        self._conn_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._connections = 0
         self._server: _ServerThread | None = None
         self._tmpdir: Path | None = None
@@ -378,7 +379,7 @@ class FakeMailU:
             auth_require_tls=self.tls == "starttls",
             authenticator=_authenticator(self.auth) if self.auth else None,
         )
-        proto.fake_connection = next(self._conn_seq)
+        self._conn_ids[proto] = next(self._conn_seq)
         return proto
 
     # -- fault injection (call from the test thread at any time) --------------------------------
@@ -479,7 +480,7 @@ class FakeMailU:
             rcpt_tos=tuple(envelope.rcpt_tos),
             data=data,
             message_id=_message_id(data),
-            connection=getattr(server, "fake_connection", 0),
+            connection=self._conn_ids.get(server, 0),
             authenticated_as=login.decode() if isinstance(login, bytes) else None,
             tls=session.ssl is not None or self.tls == "implicit",
         )

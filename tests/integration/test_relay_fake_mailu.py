@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -18,7 +19,7 @@ def msg(mid: str) -> bytes:
     return f"Message-ID: {mid}\r\nSubject: t\r\n\r\nbody\r\n".encode()
 
 
-async def client(node: FakeMailU, **kw: object) -> aiosmtplib.SMTP:
+async def client(node: FakeMailU, **kw: Any) -> aiosmtplib.SMTP:
     smtp = aiosmtplib.SMTP(
         hostname=node.host, port=node.port, local_hostname="t.test", start_tls=False, **kw
     )
