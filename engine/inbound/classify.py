@@ -34,6 +34,13 @@ class ReplyClass(enum.IntEnum):
     PERMANENT_NEGATIVE = 5
 
 
+class StatusSubject(enum.StrEnum):
+    """Second field of an RFC 3463 enhanced status code (RFC 3463 §3.2), those we fall back on."""
+
+    MEDIA = "6"  # x.6.x media / content (§3.8)
+    SECURITY = "7"  # x.7.x security or policy (§3.9)
+
+
 class SmtpCommand(enum.StrEnum):
     """The SMTP stage a rejection answered (RFC 5321 §4.1.1); CONN is the greeting."""
 
