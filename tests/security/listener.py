@@ -1,0 +1,67 @@
+"""The inbound listener (``InboundService``) on a free port against the test database.
+
+Shared by tests/security (relay policy, limits) and tests/fuzz (garbage over SMTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from engine.compose import verp
+from engine.config import Config
+from engine.inbound.listener import InboundService
+from tests.conftest import make_config
+
+SECRET = "security-test-verp-secret"
+VERP_DOMAIN = "bounces.acme.example"
+FBL = "fbl@acme.example"
+
+
+def listener_config(dsn: str, prefix: str, **inbound: object) -> Config:
+    return make_config(
+        dsn,
+        prefix,
+        inbound={
+            "listen": "127.0.0.1:0",
+            "verp_domain": VERP_DOMAIN,
+            "verp_secret": SECRET,
+            "fbl_addresses": [FBL],
+            "timeout_s": 5.0,
+            **inbound,
+        },
+    )
+
+
+def verp_address(job_id: int, secret: str = SECRET, domain: str = VERP_DOMAIN) -> str:
+    return verp.encode(job_id, domain=domain, secret=secret)
+
+
+@contextlib.asynccontextmanager
+async def running_listener(cfg: Config, pool: asyncpg.Pool) -> AsyncIterator[InboundService]:
+    service = InboundService(cfg.inbound, pool)
+    await service.start()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(service.run(stop))
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 10)
+        await service.stop()
+
+
+async def read_reply(reader: asyncio.StreamReader, timeout: float = 5.0) -> tuple[int, str]:
+    """One (possibly multi-line) SMTP reply: its code and text."""
+    lines = []
+    while True:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        if not line:
+            raise ConnectionError("connection closed before a reply")
+        lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
+        if len(line) < 4 or line[3:4] != b"-":
+            break
+    return int(lines[-1][:3]), "\n".join(lines)
