@@ -61,9 +61,15 @@ class ReplyCode(enum.IntEnum):
     PARAMETER_NOT_IMPLEMENTED = 504
 
 
-#: Reply codes that mean the remote server did not understand what was sent (sisimai: 50[0-7]).
+#: Reply codes that mean the remote server did not understand what was sent.
 SYNTAX_REPLY_CODES = frozenset(
-    range(ReplyCode.SYNTAX_ERROR, ReplyCode.PARAMETER_NOT_IMPLEMENTED + 4)
+    {
+        ReplyCode.SYNTAX_ERROR,
+        ReplyCode.SYNTAX_ERROR_IN_PARAMETERS,
+        ReplyCode.COMMAND_NOT_IMPLEMENTED,
+        ReplyCode.BAD_SEQUENCE,
+        ReplyCode.PARAMETER_NOT_IMPLEMENTED,
+    }
 )
 
 #: RFC 3463 / IANA enhanced status codes -> reason (sisimai's table, with the RFC 7372/7505/8098
@@ -402,9 +408,9 @@ def _fallback(
         return Reason.EXPIRED
     if status:
         subject = status.split(".")[1]
-        if subject == "6":  # x.6.x: media/content (RFC 3463 §3.8)
+        if subject == StatusSubject.MEDIA:
             return Reason.CONTENTERROR
-        if subject == "7":  # x.7.x: security or policy (RFC 3463 §3.9)
+        if subject == StatusSubject.SECURITY:
             return Reason.SECURITYERROR
     if diagnostic_type in _LOCAL_DIAGNOSTIC_TYPES:
         return Reason.MAILERERROR  # a local delivery program failed, not a remote server
