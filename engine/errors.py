@@ -115,3 +115,11 @@ class AdminRequestError(EngineError):
     def __init__(self, message: str, *, status: int = 400, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
+
+
+class EventError(EngineError):
+    """An event could not be recorded or published (unknown kind, bad stream config)."""
+
+
+class WebhookError(EngineError):
+    """A webhook endpoint was refused (URL not allow-listed, bad scheme) or is unknown."""

@@ -122,3 +122,40 @@ DRAINING = Gauge(
     "1 once a drain was requested (SIGTERM or POST /v1/drain): no new work is taken.",
     registry=REGISTRY,
 )
+
+# -- events and webhooks (engine/events): labels are bounded (kind, result), never per endpoint --
+EVENTS_PUBLISHED = Counter(
+    "engine_events_published_total",
+    "Events published to the Redis event stream, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+EVENTS_PUBLISH_FAILURES = Counter(
+    "engine_events_publish_failures_total",
+    "Publisher rounds that could not XADD (Redis down); the events stay in oltp.events and are"
+    " published once Redis answers.",
+    registry=REGISTRY,
+)
+EVENTS_STREAM_LAG = Gauge(
+    "engine_events_stream_lag_seconds",
+    "Age of the newest event the publisher has put on the stream when it published it.",
+    registry=REGISTRY,
+)
+WEBHOOK_DELIVERIES = Counter(
+    "engine_webhook_deliveries_total",
+    "Webhook POSTs by result (ok, failed, dead_letter, refused: URL no longer allow-listed).",
+    ["result"],
+    registry=REGISTRY,
+)
+WEBHOOK_EVENTS = Counter(
+    "engine_webhook_events_total",
+    "Events delivered to webhook endpoints (ok) or given up on (dead_letter).",
+    ["result"],
+    registry=REGISTRY,
+)
+WEBHOOK_LATENCY = Histogram(
+    "engine_webhook_latency_seconds",
+    "Time of one webhook POST, connect to response.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
