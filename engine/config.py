@@ -75,6 +75,15 @@ class RelayNode(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True)
     verify_tls: bool = True
     ca_file: str | None = None
     max_messages_per_connection: int = 1000
+    # Tenant pools (docs/compliance.md): a node naming tenants is dedicated to them; other
+    # tenants never use it, and those tenants use only their dedicated nodes unless one of
+    # them sets fallback_shared = true (then shared nodes follow when the dedicated are down).
+    tenants: list[str] = []
+    fallback_shared: bool = False
+    # IP warm-up of a new node: a daily cap growing over ~30 days from warmup_started (ISO
+    # date, UTC); a warming node past today's cap is skipped like a node that is down.
+    warmup: bool = False
+    warmup_started: str | None = None
 
 
 class RelayConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -198,6 +207,30 @@ class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     tenant_metrics: bool = False
 
 
+class ComplianceConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Sender compliance check (engine/compliance, docs/compliance.md)."""
+
+    # Public IPs the relay nodes send from: SPF must allow them, their PTR must forward-confirm.
+    relay_ips: list[str] = []
+    # What a failing sender domain gets: "warn" (recorded and logged), "throttle" (a per-sender
+    # rate ceiling the shaping layer applies), "block" (its senders are paused with the reason).
+    on_fail: Literal["warn", "throttle", "block"] = "warn"
+    throttle_rate_per_s: float = 0.1
+    check_interval_s: float = 86400.0  # re-check a domain this long after its last check
+    dns_timeout_s: float = 3.0
+
+
+class RetentionConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How long each tier keeps rows (engine/retention.py); 0 keeps them forever."""
+
+    content_days: int = 30  # bodies/attachments no unfinished job needs
+    inbound_days: int | None = None  # raw bounces and complaints; None: [inbound] retention_days
+    events_days: int = 90
+    jobs_days: int = 30  # finished jobs (relayed, bounced, failed, ...)
+    audit_days: int = 0  # the operator audit log
+    batch_size: int = 5000  # rows deleted per statement (short locks)
+
+
 class LogConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -215,6 +248,8 @@ class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     events: EventsConfig = EventsConfig()
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
+    compliance: ComplianceConfig = ComplianceConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 _ENV_KEY = re.compile(r"^ENGINE_([A-Z0-9]+)__([A-Z0-9_]+)$")

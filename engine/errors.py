@@ -117,6 +117,22 @@ class AdminRequestError(EngineError):
         self.status = status
 
 
+class ComplianceError(EngineError):
+    """A sender domain's compliance check could not run or its result could not be applied."""
+
+
+class ComplianceDnsError(ComplianceError):
+    """DNS itself failed during a compliance check (timeout, SERVFAIL); not a verdict."""
+
+
+class GdprError(EngineError):
+    """A GDPR erasure could not be completed; nothing partial was committed."""
+
+
+class RetentionError(EngineError):
+    """A retention purge failed; rows already deleted stay deleted, the rest wait for next run."""
+
+
 class EventError(EngineError):
     """An event could not be recorded or published (unknown kind, bad stream config)."""
 

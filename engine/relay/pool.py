@@ -2,8 +2,11 @@
 
 ``RelayPool.send()`` picks a node by weighted rendezvous hashing on the affinity key (the sender
 domain, so a sender keeps its IP), skipping nodes whose breaker is open, and runs the transaction
-there. If the node cannot take the message (refused, TLS/AUTH failure, timeout or drop before the
-payload was handed over) the same message goes to the next node in the sender's order — it is
+there. With tenant pools (``[[relay.nodes]] tenants``, engine/compliance/tenant_pools.py) only the
+tenant's nodes are candidates, and a node warming up (``warmup = true``) is skipped once it has
+relayed its daily cap (engine/compliance/ip_warmup.py). If the node cannot take the message
+(refused, TLS/AUTH failure, timeout or drop before the payload was handed over) the same message
+goes to the next node in the sender's order — it is
 not counted twice: nothing was delivered and ``send()`` returns one result. With no node left the
 result is DEFERRED, "no relay node available"; ``send()`` does not raise for relay trouble.
 
@@ -29,6 +32,8 @@ from types import TracebackType
 
 import msgspec
 
+from engine.compliance.ip_warmup import NodeWarmup
+from engine.compliance.tenant_pools import TenantPools, Weighted
 from engine.config import RelayConfig, read_secret
 from engine.errors import ConfigError, RelayError
 from engine.model import OutcomeKind
@@ -70,6 +75,8 @@ class RelayPool:
             for n in cfg.nodes
         }
         self._weights: tuple[tuple[str, int], ...] = tuple((n.name, n.weight) for n in cfg.nodes)
+        self._pools = TenantPools(cfg.nodes)
+        self.warmup = NodeWarmup(cfg.nodes)
         self._nodes: dict[str, NodePool] = {}
         self._health_task: asyncio.Task[None] | None = None
         self._started = False
@@ -123,12 +130,18 @@ class RelayPool:
 
     # -- sending --------------------------------------------------------------------------------
 
-    def _order(self, affinity: str | None) -> Sequence[str]:
-        if len(self._weights) == 1:
-            return (self._weights[0][0],)
+    def _order(self, affinity: str | None, tenant: str | None = None) -> Sequence[str]:
+        if not self._pools.partitioned:
+            return self._ranked(self._weights, affinity)
+        primary, fallback = self._pools.choices(tenant)
+        return (*self._ranked(primary, affinity), *self._ranked(fallback, affinity))
+
+    def _ranked(self, weights: Weighted, affinity: str | None) -> Sequence[str]:
+        if len(weights) <= 1:
+            return tuple(name for name, _ in weights)
         if affinity is None:
-            return random_order(self._weights, self._rng)
-        return rendezvous_order(affinity.lower(), self._weights)
+            return random_order(weights, self._rng)
+        return rendezvous_order(affinity.lower(), weights)
 
     async def send(
         self,
@@ -137,10 +150,12 @@ class RelayPool:
         message: bytes,
         *,
         affinity: str | None = None,
+        tenant: str | None = None,
     ) -> SendResult:
         """Relay one message; never raises for relay trouble, the result says what happened.
 
-        ``affinity`` (the sender domain) keeps a sender on the same node while it is up.
+        ``affinity`` (the sender domain) keeps a sender on the same node while it is up;
+        ``tenant`` restricts the choice to the tenant's relay pool (shared nodes when None).
         """
         if not self._started or self._closed:
             raise RelayError("RelayPool.send() called before start() or after close()")
@@ -151,9 +166,9 @@ class RelayPool:
         payload = prepare_payload(message)
         tried = 0
         last_error: str | None = None
-        for name in self._order(affinity):
+        for name in self._order(affinity, tenant):
             node = self._nodes[name]
-            if not node.breaker.available():
+            if not node.breaker.available() or not self.warmup.allows(name):
                 continue
             tried += 1
             try:
@@ -162,6 +177,8 @@ class RelayPool:
                 last_error = str(exc)
                 self._observer.failover(name, exc.reason)
                 continue
+            if result.kind is OutcomeKind.RELAYED:
+                self.warmup.count(name)
             if tried > 1:
                 result = msgspec.structs.replace(result, nodes_tried=tried)
             self._observer.message_sent(result, time.perf_counter() - began)

@@ -1,0 +1,82 @@
+"""The DNS seam of the compliance check: one injectable ``resolve(name, rdtype)`` function.
+
+The checks in this package never import a resolver themselves; they take a :data:`Resolve`
+(tests pass a dict-backed fake, the CLI and the daemon pass :func:`system_resolver`). Answers
+are memoised per check run with :class:`CachingResolver`, so an SPF include chain that names
+the same host twice, or four relay IPs evaluated against one record, costs one query each.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+import dns.reversename
+
+from engine.errors import ComplianceDnsError
+
+Resolve = Callable[[str, str], Awaitable[list[str]]]
+"""``resolve(name, rdtype)`` for rdtype ``TXT`` | ``A`` | ``AAAA`` | ``MX`` | ``PTR``.
+
+Returns the records as text: TXT character-strings joined, addresses in their usual form, MX
+exchange host names (best preference first, no trailing dot), PTR target names (no trailing
+dot). ``[]`` when the name or the record type does not exist (NXDOMAIN / NODATA); raises
+:class:`ComplianceDnsError` when DNS itself failed (timeout, SERVFAIL), which a check reports as
+``error`` rather than ``fail``: a resolver hiccup must not block a sender.
+"""
+
+RDTYPES = frozenset({"TXT", "A", "AAAA", "MX", "PTR"})
+
+
+def reverse_name(ip: str) -> str:
+    """The PTR owner name of an address (``5.113.0.203.in-addr.arpa``), no trailing dot."""
+    return dns.reversename.from_address(str(ipaddress.ip_address(ip))).to_text(omit_final_dot=True)
+
+
+def system_resolver(timeout: float = 3.0) -> Resolve:
+    """A :data:`Resolve` backed by dnspython's async resolver and the system configuration."""
+
+    async def resolve(name: str, rdtype: str) -> list[str]:
+        if rdtype not in RDTYPES:
+            raise ValueError(f"unsupported record type {rdtype}")
+        try:
+            answer = await dns.asyncresolver.resolve(name, rdtype, lifetime=timeout)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+        except dns.exception.Timeout:
+            raise ComplianceDnsError(
+                f"DNS lookup of {name} {rdtype} timed out after {timeout:g}s"
+            ) from None
+        except dns.exception.DNSException as exc:
+            raise ComplianceDnsError(f"DNS lookup of {name} {rdtype} failed: {exc}") from None
+        if rdtype == "TXT":
+            return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
+        if rdtype == "MX":
+            ranked = sorted(answer, key=lambda r: r.preference)
+            return [r.exchange.to_text(omit_final_dot=True) for r in ranked]
+        if rdtype == "PTR":
+            return [r.target.to_text(omit_final_dot=True) for r in answer]
+        return [r.to_text() for r in answer]
+
+    return resolve
+
+
+class CachingResolver:
+    """Memoises another :data:`Resolve` for the life of one check run; counts real queries."""
+
+    def __init__(self, inner: Resolve) -> None:
+        self._inner = inner
+        self._answers: dict[tuple[str, str], list[str]] = {}
+        self.queries = 0
+
+    async def __call__(self, name: str, rdtype: str) -> list[str]:
+        key = (name.lower().rstrip("."), rdtype)
+        found = self._answers.get(key)
+        if found is None:
+            self.queries += 1
+            found = await self._inner(key[0], rdtype)
+            self._answers[key] = found
+        return list(found)
