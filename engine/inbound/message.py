@@ -87,13 +87,29 @@ def load(raw: bytes) -> Loaded:
         raw = raw[:cut]
         defects.append("truncated: too many MIME parts")
     raw = _make_opaque(raw)
+    # The top-level fields are read here; the stdlib parser only gets the MIME fields and the
+    # body. Bounces carry long Received/DKIM/ARC blocks that it would otherwise walk line by
+    # line into a Message (a fifth of the parse time on our corpus).
+    head_end = _blank_line_end(raw, 0)
+    head, body = (raw[:head_end], raw[head_end:]) if head_end >= 0 else (raw, b"")
+    fields = read_fields(head.decode("ascii", "surrogateescape"))
+    mime = "".join(f"{name}: {fields[key]}\n" for name, key in _MIME_FIELDS if key in fields)
+    raw = mime.encode("ascii", "surrogateescape") + b"\n" + body
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     if msg.get_content_maintype() == "multipart" and not isinstance(payload_of(msg), list):
         repaired = _repair_boundary(raw, msg)
         if repaired is not None:
             msg = repaired
             defects.append("repaired: multipart boundary did not match the parts")
-    return Loaded(msg, Headers(msg), tuple(defects))
+    return Loaded(msg, Headers(fields=fields), tuple(defects))
+
+
+#: The top-level fields the MIME parser needs (the others are read by :func:`read_fields`).
+_MIME_FIELDS = (
+    ("Content-Type", "content-type"),
+    ("Content-Transfer-Encoding", "content-transfer-encoding"),
+    ("MIME-Version", "mime-version"),
+)
 
 
 _MESSAGE_SUBTYPES = (
