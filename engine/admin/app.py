@@ -22,7 +22,7 @@ from engine import metrics
 from engine.admin import openapi
 from engine.admin.auth import bearer_middleware, resolve_token
 from engine.admin.context import AdminContext
-from engine.admin.routes import health, messages, operations, senders, suppressions
+from engine.admin.routes import health, messages, operations, senders, suppressions, webhooks
 from engine.admin.routing import CTX, Route, error_response
 from engine.errors import AdminRequestError, EngineError, QueueError, StoreError
 
@@ -41,6 +41,7 @@ ROUTES: list[Route] = [
     *senders.ROUTES,
     *suppressions.ROUTES,
     *operations.ROUTES,
+    *webhooks.ROUTES,
     Route(
         "GET",
         "/openapi.json",

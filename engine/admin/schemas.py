@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from engine.enqueue import EnqueueResult
+from engine.events.model import EventKind
+from engine.events.webhooks import Endpoint as WebhookEndpoint
 from engine.model import Job
 from engine.relay.results import NodeStatus
 from engine.store.messages import MessageView, TenantPending
@@ -199,3 +201,34 @@ class Queues(msgspec.Struct, frozen=True):
 
 class Draining(msgspec.Struct, frozen=True):
     draining: bool
+
+
+# -- webhooks (engine/admin/routes/webhooks.py) -------------------------------------------------
+
+
+class WebhookIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /v1/webhooks``: a tenant endpoint; ``kinds`` empty means every event kind.
+
+    ``secret`` (optional) is the HMAC key; one is generated when absent. It is answered once,
+    in the creation response, and never listed afterwards.
+    """
+
+    tenant_id: NonEmpty
+    url: Annotated[str, msgspec.Meta(min_length=8, max_length=2048)]
+    kinds: list[EventKind] = []
+    secret: Annotated[str, msgspec.Meta(min_length=16, max_length=256)] | None = None
+    description: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class WebhookCreated(msgspec.Struct, frozen=True):
+    webhook: WebhookEndpoint
+    secret: str
+
+
+class WebhookList(msgspec.Struct, frozen=True):
+    webhooks: list[WebhookEndpoint]
+
+
+class WebhookRemoved(msgspec.Struct, frozen=True):
+    webhook: WebhookEndpoint
+    removed: bool

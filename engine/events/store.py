@@ -13,11 +13,15 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 import msgspec
 import orjson
 
 from engine.events.model import Event, check_kinds
 from engine.store.pool import Conn
+
+#: Reads work on a connection or straight on the pool (one statement each).
+Reader = Conn | asyncpg.Pool
 
 
 class Position(msgspec.Struct, frozen=True, order=True, array_like=True):
@@ -112,14 +116,14 @@ def _event(row: Any) -> tuple[Position, Event]:
     )
 
 
-async def read_after(conn: Conn, after: Position, limit: int) -> list[tuple[Position, Event]]:
+async def read_after(conn: Reader, after: Position, limit: int) -> list[tuple[Position, Event]]:
     """Up to ``limit`` settled events after ``after``, in commit order, every tenant."""
     rows = await conn.fetch(_TAIL, str(after.xid), after.id, limit)
     return [_event(r) for r in rows]
 
 
 async def read_tenant_after(
-    conn: Conn, tenant_id: str, after: Position, limit: int
+    conn: Reader, tenant_id: str, after: Position, limit: int
 ) -> list[tuple[Position, Event]]:
     """Up to ``limit`` settled events of one tenant after ``after``, in commit order."""
     rows = await conn.fetch(_TENANT_TAIL, tenant_id, str(after.xid), after.id, limit)
@@ -127,7 +131,7 @@ async def read_tenant_after(
 
 
 async def tenants_after(
-    conn: Conn, after: Position, limit: int
+    conn: Reader, after: Position, limit: int
 ) -> tuple[set[str], Position | None]:
     """Tenants with settled events after ``after`` (scanning at most ``limit``) and the last
     position scanned (None when there was nothing new)."""
@@ -137,7 +141,7 @@ async def tenants_after(
     return {r["tenant_id"] for r in rows}, Position(rows[-1]["x"], rows[-1]["id"])
 
 
-async def head(conn: Conn) -> Position:
+async def head(conn: Reader) -> Position:
     """The position of the newest settled event (:data:`START` when there is none)."""
     row = await conn.fetchrow(_HEAD)
     return START if row is None else Position(row["x"], row["id"])

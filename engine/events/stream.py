@@ -1,0 +1,171 @@
+"""The Redis event stream platform services consume with their own consumer groups.
+
+Key ``{prefix}:{events}:stream`` (one hash slot on Redis Cluster). One entry per event, flat
+fields so ``XREADGROUP`` consumers can route without decoding JSON:
+``v`` (format version, "1"), ``id`` (oltp.events id), ``tenant_id``, ``kind``, ``at`` (ISO 8601
+UTC) and, when set, ``job_id``, ``message_id``, ``recipient``; ``event`` holds the whole event
+as JSON (the same object webhooks receive). Delivery is at-least-once: dedupe on ``id``.
+
+The :class:`Publisher` is the only writer. It tails ``oltp.events`` after a cursor kept in
+``oltp.event_cursors`` and advances it only after ``XADD`` succeeded, so the send path never
+waits on Redis (it only INSERTs the rows, in its own transaction) and a Redis outage delays the
+stream without losing anything. One instance publishes at a time (a transaction-level advisory
+lock taken per round); the others' rounds are no-ops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from engine import metrics
+from engine.config import Config, EventsConfig
+from engine.events.model import Event, to_json
+from engine.events.store import Position, load_cursor, read_after, save_cursor
+
+log = logging.getLogger("engine.events")
+
+STREAM_CURSOR = "stream"
+FORMAT_VERSION = "1"
+_LOCK_KEY = 0x70657674  # "pevt": the publisher's advisory lock id
+_MAX_BACKOFF_S = 5.0
+
+
+def stream_key(prefix: str) -> str:
+    """The event stream's Redis key for a ``[redis] prefix``."""
+    return f"{prefix}:{{events}}:stream"
+
+
+def entry_fields(event: Event) -> dict[str, str | bytes]:
+    """One stream entry: flat routing fields plus the JSON ``event`` (see the module doc)."""
+    fields: dict[str, str | bytes] = {
+        "v": FORMAT_VERSION,
+        "id": str(event.id) if event.id is not None else "",
+        "tenant_id": event.tenant_id,
+        "kind": event.kind,
+        "at": (event.at or dt.datetime.now(dt.UTC)).isoformat(),
+        "event": to_json(event),
+    }
+    if event.job_id is not None:
+        fields["job_id"] = str(event.job_id)
+    if event.message_id:
+        fields["message_id"] = event.message_id
+    if event.recipient:
+        fields["recipient"] = event.recipient
+    return fields
+
+
+async def publish(
+    redis: aioredis.Redis, prefix: str, events: Sequence[Event], *, maxlen: int
+) -> bool:
+    """XADD ``events`` in one pipeline (trimmed to about ``maxlen``); False if Redis failed.
+
+    Never raises for Redis being down or slow: the failure is logged and counted, and the
+    caller (the publisher) keeps its cursor so the same events go out on a later round.
+    """
+    if not events:
+        return True
+    key = stream_key(prefix)
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(key, entry_fields(event), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            await pipe.execute()
+    except (RedisError, OSError, TimeoutError) as exc:
+        metrics.EVENTS_PUBLISH_FAILURES.inc()
+        log.warning(
+            "event stream publish failed; will retry",
+            extra={"error": str(exc), "events": len(events)},
+        )
+        return False
+    for event in events:
+        metrics.EVENTS_PUBLISHED.labels(event.kind).inc()
+    newest = events[-1].at
+    if newest is not None:
+        metrics.EVENTS_STREAM_LAG.set(max(0.0, (dt.datetime.now(dt.UTC) - newest).total_seconds()))
+    return True
+
+
+class Publisher:
+    """Copies new ``oltp.events`` rows to the Redis stream, in commit order, at least once."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str, cfg: EventsConfig
+    ) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.prefix = prefix
+        self.cfg = cfg
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Publish now rather than at the next poll (call after committing events)."""
+        self._wake.set()
+
+    async def publish_once(self) -> int:
+        """One round: publish up to ``publish_batch`` events; returns how many (-1: Redis down).
+
+        The cursor row is advanced in the same transaction that holds the advisory lock, after
+        XADD succeeded: a crash between the two re-publishes the batch (at-least-once).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK_KEY):
+                return 0  # another instance is publishing this round
+            cursor = await load_cursor(conn, STREAM_CURSOR)
+            batch = await read_after(conn, cursor, self.cfg.publish_batch)
+            if not batch:
+                return 0
+            events = [e for _, e in batch]
+            if not await publish(self.redis, self.prefix, events, maxlen=self.cfg.stream_maxlen):
+                return -1
+            last: Position = batch[-1][0]
+            await save_cursor(conn, STREAM_CURSOR, last)
+        return len(batch)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop``; polls every ``publish_interval_ms``, backs off while failing."""
+        interval = self.cfg.publish_interval_ms / 1000
+        delay = interval
+        while not stop.is_set():
+            try:
+                n = await self.publish_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("event publisher: PostgreSQL failed", extra={"error": str(exc)})
+                n = -1
+            if n == self.cfg.publish_batch:
+                delay = interval
+                continue  # a backlog: go on without waiting
+            delay = min(max(delay * 2, interval), _MAX_BACKOFF_S) if n < 0 else interval
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(stop, self._wake), timeout=delay)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return when any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def run_publisher(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    cfg: Config,
+    stop: asyncio.Event,
+    *,
+    publisher: Publisher | None = None,
+) -> None:
+    """The daemon's background task: publish ``oltp.events`` to the stream until ``stop``."""
+    pub = publisher or Publisher(pool, redis, cfg.redis.prefix, cfg.events)
+    await pub.run(stop)

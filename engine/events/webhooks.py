@@ -1,0 +1,209 @@
+"""Webhook endpoints (``oltp.webhook_endpoints``): the allow-list rule and their management.
+
+The admin API (``/v1/webhooks``) and the delivery worker call these; no SQL lives in a route.
+A URL is accepted only when its host matches an ``[events] webhook_allow`` pattern (loopback by
+default), so a tenant cannot point the engine at the internal network. The signing secret is
+stored, returned once at creation, and never listed or logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import logging
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+import asyncpg
+import msgspec
+
+from engine.errors import WebhookError
+from engine.events.model import KINDS
+from engine.events.signature import new_secret
+from engine.events.store import Position
+from engine.store import tenants
+from engine.store.pool import Conn
+
+log = logging.getLogger("engine.webhooks")
+
+MAX_URL = 2048
+
+
+class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """An endpoint as operators see it (no secret); delivery state included."""
+
+    id: int
+    tenant_id: str
+    url: str
+    kinds: list[str]  # empty: every kind
+    active: bool
+    description: str | None
+    created_at: dt.datetime
+    attempts: int  # failed attempts of the batch now being retried
+    failing_since: dt.datetime | None
+    next_attempt_at: dt.datetime | None
+    last_status: int | None
+    last_error: str | None
+    last_success_at: dt.datetime | None
+    delivered: int  # events delivered so far
+    dead_letters: int  # batches given up on
+
+
+class DeliveryTarget(msgspec.Struct, kw_only=True):
+    """What the delivery worker holds per endpoint (secret and cursor included)."""
+
+    id: int
+    tenant_id: str
+    url: str
+    secret: str
+    kinds: frozenset[str]
+    cursor: Position
+    attempts: int
+    failing_since: dt.datetime | None
+    next_attempt_at: dt.datetime | None
+
+
+def host_allowed(host: str, allow: Sequence[str]) -> bool:
+    """Does ``host`` match one of the ``allow`` patterns (fnmatch, case-insensitive)?"""
+    h = host.lower().strip("[]").rstrip(".")
+    return any(fnmatch.fnmatchcase(h, p.lower().strip("[]").rstrip(".")) for p in allow)
+
+
+def check_url(url: str, allow: Sequence[str]) -> str:
+    """The URL if the engine may POST to it; else :class:`WebhookError` saying why."""
+    if len(url) > MAX_URL:
+        raise WebhookError(f"webhook URL is longer than {MAX_URL} characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise WebhookError(f"webhook URL must be http:// or https://, not {url[:40]!r}")
+    try:
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise WebhookError("webhook URL has an invalid port") from None
+    if not host:
+        raise WebhookError("webhook URL has no host")
+    if not host_allowed(host, allow):
+        raise WebhookError(
+            f"webhook host {host!r} is not allow-listed",
+            hint="the engine only calls hosts matching [events] webhook_allow "
+            f"(now: {', '.join(allow) or 'none'})",
+        )
+    return url
+
+
+def check_kinds(kinds: Sequence[str]) -> list[str]:
+    bad = sorted(set(kinds) - KINDS)
+    if bad:
+        raise WebhookError(
+            f"unknown event kind(s) in the filter: {', '.join(bad)}",
+            hint=f"known kinds: {', '.join(sorted(KINDS))}",
+        )
+    return sorted(set(kinds))
+
+
+_VIEW = """
+SELECT e.id, e.tenant_id, e.url, e.kinds, e.active, e.description, e.created_at, e.attempts,
+       e.failing_since, e.next_attempt_at, e.last_status, e.last_error, e.last_success_at,
+       e.delivered,
+       (SELECT count(*) FROM oltp.webhook_dead_letters d
+         WHERE d.tenant_id = e.tenant_id AND d.endpoint_id = e.id) AS dead_letters
+  FROM oltp.webhook_endpoints e
+"""
+
+
+def _view(row: asyncpg.Record | None) -> Endpoint:
+    assert row is not None
+    return msgspec.convert(dict(row), Endpoint)
+
+
+async def create(
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: str,
+    url: str,
+    allow: Sequence[str],
+    kinds: Sequence[str] = (),
+    secret: str | None = None,
+    description: str | None = None,
+) -> tuple[Endpoint, str]:
+    """Add an endpoint; returns it and its signing secret (generated unless given).
+
+    It receives events committed from now on (its cursor starts at the creating transaction).
+    """
+    check_url(url, allow)
+    wanted = check_kinds(kinds)
+    if not await tenants.known(pool, [tenant_id]):
+        raise WebhookError(
+            f"unknown tenant {tenant_id!r}", hint="add it with: engine tenants add ID"
+        )
+    key = secret or new_secret()
+    async with pool.acquire() as conn:
+        new_id = await conn.fetchval(
+            "INSERT INTO oltp.webhook_endpoints (tenant_id, url, secret, kinds, description)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            tenant_id,
+            url,
+            key,
+            wanted,
+            description,
+        )
+        row = await conn.fetchrow(_VIEW + " WHERE e.id = $1", new_id)
+    log.info(
+        "webhook endpoint added",
+        extra={"tenant": tenant_id, "endpoint": new_id, "host": urlsplit(url).hostname},
+    )
+    return _view(row), key
+
+
+async def list_endpoints(pool: asyncpg.Pool | Conn, tenant_id: str | None = None) -> list[Endpoint]:
+    """Every endpoint (of one tenant when given), by id."""
+    rows = await pool.fetch(
+        _VIEW + " WHERE $1::text IS NULL OR e.tenant_id = $1 ORDER BY e.id", tenant_id
+    )
+    return [_view(r) for r in rows]
+
+
+async def delete(pool: asyncpg.Pool, endpoint_id: int) -> Endpoint | None:
+    """Remove an endpoint (and its dead letters); None when there is no such id."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(_VIEW + " WHERE e.id = $1", endpoint_id)
+        if row is None:
+            return None
+        await conn.execute("DELETE FROM oltp.webhook_endpoints WHERE id = $1", endpoint_id)
+    log.info(
+        "webhook endpoint removed", extra={"tenant": row["tenant_id"], "endpoint": endpoint_id}
+    )
+    return _view(row)
+
+
+async def load_targets(conn: Conn | asyncpg.Pool) -> list[DeliveryTarget]:
+    """Active endpoints with what delivery needs (worker only: includes secrets)."""
+    rows = await conn.fetch(
+        "SELECT id, tenant_id, url, secret, kinds, cursor_xid::text::bigint AS cx, cursor_id,"
+        " attempts, failing_since, next_attempt_at"
+        " FROM oltp.webhook_endpoints WHERE active ORDER BY id"
+    )
+    return [
+        DeliveryTarget(
+            id=r["id"],
+            tenant_id=r["tenant_id"],
+            url=r["url"],
+            secret=r["secret"],
+            kinds=frozenset(r["kinds"]),
+            cursor=Position(r["cx"], r["cursor_id"]),
+            attempts=r["attempts"],
+            failing_since=r["failing_since"],
+            next_attempt_at=r["next_attempt_at"],
+        )
+        for r in rows
+    ]
+
+
+async def dead_letters(pool: asyncpg.Pool | Conn, endpoint_id: int) -> list[list[int]]:
+    """The event ids of each dead-lettered batch of an endpoint, oldest first."""
+    rows = await pool.fetch(
+        "SELECT event_ids FROM oltp.webhook_dead_letters WHERE endpoint_id = $1 ORDER BY id",
+        endpoint_id,
+    )
+    return [list(r["event_ids"]) for r in rows]
