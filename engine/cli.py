@@ -20,6 +20,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.dkim",
     "engine.commands.bounce",
     "engine.commands.shaping",
+    "engine.commands.senders",
+    "engine.commands.gdpr",
+    "engine.commands.retention",
 )
 
 

@@ -1,0 +1,46 @@
+"""`engine retention run`: purge what each tier keeps past its `[retention]` age."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import msgspec
+
+from engine import audit
+from engine.commands.core import load_config, run_async
+from engine.retention import RetentionResult, run
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the `retention` subcommands."""
+    p = sub.add_parser("retention", parents=[common], help="data retention per tier")
+    rsub = p.add_subparsers(dest="retention_command", metavar="ACTION", required=True)
+    r = rsub.add_parser("run", parents=[common], help="delete rows past their [retention] age")
+    r.add_argument("--dry-run", action="store_true", help="count what is due, delete nothing")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.store import pool as pool_mod
+
+    cfg = load_config(args)
+
+    async def go() -> RetentionResult:
+        pool = await pool_mod.connect(cfg.database, min_size=1)
+        try:
+            return await run(pool, cfg, dry_run=args.dry_run, actor=audit.cli_actor())
+        finally:
+            await pool.close()
+
+    result = run_async(go)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    else:
+        verb = "due" if result.dry_run else "deleted"
+        counts = msgspec.to_builtins(result)
+        counts.pop("dry_run")
+        sys.stdout.write(", ".join(f"{k} {v}" for k, v in counts.items()) + f" {verb}\n")
+    return 0

@@ -1,0 +1,191 @@
+"""Retention per tier (``[retention]``): ``engine retention run`` and the daemon's daily task.
+
+What goes, each rule on its own age (``0`` keeps that tier forever):
+
+* content — bodies (``email_content`` + ``email_messages``) stored more than ``content_days``
+  ago that no unfinished job (queued, deferred, sending) needs; then attachments older than that
+  which no remaining body refers to. Content is deduplicated, so its age is that of its first
+  use: a body re-used by a new campaign is kept until that campaign's jobs are finished;
+* inbound — raw bounces and complaints received more than ``inbound_days`` ago
+  (default ``[inbound] retention_days``);
+* events — ``oltp.events`` rows older than ``events_days``;
+* jobs — finished jobs (every state but queued, deferred, sending) finished more than
+  ``jobs_days`` ago;
+* audit — ``oltp.audit_log`` entries older than ``audit_days`` (default 0: kept forever).
+
+Deletes run in batches of ``batch_size`` rows, each its own short transaction, so a large purge
+never holds long locks; an interrupted run is simply finished by the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Iterable
+
+import asyncpg
+import msgspec
+
+from engine import audit
+from engine.config import Config
+from engine.errors import RetentionError
+from engine.store import content as content_store
+
+log = logging.getLogger("engine.retention")
+
+_UNFINISHED = "('queued', 'deferred', 'sending')"
+
+
+class RetentionResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Rows deleted per tier (or that would be, with ``dry_run``)."""
+
+    content: int = 0
+    attachments: int = 0
+    inbound: int = 0
+    events: int = 0
+    jobs: int = 0
+    audit: int = 0
+    dry_run: bool = False
+
+
+_CUTOFF = "now() - make_interval(days => $1)"
+
+# Each rule: the table and the predicate of a row that is due ($1 = days).
+_RULES: dict[str, tuple[str, str]] = {
+    "events": ("oltp.events", f"created_at < {_CUTOFF}"),
+    "jobs": (
+        "queue.jobs",
+        f"state NOT IN {_UNFINISHED} AND coalesce(finished_at, updated_at) < {_CUTOFF}",
+    ),
+    "inbound": ("content.inbound_messages", f"received_at < {_CUTOFF}"),
+    "audit": ("oltp.audit_log", f"created_at < {_CUTOFF}"),
+    "content": (
+        "content.email_content c",
+        f"c.created_at < {_CUTOFF} AND NOT EXISTS (SELECT 1 FROM queue.jobs j"
+        " WHERE j.tenant_id = c.tenant_id AND j.content_sha256 = c.sha256"
+        f" AND j.state IN {_UNFINISHED})",
+    ),
+}
+
+
+async def _count(pool: asyncpg.Pool, rule: str, days: int) -> int:
+    table, where = _RULES[rule]
+    value: int = await pool.fetchval(f"SELECT count(*) FROM {table} WHERE {where}", days)
+    return value
+
+
+async def _purge(pool: asyncpg.Pool, rule: str, days: int, batch: int) -> int:
+    """Delete due rows in batches (by ctid, so every table works whatever its key)."""
+    table, where = _RULES[rule]
+    total = 0
+    while True:
+        if rule == "content":
+            # A body and its metadata row go together.
+            res: str = await pool.execute(
+                "WITH doomed AS (SELECT c.tenant_id, c.sha256, c.ctid FROM content.email_content c"
+                f" WHERE {where} LIMIT $2),"
+                " meta AS (DELETE FROM content.email_messages m USING doomed d"
+                " WHERE m.tenant_id = d.tenant_id AND m.sha256 = d.sha256)"
+                " DELETE FROM content.email_content c USING doomed d WHERE c.ctid = d.ctid",
+                days,
+                batch,
+            )
+        else:
+            res = await pool.execute(
+                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+                f"SELECT ctid FROM {table} WHERE {where} LIMIT $2))",
+                days,
+                batch,
+            )
+        n = int(res.split()[-1])
+        total += n
+        if n < batch:
+            return total
+
+
+def _attachment_refs(codec: str, body: bytes) -> Iterable[bytes]:
+    """Attachment hashes a stored body refers to (only the engine client's codec splits them)."""
+    if codec != content_store.CODEC:
+        return ()
+    doc = msgspec.msgpack.decode(zlib.decompress(body))
+    # _StoredContent is array_like: [content, attachment_hashes]
+    return doc[1] if isinstance(doc, list) and len(doc) == 2 else ()
+
+
+async def _purge_attachments(pool: asyncpg.Pool, days: int, batch: int, *, dry_run: bool) -> int:
+    """Attachments older than the cutoff that no remaining body refers to.
+
+    A body refers to its attachments only inside its compressed blob, so the remaining bodies
+    of the tenants concerned are read (in batches) to collect the hashes still in use.
+    """
+    candidates = await pool.fetch(
+        "SELECT tenant_id, sha256, created_at FROM content.attachments"
+        f" WHERE created_at < {_CUTOFF}",
+        days,
+    )
+    if not candidates:
+        return 0
+    due = {(r["tenant_id"], bytes(r["sha256"])) for r in candidates}
+    for tenant in {t for t, _ in due}:
+        oldest = min(r["created_at"] for r in candidates if r["tenant_id"] == tenant)
+        after = b""
+        while True:
+            rows = await pool.fetch(
+                "SELECT sha256, codec, body FROM content.email_content WHERE tenant_id = $1"
+                " AND created_at >= $2 AND sha256 > $3 ORDER BY sha256 LIMIT $4",
+                tenant,
+                oldest,
+                after,
+                batch,
+            )
+            if not rows:
+                break
+            after = bytes(rows[-1]["sha256"])
+            for r in rows:
+                for ref in _attachment_refs(r["codec"], r["body"]):
+                    due.discard((tenant, bytes(ref)))
+    if dry_run or not due:
+        return len(due)
+    res: str = await pool.execute(
+        "DELETE FROM content.attachments a USING unnest($1::text[], $2::bytea[]) AS u(t, h)"
+        " WHERE a.tenant_id = u.t AND a.sha256 = u.h",
+        [t for t, _ in due],
+        [h for _, h in due],
+    )
+    return int(res.split()[-1])
+
+
+async def run(
+    pool: asyncpg.Pool, cfg: Config, *, dry_run: bool = False, actor: str = "daemon"
+) -> RetentionResult:
+    """Apply every retention rule once; the daemon calls this daily, the CLI on demand."""
+    r = cfg.retention
+    days = {
+        "content": r.content_days,
+        "inbound": cfg.inbound.retention_days if r.inbound_days is None else r.inbound_days,
+        "events": r.events_days,
+        "jobs": r.jobs_days,
+        "audit": r.audit_days,
+    }
+    counts: dict[str, int] = {}
+    try:
+        for rule, age in days.items():
+            if age <= 0:
+                continue
+            if dry_run:
+                counts[rule] = await _count(pool, rule, age)
+            else:
+                counts[rule] = await _purge(pool, rule, age, r.batch_size)
+        if r.content_days > 0:
+            counts["attachments"] = await _purge_attachments(
+                pool, r.content_days, r.batch_size, dry_run=dry_run
+            )
+        result = RetentionResult(dry_run=dry_run, **counts)
+        if not dry_run:
+            await audit.record(pool, actor, "retention.run", None, msgspec.to_builtins(result))
+    except asyncpg.PostgresError as exc:
+        raise RetentionError(
+            f"retention purge failed: {exc}", hint="rows already deleted stay deleted; re-run"
+        ) from None
+    log.info("retention run", extra=msgspec.to_builtins(result))
+    return result
