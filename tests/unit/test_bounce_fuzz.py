@@ -1,8 +1,8 @@
 """Fuzzing parse_bounce: whatever arrives, no exception escapes and the time stays bounded.
 
 Malformed MIME, random bytes, truncated reports, huge headers, wrong charsets and mangled
-fixtures. Sized for the normal run (about 1,500 random cases plus a sweep of every fixture cut at 8 points); raise ``max_examples`` for
-a longer hunt.
+fixtures. Sized for the normal run (about 1,500 random cases plus every fixture cut at 8
+points); raise ``max_examples`` for a longer hunt.
 """
 
 from __future__ import annotations
