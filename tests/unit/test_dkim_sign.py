@@ -247,7 +247,6 @@ def test_encrypted_pem_is_refused() -> None:
 
 
 def test_oversized_rsa_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    # engine.dkim re-exports the sign() function under the submodule's name; fetch the module.
     sign_mod = importlib.import_module("engine.dkim.sign")
     monkeypatch.setattr(sign_mod, "MAX_RSA_BITS", 2048)
     with pytest.raises(DkimKeyError, match="4096 bits"):
