@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from typing import Any
 
 import asyncpg
 import pytest
@@ -44,7 +45,7 @@ async def write_committed(pool: asyncpg.Pool, events: list[Event]) -> None:
 async def read_group(
     client: aioredis.Redis, key: str, group: str, count: int = 100
 ) -> list[dict[bytes, bytes]]:
-    got = await client.xreadgroup(group, "c1", {key: ">"}, count=count)
+    got: Any = await client.xreadgroup(group, "c1", {key: ">"}, count=count)
     return [fields for _, entries in got for _, fields in entries]
 
 

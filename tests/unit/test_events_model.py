@@ -1,0 +1,102 @@
+"""Events, sans-IO: outcome rows → events, JSON round trip, webhook signatures, allow-list."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.errors import WebhookError
+from engine.events import Event, OutcomeEventInput, from_outcome_rows
+from engine.events.model import from_json, to_json
+from engine.events.signature import sign, verify
+from engine.events.webhooks import check_url, host_allowed
+
+AT = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+ALLOW = ["127.0.0.1", "localhost", "::1", "*.hooks.example.com"]
+
+
+def test_outcome_rows_become_events_and_holds_do_not() -> None:
+    rows = [
+        {"id": 1, "tenant_id": "acme", "sender": "a@acme.example", "state": "relayed"},
+        {"id": 2, "tenant_id": "acme", "sender": "a@acme.example", "state": "deferred"},
+        {"id": 3, "tenant_id": "acme", "sender": "a@acme.example", "state": "queued"},
+        {"id": 4, "tenant_id": "acme", "sender": "a@acme.example", "state": "failed"},
+        {"id": 5, "tenant_id": "acme", "sender": "a@acme.example", "state": "sending"},
+    ]
+    inputs = [
+        OutcomeEventInput(1, "<m1@x>", "u1@example.com", "250 2.0.0 queued as X", 250, "2.0.0"),
+        OutcomeEventInput(2, "<m2@x>", "u2@example.com", "421 4.7.0 slow down", 421, "4.7.0"),
+        OutcomeEventInput(3, hold=True),
+        OutcomeEventInput(4, "<m4@x>", "u4@example.com", "550 5.1.1 no such user", 550, "5.1.1"),
+        OutcomeEventInput(99, "<lost@x>"),  # lease lost: not in rows, no event
+    ]
+    events = from_outcome_rows(rows, inputs, at=AT)
+    assert [(e.job_id, e.kind, e.reason) for e in events] == [
+        (1, "relayed", None),
+        (2, "deferred", "4.7.0"),
+        (4, "failed", "5.1.1"),
+    ]
+    assert events[0].reply == "250 2.0.0 queued as X" and events[0].at == AT
+    assert events[2].data == {"sender": "a@acme.example", "code": 550, "status": "5.1.1"}
+    assert events[1].message_id == "<m2@x>" and events[1].recipient == "u2@example.com"
+    held = from_outcome_rows(rows[2:3], inputs, at=AT, holds=True)
+    assert [e.kind for e in held] == ["deferred"]
+
+
+@given(
+    st.builds(
+        Event,
+        tenant_id=st.text(min_size=1, max_size=20),
+        kind=st.sampled_from(["relayed", "bounced"]),
+        job_id=st.none() | st.integers(0, 2**62),
+        recipient=st.none() | st.text(max_size=40),
+        reply=st.none() | st.text(max_size=80),
+        at=st.just(AT),
+        data=st.none() | st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+        id=st.none() | st.integers(1, 2**62),
+    )
+)
+def test_event_json_round_trip(event: Event) -> None:
+    assert from_json(to_json(event)) == event
+
+
+def test_signature_verifies_and_rejects() -> None:
+    body = b'{"events":[]}'
+    header = sign("whsec_k", body, timestamp=1_700_000_000)
+    assert header.startswith("t=1700000000,v1=")
+    assert verify("whsec_k", body, header, now=1_700_000_100)
+    assert not verify("whsec_k", body, header, now=1_700_001_000)  # too old: replay refused
+    assert not verify("whsec_other", body, header, now=1_700_000_000)
+    assert not verify("whsec_k", body + b"x", header, now=1_700_000_000)
+    rotated = header + ",v1=" + "0" * 64
+    assert verify("whsec_k", body, rotated, now=1_700_000_000)
+    for bad in ("", "t=abc,v1=00", "v1=00", "t=1700000000"):
+        assert not verify("whsec_k", body, bad, now=1_700_000_000)
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("127.0.0.1", True),
+        ("LOCALHOST", True),
+        ("[::1]", True),
+        ("a.hooks.example.com", True),
+        ("hooks.example.com", False),
+        ("a.hooks.example.com.evil.net", False),
+        ("169.254.169.254", False),
+        ("10.1.2.3", False),
+    ],
+)
+def test_allow_list(host: str, ok: bool) -> None:
+    assert host_allowed(host, ALLOW) is ok
+
+
+def test_check_url() -> None:
+    assert check_url("http://[::1]:8080/hook", ALLOW)
+    with pytest.raises(WebhookError, match="not allow-listed"):
+        check_url("http://user@10.0.0.1/", ALLOW)
+    with pytest.raises(WebhookError, match="no host"):
+        check_url("http:///path", ALLOW)
