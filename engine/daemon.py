@@ -125,7 +125,7 @@ class Daemon:
         cfg = self.cfg
         self._signals()
         pool, client, streams = await self._connect()
-        signer = build_signer(cfg) if cfg.dkim.enabled else None
+        signer = await build_signer(cfg) if cfg.dkim.enabled else None
         relay = RelayPool(cfg.relay)
         await relay.start()
         shaper = await self._build_shaper(client, pool)

@@ -75,9 +75,16 @@ class DkimSigner:
         self.pool.close()
 
 
-def build_signer(cfg: Config) -> DkimSigner:
-    """Load the configured keys now, so a bad key stops the start instead of a send."""
+async def build_signer(cfg: Config) -> DkimSigner:
+    """Load the configured keys now, so a bad key stops the start instead of a send.
+
+    With ``[dkim] check_dns = true`` a key whose TXT record is missing or does not match is
+    dropped before the first send (its domain is then held when ``required``, never signed with
+    a key receivers cannot verify).
+    """
     ring = KeyRing.from_config(cfg.dkim)
+    if cfg.dkim.check_dns:
+        await ring.drop_unpublished(timeout=cfg.dns.timeout_s)
     box = (
         KeyBox.from_config(cfg.dkim) if (cfg.dkim.master_key or cfg.dkim.master_key_file) else None
     )
