@@ -50,14 +50,14 @@ _COLUMNS = (
 _TAIL = f"""
 SELECT {_COLUMNS} FROM oltp.events
  WHERE xid IS NOT NULL AND (xid, id) > ($1::text::xid8, $2::bigint)
-   AND xid < oltp.events_horizon()
+   AND xid < (SELECT oltp.events_horizon())
  ORDER BY xid, id LIMIT $3
 """
 
 _TENANT_TAIL = f"""
 SELECT {_COLUMNS} FROM oltp.events
  WHERE tenant_id = $1 AND xid IS NOT NULL AND (xid, id) > ($2::text::xid8, $3::bigint)
-   AND xid < oltp.events_horizon()
+   AND xid < (SELECT oltp.events_horizon())
  ORDER BY xid, id LIMIT $4
 """
 
@@ -65,13 +65,13 @@ SELECT {_COLUMNS} FROM oltp.events
 _TENANTS_AFTER = """
 SELECT tenant_id, xid::text::bigint AS x, id FROM oltp.events
  WHERE xid IS NOT NULL AND (xid, id) > ($1::text::xid8, $2::bigint)
-   AND xid < oltp.events_horizon()
+   AND xid < (SELECT oltp.events_horizon())
  ORDER BY xid, id LIMIT $3
 """
 
 _HEAD = """
 SELECT xid::text::bigint AS x, id FROM oltp.events
- WHERE xid IS NOT NULL AND xid < oltp.events_horizon()
+ WHERE xid IS NOT NULL AND xid < (SELECT oltp.events_horizon())
  ORDER BY xid DESC, id DESC LIMIT 1
 """
 
