@@ -27,6 +27,8 @@ from engine.dispatch.shaping import build_shaper
 from engine.dispatch.signing import build_signer
 from engine.dispatch.worker import Dispatcher
 from engine.errors import EngineError
+from engine.events.delivery import run_webhooks
+from engine.events.stream import run_publisher
 from engine.inbound.listener import InboundService
 from engine.queue import feeder as feeder_mod
 from engine.queue import reconciler
@@ -158,6 +160,8 @@ class Daemon:
             self._loop_lag(),
             self._watchdog(),
             run_collector(admin_ctx, self.halt),
+            run_publisher(pool, client, cfg, self.halt),
+            run_webhooks(pool, cfg, self.halt),
         ]
         if signer is not None:
             loops.append(signer.refresh_loop(pool, self.halt))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import asyncpg
 import msgspec
 
-from engine import metrics
+from engine import events, metrics
 from engine.queue.streams import Entry, Streams
 from engine.store import jobs as job_store
 from engine.store import stats
@@ -30,6 +30,7 @@ class Pending(msgspec.Struct):
     entries: list[Entry]
     stat_key: tuple[str, str, str]  # tenant, sender, provider
     attempted: bool
+    recipient: str | None = None
 
 
 class OutcomeWriter:
@@ -64,9 +65,10 @@ class OutcomeWriter:
         stat_key: tuple[str, str, str],
         *,
         attempted: bool = True,
+        recipient: str | None = None,
     ) -> None:
         """Queue one outcome; ``entries`` are acked once it is committed."""
-        self._pending.append(Pending(row, entries, stat_key, attempted))
+        self._pending.append(Pending(row, entries, stat_key, attempted, recipient))
         self._idle.clear()
         if len(self._pending) >= self.batch:
             self._kick.set()
@@ -127,6 +129,27 @@ class OutcomeWriter:
                 if column:
                     counts.append((p.stat_key, column, 1))
             await stats.add(conn, counts)
+            # The event of each state change commits with it (the publisher and webhook worker
+            # read oltp.events in commit order; the send path never waits on Redis or HTTP).
+            await events.write(
+                conn,
+                events.from_outcome_rows(
+                    [dict(r) for r in updated],
+                    [
+                        events.OutcomeEventInput(
+                            p.row.job_id,
+                            p.row.message_id,
+                            p.recipient,
+                            p.row.reply,
+                            p.row.code,
+                            p.row.status,
+                            p.row.node,
+                            hold=p.row.undo_attempt,
+                        )
+                        for p in items
+                    ],
+                ),
+            )
         lost = len(items) - len(written)
         if lost:
             log.info("outcomes skipped: lease lost to another worker", extra={"n": lost})

@@ -269,7 +269,7 @@ class Dispatcher:
             log.exception("job failed unexpectedly; deferring", extra={"job_id": job.id})
             row = self._deferred(job, None, None, f"internal error: {exc!r}", None)
             attempted = False
-        self.writer.add(row, entries, stat_key, attempted=attempted)
+        self.writer.add(row, entries, stat_key, attempted=attempted, recipient=job.recipient)
 
     async def _attempt(
         self,

@@ -252,3 +252,17 @@ async def test_missing_dkim_key_holds_mail_when_required(
     assert mailu.count() == 0, "never sent unsigned"
     row = await pool.fetchrow("SELECT state, attempts FROM queue.jobs")
     assert row["state"] == "queued" and row["attempts"] == 0
+
+
+async def test_every_state_change_is_an_event(
+    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, mailu: FakeMailU
+) -> None:
+    mailu.fail_rcpt(r"^dead", 550, "5.1.1 user unknown")
+    await _enqueue(pool, [job(1), job(2, "dead@example.com")])
+    cfg = daemon_config(clean_db, redis_prefix, [mailu])
+    await run_until(cfg, pool, {"relayed": 1, "failed": 1})
+    rows = await pool.fetch("SELECT kind, recipient, message_id, job_id FROM oltp.events")
+    kinds = {(r["kind"], r["recipient"]) for r in rows}
+    assert ("relayed", "user1@example.com") in kinds
+    assert ("failed", "dead@example.com") in kinds
+    assert all(r["message_id"] and r["job_id"] for r in rows)
