@@ -17,7 +17,5 @@ async def check(pool: asyncpg.Pool, pairs: Sequence[tuple[str, str]]) -> set[tup
     """Which (tenant, address) pairs are suppressed now, in clear or as an erased pseudonym."""
     if not pairs:
         return set()
-    rows = await pool.fetch(
-        SUPPRESSION_CHECK_SQL, [p[0] for p in pairs], [p[1] for p in pairs]
-    )
+    rows = await pool.fetch(SUPPRESSION_CHECK_SQL, [p[0] for p in pairs], [p[1] for p in pairs])
     return {(r["tenant_id"], r["address"]) for r in rows}
