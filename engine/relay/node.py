@@ -24,6 +24,7 @@ import logging
 import re
 import ssl
 import time
+from typing import cast
 
 import aiosmtplib
 import msgspec
@@ -34,6 +35,14 @@ from engine.errors import RelayError
 from engine.model import OutcomeKind
 from engine.relay.breaker import BreakerState, CircuitBreaker, Clock
 from engine.relay.observer import RelayObserver
+from engine.relay.pipeline import (
+    ConnectionLost,
+    PipelineError,
+    Reply,
+    ReplyReader,
+    ReplyTimeout,
+    quote_mailbox,
+)
 from engine.relay.replies import ReplyCode, ReplyVerdict, classify_reply, local_failure
 from engine.relay.results import NodeStatus, RecipientRefusal, SendResult
 
@@ -47,10 +56,9 @@ IDLE_CHECK_S = 30.0
 #: How long a polite QUIT may take before the socket is just closed.
 QUIT_TIMEOUT_S = 2.0
 
-# RFC 5321 §4.5.2 transparency and §2.3.8 line endings, as aiosmtplib would do them, but once per
-# message instead of once per node tried.
+# RFC 5321 §2.3.8 line endings, as aiosmtplib would normalise them, but once per message instead
+# of once per node tried.
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class Payload(msgspec.Struct, frozen=True):
@@ -58,14 +66,30 @@ class Payload(msgspec.Struct, frozen=True):
 
     data: bytes
     size: int  # octets as transmitted before dot-stuffing (RFC 1870 SIZE)
+    eight_bit: bool = False  # has octets > 127: declared BODY=8BITMIME where offered (RFC 6152)
 
 
 def prepare_payload(message: bytes) -> Payload:
-    """Normalise line endings and dot-stuff ``message`` (C regexes, no Python loop over bytes)."""
-    body = _LINE_ENDINGS.sub(b"\r\n", message)
+    """Normalise line endings and dot-stuff ``message`` (C-level scans, no Python loop over bytes).
+
+    Engine-built messages are already CRLF and rarely have a line starting with a dot, so both
+    rewrites are skipped when three ``count`` scans and one ``in`` show they would change nothing.
+    """
+    crlf = message.count(b"\r\n")
+    if crlf == message.count(b"\n") and crlf == message.count(b"\r"):
+        body = message
+    else:
+        body = _LINE_ENDINGS.sub(b"\r\n", message)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    return Payload(data=_LEADING_DOT.sub(b"..", body) + b".\r\n", size=len(body))
+    size = len(body)
+    # RFC 5321 §4.5.2 transparency: with CRLF endings every line start is the start of the body or
+    # follows an LF, so a bytes.replace does what the (?m)^\. regex did.
+    if b"\n." in body:
+        body = body.replace(b"\n.", b"\n..")
+    if body.startswith(b"."):
+        body = b"." + body
+    return Payload(data=body + b".\r\n", size=size, eight_bit=not body.isascii())
 
 
 class NodeUnavailable(RelayError):
@@ -88,11 +112,12 @@ class _Lost(Exception):
 
 
 class _Session:
-    __slots__ = ("last_used", "protocol", "smtp", "transactions")
+    __slots__ = ("last_used", "protocol", "reader", "smtp", "transactions")
 
     def __init__(self, smtp: aiosmtplib.SMTP, now: float) -> None:
         self.smtp = smtp
         self.protocol = smtp.protocol
+        self.reader: ReplyReader | None = None  # made at the first pipelined transaction
         self.transactions = 0
         self.last_used = now
 
@@ -129,6 +154,10 @@ def _overall(refusals: list[RecipientRefusal]) -> ReplyVerdict:
 
 class NodePool:
     """Sessions, breaker and counters of one relay node."""
+
+    #: Pipeline the transaction (RFC 2920) when the node offers PIPELINING. False forces the
+    #: command-by-command path: for comparing the two, or for a node whose PIPELINING is broken.
+    pipelining: bool = True
 
     def __init__(
         self,
@@ -368,6 +397,13 @@ class NodePool:
             encoding = "utf-8"
         if smtp.supports_extension("size"):
             options.append(f"SIZE={payload.size}")
+        if payload.eight_bit and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+
+        if self.pipelining and smtp.supports_extension("pipelining"):
+            return await self._transact_pipelined(
+                session, sender, recipients, options, encoding, payload
+            )
 
         verdict = await self._mail(smtp, sender, options, encoding)
         if verdict is not None:
@@ -382,6 +418,155 @@ class NodePool:
         if not complete:
             return await self._abort(smtp, verdict, tuple(refused))
         return SendResult.from_verdict(verdict, self.name, tuple(refused))
+
+    # -- the pipelined transaction (RFC 2920) -----------------------------------------------------
+
+    async def _transact_pipelined(
+        self,
+        session: _Session,
+        sender: str,
+        recipients: list[str],
+        options: list[str],
+        encoding: str,
+        payload: Payload,
+    ) -> SendResult:
+        """MAIL, every RCPT and DATA in one write, their replies read in order, then the payload.
+
+        The outcomes are those of the command-by-command path: it is evaluated as if each reply
+        had been awaited in turn, so a refusal followed by a hang-up is still a refusal, and a
+        hang-up before the 354 is still "nothing handed over".
+        """
+        try:
+            group = [b"MAIL FROM:" + _mailbox(sender, encoding, options)]
+        except ValueError as exc:
+            verdict = local_failure(f"5.1.7 unusable sender address {sender!r}: {exc}")
+            return SendResult.from_verdict(verdict, self.name)
+        refused: list[RecipientRefusal] = []
+        sent: list[str] = []
+        for rcpt in recipients:
+            try:
+                group.append(b"RCPT TO:" + _mailbox(rcpt, encoding))
+            except ValueError as exc:
+                verdict = local_failure(f"5.1.3 unusable recipient address {rcpt!r}: {exc}")
+                refused.append(_refusal(rcpt, verdict))
+                continue
+            sent.append(rcpt)
+        if not sent:
+            return SendResult.from_verdict(_overall(refused), self.name, tuple(refused))
+        group.append(b"DATA\r\n")
+
+        smtp = session.smtp
+        proto = smtp.protocol
+        if proto is None or proto.transport is None or proto.transport.is_closing():
+            raise _Lost("connection lost at MAIL", stale=True)
+        transport = cast(asyncio.Transport, proto.transport)  # TCP or TLS: it reads and writes
+        reader = session.reader
+        if reader is None or reader.inner is not proto:
+            reader = session.reader = ReplyReader(proto, asyncio.get_running_loop())
+        reader.begin()
+        # The reader owns the transport until the last reply of this transaction is in; it is
+        # handed back before anything else (RSET, the next message, QUIT) talks on the session.
+        transport.set_protocol(reader)
+        try:
+            transport.write(b"".join(group))
+            verdict, complete, close = await self._pipelined_replies(
+                transport, reader, sent, refused, payload
+            )
+        finally:
+            transport.set_protocol(proto)
+        if close:
+            smtp.close()  # a 421, or a reply stream that cannot be trusted any more
+        if not complete:
+            return await self._abort(smtp, verdict, tuple(refused))
+        return SendResult.from_verdict(verdict, self.name, tuple(refused))
+
+    async def _pipelined_replies(
+        self,
+        transport: asyncio.Transport,
+        reader: ReplyReader,
+        sent: list[str],
+        refused: list[RecipientRefusal],
+        payload: Payload,
+    ) -> tuple[ReplyVerdict, bool, bool]:
+        """Read the group's replies, send the payload after a 354; (verdict, complete, close).
+
+        ``refused`` gets the recipients the node refused. Raises :class:`_Lost` like the
+        command-by-command path.
+        """
+        timeout = self._cfg.command_timeout_s
+        n = len(sent)
+        broke = await reader.wait(n + 2, timeout)
+        replies = reader.replies
+        verdict = self._envelope(replies, sent, refused, broke)
+        if verdict is not None:
+            # Refused before the payload. The group's remaining replies must be consumed before
+            # the session can be reset and reused; a 354 among them is ended with a lone "."
+            # (RFC 2920 §3.1), which the node rejects for want of recipients.
+            close = broke is not None or any(
+                r.code == ReplyCode.SERVICE_UNAVAILABLE for r in replies
+            )
+            if not close and replies[n + 1].code == ReplyCode.START_MAIL_INPUT:
+                transport.write(b".\r\n")
+                close = await reader.wait(n + 3, timeout) is not None
+            return verdict, False, close
+        start = replies[n + 1]
+        if start.code != ReplyCode.START_MAIL_INPUT:
+            verdict = _not_relayed(start, "DATA")
+            return verdict, False, start.code == ReplyCode.SERVICE_UNAVAILABLE
+        transport.write(payload.data)
+        broke = await reader.wait(n + 3, timeout)
+        if broke is not None:
+            raise _Lost(f"{broke} at end of DATA", after_payload=True)
+        final = replies[n + 2]
+        return (
+            classify_reply(final.code, final.text),
+            True,
+            final.code == ReplyCode.SERVICE_UNAVAILABLE,
+        )
+
+    def _envelope(
+        self,
+        replies: list[Reply],
+        sent: list[str],
+        refused: list[RecipientRefusal],
+        broke: PipelineError | None,
+    ) -> ReplyVerdict | None:
+        """The replies to MAIL and RCPTs, taken in turn: None to go on to DATA, else the refusal.
+
+        Raises :class:`_Lost` where the command-by-command path would have lost the connection:
+        at the first reply that did not come, unless an earlier one already ended the transaction.
+        """
+        if not replies:
+            raise self._lost_at("MAIL", broke, stale=isinstance(broke, ConnectionLost))
+        mail = replies[0]
+        if mail.code != ReplyCode.OK:
+            return _not_relayed(mail, "MAIL")
+        accepted = 0
+        for i, rcpt in enumerate(sent, 1):
+            if i >= len(replies):
+                raise self._lost_at("RCPT", broke)
+            reply = replies[i]
+            if reply.code in (ReplyCode.OK, ReplyCode.WILL_FORWARD):
+                accepted += 1
+                continue
+            verdict = _not_relayed(reply, "RCPT")
+            refused.append(_refusal(rcpt, verdict))
+            if reply.code == ReplyCode.SERVICE_UNAVAILABLE:
+                # RFC 5321 §3.8: the node is closing the session; the others share the verdict.
+                refused.extend(_refusal(r, verdict) for r in sent[i:])
+                return _overall(refused)
+        if not accepted:
+            return _overall(refused)
+        if len(replies) < len(sent) + 2:
+            raise self._lost_at("DATA", broke)
+        return None
+
+    def _lost_at(self, stage: str, broke: PipelineError | None, *, stale: bool = False) -> _Lost:
+        if isinstance(broke, ReplyTimeout):
+            return _Lost(f"no reply to {stage} within {self._cfg.command_timeout_s:g} s")
+        if isinstance(broke, ConnectionLost):
+            return _Lost(f"{broke} at {stage}", stale=stale)
+        return _Lost(f"unusable reply to {stage}: {broke}")
 
     async def _abort(
         self,
@@ -404,7 +589,7 @@ class NodePool:
         try:
             await smtp.mail(sender, options=options, encoding=encoding)
         except aiosmtplib.SMTPResponseException as exc:
-            return classify_reply(exc.code, exc.message)
+            return _not_relayed(Reply(exc.code, exc.message), "MAIL")
         except aiosmtplib.SMTPServerDisconnected as exc:
             raise _Lost(f"connection lost at MAIL: {_describe(exc)}", stale=True) from exc
         except aiosmtplib.SMTPTimeoutError as exc:
@@ -423,7 +608,7 @@ class NodePool:
                 await smtp.rcpt(rcpt, encoding=encoding)
                 continue
             except aiosmtplib.SMTPRecipientRefused as exc:
-                verdict = classify_reply(exc.code, exc.message)
+                verdict = _not_relayed(Reply(exc.code, exc.message), "RCPT")
             except aiosmtplib.SMTPServerDisconnected as exc:
                 raise _Lost(f"connection lost at RCPT: {_describe(exc)}") from exc
             except aiosmtplib.SMTPTimeoutError as exc:
@@ -450,10 +635,7 @@ class NodePool:
         except aiosmtplib.SMTPTimeoutError as exc:
             raise _Lost(f"no reply to DATA within {self._cfg.command_timeout_s:g} s") from exc
         if start.code != ReplyCode.START_MAIL_INPUT:
-            verdict = classify_reply(start.code, start.message)
-            if verdict.kind is OutcomeKind.RELAYED:  # a 2xx instead of 354: nothing was sent
-                verdict = classify_reply(None, f"unexpected reply to DATA: {start.code}")
-            return verdict, False
+            return _not_relayed(Reply(start.code, start.message), "DATA"), False
         proto = smtp.protocol
         if proto is None:
             raise _Lost("connection lost at DATA")
@@ -525,6 +707,26 @@ class NodePool:
         ):
             await asyncio.sleep(0.01)
         self._closing.clear()
+
+
+def _mailbox(address: str, encoding: str, options: list[str] | None = None) -> bytes:
+    """``<address>[ options]<CRLF>`` for MAIL FROM / RCPT TO; ValueError if unusable."""
+    line = quote_mailbox(address).encode(encoding)
+    if options:
+        line += (" " + " ".join(options)).encode("ascii")
+    return line + b"\r\n"
+
+
+def _not_relayed(reply: Reply, stage: str) -> ReplyVerdict:
+    """Classify a reply that refused the transaction before the payload.
+
+    A 2xx where a 250 or 354 was due (a 252 to RCPT, a 250 to DATA) is not a delivery:
+    nothing was sent, so it must never come out as RELAYED.
+    """
+    verdict = classify_reply(reply.code, reply.text)
+    if verdict.kind is OutcomeKind.RELAYED:
+        verdict = classify_reply(None, f"unexpected reply to {stage}: {reply.code} {reply.text}")
+    return verdict
 
 
 def _refusal(rcpt: str, verdict: ReplyVerdict) -> RecipientRefusal:
