@@ -173,6 +173,9 @@ class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     timeout_s: float = 60.0  # idle SMTP session timeout
     tls_cert_file: str | None = None  # offer STARTTLS when both are set
     tls_key_file: str | None = None
+    # Public https base of the one-click unsubscribe route (served by the admin side-port under
+    # /v1/unsubscribe/<token>, usually behind a reverse proxy). Unset: mailto unsubscribes only.
+    unsubscribe_url: str | None = None
     soft_bounce_limit: int = 3  # soft bounces of one address within the window before it is
     soft_bounce_window_days: int = 7  # suppressed for soft_bounce_suppress_days
     soft_bounce_suppress_days: int = 30
@@ -212,6 +215,9 @@ class ComplianceConfig(_Section, frozen=True, kw_only=True, forbid_unknown_field
 
     # Public IPs the relay nodes send from: SPF must allow them, their PTR must forward-confirm.
     relay_ips: list[str] = []
+    # Re-check sender domains from the daemon (hourly, each domain once per check_interval_s).
+    # Off by default: it queries public DNS, which test and demo hosts must not do.
+    auto_check: bool = False
     # What a failing sender domain gets: "warn" (recorded and logged), "throttle" (a per-sender
     # rate ceiling the shaping layer applies), "block" (its senders are paused with the reason).
     on_fail: Literal["warn", "throttle", "block"] = "warn"

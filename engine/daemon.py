@@ -19,8 +19,9 @@ from typing import Any
 import uvloop
 
 from engine import config as config_mod
-from engine import logs, metrics, sdnotify
+from engine import logs, metrics, retention, sdnotify
 from engine.admin import AdminContext, AdminServer, run_collector
+from engine.compliance import service as compliance
 from engine.config import Config
 from engine.dispatch.seams import Shaper as ShaperSeam
 from engine.dispatch.shaping import build_shaper
@@ -60,6 +61,7 @@ class Daemon:
         self.extra_tasks: list[asyncio.Task[Any]] = []
         self.inbound: InboundService | None = None  # set once listening (tests read its port)
         self.admin_ctx: AdminContext | None = None
+        self.admin_address: tuple[str, int] | None = None  # bound (host, port) of the side-port
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -151,7 +153,8 @@ class Daemon:
         )
         admin = AdminServer(admin_ctx) if cfg.admin.enabled else None
         if admin is not None:
-            await admin.start()  # before READY=1: a bad listen address or token fails the start
+            # Before READY=1: a bad listen address or token fails the start.
+            self.admin_address = await admin.start()
         inbound = await self._start_inbound(pool, shaper)
         feeder = feeder_mod.Feeder(pool, streams, cfg.queue, cfg.database.dsn)
         loops = [
@@ -163,6 +166,7 @@ class Daemon:
             run_publisher(pool, client, cfg, self.halt),
             run_webhooks(pool, cfg, self.halt),
         ]
+        loops.append(self._housekeeping(pool, shaper))
         if signer is not None:
             loops.append(signer.refresh_loop(pool, self.halt))
         if inbound is not None:
@@ -196,6 +200,23 @@ class Daemon:
             await pool.close()
         log.info("engine stopped cleanly")
         return 0
+
+    async def _housekeeping(self, pool: Any, shaper: ShaperSeam | None) -> None:
+        """Hourly sender compliance re-checks, daily retention; failures are logged and retried."""
+        last_retention = 0.0
+        while not self.halt.is_set():
+            try:
+                if self.cfg.compliance.auto_check:
+                    await compliance.check_due(
+                        pool, self.cfg, shaper=shaper if isinstance(shaper, Shaper) else None
+                    )
+                if time.monotonic() - last_retention > 86400 or not last_retention:
+                    await retention.run(pool, self.cfg)
+                    last_retention = time.monotonic()
+            except Exception as exc:  # housekeeping must never take the daemon down
+                log.warning("housekeeping failed; retrying later", extra={"error": str(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.halt.wait(), timeout=3600)
 
     async def _loop_lag(self) -> None:
         while True:

@@ -22,7 +22,15 @@ from engine import metrics
 from engine.admin import openapi
 from engine.admin.auth import bearer_middleware, resolve_token
 from engine.admin.context import AdminContext
-from engine.admin.routes import health, messages, operations, senders, suppressions, webhooks
+from engine.admin.routes import (
+    health,
+    messages,
+    operations,
+    senders,
+    suppressions,
+    unsubscribe,
+    webhooks,
+)
 from engine.admin.routing import CTX, Route, error_response
 from engine.errors import AdminRequestError, EngineError, QueueError, StoreError
 
@@ -42,6 +50,7 @@ ROUTES: list[Route] = [
     *suppressions.ROUTES,
     *operations.ROUTES,
     *webhooks.ROUTES,
+    *unsubscribe.ROUTES,
     Route(
         "GET",
         "/openapi.json",

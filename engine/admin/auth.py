@@ -27,6 +27,8 @@ log = logging.getLogger("engine.admin")
 
 MIN_TOKEN_LENGTH = 16
 PUBLIC_PATHS = frozenset({"/healthz"})
+# One-click unsubscribe links carry their own HMAC token (engine/admin/routes/unsubscribe.py).
+PUBLIC_PREFIXES = ("/v1/unsubscribe/",)
 _GENERATE = "generate one with: openssl rand -hex 32"
 
 
@@ -92,7 +94,11 @@ def bearer_middleware(token: str | None) -> Middleware:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is None or request.path in PUBLIC_PATHS:
+        if (
+            expected is None
+            or request.path in PUBLIC_PATHS
+            or request.path.startswith(PUBLIC_PREFIXES)
+        ):
             return await handler(request)
         given = _presented(request)
         # compare_digest: the time taken does not reveal how much of the token matched.

@@ -37,6 +37,7 @@ class Relay(Protocol):
         message: bytes,
         *,
         affinity: str | None = None,
+        tenant: str | None = None,
     ) -> SendResult: ...
 
 

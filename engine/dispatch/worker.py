@@ -25,6 +25,8 @@ from engine.config import Config
 from engine.dispatch.outcomes import OutcomeWriter
 from engine.dispatch.seams import Relay, Shaper, Signer
 from engine.errors import ComposeError, DkimError, EngineError
+from engine.gdpr import suppression as suppressions
+from engine.inbound import unsubscribe
 from engine.model import Content, JobState, OutcomeKind
 from engine.queue.retry import backoff_s
 from engine.queue.streams import Entry, Streams
@@ -32,7 +34,6 @@ from engine.shaping.model import ShapeDecision, ShapeRequest
 from engine.shaping.signals import from_outcome
 from engine.store import content as content_store
 from engine.store import jobs as job_store
-from engine.store import suppressions
 
 log = logging.getLogger("engine.dispatch")
 
@@ -245,7 +246,10 @@ class Dispatcher:
         extra: list[tuple[str, str]] = []
         if job.campaign_id:
             extra.append(("Feedback-ID", feedback_id(job.campaign_id, job.tenant_id, domain)))
-        # List-Unsubscribe comes from the content (build_body), so it is composed once.
+        # List-Unsubscribe normally comes from the content (build_body, composed once); bulk mail
+        # without one gets the engine's own per-recipient one-click/mailto (Gmail/Yahoo rule).
+        if job.campaign_id and "list-unsubscribe" not in body.header_names:
+            extra.extend(unsubscribe.headers(job.id, self.cfg.inbound))
         message = render(body, to=job.recipient, message_id=mid, date=None, extra_headers=extra)
         envelope_from = verp.encode(
             job.id, domain=self.cfg.inbound.verp_domain, secret=self.cfg.inbound.verp_secret
@@ -317,7 +321,11 @@ class Dispatcher:
         provider = decision.provider
         started = time.perf_counter()
         result = await self.relay.send(
-            envelope_from, job.recipient, message, affinity=_domain(job.sender)
+            envelope_from,
+            job.recipient,
+            message,
+            affinity=_domain(job.sender),
+            tenant=job.tenant_id,  # dedicated relay pools of enterprise tenants
         )
         node = result.node or ""
         metrics.RELAY_LATENCY.labels(node).observe(time.perf_counter() - started)

@@ -22,6 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from engine.compose import verp
 from engine.config import InboundConfig
+from engine.inbound import unsubscribe
 from engine.inbound.effects import EffectsConfig, InboundItem, SignalSink, apply
 from engine.inbound.parse import parse_bounce
 from engine.store import inbound as inbound_store
@@ -106,7 +107,11 @@ class InboundHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if self._verp_job(address) is None and address.lower() not in self.fbl:
+        if (
+            self._verp_job(address) is None
+            and address.lower() not in self.fbl
+            and unsubscribe.job_of(address, self.cfg) is None
+        ):
             return "550 5.7.1 Relaying denied: not a bounce or feedback address"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -132,7 +137,22 @@ class InboundHandler:
                 "cannot store inbound message; sender will retry", extra={"error": str(exc)}
             )
             return "451 4.3.0 Temporary storage failure, try again later"
-        self.service.submit(inbound_id, raw, envelope.rcpt_tos[0], jobs[0] if jobs else None, fbl)
+        unsubscribes = [
+            j for j in (unsubscribe.job_of(r, self.cfg) for r in envelope.rcpt_tos) if j
+        ]
+        if unsubscribes:
+            # Honoured at once (the law allows 10 days; we take milliseconds).
+            try:
+                await unsubscribe.apply(self.service.pool, unsubscribes, "mailto")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("unsubscribe not applied; sender will retry", extra={"error": str(exc)})
+                return "451 4.3.0 Temporary failure, try again later"
+        if jobs or fbl:
+            self.service.submit(
+                inbound_id, raw, envelope.rcpt_tos[0], jobs[0] if jobs else None, fbl
+            )
+        else:
+            await inbound_store.mark_processed(self.service.pool, inbound_id, "unsubscribe")
         return "250 2.0.0 OK stored"
 
 

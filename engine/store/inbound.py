@@ -65,3 +65,12 @@ async def purge(pool: asyncpg.Pool, retention_days: int) -> int:
         retention_days,
     )
     return int(res.split()[-1])
+
+
+async def mark_processed(pool: asyncpg.Pool, inbound_id: int, kind: str) -> None:
+    """A stored message whose effect was applied outside the bounce pipeline (unsubscribes)."""
+    await pool.execute(
+        "UPDATE content.inbound_messages SET processed_at = now(), kind = $2 WHERE id = $1",
+        inbound_id,
+        kind,
+    )

@@ -149,3 +149,60 @@ async def test_bounce_and_complaint_effects(
     finally:
         daemon._on_stop(__import__("signal").SIGTERM)
         assert await asyncio.wait_for(task, 15) == 0
+
+
+async def test_one_click_and_mailto_unsubscribe(
+    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, mailu: FakeMailU
+) -> None:
+    import aiohttp
+
+    cfg = make_config(
+        clean_db,
+        redis_prefix,
+        relay={"nodes": [{"name": "n0", "host": "127.0.0.1", "port": mailu.port, "tls": "none"}]},
+        queue={"feeder_interval_s": 0.1},
+        shaping={"enabled": False},
+        dkim={"enabled": False},
+        inbound={
+            "listen": "127.0.0.1:0",
+            "verp_domain": VERP_DOMAIN,
+            "verp_secret": SECRET,
+            "unsubscribe_url": "https://unsub.acme.example/v1/unsubscribe",
+        },
+        admin={"listen": "127.0.0.1:0", "token": "t" * 32},
+    )
+    await tenants.add(pool, "acme")
+    bulk = [orjson.loads(job(i, f"reader{i}@example.com")) | {"campaign_id": "c1"} for i in (1, 2)]
+    await enqueue(pool, [orjson.dumps(b) for b in bulk], max_message_bytes=10**6, max_age_s=3600)
+    daemon = Daemon(cfg, None)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await _wait(pool, "SELECT count(*) FROM queue.jobs WHERE state = 'relayed'", 2)
+        heads = {m.rcpt_tos[0]: m.data.split(b"\r\n\r\n")[0] for m in mailu.received}
+        h1 = heads["reader1@example.com"].decode()
+        assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in h1
+        url = h1.split("<https://unsub.acme.example/v1/unsubscribe/")[1].split(">")[0]
+        mailto = heads["reader2@example.com"].decode().split("<mailto:")[1].split(">")[0]
+        # one-click: POST to the admin port (no bearer token: the HMAC token authorises)
+        assert daemon.admin_address is not None
+        admin = daemon.admin_address[1]
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{admin}/v1/unsubscribe/"
+            r = await http.post(base + url, data=b"List-Unsubscribe=One-Click")
+            assert r.status == 200, await r.text()
+            forged = await http.post(base + url[:-2] + "zz", data=b"List-Unsubscribe=One-Click")
+            assert forged.status == 404
+        # mailto: a message to the per-recipient address
+        assert daemon.inbound is not None and daemon.inbound.port
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=daemon.inbound.port)
+        await smtp.connect()
+        await smtp.sendmail("reader2@example.com", [mailto], b"Subject: unsubscribe\r\n\r\n.\r\n")
+        await smtp.quit()
+        await _wait(pool, "SELECT count(*) FROM oltp.suppressions WHERE reason = 'unsubscribed'", 2)
+        assert (
+            await pool.fetchval("SELECT count(*) FROM oltp.events WHERE kind = 'unsubscribed'") == 2
+        )
+        assert await pool.fetchval("SELECT sum(unsubscribed) FROM olap.daily_stats") == 2
+    finally:
+        daemon._on_stop(__import__("signal").SIGTERM)
+        assert await asyncio.wait_for(task, 15) == 0
