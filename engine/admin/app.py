@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
-from engine import metrics
+from engine import audit, metrics
 from engine.admin import openapi
 from engine.admin.auth import bearer_middleware, resolve_token
 from engine.admin.context import AdminContext
@@ -126,6 +126,33 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+@web.middleware
+async def audit_actions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every operator action that changed something (a successful non-GET) goes to the audit log.
+
+    Path parameters only (job id, sender, webhook id), never bodies: suppressed addresses or
+    webhook secrets must not be copied into the audit trail.
+    """
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    if request.method in ("GET", "HEAD", "OPTIONS") or response.status >= 400 or resource is None:
+        return response
+    if resource.canonical.startswith("/v1/unsubscribe/"):
+        return response  # recipients' own action, recorded as an event instead
+    try:
+        await audit.record(
+            request.app[CTX].pool,
+            "admin-api",
+            f"{request.method} {resource.canonical}",
+            ",".join(f"{k}={v}" for k, v in request.match_info.items()) or None,
+            {"status": response.status, "query": dict(request.query), "remote": request.remote},
+            tenant_id=request.query.get("tenant"),
+        )
+    except (asyncpg.PostgresError, OSError) as exc:  # the action happened; say the log missed it
+        log.error("audit log write failed", extra={"error": str(exc)})
+    return response
+
+
 def build_app(
     ctx: AdminContext, *, token: str | None = None, max_body_bytes: int | None = None
 ) -> web.Application:
@@ -137,7 +164,8 @@ def build_app(
     token = token if token is not None else resolve_token(ctx.cfg.admin)
     limit = max_body_bytes or max(MIN_BODY_LIMIT, 2 * ctx.cfg.queue.max_message_bytes)
     app = web.Application(
-        client_max_size=limit, middlewares=[observe, errors, bearer_middleware(token)]
+        client_max_size=limit,
+        middlewares=[observe, errors, bearer_middleware(token), audit_actions],
     )
     app[CTX] = ctx
     for route in ROUTES:

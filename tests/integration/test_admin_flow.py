@@ -206,3 +206,29 @@ async def test_pause_before_first_mail_is_404(
     async with pipeline(pipeline_config(clean_db, redis_prefix, mailu), pool) as p:
         out = await call(p.client, "POST", "/v1/senders/new@acme.example/pause", status=404)
         assert "created when a tenant first enqueues" in out["error"]
+
+
+async def test_operator_actions_are_audited_and_evented(
+    pool: asyncpg.Pool, cfg: Config, mailu: FakeMailU
+) -> None:
+    from tests.integration.test_admin_api import admin_config
+
+    await tenants.add(pool, "acme")
+    acfg = admin_config(cfg.database.dsn, cfg.redis.prefix, mailu)
+    ctx, relay = await make_context(acfg, pool)
+    try:
+        async with TestClient(TestServer(build_app(ctx, token=TOKEN))) as client:
+            out = await call(client, "POST", "/v1/messages", status=200, json=[job(1)])
+            job_id = out["results"][0]["job_id"]
+            await call(client, "DELETE", f"/v1/messages/{job_id}", status=200)
+            await call(client, "GET", "/v1/queues", status=200)  # reads are not audited
+    finally:
+        await close_context(ctx, relay)
+    audit = await pool.fetch("SELECT actor, action, target FROM oltp.audit_log ORDER BY id")
+    assert [(a["actor"], a["action"]) for a in audit] == [
+        ("admin-api", "POST /v1/messages"),
+        ("admin-api", "DELETE /v1/messages/{id}"),
+    ]
+    assert audit[1]["target"] == f"id={job_id}"
+    kinds = [r["kind"] for r in await pool.fetch("SELECT kind FROM oltp.events")]
+    assert kinds == ["cancelled"]

@@ -10,6 +10,8 @@ import logging
 
 from aiohttp import web
 
+from engine import events
+from engine.admin.context import AdminContext
 from engine.admin.routing import Route, ctx_of, int_param, json_response, parse_query, read_body
 from engine.admin.schemas import (
     CancelResult,
@@ -97,7 +99,28 @@ async def delete_message(request: web.Request) -> web.Response:
         )
         raise AdminRequestError(f"message {job_id} cannot be cancelled: {why}", status=409)
     log.info("message cancelled over the admin API", extra={"job_id": job_id})
+    await _cancel_event(ctx_of(request), job_id)
     return json_response(CancelResult(id=job_id, state=state))
+
+
+async def _cancel_event(ctx: AdminContext, job_id: int) -> None:
+    row = await message_store.get(ctx.pool, job_id)
+    if row is None:
+        return
+    async with ctx.pool.acquire() as conn:
+        await events.write(
+            conn,
+            [
+                events.Event(
+                    tenant_id=row.tenant_id,
+                    kind=events.EventKind.CANCELLED.value,
+                    job_id=job_id,
+                    recipient=row.recipient,
+                    message_id=row.message_id,
+                    reason="operator",
+                )
+            ],
+        )
 
 
 _ID = {"id": "job id, as returned by POST /v1/messages"}

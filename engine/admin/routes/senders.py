@@ -11,6 +11,7 @@ import logging
 
 from aiohttp import web
 
+from engine import events
 from engine.admin.context import AdminContext
 from engine.admin.routing import Route, ctx_of, json_response, parse_query, read_body
 from engine.admin.schemas import PauseRequest, SenderResult, TenantQuery
@@ -41,6 +42,16 @@ async def _one_sender(ctx: AdminContext, address: str, tenant: str | None) -> Se
     return found[0]
 
 
+async def _sender_event(
+    ctx: AdminContext, tenant_id: str, sender: str, kind: str, reason: str | None
+) -> None:
+    async with ctx.pool.acquire() as conn:
+        await events.write(
+            conn,
+            [events.Event(tenant_id=tenant_id, kind=kind, reason=reason, data={"sender": sender})],
+        )
+
+
 async def pause(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     address = request.match_info["id"]
@@ -52,6 +63,7 @@ async def pause(request: web.Request) -> web.Response:
         raise AdminRequestError(f"no sender {address!r}", status=404)
     if ctx.shaper is not None:
         await ctx.shaper.pause(sender.tenant_id, sender.address, body.reason)
+    await _sender_event(ctx, sender.tenant_id, sender.address, "sender_paused", body.reason)
     log.info(
         "sender paused over the admin API",
         extra={"tenant": sender.tenant_id, "sender": sender.address, "reason": body.reason},
@@ -71,6 +83,7 @@ async def resume(request: web.Request) -> web.Response:
         raise AdminRequestError(f"no sender {address!r}", status=404)
     if ctx.shaper is not None:
         await ctx.shaper.resume(sender.tenant_id, sender.address)
+    await _sender_event(ctx, sender.tenant_id, sender.address, "sender_resumed", None)
     log.info(
         "sender resumed over the admin API",
         extra={"tenant": sender.tenant_id, "sender": sender.address, "released": released},
