@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from engine import metrics
+from engine.compliance import quota
 from engine.compose import message_id as message_ids
 from engine.compose import verp
 from engine.compose.mime import ComposedBody, build_body, effective_message_id, render
@@ -68,18 +69,21 @@ class BodyCache:
 
 
 class PausedSenders:
-    """Paused senders, refreshed from the oltp tier every few seconds (not per message)."""
+    """Paused senders and tenants over their daily quota, refreshed from the oltp tier every
+    few seconds (two cheap queries per refresh, never per message)."""
 
     def __init__(self, pool: asyncpg.Pool, ttl_s: float = 5.0) -> None:
         self.pool = pool
         self.ttl_s = ttl_s
         self._at = 0.0
         self._paused: set[tuple[str, str]] = set()
+        self.over_quota: set[str] = set()
 
     async def get(self) -> set[tuple[str, str]]:
         if time.monotonic() - self._at > self.ttl_s:
             rows = await self.pool.fetch("SELECT tenant_id, address FROM oltp.senders WHERE paused")
             self._paused = {(r["tenant_id"], r["address"]) for r in rows}
+            self.over_quota = await quota.over_quota(self.pool)
             self._at = time.monotonic()
         return self._paused
 
@@ -293,6 +297,9 @@ class Dispatcher:
             ), False
         if paused:
             return self._held(job, HOLD_PAUSED_S, "sender is paused"), False
+        if job.tenant_id in self.paused.over_quota:
+            why = "tenant daily quota reached; held until the UTC day turns over"
+            return self._held(job, quota.seconds_to_reset(), why), False
         if not decision.allowed:
             metrics.SHAPING_DELAYS.labels(decision.level or "unknown").inc()
             return self._held(
