@@ -52,6 +52,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     a.add_argument("tenant_id", metavar="ID")
     a.add_argument("--name")
     a.set_defaults(func=cmd_tenants_add)
+    q = tsub.add_parser("quota", parents=[common], help="set or lift a tenant's daily quota")
+    q.add_argument("tenant_id", metavar="ID")
+    q.add_argument("--daily", type=int, metavar="N", help="messages per UTC day (omit to lift)")
+    q.set_defaults(func=cmd_tenants_quota)
 
     p = sub.add_parser("enqueue", parents=[common], help="enqueue jobs from JSON lines")
     p.add_argument("--jsonl", required=True, metavar="F|-", help="file of Job JSON lines, - stdin")
@@ -109,6 +113,28 @@ def cmd_tenants_add(args: argparse.Namespace) -> int:
 
     created = run_async(go)
     sys.stdout.write(f"tenant {args.tenant_id} {'added' if created else 'already exists'}\n")
+    return 0
+
+
+def cmd_tenants_quota(args: argparse.Namespace) -> int:
+    from engine.compliance import quota
+    from engine.store import pool as pool_mod
+
+    cfg = load_config(args)
+    if args.daily is not None and args.daily < 0:
+        raise UsageError("--daily must be 0 or more")
+
+    async def go() -> bool:
+        pool = await pool_mod.connect(cfg.database, min_size=1)
+        try:
+            return await quota.set_daily_quota(pool, args.tenant_id, args.daily)
+        finally:
+            await pool.close()
+
+    if not run_async(go):
+        raise UsageError(f"no tenant {args.tenant_id!r} (add it with: engine tenants add ID)")
+    what = f"{args.daily} messages per UTC day" if args.daily is not None else "no quota"
+    sys.stdout.write(f"tenant {args.tenant_id}: {what}\n")
     return 0
 
 
