@@ -292,7 +292,12 @@ def run(argv: list[str]) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m bench e2e")
     ap.add_argument("--jobs", type=int, default=50_000)
     ap.add_argument("--no-dkim", action="store_true")
-    ap.add_argument("--shaping", choices=["on", "off"], default="on")
+    ap.add_argument(
+        "--shaping",
+        choices=["on", "off", "both"],
+        default="on",
+        help="both: also run the engine with shaping off and report shaping_overhead",
+    )
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
 
@@ -303,8 +308,18 @@ def run(argv: list[str]) -> dict[str, Any]:
         finally:
             naive_sink.stop()
         eng = await _engine_phase(
-            tmp, args.jobs, shaping=args.shaping == "on", dkim=not args.no_dkim
+            tmp, args.jobs, shaping=args.shaping != "off", dkim=not args.no_dkim
         )
+        extra: dict[str, Any] = {}
+        if args.shaping == "both":
+            (tmp / "noshape").mkdir()
+            off = await _engine_phase(
+                tmp / "noshape", args.jobs, shaping=False, dkim=not args.no_dkim
+            )
+            extra = {
+                "engine_msg_s_shaping_off": off["engine_msg_s"],
+                "shaping_overhead": round(1 - eng["engine_msg_s"] / off["engine_msg_s"], 3),
+            }
         return {
             "engine_msg_s": eng["engine_msg_s"],
             "naive_msg_s": round(naive, 1),
@@ -320,6 +335,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "sink": "engine.sink (asyncio, own process)",
             "enqueue_jobs_s": eng["enqueue_jobs_s"],
             "cpus": os.cpu_count(),
+            **extra,
         }
 
     return uvloop.run(go())
