@@ -51,6 +51,7 @@ class PipeServer:
         self.on = 0
         self.data_without_rcpt = b"554 5.5.1 no valid recipients"
         self.messages: list[bytes] = []
+        self.commands: list[bytes] = []  # MAIL and RCPT lines as received
         self.connections = 0
         self.pipelined = 0  # MAIL commands that arrived with the rest of the group
         self._server: asyncio.Server | None = None
@@ -78,6 +79,8 @@ class PipeServer:
         try:
             while line := await reader.readline():
                 verb = line[:4].decode().upper()
+                if verb in ("MAIL", "RCPT"):
+                    self.commands.append(line)
                 if verb == "MAIL":
                     txn, accepted = txn + 1, 0
                     self.pipelined += b"DATA\r\n" in reader._buffer  # type: ignore[attr-defined]
@@ -232,6 +235,18 @@ async def test_every_recipient_refused(
     assert ok.kind is OutcomeKind.RELAYED
     assert server.messages == [msg(3)]
     assert server.connections == 1  # reset and reused, not dropped
+
+
+async def test_smtputf8_and_8bitmime_are_declared(server: PipeServer, pool_for: Any) -> None:
+    pool = await pool_for(cfg_for(server.node()))
+    body = "Subject: café\r\n\r\nné\r\n".encode()
+    result = await pool.send("bounce@sender.test", ["josé@exemple.test"], body)
+    assert result.kind is OutcomeKind.RELAYED
+    assert server.commands == [
+        f"MAIL FROM:<bounce@sender.test> SMTPUTF8 SIZE={len(body)} BODY=8BITMIME\r\n".encode(),
+        "RCPT TO:<josé@exemple.test>\r\n".encode(),
+    ]
+    assert server.messages == [body]
 
 
 async def test_unusable_addresses_are_refused_locally(server: PipeServer, pool_for: Any) -> None:
@@ -419,6 +434,13 @@ async def test_500_concurrent_messages_without_pipelining(mailu: FakeMailU, pool
     assert mailu.count() == 500
     assert mailu.duplicates() == {}
     assert mailu.connections <= 8
+
+
+async def test_8bit_body_without_pipelining(mailu: FakeMailU, pool_for: Any) -> None:
+    pool = await pool_for(cfg_for(mailu.relay_node("m")))
+    body = "Subject: café\r\nMessage-ID: <8bit@sender.test>\r\n\r\nné\r\n".encode()
+    assert (await pool.send("a@sender.test", ["r@x.test"], body)).kind is OutcomeKind.RELAYED
+    assert mailu.message_ids() == ["<8bit@sender.test>"]
 
 
 async def test_pipelining_can_be_switched_off(
