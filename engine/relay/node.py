@@ -6,7 +6,9 @@ when the node drops it, after ``max_messages_per_connection`` transactions (recy
 load over the node's processes and bounds any server-side per-session state), after a 421, and
 at shutdown.
 
-A transaction ends in one of three ways:
+A transaction is pipelined (RFC 2920, :mod:`engine.relay.pipeline`: MAIL, RCPTs and DATA in one
+write) when the node offers PIPELINING, and sent one command at a time through aiosmtplib when it
+does not; both end the same ways. A transaction ends in one of three ways:
 
 * the node answered — a :class:`SendResult` classified by :mod:`engine.relay.replies`;
 * the connection failed before the payload was handed over — :class:`NodeUnavailable`, so the
