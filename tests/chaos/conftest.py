@@ -23,7 +23,7 @@ import pytest
 
 from engine.servers import ThrowawayPostgres, ThrowawayRedis
 from engine.store.pool import connect_one
-from tests.chaos.harness import write_config
+from tests.chaos.harness import DaemonProcess, write_config
 from tests.fakes.mailu import FakeMailU
 
 
@@ -178,3 +178,22 @@ async def message_ids(dsn: str, state: str) -> set[str]:
 
 def received_ids(nodes: Sequence[FakeMailU]) -> set[str | None]:
     return {mid for node in nodes for mid in node.message_id_counts()}
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[Callable[[Path], DaemonProcess]]:
+    """Start ``engine run`` subprocesses; any still alive at teardown is killed (so a failing
+    test cannot leave a daemon behind to disturb the next one)."""
+    started: list[DaemonProcess] = []
+
+    def start(config: Path) -> DaemonProcess:
+        daemon = DaemonProcess(config).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.alive():
+            daemon.kill9()
+        elif daemon.proc is not None:
+            daemon.proc.wait(10)

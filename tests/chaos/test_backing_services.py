@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -65,7 +65,11 @@ SIZES = [
 
 @pytest.mark.parametrize(("n", "restarts"), SIZES)
 async def test_postgres_restart_mid_run(
-    chaos_env: ChaosEnv, tmp_path: Path, n: int, restarts: int
+    chaos_env: ChaosEnv,
+    tmp_path: Path,
+    start_daemon: Callable[[Path], DaemonProcess],
+    n: int,
+    restarts: int,
 ) -> None:
     """PostgreSQL stops (fast shutdown, every backend terminated) and restarts on the same port
     and data directory: the daemon pauses, reconnects its pool and LISTEN, and resumes."""
@@ -74,7 +78,7 @@ async def test_postgres_restart_mid_run(
     sent_down: list[int] = []
     with FakeMailU() as node:
         cfg = configure(tmp_path / "engine.toml", chaos_env, [node])
-        daemon = DaemonProcess(cfg).start()
+        daemon = start_daemon(cfg)
         for k in range(restarts):
             await wait_for(chaos_env.dsn, relayed(n * (k + 1) // (restarts + 2)), 120, daemon)
             before = node.count()
@@ -104,14 +108,18 @@ async def test_postgres_restart_mid_run(
 
 @pytest.mark.parametrize(("n", "restarts"), SIZES)
 async def test_redis_restart_mid_run(
-    chaos_env: ChaosEnv, tmp_path: Path, n: int, restarts: int
+    chaos_env: ChaosEnv,
+    tmp_path: Path,
+    start_daemon: Callable[[Path], DaemonProcess],
+    n: int,
+    restarts: int,
 ) -> None:
     """Redis dies (nothing persisted) and comes back empty: the reconciler re-pushes from PG."""
     await prepare(chaos_env.dsn, n)
     recoveries: list[float] = []
     with FakeMailU() as node:
         cfg = configure(tmp_path / "engine.toml", chaos_env, [node])
-        daemon = DaemonProcess(cfg).start()
+        daemon = start_daemon(cfg)
         for k in range(restarts):
             await wait_for(chaos_env.dsn, relayed(n * (k + 1) // (restarts + 2)), 120, daemon)
             chaos_env.redis.stop()
@@ -203,7 +211,11 @@ async def _stall(
     ],
 )
 async def test_slow_postgres_is_back_pressure_not_a_crash(
-    chaos_env: ChaosEnv, tmp_path: Path, n: int, stall_s: float
+    chaos_env: ChaosEnv,
+    tmp_path: Path,
+    start_daemon: Callable[[Path], DaemonProcess],
+    n: int,
+    stall_s: float,
 ) -> None:
     """A table lock, a frozen server and "no space left on device", each longer than the
     command timeout: the daemon waits, retries, and finishes the run without loss.
@@ -223,7 +235,7 @@ async def test_slow_postgres_is_back_pressure_not_a_crash(
             queue={"lease_s": 30.0},
             database={"command_timeout_s": 2.0},
         )
-        daemon = DaemonProcess(cfg).start()
+        daemon = start_daemon(cfg)
 
         await wait_for(dsn, relayed(n // 6), 60 + n / 50, daemon)
         locker = await connect_one(dsn)

@@ -8,6 +8,7 @@ itself makes unavoidable (a node that took the message and hung up before saying
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ async def finish(
     ],
 )
 async def test_node_down_fails_over_and_comes_back(
-    chaos_env: ChaosEnv, tmp_path: Path, n: int
+    chaos_env: ChaosEnv, tmp_path: Path, start_daemon: Callable[[Path], DaemonProcess], n: int
 ) -> None:
     """The node the sender is pinned to goes down mid-run: mail fails over to the other node at
     once, nothing is lost, and when the node returns the sender goes back to it."""
@@ -62,7 +63,7 @@ async def test_node_down_fails_over_and_comes_back(
     with FakeMailU() as a, FakeMailU() as b:
         nodes = [a, b]
         cfg = configure(tmp_path / "engine.toml", chaos_env, nodes, relay=RELAY)
-        daemon = DaemonProcess(cfg).start()
+        daemon = start_daemon(cfg)
         await wait_for(chaos_env.dsn, relayed(n // 6), 60, daemon)
         primary, other = (a, b) if a.count() >= b.count() else (b, a)
         assert other.count() == 0, "affinity: one sender domain stays on one node"
@@ -88,7 +89,7 @@ async def test_node_down_fails_over_and_comes_back(
 
 
 async def test_node_that_drops_after_data_duplicates_only_those(
-    chaos_env: ChaosEnv, tmp_path: Path
+    chaos_env: ChaosEnv, tmp_path: Path, start_daemon: Callable[[Path], DaemonProcess]
 ) -> None:
     """A node reads DATA, queues the mail, and hangs up without a reply (ten times); it also hangs
     up at MAIL and RCPT without queueing anything. Only the ten can arrive twice, and do."""
@@ -98,7 +99,7 @@ async def test_node_that_drops_after_data_duplicates_only_those(
     with FakeMailU() as a, FakeMailU() as b:
         nodes = [a, b]
         cfg = configure(tmp_path / "engine.toml", chaos_env, nodes, relay=RELAY)
-        daemon = DaemonProcess(cfg).start()
+        daemon = start_daemon(cfg)
         await wait_for(chaos_env.dsn, relayed(50), 60, daemon)
         primary = a if a.count() >= b.count() else b
         primary.drop("MAIL", 3)

@@ -8,6 +8,7 @@ detection + lease release), and the only duplicates are the dead instance's in-f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ def relayed(n: int) -> object:
     ],
 )
 async def test_two_instances_share_the_queue_without_double_sends(
-    chaos_env: ChaosEnv, tmp_path: Path, n: int
+    chaos_env: ChaosEnv, tmp_path: Path, start_daemon: Callable[[Path], DaemonProcess], n: int
 ) -> None:
     await prepare(chaos_env.dsn, n)
     with FakeMailU() as sink_a, FakeMailU() as sink_b:

@@ -4,4 +4,5 @@ from tests.chaos.conftest import (  # noqa: F401
     chaos_env,
     chaos_servers,
     pytest_runtest_setup,
+    start_daemon,
 )

@@ -20,6 +20,7 @@ import asyncio
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -163,7 +164,11 @@ async def _streams_pending(url: str) -> int:
     ],
 )
 async def test_soak_accounting_balances(
-    chaos_env: ChaosEnv, tmp_path: Path, n: int, max_growth_mb: float
+    chaos_env: ChaosEnv,
+    tmp_path: Path,
+    start_daemon: Callable[[Path], DaemonProcess],
+    n: int,
+    max_growth_mb: float,
 ) -> None:
     await _prepare(chaos_env.dsn, n)
     hard = {recipient(i) for i in range(0, n, HARD_EVERY)}
@@ -178,7 +183,7 @@ async def test_soak_accounting_balances(
             queue={"max_in_flight": 128, "batch_size": 128},
             relay={"health_interval_s": 0.5, "breaker_failures": 5},
         )
-        daemon = DaemonProcess(cfg).start()
+        daemon = start_daemon(cfg)
         assert daemon.proc is not None
         stop = asyncio.Event()
         monkey = Monkey(nodes, seed=n, every=20)
@@ -226,8 +231,6 @@ async def test_soak_accounting_balances(
         early, late, growth = sampler.growth()
         assert growth < max_growth_mb, f"RSS grew {growth:.1f} MB ({early:.0f} -> {late:.0f})"
     finally:
-        if "daemon" in locals() and daemon.alive():
-            daemon.kill9()
         for node in nodes:
             node.close()
     record(
