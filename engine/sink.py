@@ -113,7 +113,13 @@ class SmtpSink:
         return b"250 2.1.5 Ok\r\n"
 
     async def _data(self, reader: asyncio.StreamReader) -> None:
-        data = await reader.readuntil(b"\r\n.\r\n")
+        # Line-wise end detection: an empty message is a lone ".\r\n" right after the 354
+        # (a pipelining client sends it when every recipient was refused, RFC 2920 §3.1).
+        data = await reader.readuntil(b"\n")
+        while data != b".\r\n" and not data.endswith(b"\r\n.\r\n"):
+            data += await reader.readuntil(b".\r\n")
+        if data == b".\r\n":
+            return  # nothing was delivered (no accepted recipient)
         stats = self.stats
         stats.messages += 1
         stats.bytes += len(data)
