@@ -29,7 +29,7 @@ def relayed(n: int) -> object:
     return lambda c: c.get("relayed", 0) >= n
 
 
-async def test_kill9_mid_run_loses_nothing(
+async def test_kill9_five_times_mid_run_loses_nothing(
     servers: tuple[ThrowawayPostgres, ThrowawayRedis], tmp_path: Path
 ) -> None:
     pg, redis = servers
@@ -37,7 +37,8 @@ async def test_kill9_mid_run_loses_nothing(
     with FakeMailU() as node:
         cfg = write_config(tmp_path / "engine.toml", pg, redis, [node])
         kills = 0
-        for target in (N // 5, N // 2):
+        # five kill -9 during one run (issue 8), each after more mail has gone out
+        for target in (N * k // 6 for k in range(1, 6)):
             daemon = DaemonProcess(cfg).start()
             await wait_for(pg.dsn, relayed(target), 120, daemon)
             daemon.kill9()
