@@ -53,7 +53,9 @@ class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     reconcile_after_s: float = 300.0  # a pushed job still queued after this is pushed again
     feeder_interval_s: float = 1.0
     feeder_batch: int = 5000
-    stream_high_water: int = 20000  # the feeder stops pushing while a stream holds this many
+    # The feeder stops pushing while the streams hold this many entries: a few seconds of work,
+    # so Redis stays small with millions queued and tenants' turns (fair feeding) stay short.
+    stream_high_water: int = 4000
     outcome_flush_ms: float = 20.0
     outcome_batch: int = 500
     max_message_bytes: int = 25 * 1024 * 1024

@@ -281,3 +281,47 @@ async def test_tenant_over_daily_quota_is_held(
     assert 3 <= counts["relayed"] <= 5
     held = await pool.fetch("SELECT last_reply FROM queue.jobs WHERE state = 'queued'")
     assert all("daily quota" in (r["last_reply"] or "") for r in held)
+
+
+async def test_small_tenant_not_stuck_behind_a_big_campaign(
+    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, mailu: FakeMailU
+) -> None:
+    """Tenant A has 3,000 jobs queued; tenant B's 50 arrive later and finish within seconds."""
+    await tenants.add(pool, "acme")
+    await tenants.add(pool, "bravo")
+    res = await enqueue(
+        pool, [job(i) for i in range(3000)], max_message_bytes=10**6, max_age_s=3600
+    )
+    assert all(r.error is None for r in res)
+    cfg = daemon_config(clean_db, redis_prefix, [mailu], stream_high_water=200)
+    daemon = Daemon(cfg, None)
+    task = asyncio.create_task(daemon.run())
+    try:
+        deadline = time.monotonic() + 60
+        while (await job_store.counts(pool, "acme"))["relayed"] < 300:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        b_jobs = [
+            orjson.dumps(
+                {
+                    "tenant_id": "bravo",
+                    "idempotency_key": f"b{i}",
+                    "from": "alerts@bravo.example",
+                    "to": f"b{i}@example.com",
+                    "text": "your code is 123456",
+                }
+            )
+            for i in range(50)
+        ]
+        await enqueue(pool, b_jobs, max_message_bytes=10**6, max_age_s=3600)
+        started = time.monotonic()
+        while (await job_store.counts(pool, "bravo"))["relayed"] < 50:
+            assert time.monotonic() - started < 20, "tenant B waited behind tenant A"
+            await asyncio.sleep(0.05)
+        waited = time.monotonic() - started
+        a_done = (await job_store.counts(pool, "acme"))["relayed"]
+    finally:
+        daemon._on_stop(__import__("signal").SIGTERM)
+        assert await asyncio.wait_for(task, 30) == 0
+    assert waited < 5.0
+    assert a_done < 3000, "B finished before A's campaign did"
