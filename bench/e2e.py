@@ -151,8 +151,11 @@ async def _wait_ready(redis_url: str, prefix: str, timeout: float = 60) -> None:
 class Engine:
     """A throwaway PostgreSQL + Redis, a DKIM key, and ``engine run`` against a sink."""
 
-    def __init__(self, tmp: Path, sink_port: int, *, shaping: bool, dkim: bool) -> None:
+    def __init__(
+        self, tmp: Path, sink_port: int, *, shaping: bool, dkim: bool, workers: int = 1
+    ) -> None:
         self.tmp = tmp
+        self.workers = workers
         self.pg = ThrowawayPostgres(fsync=True).start()
         self.redis = ThrowawayRedis().start()
         pem, _ = generate_key("rsa-sha256", 2048)
@@ -250,9 +253,11 @@ async def _latencies(conn: asyncpg.Connection) -> tuple[float, float, float, flo
     return float(row["p50"] or 0), float(row["p99"] or 0), float(row["span"] or 0), row["n"]
 
 
-async def _engine_phase(tmp: Path, n: int, *, shaping: bool, dkim: bool) -> dict[str, Any]:
+async def _engine_phase(
+    tmp: Path, n: int, *, shaping: bool, dkim: bool, workers: int = 1
+) -> dict[str, Any]:
     sink = Sink(tmp, "engine-sink")
-    engine = Engine(tmp, sink.port, shaping=shaping, dkim=dkim)
+    engine = Engine(tmp, sink.port, shaping=shaping, dkim=dkim, workers=workers)
     try:
         await engine.prepare()
         await engine.start()
@@ -292,6 +297,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m bench e2e")
     ap.add_argument("--jobs", type=int, default=50_000)
     ap.add_argument("--no-dkim", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, help="engine run --workers N")
     ap.add_argument(
         "--shaping",
         choices=["on", "off", "both"],
@@ -308,13 +314,21 @@ def run(argv: list[str]) -> dict[str, Any]:
         finally:
             naive_sink.stop()
         eng = await _engine_phase(
-            tmp, args.jobs, shaping=args.shaping != "off", dkim=not args.no_dkim
+            tmp,
+            args.jobs,
+            shaping=args.shaping != "off",
+            dkim=not args.no_dkim,
+            workers=args.workers,
         )
         extra: dict[str, Any] = {}
         if args.shaping == "both":
             (tmp / "noshape").mkdir()
             off = await _engine_phase(
-                tmp / "noshape", args.jobs, shaping=False, dkim=not args.no_dkim
+                tmp / "noshape",
+                args.jobs,
+                shaping=False,
+                dkim=not args.no_dkim,
+                workers=args.workers,
             )
             extra = {
                 "engine_msg_s_shaping_off": off["engine_msg_s"],
@@ -335,6 +349,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "sink": "engine.sink (asyncio, own process)",
             "enqueue_jobs_s": eng["enqueue_jobs_s"],
             "cpus": os.cpu_count(),
+            "workers": args.workers,
             **extra,
         }
 
