@@ -24,7 +24,7 @@ from engine.admin import AdminContext, AdminServer, run_collector
 from engine.compliance import service as compliance
 from engine.config import Config
 from engine.dispatch.seams import Shaper as ShaperSeam
-from engine.dispatch.shaping import build_shaper
+from engine.dispatch.shaping import ShapingEventSink, build_shaper
 from engine.dispatch.signing import build_signer
 from engine.dispatch.worker import Dispatcher
 from engine.errors import EngineError
@@ -62,6 +62,7 @@ class Daemon:
         self.inbound: InboundService | None = None  # set once listening (tests read its port)
         self.admin_ctx: AdminContext | None = None
         self.admin_address: tuple[str, int] | None = None  # bound (host, port) of the side-port
+        self.shaping_events = ShapingEventSink()
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,7 +94,7 @@ class Daemon:
     async def _build_shaper(self, client: Any, pool: Any) -> ShaperSeam | None:
         if not self.cfg.shaping.enabled:
             return None
-        return await build_shaper(self.cfg, client, pool)
+        return await build_shaper(self.cfg, client, pool, on_event=self.shaping_events)
 
     async def _connect(self) -> tuple[Any, Any, streams_mod.Streams]:
         """PostgreSQL (migrated) and Redis, or a clear error naming the one that failed."""
@@ -173,6 +174,7 @@ class Daemon:
             loops.append(inbound.run(self.halt))
         if isinstance(shaper, Shaper):
             loops.append(shaper.run(self.halt, pool))
+            loops.append(self.shaping_events.run(pool, self.halt))
         background = [asyncio.create_task(c) for c in loops] + self.extra_tasks
         log.info(
             "engine started",

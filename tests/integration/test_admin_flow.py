@@ -230,5 +230,5 @@ async def test_operator_actions_are_audited_and_evented(
         ("admin-api", "DELETE /v1/messages/{id}"),
     ]
     assert audit[1]["target"] == f"id={job_id}"
-    kinds = [r["kind"] for r in await pool.fetch("SELECT kind FROM oltp.events")]
-    assert kinds == ["cancelled"]
+    kinds = [r["kind"] for r in await pool.fetch("SELECT kind FROM oltp.events ORDER BY id")]
+    assert kinds == ["queued", "cancelled"]
