@@ -35,7 +35,7 @@ _GENERATE = "generate one with: openssl rand -hex 32"
 def parse_listen(listen: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` → (host, port); raises :class:`ConfigError` when invalid."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise ConfigError(f"[admin] listen {listen!r} is not host:port", hint="e.g. 127.0.0.1:8025")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)

@@ -99,6 +99,7 @@ async def read_body(request: web.Request, kind: Any, *, optional: bool = False) 
 def int_param(request: web.Request, name: str) -> int:
     """A path parameter that must be a positive integer (else 400, not 500)."""
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
+    # isascii: str.isdigit() is also true for "³" and other digits int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise AdminRequestError(f"{name} must be a positive integer, not {raw!r}")
     return int(raw)

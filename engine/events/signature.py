@@ -43,7 +43,11 @@ def verify(
     parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
     stamps = [v for k, v in parts if k.strip() == "t"]
     sigs = [v.strip() for k, v in parts if k.strip() == "v1"]
-    if len(stamps) != 1 or not stamps[0].strip().isdigit() or not sigs:
+    if (
+        len(stamps) != 1
+        or not (stamps[0].strip().isascii() and stamps[0].strip().isdigit())
+        or not sigs
+    ):
         return False
     t = int(stamps[0])
     current = time.time() if now is None else now

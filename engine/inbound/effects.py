@@ -193,7 +193,7 @@ def _bounce_signal(job: _Job, kind: SignalKind, rcpt: Recipient) -> DeliverySign
 
 
 def _int(code: str | None) -> int | None:
-    return int(code) if code and code.isdigit() else None
+    return int(code) if code and code.isascii() and code.isdigit() else None
 
 
 class EffectsConfig(msgspec.Struct, frozen=True):

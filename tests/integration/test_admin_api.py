@@ -547,3 +547,13 @@ async def test_server_binds_and_enforces_the_exposure_rule(
             await server.close()
     finally:
         await close_context(ctx, relay)
+
+
+async def test_non_ascii_digits_in_an_id_are_a_400(
+    admin: tuple[TestClient[Any, Any], AdminContext],
+) -> None:
+    client, _ = admin
+    # "³".isdigit() is True but int("³") raises: found by schemathesis (was a 500)
+    for path in ("/v1/messages/%C2%B3", "/v1/messages/%D9%A3"):
+        out = await call(client, "GET", path, status=400)
+        assert "positive integer" in out["error"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -137,7 +138,7 @@ def _exercise(op: Any, url: str, failures: list[str]) -> None:
         failures.append(f"{op.method.upper()} {op.path} is documented as open to anyone")
 
     @settings(
-        max_examples=25,
+        max_examples=int(os.environ.get("ENGINE_SCHEMA_EXAMPLES", "25")),
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
