@@ -7,6 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import IO, Any, TypeVar
 
+import asyncpg
 import msgspec
 import uvloop
 
@@ -29,6 +30,20 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
 
 def load_config(args: argparse.Namespace) -> Config:
     return config_mod.load(args.config)
+
+
+def run_with_pool(cfg: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    """Run ``work`` with a small pool on the configured database, closing it afterwards."""
+    from engine.store import pool as pool_mod
+
+    async def go() -> T:
+        pool = await pool_mod.connect(cfg.database, min_size=1)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    return run_async(go)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -99,39 +114,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_tenants_add(args: argparse.Namespace) -> int:
-    from engine.store import pool as pool_mod
     from engine.store import tenants
 
     cfg = load_config(args)
 
-    async def go() -> bool:
-        pool = await pool_mod.connect(cfg.database, min_size=1)
-        try:
-            return await tenants.add(pool, args.tenant_id, args.name)
-        finally:
-            await pool.close()
-
-    created = run_async(go)
+    created = run_with_pool(cfg, lambda pool: tenants.add(pool, args.tenant_id, args.name))
     sys.stdout.write(f"tenant {args.tenant_id} {'added' if created else 'already exists'}\n")
     return 0
 
 
 def cmd_tenants_quota(args: argparse.Namespace) -> int:
     from engine.compliance import quota
-    from engine.store import pool as pool_mod
 
     cfg = load_config(args)
     if args.daily is not None and args.daily < 0:
         raise UsageError("--daily must be 0 or more")
 
-    async def go() -> bool:
-        pool = await pool_mod.connect(cfg.database, min_size=1)
-        try:
-            return await quota.set_daily_quota(pool, args.tenant_id, args.daily)
-        finally:
-            await pool.close()
-
-    if not run_async(go):
+    if not run_with_pool(cfg, lambda pool: quota.set_daily_quota(pool, args.tenant_id, args.daily)):
         raise UsageError(f"no tenant {args.tenant_id!r} (add it with: engine tenants add ID)")
     what = f"{args.daily} messages per UTC day" if args.daily is not None else "no quota"
     sys.stdout.write(f"tenant {args.tenant_id}: {what}\n")

@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 
 from engine import audit
-from engine.commands.core import load_config, run_async
-from engine.gdpr.erase import Erasure, erase
+from engine.commands.core import load_config, run_with_pool
+from engine.gdpr.erase import erase
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -34,20 +34,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
-    from engine.store import pool as pool_mod
-
     cfg = load_config(args)
 
-    async def go() -> Erasure:
-        pool = await pool_mod.connect(cfg.database, min_size=1)
-        try:
-            return await erase(
-                pool, args.tenant, args.address, actor=audit.cli_actor(), deep=args.deep
-            )
-        finally:
-            await pool.close()
-
-    result = run_async(go)
+    result = run_with_pool(
+        cfg,
+        lambda pool: erase(
+            pool, args.tenant, args.address, actor=audit.cli_actor(), deep=args.deep
+        ),
+    )
     if args.json:
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
     else:

@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 
 from engine import audit
-from engine.commands.core import load_config, run_async
-from engine.retention import RetentionResult, run
+from engine.commands.core import load_config, run_with_pool
+from engine.retention import run
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -24,18 +24,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.store import pool as pool_mod
-
     cfg = load_config(args)
 
-    async def go() -> RetentionResult:
-        pool = await pool_mod.connect(cfg.database, min_size=1)
-        try:
-            return await run(pool, cfg, dry_run=args.dry_run, actor=audit.cli_actor())
-        finally:
-            await pool.close()
-
-    result = run_async(go)
+    result = run_with_pool(
+        cfg,
+        lambda pool: run(pool, cfg, dry_run=args.dry_run, actor=audit.cli_actor()),
+    )
     if args.json:
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
     else:
