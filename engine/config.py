@@ -31,6 +31,9 @@ class DatabaseConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     pool_min: int = 2
     pool_max: int = 10
     command_timeout_s: float = 30.0
+    # A connection attempt that hangs (e.g. into a server that is restarting) is abandoned and
+    # retried after this, instead of asyncpg's default 60 s during which nothing is sent.
+    connect_timeout_s: float = 10.0
     statement_cache_size: int = 256
 
 

@@ -92,9 +92,12 @@ class OutcomeWriter:
                 try:
                     await self._write(items)
                     break
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+                except Exception as e:  # this task must never die (see below)
+                    # Any error is retried: if this task died, in-flight slots would never be
+                    # released and the dispatcher would wait for room forever, silently.
                     log.warning(
-                        "outcome write failed; retrying", extra={"error": str(e), "n": len(items)}
+                        "outcome write failed; retrying",
+                        extra={"error": repr(e), "n": len(items)},
                     )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)

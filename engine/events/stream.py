@@ -136,8 +136,9 @@ class Publisher:
         while not stop.is_set():
             try:
                 n = await self.publish_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("event publisher: PostgreSQL failed", extra={"error": str(exc)})
+            except Exception as exc:  # e.g. asyncpg.InternalClientError on a PG restart
+                # This loop must survive any error: a dead publisher stops the stream silently.
+                log.warning("event publisher: round failed", extra={"error": repr(exc)})
                 n = -1
             if n == self.cfg.publish_batch:
                 delay = interval

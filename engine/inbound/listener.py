@@ -238,10 +238,10 @@ class InboundService:
                 try:
                     await apply(self.pool, items, self.effects_cfg, self.shaping)
                     break
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except Exception as exc:  # any error (asyncpg.InternalClientError too)
                     # The raw messages are stored: if this never succeeds they are applied at
-                    # the next start (processed_at stays NULL).
-                    log.warning("bounce effects failed; retrying", extra={"error": str(exc)})
+                    # the next start (processed_at stays NULL); the loop itself must not die.
+                    log.warning("bounce effects failed; retrying", extra={"error": repr(exc)})
                     await asyncio.sleep(0.5 * 2**attempt)
 
     async def stop(self) -> None:

@@ -56,7 +56,7 @@ class Feeder:
         if self._listen is not None and not self._listen.is_closed():
             return
         try:
-            self._listen = await asyncpg.connect(self.dsn)
+            self._listen = await asyncpg.connect(self.dsn, timeout=10.0)
             await self._listen.add_listener(NOTIFY_CHANNEL, self._on_notify)
         except (OSError, asyncpg.PostgresError) as exc:
             self._listen = None

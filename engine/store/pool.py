@@ -34,6 +34,7 @@ async def connect(cfg: DatabaseConfig, *, min_size: int | None = None) -> asyncp
             min_size=cfg.pool_min if min_size is None else min_size,
             max_size=cfg.pool_max,
             command_timeout=cfg.command_timeout_s,
+            timeout=cfg.connect_timeout_s,
             statement_cache_size=cfg.statement_cache_size,
             init=_init,
         )
@@ -45,10 +46,10 @@ async def connect(cfg: DatabaseConfig, *, min_size: int | None = None) -> asyncp
     return pool
 
 
-async def connect_one(dsn: str) -> asyncpg.Connection:
+async def connect_one(dsn: str, timeout_s: float = 10.0) -> asyncpg.Connection:
     """A single connection (migrations, LISTEN), with the same error handling as :func:`connect`."""
     try:
-        conn: asyncpg.Connection = await asyncpg.connect(dsn)
+        conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=timeout_s)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise StoreError(
             f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}",
