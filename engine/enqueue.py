@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import asyncpg
 import msgspec
 
-from engine import metrics
+from engine import events, metrics
 from engine.compose.address import parse_address
 from engine.compose.validate import validate_job
 from engine.errors import JobValidationError
@@ -166,6 +166,19 @@ async def _enqueue_chunk(
             inserted = await job_store.insert(conn, [n for _, n in ready], max_age_s=max_age_s)
             for (i, _), ins in zip(ready, inserted, strict=True):
                 results[i] = EnqueueResult(i, ins.idempotency_key, ins.job_id, ins.created)
+            await events.write(
+                conn,
+                [
+                    events.Event(
+                        tenant_id=n.tenant_id,
+                        kind=events.EventKind.QUEUED.value,
+                        job_id=ins.job_id,
+                        recipient=n.recipient,
+                    )
+                    for (_, n), ins in zip(ready, inserted, strict=True)
+                    if ins.created
+                ],
+            )
             if any(ins.created for ins in inserted):
                 await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return [results[i] for i in range(offset, offset + len(items))]

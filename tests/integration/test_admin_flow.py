@@ -231,4 +231,4 @@ async def test_operator_actions_are_audited_and_evented(
     ]
     assert audit[1]["target"] == f"id={job_id}"
     kinds = [r["kind"] for r in await pool.fetch("SELECT kind FROM oltp.events ORDER BY id")]
-    assert kinds == ["cancelled"]
+    assert kinds == ["queued", "cancelled"]

@@ -155,7 +155,8 @@ async def test_erase_leaves_no_clear_address_and_keeps_it_suppressed(
     assert await compressed_mentions(pool, BOB.encode()) == 0
     assert result.jobs == 2 and result.jobs_cancelled == 1
     assert result.contents_deleted == 1  # the personal welcome mail; the campaign body stays
-    assert result.inbound_deleted == 1 and result.events == 1 and result.contents_kept_in_use == 0
+    # events: the seeded one and the "queued" event enqueue records for each of Bob's two jobs
+    assert result.inbound_deleted == 1 and result.events == 3 and result.contents_kept_in_use == 0
 
     # Still suppressed, in clear or any case, through the check the dispatcher will use.
     pairs = [("acme", "Bob@Example.com"), ("acme", "alice@example.com"), ("other", BOB)]
