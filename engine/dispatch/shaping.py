@@ -55,8 +55,8 @@ class ShapingEventSink:
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             try:
                 await self.flush(pool)
-            except (EngineError, asyncpg.PostgresError, OSError) as exc:
-                log.warning("shaping events not written; retrying", extra={"error": str(exc)})
+            except Exception as exc:  # the loop must survive any error (cf. the outcome writer)
+                log.warning("shaping events not written; retrying", extra={"error": repr(exc)})
 
 
 async def build_shaper(

@@ -30,7 +30,6 @@ import msgspec
 
 from engine import metrics
 from engine.config import Config, EventsConfig
-from engine.errors import StoreError
 from engine.events.model import Event
 from engine.events.signature import HEADER, sign
 from engine.events.store import Position, head, read_tenant_after, tenants_after
@@ -99,8 +98,8 @@ class WebhookWorker:
             while not stop.is_set():
                 try:
                     await self._term(stop)
-                except (StoreError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                    log.warning("webhook worker: PostgreSQL failed", extra={"error": str(e)})
+                except Exception as e:  # any error: a dead worker stops webhooks silently
+                    log.warning("webhook worker: round failed", extra={"error": repr(e)})
                 await _sleep_unless(stop, _STANDBY_S)
 
     async def _term(self, stop: asyncio.Event) -> None:

@@ -58,8 +58,8 @@ class Feeder:
         try:
             self._listen = await asyncpg.connect(self.dsn, timeout=10.0)
             await self._listen.add_listener(NOTIFY_CHANNEL, self._on_notify)
-        except (OSError, asyncpg.PostgresError) as exc:
-            self._listen = None
+        except Exception as exc:  # any failure (asyncpg.InternalClientError on a restart too):
+            self._listen = None  # this runs outside run()'s catch; the feeder must not die
             log.warning("cannot LISTEN for new jobs; polling", extra={"error": str(exc)})
 
     async def run(self, stop: asyncio.Event) -> None:
