@@ -220,14 +220,19 @@ class ComplianceConfig(_Section, frozen=True, kw_only=True, forbid_unknown_field
 
     # Public IPs the relay nodes send from: SPF must allow them, their PTR must forward-confirm.
     relay_ips: list[str] = []
-    # Re-check sender domains from the daemon (hourly, each domain once per check_interval_s).
+    # Check sender domains from the daemon: new ones at their first use (within poll_s of the
+    # first enqueue), each known one again once per check_interval_s.
     # Off by default: it queries public DNS, which test and demo hosts must not do.
     auto_check: bool = False
     # What a failing sender domain gets: "warn" (recorded and logged), "throttle" (a per-sender
-    # rate ceiling the shaping layer applies), "block" (its senders are paused with the reason).
+    # domain rate ceiling of throttle_rate_per_s msg/s that shaping applies), "block" (its senders
+    # are paused with the reason).
     on_fail: Literal["warn", "throttle", "block"] = "warn"
     throttle_rate_per_s: float = 0.1
     check_interval_s: float = 86400.0  # re-check a domain this long after its last check
+    # How often the daemon looks for new sender domains (checked at their first use), stale
+    # verdicts and new addresses of blocked domains.
+    poll_s: float = 60.0
     dns_timeout_s: float = 3.0
 
 
@@ -326,6 +331,12 @@ def _check(cfg: Config, origin: str) -> None:
         raise ConfigError(f"config {origin}: queue.weights must be three positive integers")
     if cfg.database.pool_min > cfg.database.pool_max:
         raise ConfigError(f"config {origin}: database.pool_min is above database.pool_max")
+    c = cfg.compliance
+    if c.throttle_rate_per_s <= 0 or c.poll_s <= 0 or c.check_interval_s <= 0:
+        raise ConfigError(
+            f"config {origin}: compliance.throttle_rate_per_s, poll_s and check_interval_s must be"
+            ' > 0 (to stop a failing domain from sending, use on_fail = "block")'
+        )
 
 
 def resolve_path(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

@@ -204,21 +204,25 @@ class Daemon:
         return 0
 
     async def _housekeeping(self, pool: Any, shaper: ShaperSeam | None) -> None:
-        """Hourly sender compliance re-checks, daily retention; failures are logged and retried."""
+        """Sender compliance (new domains, stale verdicts) every ``[compliance] poll_s``, daily
+        retention; failures are logged and retried."""
         last_retention = 0.0
         while not self.halt.is_set():
             try:
                 if self.cfg.compliance.auto_check:
-                    await compliance.check_due(
+                    await compliance.housekeep(
                         pool, self.cfg, shaper=shaper if isinstance(shaper, Shaper) else None
                     )
+            except Exception as exc:  # housekeeping must never take the daemon down
+                log.warning("compliance check failed; retrying later", extra={"error": str(exc)})
+            try:
                 if time.monotonic() - last_retention > 86400 or not last_retention:
                     await retention.run(pool, self.cfg)
                     last_retention = time.monotonic()
             except Exception as exc:  # housekeeping must never take the daemon down
-                log.warning("housekeeping failed; retrying later", extra={"error": str(exc)})
+                log.warning("retention failed; retrying later", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.halt.wait(), timeout=3600)
+                await asyncio.wait_for(self.halt.wait(), timeout=self.cfg.compliance.poll_s)
 
     async def _loop_lag(self) -> None:
         while True:

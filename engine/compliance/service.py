@@ -2,15 +2,18 @@
 
 What the daemon calls (the CLI ``engine senders check`` calls the same functions):
 
-* :func:`on_sender_first_use` when a sender address appears for the first time: applies the
-  domain's stored verdict (a blocked domain's new address is paused at once) or checks it now;
-* :func:`check_due` once a day (or every hour; it only checks domains whose last check is older
-  than ``[compliance] check_interval_s``);
+* :func:`on_sender_first_use` for a caller that learns of one new address: applies the domain's
+  stored verdict (a blocked domain's new address is paused at once) or checks it now;
+* :func:`housekeep` every ``[compliance] poll_s``: checks never-checked domains (a new sender's
+  first use; senders are created at enqueue), re-checks verdicts older than
+  ``[compliance] check_interval_s`` (:func:`check_due`), pauses new addresses of blocked domains;
 * :func:`check_and_apply` for one domain.
 
 On ``fail``: ``warn`` records and logs; ``throttle`` records a per-domain rate ceiling
-(``oltp.sender_compliance.rate_ceiling_per_s``, read with :func:`store.rate_ceilings`) for the
-shaping layer; ``block`` pauses every sender address of the domain (``oltp.senders.paused``, which
+(``oltp.sender_compliance.rate_ceiling_per_s``) that shaping applies as the domain's
+sender-domain rate (the lower of it and ``[shaping] sender_domain_rate_per_s``; at once on the
+instance that checked, at the next quota refresh — within a minute — on the others);
+``block`` pauses every sender address of the domain (``oltp.senders.paused``, which
 the dispatcher holds on, and the shaping pause when a :class:`Shaper` is given) with the failed
 checks as the reason. A later ``pass`` (or ``warn``) lifts a compliance block, never an
 operator's or an auto-pause. ``error`` (DNS failed) keeps the previous action.
@@ -132,6 +135,8 @@ async def apply_verdict(
     verdict = await store.save(pool, tenant_id, report, action=action, rate_ceiling_per_s=ceiling)
     addresses = await store.sender_addresses(pool, tenant_id, report.domain)
     reasons = verdict.reasons or (previous.reasons if previous is not None else [])
+    if shaper is not None:
+        shaper.set_domain_ceiling(tenant_id, report.domain, verdict.rate_ceiling_per_s)
     if action == "block":
         await _block(pool, tenant_id, addresses, pause_reason(reasons), shaper)
     elif previous is not None and previous.action == "block":
@@ -203,3 +208,22 @@ async def check_due(
             await check_and_apply(pool, cfg, tenant_id, domain, resolve=resolve, shaper=shaper)
         )
     return out
+
+
+async def housekeep(
+    pool: asyncpg.Pool,
+    cfg: Config,
+    *,
+    resolve: Resolve | None = None,
+    shaper: Shaper | None = None,
+) -> list[StoredVerdict]:
+    """The daemon's periodic compliance task (every ``poll_s``, with ``auto_check`` on).
+
+    A sender is created at enqueue, so its never-checked domain is due at the next round: that
+    is the check "when a sender is first used", off the send path. A new address in a domain that
+    is already blocked is paused with the domain's reasons. Stale verdicts are re-checked.
+    """
+    done = await check_due(pool, cfg, resolve=resolve, shaper=shaper)
+    for tenant_id, address, reasons in await store.new_in_blocked(pool):
+        await _block(pool, tenant_id, [address], pause_reason(reasons), shaper)
+    return done

@@ -96,6 +96,19 @@ async def due(pool: asyncpg.Pool, max_age_s: float, *, limit: int = 1000) -> lis
     return [(r["tenant_id"], r["domain"]) for r in rows]
 
 
+async def new_in_blocked(pool: asyncpg.Pool) -> list[tuple[str, str, list[str]]]:
+    """(tenant, address, reasons) of every sender address first used after its domain was
+    blocked and not paused yet (older addresses were paused by the block itself; an operator may
+    have resumed one of those on purpose, so they are left alone)."""
+    rows = await pool.fetch(
+        "SELECT s.tenant_id, s.address, c.reasons FROM oltp.senders s"
+        " JOIN oltp.sender_compliance c ON c.tenant_id = s.tenant_id AND c.domain = s.domain"
+        " WHERE c.action = 'block' AND NOT s.paused AND s.created_at > c.checked_at"
+        " ORDER BY s.tenant_id, s.address"
+    )
+    return [(r["tenant_id"], r["address"], list(r["reasons"])) for r in rows]
+
+
 async def tenants_with_domain(pool: asyncpg.Pool, domain: str) -> list[str]:
     """Tenants that have a sender address in ``domain``."""
     rows = await pool.fetch(

@@ -108,6 +108,7 @@ class RedisLimiter:
         plan: WarmupPlan,
         *,
         tenant_rates: Callable[[str], float] | None = None,
+        sender_domain_rates: Callable[[str, str], float] | None = None,
         clock: Clock | None = None,
         split_nodes: bool | None = None,
         runner: ScriptRunner | None = None,
@@ -119,6 +120,11 @@ class RedisLimiter:
         self.runner = runner or ScriptRunner(client)
         self.script = LuaScript("acquire")
         self._tenant_rates = tenant_rates or (lambda _t: cfg.tenant_rate_per_s)
+        # (tenant, sender address) → the sender-domain rate: the configured one, or lower when
+        # the domain fails its compliance check under ``[compliance] on_fail = "throttle"``.
+        self._sender_domain_rates = sender_domain_rates or (
+            lambda _t, _s: cfg.sender_domain_rate_per_s
+        )
         self._clock = clock  # None: the Redis server's clock, shared by every instance
         self.split_nodes = isinstance(client, RedisCluster) if split_nodes is None else split_nodes
         # Level lists per (tenant, sender, provider, node): building keys is most of the Python
@@ -171,10 +177,9 @@ class RedisLimiter:
         tenant_rate = self._tenant_rates(t)
         if tenant_rate > 0:
             levels.append(self._gcra(Level.TENANT, k.tenant(t), tenant_rate))
-        if cfg.sender_domain_rate_per_s > 0:
-            levels.append(
-                self._gcra(Level.SENDER_DOMAIN, k.sender_domain(t, s), cfg.sender_domain_rate_per_s)
-            )
+        domain_rate = self._sender_domain_rates(t, s)
+        if domain_rate > 0:
+            levels.append(self._gcra(Level.SENDER_DOMAIN, k.sender_domain(t, s), domain_rate))
         if cfg.sender_rate_per_s > 0:
             levels.append(self._gcra(Level.SENDER, k.sender(t, s), cfg.sender_rate_per_s))
         floor = min(cfg.min_rate_per_s, ceiling)

@@ -165,6 +165,20 @@ async def load_quotas(pool: asyncpg.Pool) -> dict[str, TenantQuota]:
     return {r["tenant_id"]: TenantQuota(r["rate_per_s"], r["weight"]) for r in rows}
 
 
+async def load_domain_ceilings(pool: asyncpg.Pool) -> dict[tuple[str, str], float]:
+    """(tenant, sender domain) → msg/s ceiling of every domain throttled by a compliance check
+    (``[compliance] on_fail = "throttle"``; a small table, read whole)."""
+    try:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT tenant_id, domain, rate_ceiling_per_s FROM oltp.sender_compliance"
+                " WHERE action = 'throttle' AND rate_ceiling_per_s IS NOT NULL"
+            )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"could not load compliance rate ceilings: {exc}") from exc
+    return {(r["tenant_id"], r["domain"]): r["rate_ceiling_per_s"] for r in rows}
+
+
 def _chunks(rows: Sequence[asyncpg.Record]) -> Iterable[Sequence[asyncpg.Record]]:
     for i in range(0, len(rows), _CHUNK):
         yield rows[i : i + _CHUNK]

@@ -23,7 +23,13 @@ from engine.shaping.clock import Clock
 from engine.shaping.feedback import FeedbackStore, SenderState, ShapingEvent
 from engine.shaping.keys import ShapingKeys
 from engine.shaping.limiter import LevelStatus, RedisLimiter
-from engine.shaping.model import DeliverySignal, Provider, ShapeDecision, ShapeRequest
+from engine.shaping.model import (
+    DeliverySignal,
+    Provider,
+    ShapeDecision,
+    ShapeRequest,
+    sender_domain,
+)
 from engine.shaping.providers import MxLookup, ProviderResolver, ProviderTable
 from engine.shaping.reputation import PauseVerdict
 from engine.shaping.scripts import ScriptRunner
@@ -58,6 +64,8 @@ class Shaper:
         self.plan = WarmupPlan.from_config(cfg.shaping)
         self.keys = ShapingKeys(cfg.redis.prefix)
         self.quotas: dict[str, persistence.TenantQuota] = {}
+        # (tenant, sender domain) → msg/s ceiling from a failed compliance check (throttle).
+        self.domain_ceilings: dict[tuple[str, str], float] = {}
         self._client = client
         self._buffer: list[DeliverySignal] = []
         self._dirty_rates: set[tuple[str, str, str]] = set()
@@ -73,6 +81,7 @@ class Shaper:
                 self.table,
                 self.plan,
                 tenant_rates=self._tenant_rate,
+                sender_domain_rates=self._sender_domain_rate,
                 clock=clock,
                 split_nodes=split_nodes,
                 runner=runner,
@@ -141,6 +150,29 @@ class Shaper:
         if quota is None or quota.rate_per_s is None:
             return self.cfg.shaping.tenant_rate_per_s
         return quota.rate_per_s
+
+    def _sender_domain_rate(self, tenant_id: str, sender: str) -> float:
+        configured = self.cfg.shaping.sender_domain_rate_per_s
+        ceiling = self.domain_ceilings.get((tenant_id, sender_domain(sender)))
+        if ceiling is None:
+            return configured
+        # 0 configured means "no sender-domain level": the compliance ceiling then is the level.
+        return ceiling if configured <= 0 else min(configured, ceiling)
+
+    def set_domain_ceiling(self, tenant_id: str, domain: str, ceiling: float | None) -> None:
+        """Cap (or, with None, uncap) a tenant's sender domain at ``ceiling`` msg/s now.
+
+        The compliance service calls this when it throttles a failing domain, so the cap binds
+        at once on this instance; other instances pick it up at their next quota refresh.
+        """
+        key = (tenant_id, domain.strip().lower().rstrip("."))
+        before = self.domain_ceilings.get(key)
+        if ceiling is None:
+            self.domain_ceilings.pop(key, None)
+        else:
+            self.domain_ceilings[key] = ceiling
+        if before != ceiling and self.limiter is not None:
+            self.limiter.forget_levels()
 
     # -- feedback -------------------------------------------------------------------------
 
@@ -283,9 +315,12 @@ class Shaper:
         return await persistence.restore(pool, self._client, self.keys)
 
     async def refresh_quotas(self, pool: asyncpg.Pool) -> None:
-        """Reload per-tenant rate ceilings and weights from ``oltp.shaping_tenant_quotas``."""
+        """Reload per-tenant rate ceilings and weights (``oltp.shaping_tenant_quotas``) and the
+        compliance ceilings of throttled sender domains (``oltp.sender_compliance``)."""
         quotas = await persistence.load_quotas(pool)
-        if quotas != self.quotas:
+        ceilings = await persistence.load_domain_ceilings(pool)
+        if quotas != self.quotas or ceilings != self.domain_ceilings:
             self.quotas = quotas
+            self.domain_ceilings = ceilings
             if self.limiter is not None:
                 self.limiter.forget_levels()

@@ -1,16 +1,22 @@
 """The compliance verdict as a tenant's senders feel it: stored with reasons; on_fail = block
 pauses every sender of the domain (visible reason), a later pass lifts only that pause;
-throttle records a rate ceiling; a new sender of a blocked domain is paused at first use."""
+throttle caps the domain's send rate in shaping (at once here, at the next refresh elsewhere);
+a new sender of a blocked domain is paused at first use; the daemon's periodic task checks new
+domains and pauses new addresses of blocked ones."""
 
 from __future__ import annotations
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from engine.compliance import quota, service, store
 from engine.config import Config
 from engine.dkim.keys import generate_key
 from engine.errors import ComplianceDnsError
+from engine.shaping.clock import FakeClock
+from engine.shaping.model import Level, ShapeRequest
+from engine.shaping.shaper import Shaper
 from engine.store import senders, tenants
 from tests.conftest import make_config
 
@@ -45,6 +51,7 @@ def config(cfg: Config, on_fail: str) -> Config:
         cfg.database.dsn,
         cfg.redis.prefix,
         compliance={"relay_ips": [RELAY], "on_fail": on_fail, "throttle_rate_per_s": 0.5},
+        shaping={"warmup": False, "burst_s": 4.0, "default_rate_per_s": 1000.0},
     )
 
 
@@ -112,6 +119,71 @@ async def test_throttle_and_warn(pool: asyncpg.Pool, cfg: Config) -> None:
         pool, config(cfg, "warn"), "acme", "acme.test", resolve=resolver(zone(False))
     )
     assert v.action == "warn" and await store.rate_ceilings(pool) == {}
+
+
+async def test_throttle_caps_the_domain_in_shaping(
+    pool: asyncpg.Pool, cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    await setup(pool)
+    c = config(cfg, "throttle")
+    clock = FakeClock(1_767_225_600.0 + 3600)
+    shaper = Shaper(c, redis_client, clock=clock)
+
+    def burst(sender: str, n: int = 10) -> list[ShapeRequest]:
+        return [ShapeRequest("acme", sender, "gmail") for _ in range(n)]
+
+    assert all(d.allowed for d in await shaper.acquire(burst("news@acme.test")))
+    await service.check_and_apply(
+        pool, c, "acme", "acme.test", resolve=resolver(zone(False)), shaper=shaper
+    )
+    clock.advance(60.0)  # whatever was spent before is paid back: only the new cap binds
+    # 0.5 msg/s with 4 s of burst: 2 now, across every address of the domain, then one per 2 s.
+    d = await shaper.acquire(burst("news@acme.test", 3) + burst("ceo@acme.test", 3))
+    assert [x.allowed for x in d] == [True, True, False, False, False, False]
+    assert {x.level for x in d if not x.allowed} == {Level.SENDER_DOMAIN}
+    assert all(1.9 <= x.retry_after_s <= 2.1 for x in d if not x.allowed)
+    # Another domain of the same tenant, and the same domain of another tenant, are not capped.
+    assert all(d.allowed for d in await shaper.acquire(burst("news@other.test")))
+    assert all(
+        d.allowed
+        for d in await shaper.acquire([ShapeRequest("globex", "news@acme.test", "gmail")] * 10)
+    )
+
+    # Another daemon instance learns the cap from PostgreSQL at its quota refresh.
+    other = Shaper(c, redis_client, clock=clock)
+    assert all(d.allowed for d in await other.acquire(burst("x@other.test", 1)))
+    await other.refresh_quotas(pool)
+    assert other.domain_ceilings == {("acme", "acme.test"): 0.5}
+    assert not (await other.acquire(burst("news@acme.test", 1)))[0].allowed
+
+    # Fixed DNS (or on_fail relaxed to warn): the cap is lifted at once.
+    await service.check_and_apply(
+        pool, c, "acme", "acme.test", resolve=resolver(zone()), shaper=shaper
+    )
+    clock.advance(5.0)
+    assert all(d.allowed for d in await shaper.acquire(burst("news@acme.test")))
+    await other.refresh_quotas(pool)
+    assert other.domain_ceilings == {}
+
+
+async def test_housekeep_checks_new_domains_and_pauses_new_addresses_of_blocked_ones(
+    pool: asyncpg.Pool, cfg: Config
+) -> None:
+    await setup(pool)
+    c = config(cfg, "block")
+    done = await service.housekeep(pool, c, resolve=resolver(zone(False)))
+    assert [(v.domain, v.action) for v in done] == [("acme.test", "block")]
+    assert len(await paused(pool)) == 2
+    # An operator lifts the block of one address on purpose: the next round leaves it alone.
+    await senders.resume(pool, "acme", "ceo@acme.test")
+    await pool.execute(
+        "INSERT INTO oltp.senders (tenant_id, address, domain) VALUES ('acme', 'new@acme.test',"
+        " 'acme.test')"
+    )
+    assert await service.housekeep(pool, c, resolve=resolver(zone(False))) == []  # not stale
+    assert set(await paused(pool)) == {"news@acme.test"}
+    (new,) = await senders.find(pool, "new@acme.test")
+    assert new.paused and (new.paused_reason or "").startswith("compliance: spf:")
 
 
 async def test_first_use_and_daily_due(pool: asyncpg.Pool, cfg: Config) -> None:
