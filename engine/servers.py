@@ -61,9 +61,17 @@ def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None
 class ThrowawayPostgres:
     """initdb + postgres in a temporary directory; ``dsn`` connects as superuser ``postgres``."""
 
-    def __init__(self, port: int | None = None, *, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        fsync: bool = False,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """``settings``: extra ``-c name=value`` server settings (e.g. for profiling)."""
         self.port = port or free_port()
         self.fsync = fsync
+        self.settings = dict(settings or {})
         self.tmp = Path(tempfile.mkdtemp(prefix="engine-pg-"))
         self.data = self.tmp / "data"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -120,6 +128,8 @@ class ThrowawayPostgres:
             "-c",
             "shared_buffers=256MB",
         ]
+        for name, value in self.settings.items():
+            args += ["-c", f"{name}={value}"]
         self.proc = subprocess.Popen(
             args,
             stdout=subprocess.DEVNULL,

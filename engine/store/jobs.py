@@ -194,6 +194,10 @@ UPDATE queue.jobs j
  WHERE j.id = u.id AND j.state = 'sending' AND j.lease_owner = $11 AND j.attempts = u.att
 RETURNING j.id, j.tenant_id, j.sender, j.state
 """
+# The plan this needs: for each row of u, one probe of jobs_id_unique. Migration 070 makes sure
+# the planner picks it even when statistics are stale (minutes after a campaign was enqueued):
+# before it, it walked every 'sending' row of jobs_leased, dead entries included, once per row of
+# u (400 µs per outcome in the e2e bench; now about 10).
 
 
 async def write_outcomes(
@@ -300,7 +304,8 @@ async def release_leases(pool: asyncpg.Pool, owners: Sequence[str] | None = None
     in-flight window); its Message-ID is fixed so the receiver can recognise the retry.
     """
     if owners is not None:
-        cond, args = "lease_owner = ANY($1::text[])", [list(owners)]
+        # lease_until IS NOT NULL (always true while sending) lets this use jobs_leased.
+        cond, args = "lease_until IS NOT NULL AND lease_owner = ANY($1::text[])", [list(owners)]
     else:
         cond, args = "lease_until < now()", []
     res: str = await pool.execute(
