@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -181,6 +182,7 @@ class Daemon:
             extra={"consumer": self.consumer, "nodes": [n.name for n in cfg.relay.nodes]},
         )
         sdnotify.notify(f"READY=1\nSTATUS=sending as {self.consumer}")
+        _tune_gc()
         try:
             await dispatcher.run(self.stop)
         finally:
@@ -237,6 +239,18 @@ class Daemon:
         while True:
             sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+
+def _tune_gc() -> None:
+    """Fewer, cheaper collections once started (6% of the loop thread under load was the GC).
+
+    Everything built at start (config, modules, pools, caches) is frozen out of the collector's
+    view, and the young generation collects every 20,000 allocations instead of 700: the engine
+    makes few reference cycles, so this mostly saves re-scanning long-lived objects.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def run_daemon(config_path: str | None) -> int:

@@ -18,6 +18,40 @@ from types import TracebackType
 
 from engine.dkim.sign import SigningKey, sign_message
 
+_MAX_SLICE = 16
+_Request = tuple[bytes, Sequence[SigningKey], bytes | None, int | None, "asyncio.Future[bytes]"]
+_Result = tuple[bytes | None, BaseException | None]
+
+
+def _sign_slice(part: Sequence[_Request]) -> list[_Result]:
+    """In a worker thread: sign each request; an error belongs to its own message only."""
+    out: list[_Result] = []
+    for message, keys, body_hash, timestamp, _ in part:
+        try:
+            signed = sign_message(message, keys, body_hash=body_hash, timestamp=timestamp)
+            out.append((signed, None))
+        except Exception as exc:
+            out.append((None, exc))
+    return out
+
+
+def _settle(part: Sequence[_Request], done: asyncio.Future[list[_Result]]) -> None:
+    """On the loop: hand each waiter its signed message or its error."""
+    if done.cancelled():
+        results: list[_Result] = [(None, asyncio.CancelledError())] * len(part)
+    elif (exc := done.exception()) is not None:
+        results = [(None, exc)] * len(part)
+    else:
+        results = done.result()
+    for (*_, waiter), (signed, error) in zip(part, results, strict=True):
+        if waiter.done():  # its task was cancelled meanwhile
+            continue
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            assert signed is not None
+            waiter.set_result(signed)
+
 
 class SignerPool:
     """Worker threads that DKIM-sign messages; ``sign()`` is thread-safe, so no locking here."""
@@ -27,6 +61,7 @@ class SignerPool:
         self._executor = ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix="dkim-sign"
         )
+        self._pending: list[_Request] = []
 
     def submit(
         self,
@@ -49,12 +84,35 @@ class SignerPool:
         body_hash: bytes | None = None,
         timestamp: int | None = None,
     ) -> bytes:
-        """Awaitable :func:`~engine.dkim.sign.sign_message` that never blocks the event loop."""
+        """Awaitable :func:`~engine.dkim.sign.sign_message` that never blocks the event loop.
+
+        Requests made in the same turn of the event loop (the dispatcher starts a batch of jobs
+        at once) are handed to the threads as a few slices, not one future each: a
+        ``concurrent.futures.Future`` and a thread-safe wake-up of the loop per message were a
+        real share of the loop thread's time at 2,000 messages a second.
+        """
         loop = asyncio.get_running_loop()
-        call = functools.partial(
-            sign_message, message, keys, body_hash=body_hash, timestamp=timestamp
-        )
-        return await loop.run_in_executor(self._executor, call)
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        self._pending.append((message, keys, body_hash, timestamp, waiter))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush, loop)
+        return await waiter
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending, self._pending = self._pending, []
+        # Enough slices to keep every thread busy, small enough that the first results come
+        # back within a few signatures' time.
+        step = max(1, min(_MAX_SLICE, -(-len(pending) // self.workers)))
+        for i in range(0, len(pending), step):
+            part = pending[i : i + step]
+            try:
+                done = asyncio.wrap_future(self._executor.submit(_sign_slice, part), loop=loop)
+            except RuntimeError as exc:  # the pool was closed
+                for *_, waiter in part:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                continue
+            done.add_done_callback(functools.partial(_settle, part))
 
     def sign_many(
         self,

@@ -22,13 +22,15 @@ import logging
 from collections.abc import Sequence
 
 import asyncpg
+import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from engine import metrics
 from engine.config import Config, EventsConfig
 from engine.events.model import Event, to_json
 from engine.events.store import Position, load_cursor, read_after, save_cursor
+from engine.shaping.scripts import LuaScript
 
 log = logging.getLogger("engine.events")
 
@@ -43,15 +45,18 @@ def stream_key(prefix: str) -> str:
     return f"{prefix}:{{events}}:stream"
 
 
-def entry_fields(event: Event) -> dict[str, str | bytes]:
+_PUBLISH = LuaScript("publish", "engine.events")
+
+
+def entry_fields(event: Event) -> dict[str, str]:
     """One stream entry: flat routing fields plus the JSON ``event`` (see the module doc)."""
-    fields: dict[str, str | bytes] = {
+    fields: dict[str, str] = {
         "v": FORMAT_VERSION,
         "id": str(event.id) if event.id is not None else "",
         "tenant_id": event.tenant_id,
         "kind": event.kind,
         "at": (event.at or dt.datetime.now(dt.UTC)).isoformat(),
-        "event": to_json(event),
+        "event": to_json(event).decode(),
     }
     if event.job_id is not None:
         fields["job_id"] = str(event.job_id)
@@ -62,10 +67,14 @@ def entry_fields(event: Event) -> dict[str, str | bytes]:
     return fields
 
 
+def _flat(event: Event) -> list[str]:
+    return [x for pair in entry_fields(event).items() for x in pair]
+
+
 async def publish(
     redis: aioredis.Redis, prefix: str, events: Sequence[Event], *, maxlen: int
 ) -> bool:
-    """XADD ``events`` in one pipeline (trimmed to about ``maxlen``); False if Redis failed.
+    """XADD ``events`` in one script call (trimmed to about ``maxlen``); False if Redis failed.
 
     Never raises for Redis being down or slow: the failure is logged and counted, and the
     caller (the publisher) keeps its cursor so the same events go out on a later round.
@@ -73,11 +82,13 @@ async def publish(
     if not events:
         return True
     key = stream_key(prefix)
+    batch = orjson.dumps([_flat(e) for e in events])
     try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                pipe.xadd(key, entry_fields(event), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-            await pipe.execute()
+        try:
+            await redis.evalsha(_PUBLISH.sha, 1, key, maxlen, batch)
+        except NoScriptError:  # first use, or Redis restarted / flushed its scripts
+            await redis.script_load(_PUBLISH.source)
+            await redis.evalsha(_PUBLISH.sha, 1, key, maxlen, batch)
     except (RedisError, OSError, TimeoutError) as exc:
         metrics.EVENTS_PUBLISH_FAILURES.inc()
         log.warning(

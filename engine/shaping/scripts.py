@@ -20,11 +20,11 @@ from engine.errors import ShapingError
 
 
 class LuaScript:
-    """A script from ``engine/shaping/lua/<name>.lua``."""
+    """A script from ``engine/<package>/lua/<name>.lua`` (shaping's by default)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, package: str = "engine.shaping") -> None:
         self.name = name
-        self.source = resources.files("engine.shaping").joinpath(f"lua/{name}.lua").read_text()
+        self.source = resources.files(package).joinpath(f"lua/{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 

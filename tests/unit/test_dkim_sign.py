@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import re
 import threading
@@ -306,6 +307,28 @@ async def test_signer_pool_signs_off_the_event_loop() -> None:
         batch = pool.sign_many([MESSAGE] * 5, [k], timestamp=3)
     assert dkimpy_verify_all(signed, k) == [True]
     assert len(set(batch)) == 1 and dkimpy_verify_all(batch[0], k) == [True]
+
+
+async def test_signer_pool_batches_a_turn_and_keeps_each_result_and_error_apart() -> None:
+    """Requests of one loop turn go out as slices; each caller gets its own message back, a
+    message that cannot be signed fails alone, and a cancelled caller does not break the rest."""
+    k = key()
+    messages = [MESSAGE.replace(b"<1@", f"<{i}@".encode()) for i in range(50)]
+    with SignerPool(2) as pool:
+        tasks = [asyncio.create_task(pool.sign_message(m, [k])) for m in messages]
+        bad = asyncio.create_task(pool.sign_message(b"no header separator", [k]))
+        cancelled = asyncio.create_task(pool.sign_message(MESSAGE, [k]))
+        await asyncio.sleep(0)  # every request is queued in this turn; the slices go out next
+        cancelled.cancel()
+        signed = await asyncio.gather(*tasks)
+        with pytest.raises(DkimMessageError):
+            await bad
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert await pool.sign_message(MESSAGE, [k])  # the pool still works afterwards
+    for i, out in enumerate(signed):
+        assert out.endswith(messages[i].split(b"\r\n\r\n", 1)[1])
+        assert f"<{i}@".encode() in out and dkimpy_verify_all(out, k) == [True]
 
 
 def test_canonical_body_edge_cases_match_dkimpy() -> None:
