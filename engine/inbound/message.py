@@ -23,7 +23,10 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from engine.inbound import mime
+
 Message = email.message.Message
+COMPAT32 = email.policy.compat32
 
 #: Only this many bytes of an inbound message are parsed: the notification, the delivery-status
 #: report and the headers of the original message always come first.
@@ -71,6 +74,9 @@ class Loaded(NamedTuple):
     msg: Message
     headers: Headers
     defects: tuple[str, ...]
+    #: ``str(msg.get_param("report-type") or "").lower()`` when the MIME parse already read the
+    #: Content-Type parameters (None: ask :func:`report_type_of`).
+    report_type: str | None = None
 
 
 def load(raw: bytes) -> Loaded:
@@ -87,21 +93,35 @@ def load(raw: bytes) -> Loaded:
         raw = raw[:cut]
         defects.append("truncated: too many MIME parts")
     raw = _make_opaque(raw)
-    # The top-level fields are read here; the stdlib parser only gets the MIME fields and the
+    # The top-level fields are read here; the MIME parser only gets the MIME fields and the
     # body. Bounces carry long Received/DKIM/ARC blocks that it would otherwise walk line by
     # line into a Message (a fifth of the parse time on our corpus).
     head_end = _blank_line_end(raw, 0)
     head, body = (raw[:head_end], raw[head_end:]) if head_end >= 0 else (raw, b"")
     fields = read_fields(head.decode("ascii", "surrogateescape"))
-    mime = "".join(f"{name}: {fields[key]}\n" for name, key in _MIME_FIELDS if key in fields)
-    raw = mime.encode("ascii", "surrogateescape") + b"\n" + body
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    mime_head = "".join(f"{name}: {fields[key]}\n" for name, key in _MIME_FIELDS if key in fields)
+    # What message_from_bytes would decode these bytes to (ASCII with surrogateescape).
+    text = f"{mime_head}\n{body.decode('ascii', 'surrogateescape')}"
+    parsed = mime.parse(text)
+    kind: str | None = None
+    if parsed is None:  # a shape mime.parse leaves to the stdlib
+        msg = email.message_from_string(text, policy=COMPAT32)
+    else:
+        msg = parsed.msg
+        if parsed.params is not None:
+            kind = str(mime.param(parsed.params, "report-type") or "").lower()
     if msg.get_content_maintype() == "multipart" and not isinstance(payload_of(msg), list):
-        repaired = _repair_boundary(raw, msg)
+        repaired = _repair_boundary(text.encode("ascii", "surrogateescape"), msg)
         if repaired is not None:
             msg = repaired
+            kind = None
             defects.append("repaired: multipart boundary did not match the parts")
-    return Loaded(msg, Headers(fields=fields), tuple(defects))
+    return Loaded(msg, Headers(fields=fields), tuple(defects), kind)
+
+
+def report_type_of(msg: Message) -> str:
+    """The ``report-type`` parameter of the message's Content-Type, lower-cased ('' if none)."""
+    return str(msg.get_param("report-type") or "").lower()
 
 
 #: The top-level fields the MIME parser needs (the others are read by :func:`read_fields`).
@@ -234,9 +254,9 @@ def _repair_boundary(raw: bytes, msg: Message) -> Message | None:
     return email.message_from_bytes(rebuilt, policy=email.policy.compat32)
 
 
-def iter_parts(msg: Message, limit: int = MAX_PARTS) -> Iterator[tuple[Message, str, bool]]:
-    """Depth-first walk yielding ``(part, content type, inside_original)`` for at most ``limit``
-    parts.
+def iter_parts(msg: Message, limit: int = MAX_PARTS) -> Iterator[tuple[Message, str, bool, object]]:
+    """Depth-first walk yielding ``(part, content type, inside_original, payload)`` for at most
+    ``limit`` parts (``payload`` is :func:`payload_of` the part, for :func:`part_text`).
 
     ``inside_original`` is true below an attached message/rfc822 that the stdlib did parse (a
     folded Content-Type escapes the opaque renaming): those parts belong to the mail we sent,
@@ -248,8 +268,10 @@ def iter_parts(msg: Message, limit: int = MAX_PARTS) -> Iterator[tuple[Message, 
         part, inside = stack.pop()
         seen += 1
         ctype = content_type(part)
-        yield part, ctype, inside
+        # Read once here and handed on: get_payload() re-checks the transfer encoding and
+        # re-scans the text for 8-bit bytes on every call.
         payload = payload_of(part)
+        yield part, ctype, inside, payload
         # Descend into multiparts and attached messages only: compat32 also splits
         # message/delivery-status into per-recipient blocks, which are fields, not parts.
         if isinstance(payload, list) and (
@@ -380,9 +402,11 @@ def payload_of(part: Message) -> object:
     return payload
 
 
-def part_text(part: Message) -> str:
-    """The decoded text of a leaf part (transfer encoding and charset), capped in length."""
-    payload = payload_of(part)
+def part_text(part: Message, payload: object) -> str:
+    """The decoded text of a leaf part (transfer encoding and charset), capped in length.
+
+    ``payload`` is :func:`payload_of` the part (as :func:`iter_parts` yields it).
+    """
     if isinstance(payload, list):
         text = "\n\n".join(container_text(p) for p in payload if isinstance(p, Message))
         encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
@@ -433,16 +457,16 @@ def container_text(msg: Message) -> str:
     return text
 
 
-def original_headers(part: Message, ctype: str) -> Headers | None:
-    """The header fields of the original message in a message/rfc822 or rfc822-headers part."""
+def original_headers(part: Message, ctype: str, payload: object) -> Headers | None:
+    """The header fields of the original message in a message/rfc822 or rfc822-headers part
+    (``payload`` is :func:`payload_of` the part)."""
     if ctype not in _CONTAINER_TYPES and ctype not in _HEADER_TYPES:
         return None
-    payload = payload_of(part)
     if isinstance(payload, list):
         if payload and isinstance(payload[0], Message):
             return Headers(payload[0])
         return None
-    text = part_text(part).lstrip()
+    text = part_text(part, payload).lstrip()
     # Only the header block is wanted (the body of the mail we sent is of no interest). Its
     # fields are read with the same RFC 5322 field reader as delivery-status blocks: building
     # a Message through the feed parser costs more than the rest of the bounce.

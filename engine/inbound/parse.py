@@ -32,6 +32,7 @@ from engine.inbound.message import (
     original_headers,
     part_text,
     quoted_field,
+    report_type_of,
     same_length_lower,
 )
 from engine.inbound.patterns import load_patterns, normalise
@@ -134,7 +135,7 @@ def parse_bounce(raw: bytes, envelope_to: str | None = None) -> BounceReport:
 
 
 def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
-    msg, heads, defects = load(raw)
+    msg, heads, defects, known_report_type = load(raw)
     subject = heads.get("Subject")
     from_header = heads.get("From")
     parts = _collect(msg)
@@ -149,7 +150,7 @@ def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
         if report is not None:
             return _finish(report, hints, subject, defects, prefer_own=True)
 
-    report_type = str(msg.get_param("report-type") or "").lower()
+    report_type = report_type_of(msg) if known_report_type is None else known_report_type
     if parts.feedback or report_type == _REPORT_FEEDBACK:
         return _finish(_complaint(parts, hints), hints, subject, defects)
 
@@ -178,21 +179,21 @@ def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
 def _collect(msg: Message) -> _Parts:
     parts = _Parts()
     html_notes: list[str] = []
-    for part, ctype, inside in iter_parts(msg):
+    for part, ctype, inside, payload in iter_parts(msg):
         if ctype in _ORIGINAL_TYPES:
             if parts.original is None and not inside:
-                parts.original = original_headers(part, ctype)
+                parts.original = original_headers(part, ctype, payload)
             continue
         if inside or ctype.startswith("multipart/"):
             continue
         if ctype in _STATUS_TYPES:
-            parts.statuses.append(part_text(part))
+            parts.statuses.append(part_text(part, payload))
         elif ctype == _FEEDBACK_TYPE:
-            parts.feedback.append(part_text(part))
+            parts.feedback.append(part_text(part, payload))
         elif ctype == "text/html":
-            html_notes.append(part_text(part))
+            html_notes.append(part_text(part, payload))
         elif ctype.startswith("text/") or ctype == "application/json":
-            parts.notes.append(part_text(part))
+            parts.notes.append(part_text(part, payload))
     if not parts.notes and html_notes:
         parts.notes = [_html_to_text(h) for h in html_notes]
     return parts

@@ -88,50 +88,61 @@ def _skip_class(pattern: str, index: int) -> int:
     return index
 
 
-#: Up to this length a text is indexed by its 3-grams; longer ones are scanned literal by literal.
+#: Up to this length a text may be indexed by its 4-grams; longer ones are scanned literal by
+#: literal.
 _GRAM_TEXT_LIMIT = 600
+#: Characters of the literal prefix the gram index is keyed on (shorter literals are always
+#: tried): 4 leaves fewer false candidates than 3 for the same cost of cutting the text.
+#: ``first_index`` cuts the text with a zip of this many shifted copies.
+_GRAM = 4
+#: A text is indexed only when the set has more than this many phrases per character: cutting
+#: it into grams costs about as much per character as two literal checks (measured on the
+#: fixture corpus), so small sets and long texts are cheaper to scan.
+_GRAM_SET_RATIO = 2
 
 
 class PhraseSet:
     """Regex phrases with literal prefilters, kept in order.
 
-    ``first_index`` finds the first phrase (in the given order) that occurs. Short texts (a
-    diagnostic) are cut into 3-grams and only the phrases whose literal starts with one of them
-    are tried; long texts are checked literal by literal.
+    ``first_index`` finds the first phrase (in the given order) that occurs. Against a large set
+    a short text (a diagnostic) is cut into 4-grams and only the phrases whose literal starts
+    with one of them are tried; otherwise the phrases are checked literal by literal. Both ways
+    try, in order, every phrase whose literal occurs, so they always give the same answer.
     """
 
-    __slots__ = ("_always", "_by_gram", "_phrases")
+    __slots__ = ("_always", "_by_gram", "_grams", "_phrases")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self._phrases: list[tuple[str | None, re.Pattern[str]]] = []
-        self._by_gram: dict[str, list[int]] = {}
+        # Grams are tuples of characters: zip() cuts a text into them in C, faster than
+        # slicing it in a Python loop.
+        self._by_gram: dict[tuple[str, ...], list[int]] = {}
         self._always: list[int] = []
         for index, pattern in enumerate(patterns):
             literal = required_literal(pattern)
             self._phrases.append((literal, re.compile(pattern)))
-            if literal is None:
+            if literal is None or len(literal) < _GRAM:
                 self._always.append(index)
             else:
-                self._by_gram.setdefault(literal[:MIN_LITERAL], []).append(index)
+                self._by_gram.setdefault(tuple(literal[:_GRAM]), []).append(index)
+        self._grams = frozenset(self._by_gram)
 
     def __len__(self) -> int:
         return len(self._phrases)
 
     def first_index(self, text: str) -> int | None:
         """Position of the first phrase that occurs in ``text`` (lower-cased), or None."""
-        if len(text) > _GRAM_TEXT_LIMIT:
-            for index, (literal, regex) in enumerate(self._phrases):
+        phrases = self._phrases
+        if len(text) > _GRAM_TEXT_LIMIT or len(text) * _GRAM_SET_RATIO >= len(phrases):
+            for index, (literal, regex) in enumerate(phrases):
                 if (literal is None or literal in text) and regex.search(text):
                     return index
             return None
-        by_gram = self._by_gram
         candidates = list(self._always)
-        for gram in {text[i : i + MIN_LITERAL] for i in range(len(text) - MIN_LITERAL + 1)}:
-            found = by_gram.get(gram)
-            if found:
-                candidates.extend(found)
+        by_gram = self._by_gram
+        for gram in self._grams.intersection(zip(text, text[1:], text[2:], text[3:], strict=False)):
+            candidates.extend(by_gram[gram])
         candidates.sort()
-        phrases = self._phrases
         for index in candidates:
             literal, regex = phrases[index]
             if (literal is None or literal in text) and regex.search(text):
