@@ -52,12 +52,12 @@ _PARA = (
 class Sink:
     """``python -m engine.sink`` in its own process (so it does not share our GIL)."""
 
-    def __init__(self, tmp: Path, name: str) -> None:
+    def __init__(self, tmp: Path, name: str, *, chunking: bool = True) -> None:
         self.stats_file = tmp / f"{name}.json"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.sink", "--stats", str(self.stats_file)],
-            stdout=subprocess.PIPE,
-        )
+        args = [sys.executable, "-m", "engine.sink", "--stats", str(self.stats_file)]
+        if not chunking:
+            args.append("--no-chunking")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
 
@@ -131,6 +131,62 @@ def _rss_peak_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of ``root`` and its live descendants (threads included)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: the fields start after the last ")".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(ticks.get(pid, 0) for pid in tree) / _TICK
+
+
+def _box_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine (all cores) since boot."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system irq softirq: time taken by a hypervisor (steal) is not ours.
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / _TICK
+
+
+class CpuMeter:
+    """CPU seconds spent by each process tree (and the whole box) between two readings."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        readings = {name: _tree_cpu_s(pid) for name, pid in self.pids.items()}
+        readings["box"] = _box_cpu_s()
+        return readings
+
+    def per_message_ms(self, n: int) -> dict[str, float]:
+        """``cpu_ms_per_msg_<name>`` for each tree and the box, since the meter was made."""
+        end = self._read()
+        return {
+            f"cpu_ms_per_msg_{name}": round((end[name] - self.start[name]) * 1000 / n, 3)
+            for name in end
+        }
 
 
 async def _wait_ready(redis_url: str, prefix: str, timeout: float = 60) -> None:
@@ -283,9 +339,9 @@ async def _latencies(conn: asyncpg.Connection) -> tuple[float, float, float, flo
 
 
 async def _engine_phase(
-    tmp: Path, n: int, *, shaping: bool, dkim: bool, workers: int = 1
+    tmp: Path, n: int, *, shaping: bool, dkim: bool, workers: int = 1, chunking: bool = True
 ) -> dict[str, Any]:
-    sink = Sink(tmp, "engine-sink")
+    sink = Sink(tmp, "engine-sink", chunking=chunking)
     engine = Engine(tmp, sink.port, shaping=shaping, dkim=dkim, workers=workers)
     try:
         await engine.prepare()
@@ -294,12 +350,23 @@ async def _engine_phase(
         conn = await asyncpg.connect(engine.pg.dsn)
         try:
             docs = job_docs(n, "e2e")
+            assert engine.proc is not None and engine.pg.proc is not None
+            assert engine.redis.proc is not None
+            meter = CpuMeter(
+                {
+                    "daemon": engine.proc.pid,
+                    "postgres": engine.pg.proc.pid,
+                    "redis": engine.redis.proc.pid,
+                    "sink": sink.proc.pid,
+                }
+            )
             t0 = time.perf_counter()
             res = await enqueue(pool, docs, max_message_bytes=10**7, max_age_s=86400)
             enqueue_s = time.perf_counter() - t0
             assert all(r.error is None for r in res)
             await _wait_done(conn, n, timeout=max(300.0, n / 20))
             total_s = time.perf_counter() - t0
+            cpu = meter.per_message_ms(n)
             p50, p99, _, relayed = await _latencies(conn)
             if engine.pg_statements:
                 await _print_statements(conn)
@@ -320,6 +387,7 @@ async def _engine_phase(
         "rss_mb": round(rss, 1),
         "relayed": relayed,
         "daemon_exit": code,
+        **cpu,
     }
 
 
@@ -329,6 +397,11 @@ def run(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--jobs", type=int, default=50_000)
     ap.add_argument("--no-dkim", action="store_true")
     ap.add_argument("--workers", type=int, default=1, help="engine run --workers N")
+    ap.add_argument(
+        "--no-chunking",
+        action="store_true",
+        help="the engine's sink does not offer CHUNKING: DATA after a 354 instead of BDAT",
+    )
     ap.add_argument(
         "--shaping",
         choices=["on", "off", "both"],
@@ -350,6 +423,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             shaping=args.shaping != "off",
             dkim=not args.no_dkim,
             workers=args.workers,
+            chunking=not args.no_chunking,
         )
         extra: dict[str, Any] = {}
         if args.shaping == "both":
@@ -360,6 +434,7 @@ def run(argv: list[str]) -> dict[str, Any]:
                 shaping=False,
                 dkim=not args.no_dkim,
                 workers=args.workers,
+                chunking=not args.no_chunking,
             )
             extra = {
                 "engine_msg_s_shaping_off": off["engine_msg_s"],
@@ -378,9 +453,11 @@ def run(argv: list[str]) -> dict[str, Any]:
             "dkim": "rsa-2048" if not args.no_dkim else "off",
             "shaping": args.shaping,
             "sink": "engine.sink (asyncio, own process)",
+            "relay_transfer": "DATA" if args.no_chunking else "BDAT",
             "enqueue_jobs_s": eng["enqueue_jobs_s"],
             "cpus": os.cpu_count(),
             "workers": args.workers,
+            **{k: v for k, v in eng.items() if k.startswith("cpu_ms_per_msg_")},
             **extra,
         }
 

@@ -1,7 +1,8 @@
 """A minimal, fast SMTP sink: accepts everything, counts messages and Message-IDs.
 
 Stands in for a MailU relay node in ``engine demo`` and the benchmarks (it is not a relay: it
-delivers nothing). Supports ESMTP PIPELINING so a pipelining client pays one round trip.
+delivers nothing). Supports ESMTP PIPELINING so a pipelining client pays one round trip, and
+CHUNKING (RFC 3030 ``BDAT``) as Postfix offers it, unless made with ``chunking=False``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,21 @@ class SinkStats:
         return sum(n - 1 for n in self.message_ids.values() if n > 1)
 
 
+class _Transaction:
+    """What BDAT needs and DATA does not (a pipelining client ends a DATA with a lone "." when
+    every recipient was refused): recipients accepted so far, chunks received so far."""
+
+    __slots__ = ("accepted", "chunks")
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.chunks: list[bytes] = []
+
+    def reset(self) -> None:
+        self.accepted = 0
+        self.chunks.clear()
+
+
 class SmtpSink:
     """``async with SmtpSink() as sink:`` serves on 127.0.0.1:``sink.port``."""
 
@@ -40,6 +56,7 @@ class SmtpSink:
         delay_s: float = 0.0,
         rcpt_rules: dict[bytes, bytes] | None = None,
         keep: int = 0,
+        chunking: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -48,6 +65,11 @@ class SmtpSink:
         self.rcpt_rules = rcpt_rules or {}
         self.keep = keep  # how many received messages to keep (for inspection)
         self.kept: list[bytes] = []
+        self.ehlo = (
+            b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+            + (b"250-CHUNKING\r\n" if chunking else b"")
+            + b"250 SIZE 52428800\r\n"
+        )
         self.stats = SinkStats()
         self._server: asyncio.Server | None = None
 
@@ -71,29 +93,30 @@ class SmtpSink:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         write = writer.write
         write(b"220 sink ESMTP ready\r\n")
+        txn = _Transaction()
         try:
             while True:
                 line = await reader.readline()
                 if not line:
                     break
                 verb = line[:4].upper()
-                if verb in (b"EHLO", b"HELO"):
-                    write(
-                        b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
-                        b"250 SIZE 52428800\r\n"
-                    )
+                if verb == b"BDAT":
+                    write(await self._bdat(reader, line, txn))
+                elif verb in (b"EHLO", b"HELO"):
+                    write(self.ehlo)
                 elif verb == b"DATA":
                     write(b"354 go ahead\r\n")
-                    await self._data(reader)
-                    if self.delay_s:
-                        await asyncio.sleep(self.delay_s)
-                    write(b"250 2.0.0 Ok: queued\r\n")
+                    write(await self._data(reader))
                 elif verb == b"QUIT":
                     write(b"221 2.0.0 Bye\r\n")
                     break
-                elif verb == b"RCPT" and self.rcpt_rules:
-                    write(self._rcpt(line))
-                elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                elif verb == b"RCPT":
+                    reply = self._rcpt(line) if self.rcpt_rules else b"250 2.1.5 Ok\r\n"
+                    txn.accepted += reply.startswith(b"2")
+                    write(reply)
+                elif verb in (b"MAIL", b"RSET", b"NOOP"):
+                    if verb != b"NOOP":
+                        txn.reset()
                     write(b"250 2.0.0 Ok\r\n")
                 else:
                     write(b"502 5.5.2 Command not recognised\r\n")
@@ -104,6 +127,24 @@ class SmtpSink:
         finally:
             writer.close()
 
+    async def _bdat(self, reader: asyncio.StreamReader, line: bytes, txn: _Transaction) -> bytes:
+        """Read one chunk (RFC 3030: always, even when the command fails); the reply."""
+        size, last = _bdat_args(line)
+        if size < 0:
+            return b"501 5.5.4 Syntax: BDAT size [LAST]\r\n"
+        chunk = await reader.readexactly(size)
+        if not txn.accepted:
+            txn.reset()
+            return b"554 5.5.1 Error: no valid recipients\r\n"
+        txn.chunks.append(chunk)
+        if not last:
+            return b"250 2.0.0 %d octets received\r\n" % size
+        self._received(b"".join(txn.chunks))
+        txn.reset()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return b"250 2.0.0 Ok: queued\r\n"
+
     def _rcpt(self, line: bytes) -> bytes:
         start = line.find(b"<") + 1
         local = line[start:].split(b"@", 1)[0].lower()
@@ -112,19 +153,26 @@ class SmtpSink:
                 return reply + b"\r\n"
         return b"250 2.1.5 Ok\r\n"
 
-    async def _data(self, reader: asyncio.StreamReader) -> None:
+    async def _data(self, reader: asyncio.StreamReader) -> bytes:
+        """Read a DATA payload up to its terminator; the final reply."""
         # Line-wise end detection: an empty message is a lone ".\r\n" right after the 354
         # (a pipelining client sends it when every recipient was refused, RFC 2920 §3.1).
         data = await reader.readuntil(b"\n")
         while data != b".\r\n" and not data.endswith(b"\r\n.\r\n"):
             data += await reader.readuntil(b".\r\n")
-        if data == b".\r\n":
-            return  # nothing was delivered (no accepted recipient)
+        if data != b".\r\n":  # a lone "." delivers nothing (no accepted recipient)
+            self._received(data[: -len(b".\r\n")])
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return b"250 2.0.0 Ok: queued\r\n"
+
+    def _received(self, data: bytes) -> None:
+        """Count one delivered message (``data``: without the DATA terminator)."""
         stats = self.stats
         stats.messages += 1
         stats.bytes += len(data)
         if len(self.kept) < self.keep:
-            self.kept.append(data[: -len(b".\r\n")])
+            self.kept.append(data)
         now = time.monotonic()
         stats.first_at = stats.first_at or now
         stats.last_at = now
@@ -132,6 +180,14 @@ class SmtpSink:
         m = _MID.search(head)
         if m:
             stats.message_ids[m.group(1)] += 1
+
+
+def _bdat_args(line: bytes) -> tuple[int, bool]:
+    """``BDAT <size> [LAST]``: (size, last); size -1 when the line is malformed."""
+    args = line.split()
+    if len(args) not in (2, 3) or not args[1].isdigit():
+        return -1, False
+    return int(args[1]), len(args) == 3 and args[2].upper() == b"LAST"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stats", help="write JSON stats here on exit")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each 250")
+    parser.add_argument("--no-chunking", action="store_true", help="do not offer CHUNKING/BDAT")
     args = parser.parse_args(argv)
 
     async def run() -> None:
@@ -158,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with SmtpSink(port=args.port, delay_s=args.delay) as sink:
+        async with SmtpSink(
+            port=args.port, delay_s=args.delay, chunking=not args.no_chunking
+        ) as sink:
             sys.stdout.write(f"{sink.port}\n")
             sys.stdout.flush()
             await stop.wait()

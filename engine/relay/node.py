@@ -8,7 +8,9 @@ at shutdown.
 
 A transaction is pipelined (RFC 2920, :mod:`engine.relay.pipeline`: MAIL, RCPTs and DATA in one
 write) when the node offers PIPELINING, and sent one command at a time through aiosmtplib when it
-does not; both end the same ways. A transaction ends in one of three ways:
+does not; both end the same ways. When the node also offers CHUNKING (RFC 3030; Postfix does by
+default), the payload goes in the same write as ``BDAT <size> LAST``: one write and one round trip
+per message. A transaction ends in one of three ways:
 
 * the node answered — a :class:`SendResult` classified by :mod:`engine.relay.replies`;
 * the connection failed before the payload was handed over — :class:`NodeUnavailable`, so the
@@ -64,11 +66,19 @@ _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 
 
 class Payload(msgspec.Struct, frozen=True):
-    """A message ready for DATA: CRLF line endings, dot-stuffed, terminated by ``.<CRLF>``."""
+    """A message ready for the node, in both transfer forms."""
 
-    data: bytes
+    data: bytes  # for DATA: CRLF line endings, dot-stuffed, terminated by ``.<CRLF>``
     size: int  # octets as transmitted before dot-stuffing (RFC 1870 SIZE)
     eight_bit: bool = False  # has octets > 127: declared BODY=8BITMIME where offered (RFC 6152)
+    #: For BDAT (RFC 3030): the CRLF message as is, ``size`` octets; empty means ``data`` was
+    #: never stuffed, so it is ``data`` without the terminator.
+    chunk: bytes = b""
+
+    @property
+    def body(self) -> bytes:
+        """The message for ``BDAT <size> LAST``: CRLF line endings, no dot-stuffing."""
+        return self.chunk or self.data[: -len(b".\r\n")]
 
 
 def prepare_payload(message: bytes) -> Payload:
@@ -85,13 +95,16 @@ def prepare_payload(message: bytes) -> Payload:
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     size = len(body)
+    eight_bit = not body.isascii()
     # RFC 5321 §4.5.2 transparency: with CRLF endings every line start is the start of the body or
     # follows an LF, so a bytes.replace does what the (?m)^\. regex did.
-    if b"\n." in body:
-        body = body.replace(b"\n.", b"\n..")
-    if body.startswith(b"."):
-        body = b"." + body
-    return Payload(data=body + b".\r\n", size=size, eight_bit=not body.isascii())
+    stuffed = body.replace(b"\n.", b"\n..") if b"\n." in body else body
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    # The unstuffed form is kept only when stuffing changed something (rare in engine mail):
+    # otherwise Payload.body slices it out of data when a BDAT needs it.
+    chunk = body if stuffed is not body else b""
+    return Payload(data=stuffed + b".\r\n", size=size, eight_bit=eight_bit, chunk=chunk)
 
 
 class NodeUnavailable(RelayError):
@@ -160,6 +173,9 @@ class NodePool:
     #: Pipeline the transaction (RFC 2920) when the node offers PIPELINING. False forces the
     #: command-by-command path: for comparing the two, or for a node whose PIPELINING is broken.
     pipelining: bool = True
+    #: With pipelining, send the payload in the MAIL/RCPT write as ``BDAT <size> LAST`` when the
+    #: node offers CHUNKING (RFC 3030). False keeps DATA (and its second round trip).
+    chunking: bool = True
 
     def __init__(
         self,
@@ -436,7 +452,8 @@ class NodePool:
 
         The outcomes are those of the command-by-command path: it is evaluated as if each reply
         had been awaited in turn, so a refusal followed by a hang-up is still a refusal, and a
-        hang-up before the 354 is still "nothing handed over".
+        hang-up before the 354 is still "nothing handed over". With CHUNKING the payload goes
+        in the same write (``BDAT <size> LAST``): see :meth:`_chunked_replies`.
         """
         try:
             group = [b"MAIL FROM:" + _mailbox(sender, encoding, options)]
@@ -455,9 +472,15 @@ class NodePool:
             sent.append(rcpt)
         if not sent:
             return SendResult.from_verdict(_overall(refused), self.name, tuple(refused))
-        group.append(b"DATA\r\n")
-
         smtp = session.smtp
+        chunked = self.chunking and smtp.supports_extension("chunking")
+        if chunked:
+            body = payload.body
+            group.append(b"BDAT %d LAST\r\n" % len(body))
+            group.append(body)
+        else:
+            group.append(b"DATA\r\n")
+
         proto = smtp.protocol
         if proto is None or proto.transport is None or proto.transport.is_closing():
             raise _Lost("connection lost at MAIL", stale=True)
@@ -471,9 +494,12 @@ class NodePool:
         transport.set_protocol(reader)
         try:
             transport.write(b"".join(group))
-            verdict, complete, close = await self._pipelined_replies(
-                transport, reader, sent, refused, payload
-            )
+            if chunked:
+                verdict, complete, close = await self._chunked_replies(reader, sent, refused)
+            else:
+                verdict, complete, close = await self._pipelined_replies(
+                    transport, reader, sent, refused, payload
+                )
         finally:
             transport.set_protocol(proto)
         if close:
@@ -526,17 +552,57 @@ class NodePool:
             final.code == ReplyCode.SERVICE_UNAVAILABLE,
         )
 
+    async def _chunked_replies(
+        self, reader: ReplyReader, sent: list[str], refused: list[RecipientRefusal]
+    ) -> tuple[ReplyVerdict, bool, bool]:
+        """The replies to MAIL, the RCPTs and ``BDAT LAST``; (verdict, complete, close).
+
+        The payload is already written, so only a refusal of MAIL or of every recipient proves
+        that nothing was delivered. Any reply missing before the final one is the "after the
+        payload" case: the node may have queued the message and not yet flushed its replies
+        (they come in one burst after the last chunk), so the result is DEFERRED, never a retry
+        on another node. The idle-session case stays cheap: a session idle for long is checked
+        with NOOP before reuse, and one found closed is never written to.
+        """
+        n = len(sent)
+        broke = await reader.wait(n + 2, self._cfg.command_timeout_s)
+        replies = reader.replies
+        known = len(refused)  # refused locally, before anything was written
+        try:
+            # A refusal of MAIL, or of every recipient (a 421 among them counts for the rest),
+            # settles it even if the stream broke after; any other missing reply does not.
+            verdict = self._envelope(replies, sent, refused, broke, last="BDAT")
+        except _Lost as lost:
+            del refused[known:]
+            raise _Lost(lost.reason, after_payload=True) from None
+        if verdict is not None:
+            # The node answers the BDAT too (a 5xx for want of recipients): consumed with the
+            # rest, so the session can be reset and reused unless the stream broke.
+            close = broke is not None or any(
+                r.code == ReplyCode.SERVICE_UNAVAILABLE for r in replies
+            )
+            return verdict, False, close
+        final = replies[n + 1]
+        return (
+            classify_reply(final.code, final.text),
+            True,
+            final.code == ReplyCode.SERVICE_UNAVAILABLE,
+        )
+
     def _envelope(
         self,
         replies: list[Reply],
         sent: list[str],
         refused: list[RecipientRefusal],
         broke: PipelineError | None,
+        *,
+        last: str = "DATA",
     ) -> ReplyVerdict | None:
         """The replies to MAIL and RCPTs, taken in turn: None to go on to DATA, else the refusal.
 
         Raises :class:`_Lost` where the command-by-command path would have lost the connection:
-        at the first reply that did not come, unless an earlier one already ended the transaction.
+        at the first reply that did not come, unless an earlier one already ended the transaction
+        (``last`` names the command after the RCPTs whose reply is due).
         """
         if not replies:
             raise self._lost_at("MAIL", broke, stale=isinstance(broke, ConnectionLost))
@@ -560,7 +626,7 @@ class NodePool:
         if not accepted:
             return _overall(refused)
         if len(replies) < len(sent) + 2:
-            raise self._lost_at("DATA", broke)
+            raise self._lost_at(last, broke)
         return None
 
     def _lost_at(self, stage: str, broke: PipelineError | None, *, stale: bool = False) -> _Lost:

@@ -2,7 +2,8 @@
 
 ``SmtpSink`` (the fast sink) and ``PipeServer`` below (a small pipelining server with fault
 injection) offer PIPELINING; the fake MailU (aiosmtpd) does not, so it gets the command-by-command
-path. What a sender sees must be the same on both paths.
+path. What a sender sees must be the same on both paths. ``PipeServer(chunking=True)`` also offers
+CHUNKING: its BDAT transactions are tested in test_relay_bdat.py.
 """
 
 from __future__ import annotations
@@ -40,10 +41,16 @@ class PipeServer:
     local part starts with a key of ``rcpt``). ``drop``: close the connection instead of answering
     ``verb`` (``"END"``: after reading the payload, with no reply); ``hang``: never answer it.
     Faults apply to transaction number ``on`` of each connection (1-based; 0: every one).
+    With ``chunking`` it offers CHUNKING (RFC 3030) and takes ``BDAT <size> [LAST]``: ``"BDAT"``
+    faults strike before the chunk is read, ``"END"`` faults after it.
     """
 
-    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None, chunking: bool = False) -> None:
         self.tls = tls
+        self.chunking = chunking
+        self.chunks: list[bytes] = []  # BDAT chunks of the transaction being received
+        self.writers: list[asyncio.StreamWriter] = []  # open connections
+        self.mail_ok = False  # the last MAIL was accepted (RCPTs after a refused one get a 503)
         self.reply: dict[str, bytes] = {}
         self.rcpt: dict[str, bytes] = {}
         self.drop: str | None = None
@@ -74,6 +81,7 @@ class PipeServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writers.append(writer)
         writer.write(b"220 pipe ESMTP\r\n")
         txn, accepted = 0, 0
         try:
@@ -83,24 +91,29 @@ class PipeServer:
                     self.commands.append(line)
                 if verb == "MAIL":
                     txn, accepted = txn + 1, 0
-                    self.pipelined += b"DATA\r\n" in reader._buffer  # type: ignore[attr-defined]
+                    buffered = reader._buffer  # type: ignore[attr-defined]
+                    self.pipelined += b"DATA\r\n" in buffered or b"BDAT " in buffered
                 faulty = self.on in (0, txn)
                 if faulty and self.drop == verb:
                     break
                 if faulty and self.hang == verb:
                     await asyncio.sleep(3600)
+                if verb == "BDAT":
+                    reply = await self._bdat(reader, line, accepted, faulty)
+                    if reply is None:
+                        break
+                    accepted = 0 if b"LAST" in line.upper() else accepted
+                    writer.write(reply + b"\r\n")
+                    await writer.drain()
+                    continue
                 reply = self._answer(verb, line, accepted)
                 accepted += verb == "RCPT" and reply.startswith(b"25")
                 if verb == "DATA" and reply.startswith(b"354"):
                     writer.write(reply + b"\r\n")
-                    body = await self._payload(reader)
-                    if faulty and self.drop == "END":
+                    final = await self._data(reader, accepted, faulty)
+                    if final is None:
                         break
-                    if faulty and self.hang == "END":
-                        await asyncio.sleep(3600)
-                    if accepted:
-                        self.messages.append(body)
-                    reply = self.reply.get("END", b"250 2.0.0 queued" if accepted else b"554 no")
+                    reply = final
                 writer.write(reply + b"\r\n")
                 if reply.startswith((b"221", b"421")):
                     break
@@ -109,12 +122,60 @@ class PipeServer:
             pass
         finally:
             writer.close()
+            self.writers.remove(writer)
+
+    def hang_up(self) -> None:
+        """Close every open connection (the node's idle timeout)."""
+        for writer in self.writers:
+            writer.close()
+
+    async def _data(
+        self, reader: asyncio.StreamReader, accepted: int, faulty: bool
+    ) -> bytes | None:
+        """Read a DATA payload and answer it; None: drop the connection (an ``"END"`` fault)."""
+        body = await self._payload(reader)
+        if faulty and self.drop == "END":
+            return None
+        if faulty and self.hang == "END":
+            await asyncio.sleep(3600)
+        if accepted:
+            self.messages.append(body)
+        return self.reply.get("END", b"250 2.0.0 queued" if accepted else b"554 no")
+
+    async def _bdat(
+        self, reader: asyncio.StreamReader, line: bytes, accepted: int, faulty: bool
+    ) -> bytes | None:
+        """Read one chunk and answer it; None: drop the connection (an ``"END"`` fault)."""
+        size = int(line.split()[1])
+        chunk = await reader.readexactly(size)  # RFC 3030: read even when the command fails
+        if faulty and self.drop == "END":
+            return None
+        if faulty and self.hang == "END":
+            await asyncio.sleep(3600)
+        if not accepted:
+            self.chunks.clear()
+            return self.data_without_rcpt
+        self.chunks.append(chunk)
+        if b"LAST" not in line.upper():
+            return b"250 2.0.0 chunk ok"
+        message = b"".join(self.chunks)
+        self.chunks.clear()
+        if "END" in self.reply:  # refused: not delivered
+            return self.reply["END"]
+        self.messages.append(message)
+        return b"250 2.0.0 queued"
 
     def _answer(self, verb: str, line: bytes, accepted: int) -> bytes:
         if verb in ("EHLO", "HELO"):
+            if self.chunking:
+                return EHLO.replace(b"250 SIZE", b"250-CHUNKING\r\n250 SIZE").rstrip(b"\r\n")
             return EHLO.rstrip(b"\r\n")
         if verb == "QUIT":
             return b"221 bye"
+        if verb == "RSET":
+            self.chunks.clear()
+        if verb == "RCPT" and not self.mail_ok:
+            return b"503 5.5.1 Error: need MAIL command"
         if verb == "RCPT":
             local = line.split(b"<", 1)[1].split(b"@", 1)[0].decode()
             for prefix, reply in self.rcpt.items():
@@ -123,7 +184,10 @@ class PipeServer:
         if verb == "DATA" and not accepted and "DATA" not in self.reply:
             return self.data_without_rcpt
         default = b"354 go ahead" if verb == "DATA" else b"250 2.0.0 ok"
-        return self.reply.get(verb, default)
+        reply = self.reply.get(verb, default)
+        if verb == "MAIL":
+            self.mail_ok = reply.startswith(b"250")
+        return reply
 
     @staticmethod
     async def _payload(reader: asyncio.StreamReader) -> bytes:
@@ -181,8 +245,9 @@ async def pool_for() -> AsyncIterator[Any]:
 # -- happy path and refusals ----------------------------------------------------------------------
 
 
-async def test_pipelined_delivery_to_the_sink(pool_for: Any) -> None:
-    async with SmtpSink(keep=10) as sink:
+@pytest.mark.parametrize("chunking", [False, True])
+async def test_pipelined_delivery_to_the_sink(pool_for: Any, chunking: bool) -> None:
+    async with SmtpSink(keep=10, chunking=chunking) as sink:
         pool = await pool_for(
             cfg_for(RelayNode(name="s", host="127.0.0.1", port=sink.port, tls="none"))
         )
@@ -191,7 +256,10 @@ async def test_pipelined_delivery_to_the_sink(pool_for: Any) -> None:
             assert result.kind is OutcomeKind.RELAYED
             assert result.reply_code == 250
     assert sink.stats.messages == 5
-    assert sink.kept[0].endswith(b"body 0\r\n..leading dot\r\n")  # dot-stuffed on the wire
+    # Dot-stuffed on the wire for DATA; BDAT carries the message as it is.
+    assert sink.kept[0].endswith(
+        b"body 0\r\n.leading dot\r\n" if chunking else b"body 0\r\n..leading dot\r\n"
+    )
 
 
 async def test_commands_go_out_in_one_group(server: PipeServer, pool_for: Any) -> None:
