@@ -13,14 +13,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from engine.config import RedisConfig
 from engine.errors import QueueError
 from engine.model import Priority
+from engine.shaping.scripts import LuaScript
 
 GROUP = "engine"
+_PUSH = LuaScript("push", "engine.queue")
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -84,13 +87,16 @@ class Streams:
         return True
 
     async def push(self, jobs: Sequence[tuple[int, str, int]]) -> None:
-        """XADD (job_id, tenant_id, priority) entries in one pipeline."""
+        """XADD (job_id, tenant_id, priority) entries in one script call."""
         if not jobs:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for job_id, tenant_id, priority in jobs:
-            pipe.xadd(self.keys[priority], {"j": job_id, "t": tenant_id})
-        await pipe.execute()
+        # Job ids as strings: Lua numbers are doubles, printed with 14 significant digits.
+        batch = orjson.dumps([(str(job_id), tenant, priority) for job_id, tenant, priority in jobs])
+        try:
+            await self.client.evalsha(_PUSH.sha, len(self.keys), *self.keys, batch)
+        except NoScriptError:  # first use, or Redis restarted / flushed its scripts
+            await self.client.script_load(_PUSH.source)
+            await self.client.evalsha(_PUSH.sha, len(self.keys), *self.keys, batch)
 
     def _entries(self, reply: Any) -> list[Entry]:
         out: list[Entry] = []

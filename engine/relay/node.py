@@ -66,26 +66,35 @@ _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 
 
 class Payload(msgspec.Struct, frozen=True):
-    """A message ready for the node, in both transfer forms."""
+    """A message ready for the node: CRLF line endings, as BDAT carries it (RFC 3030)."""
 
-    data: bytes  # for DATA: CRLF line endings, dot-stuffed, terminated by ``.<CRLF>``
-    size: int  # octets as transmitted before dot-stuffing (RFC 1870 SIZE)
+    body: bytes
     eight_bit: bool = False  # has octets > 127: declared BODY=8BITMIME where offered (RFC 6152)
-    #: For BDAT (RFC 3030): the CRLF message as is, ``size`` octets; empty means ``data`` was
-    #: never stuffed, so it is ``data`` without the terminator.
-    chunk: bytes = b""
 
     @property
-    def body(self) -> bytes:
-        """The message for ``BDAT <size> LAST``: CRLF line endings, no dot-stuffing."""
-        return self.chunk or self.data[: -len(b".\r\n")]
+    def size(self) -> int:
+        """Octets as transmitted before dot-stuffing (RFC 1870 SIZE; the BDAT chunk size)."""
+        return len(self.body)
+
+    @property
+    def data(self) -> bytes:
+        """The message for DATA: dot-stuffed and terminated by ``.<CRLF>`` (built per call, for
+        nodes without CHUNKING only)."""
+        body = self.body
+        # RFC 5321 §4.5.2 transparency: with CRLF endings every line start is the start of the
+        # body or follows an LF, so a bytes.replace does what a (?m)^\. regex would.
+        if b"\n." in body:
+            body = body.replace(b"\n.", b"\n..")
+        if body.startswith(b"."):
+            body = b"." + body
+        return body + b".\r\n"
 
 
 def prepare_payload(message: bytes) -> Payload:
-    """Normalise line endings and dot-stuff ``message`` (C-level scans, no Python loop over bytes).
+    """Normalise line endings (C-level scans, no Python loop over bytes).
 
-    Engine-built messages are already CRLF and rarely have a line starting with a dot, so both
-    rewrites are skipped when three ``count`` scans and one ``in`` show they would change nothing.
+    Engine-built messages are already CRLF, so the rewrite is skipped when three ``count`` scans
+    show it would change nothing. Dot-stuffing waits for :attr:`Payload.data`: BDAT needs none.
     """
     crlf = message.count(b"\r\n")
     if crlf == message.count(b"\n") and crlf == message.count(b"\r"):
@@ -94,17 +103,7 @@ def prepare_payload(message: bytes) -> Payload:
         body = _LINE_ENDINGS.sub(b"\r\n", message)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    size = len(body)
-    eight_bit = not body.isascii()
-    # RFC 5321 §4.5.2 transparency: with CRLF endings every line start is the start of the body or
-    # follows an LF, so a bytes.replace does what the (?m)^\. regex did.
-    stuffed = body.replace(b"\n.", b"\n..") if b"\n." in body else body
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    # The unstuffed form is kept only when stuffing changed something (rare in engine mail):
-    # otherwise Payload.body slices it out of data when a BDAT needs it.
-    chunk = body if stuffed is not body else b""
-    return Payload(data=stuffed + b".\r\n", size=size, eight_bit=eight_bit, chunk=chunk)
+    return Payload(body=body, eight_bit=not body.isascii())
 
 
 class NodeUnavailable(RelayError):

@@ -134,3 +134,24 @@ async def test_scheduled_job_waits(
     await streams.ensure_groups()
     assert await feeder.feed_once(pool, streams, cfg.queue) == 1
     assert await job_store.next_due_in(pool) is not None
+
+
+async def test_push_one_script_call_every_priority_and_big_ids(
+    cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    streams = Streams(redis_client, cfg.redis.prefix)
+    await streams.ensure_groups()
+    await redis_client.script_flush()  # the first push must load the script itself
+    big = 2**62 + 12345  # beyond a Lua double's 14 printed digits
+    await streams.push([(1, "acme", 2), (big, "beta", 0), (3, "acme", 1), (4, "odd", 7)])
+    await streams.push([(5, "acme", 1)])  # the script is cached now
+    entries = await streams.read("w1", [8, 4, 1], 10, block_ms=0)
+    got = [(e.stream.rsplit(":", 1)[1], e.job_id, e.tenant_id) for e in entries]
+    assert got == [
+        ("high", big, "beta"),
+        ("normal", 3, "acme"),
+        ("normal", 5, "acme"),
+        ("low", 1, "acme"),
+        ("low", 4, "odd"),  # a priority outside the streams goes to the lowest one
+    ]
+    await streams.push([])  # nothing to do, no call

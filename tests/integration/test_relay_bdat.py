@@ -42,15 +42,15 @@ def two(server: PipeServer, spare: PipeServer, **kw: Any) -> RelayConfig:
     return cfg_for(server.node("a"), spare.node("b"), breaker_failures=100, **kw)
 
 
-def test_payload_keeps_the_unstuffed_message_for_bdat() -> None:
+def test_payload_is_the_message_for_bdat_and_stuffed_for_data() -> None:
     plain = prepare_payload(b"Subject: s\n\nno dots here\n")
     assert plain.body == b"Subject: s\r\n\r\nno dots here\r\n"
     assert plain.data == plain.body + b".\r\n"
-    assert len(plain.body) == plain.size
+    assert plain.size == len(plain.body)
     dotted = prepare_payload(b".first\r\nx\r\n.second\r\n")
     assert dotted.body == b".first\r\nx\r\n.second\r\n"
     assert dotted.data == b"..first\r\nx\r\n..second\r\n.\r\n"
-    assert len(dotted.body) == dotted.size
+    assert dotted.size == len(dotted.body)
 
 
 async def test_one_write_per_message_and_the_message_as_is(
