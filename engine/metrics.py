@@ -6,9 +6,27 @@ Cardinality-safe: no per-recipient or per-message labels; ``tenant`` only where 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
+_children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def labelled(metric: _M, *values: str) -> _M:
+    """``metric.labels(*values)``, remembered: ``labels()`` checks the values, builds a tuple and
+    takes a lock on every call, and the send path asks twice per message. The label sets are
+    few by design (see above), so the memo stays small. Not for a metric that is ever
+    ``clear()``-ed or has children removed: the memo would keep the old child."""
+    key = (id(metric), values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child  # type: ignore[return-value]
 
 MESSAGES = Counter(
     "engine_messages_total",

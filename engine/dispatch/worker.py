@@ -335,8 +335,8 @@ class Dispatcher:
             tenant=job.tenant_id,  # dedicated relay pools of enterprise tenants
         )
         node = result.node or ""
-        metrics.RELAY_LATENCY.labels(node).observe(time.perf_counter() - started)
-        metrics.MESSAGES.labels(result.kind.value, provider, node).inc()
+        metrics.labelled(metrics.RELAY_LATENCY, node).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.MESSAGES, result.kind.value, provider, node).inc()
         if self.shaper is not None:
             self.shaper.record(
                 from_outcome(
