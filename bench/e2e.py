@@ -123,21 +123,38 @@ async def naive_loop(port: int, messages: list[tuple[str, str, bytes]], conns: i
     return len(messages) / (time.perf_counter() - start)
 
 
-def _rss_peak_mb(pid: int) -> float:
+def status_mb(pid: int, field: str) -> float:
+    """A ``/proc/<pid>/status`` memory field (``VmRSS``, ``VmHWM``) in MB; 0 if it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
 
 
+def tree_mb(root: int, field: str) -> float:
+    """``field`` summed over ``root`` and its descendants: the daemon with its DKIM signer
+    processes (and ``--workers`` children)."""
+    return sum(status_mb(pid, field) for pid in process_tree(root))
+
+
+def _rss_peak_mb(pid: int) -> float:
+    # Each process's own peak, summed: an upper bound of the tree's peak.
+    return tree_mb(pid, "VmHWM")
+
+
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds of ``root`` and its live descendants (threads included)."""
+def process_tree(root: int) -> set[int]:
+    """``root`` and its live descendants."""
+    return set(_proc_table(root)[0])
+
+
+def _proc_table(root: int) -> tuple[set[int], dict[int, int]]:
+    """(the pids of ``root``'s tree, CPU ticks of every process)."""
     parents: dict[int, int] = {}
     ticks: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -158,6 +175,12 @@ def _tree_cpu_s(root: int) -> float:
         children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
         tree.update(children)
         frontier.extend(children)
+    return tree, ticks
+
+
+def _tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of ``root`` and its live descendants (threads included)."""
+    tree, ticks = _proc_table(root)
     return sum(ticks.get(pid, 0) for pid in tree) / _TICK
 
 

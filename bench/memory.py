@@ -18,17 +18,10 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from bench.e2e import Engine, Sink, job_docs
+from bench.e2e import Engine, Sink, job_docs, tree_mb
 from engine.config import DatabaseConfig
 from engine.enqueue import enqueue
 from engine.store import pool as pool_mod
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run(argv: list[str]) -> dict[str, Any]:
@@ -55,7 +48,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             samples = []
             end = time.monotonic() + args.seconds
             while time.monotonic() < end:
-                samples.append(_rss_mb(engine.proc.pid))
+                samples.append(tree_mb(engine.proc.pid, "VmRSS"))
                 await asyncio.sleep(1.0)
             conn = await asyncpg.connect(engine.pg.dsn)
             relayed = await conn.fetchval("SELECT count(*) FROM queue.jobs WHERE state='relayed'")

@@ -88,4 +88,4 @@ async def build_signer(cfg: Config) -> DkimSigner:
     box = (
         KeyBox.from_config(cfg.dkim) if (cfg.dkim.master_key or cfg.dkim.master_key_file) else None
     )
-    return DkimSigner(ring, SignerPool(), box)
+    return DkimSigner(ring, SignerPool(processes=cfg.dkim.signer == "process"), box)

@@ -265,7 +265,12 @@ def sign_message(
 
     The new fields use the message's own line ending (LF or CRLF) so the result is consistent.
     """
-    fields = sign(message, keys, body_hash=body_hash, timestamp=timestamp)
+    return prepend_fields(sign(message, keys, body_hash=body_hash, timestamp=timestamp), message)
+
+
+def prepend_fields(fields: bytes, message: bytes) -> bytes:
+    """``message`` with the DKIM-Signature ``fields`` (as :func:`sign` made them) in front, in
+    the message's own line ending (LF or CRLF)."""
     first_eol = message.find(b"\n")
     if first_eol > 0 and message[first_eol - 1 : first_eol] != b"\r":
         fields = fields.replace(b"\r\n", b"\n")

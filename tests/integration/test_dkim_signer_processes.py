@@ -1,0 +1,107 @@
+"""``SignerPool(processes=True)``: the daemon's signing in worker processes (spawned for real).
+
+The signatures must be exactly those made in-process, errors must stay with their message, and a
+worker that dies must cost a retry, not the messages that were with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from engine.dkim.pool import SignerPool
+from engine.dkim.sign import sign_message
+from engine.errors import DkimError
+from tests.unit.dkim_support import dkimpy_verify_all, key
+from tests.unit.test_dkim_sign import MESSAGE
+
+pytestmark = pytest.mark.timeout(120)
+
+TS = 1_700_000_000
+
+
+def numbered(i: int, message: bytes = MESSAGE) -> bytes:
+    return message.replace(b"<1@", f"<{i}@".encode())
+
+
+def worker_pids(pool: SignerPool) -> list[int]:
+    procs = pool._procs
+    assert procs is not None
+    return [p.pid for p in procs._processes.values()]  # type: ignore[union-attr]
+
+
+async def test_same_signatures_as_in_process_for_every_key_set_in_one_turn() -> None:
+    rsa, ed = key("rsa", 2048, "example.com", "rsa1"), key("ed25519", 256, "example.com", "ed1")
+    other = key(domain="other.example", selector="s2")
+    lf = numbered(7).replace(b"\r\n", b"\n")
+    requests = [(numbered(i), (rsa,)) for i in range(40)]
+    requests += [(numbered(100 + i), (rsa, ed)) for i in range(5)]  # dual signing
+    requests += [(numbered(200), (other,)), (lf, (rsa,))]
+    with SignerPool(2, processes=True) as pool:
+        signed = await asyncio.gather(
+            *(pool.sign_message(m, list(keys), timestamp=TS) for m, keys in requests)
+        )
+    for (message, keys), out in zip(requests, signed, strict=True):
+        assert out == sign_message(message, list(keys), timestamp=TS)  # RSA PKCS#1 is stable
+    assert dkimpy_verify_all(signed[0], rsa) == [True]
+    assert dkimpy_verify_all(signed[40], rsa, ed) == [True, True]
+    assert b"\r\n" not in signed[-1]  # an LF message gets LF fields
+
+
+async def test_an_unsignable_message_fails_alone() -> None:
+    k = key()
+    with SignerPool(2, processes=True) as pool:
+        good = [asyncio.create_task(pool.sign_message(numbered(i), [k])) for i in range(10)]
+        bad = asyncio.create_task(pool.sign_message(b"no header separator", [k]))
+        assert all(await asyncio.gather(*good))
+        with pytest.raises(DkimError, match="header"):
+            await bad
+
+
+async def test_a_worker_killed_mid_slice_costs_a_retry_not_the_messages() -> None:
+    k = key()
+    with SignerPool(2, processes=True) as pool:
+        assert await pool.sign_message(numbered(0), [k])  # the workers are up
+        first = worker_pids(pool)
+        # Enough work that both workers are busy when one is killed.
+        tasks = [
+            asyncio.create_task(pool.sign_message(numbered(i), [k], timestamp=TS))
+            for i in range(400)
+        ]
+        await asyncio.sleep(0.05)
+        os.kill(first[0], signal.SIGKILL)
+        signed = await asyncio.gather(*tasks)
+        assert signed == [sign_message(numbered(i), [k], timestamp=TS) for i in range(400)]
+        assert not set(worker_pids(pool)) & {first[0]}
+
+
+async def test_a_worker_that_died_while_idle_is_replaced() -> None:
+    k = key()
+    with SignerPool(1, processes=True) as pool:
+        assert await pool.sign_message(numbered(0), [k])
+        (pid,) = worker_pids(pool)
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.5)  # the pool notices and marks itself broken
+        assert await pool.sign_message(numbered(1), [k])
+        assert worker_pids(pool) != [pid]
+
+
+async def test_workers_ignore_sigterm_and_go_with_the_pool() -> None:
+    k = key()
+    pool = SignerPool(2, processes=True)
+    assert await pool.sign_message(numbered(0), [k])
+    pids = worker_pids(pool)
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)  # the daemon drains on SIGTERM; its signers must not die
+    await asyncio.sleep(0.2)
+    assert await pool.sign_message(numbered(1), [k])
+    assert worker_pids(pool) == pids
+    pool.close()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with pytest.raises(DkimError, match="unavailable"):
+        await pool.sign_message(numbered(2), [k])
