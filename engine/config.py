@@ -119,9 +119,10 @@ class DkimConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     # publishes another key (with required = true their mail is then held, never signed with a
     # key receivers cannot verify). Off by default: tests, demo and benchmarks run offline.
     check_dns: bool = False
-    # Where the daemon signs: "process" (worker processes, one per core: off the daemon's GIL,
-    # the faster under load) or "thread" (worker threads in the daemon's process).
-    signer: Literal["process", "thread"] = "process"
+    # Where the daemon signs: "thread" (worker threads in the daemon's process) or "process"
+    # (worker processes, one per core, off the daemon's GIL: more throughput at full load, a
+    # longer latency tail at part load; docs/dkim.md has the figures).
+    signer: Literal["process", "thread"] = "thread"
 
 
 class ShapingProvider(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

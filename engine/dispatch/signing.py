@@ -88,4 +88,6 @@ async def build_signer(cfg: Config) -> DkimSigner:
     box = (
         KeyBox.from_config(cfg.dkim) if (cfg.dkim.master_key or cfg.dkim.master_key_file) else None
     )
-    return DkimSigner(ring, SignerPool(processes=cfg.dkim.signer == "process"), box)
+    pool = SignerPool(processes=cfg.dkim.signer == "process")
+    await pool.start()
+    return DkimSigner(ring, pool, box)

@@ -105,3 +105,13 @@ async def test_workers_ignore_sigterm_and_go_with_the_pool() -> None:
             os.kill(pid, 0)
     with pytest.raises(DkimError, match="unavailable"):
         await pool.sign_message(numbered(2), [k])
+
+
+async def test_start_spawns_every_worker_before_the_first_signature() -> None:
+    with SignerPool(2, processes=True) as pool:
+        await pool.start()
+        assert len(set(worker_pids(pool))) == 2
+        assert await pool.sign_message(numbered(0), [key()])
+    with SignerPool(2) as threads:
+        await threads.start()  # nothing to start
+        assert threads._procs is None
