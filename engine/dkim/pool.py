@@ -216,9 +216,7 @@ class SignerPool:
             try:
                 done = asyncio.wrap_future(self._executor.submit(_sign_slice, part), loop=loop)
             except RuntimeError as exc:  # the pool was closed
-                for *_, waiter in part:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
+                _fail(part, exc)
                 continue
             done.add_done_callback(functools.partial(_settle, part))
 
@@ -252,10 +250,13 @@ class SignerPool:
         done: asyncio.Future[list[_Fields]],
     ) -> None:
         """On the loop: each waiter gets its signed message or a DkimError."""
-        if done.cancelled():
-            _fail(part, asyncio.CancelledError())
-            return
-        exc = done.exception()
+        # Cancelled only by the shutdown of a broken pool: the same case as a broken pool (a
+        # CancelledError would cancel the job's task instead of deferring the job).
+        exc = (
+            BrokenProcessPool("the signer pool was shut down")
+            if done.cancelled()
+            else done.exception()
+        )
         if isinstance(exc, BrokenProcessPool) and attempt == 1 and not self._closed:
             # A worker died (killed, out of memory): the pool is unusable. Make a new one and
             # sign this slice again (signing twice is harmless; the first result never came).
