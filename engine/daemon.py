@@ -200,7 +200,7 @@ class Daemon:
                 await inbound.stop()
             await relay.close()
             if signer is not None:
-                signer.close()
+                await signer.aclose()
             await client.aclose()
             await pool.close()
         log.info("engine stopped cleanly")

@@ -74,6 +74,10 @@ class DkimSigner:
     def close(self) -> None:
         self.pool.close()
 
+    async def aclose(self) -> None:
+        """Close, and wait for the signer processes (if any) to end."""
+        await self.pool.aclose()
+
 
 async def build_signer(cfg: Config) -> DkimSigner:
     """Load the configured keys now, so a bad key stops the start instead of a send.

@@ -9,33 +9,25 @@ neither).
 Threads (``processes=False``, the daemon's default) are the simple choice. Processes (``[dkim]
 signer = "process"``) take the signing off the daemon's GIL altogether: a signer thread must
 re-take the GIL after every RSA operation and for its share of Python work, and with the loop
-thread busy it waits for it. At full load that pays (e2e bench: median +9% msg/s over 13
-interleaved pairs); at half load the latency tail grows (p99 320–650 ms against ~80: every slice
-passes through ``ProcessPoolExecutor``'s helper threads, a few slices at a time). A worker
-process gets the key as PEM with each slice (and keeps the parsed key), signs, and sends back
-only the DKIM-Signature fields; one that dies breaks the pool, which is then made again and the
-lost slices signed once more.
+thread busy it waits for it. At full load that pays (e2e bench: +9% to +14% msg/s in
+interleaved pairs); at half load the latency tail grows (bench latency p99 400–650 ms against
+75–100 ms; the cause is not pinned down: it was the same with ``ProcessPoolExecutor`` and with
+the pipes of :mod:`engine.dkim.procs`). A worker process gets the key as PEM with each slice
+(and keeps the parsed key), signs, and sends back only the DKIM-Signature fields; one that dies
+is replaced and the slices it held are signed again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-import multiprocessing
 import os
-import signal
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
-from cryptography.hazmat.primitives import serialization
-
-from engine.dkim.sign import SigningKey, load_signing_key, prepend_fields, sign, sign_message
-from engine.errors import DkimError
-
-log = logging.getLogger("engine.dkim")
+from engine.dkim.procs import SignerProcesses
+from engine.dkim.sign import SigningKey, sign_message
 
 _MAX_SLICE = 16
 _Request = tuple[bytes, Sequence[SigningKey], bytes | None, int | None, "asyncio.Future[bytes]"]
@@ -78,60 +70,6 @@ def _settle(part: Sequence[_Request], done: asyncio.Future[list[_Result]]) -> No
             waiter.set_result(signed)
 
 
-# -- worker processes ----------------------------------------------------------------------------
-
-#: What a worker process needs to rebuild a key: PEM (PKCS#8), domain, selector.
-_KeySpec = tuple[bytes, str, str]
-#: One message for a worker process: the message, its body hash (or None), the timestamp.
-_Item = tuple[bytes, bytes | None, int | None]
-#: The DKIM-Signature field(s), or why not (as text: an exception that does not unpickle in the
-#: daemon would break the whole pool).
-_Fields = tuple[bytes | None, str | None]
-#: Keys parsed in this worker process (parsing a PEM costs more than a signature).
-_worker_keys: dict[_KeySpec, SigningKey] = {}
-_MAX_KEYS = 1024  # in either cache; rotation retires keys, so the caches are only ever trimmed
-
-
-def _worker_init() -> None:
-    """In a new worker process: leave SIGINT/SIGTERM to the daemon, which drains and then shuts
-    the pool down (a Ctrl-C reaches the whole process group)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _sign_fields(specs: tuple[_KeySpec, ...], items: Sequence[_Item]) -> list[_Fields]:
-    """In a worker process: the DKIM-Signature field(s) for each message, errors kept apart."""
-    try:
-        keys = [_worker_key(spec) for spec in specs]
-    except Exception as exc:
-        return [(None, _text(exc))] * len(items)
-    out: list[_Fields] = []
-    for message, body_hash, timestamp in items:
-        try:
-            out.append((sign(message, keys, body_hash=body_hash, timestamp=timestamp), None))
-        except Exception as exc:
-            out.append((None, _text(exc)))
-    return out
-
-
-def _worker_key(spec: _KeySpec) -> SigningKey:
-    key = _worker_keys.get(spec)
-    if key is None:
-        if len(_worker_keys) >= _MAX_KEYS:
-            _worker_keys.clear()
-        key = _worker_keys[spec] = load_signing_key(spec[0], domain=spec[1], selector=spec[2])
-    return key
-
-
-def _ready() -> int:
-    """In a worker process: nothing (the imports are done); proves the worker is up."""
-    return os.getpid()
-
-
-def _text(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
 class SignerPool:
     """Workers that DKIM-sign messages: threads (``sign()`` is thread-safe) or, with
     ``processes=True``, processes for :meth:`sign_message` (the other methods use threads)."""
@@ -142,25 +80,14 @@ class SignerPool:
             max_workers=self.workers, thread_name_prefix="dkim-sign"
         )
         self.processes = processes
-        self._procs: ProcessPoolExecutor | None = None
-        self._specs: dict[SigningKey, _KeySpec] = {}
-        self._closed = False
+        self._procs = SignerProcesses(self.workers) if processes else None
         self._pending: list[_Request] = []
 
     async def start(self) -> None:
-        """Start the worker processes now (a no-op for threads), not at the first signature.
-
-        Spawning takes about a second on a small box; done lazily, the first messages after a
-        start waited for it (p99 of the latency bench: 481 ms instead of ~85).
-        """
-        if not self.processes:
-            return
-        loop = asyncio.get_running_loop()
-        procs = self._process_pool()
-        # One task per worker, submitted together: each finds no idle worker and spawns one.
-        await asyncio.gather(
-            *(asyncio.wrap_future(procs.submit(_ready), loop=loop) for _ in range(self.workers))
-        )
+        """Start the worker processes now (a no-op for threads), not at the first signature:
+        spawning takes about a second, which the first messages after a start would wait."""
+        if self._procs is not None:
+            await self._procs.start()
 
     def submit(
         self,
@@ -202,14 +129,14 @@ class SignerPool:
         # Enough slices to keep every worker busy, small enough that the first results come
         # back within a few signatures' time.
         step = max(1, min(_MAX_SLICE, -(-len(pending) // self.workers)))
-        if self.processes:
+        if self._procs is not None:
             # A slice goes to a process with its keys, so it holds messages of one key set.
             by_keys: dict[int, list[_Request]] = {}
             for request in pending:
                 by_keys.setdefault(id(request[1]), []).append(request)
             for group in by_keys.values():
                 for i in range(0, len(group), step):
-                    self._submit_fields(loop, group[i : i + step], attempt=1)
+                    self._procs.submit(group[i : i + step])
             return
         for i in range(0, len(pending), step):
             part = pending[i : i + step]
@@ -219,97 +146,6 @@ class SignerPool:
                 _fail(part, exc)
                 continue
             done.add_done_callback(functools.partial(_settle, part))
-
-    def _submit_fields(
-        self, loop: asyncio.AbstractEventLoop, part: list[_Request], *, attempt: int
-    ) -> None:
-        """Hand one slice to a worker process; :meth:`_settle_fields` gets the result."""
-        specs = tuple(self._spec(key) for key in part[0][1])
-        items = [(message, bh, ts) for message, _, bh, ts, _ in part]
-        try:
-            try:
-                procs = self._process_pool()
-                future = procs.submit(_sign_fields, specs, items)
-            except BrokenProcessPool:  # a worker died while the pool was idle: a new pool
-                log.warning("DKIM signer process died; restarting the pool")
-                self._drop_process_pool(procs)
-                procs = self._process_pool()
-                future = procs.submit(_sign_fields, specs, items)
-        except (RuntimeError, BrokenProcessPool) as exc:  # closed, or broken again at once
-            _fail(part, DkimError(f"DKIM signer processes unavailable: {_text(exc)}"))
-            return
-        done = asyncio.wrap_future(future, loop=loop)
-        done.add_done_callback(functools.partial(self._settle_fields, loop, part, attempt, procs))
-
-    def _settle_fields(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        part: list[_Request],
-        attempt: int,
-        procs: ProcessPoolExecutor,
-        done: asyncio.Future[list[_Fields]],
-    ) -> None:
-        """On the loop: each waiter gets its signed message or a DkimError."""
-        # Cancelled only by the shutdown of a broken pool: the same case as a broken pool (a
-        # CancelledError would cancel the job's task instead of deferring the job).
-        exc = (
-            BrokenProcessPool("the signer pool was shut down")
-            if done.cancelled()
-            else done.exception()
-        )
-        if isinstance(exc, BrokenProcessPool) and attempt == 1 and not self._closed:
-            # A worker died (killed, out of memory): the pool is unusable. Make a new one and
-            # sign this slice again (signing twice is harmless; the first result never came).
-            # Every slice of the broken pool comes here: only the first replaces it.
-            if self._procs is procs:
-                log.warning(
-                    "DKIM signer process died; restarting the pool", extra={"error": str(exc)}
-                )
-            self._drop_process_pool(procs)
-            self._submit_fields(loop, part, attempt=2)
-            return
-        if exc is not None:
-            _fail(part, DkimError(f"DKIM signer process failed: {_text(exc)}"))
-            return
-        for (message, *_, waiter), (fields, error) in zip(part, done.result(), strict=True):
-            if waiter.done():  # its task was cancelled meanwhile
-                continue
-            if error is not None:
-                waiter.set_exception(DkimError(error))
-            else:
-                assert fields is not None
-                waiter.set_result(prepend_fields(fields, message))
-
-    def _spec(self, key: SigningKey) -> _KeySpec:
-        spec = self._specs.get(key)
-        if spec is None:
-            if len(self._specs) >= _MAX_KEYS:
-                self._specs.clear()
-            pem = key.private_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            spec = self._specs[key] = (pem, key.domain, key.selector)
-        return spec
-
-    def _process_pool(self) -> ProcessPoolExecutor:
-        if self._closed:
-            raise RuntimeError("the signer pool is closed")
-        if self._procs is None:
-            # spawn, not fork: the daemon has threads and an event loop a fork would copy.
-            self._procs = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init,
-            )
-        return self._procs
-
-    def _drop_process_pool(self, broken: ProcessPoolExecutor) -> None:
-        """Forget ``broken`` (if it is still the current pool) so the next submit makes one."""
-        if self._procs is broken:
-            self._procs = None
-            broken.shutdown(wait=False, cancel_futures=True)
 
     def sign_many(
         self,
@@ -336,12 +172,17 @@ class SignerPool:
         return [signed for f in futures for signed in f.result()]
 
     def close(self) -> None:
-        """Finish queued signatures and stop the threads and processes."""
-        self._closed = True
+        """Finish queued signatures and stop the threads; close the processes' input (each
+        ends once it has answered what it holds; :meth:`aclose` also waits for that)."""
         self._executor.shutdown(wait=True)
-        procs, self._procs = self._procs, None
-        if procs is not None:
-            procs.shutdown(wait=True)
+        if self._procs is not None:
+            self._procs.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait until the worker processes have ended."""
+        self.close()
+        if self._procs is not None:
+            await self._procs.wait_closed()
 
     def __enter__(self) -> SignerPool:
         return self
@@ -353,3 +194,15 @@ class SignerPool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    async def __aenter__(self) -> SignerPool:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -7,11 +7,15 @@ worker that dies must cost a retry, not the messages that were with it.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 
+import msgspec
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from engine.dkim import worker
 from engine.dkim.pool import SignerPool
 from engine.dkim.sign import sign_message
 from engine.errors import DkimError
@@ -28,9 +32,8 @@ def numbered(i: int, message: bytes = MESSAGE) -> bytes:
 
 
 def worker_pids(pool: SignerPool) -> list[int]:
-    procs = pool._procs
-    assert procs is not None
-    return [p.pid for p in procs._processes.values()]  # type: ignore[union-attr]
+    assert pool._procs is not None
+    return pool._procs.pids()
 
 
 async def test_same_signatures_as_in_process_for_every_key_set_in_one_turn() -> None:
@@ -40,7 +43,7 @@ async def test_same_signatures_as_in_process_for_every_key_set_in_one_turn() -> 
     requests = [(numbered(i), (rsa,)) for i in range(40)]
     requests += [(numbered(100 + i), (rsa, ed)) for i in range(5)]  # dual signing
     requests += [(numbered(200), (other,)), (lf, (rsa,))]
-    with SignerPool(2, processes=True) as pool:
+    async with SignerPool(2, processes=True) as pool:
         signed = await asyncio.gather(
             *(pool.sign_message(m, list(keys), timestamp=TS) for m, keys in requests)
         )
@@ -53,7 +56,7 @@ async def test_same_signatures_as_in_process_for_every_key_set_in_one_turn() -> 
 
 async def test_an_unsignable_message_fails_alone() -> None:
     k = key()
-    with SignerPool(2, processes=True) as pool:
+    async with SignerPool(2, processes=True) as pool:
         good = [asyncio.create_task(pool.sign_message(numbered(i), [k])) for i in range(10)]
         bad = asyncio.create_task(pool.sign_message(b"no header separator", [k]))
         assert all(await asyncio.gather(*good))
@@ -63,7 +66,7 @@ async def test_an_unsignable_message_fails_alone() -> None:
 
 async def test_a_worker_killed_mid_slice_costs_a_retry_not_the_messages() -> None:
     k = key()
-    with SignerPool(2, processes=True) as pool:
+    async with SignerPool(2, processes=True) as pool:
         assert await pool.sign_message(numbered(0), [k])  # the workers are up
         first = worker_pids(pool)
         # Enough work that both workers are busy when one is killed.
@@ -80,11 +83,11 @@ async def test_a_worker_killed_mid_slice_costs_a_retry_not_the_messages() -> Non
 
 async def test_a_worker_that_died_while_idle_is_replaced() -> None:
     k = key()
-    with SignerPool(1, processes=True) as pool:
+    async with SignerPool(1, processes=True) as pool:
         assert await pool.sign_message(numbered(0), [k])
         (pid,) = worker_pids(pool)
         os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(0.5)  # the pool notices and marks itself broken
+        await asyncio.sleep(0.5)  # the pool notices and starts another
         assert await pool.sign_message(numbered(1), [k])
         assert worker_pids(pool) != [pid]
 
@@ -92,6 +95,7 @@ async def test_a_worker_that_died_while_idle_is_replaced() -> None:
 async def test_workers_ignore_sigterm_and_go_with_the_pool() -> None:
     k = key()
     pool = SignerPool(2, processes=True)
+    await pool.start()
     assert await pool.sign_message(numbered(0), [k])
     pids = worker_pids(pool)
     for pid in pids:
@@ -99,7 +103,7 @@ async def test_workers_ignore_sigterm_and_go_with_the_pool() -> None:
     await asyncio.sleep(0.2)
     assert await pool.sign_message(numbered(1), [k])
     assert worker_pids(pool) == pids
-    pool.close()
+    await pool.aclose()
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -108,10 +112,37 @@ async def test_workers_ignore_sigterm_and_go_with_the_pool() -> None:
 
 
 async def test_start_spawns_every_worker_before_the_first_signature() -> None:
-    with SignerPool(2, processes=True) as pool:
-        await pool.start()
-        assert len(set(worker_pids(pool))) == 2
+    async with SignerPool(2, processes=True) as pool:
+        assert len(set(worker_pids(pool))) == 2  # started on entering
         assert await pool.sign_message(numbered(0), [key()])
-    with SignerPool(2) as threads:
-        await threads.start()  # nothing to start
+    async with SignerPool(2) as threads:  # nothing to start
         assert threads._procs is None
+
+
+def test_worker_protocol_answers_each_frame_in_order_and_stops_at_eof() -> None:
+    k = key()
+    pem = k.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    frames = [
+        ([(pem, k.domain, k.selector)], [(numbered(1), None, TS), (b"no separator", None, TS)]),
+        ([(b"not a key", "x.example", "s")], [(numbered(2), None, TS)]),
+    ]
+    data = b""
+    for frame in frames:
+        body = msgspec.msgpack.encode(frame)
+        data += len(body).to_bytes(4, "big") + body
+    out = io.BytesIO()
+    worker.serve(io.BytesIO(data + b"\0\0"), out)  # a torn length at the end: EOF, no answer
+    raw, answers = out.getvalue(), []
+    while raw:
+        size = int.from_bytes(raw[:4], "big")
+        answers.append(msgspec.msgpack.decode(raw[4 : 4 + size]))
+        raw = raw[4 + size :]
+    assert len(answers) == 2
+    (fields, error), (none, why) = answers[0]
+    assert error is None and fields + numbered(1) == sign_message(numbered(1), [k], timestamp=TS)
+    assert none is None and "header" in why
+    assert answers[1][0][0] is None and answers[1][0][1]  # a bad key fails its frame's items
