@@ -28,6 +28,7 @@ def labelled(metric: _M, *values: str) -> _M:
         child = _children[key] = metric.labels(*values)
     return child  # type: ignore[return-value]
 
+
 MESSAGES = Counter(
     "engine_messages_total",
     "Jobs handled by outcome (relayed, deferred, failed, suppressed, held), receiving provider"

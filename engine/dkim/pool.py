@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
-from engine.dkim.procs import SignerProcesses
+from engine.dkim.procs import Request as _Request
+from engine.dkim.procs import SignerProcesses, fail
 from engine.dkim.sign import SigningKey, sign_message
 
 _MAX_SLICE = 16
-_Request = tuple[bytes, Sequence[SigningKey], bytes | None, int | None, "asyncio.Future[bytes]"]
 _Result = tuple[bytes | None, BaseException | None]
 
 
@@ -44,12 +44,6 @@ def _sign_slice(part: Sequence[_Request]) -> list[_Result]:
         except Exception as exc:
             out.append((None, exc))
     return out
-
-
-def _fail(part: Sequence[_Request], error: BaseException) -> None:
-    for *_, waiter in part:
-        if not waiter.done():
-            waiter.set_exception(error)
 
 
 def _settle(part: Sequence[_Request], done: asyncio.Future[list[_Result]]) -> None:
@@ -79,7 +73,6 @@ class SignerPool:
         self._executor = ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix="dkim-sign"
         )
-        self.processes = processes
         self._procs = SignerProcesses(self.workers) if processes else None
         self._pending: list[_Request] = []
 
@@ -143,7 +136,7 @@ class SignerPool:
             try:
                 done = asyncio.wrap_future(self._executor.submit(_sign_slice, part), loop=loop)
             except RuntimeError as exc:  # the pool was closed
-                _fail(part, exc)
+                fail(part, exc)
                 continue
             done.add_done_callback(functools.partial(_settle, part))
 

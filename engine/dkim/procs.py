@@ -103,7 +103,7 @@ class SignerProcesses:
     def submit(self, part: list[Request], attempt: int = 1) -> None:
         """Send one slice (its requests share one key set) to the least busy worker."""
         if self._closed:
-            _fail(part, DkimError("DKIM signer processes unavailable: the pool is closed"))
+            fail(part, DkimError("DKIM signer processes unavailable: the pool is closed"))
             return
         if not self.workers:
             self._waiting.append((part, attempt))
@@ -139,7 +139,7 @@ class SignerProcesses:
         self._background(self._reap(worker))
         if self._closed:
             for part, _ in worker.inflight:
-                _fail(part, DkimError("DKIM signer processes unavailable: the pool is closed"))
+                fail(part, DkimError("DKIM signer processes unavailable: the pool is closed"))
             return
         log.warning("DKIM signer process died; starting another", extra={"error": repr(exc)})
         self._background_spawn()
@@ -147,7 +147,7 @@ class SignerProcesses:
             if attempt == 1:
                 self.submit(part, 2)
             else:
-                _fail(part, DkimError("DKIM signer process died twice with these messages"))
+                fail(part, DkimError("DKIM signer process died twice with these messages"))
         worker.inflight.clear()
 
     def _background_spawn(self) -> None:
@@ -181,7 +181,7 @@ class SignerProcesses:
     def _fail_waiting(self, why: str) -> None:
         waiting, self._waiting = self._waiting, []
         for part, _ in waiting:
-            _fail(part, DkimError(why))
+            fail(part, DkimError(why))
 
     @staticmethod
     def _close_worker(worker: _Worker) -> None:
@@ -224,7 +224,8 @@ def _settle(part: list[Request], results: list[Fields]) -> None:
             waiter.set_result(prepend_fields(fields, message))
 
 
-def _fail(part: Sequence[Request], error: BaseException) -> None:
+def fail(part: Sequence[Request], error: BaseException) -> None:
+    """Every caller of ``part`` still waiting gets ``error``."""
     for *_, waiter in part:
         if not waiter.done():
             waiter.set_exception(error)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from engine import metrics
 from engine.config import Config, EventsConfig
@@ -93,11 +93,7 @@ async def publish(
     key = stream_key(prefix)
     batch = orjson.dumps([_flat(e) for e in events])
     try:
-        try:
-            await redis.evalsha(_PUBLISH.sha, 1, key, maxlen, batch)
-        except NoScriptError:  # first use, or Redis restarted / flushed its scripts
-            await redis.script_load(_PUBLISH.source)
-            await redis.evalsha(_PUBLISH.sha, 1, key, maxlen, batch)
+        await _PUBLISH.call(redis, [key], maxlen, batch)
     except (RedisError, OSError, TimeoutError) as exc:
         metrics.EVENTS_PUBLISH_FAILURES.inc()
         log.warning(

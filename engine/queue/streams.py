@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from engine.config import RedisConfig
 from engine.errors import QueueError
@@ -92,11 +92,7 @@ class Streams:
             return
         # Job ids as strings: Lua numbers are doubles, printed with 14 significant digits.
         batch = orjson.dumps([(str(job_id), tenant, priority) for job_id, tenant, priority in jobs])
-        try:
-            await self.client.evalsha(_PUSH.sha, len(self.keys), *self.keys, batch)
-        except NoScriptError:  # first use, or Redis restarted / flushed its scripts
-            await self.client.script_load(_PUSH.source)
-            await self.client.evalsha(_PUSH.sha, len(self.keys), *self.keys, batch)
+        await _PUSH.call(self.client, self.keys, batch)
 
     def _entries(self, reply: Any) -> list[Entry]:
         out: list[Entry] = []

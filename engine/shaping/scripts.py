@@ -27,6 +27,15 @@ class LuaScript:
         self.source = resources.files(package).joinpath(f"lua/{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
+    async def call(self, client: aioredis.Redis, keys: Sequence[str], *args: Any) -> Any:
+        """One EVALSHA; on ``NOSCRIPT`` (first use, or Redis restarted / flushed its scripts)
+        the script is loaded and the call made once more. Redis errors propagate."""
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
 
 class ScriptCall:
     """One invocation: the keys it touches (one hash tag) and its arguments."""
