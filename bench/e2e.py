@@ -32,6 +32,7 @@ import asyncpg
 import orjson
 import uvloop
 
+from engine import sdnotify
 from engine.config import DatabaseConfig
 from engine.demo import write_toml
 from engine.dkim.keys import generate_key
@@ -212,21 +213,6 @@ class CpuMeter:
         }
 
 
-async def _wait_ready(redis_url: str, prefix: str, timeout: float = 60) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if [k async for k in client.scan_iter(match=f"{prefix}:*alive*")]:
-                return
-            await asyncio.sleep(0.1)
-    finally:
-        await client.aclose()
-    raise RuntimeError("daemon did not become ready")
-
-
 class Engine:
     """A throwaway PostgreSQL + Redis, a DKIM key, and ``engine run`` against a sink."""
 
@@ -294,13 +280,28 @@ class Engine:
         await pool.close()
 
     async def start(self) -> None:
-        with open(self.tmp / "daemon.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine", "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        await _wait_ready(self.redis.url, "bench")
+        """Start ``engine run`` and wait for its READY=1 (sd_notify), as systemd would: the
+        daemon has loaded its keys, started its signers and connected to the relay."""
+        listener = sdnotify.Listener()
+        try:
+            with open(self.tmp / "daemon.log", "ab") as log:
+                args = [sys.executable, "-m", "engine", "run", "--config", str(self.config)]
+                if self.workers > 1:
+                    args += ["--workers", str(self.workers)]
+                self.proc = subprocess.Popen(
+                    args,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "NOTIFY_SOCKET": listener.path},
+                )
+            deadline = time.monotonic() + 60
+            while self.proc.pid not in listener.ready:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"daemon did not become ready; see {self.tmp}/daemon.log")
+                await asyncio.sleep(0.02)
+                listener.poll()
+        finally:
+            listener.close()
 
     def stop(self) -> tuple[int, float]:
         assert self.proc is not None

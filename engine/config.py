@@ -119,10 +119,12 @@ class DkimConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     # publishes another key (with required = true their mail is then held, never signed with a
     # key receivers cannot verify). Off by default: tests, demo and benchmarks run offline.
     check_dns: bool = False
-    # Where the daemon signs: "thread" (worker threads in the daemon's process) or "process"
-    # (worker processes, one per core, off the daemon's GIL: more throughput at full load, a
-    # longer latency tail at part load; docs/dkim.md has the figures).
-    signer: Literal["process", "thread"] = "thread"
+    # Where the daemon signs: "process" (worker processes fed over pipes, off the daemon's GIL:
+    # +11-21% msg/s in the e2e bench, ~40 MB each) or "thread" (threads in the daemon's own
+    # process: least memory). docs/dkim.md has the figures.
+    signer: Literal["process", "thread"] = "process"
+    # How many signer processes (or threads); 0: one per core.
+    signer_workers: int = 0
 
 
 class ShapingProvider(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -335,6 +337,11 @@ def _check(cfg: Config, origin: str) -> None:
         raise ConfigError(f"config {origin}: queue.weights must be three positive integers")
     if cfg.database.pool_min > cfg.database.pool_max:
         raise ConfigError(f"config {origin}: database.pool_min is above database.pool_max")
+    if cfg.dkim.signer_workers < 0:
+        raise ConfigError(
+            f"config {origin}: dkim.signer_workers must be 0 (one per core) or more, "
+            f"got {cfg.dkim.signer_workers}"
+        )
     c = cfg.compliance
     if c.throttle_rate_per_s <= 0 or c.poll_s <= 0 or c.check_interval_s <= 0:
         raise ConfigError(

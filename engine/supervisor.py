@@ -25,8 +25,10 @@ WORKER_ENV = "ENGINE_WORKER_INDEX"
 RESTART_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
 
 
-def _spawn(index: int, config: str | None) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+def _spawn(index: int, config: str | None, notify_socket: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_USEC"}
+    # A worker's READY=1 comes to the supervisor, which tells systemd once every worker is up.
+    env["NOTIFY_SOCKET"] = notify_socket
     env[WORKER_ENV] = str(index)
     if index > 0:
         env["ENGINE_INBOUND__ENABLED"] = "false"
@@ -37,9 +39,28 @@ def _spawn(index: int, config: str | None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env)
 
 
+def _announce(children: dict[int, subprocess.Popen[bytes]], listener: sdnotify.Listener) -> bool:
+    """READY=1 to systemd once every worker has said READY=1 (keys loaded, relay connected),
+    not at fork time: systemd, and units ordered after this one, would count on workers still
+    starting up. True once said."""
+    listener.poll()
+    if not all(c.pid in listener.ready for c in children.values()):
+        return False
+    sdnotify.notify(f"READY=1\nSTATUS={len(children)} workers")
+    return True
+
+
 def supervise(workers: int, config: str | None) -> int:
     """Run ``workers`` daemons until SIGTERM; returns 0 when all drained cleanly."""
-    children = {i: _spawn(i, config) for i in range(workers)}
+    listener = sdnotify.Listener()
+    try:
+        return _supervise(workers, config, listener)
+    finally:
+        listener.close()
+
+
+def _supervise(workers: int, config: str | None, listener: sdnotify.Listener) -> int:
+    children = {i: _spawn(i, config, listener.path) for i in range(workers)}
     restarts = dict.fromkeys(children, 0)
     stopping = False
 
@@ -54,7 +75,7 @@ def supervise(workers: int, config: str | None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    sdnotify.notify(f"READY=1\nSTATUS={workers} workers")
+    announced = False
     interval = sdnotify.watchdog_interval_s()
     last_ping = 0.0
     while True:
@@ -70,14 +91,15 @@ def supervise(workers: int, config: str | None) -> int:
             log.error("worker died; restarting", extra={"worker": i, "code": code, "in_s": delay})
             time.sleep(delay)
             restarts[i] += 1
-            children[i] = _spawn(i, config)
+            children[i] = _spawn(i, config, listener.path)
             alive += 1
         if stopping and alive == 0:
             break
+        announced = announced or _announce(children, listener)
         now = time.monotonic()
         if interval and alive and now - last_ping >= interval:
             sdnotify.notify("WATCHDOG=1")
             last_ping = now
-        time.sleep(0.2)
+        listener.wait(0.2)
     codes = [c.returncode for c in children.values()]
     return 0 if all(c == 0 for c in codes) else 1

@@ -25,6 +25,9 @@ from engine.dkim.pool import SignerPool
 
 log = logging.getLogger("engine.dkim")
 
+#: At most this many configured keys are parsed by each signer process at start.
+PRELOAD_KEYS = 64
+
 
 class DkimSigner:
     """The :class:`~engine.dispatch.seams.Signer` the daemon wires in."""
@@ -92,6 +95,10 @@ async def build_signer(cfg: Config) -> DkimSigner:
     box = (
         KeyBox.from_config(cfg.dkim) if (cfg.dkim.master_key or cfg.dkim.master_key_file) else None
     )
-    pool = SignerPool(processes=cfg.dkim.signer == "process")
+    pool = SignerPool(cfg.dkim.signer_workers or None, processes=cfg.dkim.signer == "process")
     await pool.start()
+    # The configured keys sign most mail; stored (per-tenant) keys are parsed as they come, a
+    # worker keeping the last MAX_KEYS.
+    configured = [k for (tenant, _), keys in ring.domains().items() if tenant is None for k in keys]
+    pool.preload(configured[:PRELOAD_KEYS])
     return DkimSigner(ring, pool, box)

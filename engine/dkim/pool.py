@@ -1,20 +1,18 @@
 """Signing off the event loop: worker threads or worker processes around
 :func:`engine.dkim.sign.sign_message`.
 
-The RSA private-key operation is ~0.26 ms of OpenSSL time per message at 2048 bits (AMD EPYC,
-2026), during which OpenSSL releases the GIL. Run inline it would stall the relay loop; in a pool
-of one worker per core it both frees the loop and uses every core (pure-Python signing could do
-neither).
+The RSA private-key operation is 0.26–0.71 ms of OpenSSL time per message at 2048 bits (AMD
+EPYC, with and without AVX-512 IFMA), during which OpenSSL releases the GIL. Run inline it would
+stall the relay loop; in a pool of one worker per core it both frees the loop and uses every
+core (pure-Python signing could do neither).
 
-Threads (``processes=False``, the daemon's default) are the simple choice. Processes (``[dkim]
-signer = "process"``) take the signing off the daemon's GIL altogether: a signer thread must
-re-take the GIL after every RSA operation and for its share of Python work, and with the loop
-thread busy it waits for it. At full load that pays (e2e bench: +9% to +14% msg/s in
-interleaved pairs); at half load the latency tail grows (bench latency p99 400–650 ms against
-75–100 ms; the cause is not pinned down: it was the same with ``ProcessPoolExecutor`` and with
-the pipes of :mod:`engine.dkim.procs`). A worker process gets the key as PEM with each slice
-(and keeps the parsed key), signs, and sends back only the DKIM-Signature fields; one that dies
-is replaced and the slices it held are signed again.
+Processes (``processes=True``; the daemon's default, ``[dkim] signer = "process"``) take the
+signing off the daemon's GIL altogether: a signer thread must re-take the GIL after every RSA
+operation and for its share of Python work, and with the loop thread busy it waits for it
+(e2e bench: +11% to +21% msg/s with processes, the same p99 at half load). A worker process
+gets the key as PEM (and keeps it parsed), signs, and sends back only the DKIM-Signature fields;
+one that dies is replaced and the slices it held are signed again. Threads are the lighter
+choice (no ~40 MB per worker).
 """
 
 from __future__ import annotations
@@ -81,6 +79,12 @@ class SignerPool:
         spawning takes about a second, which the first messages after a start would wait."""
         if self._procs is not None:
             await self._procs.start()
+
+    def preload(self, keys: Sequence[SigningKey]) -> None:
+        """Processes only: have each worker parse these keys now rather than with the first
+        messages (threads share the daemon's parsed keys)."""
+        if self._procs is not None:
+            self._procs.preload(keys)
 
     def submit(
         self,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import sdnotify
 from engine.servers import ThrowawayPostgres, ThrowawayRedis
 from tests.chaos.harness import prepare, wait_for, write_config
 from tests.fakes.mailu import FakeMailU
@@ -29,16 +30,20 @@ async def test_two_workers_supervised(tmp_path: Path) -> None:
         await prepare(pg.dsn, n)
         cfg = write_config(tmp_path / "engine.toml", pg, redis, [node])
         log = open(tmp_path / "sup.log", "wb")  # noqa: SIM115
+        systemd = sdnotify.Listener()
         sup = subprocess.Popen(
             [sys.executable, "-m", "engine", "run", "--workers", "2", "--config", str(cfg)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": systemd.path},
         )
         try:
-            deadline = time.monotonic() + 30
-            while len(_children(sup.pid)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.1)
+            deadline = time.monotonic() + 60
+            while sup.pid not in systemd.ready and time.monotonic() < deadline:
+                systemd.wait(0.1)
+                systemd.poll()
+            # READY=1 from the supervisor once both workers said it (theirs go to it, not here).
+            assert sup.pid in systemd.ready
             first = _children(sup.pid)
             assert len(first) == 2
             await wait_for(pg.dsn, lambda c: c.get("relayed", 0) >= n // 3, 120)
@@ -53,6 +58,7 @@ async def test_two_workers_supervised(tmp_path: Path) -> None:
             if sup.poll() is None:
                 sup.kill()
             log.close()
+            systemd.close()
         counts = node.message_id_counts()
         assert len(counts) == n
         assert sum(v - 1 for v in counts.values()) <= 64  # one kill: one in-flight window

@@ -182,8 +182,14 @@ async def test_cancelled_job_not_sent(
     assert mailu.count() == 1
 
 
+@pytest.mark.parametrize("signer", ["process", "thread"])
 async def test_dkim_signed_and_shaped_end_to_end(
-    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, mailu: FakeMailU, tmp_path: object
+    pool: asyncpg.Pool,
+    clean_db: str,
+    redis_prefix: str,
+    mailu: FakeMailU,
+    tmp_path: object,
+    signer: str,
 ) -> None:
     import dkim
 
@@ -204,6 +210,7 @@ async def test_dkim_signed_and_shaped_end_to_end(
             "enabled": True,
             "required": True,
             "keys": [{"domain": "acme.example", "selector": "s1", "private_key_file": str(key)}],
+            "signer": signer,
         },
         shaping={
             "enabled": True,

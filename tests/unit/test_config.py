@@ -56,6 +56,8 @@ def test_frozen() -> None:
             "unique",
         ),
         ({"relay": {"nodes": [{"name": "a", "host": "h", "tls": "ssl"}]}}, {}, "tls"),
+        ({}, {"ENGINE_DKIM__SIGNER_WORKERS": "-1"}, "dkim.signer_workers"),
+        ({"dkim": {"signer": "fork"}}, {}, "dkim.signer"),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], env: dict[str, str], needle: str) -> None:

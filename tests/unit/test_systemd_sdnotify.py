@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine import sdnotify
+from engine import sdnotify, supervisor
 
 
 @pytest.fixture
@@ -55,3 +57,63 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sdnotify.watchdog_interval_s() is None
     monkeypatch.delenv("WATCHDOG_USEC")
     assert sdnotify.watchdog_interval_s() is None
+
+
+def test_listener_tells_senders_apart_by_their_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    listener = sdnotify.Listener()
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", listener.path)
+        assert sdnotify.notify("STATUS=starting") is True
+        child = subprocess.run(
+            [sys.executable, "-c", "from engine import sdnotify; sdnotify.notify('READY=1')"],
+            env={**os.environ, "NOTIFY_SOCKET": listener.path},
+            check=True,
+        )
+        assert child.returncode == 0
+        got = listener.poll()
+        assert got[0] == (os.getpid(), {"STATUS": "starting"})
+        (pid, fields) = got[1]
+        assert pid not in (0, os.getpid()) and fields == {"READY": "1"}
+        assert listener.ready == {pid}
+        assert listener.poll() == []  # nothing more waiting, and no blocking
+    finally:
+        listener.close()
+    assert not os.path.exists(listener.path)
+
+
+def test_supervisor_says_ready_only_once_every_worker_has(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    upstream = tmp_path / "systemd.sock"
+    listener = sdnotify.Listener()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(upstream))
+        systemd.setblocking(False)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(upstream))
+        env = {**os.environ, "NOTIFY_SOCKET": listener.path}
+        # Each "worker" says READY=1 when its stdin closes.
+        script = "import sys\nfrom engine import sdnotify\nsys.stdin.read()\n"
+        script += "sdnotify.notify('READY=1')"
+        workers = {
+            i: subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, env=env)
+            for i in range(2)
+        }
+        try:
+            assert supervisor._announce(workers, listener) is False
+            assert workers[0].stdin is not None and workers[1].stdin is not None
+            workers[0].stdin.close()  # the first worker becomes ready
+            workers[0].wait(10)
+            assert supervisor._announce(workers, listener) is False
+            with pytest.raises(BlockingIOError):
+                systemd.recv(4096)  # nothing said upstream yet
+            workers[1].stdin.close()
+            workers[1].wait(10)
+            assert supervisor._announce(workers, listener) is True
+            assert systemd.recv(4096) == b"READY=1\nSTATUS=2 workers"
+        finally:
+            for w in workers.values():
+                w.kill()
+                w.wait()
+            listener.close()
