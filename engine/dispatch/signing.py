@@ -25,9 +25,6 @@ from engine.dkim.pool import SignerPool
 
 log = logging.getLogger("engine.dkim")
 
-#: At most this many configured keys are parsed by each signer process at start.
-PRELOAD_KEYS = 64
-
 
 class DkimSigner:
     """The :class:`~engine.dispatch.seams.Signer` the daemon wires in."""
@@ -97,8 +94,4 @@ async def build_signer(cfg: Config) -> DkimSigner:
     )
     pool = SignerPool(cfg.dkim.signer_workers or None, processes=cfg.dkim.signer == "process")
     await pool.start()
-    # The configured keys sign most mail; stored (per-tenant) keys are parsed as they come, a
-    # worker keeping the last MAX_KEYS.
-    configured = [k for (tenant, _), keys in ring.domains().items() if tenant is None for k in keys]
-    pool.preload(configured[:PRELOAD_KEYS])
     return DkimSigner(ring, pool, box)

@@ -99,7 +99,9 @@ class StoredKey(msgspec.Struct, frozen=True, kw_only=True):
         pem = box.open(
             self.private_key_enc, aad=key_aad(self.tenant_id, self.domain, self.selector)
         )
-        key = load_signing_key(pem, domain=self.domain, selector=self.selector)
+        # Trusted: insert_key checked this PEM before sealing it, and the AEAD tag (with the
+        # tenant, domain and selector as associated data) proves these are those bytes.
+        key = load_signing_key(pem, domain=self.domain, selector=self.selector, trusted=True)
         if key.algorithm != self.algorithm:
             raise DkimKeyError(
                 f"stored DKIM key {key.dns_name} (tenant {self.tenant_id}) is {key.algorithm} "
@@ -139,6 +141,11 @@ def _activation_order(record: StoredKey) -> float:
 _Index = dict[tuple[str | None, str], tuple[SigningKey, ...]]
 
 
+#: A stored row's identity for reuse across refreshes: tenant, domain, selector, algorithm and
+#: the sealed key (a changed row is a new key).
+_StoredId = tuple[str, str, str, str, bytes]
+
+
 class KeyRing:
     """Loaded signing keys by sender domain (and tenant); the lookup the hot path makes.
 
@@ -155,6 +162,8 @@ class KeyRing:
         # (tenant or None for config keys, domain) -> {algorithm: key}
         self._keys: dict[tuple[str | None, str], dict[Algorithm, SigningKey]] = {}
         self._cache: _Index = {}
+        # The stored keys loaded at the last refresh, by row content.
+        self._stored: dict[_StoredId, SigningKey] = {}
 
     @classmethod
     def from_config(
@@ -182,18 +191,23 @@ class KeyRing:
     def replace_stored(self, records: Iterable[StoredKey], box: KeyBox) -> None:
         """Swap in the stored keys (active rows only), replacing every earlier stored key.
 
-        Decryption happens here, once per refresh; a row that fails raises before anything is
-        swapped, so a bad row never leaves the ring half-updated.
+        Only rows not seen at the last refresh are decrypted and parsed (this runs on the event
+        loop every minute, with one row per tenant key); a row that fails raises before
+        anything is swapped, so a bad row never leaves the ring half-updated.
         """
         active = sorted(
             (r for r in records if r.state == "active"),
             key=_activation_order,
         )
-        loaded = [(r.tenant_id, r.load(box)) for r in active]
+        seen: dict[_StoredId, SigningKey] = {}
+        for r in active:
+            rid = (r.tenant_id, r.domain, r.selector, r.algorithm, r.private_key_enc)
+            seen[rid] = self._stored.get(rid) or r.load(box)
         keys = {k: v for k, v in self._keys.items() if k[0] is None}
-        for tenant_id, key in loaded:
+        for (tenant_id, *_), key in seen.items():
             keys.setdefault((tenant_id, key.domain), {})[key.algorithm] = key
         self._keys = keys
+        self._stored = seen
         self._cache = {}
 
     def _lookup(self, domain: str, tenant_id: str | None) -> tuple[SigningKey, ...]:

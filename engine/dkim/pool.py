@@ -80,12 +80,6 @@ class SignerPool:
         if self._procs is not None:
             await self._procs.start()
 
-    def preload(self, keys: Sequence[SigningKey]) -> None:
-        """Processes only: have each worker parse these keys now rather than with the first
-        messages (threads share the daemon's parsed keys)."""
-        if self._procs is not None:
-            self._procs.preload(keys)
-
     def submit(
         self,
         message: bytes,

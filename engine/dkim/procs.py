@@ -119,18 +119,6 @@ class SignerProcesses:
         worker.inflight.append((part, attempt))
         stdin.write(len(frame).to_bytes(4, "big") + frame)
 
-    def preload(self, keys: Sequence[SigningKey]) -> None:
-        """Have every worker parse ``keys`` now: a PEM costs a worker more than a signature
-        (~40 ms for RSA-2048), which the first messages after a start would otherwise wait."""
-        if not keys or self._closed:
-            return
-        frame = _encode(([self._spec(key) for key in keys], []))
-        for worker in self.workers:
-            stdin = worker.proc.stdin
-            assert stdin is not None
-            worker.inflight.append(([], 1))  # answered with an empty list, like any frame
-            stdin.write(len(frame).to_bytes(4, "big") + frame)
-
     async def _read(self, worker: _Worker) -> None:
         stdout = worker.proc.stdout
         assert stdout is not None
@@ -156,8 +144,6 @@ class SignerProcesses:
         log.warning("DKIM signer process died; starting another", extra={"error": repr(exc)})
         self._background_spawn()
         for part, attempt in worker.inflight:
-            if not part:  # a preload: nobody waits for it
-                continue
             if attempt == 1:
                 self.submit(part, 2)
             else:

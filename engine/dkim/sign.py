@@ -108,14 +108,16 @@ def public_txt_record(private_key: PrivateKey) -> str:
     return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
 
 
-def _load_pem(pem: bytes) -> object:
+def _load_pem(pem: bytes, *, trusted: bool = False) -> object:
     if b"-----BEGIN" not in pem:
         raise DkimKeyError(
             "DKIM private key is not PEM (no '-----BEGIN' line)",
             hint="use the file written by 'engine dkim keygen' or 'openssl genpkey'",
         )
     try:
-        return serialization.load_pem_private_key(pem, password=None)
+        return serialization.load_pem_private_key(
+            pem, password=None, unsafe_skip_rsa_key_validation=trusted
+        )
     except TypeError:
         raise DkimKeyError(
             "DKIM private key is encrypted with a passphrase",
@@ -125,15 +127,23 @@ def _load_pem(pem: bytes) -> object:
         raise DkimKeyError(f"DKIM private key PEM cannot be parsed: {exc}") from None
 
 
-def load_signing_key(pem: bytes, *, domain: str, selector: str) -> SigningKey:
+def load_signing_key(
+    pem: bytes, *, domain: str, selector: str, trusted: bool = False
+) -> SigningKey:
     """Load a PEM private key (PKCS#8 or PKCS#1) for signing as ``d=domain; s=selector``.
 
     The algorithm follows the key: RSA keys (1024–4096 bits) sign ``rsa-sha256``, Ed25519 keys
     sign ``ed25519-sha256``. Raises :class:`DkimKeyError` for anything else.
+
+    ``trusted``: these exact bytes passed this function's full check before, in this engine
+    (a sealed row of the key store, whose authenticated encryption proves it is the PEM that
+    was checked when stored; a key the daemon hands its signer processes). OpenSSL's RSA
+    consistency check (primality of p and q) is then skipped: it costs ~40 ms a key, 3,000
+    times the parse, and the stored keys are loaded again at every refresh.
     """
     domain = _dns_label_text(domain, "domain")
     selector = _dns_label_text(selector, "selector")
-    key = _load_pem(pem)
+    key = _load_pem(pem, trusted=trusted)
     algorithm: Algorithm
     if isinstance(key, rsa.RSAPrivateKey):
         bits = key.key_size

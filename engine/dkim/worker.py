@@ -26,8 +26,8 @@ Item = tuple[bytes, bytes | None, int | None]
 #: The DKIM-Signature field(s), or why not (text: the daemon raises it as a DkimError).
 Fields = tuple[bytes | None, str | None]
 
-#: Keys parsed in this process (parsing a PEM costs more than a signature). Rotation retires
-#: keys, so the cache is only ever trimmed, never needs invalidating.
+#: Keys parsed in this process. Rotation retires keys, so the cache is only ever trimmed,
+#: never needs invalidating.
 _keys: dict[KeySpec, SigningKey] = {}
 MAX_KEYS = 1024
 
@@ -52,7 +52,10 @@ def _key(spec: KeySpec) -> SigningKey:
     if key is None:
         if len(_keys) >= MAX_KEYS:
             _keys.clear()
-        key = _keys[spec] = load_signing_key(spec[0], domain=spec[1], selector=spec[2])
+        # Trusted: the daemon loaded (and so checked) every key it sends.
+        key = _keys[spec] = load_signing_key(
+            spec[0], domain=spec[1], selector=spec[2], trusted=True
+        )
     return key
 
 

@@ -119,38 +119,6 @@ async def test_start_spawns_every_worker_before_the_first_signature() -> None:
         assert threads._procs is None
 
 
-async def test_preload_has_every_worker_parse_the_keys_before_any_message() -> None:
-    k = key()
-    async with SignerPool(2, processes=True) as pool:
-        procs = pool._procs
-        assert procs is not None
-        pool.preload([k])
-        assert [len(w.inflight) for w in procs.workers] == [1, 1]  # one frame to each
-        for _ in range(100):  # each answers with an empty list
-            if not any(w.inflight for w in procs.workers):
-                break
-            await asyncio.sleep(0.05)
-        assert not any(w.inflight for w in procs.workers)
-        signed = await asyncio.gather(
-            *(pool.sign_message(numbered(i), [k], timestamp=TS) for i in range(4))
-        )
-        assert signed == [sign_message(numbered(i), [k], timestamp=TS) for i in range(4)]
-
-
-async def test_a_worker_that_dies_with_a_preload_pending_is_replaced_quietly() -> None:
-    k = key()
-    async with SignerPool(1, processes=True) as pool:
-        (pid,) = worker_pids(pool)
-        pool.preload([k])
-        os.kill(pid, signal.SIGKILL)  # nobody waits for a preload: nothing to sign again
-        assert await pool.sign_message(numbered(1), [k], timestamp=TS) == sign_message(
-            numbered(1), [k], timestamp=TS
-        )
-        assert worker_pids(pool) != [pid]
-    async with SignerPool(1) as threads:
-        threads.preload([k])  # threads share the daemon's parsed keys: nothing to do
-
-
 def test_worker_protocol_answers_each_frame_in_order_and_stops_at_eof() -> None:
     k = key()
     pem = k.private_key.private_bytes(

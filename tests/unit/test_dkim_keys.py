@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from engine import config as config_mod
 from engine.dkim.crypto_box import KeyBox, generate_master_key, key_aad
@@ -242,6 +244,63 @@ def test_stored_keys_belong_to_their_tenant_and_latest_activation_wins(tmp_path:
     ring.replace_stored([_stored(box, "t2", "e", "ed25519", when=1)], box)
     assert [k.selector for k in ring.keys_for("example.com", tenant_id="t1")] == ["cfg"]
     assert len(ring.domains()) == 2
+
+
+def test_a_refresh_loads_only_rows_it_has_not_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    box = KeyBox(os.urandom(32))
+    a, b = _stored(box, "t1", "a", "rsa", when=1), _stored(box, "t2", "b", "ed25519", when=1)
+    loads: list[str] = []
+    real = StoredKey.load
+
+    def counting(self: StoredKey, box: KeyBox) -> object:
+        loads.append(self.selector)
+        return real(self, box)
+
+    monkeypatch.setattr(StoredKey, "load", counting)
+    ring = KeyRing()
+    ring.replace_stored([a, b], box)
+    first = ring.keys_for("example.com", tenant_id="t1")
+    ring.replace_stored([a, b], box)  # every minute: nothing new, nothing decrypted again
+    assert loads == ["a", "b"]
+    assert ring.keys_for("example.com", tenant_id="t1")[0] is first[0]
+    c = _stored(box, "t1", "c", "rsa", when=2)  # rotation: the new row alone is loaded
+    ring.replace_stored([a, b, c], box)
+    assert loads == ["a", "b", "c"]
+    assert [k.selector for k in ring.keys_for("example.com", tenant_id="t1")] == ["c"]
+    ring.replace_stored([b], box)  # retired rows drop out of the reuse table too
+    ring.replace_stored([a, b], box)
+    assert loads == ["a", "b", "c", "a"]
+
+
+def test_a_trusted_load_skips_only_the_rsa_consistency_check() -> None:
+    good = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = good.private_numbers()
+    # p and q swapped in the CRT parameters only: parseable, but not a consistent key.
+    bad = rsa.RSAPrivateNumbers(
+        n.p, n.q, n.d, n.dmq1, n.dmp1, n.iqmp, n.public_numbers
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    bad_pem = bad.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(DkimKeyError, match="cannot be parsed"):
+        load_signing_key(bad_pem, domain="example.com", selector="s")
+    assert load_signing_key(bad_pem, domain="example.com", selector="s", trusted=True)
+    good_pem = good.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    checked = load_signing_key(good_pem, domain="example.com", selector="s")
+    trusted = load_signing_key(good_pem, domain="example.com", selector="s", trusted=True)
+    message = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: x\r\n\r\nbody\r\n"
+    assert sign_message(message, [trusted], timestamp=1) == sign_message(
+        message, [checked], timestamp=1
+    )
+    for junk in (b"not a key", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"):
+        with pytest.raises(DkimKeyError):  # trust skips a check, not the parsing
+            load_signing_key(junk, domain="example.com", selector="s", trusted=True)
 
 
 def test_a_row_that_fails_to_decrypt_leaves_the_ring_unchanged() -> None:
