@@ -229,10 +229,21 @@ async def write_outcomes(
 
 
 _TAKE_DUE_FAIR = """
-WITH per_tenant AS (
+WITH RECURSIVE waiting AS (
+    -- The tenants with unpushed jobs of this priority, by a skip scan of
+    -- jobs_due_priority_tenant: one probe per such tenant, none for the (many) idle ones.
+    SELECT min(q.tenant_id) AS tenant_id FROM queue.jobs q
+     WHERE q.priority = $1 AND q.state IN ('queued', 'deferred') AND q.pushed_at IS NULL
+    UNION ALL
+    SELECT (SELECT min(q.tenant_id) FROM queue.jobs q
+             WHERE q.priority = $1 AND q.state IN ('queued', 'deferred') AND q.pushed_at IS NULL
+               AND q.tenant_id > w.tenant_id)
+      FROM waiting w WHERE w.tenant_id IS NOT NULL
+),
+per_tenant AS (
     SELECT x.tenant_id, x.id,
            row_number() OVER (PARTITION BY x.tenant_id ORDER BY x.next_attempt_at) AS rn
-      FROM oltp.tenants t
+      FROM waiting t
       CROSS JOIN LATERAL (
             SELECT q.tenant_id, q.id, q.next_attempt_at FROM queue.jobs q
              WHERE q.tenant_id = t.tenant_id AND q.priority = $1
