@@ -2,7 +2,7 @@
 
 The body hash of a campaign's shared body is computed once (the body bytes object is reused from
 the body cache, so the dict lookup is a pointer compare); each message then costs one header
-hash and one private-key operation in the signer thread pool.
+hash and one private-key operation in the signer pool (processes or threads).
 """
 
 from __future__ import annotations

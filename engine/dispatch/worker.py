@@ -2,7 +2,7 @@
 
 One batch costs a fixed number of round trips (claim, content, suppressions, shaping), then every
 job runs as its own task bounded by ``max_in_flight``: compose (body cached per content hash),
-sign (thread pool), relay (pooled connections). Outcomes go to the batched :class:`OutcomeWriter`.
+sign (signer pool), relay (pooled connections). Outcomes go to the batched :class:`OutcomeWriter`.
 Any unexpected error defers the job (never loses it).
 """
 
