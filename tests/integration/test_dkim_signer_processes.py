@@ -10,6 +10,9 @@ import asyncio
 import io
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import msgspec
 import pytest
@@ -146,3 +149,38 @@ def test_worker_protocol_answers_each_frame_in_order_and_stops_at_eof() -> None:
     assert error is None and fields + numbered(1) == sign_message(numbered(1), [k], timestamp=TS)
     assert none is None and "header" in why
     assert answers[1][0][0] is None and answers[1][0][1]  # a bad key fails its frame's items
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie waiting for its new parent to reap it counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_end_when_the_daemon_is_killed() -> None:
+    # SIGKILL gives the daemon no chance to close anything: the kernel closes its end of each
+    # worker's stdin, and EOF ends the worker (no orphans left holding memory).
+    script = (
+        "import asyncio, os\n"
+        "from engine.dkim.pool import SignerPool\n"
+        "async def main():\n"
+        "    pool = SignerPool(2, processes=True)\n"
+        "    await pool.start()\n"
+        "    assert pool._procs is not None\n"
+        "    print(*pool._procs.pids(), flush=True)\n"
+        "    os.kill(os.getpid(), 9)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == -signal.SIGKILL
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(p) for p in pids)
