@@ -9,6 +9,8 @@ import socket
 import struct
 import tempfile
 
+NOTIFY_TIMEOUT_S = 2.0
+
 
 def notify(message: str) -> bool:
     """Send ``READY=1``, ``STATUS=...``, ``WATCHDOG=1``...; False when not under systemd."""
@@ -18,6 +20,8 @@ def notify(message: str) -> bool:
     if address.startswith("@"):  # abstract namespace socket
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        # A receiver whose queue is full (one that stopped reading) must not hang the daemon.
+        sock.settimeout(NOTIFY_TIMEOUT_S)
         try:
             sock.connect(address)
             sock.sendall(message.encode())

@@ -43,7 +43,6 @@ def _announce(children: dict[int, subprocess.Popen[bytes]], listener: sdnotify.L
     """READY=1 to systemd once every worker has said READY=1 (keys loaded, relay connected),
     not at fork time: systemd, and units ordered after this one, would count on workers still
     starting up. True once said."""
-    listener.poll()
     if not all(c.pid in listener.ready for c in children.values()):
         return False
     sdnotify.notify(f"READY=1\nSTATUS={len(children)} workers")
@@ -95,6 +94,9 @@ def _supervise(workers: int, config: str | None, listener: sdnotify.Listener) ->
             alive += 1
         if stopping and alive == 0:
             break
+        # Drained every round, READY said or not: once the socket's queue is full, a worker's
+        # next notify (READY after a restart, STOPPING) would block.
+        listener.poll()
         announced = announced or _announce(children, listener)
         now = time.monotonic()
         if interval and alive and now - last_ping >= interval:

@@ -101,15 +101,18 @@ def test_supervisor_says_ready_only_once_every_worker_has(
             for i in range(2)
         }
         try:
+            listener.poll()
             assert supervisor._announce(workers, listener) is False
             assert workers[0].stdin is not None and workers[1].stdin is not None
             workers[0].stdin.close()  # the first worker becomes ready
             workers[0].wait(10)
+            listener.poll()
             assert supervisor._announce(workers, listener) is False
             with pytest.raises(BlockingIOError):
                 systemd.recv(4096)  # nothing said upstream yet
             workers[1].stdin.close()
             workers[1].wait(10)
+            listener.poll()
             assert supervisor._announce(workers, listener) is True
             assert systemd.recv(4096) == b"READY=1\nSTATUS=2 workers"
         finally:
@@ -117,3 +120,17 @@ def test_supervisor_says_ready_only_once_every_worker_has(
                 w.kill()
                 w.wait()
             listener.close()
+
+
+def test_a_receiver_that_stopped_reading_does_not_hang_notify(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "full.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))  # never read: its queue fills up
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        monkeypatch.setattr(sdnotify, "NOTIFY_TIMEOUT_S", 0.2)
+        sent = []
+        while len(sent) < 5000 and (not sent or sent[-1]):
+            sent.append(sdnotify.notify(f"STATUS={len(sent)}"))
+    assert sent[0] is True and sent[-1] is False  # gave up instead of blocking
