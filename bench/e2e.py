@@ -39,7 +39,6 @@ from engine.dkim.keys import generate_key
 from engine.enqueue import enqueue
 from engine.servers import ThrowawayPostgres, ThrowawayRedis
 from engine.store import pool as pool_mod
-from engine.store import tenants
 from engine.store.migrate import migrate
 
 DOMAIN = "bench.penguinmails.test"
@@ -69,12 +68,20 @@ class Sink:
         return doc
 
 
-def job_docs(n: int, run: str) -> list[bytes]:
+def tenant_ids(count: int) -> list[str]:
+    """The bench's tenants: ``bench`` alone, or ``bench-0`` … ``bench-{count-1}``."""
+    return ["bench"] if count <= 1 else [f"bench-{i}" for i in range(count)]
+
+
+def job_docs(n: int, run: str, tenants: int = 1) -> list[bytes]:
+    """``n`` campaign jobs, dealt round robin over the bench's tenants (each its own campaign
+    body, as each tenant stores its own content)."""
     text = _PARA * 12  # ~2.3 KB of text + headers and MIME: ~3 KB on the wire
+    ids = tenant_ids(tenants)
     return [
         orjson.dumps(
             {
-                "tenant_id": "bench",
+                "tenant_id": ids[i % len(ids)],
                 "idempotency_key": f"{run}-{i}",
                 "from": f"news@{DOMAIN}",
                 "to": f"user{i}@example.com",
@@ -217,10 +224,18 @@ class Engine:
     """A throwaway PostgreSQL + Redis, a DKIM key, and ``engine run`` against a sink."""
 
     def __init__(
-        self, tmp: Path, sink_port: int, *, shaping: bool, dkim: bool, workers: int = 1
+        self,
+        tmp: Path,
+        sink_port: int,
+        *,
+        shaping: bool,
+        dkim: bool,
+        workers: int = 1,
+        tenants: int = 1,
     ) -> None:
         self.tmp = tmp
         self.workers = workers
+        self.tenants = tenants
         # BENCH_PG_STATEMENTS=1: load pg_stat_statements and print the costliest statements to
         # stderr after the run (where the database time goes; off by default, it costs a little).
         self.pg_statements = os.environ.get("BENCH_PG_STATEMENTS") == "1"
@@ -276,7 +291,10 @@ class Engine:
             await conn.close()
         await migrate(self.pg.dsn)
         pool = await pool_mod.connect(DatabaseConfig(dsn=self.pg.dsn, pool_min=1, pool_max=2))
-        await tenants.add(pool, "bench")
+        await pool.execute(
+            "INSERT INTO oltp.tenants (tenant_id) SELECT unnest($1::text[])",
+            tenant_ids(self.tenants),
+        )
         await pool.close()
 
     async def start(self) -> None:
@@ -363,17 +381,24 @@ async def _latencies(conn: asyncpg.Connection) -> tuple[float, float, float, flo
 
 
 async def _engine_phase(
-    tmp: Path, n: int, *, shaping: bool, dkim: bool, workers: int = 1, chunking: bool = True
+    tmp: Path,
+    n: int,
+    *,
+    shaping: bool,
+    dkim: bool,
+    workers: int = 1,
+    chunking: bool = True,
+    tenants: int = 1,
 ) -> dict[str, Any]:
     sink = Sink(tmp, "engine-sink", chunking=chunking)
-    engine = Engine(tmp, sink.port, shaping=shaping, dkim=dkim, workers=workers)
+    engine = Engine(tmp, sink.port, shaping=shaping, dkim=dkim, workers=workers, tenants=tenants)
     try:
         await engine.prepare()
         await engine.start()
         pool = await pool_mod.connect(DatabaseConfig(dsn=engine.pg.dsn, pool_min=1, pool_max=2))
         conn = await asyncpg.connect(engine.pg.dsn)
         try:
-            docs = job_docs(n, "e2e")
+            docs = job_docs(n, "e2e", tenants)
             assert engine.proc is not None and engine.pg.proc is not None
             assert engine.redis.proc is not None
             meter = CpuMeter(
@@ -422,6 +447,12 @@ def run(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--no-dkim", action="store_true")
     ap.add_argument("--workers", type=int, default=1, help="engine run --workers N")
     ap.add_argument(
+        "--tenants",
+        type=int,
+        default=1,
+        help="deal the jobs round robin over N tenants (each with its own campaign body)",
+    )
+    ap.add_argument(
         "--no-chunking",
         action="store_true",
         help="the engine's sink does not offer CHUNKING: DATA after a 354 instead of BDAT",
@@ -448,6 +479,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             dkim=not args.no_dkim,
             workers=args.workers,
             chunking=not args.no_chunking,
+            tenants=args.tenants,
         )
         extra: dict[str, Any] = {}
         if args.shaping == "both":
@@ -459,6 +491,7 @@ def run(argv: list[str]) -> dict[str, Any]:
                 dkim=not args.no_dkim,
                 workers=args.workers,
                 chunking=not args.no_chunking,
+                tenants=args.tenants,
             )
             extra = {
                 "engine_msg_s_shaping_off": off["engine_msg_s"],
@@ -481,6 +514,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "enqueue_jobs_s": eng["enqueue_jobs_s"],
             "cpus": os.cpu_count(),
             "workers": args.workers,
+            "tenants": args.tenants,
             **{k: v for k, v in eng.items() if k.startswith("cpu_ms_per_msg_")},
             **extra,
         }

@@ -23,8 +23,16 @@ from engine.store import jobs as job_store
 log = logging.getLogger("engine.feeder")
 
 
-async def feed_once(pool: asyncpg.Pool, streams: Streams, cfg: QueueConfig) -> int:
-    """Push one batch of due jobs; returns how many were pushed."""
+async def feed_once(
+    pool: asyncpg.Pool,
+    streams: Streams,
+    cfg: QueueConfig,
+    cursor: job_store.FeedCursor | None = None,
+) -> int:
+    """Push one batch of due jobs; returns how many were pushed. ``cursor`` carries the tenant
+    rotation from one round to the next (see :func:`engine.store.jobs.take_due`)."""
+    if cursor is not None:
+        cursor.more = False  # stays so unless this round's take_due says otherwise
     depth = sum((await streams.depth()).values())
     room = cfg.stream_high_water - depth
     if room <= 0:
@@ -33,7 +41,7 @@ async def feed_once(pool: asyncpg.Pool, streams: Streams, cfg: QueueConfig) -> i
     budget = min(room, cfg.feeder_batch)
     limits = [max(1, budget * w // total_w) for w in cfg.weights]
     async with pool.acquire() as conn, conn.transaction():
-        rows = await job_store.take_due(conn, limits)
+        rows = await job_store.take_due(conn, limits, cursor)
         await streams.push([(r["id"], r["tenant_id"], r["priority"]) for r in rows])
     return len(rows)
 
@@ -48,6 +56,7 @@ class Feeder:
         self.dsn = dsn
         self.wake = asyncio.Event()
         self._listen: asyncpg.Connection | None = None
+        self.cursor = job_store.FeedCursor(len(cfg.weights))
 
     def _on_notify(self, *_: object) -> None:
         self.wake.set()
@@ -68,13 +77,13 @@ class Feeder:
             await self._ensure_listener()
             self.wake.clear()
             try:
-                pushed = await feed_once(self.pool, self.streams, self.cfg)
+                pushed = await feed_once(self.pool, self.streams, self.cfg, self.cursor)
             except Exception as exc:  # outages must not kill the feeder
                 log.warning("feeder round failed; retrying", extra={"error": str(exc)})
                 pushed = 0
                 await asyncio.sleep(1.0)
-            if pushed >= self.cfg.feeder_batch // 2:
-                continue  # more is probably due right now
+            if pushed >= self.cfg.feeder_batch // 2 or self.cursor.more:
+                continue  # more is probably due right now, or tenants not yet visited
             delay = self.cfg.feeder_interval_s if pushed == 0 else 0.05
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=delay)

@@ -171,20 +171,41 @@ async def test_feeding_visits_only_tenants_with_waiting_mail(pool: asyncpg.Pool)
     assert all(r.error is None for r in res)
     await pool.execute("ANALYZE queue.jobs")
     async with pool.acquire() as conn:
-        tr = conn.transaction()
-        await tr.start()
-        try:
-            plan = await conn.fetchval(
-                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {job_store._TAKE_DUE_FAIR}", 1, 32, 50
-            )
-        finally:
-            await tr.rollback()
+        plan = await conn.fetchval(
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {job_store._WAITING_TENANTS}", 1, "", 50
+        )
         top = orjson.loads(plan)[0]["Plan"]
-        # Walking all 3,003 tenants touched ~3,500 pages; now ~500, most for the update itself.
-        assert top["Shared Hit Blocks"] + top.get("Shared Read Blocks", 0) < 1500, top
+        # A few pages per waiting tenant (walking all 3,003 tenants touched ~3,500).
+        assert top["Shared Hit Blocks"] + top.get("Shared Read Blocks", 0) < 60, top
         async with conn.transaction():
             rows = await job_store.take_due(conn, [0, 50, 0])
-    assert len(rows) == 33  # a fair share per tenant is locked: 32 (the floor), and small's one
+    # Three tenants waiting (late's job is scheduled): up to 2 * 50 / 3 = 34 each; small has 1.
+    assert len(rows) == 35
     # Round robin: the small tenant's one job comes in the first turn, not after big's 300.
     assert [r["tenant_id"] for r in rows[:2]] in (["big", "small"], ["small", "big"])
     assert {r["tenant_id"] for r in rows} == {"big", "small"}  # late's job is not due
+
+
+async def test_more_tenants_waiting_than_a_round_serves_take_turns_round_the_ring(
+    pool: asyncpg.Pool,
+) -> None:
+    names = [f"t{i:02d}" for i in range(25)]
+    for t in names:
+        await tenants.add(pool, t)
+    items = [job(k, tenant_id=t, idempotency_key=f"{t}-{k}") for t in names for k in range(3)]
+    res = await enqueue(pool, items, max_message_bytes=10**6, max_age_s=3600)
+    assert all(r.error is None for r in res)
+    cursor = job_store.FeedCursor()
+    served: list[list[str]] = []
+    async with pool.acquire() as conn:
+        for _ in range(4):
+            async with conn.transaction():
+                rows = await job_store.take_due(conn, [0, 10, 0], cursor)
+            served.append([r["tenant_id"] for r in rows])
+            assert len(rows) == 10
+        # Ten tenants a round, each once, going on where the last round stopped...
+        assert served[0] == names[:10] and served[1] == names[10:20]
+        assert cursor.more  # (the ring is not done: the feeder goes on at once)
+        # ... and round the end of the ring to its start again (second jobs, same turns).
+        assert served[2] == names[20:25] + names[:5]
+        assert served[3] == names[5:15]

@@ -57,6 +57,7 @@ def test_frozen() -> None:
         ),
         ({"relay": {"nodes": [{"name": "a", "host": "h", "tls": "ssl"}]}}, {}, "tls"),
         ({}, {"ENGINE_DKIM__SIGNER_WORKERS": "-1"}, "dkim.signer_workers"),
+        ({"queue": {"body_cache_mb": 0}}, {}, "queue.body_cache_mb"),
         ({"dkim": {"signer": "fork"}}, {}, "dkim.signer"),
     ],
 )
