@@ -247,12 +247,11 @@ SELECT tenant_id FROM waiting WHERE tenant_id IS NOT NULL
 """
 
 # Up to $3 due jobs of each listed tenant (locked), then the round-robin prefix of $4 of them:
-# every tenant's first job (in list order) before anyone's second. Each tenant's jobs are
-# asked for as a range of (priority, tenant, due time) rows, which only
-# jobs_due_priority_tenant can answer: written as three conditions, the planner, its
-# statistics minutes old after a campaign, sometimes took jobs_due (priority, due time) and
-# filtered on the tenant, reading every due job of the priority for each tenant (2,522 rows
-# per tenant, 119 ms a round, in the 1,000-tenant bench). The update finds its rows
+# every tenant's first job (in list order) before anyone's second. jobs_due_priority_tenant is
+# the only index these conditions can use since migration 073 dropped jobs_due (priority, due
+# time): with statistics minutes old after a campaign the planner took that one and filtered
+# on the tenant, reading every due job of the priority for each tenant (2,522 rows per tenant,
+# 119 ms a round, in the 1,000-tenant bench). The update finds its rows
 # by ctid (a locked row keeps it until we commit) in an array, which can only be a TID scan:
 # joined on the keys, the planner took a hash join over a sequential scan of queue.jobs when
 # it thought the table small next to the batch (112 ms a round in the 1,000-tenant bench).
@@ -263,11 +262,10 @@ WITH per_tenant AS (
       FROM unnest($2::text[]) WITH ORDINALITY AS t(tenant_id, ord)
       CROSS JOIN LATERAL (
             SELECT q.ctid AS tid, q.tenant_id, q.next_attempt_at FROM queue.jobs q
-             WHERE (q.priority, q.tenant_id, q.next_attempt_at)
-                   BETWEEN ($1, t.tenant_id, '-infinity') AND ($1, t.tenant_id, now())
+             WHERE q.priority = $1 AND q.tenant_id = t.tenant_id
                AND q.state IN ('queued', 'deferred') AND q.pushed_at IS NULL
-             ORDER BY q.priority, q.tenant_id, q.next_attempt_at
-             LIMIT $3 FOR UPDATE SKIP LOCKED) x),
+               AND q.next_attempt_at <= now()
+             ORDER BY q.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) x),
 picked AS (SELECT tid FROM per_tenant ORDER BY rn, ord LIMIT $4)
 UPDATE queue.jobs j SET pushed_at = now()
  WHERE j.ctid = ANY(ARRAY(SELECT tid FROM picked))
@@ -347,11 +345,32 @@ async def take_due(
     return out
 
 
+# The earliest due time of the unpushed jobs of a priority: the earliest of each tenant with
+# such jobs (skip scan), one probe each, on jobs_due_priority_tenant.
+EARLIEST_UNPUSHED = """
+WITH RECURSIVE waiting AS (
+    SELECT min(q.tenant_id) AS tenant_id FROM queue.jobs q
+     WHERE q.priority = p.priority AND q.state IN ('queued', 'deferred') AND q.pushed_at IS NULL
+    UNION ALL
+    SELECT (SELECT min(q.tenant_id) FROM queue.jobs q
+             WHERE q.priority = p.priority AND q.state IN ('queued', 'deferred')
+               AND q.pushed_at IS NULL AND q.tenant_id > w.tenant_id)
+      FROM waiting w WHERE w.tenant_id IS NOT NULL
+)
+SELECT min(x.due) FROM waiting w CROSS JOIN LATERAL (
+    SELECT q.next_attempt_at AS due FROM queue.jobs q
+     WHERE q.priority = p.priority AND q.tenant_id = w.tenant_id
+       AND q.state IN ('queued', 'deferred') AND q.pushed_at IS NULL
+     ORDER BY q.next_attempt_at LIMIT 1) x
+"""
+
+
 async def next_due_in(pool: asyncpg.Pool) -> float | None:
     """Seconds until the next unpushed job becomes due (None when there is none)."""
     value = await pool.fetchval(
-        "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM queue.jobs"
-        " WHERE state IN ('queued', 'deferred') AND pushed_at IS NULL"
+        "SELECT extract(epoch FROM min(e.due) - now()) FROM"
+        " (VALUES (0::smallint), (1::smallint), (2::smallint)) AS p(priority)"
+        f" CROSS JOIN LATERAL ({EARLIEST_UNPUSHED}) AS e(due)"
     )
     return None if value is None else max(0.0, float(value))
 

@@ -13,6 +13,7 @@ import asyncpg
 import msgspec
 
 from engine.model import Priority
+from engine.store.jobs import EARLIEST_UNPUSHED
 
 
 class MessageView(msgspec.Struct, frozen=True):
@@ -147,14 +148,13 @@ async def pending_by_tenant(pool: asyncpg.Pool, limit: int = 50) -> list[TenantP
     return [TenantPending(r["tenant_id"], r["queued"], r["deferred"], r["sending"]) for r in rows]
 
 
-# Per priority, the older of: the oldest due job not yet pushed to Redis (the jobs_due index
-# gives it directly) and the oldest push still waiting (jobs_pushed index; a pushed job was due
-# when pushed, so this is a lower bound of its age). Six index probes, no table scan.
-_OLDEST = """
+# Per priority, the older of: the oldest due job not yet pushed to Redis (the earliest due
+# time of each tenant with unpushed jobs: a probe per such tenant) and the oldest push still
+# waiting (jobs_pushed index; a pushed job was due when pushed, so this is a lower bound of its
+# age). No table scan.
+_OLDEST = f"""
 SELECT p.priority, coalesce(extract(epoch FROM now() - least(
-    (SELECT min(j.next_attempt_at) FROM queue.jobs j
-      WHERE j.priority = p.priority AND j.state IN ('queued', 'deferred')
-        AND j.pushed_at IS NULL AND j.next_attempt_at <= now()),
+    (SELECT CASE WHEN e.due <= now() THEN e.due END FROM ({EARLIEST_UNPUSHED}) AS e(due)),
     (SELECT min(j.pushed_at) FROM queue.jobs j
       WHERE j.priority = p.priority AND j.state IN ('queued', 'deferred')
         AND j.pushed_at IS NOT NULL))), 0)::float8 AS age
