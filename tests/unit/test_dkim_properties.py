@@ -140,8 +140,10 @@ def test_header_parse_select_and_canonicalise_are_dkimpys(
     except DkimMessageError:
         ours = None
     if ours is None:
-        # We refuse only what dkimpy refuses, or the ambiguous (leading continuation).
-        assert theirs is None or block[:1] in (b" ", b"\t")
+        # We refuse only what dkimpy refuses, or the ambiguous: a leading continuation, or a
+        # field with an empty name (dkimpy takes the colon itself for the name: "::" -> ":").
+        empty_name = any(line.startswith(b":") for line in block.splitlines())
+        assert theirs is None or block[:1] in (b" ", b"\t") or empty_name
         return
     assert theirs is not None and ours == [(bytes(n), bytes(v)) for n, v in theirs]
     expected = b"".join(
