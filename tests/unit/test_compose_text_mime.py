@@ -106,3 +106,18 @@ def test_build_body_takes_the_direct_path_only_where_it_is_exact() -> None:
         attachments=[Attachment(filename="a.txt", content_type="text/plain", content=b"x")],
     )
     assert b"multipart/mixed" in build_body(with_file).head
+
+
+def test_the_from_field_is_made_once_per_address_and_errors_every_time() -> None:
+    from engine.compose.mime import _from_line
+    from engine.errors import ComposeError
+
+    _from_line.cache_clear()
+    first = build_body(Content(from_="Zoë <news@acme.example>", subject="a", text="x"))
+    second = build_body(Content(from_="Zoë <news@acme.example>", subject="b", text="y"))
+    assert first.head.split(b"\r\n")[0] == second.head.split(b"\r\n")[0]
+    assert first.head.startswith(b"From: =?utf-8?")  # encoded as before
+    assert _from_line.cache_info().hits == 1
+    for _ in range(2):
+        with pytest.raises(ComposeError, match="from"):
+            build_body(Content(from_="not an address", text="x"))
