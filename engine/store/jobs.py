@@ -251,10 +251,10 @@ SELECT tenant_id FROM waiting WHERE tenant_id IS NOT NULL
 # the only index these conditions can use since migration 073 dropped jobs_due (priority, due
 # time): with statistics minutes old after a campaign the planner took that one and filtered
 # on the tenant, reading every due job of the priority for each tenant (2,522 rows per tenant,
-# 119 ms a round, in the 1,000-tenant bench). The update finds its rows
-# by ctid (a locked row keeps it until we commit) in an array, which can only be a TID scan:
-# joined on the keys, the planner took a hash join over a sequential scan of queue.jobs when
-# it thought the table small next to the batch (112 ms a round in the 1,000-tenant bench).
+# 119 ms a round, in the 1,000-tenant bench). The update finds its rows by ctid (a locked row
+# keeps it until we commit) in an array, which can only be a TID scan: joined on the keys, the
+# planner took a hash join over a sequential scan of queue.jobs when it thought the table small
+# next to the batch (112 ms a round in the 1,000-tenant bench).
 _TAKE_DUE_FAIR = """
 WITH per_tenant AS (
     SELECT x.tid, t.ord,
@@ -320,8 +320,8 @@ async def take_due(
     and within a priority tenants take turns (every tenant's first job before anyone's second:
     deficit round robin with equal quanta), so a 1M-recipient campaign cannot delay another
     tenant's mail. A round visits at most ``limits[p]`` tenants, from just after where the
-    previous round stopped (``cursor``), so a round locks at most about its limit in rows
-    whatever the number of tenants, and with more tenants waiting than one round serves the
+    previous round stopped (``cursor``), so a round locks at most about twice its limit in
+    rows whatever the number of tenants, and with more tenants waiting than one round serves the
     next rounds go on round the ring. Must run inside the transaction that pushes them to Redis
     (SKIP LOCKED splits work between instances; a crash before commit leaves them unpushed).
     """
