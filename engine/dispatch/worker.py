@@ -53,8 +53,8 @@ class BodyCache:
 
     Bounded by bytes, not entries: the feeder deals jobs round robin over tenants, so with more
     campaigns in flight than a fixed count of entries every job missed (1,000 tenants against
-    512 entries: each job rebuilt its body, ~1 ms of the event loop), while bodies range from
-    1 KB to megabytes.
+    512 entries: each job rebuilt its body, then ~1 ms of the event loop), while bodies range
+    from 1 KB to megabytes.
     """
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
