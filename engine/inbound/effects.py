@@ -20,6 +20,7 @@ import asyncpg
 import msgspec
 
 from engine import metrics
+from engine.inbound.evidence import Evidence
 from engine.inbound.report import BounceKind, BounceReport, Recipient
 from engine.shaping.model import DeliverySignal, SignalKind
 from engine.store import stats
@@ -46,6 +47,9 @@ class InboundItem(msgspec.Struct, frozen=True):
     report: BounceReport
     verp_job_id: int | None = None
     fbl: bool = False
+    peer: str = ""  # the connecting client's IP
+    mail_from: str = ""  # the SMTP envelope sender
+    evidence: Evidence = Evidence()
 
 
 class Effect(msgspec.Struct, frozen=True):

@@ -24,7 +24,7 @@ from engine.compose import verp
 from engine.config import InboundConfig
 from engine.inbound import unsubscribe
 from engine.inbound.effects import EffectsConfig, InboundItem, SignalSink, apply
-from engine.inbound.parse import parse_bounce
+from engine.inbound.evidence import analyse
 from engine.store import inbound as inbound_store
 
 log = logging.getLogger("engine.inbound")
@@ -253,7 +253,10 @@ class InboundService:
 
 
 def _parse_all(batch: list[tuple[int, bytes, str | None, int | None, bool]]) -> list[InboundItem]:
-    return [
-        InboundItem(inbound_id, parse_bounce(raw, envelope_to), job, fbl)
-        for inbound_id, raw, envelope_to, job, fbl in batch
-    ]
+    items = []
+    for inbound_id, raw, envelope_to, job, fbl in batch:
+        analysis = analyse(raw, envelope_to)
+        items.append(
+            InboundItem(inbound_id, analysis.report, job, fbl, evidence=analysis.evidence)
+        )
+    return items
