@@ -21,7 +21,7 @@ from typing import Any
 import uvloop
 
 from engine import config as config_mod
-from engine import logs, metrics, retention, sdnotify
+from engine import logs, looplag, retention, sdnotify
 from engine.admin import AdminContext, AdminServer, run_collector
 from engine.compliance import service as compliance
 from engine.config import Config
@@ -163,7 +163,7 @@ class Daemon:
         loops = [
             feeder.run(self.halt),
             reconciler.run(pool, streams, cfg.queue, self.consumer, self.halt),
-            self._loop_lag(),
+            looplag.monitor(),
             self._watchdog(),
             run_collector(admin_ctx, self.halt),
             run_publisher(pool, client, cfg, self.halt),
@@ -226,12 +226,6 @@ class Daemon:
                 log.warning("retention failed; retrying later", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.halt.wait(), timeout=self.cfg.compliance.poll_s)
-
-    async def _loop_lag(self) -> None:
-        while True:
-            start = time.perf_counter()
-            await asyncio.sleep(0.5)
-            metrics.LOOP_LAG.set(max(0.0, time.perf_counter() - start - 0.5))
 
     async def _watchdog(self) -> None:
         interval = sdnotify.watchdog_interval_s()

@@ -108,7 +108,17 @@ RECONCILER_REPAIRS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
-LOOP_LAG = Gauge("engine_event_loop_lag_seconds", "Event-loop scheduling lag.", registry=REGISTRY)
+LOOP_LAG = Gauge(
+    "engine_event_loop_lag_seconds",
+    "Worst event-loop lag of the last completed second (a 10 ms ticker's late wake-ups).",
+    registry=REGISTRY,
+)
+LOOP_STALLS = Histogram(
+    "engine_event_loop_stall_seconds",
+    "Event-loop stalls of 5 ms or more (how late the 10 ms ticker woke).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge("engine_in_flight", "Jobs claimed and not yet written back.", registry=REGISTRY)
 
 # -- operator surface (engine/admin): refreshed by the admin collector, not on the hot path ------
