@@ -232,6 +232,7 @@ class Engine:
         dkim: bool,
         workers: int = 1,
         tenants: int = 1,
+        overrides: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.tmp = tmp
         self.workers = workers
@@ -246,7 +247,7 @@ class Engine:
         key = tmp / "dkim.pem"
         key.write_bytes(pem)
         key.chmod(0o600)
-        cfg = {
+        cfg: dict[str, dict[str, Any]] = {
             "database": {"dsn": self.pg.dsn, "pool_min": 2, "pool_max": 12},
             "redis": {"url": self.redis.url, "prefix": "bench"},
             "queue": {"max_in_flight": 1024, "batch_size": 512, "outcome_batch": 1000},
@@ -280,6 +281,8 @@ class Engine:
             "admin": {"listen": "127.0.0.1:0"},
             "log": {"level": "warning"},
         }
+        for section, values in (overrides or {}).items():
+            cfg[section] = {**cfg.get(section, {}), **values}
         self.config = tmp / "engine.toml"
         write_toml(self.config, cfg)
         self.proc: subprocess.Popen[bytes] | None = None

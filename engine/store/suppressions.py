@@ -42,6 +42,7 @@ async def add(
 
     A permanent entry replaces a temporary one; a temporary one never shortens a permanent one.
     """
+    entries = merge_entries(entries)
     if not entries:
         return 0
     res: str = await conn.execute(
@@ -61,6 +62,29 @@ async def add(
         [e[4] for e in entries],
     )
     return int(res.split()[-1])
+
+
+def merge_entries(
+    entries: Sequence[tuple[str, str, str, str, float | None]],
+) -> list[tuple[str, str, str, str, float | None]]:
+    """One entry per (tenant, address), merged as the upsert would merge them one by one.
+
+    PostgreSQL refuses an ``ON CONFLICT DO UPDATE`` that meets the same key twice in one
+    statement, and a batch of bounces often names one address twice (a DSN and its replay, two
+    jobs to one recipient): a permanent entry wins over a temporary one, the longer ttl over the
+    shorter, and otherwise the later entry's reason and source are kept.
+    """
+    merged: dict[tuple[str, str], tuple[str, str, str, str, float | None]] = {}
+    for entry in entries:
+        key = (entry[0], entry[1].lower())
+        earlier = merged.get(key)
+        if earlier is not None:
+            if earlier[4] is None and entry[4] is not None:
+                continue
+            if earlier[4] is not None and entry[4] is not None and earlier[4] > entry[4]:
+                entry = (*entry[:4], earlier[4])
+        merged[key] = entry
+    return list(merged.values())
 
 
 async def remove(pool: asyncpg.Pool, tenant_id: str, address: str) -> bool:
