@@ -313,6 +313,7 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
     }
     cfg_file = tmp / "engine.toml"
     write_toml(cfg_file, data)
+    cfg_file.chmod(0o600)  # it holds the run's VERP secret
     cfg = config_mod.load(cfg_file)
     await migrate(dsn)
     pool = await pool_mod.connect(DatabaseConfig(dsn=dsn, pool_min=1, pool_max=4))

@@ -199,3 +199,22 @@ def test_expired_entries_are_logged_at_start(
     assert expired.levelno == logging.WARNING and "expired" in expired.getMessage()
     assert getattr(expired, "until") == UNTIL.isoformat()  # noqa: B009
     assert OLD not in caplog.text and NEW not in caplog.text
+
+
+def test_reload_says_secret_changes_need_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine import logs
+    from engine.daemon import Daemon
+
+    monkeypatch.setattr(logs, "setup", lambda *_: None)  # keep pytest's log capture
+    conf = tmp_path / "engine.toml"
+    conf.write_text(f'[inbound]\nverp_secret = "{NEW}"\n')
+    daemon = Daemon(config.load(conf, env={}), str(conf))
+    with caplog.at_level(logging.INFO):
+        daemon._on_reload()  # unchanged: no warning
+        assert "VERP secrets changed" not in caplog.text
+        conf.write_text(f'[inbound]\nverp_secret = "{OLD}"\n')
+        daemon._on_reload()
+    assert "[inbound] VERP secrets changed: not applied until a restart" in caplog.text
+    assert OLD not in caplog.text and NEW not in caplog.text
