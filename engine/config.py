@@ -192,6 +192,13 @@ EXAMPLE_VERP_SECRETS = frozenset(
 )
 #: Fewer distinct characters than this is a placeholder ("xxxx...", "0000..."), not a random key.
 MIN_VERP_SECRET_DISTINCT = 8
+#: What to do about a missing or guessable VERP secret (every refusal says it).
+VERP_SECRET_HINT = (
+    "generate one with: openssl rand -hex 32 > /etc/penguinmails-engine/verp.secret;"
+    " chmod 600 it and set [inbound] verp_secret_file to its path"
+)
+#: A guessable old secret is never accepted again, not even for a rotation window.
+_DROP_PREVIOUS = "remove this entry: addresses signed with a guessable secret cannot be trusted"
 
 
 class VerpPreviousSecret(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -397,12 +404,10 @@ def _check(cfg: Config, origin: str) -> None:
         )
 
 
-def _verp_secret(value: str, file: str | None, key: str, origin: str) -> str:
+def _verp_secret(
+    value: str, file: str | None, key: str, origin: str, generate: str = VERP_SECRET_HINT
+) -> str:
     """One VERP secret from its inline value or file, refused when guessable."""
-    generate = (
-        "generate one with: openssl rand -hex 32 > /etc/penguinmails-engine/verp.secret;"
-        " chmod 600 it and set [inbound] verp_secret_file to its path"
-    )
     file = file or None  # an empty ENGINE_..._FILE override means "no file"
     if value and file is not None:
         raise ConfigError(
@@ -446,7 +451,7 @@ def _resolve_verp_secrets(cfg: Config, origin: str) -> Config:
     previous = []
     for i, entry in enumerate(inbound.verp_previous, 1):
         key = f"[[inbound.verp_previous]] #{i} secret"
-        secret = _verp_secret(entry.secret, entry.secret_file, key, origin)
+        secret = _verp_secret(entry.secret, entry.secret_file, key, origin, _DROP_PREVIOUS)
         if not secret:
             raise ConfigError(
                 f"config {origin}: {key} is not set", hint="set secret or secret_file, and until"

@@ -17,15 +17,10 @@ import logging
 from datetime import UTC, datetime
 
 from engine.compose import verp
-from engine.config import InboundConfig
+from engine.config import VERP_SECRET_HINT, InboundConfig
 from engine.errors import ConfigError
 
 log = logging.getLogger("engine.inbound")
-
-_GENERATE = (
-    "generate one with: openssl rand -hex 32 > /etc/penguinmails-engine/verp.secret;"
-    " chmod 600 it and set [inbound] verp_secret_file to its path"
-)
 
 
 def current(cfg: InboundConfig) -> str:
@@ -33,7 +28,7 @@ def current(cfg: InboundConfig) -> str:
     if not cfg.verp_secret:
         raise ConfigError(
             "[inbound] verp_secret is not set: bounce and unsubscribe addresses would be forgeable",
-            hint=_GENERATE,
+            hint=VERP_SECRET_HINT,
         )
     return cfg.verp_secret
 
