@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -277,7 +278,8 @@ class Engine:
             },
             "shaping": {"enabled": shaping, "default_rate_per_s": 100000.0, "warmup": False},
             "dns": {"overrides": {"example.com": ["mx.example.com"]}},
-            "inbound": {"enabled": False},
+            # Listener off, but every message is still signed with a VERP return path.
+            "inbound": {"enabled": False, "verp_secret": secrets.token_hex(32)},
             "admin": {"listen": "127.0.0.1:0"},
             "log": {"level": "warning"},
         }

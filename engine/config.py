@@ -11,8 +11,9 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -175,11 +176,56 @@ class DnsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True)
     negative_ttl_s: float = 300.0
 
 
+# --- VERP / unsubscribe secrets (engine/inbound/verp_keys.py, docs/operations.md "Secrets") ---
+#: The HMAC key of b-/u- addresses and one-click tokens must be at least this long: it is all
+#: that stops anyone minting a valid bounce or unsubscribe address for a sequential job id.
+MIN_VERP_SECRET_BYTES = 32
+#: Values that were or are shown in examples/defaults (config/engine.toml, old defaults, the old
+#: demo): public, so refused whatever their length.
+EXAMPLE_VERP_SECRETS = frozenset(
+    {
+        "change-me",
+        "change-me-to-a-long-random-string",
+        "demo-secret",
+        "replace-me-with-the-output-of-openssl-rand-hex-32",
+    }
+)
+#: Fewer distinct characters than this is a placeholder ("xxxx...", "0000..."), not a random key.
+MIN_VERP_SECRET_DISTINCT = 8
+#: What to do about a missing or guessable VERP secret (every refusal says it).
+VERP_SECRET_HINT = (
+    "generate one with: openssl rand -hex 32 > /etc/penguinmails-engine/verp.secret;"
+    " chmod 600 it and set [inbound] verp_secret_file to its path"
+)
+#: A guessable old secret is never accepted again, not even for a rotation window.
+_DROP_PREVIOUS = "remove this entry: addresses signed with a guessable secret cannot be trusted"
+
+
+class VerpPreviousSecret(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A VERP secret being rotated out: still accepted when decoding until ``until``."""
+
+    secret: str = ""  # inline, or
+    secret_file: str | None = None  # from a 0600 file (read at load); exactly one of the two
+    until: Annotated[datetime, msgspec.Meta(tz=True)]  # RFC 3339 with a zone, e.g. ...T00:00:00Z
+
+
+# --- end of the VERP secrets block ---
+
+
 class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     listen: str = "127.0.0.1:2525"
     verp_domain: str = "bounces.localhost"
-    verp_secret: str = "change-me"
+    # --- VERP / unsubscribe secrets: a contiguous block (see VerpPreviousSecret above) ---
+    # The HMAC key of every b-/u- address and one-click token the engine makes: >= 32 bytes,
+    # not an example value (refused at load); unset ("") is refused when the daemon starts.
+    # Inline (or ENGINE_INBOUND__VERP_SECRET), or verp_secret_file (a 0600 file, read at load,
+    # its value replaces verp_secret in the loaded tree); never both.
+    verp_secret: str = ""
+    verp_secret_file: str | None = None
+    # Rotation: secrets still accepted (never used to sign) until each one's `until`.
+    verp_previous: list[VerpPreviousSecret] = []
+    # --- end of the VERP secrets block ---
     fbl_addresses: list[str] = []
     max_message_bytes: int = 10 * 1024 * 1024
     max_connections_per_ip: int = 20
@@ -324,7 +370,7 @@ def parse(data: Mapping[str, Any], *, origin: str = "<memory>") -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(_describe(exc, origin), hint="fix the key or remove it") from None
     _check(cfg, origin)
-    return cfg
+    return _resolve_verp_secrets(cfg, origin)
 
 
 def _check(cfg: Config, origin: str) -> None:
@@ -356,6 +402,67 @@ def _check(cfg: Config, origin: str) -> None:
             f"config {origin}: compliance.throttle_rate_per_s, poll_s and check_interval_s must be"
             ' > 0 (to stop a failing domain from sending, use on_fail = "block")'
         )
+
+
+def _verp_secret(
+    value: str, file: str | None, key: str, origin: str, generate: str = VERP_SECRET_HINT
+) -> str:
+    """One VERP secret from its inline value or file, refused when guessable."""
+    file = file or None  # an empty ENGINE_..._FILE override means "no file"
+    if value and file is not None:
+        raise ConfigError(
+            f"config {origin}: {key} and {key}_file are both set", hint="keep only one of them"
+        )
+    if file is not None:
+        value = read_secret(None, file, key) or ""
+        if not value:
+            raise ConfigError(f"config {origin}: {key}_file {file} is empty", hint=generate)
+    if not value:
+        return ""
+    if value.strip().lower() in EXAMPLE_VERP_SECRETS:
+        raise ConfigError(
+            f"config {origin}: {key} is an example value, public: anyone could forge bounce and"
+            " unsubscribe addresses",
+            hint=generate,
+        )
+    if len(value.encode("utf-8")) < MIN_VERP_SECRET_BYTES:
+        raise ConfigError(
+            f"config {origin}: {key} is shorter than {MIN_VERP_SECRET_BYTES} bytes", hint=generate
+        )
+    if len(set(value)) < MIN_VERP_SECRET_DISTINCT:
+        raise ConfigError(
+            f"config {origin}: {key} looks like a placeholder (fewer than"
+            f" {MIN_VERP_SECRET_DISTINCT} distinct characters)",
+            hint=generate,
+        )
+    return value
+
+
+def _resolve_verp_secrets(cfg: Config, origin: str) -> Config:
+    """Validate the VERP secrets and put the files' contents in the tree (read once, at load).
+
+    Unset stays "" here: commands that never sign or check an address (migrate, status, dkim)
+    run without one; the daemon refuses to start without it (engine/inbound/verp_keys.py).
+    """
+    inbound = cfg.inbound
+    current = _verp_secret(
+        inbound.verp_secret, inbound.verp_secret_file, "[inbound] verp_secret", origin
+    )
+    previous = []
+    for i, entry in enumerate(inbound.verp_previous, 1):
+        key = f"[[inbound.verp_previous]] #{i} secret"
+        secret = _verp_secret(entry.secret, entry.secret_file, key, origin, _DROP_PREVIOUS)
+        if not secret:
+            raise ConfigError(
+                f"config {origin}: {key} is not set", hint="set secret or secret_file, and until"
+            )
+        previous.append(msgspec.structs.replace(entry, secret=secret))
+    if current == inbound.verp_secret and previous == inbound.verp_previous:
+        return cfg
+    return msgspec.structs.replace(
+        cfg,
+        inbound=msgspec.structs.replace(inbound, verp_secret=current, verp_previous=previous),
+    )
 
 
 def resolve_path(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
@@ -397,8 +504,17 @@ def read_secret(value: str | None, file: str | None, what: str) -> str | None:
         mode = p.stat().st_mode
     except FileNotFoundError:
         raise ConfigError(f"{what} file {file} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} file {file} cannot be read: {exc.strerror or exc}") from None
     if mode & 0o077:
         raise ConfigError(
             f"{what} file {file} is readable by group/others", hint=f"chmod 600 {file}"
         )
-    return p.read_text(encoding="utf-8").strip()
+    try:
+        return p.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{what} file {file} is not UTF-8 text", hint="write the secret as hex or base64"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{what} file {file} cannot be read: {exc.strerror or exc}") from None

@@ -32,6 +32,7 @@ from engine.dispatch.worker import Dispatcher
 from engine.errors import EngineError
 from engine.events.delivery import run_webhooks
 from engine.events.stream import run_publisher
+from engine.inbound import verp_keys
 from engine.inbound.listener import InboundService
 from engine.queue import feeder as feeder_mod
 from engine.queue import reconciler
@@ -89,6 +90,12 @@ class Daemon:
             )
             return
         logs.setup(new.log.level, new.log.format)
+        if (new.inbound.verp_secret, new.inbound.verp_previous) != (
+            self.cfg.inbound.verp_secret,
+            self.cfg.inbound.verp_previous,
+        ):
+            # The dispatcher, listener and admin route keep the secrets they started with.
+            log.warning("[inbound] VERP secrets changed: not applied until a restart")
         self.cfg = new
         log.info("configuration reloaded (log level, shaping limits; restart for nodes/DSNs)")
         sdnotify.notify("STATUS=configuration reloaded")
@@ -130,6 +137,9 @@ class Daemon:
 
     async def run(self) -> int:
         cfg = self.cfg
+        # Before anything connects: every dispatched message is signed with this secret, even
+        # with the inbound listener disabled.
+        verp_keys.announce(cfg.inbound)
         self._signals()
         pool, client, streams = await self._connect()
         signer = await build_signer(cfg) if cfg.dkim.enabled else None

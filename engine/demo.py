@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -303,7 +304,8 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
         "dns": {"overrides": {d: [PROVIDER_MX[p]] for d, p in DOMAIN_PROVIDER.items()}},
         "inbound": {
             "verp_domain": "bounces.penguinmails.test",
-            "verp_secret": "demo-secret",
+            # A fresh random secret per run: the engine refuses a known or short one.
+            "verp_secret": secrets.token_hex(32),
             "listen": "127.0.0.1:0",
         },
         "admin": {"listen": "127.0.0.1:0"},
@@ -311,6 +313,7 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
     }
     cfg_file = tmp / "engine.toml"
     write_toml(cfg_file, data)
+    cfg_file.chmod(0o600)  # it holds the run's VERP secret
     cfg = config_mod.load(cfg_file)
     await migrate(dsn)
     pool = await pool_mod.connect(DatabaseConfig(dsn=dsn, pool_min=1, pool_max=4))

@@ -25,6 +25,8 @@ pytest_plugins = ("tests.fakes.fixtures",)
 
 PG_ADMIN_DSN = os.environ.get("ENGINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ENGINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+#: The VERP secret of test configs: the engine refuses to start without one of >= 32 bytes.
+TEST_VERP_SECRET = "tests-verp-secret-8f3a1c9e5b7d2046"
 
 _TABLES = (
     "queue.jobs, content.email_content, content.email_messages, content.attachments, "
@@ -104,7 +106,7 @@ def make_config(dsn: str, prefix: str, **sections: dict[str, object]) -> Config:
     data: dict[str, object] = {
         "database": {"dsn": dsn, "pool_min": 1, "pool_max": 5},
         "redis": {"url": REDIS_URL, "prefix": prefix},
-        "inbound": {"listen": "127.0.0.1:0"},
+        "inbound": {"listen": "127.0.0.1:0", "verp_secret": TEST_VERP_SECRET},
         "admin": {"listen": "127.0.0.1:0"},
     }
     for name, values in sections.items():

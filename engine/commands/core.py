@@ -91,9 +91,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be at least 1")
     if args.workers > 1:
         from engine import logs
+        from engine.inbound import verp_keys
         from engine.supervisor import supervise
 
         cfg = load_config(args)  # validate once before starting anything
+        verp_keys.current(cfg.inbound)  # every worker signs VERP return paths
         logs.setup(cfg.log.level, cfg.log.format)
         return supervise(args.workers, args.config)
     from engine.daemon import run_daemon

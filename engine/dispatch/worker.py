@@ -19,7 +19,6 @@ import asyncpg
 from engine import metrics
 from engine.compliance import quota
 from engine.compose import message_id as message_ids
-from engine.compose import verp
 from engine.compose.mime import ComposedBody, build_body, effective_message_id, render
 from engine.compose.unsubscribe import feedback_id
 from engine.config import Config
@@ -27,7 +26,7 @@ from engine.dispatch.outcomes import OutcomeWriter
 from engine.dispatch.seams import Relay, Shaper, Signer
 from engine.errors import ComposeError, DkimError, EngineError
 from engine.gdpr import suppression as suppressions
-from engine.inbound import unsubscribe
+from engine.inbound import unsubscribe, verp_keys
 from engine.model import Content, JobState, OutcomeKind
 from engine.queue.retry import backoff_s
 from engine.queue.streams import Entry, Streams
@@ -271,9 +270,7 @@ class Dispatcher:
         if job.campaign_id and "list-unsubscribe" not in body.header_names:
             extra.extend(unsubscribe.headers(job.id, self.cfg.inbound))
         message = render(body, to=job.recipient, message_id=mid, date=None, extra_headers=extra)
-        envelope_from = verp.encode(
-            job.id, domain=self.cfg.inbound.verp_domain, secret=self.cfg.inbound.verp_secret
-        )
+        envelope_from = verp_keys.encode(job.id, self.cfg.inbound)  # the current secret
         return mid, message, envelope_from
 
     async def _handle(

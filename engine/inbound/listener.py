@@ -20,9 +20,8 @@ from typing import Any
 import asyncpg
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from engine.compose import verp
 from engine.config import InboundConfig
-from engine.inbound import unsubscribe
+from engine.inbound import unsubscribe, verp_keys
 from engine.inbound.effects import EffectsConfig, InboundItem, SignalSink, apply
 from engine.inbound.evidence import analyse
 from engine.store import inbound as inbound_store
@@ -92,7 +91,7 @@ class InboundHandler:
         self.fbl = {a.lower() for a in service.cfg.fbl_addresses}
 
     def _verp_job(self, address: str) -> int | None:
-        return verp.decode(address, domain=self.cfg.verp_domain, secret=self.cfg.verp_secret)
+        return verp_keys.decode(address, self.cfg)  # current or a previous secret in its window
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

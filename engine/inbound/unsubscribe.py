@@ -12,14 +12,15 @@ Effect: the recipient is suppressed for the job's tenant, an ``unsubscribed`` ev
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from engine import events
-from engine.compose import verp
 from engine.compose.unsubscribe import list_unsubscribe_headers
 from engine.config import InboundConfig
+from engine.inbound import verp_keys
 from engine.store import stats
 from engine.store import suppressions as suppression_store
 
@@ -27,17 +28,17 @@ PREFIX = "u"
 
 
 def token(job_id: int, cfg: InboundConfig) -> str:
-    """The per-job token: the local part of the unsubscribe address."""
-    address = verp.encode(
-        job_id, domain=cfg.verp_domain, secret=cfg.verp_secret, local_prefix=PREFIX
-    )
-    return address.rpartition("@")[0]
+    """The per-job token (the local part of the unsubscribe address), current secret."""
+    return verp_keys.encode(job_id, cfg, local_prefix=PREFIX).rpartition("@")[0]
 
 
-def job_of(address_or_token: str, cfg: InboundConfig) -> int | None:
-    """The job an unsubscribe address or token belongs to; None when forged or not ours."""
+def job_of(address_or_token: str, cfg: InboundConfig, now: datetime | None = None) -> int | None:
+    """The job an unsubscribe address or token belongs to; None when forged or not ours.
+
+    Tokens signed with a previous secret ([[inbound.verp_previous]]) count until its window ends.
+    """
     value = address_or_token if "@" in address_or_token else f"{address_or_token}@{cfg.verp_domain}"
-    return verp.decode(value, domain=cfg.verp_domain, secret=cfg.verp_secret, local_prefix=PREFIX)
+    return verp_keys.decode(value, cfg, local_prefix=PREFIX, now=now)
 
 
 def headers(job_id: int, cfg: InboundConfig) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def write_config(
         "enabled = false",
         "[inbound]",
         'listen = "127.0.0.1:0"',
+        f'verp_secret = "{secrets.token_hex(32)}"',
         "[admin]",
         'listen = "127.0.0.1:0"',
         "[log]",

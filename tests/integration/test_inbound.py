@@ -18,7 +18,7 @@ from engine.store import tenants
 from tests.conftest import make_config
 from tests.fakes.mailu import FakeMailU
 
-SECRET = "inbound-test-secret"
+SECRET = "inbound-test-secret-5d0c7a2e9f14b3c8"
 VERP_DOMAIN = "bounces.acme.example"
 
 

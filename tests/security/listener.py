@@ -16,7 +16,7 @@ from engine.config import Config
 from engine.inbound.listener import InboundService
 from tests.conftest import make_config
 
-SECRET = "security-test-verp-secret"
+SECRET = "security-test-verp-secret-a41f9e07c2"
 VERP_DOMAIN = "bounces.acme.example"
 FBL = "fbl@acme.example"
 

@@ -27,6 +27,7 @@ from engine.config import (
     DkimConfig,
     RelayConfig,
     RelayNode,
+    parse,
     read_secret,
 )
 from engine.dkim.crypto_box import KeyBox, generate_master_key
@@ -66,6 +67,9 @@ def test_group_or_world_accessible_secret_files_are_refused(tmp_path: Path, mode
     node = RelayNode(name="n1", host="127.0.0.1", port=1, username="u", password_file=path)
     with pytest.raises(ConfigError):
         RelayPool(RelayConfig(nodes=[node]))
+    with pytest.raises(ConfigError, match="chmod 600") as verp_refused:
+        parse({"inbound": {"verp_secret_file": path}})
+    assert "s3cret" not in str(verp_refused.value)
 
 
 def test_missing_secret_file_is_a_clear_error(tmp_path: Path) -> None:
