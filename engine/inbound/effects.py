@@ -26,6 +26,7 @@ import asyncpg
 import msgspec
 
 from engine import metrics
+from engine.events.model import EventKind
 from engine.inbound.arf import FeedbackType
 from engine.inbound.evidence import Evidence
 from engine.inbound.report import BounceKind, BounceReport, Recipient
@@ -84,6 +85,10 @@ class _Job(msgspec.Struct, frozen=True):
 #: Feedback types a metric label may take (an attacker chooses the field's text).
 _FEEDBACK_LABELS = frozenset(t.value for t in FeedbackType)
 _BOUNCE_KINDS = (BounceKind.DSN, BounceKind.NONSTANDARD)
+_UNVERIFIED_EVENT = {
+    "complaint": EventKind.UNVERIFIED_COMPLAINT.value,
+    "bounce": EventKind.UNVERIFIED_BOUNCE.value,
+}
 
 
 def feedback_label(ftype: str | None) -> str:
@@ -308,7 +313,15 @@ def _unverified(item: InboundItem, job: _Job, b: _Batch) -> None:
             return
         reason, reply = rcpt.reason.value, _reply(rcpt)
     b.events.append(
-        (job.tenant_id, job.id, f"unverified_{what}", job.recipient, job.message_id, reason, reply)
+        (
+            job.tenant_id,
+            job.id,
+            _UNVERIFIED_EVENT[what],
+            job.recipient,
+            job.message_id,
+            reason,
+            reply,
+        )
     )
     b.effects.append(Effect(item.inbound_id, job.id, f"unverified_{what}", job.recipient, reason))
 
