@@ -31,7 +31,7 @@ MAX_HEAD_BYTES = 64 * 1024
 #: Header fields of one block; more is not mail, and every field is canonicalised per signature.
 MAX_FIELDS = 1000
 #: Bytes of a report's body hashed for its own signature's bh=; larger reports do not verify.
-MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # as much as the parser reads (message.MAX_PARSE_BYTES)
 #: Bytes of a message searched for ``Original-Envelope-Id`` (DSN fields come first).
 _ENVID_SCAN_BYTES = 1024 * 1024
 _ENVID_FIELD = b"\noriginal-envelope-id:"
