@@ -155,7 +155,7 @@ def _match(
             for job_id in (item.verp_job_id, check.return_path_job):
                 if job_id and job_id in jobs:
                     return _Match(jobs[job_id], True)
-            return _Match(claimed, claimed is not None)
+            return _Match(claimed, True)  # a genuine report, even when it names no job of ours
         verp_job = jobs.get(item.verp_job_id) if item.verp_job_id else None
         return _Match(verp_job or claimed)
     if item.verp_job_id:
@@ -214,7 +214,7 @@ def _apply_one(item: InboundItem, match: _Match, b: _Batch, replay: bool) -> Non
     kind = report.kind
     job = match.job
     if job is None:
-        if kind is BounceKind.ARF or (kind in _BOUNCE_KINDS and not item.verp_job_id):
+        if not match.proven and kind in (BounceKind.ARF, *_BOUNCE_KINDS):
             metrics.INBOUND_UNVERIFIED.labels(_unverified_kind(kind)).inc()
         b.processed.append((item.inbound_id, None, None, kind.value))
         b.effects.append(Effect(item.inbound_id, None, "ignored"))

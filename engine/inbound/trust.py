@@ -238,7 +238,14 @@ class InboundTrust:
 
     async def assess_all(self, items: Sequence[_Item]) -> list[Assessment]:
         """:meth:`assess` for each item, concurrently (DNS waits overlap)."""
-        return list(await asyncio.gather(*(self.assess(i) for i in items)))
+        return list(await asyncio.gather(*(self._assess_safely(i) for i in items)))
+
+    async def _assess_safely(self, item: _Item) -> Assessment:
+        try:
+            return await self.assess(item)
+        except Exception as exc:  # a bug here must not stall the batch: the report proves nothing
+            log.error("inbound trust assessment failed", extra={"error": repr(exc)[:300]})
+            return Assessment()
 
     async def assess(self, item: _Item) -> Assessment:
         """What ``item`` proves. DNS failures count as not proven (and are logged)."""
