@@ -303,3 +303,61 @@ async def test_dsn_with_our_envid_acts_without_verp(
         results.extend(e.kind for e in await apply(pool, [item], trust=trust))
     assert results == ["unverified_bounce", "bounced_hard"]
     assert verp.decode(f"{ours}@{VERP_DOMAIN}", domain=VERP_DOMAIN, secret=SECRET) is None
+
+
+def redacted_arf(rcpt: str, original_head: str) -> bytes:
+    """A complaint whose reporter kept only some of the original's header fields."""
+    return (
+        "From: fbl@fbl.isp.example\r\nTo: fbl@acme.example\r\nSubject: complaint\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="R"\r\n\r\n'
+        "--R\r\nContent-Type: message/feedback-report\r\n\r\n"
+        f"Feedback-Type: abuse\r\nVersion: 1\r\nOriginal-Rcpt-To: {rcpt}\r\n\r\n"
+        f"--R\r\nContent-Type: text/rfc822-headers\r\n\r\n{original_head}\r\n--R--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("via", ["feedback-id", "return-path"])
+@pytest.mark.parametrize("peer", ["192.0.2.7", "203.0.113.9"])
+async def test_redacted_original_is_matched_only_for_an_authenticated_reporter(
+    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, via: str, peer: str
+) -> None:
+    _, record = generate_key("rsa-sha256", 1024)
+    cfg = reporter_config(clean_db, redis_prefix, record, "spf")
+    job_id = await _relayed_job(pool, "fid", "hidden@example.com", "<pm.zv.x@acme.example>")
+    if via == "feedback-id":
+        head = "Feedback-ID: -:acme:acme.example:pm\r\nSubject: hi"
+    else:
+        head = f"Return-Path: <{verp.encode(job_id, domain=VERP_DOMAIN, secret=SECRET)}>"
+    a = analyse(redacted_arf("hidden@example.com", head), FBL)
+    item = InboundItem(0, a.report, None, True, peer, "fbl@fbl.isp.example", a.evidence)
+    effects = await apply(pool, [item], trust=InboundTrust.from_config(cfg))
+    authenticated = peer == "192.0.2.7"
+    assert [(e.kind, e.job_id) for e in effects] == (
+        [("complained", job_id)] if authenticated else [("ignored", None)]
+    )
+
+
+@pytest.mark.parametrize(("owner", "acts"), [("acme", True), (None, True), ("globex", False)])
+async def test_our_signature_acts_only_for_the_tenant_owning_the_key(
+    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, owner: str | None, acts: bool
+) -> None:
+    from engine.inbound.trust import OwnKey, StaticKeys
+
+    pem, record = generate_key("rsa-sha256", 1024)
+    key = load_signing_key(pem, domain="acme.example", selector="t1")
+    mid = "<pm.zu.x@acme.example>"
+    job_id = await _relayed_job(pool, "own", "own@example.com", mid)
+    original = sign_message(
+        f"From: news@acme.example\r\nTo: own@example.com\r\nMessage-ID: {mid}\r\n"
+        "Subject: hi\r\n\r\nhello\r\n".encode(),
+        [key],
+    )
+    keys = StaticKeys({("acme.example", "t1"): [OwnKey(owner, key.algorithm, record.encode())]})
+    trust = InboundTrust(verp_domain=VERP_DOMAIN, verp_secret=SECRET, keys=keys)
+    a = analyse(arf("own@example.com", mid, original), FBL)
+    item = InboundItem(0, a.report, None, True, "198.51.100.2", "x@isp.example", a.evidence)
+    effects = await apply(pool, [item], trust=trust)
+    assert [e.kind for e in effects] == (["complained"] if acts else ["unverified_complaint"])
+    state = await pool.fetchval("SELECT state FROM queue.jobs WHERE id = $1", job_id)
+    assert state == ("complained" if acts else "relayed")
