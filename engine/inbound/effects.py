@@ -161,9 +161,8 @@ def _match(
     if item.verp_job_id:
         return _Match(jobs.get(item.verp_job_id), True)
     if kind in _BOUNCE_KINDS:
-        for job_id in (check.envid_job,):
-            if job_id and job_id in jobs:
-                return _Match(jobs[job_id], True)
+        if check.envid_job is not None and check.envid_job in jobs:
+            return _Match(jobs[check.envid_job], True)
         own = _own_job(check, by_mid)
         if own is not None:
             return _Match(own, True)
