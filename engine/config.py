@@ -171,6 +171,9 @@ class ShapingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 class DnsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     overrides: dict[str, list[str]] = {}
+    # TXT answers by name (e.g. "sel._domainkey.fbl.example" or an SPF domain), answered before
+    # the resolver is asked: tests and offline setups (inbound trust: reporter DKIM keys, SPF).
+    txt_overrides: dict[str, list[str]] = {}
     timeout_s: float = 3.0
     cache_ttl_s: float = 3600.0
     negative_ttl_s: float = 300.0
@@ -211,6 +214,17 @@ class VerpPreviousSecret(_Section, frozen=True, kw_only=True, forbid_unknown_fie
 
 # --- end of the VERP secrets block ---
 
+class FblReporter(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A feedback-loop reporter whose complaints are believed once it authenticates.
+
+    ``require``: ``dkim`` (the report carries a valid DKIM signature with d= equal to or under
+    ``domain``, body included), ``spf`` (the SMTP MAIL FROM domain is under ``domain`` and SPF
+    passes for the connecting IP), or ``dkim_or_spf``.
+    """
+
+    domain: str
+    require: Literal["dkim", "spf", "dkim_or_spf"] = "dkim"
+
 
 class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
@@ -240,6 +254,10 @@ class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     soft_bounce_window_days: int = 7  # suppressed for soft_bounce_suppress_days
     soft_bounce_suppress_days: int = 30
     retention_days: int = 30
+    # Complaints act only when authenticated: our own DKIM signature in the quoted original, or
+    # one of these reporters authenticated by DKIM and/or SPF. Anything else is counted as
+    # unverified and changes nothing.
+    fbl_reporters: list[FblReporter] = []
 
 
 class EventsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -29,11 +29,13 @@ from engine.dispatch.seams import Shaper as ShaperSeam
 from engine.dispatch.shaping import ShapingEventSink, build_shaper
 from engine.dispatch.signing import build_signer
 from engine.dispatch.worker import Dispatcher
+from engine.dkim.keys import KeyRing
 from engine.errors import EngineError
 from engine.events.delivery import run_webhooks
 from engine.events.stream import run_publisher
 from engine.inbound import verp_keys
 from engine.inbound.listener import InboundService
+from engine.inbound.trust import InboundTrust
 from engine.queue import feeder as feeder_mod
 from engine.queue import reconciler
 from engine.queue import streams as streams_mod
@@ -120,11 +122,17 @@ class Daemon:
             raise streams_mod.queue_error(exc, cfg.redis.url) from None
         return pool, client, streams
 
-    async def _start_inbound(self, pool: Any, shaper: ShaperSeam | None) -> InboundService | None:
+    async def _start_inbound(
+        self, pool: Any, shaper: ShaperSeam | None, ring: KeyRing | None = None
+    ) -> InboundService | None:
         cfg = self.cfg.inbound
         if not cfg.enabled:
             return None
-        inbound = InboundService(cfg, pool, shaper if isinstance(shaper, Shaper) else None)
+        # Complaints are believed on our own DKIM signature: the signer's ring holds our keys.
+        trust = InboundTrust.from_config(self.cfg, ring)
+        inbound = InboundService(
+            cfg, pool, shaper if isinstance(shaper, Shaper) else None, trust=trust
+        )
         try:
             await inbound.start()
         except OSError as exc:
@@ -168,7 +176,7 @@ class Daemon:
         if admin is not None:
             # Before READY=1: a bad listen address or token fails the start.
             self.admin_address = await admin.start()
-        inbound = await self._start_inbound(pool, shaper)
+        inbound = await self._start_inbound(pool, shaper, signer.ring if signer else None)
         feeder = feeder_mod.Feeder(pool, streams, cfg.queue, cfg.database.dsn)
         loops = [
             feeder.run(self.halt),

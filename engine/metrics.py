@@ -98,8 +98,26 @@ BOUNCES = Counter(
 )
 COMPLAINTS = Counter(
     "engine_complaints_total",
-    "Feedback-loop complaints by feedback type.",
+    "Authenticated feedback-loop complaints by feedback type (RFC 5965 types, else other).",
     ["feedback_type"],
+    registry=REGISTRY,
+)
+INBOUND_UNVERIFIED = Counter(
+    "engine_inbound_unverified_total",
+    "Complaints and bounces that proved nothing (no VERP, ENVID, own signature or authenticated"
+    " reporter): stored, changed nothing.",
+    ["kind"],  # complaint | bounce
+    registry=REGISTRY,
+)
+INBOUND_REPLAYED = Counter(
+    "engine_inbound_replayed_total",
+    "Complaints and bounces already counted for the same job (replays, duplicates): ignored.",
+    ["kind"],  # complaint | hard | soft
+    registry=REGISTRY,
+)
+INBOUND_TRUST_DNS_ERRORS = Counter(
+    "engine_inbound_trust_dns_errors_total",
+    "DNS failures while authenticating a feedback-loop reporter (the report counts as unverified).",
     registry=REGISTRY,
 )
 RECONCILER_REPAIRS = Counter(

@@ -11,7 +11,9 @@ What goes, each rule on its own age (``0`` keeps that tier forever):
 * events — ``oltp.events`` rows older than ``events_days``;
 * jobs — finished jobs (every state but queued, deferred, sending) finished more than
   ``jobs_days`` ago;
-* audit — ``oltp.audit_log`` entries older than ``audit_days`` (default 0: kept forever).
+* audit — ``oltp.audit_log`` entries older than ``audit_days`` (default 0: kept forever);
+* replay — ``oltp.inbound_counted`` rows (which bounce/complaint of a job was counted) older
+  than ``jobs_days``: written after their job finished, they go after it.
 
 Deletes run in batches of ``batch_size`` rows, each its own short transaction, so a large purge
 never holds long locks; an interrupted run is simply finished by the next one.
@@ -45,6 +47,7 @@ class RetentionResult(msgspec.Struct, frozen=True, kw_only=True):
     events: int = 0
     jobs: int = 0
     audit: int = 0
+    replay: int = 0
     dry_run: bool = False
 
 
@@ -59,6 +62,7 @@ _RULES: dict[str, tuple[str, str]] = {
     ),
     "inbound": ("content.inbound_messages", f"received_at < {_CUTOFF}"),
     "audit": ("oltp.audit_log", f"created_at < {_CUTOFF}"),
+    "replay": ("oltp.inbound_counted", f"created_at < {_CUTOFF}"),
     "content": (
         "content.email_content c",
         f"c.created_at < {_CUTOFF} AND NOT EXISTS (SELECT 1 FROM queue.jobs j"
@@ -166,6 +170,7 @@ async def run(
         "events": r.events_days,
         "jobs": r.jobs_days,
         "audit": r.audit_days,
+        "replay": r.jobs_days,
     }
     counts: dict[str, int] = {}
     try:

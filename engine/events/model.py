@@ -36,6 +36,9 @@ class EventKind(StrEnum):
     AUTOREPLY = "autoreply"
     DELAYED = "delayed"
     NOT_SPAM = "not_spam"
+    # a complaint / bounce naming a job it did not prove (DESIGN §7 Trust): it changed nothing
+    UNVERIFIED_COMPLAINT = "unverified_complaint"
+    UNVERIFIED_BOUNCE = "unverified_bounce"
 
 
 KINDS = frozenset(k.value for k in EventKind)

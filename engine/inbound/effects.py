@@ -6,8 +6,14 @@ Hard bounce → job ``bounced``, address suppressed permanently for the tenant, 
 job ``complained``, address suppressed permanently for the tenant, COMPLAINT signal. Auto-replies
 are recorded as events and never count as bounces. Every effect is an event row.
 
-A report is mapped to its job by the VERP address (HMAC-checked by the listener) or else by the
-original Message-ID; reports that map to no job are kept raw and change nothing.
+Trust (DESIGN §7, :mod:`engine.inbound.trust`): a report changes state only when it proves which
+job it is about. A bounce: a valid VERP address (HMAC-checked by the listener), our ENVID, or our
+own DKIM signature in the quoted original (the job is the one of the *signed* Message-ID). A
+complaint: our own signature, or an authenticated ``[[inbound.fbl_reporters]]`` reporter (then
+matched by VERP, our signature, the Message-ID or our Feedback-ID). Anything else that names a
+job is recorded as an ``unverified_complaint`` / ``unverified_bounce`` event and counted in
+``engine_inbound_unverified_total``; it changes nothing. Each (job, class) counts once
+(``oltp.inbound_counted``): replays change nothing either.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ import asyncpg
 import msgspec
 
 from engine import metrics
+from engine.events.model import EventKind
+from engine.inbound.arf import FeedbackType
 from engine.inbound.evidence import Evidence
 from engine.inbound.report import BounceKind, BounceReport, Recipient
+from engine.inbound.trust import Assessment, InboundTrust, aligned
 from engine.shaping.model import DeliverySignal, SignalKind
+from engine.store import inbound_trust as trust_store
 from engine.store import stats
 from engine.store import suppressions as suppression_store
 
@@ -57,7 +67,9 @@ class Effect(msgspec.Struct, frozen=True):
 
     inbound_id: int
     job_id: int | None
-    kind: str  # bounced_hard | bounced_soft | complained | autoreply | delayed | ignored
+    # bounced_hard | bounced_soft | complained | not_spam | autoreply | delayed | ignored |
+    # unverified_complaint | unverified_bounce | replayed
+    kind: str
     address: str | None = None
     reason: str | None = None
 
@@ -70,18 +82,38 @@ class _Job(msgspec.Struct, frozen=True):
     message_id: str | None
 
 
-async def _jobs(conn: Any, items: Sequence[InboundItem]) -> dict[int, _Job]:
-    ids = [i.verp_job_id for i in items if i.verp_job_id]
-    mids = [
-        i.report.hints.message_id for i in items if not i.verp_job_id and i.report.hints.message_id
-    ]
+#: Feedback types a metric label may take (an attacker chooses the field's text).
+_FEEDBACK_LABELS = frozenset(t.value for t in FeedbackType)
+_BOUNCE_KINDS = (BounceKind.DSN, BounceKind.NONSTANDARD)
+_UNVERIFIED_EVENT = {
+    "complaint": EventKind.UNVERIFIED_COMPLAINT.value,
+    "bounce": EventKind.UNVERIFIED_BOUNCE.value,
+}
+
+
+def feedback_label(ftype: str | None) -> str:
+    """``ftype`` when it is an RFC 5965/6591/6650 type, else ``other`` (bounded label set)."""
+    value = (ftype or FeedbackType.ABUSE.value).lower()
+    return value if value in _FEEDBACK_LABELS else FeedbackType.OTHER.value
+
+
+async def _jobs(
+    conn: Any, items: Sequence[InboundItem], checks: Sequence[Assessment]
+) -> dict[int, _Job]:
+    ids: set[int] = set()
+    mids: set[str] = set()
+    for item, check in zip(items, checks, strict=True):
+        ids.update(j for j in (item.verp_job_id, check.envid_job, check.return_path_job) if j)
+        mids.update(p.message_id for p in check.own)
+        if item.report.hints.message_id:
+            mids.add(item.report.hints.message_id)
     if not ids and not mids:
         return {}
     rows = await conn.fetch(
         "SELECT id, tenant_id, sender, recipient, message_id FROM queue.jobs"
         " WHERE id = ANY($1::bigint[]) OR message_id = ANY($2::text[])",
-        ids,
-        mids,
+        list(ids),
+        list(mids),
     )
     return {
         r["id"]: _Job(r["id"], r["tenant_id"], r["sender"], r["recipient"], r["message_id"])
@@ -89,11 +121,52 @@ async def _jobs(conn: Any, items: Sequence[InboundItem]) -> dict[int, _Job]:
     }
 
 
-def _job_for(item: InboundItem, jobs: dict[int, _Job], by_mid: dict[str, _Job]) -> _Job | None:
-    if item.verp_job_id:
-        return jobs.get(item.verp_job_id)
+class _Match(msgspec.Struct, frozen=True):
+    """The job a report names, and whether the report proved it."""
+
+    job: _Job | None
+    proven: bool = False
+
+
+def _own_job(check: Assessment, by_mid: dict[str, _Job]) -> _Job | None:
+    """The job our verified signature names: its tenant owns the key, its domain aligns."""
+    for proof in check.own:
+        job = by_mid.get(proof.message_id)
+        if job is None:
+            continue
+        if proof.tenant_id is not None and proof.tenant_id != job.tenant_id:
+            continue
+        if aligned(job.sender.rpartition("@")[2], proof.domain):
+            return job
+    return None
+
+
+def _match(
+    item: InboundItem, check: Assessment, jobs: dict[int, _Job], by_mid: dict[str, _Job]
+) -> _Match:
     mid = item.report.hints.message_id
-    return by_mid.get(mid) if mid else None
+    claimed = by_mid.get(mid) if mid else None  # unproven: anyone can write a Message-ID
+    kind = item.report.kind
+    if kind is BounceKind.ARF:
+        own = _own_job(check, by_mid)
+        if own is not None:
+            return _Match(own, True)
+        if check.reporter is not None:
+            for job_id in (item.verp_job_id, check.return_path_job):
+                if job_id and job_id in jobs:
+                    return _Match(jobs[job_id], True)
+            return _Match(claimed, True)  # a genuine report, even when it names no job of ours
+        verp_job = jobs.get(item.verp_job_id) if item.verp_job_id else None
+        return _Match(verp_job or claimed)
+    if item.verp_job_id:
+        return _Match(jobs.get(item.verp_job_id), True)
+    if kind in _BOUNCE_KINDS:
+        if check.envid_job is not None and check.envid_job in jobs:
+            return _Match(jobs[check.envid_job], True)
+        own = _own_job(check, by_mid)
+        if own is not None:
+            return _Match(own, True)
+    return _Match(claimed)
 
 
 def _failed(recipients: Sequence[Recipient], job: _Job) -> Recipient | None:
@@ -121,18 +194,43 @@ class _Batch:
         self.effects: list[Effect] = []
 
 
-def _apply_one(item: InboundItem, job: _Job | None, b: _Batch) -> None:
+def _class_of(item: InboundItem, match: _Match) -> str | None:
+    """The replay class (complaint | hard | soft) of a proven report that would count."""
+    job, report = match.job, item.report
+    if job is None or not match.proven:
+        return None
+    if report.kind is BounceKind.ARF:
+        return None if feedback_label(report.feedback_type) == "not-spam" else "complaint"
+    if report.kind in _BOUNCE_KINDS:
+        rcpt = _failed(report.recipients, job)
+        if rcpt is not None:
+            return "hard" if rcpt.hard else "soft"
+    return None
+
+
+def _apply_one(item: InboundItem, match: _Match, b: _Batch, replay: bool) -> None:
     report = item.report
     kind = report.kind
+    job = match.job
     if job is None:
+        if not match.proven and kind in (BounceKind.ARF, *_BOUNCE_KINDS):
+            metrics.INBOUND_UNVERIFIED.labels(_unverified_kind(kind)).inc()
         b.processed.append((item.inbound_id, None, None, kind.value))
         b.effects.append(Effect(item.inbound_id, None, "ignored"))
         return
     tenant, key = job.tenant_id, (job.tenant_id, job.sender, "")
     domain = job.recipient.rpartition("@")[2].lower()
     b.processed.append((item.inbound_id, job.id, tenant, kind.value))
+    if kind in (BounceKind.ARF, *_BOUNCE_KINDS) and not match.proven:
+        _unverified(item, job, b)
+        return
+    if replay:
+        klass = _class_of(item, match) or "complaint"
+        metrics.INBOUND_REPLAYED.labels(klass).inc()
+        b.effects.append(Effect(item.inbound_id, job.id, "replayed", job.recipient, klass))
+        return
     if kind is BounceKind.ARF:
-        ftype = report.feedback_type or "abuse"
+        ftype = feedback_label(report.feedback_type)
         metrics.COMPLAINTS.labels(ftype).inc()
         if ftype == "not-spam":
             b.events.append(
@@ -154,9 +252,16 @@ def _apply_one(item: InboundItem, job: _Job | None, b: _Batch) -> None:
         )
         b.effects.append(Effect(item.inbound_id, job.id, "autoreply", job.recipient, "vacation"))
         return
-    if kind not in (BounceKind.DSN, BounceKind.NONSTANDARD):
+    if kind not in _BOUNCE_KINDS:
         b.effects.append(Effect(item.inbound_id, job.id, "ignored"))
         return
+    _bounce(item, job, b)
+
+
+def _bounce(item: InboundItem, job: _Job, b: _Batch) -> None:
+    report = item.report
+    tenant, key = job.tenant_id, (job.tenant_id, job.sender, "")
+    domain = job.recipient.rpartition("@")[2].lower()
     rcpt = _failed(report.recipients, job)
     if rcpt is None:
         delayed = any((r.action or "").lower() == "delayed" for r in report.recipients)
@@ -164,7 +269,7 @@ def _apply_one(item: InboundItem, job: _Job | None, b: _Batch) -> None:
             b.events.append((tenant, job.id, "delayed", job.recipient, job.message_id, None, None))
         b.effects.append(Effect(item.inbound_id, job.id, "delayed" if delayed else "ignored"))
         return
-    reply = " ".join(x for x in (rcpt.reply_code, rcpt.status, rcpt.diagnostic) if x) or None
+    reply = _reply(rcpt)
     reason = rcpt.reason.value
     metrics.BOUNCES.labels(reason, str(rcpt.hard).lower()).inc()
     b.states[job.id] = "bounced"
@@ -182,6 +287,42 @@ def _apply_one(item: InboundItem, job: _Job | None, b: _Batch) -> None:
             (tenant, job.id, "soft_bounced", job.recipient, job.message_id, reason, reply)
         )
         b.effects.append(Effect(item.inbound_id, job.id, "bounced_soft", job.recipient, reason))
+
+
+def _reply(rcpt: Recipient) -> str | None:
+    return " ".join(x for x in (rcpt.reply_code, rcpt.status, rcpt.diagnostic) if x) or None
+
+
+def _unverified_kind(kind: BounceKind) -> str:
+    return "complaint" if kind is BounceKind.ARF else "bounce"
+
+
+def _unverified(item: InboundItem, job: _Job, b: _Batch) -> None:
+    """A report naming a job it did not prove: an event for the tenant, nothing else."""
+    report = item.report
+    what = _unverified_kind(report.kind)
+    metrics.INBOUND_UNVERIFIED.labels(what).inc()
+    if report.kind is BounceKind.ARF:
+        reason: str | None = feedback_label(report.feedback_type)
+        reply = None
+    else:
+        rcpt = _failed(report.recipients, job)
+        if rcpt is None:  # a delay notice or nothing about this address: nothing to say
+            b.effects.append(Effect(item.inbound_id, job.id, "ignored"))
+            return
+        reason, reply = rcpt.reason.value, _reply(rcpt)
+    b.events.append(
+        (
+            job.tenant_id,
+            job.id,
+            _UNVERIFIED_EVENT[what],
+            job.recipient,
+            job.message_id,
+            reason,
+            reply,
+        )
+    )
+    b.effects.append(Effect(item.inbound_id, job.id, f"unverified_{what}", job.recipient, reason))
 
 
 def _bounce_signal(job: _Job, kind: SignalKind, rcpt: Recipient) -> DeliverySignal:
@@ -211,17 +352,40 @@ async def apply(
     items: Sequence[InboundItem],
     cfg: EffectsConfig | None = None,
     shaping: SignalSink | None = None,
+    *,
+    trust: InboundTrust | None = None,
 ) -> list[Effect]:
-    """Apply a batch of parsed inbound messages in one transaction; returns what changed."""
+    """Apply a batch of parsed inbound messages in one transaction; returns what changed.
+
+    ``trust`` assesses what each report proves (see the module doc); without it only a valid
+    VERP address proves anything (no complaint acts).
+    """
     if not items:
         return []
     cfg = cfg or EffectsConfig()
+    # Before the transaction: reporter authentication may wait for DNS.
+    checks = await trust.assess_all(items) if trust is not None else [Assessment()] * len(items)
     b = _Batch()
     async with pool.acquire() as conn, conn.transaction():
-        jobs = await _jobs(conn, items)
+        jobs = await _jobs(conn, items, checks)
         by_mid = {j.message_id: j for j in jobs.values() if j.message_id}
-        for item in items:
-            _apply_one(item, _job_for(item, jobs, by_mid), b)
+        matches = [
+            await _by_feedback_id(conn, item, check, _match(item, check, jobs, by_mid))
+            for item, check in zip(items, checks, strict=True)
+        ]
+        keys = [
+            (m.job.id, klass, item.inbound_id)
+            for item, m in zip(items, matches, strict=True)
+            if m.job is not None and (klass := _class_of(item, m)) is not None
+        ]
+        fresh = await trust_store.claim(conn, keys)
+        for item, m in zip(items, matches, strict=True):
+            klass = _class_of(item, m)
+            replay = False
+            if klass is not None and m.job is not None:
+                replay = (m.job.id, klass) not in fresh
+                fresh.discard((m.job.id, klass))  # a duplicate in this batch is a replay too
+            _apply_one(item, m, b, replay)
         if b.states:
             ids = list(b.states)
             await conn.execute(
@@ -252,6 +416,32 @@ async def apply(
     if shaping is not None and b.signals:
         await _signal(shaping, b.signals)
     return b.effects
+
+
+async def _by_feedback_id(conn: Any, item: InboundItem, check: Assessment, match: _Match) -> _Match:
+    """A reporter-authenticated complaint about a redacted original: find the job through our
+    Feedback-ID header (tenant, sender domain, campaign) and the reported recipient."""
+    if match.job is not None or check.reporter is None or item.report.kind is not BounceKind.ARF:
+        return match
+    fid = item.evidence.feedback_id
+    parts = fid.split(":") if fid else []
+    recipients = [r.address for r in item.report.recipients]
+    if len(parts) != 4 or parts[3] != "pm" or len(recipients) != 1:
+        return match
+    campaign, tenant, domain = parts[0], parts[1], parts[2]
+    job_id = await trust_store.job_by_feedback_id(
+        conn, tenant, domain, None if campaign == "-" else campaign, recipients[0]
+    )
+    if job_id is None:
+        return match
+    row = await conn.fetchrow(
+        "SELECT id, tenant_id, sender, recipient, message_id FROM queue.jobs WHERE id = $1",
+        job_id,
+    )
+    if row is None:
+        return match
+    job = _Job(row["id"], row["tenant_id"], row["sender"], row["recipient"], row["message_id"])
+    return _Match(job, True)
 
 
 async def _signal(shaping: SignalSink, signals: Sequence[tuple[DeliverySignal, str]]) -> None:
@@ -286,7 +476,8 @@ async def _soft_over_limit(
         " ON e.tenant_id = u.t AND lower(e.recipient) = lower(u.a)"
         " WHERE e.kind = 'soft_bounced'"
         " AND e.created_at > now() - make_interval(days => $3)"
-        " GROUP BY e.tenant_id, e.recipient HAVING count(*) >= $4",
+        # Distinct jobs: a job's soft bounce counts once however often it is replayed.
+        " GROUP BY e.tenant_id, e.recipient HAVING count(DISTINCT e.job_id) >= $4",
         [p[0] for p in pairs],
         [p[1] for p in pairs],
         cfg.soft_bounce_window_days,

@@ -24,6 +24,7 @@ from engine.config import InboundConfig
 from engine.inbound import unsubscribe, verp_keys
 from engine.inbound.effects import EffectsConfig, InboundItem, SignalSink, apply
 from engine.inbound.evidence import analyse
+from engine.inbound.trust import InboundTrust
 from engine.store import inbound as inbound_store
 
 log = logging.getLogger("engine.inbound")
@@ -159,9 +160,16 @@ class InboundService:
     """Runs the listener and the batched effects worker inside the daemon's event loop."""
 
     def __init__(
-        self, cfg: InboundConfig, pool: asyncpg.Pool, shaping: SignalSink | None = None
+        self,
+        cfg: InboundConfig,
+        pool: asyncpg.Pool,
+        shaping: SignalSink | None = None,
+        *,
+        trust: InboundTrust | None = None,
     ) -> None:
         self.cfg = cfg
+        # What reports prove (engine/inbound/trust.py); the daemon's knows our DKIM keys.
+        self.trust = trust or InboundTrust.for_inbound(cfg)
         self.pool = pool
         self.shaping = shaping
         self.limits = PeerLimits(cfg.max_connections_per_ip, cfg.max_messages_per_minute_per_ip)
@@ -235,7 +243,7 @@ class InboundService:
             items = await loop.run_in_executor(self._parser, _parse_all, batch)
             for attempt in range(5):
                 try:
-                    await apply(self.pool, items, self.effects_cfg, self.shaping)
+                    await apply(self.pool, items, self.effects_cfg, self.shaping, trust=self.trust)
                     break
                 except Exception as exc:  # any error (asyncpg.InternalClientError too)
                     # The raw messages are stored: if this never succeeds they are applied at

@@ -18,6 +18,8 @@ import logging
 import re
 from typing import NamedTuple
 
+import msgspec
+
 from engine.inbound import autoreply, nonstandard, ses
 from engine.inbound.arf import parse_feedback_report
 from engine.inbound.classify import classify, clean_status
@@ -35,6 +37,7 @@ from engine.inbound.message import (
     report_type_of,
     same_length_lower,
 )
+from engine.inbound.original import original_head
 from engine.inbound.patterns import load_patterns, normalise
 from engine.inbound.report import (
     BounceKind,
@@ -104,13 +107,14 @@ _HTML_HIDDEN = re.compile(r"<(style|script|head)[^>]*>.*?</\1\s*>", re.IGNORECAS
 class _Parts:
     """What the MIME walk found, sorted by role."""
 
-    __slots__ = ("feedback", "notes", "original", "statuses")
+    __slots__ = ("feedback", "notes", "original", "original_head", "statuses")
 
     def __init__(self) -> None:
         self.statuses: list[str] = []
         self.feedback: list[str] = []
         self.notes: list[str] = []
         self.original: Headers | None = None
+        self.original_head: bytes | None = None
 
 
 def parse_bounce(raw: bytes, envelope_to: str | None = None) -> BounceReport:
@@ -136,9 +140,23 @@ def parse_bounce(raw: bytes, envelope_to: str | None = None) -> BounceReport:
 
 def _parse(raw: bytes, envelope_to: str | None) -> BounceReport:
     msg, heads, defects, known_report_type = load(raw)
+    parts = _collect(msg)
+    report = _read(heads, parts, defects, known_report_type, msg, envelope_to)
+    if parts.original_head is None:
+        return report
+    return msgspec.structs.replace(report, original_head=parts.original_head)
+
+
+def _read(
+    heads: Headers,
+    parts: _Parts,
+    defects: tuple[str, ...],
+    known_report_type: str | None,
+    msg: Message,
+    envelope_to: str | None,
+) -> BounceReport:
     subject = heads.get("Subject")
     from_header = heads.get("From")
-    parts = _collect(msg)
     body = "\n\n".join(parts.notes)
     note = nonstandard.notification_body(body)
     hints = _hints(heads, parts, body, note, envelope_to)
@@ -183,6 +201,7 @@ def _collect(msg: Message) -> _Parts:
         if ctype in _ORIGINAL_TYPES:
             if parts.original is None and not inside:
                 parts.original = original_headers(part, ctype, payload)
+                parts.original_head = original_head(part, payload)
             continue
         if inside or ctype.startswith("multipart/"):
             continue

@@ -113,6 +113,9 @@ class BounceReport(msgspec.Struct, frozen=True):
     hints: JobHints = JobHints()
     subject: str | None = None
     defects: tuple[str, ...] = ()  # why parsing was cut short (size cap, malformed MIME, ...)
+    #: The quoted original's raw header block (transfer-decoded, at most 64 KiB): what its DKIM
+    #: signature covers (engine/inbound/evidence.py). Not part of the Bounce JSON contract.
+    original_head: bytes | None = None
 
     @property
     def feedback_type(self) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import aiosmtplib
 import asyncpg
@@ -13,6 +14,7 @@ import pytest
 from engine.compose import verp
 from engine.config import Config
 from engine.daemon import Daemon
+from engine.dkim.keys import generate_key
 from engine.enqueue import enqueue
 from engine.store import tenants
 from tests.conftest import make_config
@@ -37,19 +39,43 @@ def dsn(rcpt: str, message_id: str, status: str = "5.1.1", code: str = "550") ->
     ).encode()
 
 
-def arf(rcpt: str, message_id: str) -> bytes:
+def arf(rcpt: str, message_id: str, original: bytes | None = None, ftype: str = "abuse") -> bytes:
+    """A complaint about ``rcpt``; the quoted original is ``original`` (the mail as the reporter
+    received it, our DKIM signature included) or else a forged header block naming
+    ``message_id``."""
+    if original is None:
+        original = (
+            f"Message-ID: {message_id}\r\nFrom: news@acme.example\r\nTo: {rcpt}\r\n"
+            "Subject: hi\r\n\r\nbody\r\n"
+        ).encode()
     return (
-        "From: fbl@isp.example\r\nTo: fbl@acme.example\r\nSubject: FW: complaint\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=feedback-report; boundary="F"\r\n\r\n'
-        "--F\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n"
-        "--F\r\nContent-Type: message/feedback-report\r\n\r\n"
-        "Feedback-Type: abuse\r\nUser-Agent: isp-fbl/1.0\r\nVersion: 1\r\n"
-        f"Original-Rcpt-To: {rcpt}\r\n\r\n"
-        "--F\r\nContent-Type: message/rfc822\r\n\r\n"
-        f"Message-ID: {message_id}\r\nFrom: news@acme.example\r\nTo: {rcpt}\r\n"
-        "Subject: hi\r\n\r\nbody\r\n--F--\r\n"
-    ).encode()
+        (
+            "From: fbl@isp.example\r\nTo: fbl@acme.example\r\nSubject: FW: complaint\r\n"
+            "MIME-Version: 1.0\r\n"
+            "Content-Type: multipart/report; report-type=feedback-report;"
+            ' boundary="ARF-7f3a"\r\n\r\n'
+            "--ARF-7f3a\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n"
+            "--ARF-7f3a\r\nContent-Type: message/feedback-report\r\n\r\n"
+            f"Feedback-Type: {ftype}\r\nUser-Agent: isp-fbl/1.0\r\nVersion: 1\r\n"
+            f"Original-Rcpt-To: {rcpt}\r\n\r\n"
+            "--ARF-7f3a\r\nContent-Type: message/rfc822\r\n\r\n"
+        ).encode()
+        + original
+        + b"\r\n--ARF-7f3a--\r\n"
+    )
+
+
+def dkim_key(tmp_path: Path) -> dict[str, object]:
+    """Our signing key: the daemon signs with it and believes complaints that carry it."""
+    pem, _ = generate_key("rsa-sha256", 1024)
+    path = tmp_path / "ours.pem"
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    return {
+        "enabled": True,
+        "signer": "thread",
+        "keys": [{"domain": "acme.example", "selector": "s1", "private_key_file": str(path)}],
+    }
 
 
 def job(i: int, to: str) -> bytes:
@@ -65,14 +91,14 @@ def job(i: int, to: str) -> bytes:
 
 
 @pytest.fixture
-def inbound_cfg(clean_db: str, redis_prefix: str, mailu: FakeMailU) -> Config:
+def inbound_cfg(clean_db: str, redis_prefix: str, mailu: FakeMailU, tmp_path: Path) -> Config:
     return make_config(
         clean_db,
         redis_prefix,
         relay={"nodes": [{"name": "n0", "host": "127.0.0.1", "port": mailu.port, "tls": "none"}]},
         queue={"feeder_interval_s": 0.1},
         shaping={"enabled": False},
-        dkim={"enabled": False},
+        dkim=dkim_key(tmp_path),
         inbound={
             "listen": "127.0.0.1:0",
             "verp_domain": VERP_DOMAIN,
@@ -117,8 +143,12 @@ async def test_bounce_and_complaint_effects(
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port)
         await smtp.connect()
         await smtp.sendmail("", [verp_addr], dsn("gone@example.com", gone["message_id"]))
+        # the complaint quotes the mail as it was received: our DKIM signature proves it
+        received = next(m.data for m in mailu.received if "angry@" in m.rcpt_tos[0])
         await smtp.sendmail(
-            "fbl@isp.example", ["fbl@acme.example"], arf("angry@example.com", angry["message_id"])
+            "fbl@isp.example",
+            ["fbl@acme.example"],
+            arf("angry@example.com", angry["message_id"], received),
         )
         # not an open relay: anything but a valid VERP/FBL address is refused at RCPT
         forged = verp_addr.replace(verp_addr.split("-")[2][:3], "zzz")

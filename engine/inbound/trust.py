@@ -1,0 +1,370 @@
+"""Which inbound reports are believed: the event-loop half of DESIGN §7 "Trust".
+
+The parse worker hashed everything (:mod:`engine.inbound.evidence`); what is left here is cheap:
+a key lookup and one public-key check per signature, and for configured feedback-loop reporters
+a cached DNS lookup (their DKIM key, or SPF for the connecting IP). :meth:`InboundTrust.assess`
+says what a report proves; :mod:`engine.inbound.effects` decides from that what it may change:
+
+- ``own``: the quoted original carries a signature made with a key of our KeyRing that still
+  verifies, and that signs the Message-ID: the job named by that Message-ID is proven.
+- ``reporter``: a configured ``[[inbound.fbl_reporters]]`` entry authenticated the report.
+- ``envid_job``: a DSN echoed an ENVID only we can make (:func:`envid`).
+- ``return_path_job``: the quoted original's Return-Path is one of our VERP addresses (HMAC
+  checked) — used to find the job of a redacted original, under ``reporter`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
+
+import msgspec
+
+from engine import metrics
+from engine.compliance.dns import Resolve, system_resolver
+from engine.compliance.spf import check_ip
+from engine.compose import verp
+from engine.config import Config, FblReporter, InboundConfig
+from engine.dkim import verify
+from engine.dkim.keys import KeyRing
+from engine.errors import ComplianceDnsError, ComposeError
+from engine.inbound import verp_keys
+from engine.inbound.evidence import DkimEvidence, Evidence
+from engine.inbound.report import BounceKind
+
+log = logging.getLogger("engine.inbound")
+
+#: The VERP local prefix of an ENVID (RFC 3461): ``e-<job>-<tag>``, the same HMAC as VERP.
+ENVID_PREFIX = "e"
+#: Signatures checked per report at most (the worker gathers no more than this anyway).
+MAX_CHECKS = 8
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_-]{1,63})*$")
+
+
+class OwnKey(msgspec.Struct, frozen=True):
+    """A public key we sign with: its owner (None: a config key, any tenant) and TXT record."""
+
+    tenant_id: str | None
+    algorithm: str
+    record: bytes  # the DKIM TXT record value publishing it
+
+
+class KeyView(Protocol):
+    """Our signing keys by (d=, s=): what the own-signature check asks."""
+
+    def own_keys(self, domain: str, selector: str) -> Sequence[OwnKey]: ...
+
+
+class RingKeys:
+    """A :class:`KeyView` of the daemon's :class:`KeyRing` (config keys and stored keys).
+
+    The index is rebuilt when the ring's set of (tenant, domain) keys changed (the signer
+    refreshes stored keys every minute), checked at most every ``refresh_s``.
+    """
+
+    def __init__(self, ring: KeyRing, refresh_s: float = 30.0) -> None:
+        self.ring = ring
+        self.refresh_s = refresh_s
+        self._index: dict[tuple[str, str], list[OwnKey]] = {}
+        self._built = -float("inf")
+
+    def own_keys(self, domain: str, selector: str) -> Sequence[OwnKey]:
+        now = time.monotonic()
+        if now - self._built > self.refresh_s:
+            self._index = _index(self.ring)
+            self._built = now
+        return self._index.get((domain, selector), ())
+
+
+def _index(ring: KeyRing) -> dict[tuple[str, str], list[OwnKey]]:
+    index: dict[tuple[str, str], list[OwnKey]] = {}
+    for (tenant, _), keys in ring.domains().items():
+        for key in keys:
+            own = OwnKey(tenant, key.algorithm, key.public_txt.encode("ascii"))
+            index.setdefault((key.domain, key.selector), []).append(own)
+    return index
+
+
+class StaticKeys:
+    """A :class:`KeyView` over a fixed mapping (tests, tools)."""
+
+    def __init__(self, keys: Mapping[tuple[str, str], Sequence[OwnKey]]) -> None:
+        self._keys = dict(keys)
+
+    def own_keys(self, domain: str, selector: str) -> Sequence[OwnKey]:
+        return self._keys.get((domain, selector), ())
+
+
+class OwnProof(msgspec.Struct, frozen=True):
+    """Our signature verified in a quoted original: the signed Message-ID and the key's owner."""
+
+    message_id: str
+    tenant_id: str | None  # None: a config key (valid for any tenant whose domain aligns)
+    domain: str  # d=
+
+
+class Assessment(msgspec.Struct, frozen=True):
+    """What one inbound report proved (empty: nothing)."""
+
+    own: tuple[OwnProof, ...] = ()
+    reporter: str | None = None
+    envid_job: int | None = None
+    return_path_job: int | None = None
+
+
+def aligned(domain: str, parent: str) -> bool:
+    """``domain`` is ``parent`` or under it (relaxed alignment, as DMARC's)."""
+    domain, parent = domain.lower().rstrip("."), parent.lower().rstrip(".")
+    return bool(parent) and (domain == parent or domain.endswith("." + parent))
+
+
+def envid(job_id: int, *, domain: str, secret: bytes | str) -> str:
+    """The ENVID (RFC 3461) for job ``job_id``: ``e-<job>-<tag>``, the VERP HMAC of ``domain``."""
+    address = verp.encode(job_id, domain=domain, secret=secret, local_prefix=ENVID_PREFIX)
+    return address.partition("@")[0]
+
+
+def envid_job(value: str, *, domain: str, secret: bytes | str) -> int | None:
+    """The job of an ENVID made by :func:`envid`, or None (forged, corrupted, someone else's)."""
+    if "@" in value or len(value) > 64:
+        return None
+    try:
+        return verp.decode(
+            f"{value}@{domain}", domain=domain, secret=secret, local_prefix=ENVID_PREFIX
+        )
+    except ComposeError:
+        return None
+
+
+class TtlCache:
+    """A :data:`Resolve` that remembers answers (and empty answers) for a while; errors never."""
+
+    def __init__(
+        self, inner: Resolve, ttl_s: float, negative_ttl_s: float, max_entries: int = 4096
+    ) -> None:
+        self.inner = inner
+        self.ttl_s = ttl_s
+        self.negative_ttl_s = negative_ttl_s
+        self.max_entries = max_entries
+        self._answers: OrderedDict[tuple[str, str], tuple[float, list[str]]] = OrderedDict()
+
+    async def __call__(self, name: str, rdtype: str) -> list[str]:
+        key = (name.lower().rstrip("."), rdtype)
+        now = time.monotonic()
+        found = self._answers.get(key)
+        if found is not None and found[0] > now:
+            self._answers.move_to_end(key)
+            return list(found[1])
+        answer = await self.inner(key[0], rdtype)
+        ttl = self.ttl_s if answer else self.negative_ttl_s
+        self._answers[key] = (now + ttl, list(answer))
+        self._answers.move_to_end(key)
+        while len(self._answers) > self.max_entries:
+            self._answers.popitem(last=False)
+        return answer
+
+
+def with_txt_overrides(inner: Resolve, txt: Mapping[str, Sequence[str]]) -> Resolve:
+    """``inner``, except that TXT lookups of names in ``txt`` are answered from it."""
+    table = {k.lower().rstrip("."): list(v) for k, v in txt.items()}
+    if not table:
+        return inner
+
+    async def resolve(name: str, rdtype: str) -> list[str]:
+        if rdtype == "TXT":
+            found = table.get(name.lower().rstrip("."))
+            if found is not None:
+                return list(found)
+        return await inner(name, rdtype)
+
+    return resolve
+
+
+class InboundTrust:
+    """Assesses inbound reports (see the module doc); one per daemon, shared by batches."""
+
+    def __init__(
+        self,
+        *,
+        verp_domain: str,
+        verp_secret: bytes | str,
+        keys: KeyView | None = None,
+        reporters: Iterable[FblReporter] = (),
+        resolve: Resolve | None = None,
+        dns_timeout_s: float = 3.0,
+        accepted: Callable[[], Sequence[bytes | str]] | None = None,
+    ) -> None:
+        self.verp_domain = verp_domain
+        self.verp_secret = verp_secret
+        # The secrets a received VERP address or ENVID may be signed with now (the current one
+        # first, then those being rotated out, until their window ends: engine/inbound/verp_keys).
+        self.accepted = accepted or (lambda: (verp_secret,))
+        self.keys = keys
+        self.reporters = tuple(
+            FblReporter(domain=r.domain.lower().rstrip("."), require=r.require) for r in reporters
+        )
+        self.resolve = resolve or system_resolver(dns_timeout_s)
+        self.dns_timeout_s = dns_timeout_s
+
+    @classmethod
+    def from_config(cls, cfg: Config, ring: KeyRing | None = None) -> InboundTrust:
+        """The daemon's: our keys from ``ring``, reporters from config, DNS with a TTL cache."""
+        resolve = with_txt_overrides(system_resolver(cfg.dns.timeout_s), cfg.dns.txt_overrides)
+        return cls.for_inbound(
+            cfg.inbound,
+            keys=RingKeys(ring) if ring is not None else None,
+            resolve=TtlCache(resolve, cfg.dns.cache_ttl_s, cfg.dns.negative_ttl_s),
+            dns_timeout_s=cfg.dns.timeout_s,
+        )
+
+    @classmethod
+    def for_inbound(
+        cls,
+        cfg: InboundConfig,
+        *,
+        keys: KeyView | None = None,
+        resolve: Resolve | None = None,
+        dns_timeout_s: float = 3.0,
+    ) -> InboundTrust:
+        """From the ``[inbound]`` section alone (no keys: only reporters, VERP and ENVID)."""
+        return cls(
+            verp_domain=cfg.verp_domain,
+            verp_secret=cfg.verp_secret,
+            keys=keys,
+            reporters=cfg.fbl_reporters,
+            resolve=resolve,
+            dns_timeout_s=dns_timeout_s,
+            accepted=lambda: verp_keys.accepted(cfg),
+        )
+
+    async def assess_all(self, items: Sequence[_Item]) -> list[Assessment]:
+        """:meth:`assess` for each item, concurrently (DNS waits overlap)."""
+        return list(await asyncio.gather(*(self._assess_safely(i) for i in items)))
+
+    async def _assess_safely(self, item: _Item) -> Assessment:
+        try:
+            return await self.assess(item)
+        except Exception as exc:  # a bug here must not stall the batch: the report proves nothing
+            log.error("inbound trust assessment failed", extra={"error": repr(exc)[:300]})
+            return Assessment()
+
+    async def assess(self, item: _Item) -> Assessment:
+        """What ``item`` proves. DNS failures count as not proven (and are logged)."""
+        ev = item.evidence
+        kind = item.report.kind
+        own = self.own_proofs(ev.original)
+        job = None
+        if ev.envid and kind in (BounceKind.DSN, BounceKind.NONSTANDARD):
+            for secret in self.accepted():
+                job = envid_job(ev.envid, domain=self.verp_domain, secret=secret)
+                if job is not None:
+                    break
+        reporter = None
+        if kind is BounceKind.ARF and self.reporters:
+            reporter = await self._reporter(item)
+        rp_job = None
+        if reporter is not None and ev.return_path:
+            rp_job = self._verp_job(ev.return_path)
+        return Assessment(own=own, reporter=reporter, envid_job=job, return_path_job=rp_job)
+
+    def own_proofs(self, signatures: Sequence[DkimEvidence]) -> tuple[OwnProof, ...]:
+        """Signatures of a quoted original made with our keys, verified, signing a Message-ID."""
+        if self.keys is None:
+            return ()
+        proofs: list[OwnProof] = []
+        for ev in signatures[:MAX_CHECKS]:
+            if ev.message_id is None or "message-id" not in ev.signed:
+                continue
+            for key in self.keys.own_keys(ev.domain, ev.selector):
+                if key.algorithm != ev.algorithm:
+                    continue
+                try:
+                    verify.check_key(key.record, ev.algorithm, ev.signature, ev.digest)
+                except verify.SignatureFailure:
+                    continue
+                proofs.append(OwnProof(ev.message_id, key.tenant_id, ev.domain))
+                break
+        return tuple(proofs)
+
+    def _verp_job(self, address: str) -> int | None:
+        start, end = address.find("<"), address.find(">")
+        value = address[start + 1 : end] if 0 <= start < end else address
+        for secret in self.accepted():
+            try:
+                job = verp.decode(value, domain=self.verp_domain, secret=secret)
+            except ComposeError:
+                return None
+            if job is not None:
+                return job
+        return None
+
+    async def _reporter(self, item: _Item) -> str | None:
+        """The domain of the configured reporter this report authenticates as, if any."""
+        for rep in self.reporters:
+            try:
+                async with asyncio.timeout(self.dns_timeout_s * 2):
+                    if rep.require != "spf" and await self._dkim_passes(item.evidence, rep.domain):
+                        return rep.domain
+                    if rep.require != "dkim" and await self._spf_passes(item, rep.domain):
+                        return rep.domain
+            except (ComplianceDnsError, TimeoutError) as exc:
+                # Temporary: the report stays stored; it counts as unverified (an operator can
+                # requeue it once DNS answers).
+                metrics.INBOUND_TRUST_DNS_ERRORS.inc()
+                log.warning(
+                    "fbl reporter not authenticated: DNS failed",
+                    extra={"reporter": rep.domain, "error": str(exc) or type(exc).__name__},
+                )
+        return None
+
+    async def _dkim_passes(self, ev: Evidence, domain: str) -> bool:
+        for sig in ev.outer[:MAX_CHECKS]:
+            if not (sig.body_ok and "from" in sig.signed and aligned(sig.domain, domain)):
+                continue
+            if not (_DNS_NAME.match(sig.domain) and _DNS_NAME.match(sig.selector)):
+                continue
+            for record in await self.resolve(f"{sig.selector}._domainkey.{sig.domain}", "TXT"):
+                try:
+                    verify.check_key(record.encode(), sig.algorithm, sig.signature, sig.digest)
+                except (verify.SignatureFailure, UnicodeError):
+                    continue
+                return True
+        return False
+
+    async def _spf_passes(self, item: _Item, domain: str) -> bool:
+        sender = item.mail_from.strip().strip("<>")
+        mail_domain = sender.rpartition("@")[2].lower().rstrip(".")
+        if not (mail_domain and item.peer and aligned(mail_domain, domain)):
+            return False
+        if not _DNS_NAME.match(mail_domain):
+            return False
+        try:
+            outcome = await check_ip(self.resolve, mail_domain, item.peer)
+        except ValueError:  # not an IP address (a unix socket peer, "?")
+            return False
+        if outcome.result == "temperror":
+            raise ComplianceDnsError(f"SPF of {mail_domain}: {outcome.detail}")
+        return outcome.result == "pass"
+
+
+class _Item(Protocol):
+    """The part of :class:`engine.inbound.effects.InboundItem` the assessment reads."""
+
+    @property
+    def report(self) -> _Report: ...
+    @property
+    def evidence(self) -> Evidence: ...
+    @property
+    def peer(self) -> str: ...
+    @property
+    def mail_from(self) -> str: ...
+
+
+class _Report(Protocol):
+    @property
+    def kind(self) -> BounceKind: ...
