@@ -54,9 +54,11 @@ _INLINE_RECIPIENT = re.compile(
 _ANY_ADDRESS = re.compile(rf"(?<![{_LOCAL_CHARS}]){_ADDRESS}")
 
 # Where the copy of the original message starts (everything below it is ours, not the server's).
+# Leading blanks are matched within the line ([^\S\n]*): a \s* there would run over every
+# following blank line from each line start (quadratic in a run of blank lines).
 _ORIGINAL_MARKERS = re.compile(
     r"""^(?:
-        \s*-{2,}\s*(?:this\s+is\s+a\s+copy|below\s+this\s+line|original\s+message|
+        [^\S\n]*-{2,}\s*(?:this\s+is\s+a\s+copy|below\s+this\s+line|original\s+message|
             the\s+original\s+message|returned\s+message|unsent\s+message|undelivered\s+message|
             message\s+header|headers?\s+of\s+(?:the\s+)?original|the\s+header\s+of|
             forwarded\s+message|begin\s+(?:original|returned|forwarded)|
@@ -64,14 +66,14 @@ _ORIGINAL_MARKERS = re.compile(
             urspr[üu]ngliche\s+nachricht|message\s+d.origine|mensaje\s+original|
             messaggio\s+originale|mensagem\s+original|oorspronkelijk\s+bericht|
             message\s+truncated|rfc822\s+headers)
-        |\s*original\s+message\s+follows
-        |\s*original\s+message\s+headers?\s*:
-        |\s*original\s+mail\s+as\s+follows
-        |\s*included\s+is\s+a\s+copy\s+of\s+the\s+message
-        |\s*the\s+attachment\s+contains\s+the\s+original
-        |\s*(?:below\s+is\s+a\s+copy\s+of|here\s+is\s+a\s+copy\s+of)\s+the\s+original
-        |\s*the\s+original\s+message\s+(?:was|is)\s+(?:included|attached)
-        |\s*------\s*$
+        |[^\S\n]*original\s+message\s+follows
+        |[^\S\n]*original\s+message\s+headers?\s*:
+        |[^\S\n]*original\s+mail\s+as\s+follows
+        |[^\S\n]*included\s+is\s+a\s+copy\s+of\s+the\s+message
+        |[^\S\n]*the\s+attachment\s+contains\s+the\s+original
+        |[^\S\n]*(?:below\s+is\s+a\s+copy\s+of|here\s+is\s+a\s+copy\s+of)\s+the\s+original
+        |[^\S\n]*the\s+original\s+message\s+(?:was|is)\s+(?:included|attached)
+        |[^\S\n]*------\s*$
         |(?:return-path|received|dkim-signature|message-id|x-pm-job-id):\s
     )""",
     re.MULTILINE | re.VERBOSE,  # searched in lower-cased text: IGNORECASE is 10x slower

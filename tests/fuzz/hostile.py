@@ -637,6 +637,49 @@ def odd_charsets(rng: random.Random) -> bytes:
     return _join(_multipart(parts))
 
 
+def text_blank_lines(rng: random.Random) -> bytes:
+    blank = [" " * rng.randrange(1, 80) for _ in range(3_000)]
+    return _text_message(["Delivery failed", *blank, "<x@y.example>: 550 5.1.1"], 4)
+
+
+def text_dotted_capital_i(rng: random.Random) -> bytes:
+    unit = "İ to: İ from: x@y İ <a@b> 550 5.1.1 "
+    data = _fill(unit, 60_000).encode("utf-8")
+    parts = [_b64_part(data, "text/plain; charset=utf-8") for _ in range(12)]
+    return _join(_multipart(parts))
+
+
+def text_quoted_field_runs(rng: random.Random) -> bytes:
+    line = "Delivery failed\n" + "to: from: subject: message-id: x-pm-job-id: " * 1_500
+    parts = [_b64_part(line.encode("ascii"), "text/plain") for _ in range(12)]
+    return _join(_multipart(parts))
+
+
+def text_remote_host_runs(rng: random.Random) -> bytes:
+    body = ["Delivery failed", "<x@y.example>: host " + "a." * 400 + " said: 550 5.1.1"]
+    body += ["host " + "a-b." * 200 for _ in range(200)]
+    body += [f"{'x.' * 300} said: " + "a" * 300 + ":" for _ in range(200)]
+    return _text_message(body, 4)
+
+
+def message_slash_bare_cr(rng: random.Random) -> bytes:
+    lines = ["Content-Type: text/plain", "", *_NOTICE]
+    lines += _lines_of("Content-Type: message/rfc822 message/global ", 900_000)
+    return _join(_head()) + _join(lines, "\r")
+
+
+def ses_json_deep(rng: random.Random) -> bytes:
+    doc = '{"notificationType":"Bounce","bounce":' + "[" * 400_000 + "]" * 400_000 + "}"
+    head = _head("Amazon SES Email Event Notification")
+    return _join([*head, "Content-Type: application/json", "", *_wrap(doc, 900)])
+
+
+def encoded_words_in_original(rng: random.Random) -> bytes:
+    words = " ".join(f"=?utf-8?q?{'=C3=A9' * 10}?=" for _ in range(3_000))
+    original = [f"Subject: {words}", f"From: {words} <news@sender.example>", f"To: {words}"]
+    return _headers_b64(original)
+
+
 # -- size limits --------------------------------------------------------------------------------
 
 
@@ -709,6 +752,13 @@ _GENERATORS: tuple[Callable[[random.Random], bytes], ...] = (
     text_base64_lines,
     text_qp_soft_breaks,
     odd_charsets,
+    text_blank_lines,
+    text_dotted_capital_i,
+    text_quoted_field_runs,
+    text_remote_host_runs,
+    message_slash_bare_cr,
+    ses_json_deep,
+    encoded_words_in_original,
     max_size_text,
     max_size_base64,
     max_size_one_line_lf,
@@ -723,6 +773,7 @@ BARE_LINE_END_CASES = frozenset(
         "bare_cr_multipart_wide",
         "rfc822_chain_bare_cr",
         "max_size_one_line_lf",
+        "message_slash_bare_cr",
     }
 )
 
