@@ -47,13 +47,15 @@ def parse_field_blocks(text: str) -> list[dict[str, str]]:
     Continuation lines (leading whitespace) are joined to the field before them; lines that are
     not fields are skipped, so prose around pasted fields does no harm.
     """
+    # Values are kept as lists of pieces and joined once per block: appending each
+    # continuation line to the value would copy it every time (quadratic in a folded field).
     blocks: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    last: str | None = None
+    current: dict[str, list[str]] = {}
+    last: list[str] | None = None
     for line in text.splitlines():
         if not line.strip():
             if current:
-                blocks.append(current)
+                blocks.append(_joined(current))
                 if len(blocks) > MAX_RECIPIENT_BLOCKS:
                     return blocks
                 current = {}
@@ -61,21 +63,25 @@ def parse_field_blocks(text: str) -> list[dict[str, str]]:
             continue
         if line[0] in " \t":
             if last is not None:
-                current[last] = f"{current[last]} {line.strip()}"
+                last.append(line.strip())
             continue
         found = _FIELD_LINE.match(line)
         if found is None:
             last = None
             continue
-        last = found.group(1).lower()
+        name = found.group(1).lower()
         # The first occurrence wins (a repeated field is a malformed report, not an update).
-        if last in current:
+        if name in current:
             last = None
             continue
-        current[last] = found.group(2).strip()
+        last = current[name] = [found.group(2).strip()]
     if current:
-        blocks.append(current)
+        blocks.append(_joined(current))
     return blocks
+
+
+def _joined(block: dict[str, list[str]]) -> dict[str, str]:
+    return {name: " ".join(pieces) for name, pieces in block.items()}
 
 
 def from_blocks(blocks: list[dict[str, str]]) -> DeliveryStatus:

@@ -188,8 +188,9 @@ _ORIGINAL_SUBTYPES = (b"rfc822", b"global")
 _CONTENT_TYPE_NAME = b"content-type:"
 _MESSAGE_SLASH = b"message/"
 _TOKEN_END = b" \t\r\n;"
-#: Characters between a line start and ``message/`` in a Content-Type field at most.
-_CONTENT_TYPE_WINDOW = 256
+_NEWLINE = ord("\n")
+#: What ``bytes.strip()`` removes, less the newline (the field and its value share a line).
+_FIELD_BLANKS = re.compile(rb"[ \t\r\x0b\x0c]*")
 #: Original bodies shorter than this are left alone (not worth the copy).
 _MIN_BODY_TO_DROP = 512
 
@@ -198,29 +199,40 @@ def _make_opaque(raw: bytes) -> bytes:
     """Rename ``Content-Type: message/...`` fields to OPAQUE_PREFIX and drop the original's body.
 
     Plain ``bytes.find`` scans instead of a MULTILINE/IGNORECASE regex: those cost more than
-    the MIME parse on bounces with long header blocks.
+    the MIME parse on bounces with long header blocks. The scan is for the field name, not for
+    ``message/``: the text may hold any number of ``message/`` words, but :func:`load` has cut
+    it to :data:`MAX_CONTENT_TYPE_FIELDS` field names.
     """
     lowered = raw.lower()
-    position = lowered.find(_MESSAGE_SLASH)
-    if position < 0:
-        return raw
+    position = lowered.find(_CONTENT_TYPE_NAME)
     pieces: list[bytes] = []
     done = 0
     original_at = -1
     while position >= 0:
-        subtype = _subtype_at(lowered, position)
-        if subtype is not None and _in_content_type_field(lowered, position):
-            pieces.append(raw[done:position])
+        slash = _message_slash_after(lowered, position)
+        subtype = _subtype_at(lowered, slash) if slash >= 0 else None
+        if subtype is not None:
+            pieces.append(raw[done:slash])
             pieces.append(OPAQUE_PREFIX.encode())
-            done = position + len(_MESSAGE_SLASH)
+            done = slash + len(_MESSAGE_SLASH)
             if original_at < 0 and subtype in _ORIGINAL_SUBTYPES:
                 original_at = sum(map(len, pieces))
-        position = lowered.find(_MESSAGE_SLASH, position + len(_MESSAGE_SLASH))
+        position = lowered.find(_CONTENT_TYPE_NAME, position + len(_CONTENT_TYPE_NAME))
     if not pieces:
         return raw
     pieces.append(raw[done:])
     renamed = b"".join(pieces)
     return _drop_original_body(renamed, original_at) if original_at >= 0 else renamed
+
+
+def _message_slash_after(lowered: bytes, position: int) -> int:
+    """Where ``message/`` starts when the ``content-type:`` at ``position`` begins a line and
+    is followed by blanks then ``message/`` (-1 otherwise)."""
+    if position > 0 and lowered[position - 1] != _NEWLINE:
+        return -1
+    slash = _FIELD_BLANKS.match(lowered, position + len(_CONTENT_TYPE_NAME))
+    start = slash.end() if slash else position + len(_CONTENT_TYPE_NAME)
+    return start if lowered.startswith(_MESSAGE_SLASH, start) else -1
 
 
 def _subtype_at(lowered: bytes, position: int) -> bytes | None:
@@ -232,19 +244,6 @@ def _subtype_at(lowered: bytes, position: int) -> bytes | None:
         ):
             return subtype
     return None
-
-
-def _in_content_type_field(lowered: bytes, position: int) -> bool:
-    """True when ``position`` follows ``Content-Type:`` (and blanks) at the start of a line."""
-    # Only a short window is searched for the line start: a long line of "message/rfc822"
-    # words would otherwise be scanned back once per word.
-    window = max(0, position - _CONTENT_TYPE_WINDOW)
-    line_start = lowered.rfind(b"\n", window, position) + 1
-    if line_start == 0 and window > 0:
-        return False
-    if not lowered.startswith(_CONTENT_TYPE_NAME, line_start):
-        return False
-    return not lowered[line_start + len(_CONTENT_TYPE_NAME) : position].strip()
 
 
 def _blank_line_end(raw: bytes, start: int) -> int:

@@ -96,6 +96,22 @@ tables and status-code regexes run over what it finds):
 - ``text_many_parts``: 64 text/plain parts of 16 KB each (per-part caps add up).
 - ``text_base64_lines``: base64 text/plain whose decoded lines are 60 KB long.
 - ``text_qp_soft_breaks``: quoted-printable text of soft line breaks joining into one long line.
+- ``text_blank_lines``: thousands of blank-only lines (a ``^\s*`` from each line start runs over
+  all the following ones).
+- ``text_dotted_capital_i``: text full of U+0130, the one character whose lower case is longer
+  (index-preserving lower-casing fell back to a per-character loop).
+- ``text_quoted_field_runs``: decoded lines full of ``to: from: message-id:`` (the search for
+  the original's fields pasted in the text looked back to the line start at each).
+- ``text_remote_host_runs``: ``host a.a.a...`` and ``x.x.x... said:`` lines (host-name and
+  reply-line patterns with nested repeats).
+- ``message_slash_bare_cr``, ``message_slash_flood``: hundreds of thousands of ``message/``
+  words (with bare CR no line starts exist; the Content-Type renaming looked at each word).
+- ``ses_json_deep``: SES JSON nested 400,000 arrays deep (the JSON decoder's recursion limit).
+- ``encoded_words_in_original``: RFC 2047 words in the original's fields.
+- ``dsn_folded_b64``: a base64 delivery-status whose Diagnostic-Code has 60,000 continuation
+  lines (unfolding by appending copies the value per line).
+- ``repair_boundary_wide``: a multipart whose declared boundary never occurs, 390 parts under
+  another one and megabytes of filler (the boundary repair re-parses with the stdlib).
 - ``odd_charsets``: parts in utf-7, utf-16, punycode, idna, iso-2022-jp, a charset with a NUL,
   an unknown charset, and bytes invalid in each.
 
@@ -674,6 +690,28 @@ def ses_json_deep(rng: random.Random) -> bytes:
     return _join([*head, "Content-Type: application/json", "", *_wrap(doc, 900)])
 
 
+def message_slash_flood(rng: random.Random) -> bytes:
+    lines = ["Content-Type: text/plain", "", *_NOTICE]
+    lines += _lines_of("message/", 900_000, 896) + _lines_of("message/rfc822 ", 100_000)
+    return _join([*_head(), *lines])
+
+
+def dsn_folded_b64(rng: random.Random) -> bytes:
+    status = ["Reporting-MTA: dns; mx.example.net", "", "Final-Recipient: rfc822; x@example.org"]
+    status += ["Action: failed", "Status: 5.0.0", "Diagnostic-Code: smtp; 550"]
+    status += [" x"] * 60_000
+    data = "\n".join(status).encode("ascii")
+    parts = [_text_part(_NOTICE), _b64_part(data, "message/delivery-status")]
+    return _join(_multipart(parts, subtype="report", extra="; report-type=delivery-status"))
+
+
+def repair_boundary_wide(rng: random.Random) -> bytes:
+    parts = [["Content-Type: text/plain", "", f"part {i}", *_NOTICE] for i in range(390)]
+    lines = _multipart(parts, boundary="real")
+    lines = [line.replace('boundary="real"', 'boundary="declared"') for line in lines]
+    return _fit(_join(lines + _lines_of("filler line ", 8_000_000, 40)))
+
+
 def encoded_words_in_original(rng: random.Random) -> bytes:
     words = " ".join(f"=?utf-8?q?{'=C3=A9' * 10}?=" for _ in range(3_000))
     original = [f"Subject: {words}", f"From: {words} <news@sender.example>", f"To: {words}"]
@@ -759,6 +797,9 @@ _GENERATORS: tuple[Callable[[random.Random], bytes], ...] = (
     message_slash_bare_cr,
     ses_json_deep,
     encoded_words_in_original,
+    message_slash_flood,
+    dsn_folded_b64,
+    repair_boundary_wide,
     max_size_text,
     max_size_base64,
     max_size_one_line_lf,
