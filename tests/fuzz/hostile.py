@@ -1,4 +1,4 @@
-"""A hostile corpus for ``parse_bounce``: SMTP-legal messages built to make a parser slow.
+r"""A hostile corpus for ``parse_bounce``: SMTP-legal messages built to make a parser slow.
 
 :func:`hostile_corpus` returns ``{name: raw message}``, generated (nothing big is committed) and
 deterministic (a seeded ``random.Random``; the same bytes on every call and every host). Every
