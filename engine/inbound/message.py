@@ -19,6 +19,7 @@ import email.message
 import email.parser
 import email.policy
 import functools
+import itertools
 import quopri
 import re
 from collections.abc import Iterator
@@ -47,6 +48,9 @@ MAX_FIELD_CHARS = mime.MAX_FIELD_CHARS
 #: needs one, and the stdlib parser (the fallback of :mod:`mime`) recurses once per level.
 MAX_CONTENT_TYPE_FIELDS = 64
 
+#: Lines (CRLF, LF or bare CR ended) parsed at most: the MIME parser takes a Python step per
+#: line, and 1 MiB of empty lines is a million of them (a real bounce has a few thousand).
+MAX_LINES = 64 * 1024
 #: Characters of pasted text searched for a quoted field of the original (its header block
 #: follows the notification; the rest is the body of the mail we sent).
 MAX_QUOTED_CHARS = 128 * 1024
@@ -54,6 +58,7 @@ MAX_QUOTED_CHARS = 128 * 1024
 #: few dozen to a few hundred (Received, DKIM, ARC); each costs a dict entry.
 MAX_HEADER_FIELDS = 1000
 
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOUNDARY_LINES = (b"\n--", b"\r--")
 _CONTENT_TYPE_FIELD_NAME = (b"content-type:",)
 _ENCODED_WORD = "=?"
@@ -106,6 +111,10 @@ def load(raw: bytes) -> Loaded:
     if len(raw) > MAX_PARSE_BYTES:
         raw = raw[:MAX_PARSE_BYTES]
         defects.append("truncated: larger than the parse cap")
+    if raw.count(b"\n") + raw.count(b"\r") - raw.count(b"\r\n") > MAX_LINES:
+        cut = next(itertools.islice(_LINE_END.finditer(raw), MAX_LINES - 1, None)).end()
+        raw = raw[:cut]
+        defects.append("truncated: too many lines")
     # Keep the first boundaries only: a report's parts are all near the start. Bare CR ends
     # lines too (for the MIME parser), so "\r--" counts as well as "\n--".
     cut = _nth_start(raw, _BOUNDARY_LINES, MAX_BOUNDARY_LINES)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import email.message
 import email.utils
 import io
+import itertools
+import operator
 import re
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -48,6 +50,8 @@ _MAX_DEPTH = 32
 #: quadratic stdlib code (``get_param`` re-slices the value once per parameter: a 1 MB folded
 #: Content-Type took 7 s). The stdlib keeps whole values; here they are cut.
 MAX_FIELD_CHARS = 16 * 1024
+
+_STARTS_WITH_DASHES = operator.methodcaller("startswith", "--")
 
 _Matcher = Callable[[str], "re.Match[str] | None"]
 
@@ -132,9 +136,12 @@ class _Reader:
         start = self.pos
         stop = len(lines)
         if self.ends:
-            for index in range(start, stop):
+            # Only lines starting with "--" can end the part; they are picked out in C
+            # (compress/map/islice), not by a Python step per line.
+            dashed = map(_STARTS_WITH_DASHES, itertools.islice(lines, start, stop))
+            for index in itertools.compress(range(start, stop), dashed):
                 line = lines[index]
-                if line.startswith("--") and any(ends_here(line) for ends_here in self.ends):
+                if any(ends_here(line) for ends_here in self.ends):
                     stop = index
                     break
         self.pos = stop

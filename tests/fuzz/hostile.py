@@ -104,6 +104,8 @@ tables and status-code regexes run over what it finds):
   the original's fields pasted in the text looked back to the line start at each).
 - ``text_remote_host_runs``: ``host a.a.a...`` and ``x.x.x... said:`` lines (host-name and
   reply-line patterns with nested repeats).
+- ``short_lines_in_part``, ``short_lines_bare_cr``: a part of 500,000 empty CRLF lines, or a
+  million bare-CR ones (every line is a step of the MIME parser's Python loop).
 - ``message_slash_bare_cr``, ``message_slash_flood``: hundreds of thousands of ``message/``
   words (with bare CR no line starts exist; the Content-Type renaming looked at each word).
 - ``ses_json_deep``: SES JSON nested 400,000 arrays deep (the JSON decoder's recursion limit).
@@ -186,6 +188,13 @@ def _head(subject: str = "Undelivered Mail Returned to Sender", *extra: str) -> 
 
 def _join(lines: list[str], eol: str = _CRLF) -> bytes:
     return (eol.join(lines) + eol).encode("utf-8", "surrogateescape")
+
+
+def _split_ends(lines: list[str], eol: str) -> bytes:
+    """The top-level header block and its blank line with CRLF (so the body is found), the
+    rest of ``lines`` ended with ``eol``."""
+    body_at = lines.index("") + 1
+    return _join(lines[:body_at]) + _join(lines[body_at:], eol)
 
 
 def _multipart(
@@ -442,7 +451,7 @@ def crlf_multipart_deep(rng: random.Random) -> bytes:
 def bare_cr_multipart_wide(rng: random.Random) -> bytes:
     parts = [["Content-Type: text/plain", "", f"part {i} 550 5.1.1"] for i in range(40_000)]
     lines = _multipart(parts)
-    return _join(lines[:8]) + _join(lines[8:], "\r")
+    return _split_ends(lines, "\r")
 
 
 def crlf_multipart_wide(rng: random.Random) -> bytes:
@@ -459,7 +468,7 @@ def _chain(depth: int, folded: bool, eol: str) -> bytes:
             lines.extend(["Content-Type: message/rfc822", ""])
         lines.extend(["From: MAILER-DAEMON@mx.example.net", "Subject: Undelivered"])
     lines.extend(["Content-Type: text/plain", "", *_NOTICE])
-    return _join(lines[:9]) + _join(lines[9:], eol)
+    return _split_ends(lines, eol)
 
 
 def rfc822_chain(rng: random.Random) -> bytes:
@@ -719,6 +728,17 @@ def encoded_words_everywhere(rng: random.Random) -> bytes:
     return _join(_multipart(parts, head=head))
 
 
+def short_lines_in_part(rng: random.Random) -> bytes:
+    parts = [_text_part(_NOTICE + [""] * 500_000), _text_part(["x"])]
+    return _join(_multipart(parts))
+
+
+def short_lines_bare_cr(rng: random.Random) -> bytes:
+    parts = [_text_part([*_NOTICE, *([""] * 1_000_000)]), _text_part(["x"])]
+    lines = _multipart(parts)
+    return _split_ends(lines, "\r")
+
+
 def message_slash_flood(rng: random.Random) -> bytes:
     lines = ["Content-Type: text/plain", "", *_NOTICE]
     lines += _lines_of("message/", 900_000, 896) + _lines_of("message/rfc822 ", 100_000)
@@ -827,6 +847,8 @@ _GENERATORS: tuple[Callable[[random.Random], bytes], ...] = (
     ses_json_deep,
     encoded_words_in_original,
     encoded_words_everywhere,
+    short_lines_in_part,
+    short_lines_bare_cr,
     message_slash_flood,
     dsn_folded_b64,
     repair_boundary_wide,
@@ -845,6 +867,7 @@ BARE_LINE_END_CASES = frozenset(
         "rfc822_chain_bare_cr",
         "max_size_one_line_lf",
         "message_slash_bare_cr",
+        "short_lines_bare_cr",
     }
 )
 
