@@ -8,6 +8,7 @@ DSN fields into a text/plain part.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import msgspec
@@ -16,6 +17,9 @@ from engine.inbound.message import first_address
 
 #: Field blocks beyond this many are ignored (a DSN for thousands of recipients is an attack).
 MAX_RECIPIENT_BLOCKS = 500
+#: Lines read at most (500 blocks of a dozen fields; decoded text can hold far more lines
+#: than the MIME parser's line cap counts, each a Python step here).
+MAX_FIELD_LINES = 20_000
 
 _RECIPIENT_FIELDS = frozenset({"final-recipient", "original-recipient", "x-actual-recipient"})
 _UNITEXT_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
@@ -52,7 +56,7 @@ def parse_field_blocks(text: str) -> list[dict[str, str]]:
     blocks: list[dict[str, str]] = []
     current: dict[str, list[str]] = {}
     last: list[str] | None = None
-    for line in text.splitlines():
+    for line in itertools.islice(text.splitlines(), MAX_FIELD_LINES):
         if not line.strip():
             if current:
                 blocks.append(_joined(current))

@@ -114,6 +114,9 @@ tables and status-code regexes run over what it finds):
   the original) is a folded run of encoded words (the stdlib decodes ~0.6 µs per character).
 - ``dsn_folded_b64``: a base64 delivery-status whose Diagnostic-Code has 60,000 continuation
   lines (unfolding by appending copies the value per line).
+- ``decoded_line_floods``: base64 delivery-status and text parts whose decoded text is tens of
+  thousands of short lines (the line cap counts encoded lines; the DSN field reader and the
+  pasted-DSN path walk the decoded ones).
 - ``repair_boundary_wide``: a multipart whose declared boundary never occurs, 390 parts under
   another one and megabytes of filler (the boundary repair re-parses with the stdlib).
 - ``odd_charsets``: parts in utf-7, utf-16, punycode, idna, iso-2022-jp, a charset with a NUL,
@@ -754,6 +757,16 @@ def dsn_folded_b64(rng: random.Random) -> bytes:
     return _join(_multipart(parts, subtype="report", extra="; report-type=delivery-status"))
 
 
+def decoded_line_floods(rng: random.Random) -> bytes:
+    fields = "Final-Recipient: rfc822; x@example.org\nAction: failed\nStatus: 5.1.1\n"
+    data = (fields + "\n" * 30_000 + "X: y\n" * 6_000).encode("ascii")
+    parts = [_text_part(["Final-Recipient: rfc822; y@example.org"])]
+    for i in range(12):
+        ctype = "message/delivery-status" if i % 2 else "text/plain"
+        parts.append(_b64_part(data, ctype))
+    return _join(_multipart(parts, subtype="report", extra="; report-type=delivery-status"))
+
+
 def repair_boundary_wide(rng: random.Random) -> bytes:
     parts = [["Content-Type: text/plain", "", f"part {i}", *_NOTICE] for i in range(390)]
     lines = _multipart(parts, boundary="real")
@@ -852,6 +865,7 @@ _GENERATORS: tuple[Callable[[random.Random], bytes], ...] = (
     message_slash_flood,
     dsn_folded_b64,
     repair_boundary_wide,
+    decoded_line_floods,
     max_size_text,
     max_size_base64,
     max_size_one_line_lf,
