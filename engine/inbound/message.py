@@ -616,7 +616,8 @@ def same_length_lower(text: str) -> str:
 def quoted_field(text: str, lowered: str, name: str, *, indented: bool) -> str | None:
     """The value of the first ``Name: value`` line in pasted header text, or None.
 
-    ``lowered`` is :func:`same_length_lower` of ``text``. Unless ``indented``, the field must
+    ``lowered`` is :func:`same_length_lower` of ``text`` (or of its start: only the first
+    :data:`MAX_QUOTED_CHARS` are searched). Unless ``indented``, the field must
     start its line (so ``h=From:To:Subject`` inside a DKIM signature is not taken for it).
     """
     key = name.lower() + ":"

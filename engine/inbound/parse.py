@@ -23,6 +23,7 @@ from engine.inbound.arf import parse_feedback_report
 from engine.inbound.classify import classify, clean_status
 from engine.inbound.dsn import DeliveryStatus, parse_delivery_status
 from engine.inbound.message import (
+    MAX_QUOTED_CHARS,
     Headers,
     Message,
     addresses_in,
@@ -88,7 +89,7 @@ _ID_FIELDS = frozenset({"message_id", "job_id"})
 _HEAD_CHARS = 3000
 #: Characters of HTML markup converted to text, all parts together (real notices: a few KB to
 #: tens of KB; the text read from the notification is cut shorter still).
-MAX_HTML_CHARS = 256 * 1024
+MAX_HTML_CHARS = 128 * 1024
 
 
 class _View(NamedTuple):
@@ -285,7 +286,10 @@ def _hints(
         # A copy of the original pasted into the text part (qmail, Exim, Sendmail): read its
         # fields below the notification (Message-ID and our job header anywhere in the body).
         tail = body[len(note) :]
-        lowered_tail, lowered_body = same_length_lower(tail), same_length_lower(body)
+        # Only the start is searched (quoted_field reads MAX_QUOTED_CHARS): lower-casing
+        # all of a long non-ASCII body costs more than the rest of the parse.
+        lowered_tail = same_length_lower(tail[:MAX_QUOTED_CHARS])
+        lowered_body = same_length_lower(body[:MAX_QUOTED_CHARS])
         for key, name in _QUOTED_FIELDS.items():
             if found[key] is None:
                 indented = key in _ID_FIELDS
