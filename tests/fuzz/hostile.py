@@ -66,6 +66,8 @@ MIME structure:
 - ``rfc822_chain_folded``: the same with a folded Content-Type, which a line-start search for
   ``Content-Type: message/`` does not see (so the original really is parsed as a message).
 - ``rfc822_chain_bare_cr``: the chain with bare-CR line ends.
+- ``digest_chain``: ``multipart/digest`` nested 3,000 deep (a digest's children default to
+  message/rfc822, which the fast MIME parser leaves to the recursive stdlib one).
 - ``boundary_prefixes``: nested boundaries that are prefixes of each other (every line is a
   candidate delimiter for every level).
 
@@ -486,6 +488,20 @@ def rfc822_chain_bare_cr(rng: random.Random) -> bytes:
     return _chain(2_000, True, "\r")
 
 
+def digest_chain(rng: random.Random) -> bytes:
+    depth = 3_000
+    lines = [*_head(), 'Content-Type: multipart/digest; boundary="d0"', ""]
+    for level in range(1, depth):
+        # A digest's child has no Content-Type: it is a message/rfc822 by default, so each
+        # level costs the attacker one field and the stdlib parser two or three frames.
+        lines.extend(
+            [f"--d{level - 1}", "", f'Content-Type: multipart/digest; boundary="d{level}"', ""]
+        )
+    lines.extend([f"--d{depth - 1}", "", "Content-Type: text/plain", "", *_NOTICE])
+    lines.extend(f"--d{level}--" for level in range(depth - 1, -1, -1))
+    return _join(lines)
+
+
 def boundary_prefixes(rng: random.Random) -> bytes:
     depth = 300
     lines = [*_head(), 'Content-Type: multipart/mixed; boundary="b"', ""]
@@ -834,6 +850,7 @@ _GENERATORS: tuple[Callable[[random.Random], bytes], ...] = (
     rfc822_chain,
     rfc822_chain_folded,
     rfc822_chain_bare_cr,
+    digest_chain,
     boundary_prefixes,
     dsn_5000_recipients,
     dsn_long_diagnostics,
