@@ -256,5 +256,7 @@ def _parse_all(batch: list[tuple[int, bytes, str | None, int | None, bool]]) -> 
     items = []
     for inbound_id, raw, envelope_to, job, fbl in batch:
         analysis = analyse(raw, envelope_to)
-        items.append(InboundItem(inbound_id, analysis.report, job, fbl, evidence=analysis.evidence))
+        items.append(
+            InboundItem(inbound_id, analysis.report, job, fbl, evidence=analysis.evidence)
+        )
     return items
