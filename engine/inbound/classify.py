@@ -10,6 +10,7 @@ was elsewhere (5.1.1 + "mailbox full", 5.1.1 + "blocked using spamhaus").
 from __future__ import annotations
 
 import enum
+import functools
 import re
 
 import msgspec
@@ -266,6 +267,11 @@ _BEFORE_CONTENT = frozenset(
     {SmtpCommand.CONN, SmtpCommand.EHLO, SmtpCommand.MAIL, SmtpCommand.RCPT}
 )
 _DSN_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
+#: Characters of a diagnostic the patterns read (normalised). Real diagnostics are a few
+#: hundred; the cap bounds what a pattern with a repeat can cost on attacker text.
+MAX_DIAGNOSTIC_CHARS = 4096
+#: Characters of the context text (a DSN's human-readable part) searched for the SMTP command.
+MAX_CONTEXT_CHARS = 8192
 
 
 class Classification(msgspec.Struct, frozen=True):
@@ -335,7 +341,7 @@ def classify(
     otherwise it is ``filtered``.
     """
     table = patterns if patterns is not None else load_patterns()
-    text = normalise(diagnostic) if diagnostic else ""
+    text = _bounded_normalise(diagnostic, MAX_DIAGNOSTIC_CHARS) if diagnostic else ""
     if reply_code is None and text:
         reply_code = find_reply_code(text)
     if is_generic_status(status) and text:
@@ -348,12 +354,23 @@ def classify(
     code_reason = STATUS_REASONS.get(status) if status else None
     command = find_command(text) if text else None
     if command is None and context:
-        command = find_command(normalise(context))
+        command = _context_command(context)
     reason = _text_over_code(code_reason, text, command, table, rcpt_evidence)
     if reason is None:
         reason = _fallback(status, reply_code, text, act, (diagnostic_type or "").upper())
     failed_for_good = _is_permanent(status, reply_code, act, permanent)
     return Classification(status, reply_code, reason, reason in HARD_REASONS and failed_for_good)
+
+
+def _bounded_normalise(text: str, limit: int) -> str:
+    """:func:`normalise` of about the first ``limit`` characters of ``text``, cut to ``limit``."""
+    return normalise(text[: 2 * limit])[:limit]
+
+
+@functools.lru_cache(maxsize=8)
+def _context_command(context: str) -> SmtpCommand | None:
+    # Cached: a DSN with hundreds of recipients passes the same human-readable text for each.
+    return find_command(_bounded_normalise(context, MAX_CONTEXT_CHARS))
 
 
 def _text_over_code(

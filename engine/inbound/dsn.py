@@ -8,6 +8,7 @@ DSN fields into a text/plain part.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import msgspec
@@ -16,6 +17,9 @@ from engine.inbound.message import first_address
 
 #: Field blocks beyond this many are ignored (a DSN for thousands of recipients is an attack).
 MAX_RECIPIENT_BLOCKS = 500
+#: Lines read at most (500 blocks of a dozen fields; decoded text can hold far more lines
+#: than the MIME parser's line cap counts, each a Python step here).
+MAX_FIELD_LINES = 20_000
 
 _RECIPIENT_FIELDS = frozenset({"final-recipient", "original-recipient", "x-actual-recipient"})
 _UNITEXT_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
@@ -47,13 +51,15 @@ def parse_field_blocks(text: str) -> list[dict[str, str]]:
     Continuation lines (leading whitespace) are joined to the field before them; lines that are
     not fields are skipped, so prose around pasted fields does no harm.
     """
+    # Values are kept as lists of pieces and joined once per block: appending each
+    # continuation line to the value would copy it every time (quadratic in a folded field).
     blocks: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    last: str | None = None
-    for line in text.splitlines():
+    current: dict[str, list[str]] = {}
+    last: list[str] | None = None
+    for line in itertools.islice(text.splitlines(), MAX_FIELD_LINES):
         if not line.strip():
             if current:
-                blocks.append(current)
+                blocks.append(_joined(current))
                 if len(blocks) > MAX_RECIPIENT_BLOCKS:
                     return blocks
                 current = {}
@@ -61,21 +67,25 @@ def parse_field_blocks(text: str) -> list[dict[str, str]]:
             continue
         if line[0] in " \t":
             if last is not None:
-                current[last] = f"{current[last]} {line.strip()}"
+                last.append(line.strip())
             continue
         found = _FIELD_LINE.match(line)
         if found is None:
             last = None
             continue
-        last = found.group(1).lower()
+        name = found.group(1).lower()
         # The first occurrence wins (a repeated field is a malformed report, not an update).
-        if last in current:
+        if name in current:
             last = None
             continue
-        current[last] = found.group(2).strip()
+        last = current[name] = [found.group(2).strip()]
     if current:
-        blocks.append(current)
+        blocks.append(_joined(current))
     return blocks
+
+
+def _joined(block: dict[str, list[str]]) -> dict[str, str]:
+    return {name: " ".join(pieces) for name, pieces in block.items()}
 
 
 def from_blocks(blocks: list[dict[str, str]]) -> DeliveryStatus:

@@ -18,6 +18,8 @@ import email.header
 import email.message
 import email.parser
 import email.policy
+import functools
+import itertools
 import quopri
 import re
 from collections.abc import Iterator
@@ -37,16 +39,40 @@ MAX_PARTS = 64
 MAX_TEXT_CHARS = 64 * 1024
 #: MIME boundary lines beyond which the input is cut before parsing (cheap C-level count).
 MAX_BOUNDARY_LINES = 400
-#: Characters of one header value that RFC 2047 decoding looks at.
-MAX_HEADER_DECODE_CHARS = 16 * 1024
+#: Characters of one header value that RFC 2047 decoding looks at (the stdlib's decoder costs
+#: ~0.6 µs a character, and a bounce reads about sixteen fields).
+MAX_HEADER_DECODE_CHARS = 4 * 1024
+#: Characters kept of one header field value (top level, MIME parts, the original's fields).
+MAX_FIELD_CHARS = mime.MAX_FIELD_CHARS
+#: ``Content-Type:`` fields beyond which the input is cut before parsing: each nesting level
+#: needs one, and the stdlib parser (the fallback of :mod:`mime`) recurses once per level.
+MAX_CONTENT_TYPE_FIELDS = 64
 
-_BOUNDARY_LINE = b"\n--"
+#: Lines (CRLF, LF or bare CR ended) parsed at most: the MIME parser takes a Python step per
+#: line, and 1 MiB of empty lines is a million of them (a real bounce has a few thousand).
+MAX_LINES = 64 * 1024
+#: Characters of pasted text searched for a quoted field of the original (its header block
+#: follows the notification; the rest is the body of the mail we sent).
+MAX_QUOTED_CHARS = 64 * 1024
+#: Field lines (not continuation lines) of one header block read at most: real ones have a
+#: few dozen to a few hundred (Received, DKIM, ARC); each costs a dict entry.
+MAX_HEADER_FIELDS = 1000
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BOUNDARY_LINES = (b"\n--", b"\r--")
+_CONTENT_TYPE_FIELD_NAME = (b"content-type:",)
 _ENCODED_WORD = "=?"
 _ADDRESS_IN_ANGLES = re.compile(r"<([^<>\s@]+@[^<>\s@]+)>")
+# The look-behind starts a match only where a run of local-part characters starts: a match
+# from inside a run exists only if one from its start does, and without it an @-less run of n
+# characters costs n²/2 steps (a 65 K To: took 7 s).
 _BARE_ADDRESS = re.compile(
+    r"(?<![A-Za-z0-9._%+=&'/!#$*?^`{|}~-])"
     r"([A-Za-z0-9._%+=&'/!#$*?^`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
 )
 
+_LONG_LOWER = "\u0130"
+_STAND_IN = "\U000f0000"
 _CONTAINER_TYPES = frozenset({"message/rfc822", "message/global"})
 _HEADER_TYPES = frozenset({"text/rfc822-headers", "text/global-headers"})
 _TEXT_HEADER_END = re.compile(r"\r?\n[ \t]*\r?\n")
@@ -85,20 +111,31 @@ def load(raw: bytes) -> Loaded:
     if len(raw) > MAX_PARSE_BYTES:
         raw = raw[:MAX_PARSE_BYTES]
         defects.append("truncated: larger than the parse cap")
-    if raw.count(_BOUNDARY_LINE) > MAX_BOUNDARY_LINES:
-        # Keep the first boundaries only: a report's parts are all near the start.
-        cut = 0
-        for _ in range(MAX_BOUNDARY_LINES):
-            cut = raw.index(_BOUNDARY_LINE, cut + 1)
+    if raw.count(b"\n") + raw.count(b"\r") - raw.count(b"\r\n") > MAX_LINES:
+        cut = next(itertools.islice(_LINE_END.finditer(raw), MAX_LINES - 1, None)).end()
+        raw = raw[:cut]
+        defects.append("truncated: too many lines")
+    # Keep the first boundaries only: a report's parts are all near the start. Bare CR ends
+    # lines too (for the MIME parser), so "\r--" counts as well as "\n--".
+    cut = _nth_start(raw, _BOUNDARY_LINES, MAX_BOUNDARY_LINES)
+    if cut >= 0:
         raw = raw[:cut]
         defects.append("truncated: too many MIME parts")
+    cut = _nth_start(raw.lower(), _CONTENT_TYPE_FIELD_NAME, MAX_CONTENT_TYPE_FIELDS)
+    if cut >= 0:
+        raw = raw[: max(raw.rfind(b"\n", 0, cut), raw.rfind(b"\r", 0, cut), 0)]
+        defects.append("truncated: too many Content-Type fields")
     raw = _make_opaque(raw)
     # The top-level fields are read here; the MIME parser only gets the MIME fields and the
     # body. Bounces carry long Received/DKIM/ARC blocks that it would otherwise walk line by
     # line into a Message (a fifth of the parse time on our corpus).
     head_end = _blank_line_end(raw, 0)
     head, body = (raw[:head_end], raw[head_end:]) if head_end >= 0 else (raw, b"")
-    fields = read_fields(head.decode("ascii", "surrogateescape"))
+    fields, cut_fields = _read_fields(head.decode("ascii", "surrogateescape"))
+    if any(len(value) >= MAX_FIELD_CHARS for value in fields.values()):
+        defects.append("truncated: header field longer than the field cap")
+    if cut_fields:
+        defects.append("truncated: too many header fields")
     mime_head = "".join(f"{name}: {fields[key]}\n" for name, key in _MIME_FIELDS if key in fields)
     # What message_from_bytes would decode these bytes to (ASCII with surrogateescape).
     text = f"{mime_head}\n{body.decode('ascii', 'surrogateescape')}"
@@ -117,6 +154,22 @@ def load(raw: bytes) -> Loaded:
             kind = None
             defects.append("repaired: multipart boundary did not match the parts")
     return Loaded(msg, Headers(fields=fields), tuple(defects), kind)
+
+
+def _nth_start(data: bytes, needles: tuple[bytes, ...], limit: int) -> int:
+    """Where occurrence number ``limit`` (0-based: ``limit`` are kept before it) of any of
+    ``needles`` starts, or -1 when there are no more than ``limit``."""
+    if sum(data.count(needle) for needle in needles) <= limit:  # C-speed count: the usual case
+        return -1
+    # The next occurrence of each needle, advanced only when it is the one taken (a needle
+    # that does not occur is searched for once, not once per occurrence of the others).
+    upcoming = {needle: data.find(needle) for needle in needles}
+    position = -1
+    for _ in range(limit + 1):
+        needle = min((n for n in upcoming if upcoming[n] >= 0), key=upcoming.__getitem__)
+        position = upcoming[needle]
+        upcoming[needle] = data.find(needle, position + 1)
+    return position
 
 
 def report_type_of(msg: Message) -> str:
@@ -145,6 +198,9 @@ _ORIGINAL_SUBTYPES = (b"rfc822", b"global")
 _CONTENT_TYPE_NAME = b"content-type:"
 _MESSAGE_SLASH = b"message/"
 _TOKEN_END = b" \t\r\n;"
+_NEWLINE = ord("\n")
+#: What ``bytes.strip()`` removes, less the newline (the field and its value share a line).
+_FIELD_BLANKS = re.compile(rb"[ \t\r\x0b\x0c]*")
 #: Original bodies shorter than this are left alone (not worth the copy).
 _MIN_BODY_TO_DROP = 512
 
@@ -153,29 +209,40 @@ def _make_opaque(raw: bytes) -> bytes:
     """Rename ``Content-Type: message/...`` fields to OPAQUE_PREFIX and drop the original's body.
 
     Plain ``bytes.find`` scans instead of a MULTILINE/IGNORECASE regex: those cost more than
-    the MIME parse on bounces with long header blocks.
+    the MIME parse on bounces with long header blocks. The scan is for the field name, not for
+    ``message/``: the text may hold any number of ``message/`` words, but :func:`load` has cut
+    it to :data:`MAX_CONTENT_TYPE_FIELDS` field names.
     """
     lowered = raw.lower()
-    position = lowered.find(_MESSAGE_SLASH)
-    if position < 0:
-        return raw
+    position = lowered.find(_CONTENT_TYPE_NAME)
     pieces: list[bytes] = []
     done = 0
     original_at = -1
     while position >= 0:
-        subtype = _subtype_at(lowered, position)
-        if subtype is not None and _in_content_type_field(lowered, position):
-            pieces.append(raw[done:position])
+        slash = _message_slash_after(lowered, position)
+        subtype = _subtype_at(lowered, slash) if slash >= 0 else None
+        if subtype is not None:
+            pieces.append(raw[done:slash])
             pieces.append(OPAQUE_PREFIX.encode())
-            done = position + len(_MESSAGE_SLASH)
+            done = slash + len(_MESSAGE_SLASH)
             if original_at < 0 and subtype in _ORIGINAL_SUBTYPES:
                 original_at = sum(map(len, pieces))
-        position = lowered.find(_MESSAGE_SLASH, position + len(_MESSAGE_SLASH))
+        position = lowered.find(_CONTENT_TYPE_NAME, position + len(_CONTENT_TYPE_NAME))
     if not pieces:
         return raw
     pieces.append(raw[done:])
     renamed = b"".join(pieces)
     return _drop_original_body(renamed, original_at) if original_at >= 0 else renamed
+
+
+def _message_slash_after(lowered: bytes, position: int) -> int:
+    """Where ``message/`` starts when the ``content-type:`` at ``position`` begins a line and
+    is followed by blanks then ``message/`` (-1 otherwise)."""
+    if position > 0 and lowered[position - 1] != _NEWLINE:
+        return -1
+    slash = _FIELD_BLANKS.match(lowered, position + len(_CONTENT_TYPE_NAME))
+    start = slash.end() if slash else position + len(_CONTENT_TYPE_NAME)
+    return start if lowered.startswith(_MESSAGE_SLASH, start) else -1
 
 
 def _subtype_at(lowered: bytes, position: int) -> bytes | None:
@@ -187,14 +254,6 @@ def _subtype_at(lowered: bytes, position: int) -> bytes | None:
         ):
             return subtype
     return None
-
-
-def _in_content_type_field(lowered: bytes, position: int) -> bool:
-    """True when ``position`` follows ``Content-Type:`` (and blanks) at the start of a line."""
-    line_start = lowered.rfind(b"\n", 0, position) + 1
-    if not lowered.startswith(_CONTENT_TYPE_NAME, line_start):
-        return False
-    return not lowered[line_start + len(_CONTENT_TYPE_NAME) : position].strip()
 
 
 def _blank_line_end(raw: bytes, start: int) -> int:
@@ -289,23 +348,30 @@ class Headers:
     ``Message.get`` scans every field on each call; a bounce is asked a dozen questions.
     """
 
-    __slots__ = ("_values",)
+    __slots__ = ("_decoded", "_values")
 
     def __init__(self, msg: Message | None = None, fields: dict[str, str] | None = None) -> None:
         values: dict[str, str] = dict(fields) if fields else {}
         if msg is not None:
             for key, value in msg.raw_items():
-                values.setdefault(key.lower(), str(value))
+                values.setdefault(key.lower(), str(value)[:MAX_FIELD_CHARS])
         self._values = values
+        #: Values already decoded (RFC 2047 decoding costs ~0.6 µs a character).
+        self._decoded: dict[str, str] = {}
 
     def get(self, name: str) -> str:
         """The decoded, whitespace-collapsed value of ``name``; '' when absent."""
-        value = self._values.get(name.lower())
+        key = name.lower()
+        known = self._decoded.get(key)
+        if known is not None:
+            return known
+        value = self._values.get(key)
         if value is None:
             return ""
         if _ENCODED_WORD in value:
             value = decode_words(value)
-        return " ".join(fix_surrogates(value).split())
+        decoded = self._decoded[key] = " ".join(fix_surrogates(value).split())
+        return decoded
 
     def has(self, name: str) -> bool:
         """Whether the field is present at all (even empty)."""
@@ -476,26 +542,47 @@ def original_headers(part: Message, ctype: str, payload: object) -> Headers | No
 
 def read_fields(block: str) -> dict[str, str]:
     """``{lower-case name: value}`` of one RFC 5322 field block (first occurrence wins;
-    continuation lines unfolded with a space)."""
-    fields: dict[str, str] = {}
+    continuation lines unfolded with a space; values cut at :data:`MAX_FIELD_CHARS`; lines
+    after the first :data:`MAX_HEADER_FIELDS` that are no continuation ignored)."""
+    return _read_fields(block)[0]
+
+
+def _read_fields(block: str) -> tuple[dict[str, str], bool]:
+    """:func:`read_fields`, and whether lines were left unread (too many fields)."""
+    # Pieces are collected and joined once: appending each continuation line to the value
+    # copies it every time (a 1 MB folded header took seconds).
+    pieces: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
     last: str | None = None
+    field_lines = 0
     for line in block.split("\n"):
         if line[:1] in (" ", "\t"):
-            if last is not None:
-                fields[last] = f"{fields[last]} {line.strip()}"
+            if last is not None and sizes[last] < MAX_FIELD_CHARS:
+                piece = line.strip()
+                pieces[last].append(piece)
+                sizes[last] += len(piece) + 1
             continue
+        field_lines += 1
+        if field_lines > MAX_HEADER_FIELDS:
+            return _joined(pieces), True
         name, colon, value = line.partition(":")
         name = name.rstrip()
         if not colon or not name or " " in name or "\t" in name:
             last = None
             continue
         key = name.lower()
-        if key in fields:
+        if key in pieces:
             last = None
             continue
-        fields[key] = value.strip()
+        first = value.strip()
+        pieces[key] = [first]
+        sizes[key] = len(first)
         last = key
-    return fields
+    return _joined(pieces), False
+
+
+def _joined(pieces: dict[str, list[str]]) -> dict[str, str]:
+    return {key: " ".join(values)[:MAX_FIELD_CHARS] for key, values in pieces.items()}
 
 
 def first_address(text: str) -> str | None:
@@ -518,23 +605,51 @@ def same_length_lower(text: str) -> str:
     lowered = text.lower()
     if len(lowered) == len(text):
         return lowered
-    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    # U+0130 (I with dot above) is the one character whose lower case is longer: it is swapped
+    # for a private-use character around the lower-casing (C-speed passes, no per-piece loop).
+    if _STAND_IN not in text:
+        swapped = text.replace(_LONG_LOWER, _STAND_IN).lower()
+        return swapped.replace(_STAND_IN, _LONG_LOWER)
+    return _LONG_LOWER.join(piece.lower() for piece in text.split(_LONG_LOWER))
 
 
 def quoted_field(text: str, lowered: str, name: str, *, indented: bool) -> str | None:
     """The value of the first ``Name: value`` line in pasted header text, or None.
 
-    ``lowered`` is :func:`same_length_lower` of ``text``. Unless ``indented``, the field must
+    ``lowered`` is :func:`same_length_lower` of ``text`` (or of its start: only the first
+    :data:`MAX_QUOTED_CHARS` are searched). Unless ``indented``, the field must
     start its line (so ``h=From:To:Subject`` inside a DKIM signature is not taken for it).
     """
     key = name.lower() + ":"
-    position = lowered.find(key)
-    while position >= 0:
-        line_start = lowered.rfind("\n", 0, position) + 1
-        if line_start == position or (indented and not text[line_start:position].strip()):
-            end = text.find("\n", position)
-            value = text[position + len(key) : end if end >= 0 else len(text)].strip()
-            if value:
-                return value
-        position = lowered.find(key, position + len(key))
+    # A newline is put in front so a field on the first line is found like the others.
+    searched = "\n" + lowered[:MAX_QUOTED_CHARS]
+    for position in _field_starts(searched, key, indented):
+        position -= 1  # the index in ``text``
+        end = text.find("\n", position)
+        value = text[position + len(key) : end if end >= 0 else len(text)].strip()
+        if value:
+            return value
     return None
+
+
+def _field_starts(searched: str, key: str, indented: bool) -> Iterator[int]:
+    """Where ``key`` starts after a newline (and blanks when ``indented``) in ``searched``.
+
+    Literal search (C's fast search) without blanks; with them one regex scan that hops from
+    newline to newline. Both replace a find-then-look-back loop that took a Python step per
+    occurrence of the key anywhere in a line.
+    """
+    if not indented:
+        needle = "\n" + key
+        position = searched.find(needle)
+        while position >= 0:
+            yield position + 1
+            position = searched.find(needle, position + len(needle))
+        return
+    for found in _indented_field(key).finditer(searched):
+        yield found.end() - len(key)
+
+
+@functools.lru_cache(maxsize=32)
+def _indented_field(key: str) -> re.Pattern[str]:
+    return re.compile(rf"\n[^\S\n]*{re.escape(key)}")

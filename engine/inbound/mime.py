@@ -7,7 +7,7 @@ corpus that was a quarter of the whole bounce parse. :func:`parse` runs the same
 the same ``email.message.Message`` tree (header fields, payloads, children), so everything
 downstream (``get_payload``, ``get_param``, transfer decoding) is the stdlib's own code on
 equal objects. What the tree does not get: ``defects``, ``preamble`` and ``epilogue``, which
-the bounce reader never looks at.
+the bounce reader never looks at; and field values are cut at :data:`MAX_FIELD_CHARS`.
 
 It gives up (returns None, and the caller runs the stdlib parser) on what bounces rarely have
 and what would need more of the stdlib's special cases: a ``message/delivery-status`` part
@@ -21,6 +21,8 @@ from __future__ import annotations
 import email.message
 import email.utils
 import io
+import itertools
+import operator
 import re
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -43,6 +45,13 @@ _UNIX_FROM = "From "
 #: per level where the stdlib's generators take one, and must not hit the recursion limit where
 #: the stdlib does not (real reports nest two or three levels).
 _MAX_DEPTH = 32
+
+#: Characters kept of a field value. Real fields are far shorter; longer ones only feed
+#: quadratic stdlib code (``get_param`` re-slices the value once per parameter: a 1 MB folded
+#: Content-Type took 7 s). The stdlib keeps whole values; here they are cut.
+MAX_FIELD_CHARS = 16 * 1024
+
+_STARTS_WITH_DASHES = operator.methodcaller("startswith", "--")
 
 _Matcher = Callable[[str], "re.Match[str] | None"]
 
@@ -127,9 +136,12 @@ class _Reader:
         start = self.pos
         stop = len(lines)
         if self.ends:
-            for index in range(start, stop):
+            # Only lines starting with "--" can end the part; they are picked out in C
+            # (compress/map/islice), not by a Python step per line.
+            dashed = map(_STARTS_WITH_DASHES, itertools.islice(lines, start, stop))
+            for index in itertools.compress(range(start, stop), dashed):
                 line = lines[index]
-                if line.startswith("--") and any(ends_here(line) for ends_here in self.ends):
+                if any(ends_here(line) for ends_here in self.ends):
                     stop = index
                     break
         self.pos = stop
@@ -257,4 +269,6 @@ def _set_fields(msg: Message, lines: list[str]) -> None:
 def _name_value(lines: list[str]) -> tuple[str, str]:
     name, value = lines[0].split(":", 1)
     value = value.lstrip(" \t") + "".join(lines[1:])
+    if len(value) > MAX_FIELD_CHARS:
+        value = value[:MAX_FIELD_CHARS]
     return name, value.rstrip("\r\n")

@@ -16,6 +16,7 @@ import re
 
 import msgspec
 
+from engine.inbound.message import same_length_lower
 from engine.inbound.phrases import PhraseSet
 
 #: Lines of notification text examined at most.
@@ -26,8 +27,17 @@ MAX_DIAGNOSTIC_LINES = 12
 MAX_RECIPIENTS = 100
 #: Characters of the notification that feed a fallback diagnostic.
 MAX_FALLBACK_CHARS = 1200
+#: Characters of notification text read at most (real notices are a few KB; every pattern
+#: below then runs over a bounded text).
+MAX_NOTE_CHARS = 32 * 1024
 
-_ADDRESS = r"[A-Za-z0-9._%+=&'/!#$*?^`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+_LOCAL_CHARS = "A-Za-z0-9._%+=&'/!#$*?^`{|}~-"
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+_ADDRESS = rf"[{_LOCAL_CHARS}]+@{_DOMAIN}"
+# Where the pattern may start inside a run of local-part characters ("to-a-a-a-...@"), the local
+# part is bounded (RFC 5321: 64 octets; the engine never sends to a longer one) and possessive:
+# unbounded, each such start scanned to the end of the run (quadratic).
+_BOUNDED_ADDRESS = rf"[{_LOCAL_CHARS}]{{1,64}}+@{_DOMAIN}"
 
 # A line that starts with a recipient address (optionally quoted, in angle brackets or mailto).
 _RECIPIENT_LINE = re.compile(
@@ -37,15 +47,18 @@ _RECIPIENT_LINE = re.compile(
 _INLINE_RECIPIENT = re.compile(
     rf"(?:\bto|\bfor|\brecipient|\buser|\bmailbox|\baddressee|\bempf[äa]nger|\bdestinataire|"
     rf"\bdestinatario|\ban|\baan|\bpara|\bdo|\bà|\ba)\b[:\s]*(?:the\s+)?"
-    rf"(?:(?:e-?mail\s+)?address(?:e)?\s*:?\s*)?[\"']?<?(?:mailto:)?({_ADDRESS})>?",
+    rf"(?:(?:e-?mail\s+)?address(?:e)?\s*:?\s*)?[\"']?<?(?:mailto:)?({_BOUNDED_ADDRESS})>?",
     re.IGNORECASE,
 )
-_ANY_ADDRESS = re.compile(_ADDRESS)
+# A match starts only where a run of local-part characters starts (see message._BARE_ADDRESS).
+_ANY_ADDRESS = re.compile(rf"(?<![{_LOCAL_CHARS}]){_ADDRESS}")
 
 # Where the copy of the original message starts (everything below it is ours, not the server's).
+# Leading blanks are matched within the line ([^\S\n]*): a \s* there would run over every
+# following blank line from each line start (quadratic in a run of blank lines).
 _ORIGINAL_MARKERS = re.compile(
     r"""^(?:
-        \s*-{2,}\s*(?:this\s+is\s+a\s+copy|below\s+this\s+line|original\s+message|
+        [^\S\n]*-{2,}\s*(?:this\s+is\s+a\s+copy|below\s+this\s+line|original\s+message|
             the\s+original\s+message|returned\s+message|unsent\s+message|undelivered\s+message|
             message\s+header|headers?\s+of\s+(?:the\s+)?original|the\s+header\s+of|
             forwarded\s+message|begin\s+(?:original|returned|forwarded)|
@@ -53,14 +66,14 @@ _ORIGINAL_MARKERS = re.compile(
             urspr[üu]ngliche\s+nachricht|message\s+d.origine|mensaje\s+original|
             messaggio\s+originale|mensagem\s+original|oorspronkelijk\s+bericht|
             message\s+truncated|rfc822\s+headers)
-        |\s*original\s+message\s+follows
-        |\s*original\s+message\s+headers?\s*:
-        |\s*original\s+mail\s+as\s+follows
-        |\s*included\s+is\s+a\s+copy\s+of\s+the\s+message
-        |\s*the\s+attachment\s+contains\s+the\s+original
-        |\s*(?:below\s+is\s+a\s+copy\s+of|here\s+is\s+a\s+copy\s+of)\s+the\s+original
-        |\s*the\s+original\s+message\s+(?:was|is)\s+(?:included|attached)
-        |\s*------\s*$
+        |[^\S\n]*original\s+message\s+follows
+        |[^\S\n]*original\s+message\s+headers?\s*:
+        |[^\S\n]*original\s+mail\s+as\s+follows
+        |[^\S\n]*included\s+is\s+a\s+copy\s+of\s+the\s+message
+        |[^\S\n]*the\s+attachment\s+contains\s+the\s+original
+        |[^\S\n]*(?:below\s+is\s+a\s+copy\s+of|here\s+is\s+a\s+copy\s+of)\s+the\s+original
+        |[^\S\n]*the\s+original\s+message\s+(?:was|is)\s+(?:included|attached)
+        |[^\S\n]*------\s*$
         |(?:return-path|received|dkim-signature|message-id|x-pm-job-id):\s
     )""",
     re.MULTILINE | re.VERBOSE,  # searched in lower-cased text: IGNORECASE is 10x slower
@@ -205,11 +218,9 @@ class ScrapedRecipient(msgspec.Struct, frozen=True):
 
 def notification_body(text: str) -> str:
     """The notification part of ``text``: the lines before the copy of the original message."""
-    lines = text.splitlines()[:MAX_LINES]
-    head = "\n".join(lines)
-    lowered = head.lower()
-    if len(lowered) != len(head):  # a few characters change length when lower-cased
-        lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in head)
+    lines = text[: MAX_NOTE_CHARS + 1].splitlines()[:MAX_LINES]
+    head = "\n".join(lines)[:MAX_NOTE_CHARS]
+    lowered = same_length_lower(head)
     # Never cut in the first two lines: some notices start with an explanatory header block.
     start = len(lines[0]) + 1 if lines else 0
     if len(lines) > 1:

@@ -25,6 +25,7 @@ from engine.inbound.arf import parse_feedback_report
 from engine.inbound.classify import classify, clean_status
 from engine.inbound.dsn import DeliveryStatus, parse_delivery_status
 from engine.inbound.message import (
+    MAX_QUOTED_CHARS,
     Headers,
     Message,
     addresses_in,
@@ -89,6 +90,9 @@ _QUOTED_FIELDS = {
 _ID_FIELDS = frozenset({"message_id", "job_id"})
 #: Characters of the notification read for marker phrases.
 _HEAD_CHARS = 3000
+#: Characters of HTML markup converted to text, all parts together (real notices: a few KB to
+#: tens of KB; the text read from the notification is cut shorter still).
+MAX_HTML_CHARS = 128 * 1024
 
 
 class _View(NamedTuple):
@@ -101,7 +105,11 @@ class _View(NamedTuple):
 
 _HTML_BREAKS = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h\d)[^>]*>", re.IGNORECASE)
 _HTML_TAGS = re.compile(r"<[^>]*>")
-_HTML_HIDDEN = re.compile(r"<(style|script|head)[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+#: The opening of an element whose content is hidden: ``<(style|script|head)[^>]*>.*?</\1\s*>``
+#: (IGNORECASE, DOTALL) is what :func:`_drop_hidden` removes, without that regex's quadratic
+#: retries (each unclosed ``<style>`` searched to the end of the text: 71 s for 960 KB).
+_HIDDEN_OPEN = re.compile(r"<(style|script|head)", re.IGNORECASE)
+_CLOSE_REST = re.compile(r"\s*>")
 
 
 class _Parts:
@@ -214,14 +222,75 @@ def _collect(msg: Message) -> _Parts:
         elif ctype.startswith("text/") or ctype == "application/json":
             parts.notes.append(part_text(part, payload))
     if not parts.notes and html_notes:
-        parts.notes = [_html_to_text(h) for h in html_notes]
+        budget = MAX_HTML_CHARS
+        for markup in html_notes:
+            if budget <= 0:
+                break
+            parts.notes.append(_html_to_text(markup[:budget]))
+            budget -= len(markup)
     return parts
 
 
 def _html_to_text(markup: str) -> str:
-    text = _HTML_HIDDEN.sub(" ", markup)
-    text = _HTML_BREAKS.sub("\n", text)
-    return html.unescape(_HTML_TAGS.sub(" ", text))
+    text = _drop_hidden(markup)
+    text = _sub_tags(_HTML_BREAKS, "\n", text)
+    return html.unescape(_sub_tags(_HTML_TAGS, " ", text))
+
+
+def _sub_tags(pattern: re.Pattern[str], replacement: str, text: str) -> str:
+    """``pattern.sub(replacement, text)`` for a pattern whose matches end at a ``>``.
+
+    No match lies after the last ``>``; searching there anyway costs a scan to the end from
+    every ``<`` (quadratic in a flood of ``<``).
+    """
+    end = text.rfind(">") + 1
+    return pattern.sub(replacement, text[:end]) + text[end:]
+
+
+def _drop_hidden(markup: str) -> str:
+    """``markup`` with each ``<style|script|head ...>...</same>`` element replaced by a space.
+
+    The same matches, leftmost first, as the regex in the comment on :data:`_HIDDEN_OPEN`, in
+    linear time: the first ``>`` after an opening and, per element name, the position after
+    which no closing tag remains are remembered instead of being searched again.
+    """
+    lowered = same_length_lower(markup)
+    pieces: list[str] = []
+    done = position = 0
+    tag_end = -1  # the first ">" at or after the current opening's name
+    no_close_from: dict[str, int] = {}
+    while (opening := _HIDDEN_OPEN.search(markup, position)) is not None:
+        name = opening.group(1).lower()
+        if tag_end < opening.end():
+            tag_end = markup.find(">", opening.end())
+            if tag_end < 0:
+                break  # no ">" left: no later opening can complete either
+        end = _close_end(lowered, name, tag_end + 1, no_close_from)
+        if end < 0:
+            position = opening.start() + 1
+            continue
+        pieces.append(markup[done : opening.start()])
+        pieces.append(" ")
+        done = position = end
+    if not pieces:
+        return markup
+    pieces.append(markup[done:])
+    return "".join(pieces)
+
+
+def _close_end(lowered: str, name: str, start: int, no_close_from: dict[str, int]) -> int:
+    """End of the first ``</name\\s*>`` at or after ``start``, or -1 (remembered per name)."""
+    if start >= no_close_from.get(name, len(lowered) + 1):
+        return -1
+    closing = "</" + name
+    at = lowered.find(closing, start)
+    while at >= 0:
+        rest = _CLOSE_REST.match(lowered, at + len(closing))
+        if rest is not None:
+            return rest.end()
+        at = lowered.find(closing, at + len(closing))
+    no_close_from[name] = start
+    return -1
 
 
 def _hints(
@@ -236,7 +305,10 @@ def _hints(
         # A copy of the original pasted into the text part (qmail, Exim, Sendmail): read its
         # fields below the notification (Message-ID and our job header anywhere in the body).
         tail = body[len(note) :]
-        lowered_tail, lowered_body = same_length_lower(tail), same_length_lower(body)
+        # Only the start is searched (quoted_field reads MAX_QUOTED_CHARS): lower-casing
+        # all of a long non-ASCII body costs more than the rest of the parse.
+        lowered_tail = same_length_lower(tail[:MAX_QUOTED_CHARS])
+        lowered_body = same_length_lower(body[:MAX_QUOTED_CHARS])
         for key, name in _QUOTED_FIELDS.items():
             if found[key] is None:
                 indented = key in _ID_FIELDS

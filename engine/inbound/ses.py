@@ -46,14 +46,16 @@ def looks_like_ses_json(text: str) -> bool:
 
 def parse_ses_json(text: str) -> BounceReport | None:
     """A report from an SES JSON notification, or None when ``text`` is not one."""
+    # RecursionError: msgspec refuses JSON nested deeper than the interpreter's recursion limit
+    # ("[[[[..." is cheap to send).
     try:
         doc = msgspec.json.decode(text.strip().encode("utf-8", "replace"))
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if isinstance(doc, dict) and isinstance(doc.get("Message"), str):  # SNS envelope
         try:
             doc = msgspec.json.decode(doc["Message"].encode("utf-8", "replace"))
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return None
     if not isinstance(doc, dict):
         return None
