@@ -124,6 +124,18 @@ tables and status-code regexes run over what it finds):
 - ``odd_charsets``: parts in utf-7, utf-16, punycode, idna, iso-2022-jp, a charset with a NUL,
   an unknown charset, and bytes invalid in each.
 
+DKIM evidence (the parse worker also canonicalises and hashes every DKIM signature of the report
+and of the original it quotes, ``engine.inbound.evidence.gather``):
+
+- ``dkim_outer_wsp_body``: a complaint signed relaxed/relaxed over a body of tab and space runs
+  (the worst case of relaxed body canonicalisation): ``dkim_outer_wsp_body`` just under the
+  1 MiB hashing cap, ``dkim_outer_wsp_body_over_cap`` far past it.
+- ``dkim_original_many_signatures``: an ARF whose original carries 200 signatures, each with an
+  ``h=`` of 2,000 names and a folded ``b=``.
+- ``dkim_folded_b_tag``: a signature whose ``b=`` is 60 KB of folded base64 with whitespace runs
+  (dkimpy's tag regexes backtrack on it).
+- ``dkim_many_signed_fields``: ``h=`` names ``received`` 20,000 times over 20,000 Received fields.
+
 Size limits:
 
 - ``max_size_text``: a 10 MiB message (the default limit) of bounce text.
@@ -820,7 +832,88 @@ def max_size_one_line_lf(rng: random.Random) -> bytes:
     return (head + body + "\n").encode("ascii")
 
 
+# -- DKIM evidence ------------------------------------------------------------------------------
+
+
+def _dkim_field(domain: str, names: str, b_lines: list[str]) -> list[str]:
+    return [
+        f"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d={domain}; s=sel;",
+        f" h={names};",
+        " bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;",
+        " b=",
+        *b_lines,
+    ]
+
+
+def _b_lines(rng: random.Random, count: int) -> list[str]:
+    return [" " + base64.b64encode(rng.randbytes(57)).decode("ascii") for _ in range(count)]
+
+
+def _dkim_wsp_body(rng: random.Random, lines: int) -> bytes:
+    # A complaint (the report's own signature is checked for ARF only) from a "reporter".
+    head = _dkim_field("reporter.example", "from:to:subject", _b_lines(rng, 4))
+    head += _head("FW: abuse report")
+    wsp = [" \t " * 150 + "x" + "\t  " * 100 for _ in range(lines)]
+    parts = [
+        _text_part(["This is an email abuse report.", *wsp]),
+        ["Content-Type: message/feedback-report", "", "Feedback-Type: abuse", "Version: 1"],
+        ["Content-Type: message/rfc822", "", *_original(), "", "body"],
+    ]
+    return _join(
+        _multipart(parts, head=head, subtype="report", extra="; report-type=feedback-report")
+    )
+
+
+def dkim_outer_wsp_body(rng: random.Random) -> bytes:
+    return _dkim_wsp_body(rng, 1_300)  # ~980 KB: hashed, just under the cap
+
+
+def dkim_outer_wsp_body_over_cap(rng: random.Random) -> bytes:
+    return _dkim_wsp_body(rng, 13_000)  # ~9.8 MB: past the cap
+
+
+def dkim_original_many_signatures(rng: random.Random) -> bytes:
+    names = ":".join(rng.choice(("from", "to", "subject", "x-a", "received")) for _ in range(2_000))
+    original: list[str] = []
+    for _ in range(200):
+        original += _dkim_field("sender.example", names[:900], _b_lines(rng, 6))
+        original += [f" {chunk}" for chunk in _wrap(names, 900)[1:6]]
+    original += _original()
+    parts = [
+        _text_part(["This is an email abuse report."]),
+        ["Content-Type: message/feedback-report", "", "Feedback-Type: abuse", "Version: 1"],
+        ["Content-Type: message/rfc822", "", *original, "", "body"],
+    ]
+    head = _head("FW: abuse report")
+    return _join(
+        _multipart(parts, head=head, subtype="report", extra="; report-type=feedback-report")
+    )
+
+
+def dkim_folded_b_tag(rng: random.Random) -> bytes:
+    b_lines = [f" {line.strip()}{' ' * 40}\t" for line in _b_lines(rng, 800)]
+    head = _dkim_field("reporter.example", "from:to:subject", b_lines) + _head()
+    return _join([*head, "Content-Type: text/plain", "", *_NOTICE])
+
+
+def dkim_many_signed_fields(rng: random.Random) -> bytes:
+    names = [" received:" * 80 for _ in range(250)]
+    head = [
+        "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=reporter.example; s=sel;",
+        " h=from:",
+        *names,
+        " bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=" + "A" * 300,
+    ]
+    received = [f"Received: from h{i}.example by mx.example; 7 Dec 2026" for i in range(20_000)]
+    return _join([*head, *received, *_head(), "Content-Type: text/plain", "", *_NOTICE])
+
+
 _GENERATORS: tuple[Callable[[random.Random], bytes], ...] = (
+    dkim_outer_wsp_body,
+    dkim_outer_wsp_body_over_cap,
+    dkim_original_many_signatures,
+    dkim_folded_b_tag,
+    dkim_many_signed_fields,
     html_style_flood_15parts,
     html_style_unclosed_one,
     html_script_mismatched,
