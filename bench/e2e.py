@@ -65,6 +65,8 @@ class Sink:
     def stop(self) -> dict[str, Any]:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         doc: dict[str, Any] = json.loads(self.stats_file.read_text())
         return doc
 
@@ -336,6 +338,7 @@ class Engine:
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
+            self.proc.wait(30)
         self.pg.cleanup()
         self.redis.cleanup()
 

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 import aiosmtplib
 import asyncpg
+import msgspec
 
 from bench.e2e import Engine, Sink, job_docs
 from engine.compose import verp
@@ -86,18 +87,28 @@ class LagScraper:
                     await asyncio.wait_for(stop.wait(), 0.25)
 
 
-async def _send_one(port: int, rcpt: str, raw: bytes, deadline: float) -> int:
-    """Deliver one message, retrying 421/451 answers (the listener asks to come back); returns
-    the number of temporary refusals met."""
+class Delivery(msgspec.Struct):
+    """What the listener said to one message: accepted (after ``retries`` 4xx), or refused."""
+
+    accepted: bool
+    retries: int
+    refusal: str | None = None
+
+
+async def _send_one(port: int, rcpt: str, raw: bytes, deadline: float) -> Delivery:
+    """Deliver one message, retrying 4xx answers (the listener asks to come back). A 5xx is a
+    refusal the listener is entitled to (a line over the SMTP limit, say): nothing is stored."""
     refusals = 0
     while True:
         try:
             client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=120)
             async with client:
                 await client.sendmail("", [rcpt], raw)
-            return refusals
+            return Delivery(True, refusals)
         except aiosmtplib.SMTPResponseException as exc:
-            if exc.code >= 500 or time.monotonic() > deadline:
+            if exc.code >= 500:
+                return Delivery(False, refusals, f"{exc.code} {exc.message}"[:200])
+            if time.monotonic() > deadline:
                 raise
             refusals += 1
             await asyncio.sleep(0.2)
@@ -188,14 +199,16 @@ async def feed(
             assert pacer.first_job is not None
             rcpt = verp.encode(pacer.first_job, domain=VERP_DOMAIN, secret=secret)
             deadline = time.monotonic() + 300
-            refusals = 0
-            for raw in corpus.values():
-                refusals += await _send_one(inbound_port, rcpt, raw, deadline)
+            deliveries = {
+                name: await _send_one(inbound_port, rcpt, raw, deadline)
+                for name, raw in corpus.items()
+            }
+            accepted = sum(d.accepted for d in deliveries.values())
             fed_s = time.perf_counter() - t0
             while True:
                 state = await _inbound_state(conn)
                 done = state["processed"] + state["quarantined"]
-                if done >= len(corpus) or time.monotonic() > deadline:
+                if done >= accepted or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.2)  # the last window's gauge
@@ -207,7 +220,7 @@ async def feed(
                     await task
             await conn.close()
             await pool.close()
-        engine.stop()
+            engine.stop()
     finally:
         engine.cleanup()
         sink.stop()
@@ -218,8 +231,9 @@ async def feed(
         "hostile_smtp_bytes": sum(map(len, corpus.values())),
         "hostile_processed": state["processed"],
         "hostile_quarantined": state["quarantined"],
-        "hostile_unfinished": len(corpus) - state["processed"] - state["quarantined"],
-        "hostile_refusals_421": refusals,
+        "hostile_unfinished": accepted - state["processed"] - state["quarantined"],
+        "hostile_refused_5xx": {n: d.refusal for n, d in deliveries.items() if not d.accepted},
+        "hostile_retries_4xx": sum(d.retries for d in deliveries.values()),
         "hostile_feed_s": round(fed_s, 2),
         "send_offered_msg_s": rate,
         "send_msg_s_baseline": round((relayed1 - relayed0) / (t0 - t_base), 1),
