@@ -231,7 +231,9 @@ class Daemon:
         while True:
             start = time.perf_counter()
             await asyncio.sleep(0.5)
-            metrics.LOOP_LAG.set(max(0.0, time.perf_counter() - start - 0.5))
+            lag = max(0.0, time.perf_counter() - start - 0.5)
+            metrics.LOOP_LAG.set(lag)
+            metrics.LOOP_LAG_HIST.observe(lag)
 
     async def _watchdog(self) -> None:
         interval = sdnotify.watchdog_interval_s()

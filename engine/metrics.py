@@ -109,6 +109,12 @@ RECONCILER_REPAIRS = Counter(
     registry=REGISTRY,
 )
 LOOP_LAG = Gauge("engine_event_loop_lag_seconds", "Event-loop scheduling lag.", registry=REGISTRY)
+LOOP_LAG_HIST = Histogram(
+    "engine_event_loop_lag_histogram_seconds",
+    "Event-loop scheduling lag, sampled every 0.5 s (how late a timer fired).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge("engine_in_flight", "Jobs claimed and not yet written back.", registry=REGISTRY)
 
 # -- operator surface (engine/admin): refreshed by the admin collector, not on the hot path ------
@@ -176,5 +182,33 @@ WEBHOOK_LATENCY = Histogram(
     "engine_webhook_latency_seconds",
     "Time of one webhook POST, connect to response.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+
+# -- inbound listener (engine/inbound): causes and reasons are fixed sets ------------------------
+INBOUND_QUARANTINED = Counter(
+    "engine_inbound_quarantined_total",
+    "Inbound messages quarantined (never parsed again until `engine bounce requeue`), by cause:"
+    " budget (CPU budget spent), crash (parse worker died twice), error (the parser raised).",
+    ["cause"],
+    registry=REGISTRY,
+)
+INBOUND_PARSE_CPU = Histogram(
+    "engine_inbound_parse_cpu_seconds",
+    "CPU one inbound message took in its parse process (quarantined ones included).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
+)
+INBOUND_QUEUE_DEPTH = Gauge(
+    "engine_inbound_queue_depth",
+    "Inbound messages accepted and not yet applied or quarantined (bounded by [inbound]"
+    " queue_max; full -> 421).",
+    registry=REGISTRY,
+)
+INBOUND_REFUSED = Counter(
+    "engine_inbound_refused_total",
+    "Inbound SMTP refusals with 421 by cause: connections (global cap), ip_connections,"
+    " ip_rate_minute, ip_messages_hour, ip_bytes_hour, queue_full.",
+    ["cause"],
     registry=REGISTRY,
 )
