@@ -84,14 +84,15 @@ async def pending(
     """Up to ``limit`` stored messages never processed nor quarantined, oldest first.
 
     ``exclude``: ids already queued in memory. ``min_age_s`` leaves alone rows so new that the
-    listener may still be about to queue them itself. ``max_bytes`` stops the page once that many
-    raw (uncompressed) bytes are in it (the first row always comes).
+    listener may still be about to queue them itself (requeued rows, which keep their last
+    quarantine reason, are old news to it and come at once). ``max_bytes`` stops the page once
+    that many raw (uncompressed) bytes are in it (the first row always comes).
     """
     rows = await pool.fetch(
         "SELECT id, raw, size, rcpt_to, verp_job_id, fbl, peer, mail_from"
         " FROM content.inbound_messages"
         " WHERE processed_at IS NULL AND quarantined_at IS NULL AND NOT (id = ANY($2::bigint[]))"
-        " AND received_at <= now() - make_interval(secs => $3)"
+        " AND (received_at <= now() - make_interval(secs => $3) OR quarantine_reason IS NOT NULL)"
         " ORDER BY id LIMIT $1",
         limit,
         list(exclude),
@@ -141,7 +142,10 @@ async def record_parse_cpu(pool: asyncpg.Pool, cpu_ms: Sequence[tuple[int, float
 
 
 async def requeue(pool: asyncpg.Pool, ids: Sequence[int]) -> list[int]:
-    """Clear the quarantine mark of ``ids``; returns those that were quarantined and pending."""
+    """Clear the quarantine mark of ``ids``; returns those that were quarantined and pending.
+
+    ``quarantine_reason`` stays: the history of the row, and how :func:`pending` tells a requeued
+    row from one the listener is still queueing."""
     rows = await pool.fetch(
         "UPDATE content.inbound_messages SET quarantined_at = NULL"
         " WHERE id = ANY($1::bigint[]) AND quarantined_at IS NOT NULL AND processed_at IS NULL"
