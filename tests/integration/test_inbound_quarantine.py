@@ -18,7 +18,6 @@ import asyncpg
 import orjson
 import pytest
 
-from engine.config import Config
 from engine.enqueue import enqueue
 from engine.store import tenants
 from tests.integration.test_cli import engine
