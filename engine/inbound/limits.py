@@ -139,7 +139,8 @@ class PeerLimits:
             return IP_RATE_MINUTE
         if peer.messages(now) >= self.max_messages_per_hour:
             return IP_MESSAGES_HOUR
-        if peer.bytes(now) + (size or 0) > self.max_bytes_per_hour:
+        used = peer.bytes(now)
+        if used >= self.max_bytes_per_hour or used + (size or 0) > self.max_bytes_per_hour:
             return IP_BYTES_HOUR
         q.append(now)
         peer.hour_msgs += 1
