@@ -19,7 +19,7 @@ import ssl
 import time
 
 import asyncpg
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from engine import metrics
 from engine.compose import verp
@@ -29,6 +29,7 @@ from engine.inbound import unsubscribe
 from engine.inbound.effects import EffectsConfig, InboundItem, SignalSink, apply
 from engine.inbound.intake import Intake, Queued
 from engine.inbound.limits import PeerLimits, Refusal
+from engine.inbound.smtpdata import DataReader
 from engine.inbound.workers import ParseOutcome, ParseWorkers
 from engine.store import inbound as inbound_store
 
@@ -36,6 +37,8 @@ __all__ = ["InboundHandler", "InboundService", "PeerLimits"]
 
 log = logging.getLogger("engine.inbound")
 
+#: Bytes taken from the socket buffer per step of the DATA phase (the loop runs between steps).
+DATA_CHUNK = 64 * 1024
 #: Messages parsed, then applied in one transaction, per round.
 BATCH = 100
 #: The sweep leaves alone stored rows younger than this: the listener may still be queueing them.
@@ -70,6 +73,42 @@ class _LimitedSMTP(SMTP):
         if getattr(self, "_counted", False):
             self.limits.disconnect(self._peer_ip)
             super().connection_lost(exc)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, read in chunks (:mod:`engine.inbound.smtpdata` says why)."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = DataReader(self.data_size_limit, self.line_length_limit)
+        while True:
+            chunk = await self._reader.read(DATA_CHUNK)
+            if not chunk:
+                return  # the client went away
+            result = data.feed(chunk)
+            if result is not None:
+                break
+        if result.leftover:
+            # Commands pipelined after the end marker: back in front of the reader's buffer,
+            # where aiosmtpd's command loop reads next.
+            self._reader._buffer[0:0] = result.leftover  # type: ignore[attr-defined]
+        if result.body is None:
+            await self.push(result.error or "451 4.3.0 Try again later")
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        self.envelope.content = self.envelope.original_content = result.body
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
 
 def _declared_size(options: list[str]) -> int | None:
