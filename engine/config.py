@@ -389,8 +389,7 @@ def _check_inbound_limits(i: InboundConfig, origin: str) -> None:
             raise ConfigError(f"config {origin}: inbound.{key} must be at least 1, got {value}")
     if i.parse_cpu_budget_ms <= 0 or i.sweep_interval_s <= 0:
         raise ConfigError(
-            f"config {origin}: inbound.parse_cpu_budget_ms and inbound.sweep_interval_s must be"
-            " > 0"
+            f"config {origin}: inbound.parse_cpu_budget_ms and inbound.sweep_interval_s must be > 0"
         )
 
 
