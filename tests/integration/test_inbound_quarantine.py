@@ -18,8 +18,11 @@ import asyncpg
 import orjson
 import pytest
 
+from engine.daemon import Daemon
 from engine.enqueue import enqueue
 from engine.store import tenants
+from tests.conftest import make_config
+from tests.fakes.mailu import FakeMailU
 from tests.integration.test_cli import engine
 from tests.integration.test_inbound import dsn
 from tests.security.listener import listener_config, running_listener, verp_address
@@ -195,3 +198,27 @@ async def test_worker_dying_twice_quarantines_with_the_reason(
         await _send(service.port or 0, verp_address(other_id), dsn("other@example.com", other_mid))
         await _until(pool, "SELECT state = 'bounced' FROM queue.jobs WHERE id = $1", other_id)
     assert await pool.fetchval("SELECT state FROM queue.jobs WHERE id = $1", job_id) == "queued"
+
+
+async def test_daemon_shutdown_ends_the_parse_workers(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool, mailu: FakeMailU
+) -> None:
+    cfg = make_config(
+        clean_db,
+        redis_prefix,
+        relay={"nodes": [{"name": "n0", "host": "127.0.0.1", "port": mailu.port, "tls": "none"}]},
+        shaping={"enabled": False},
+        dkim={"enabled": False},
+        inbound={"listen": "127.0.0.1:0", "verp_secret": "s" * 40, "parse_workers": 2},
+    )
+    daemon = Daemon(cfg, None)
+    task = asyncio.create_task(daemon.run())
+    deadline = time.monotonic() + 30
+    while daemon.inbound is None or daemon.inbound.workers is None:
+        assert time.monotonic() < deadline and not task.done(), "the daemon did not start"
+        await asyncio.sleep(0.05)
+    pids = daemon.inbound.workers.pids()
+    assert len(pids) == 2 and not any(_gone(p) for p in pids)
+    daemon._on_stop(signal.SIGTERM)
+    assert await asyncio.wait_for(task, 20) == 0
+    assert all(_gone(p) for p in pids), "parse workers outlived the daemon"

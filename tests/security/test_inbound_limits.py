@@ -151,3 +151,31 @@ async def test_hourly_quotas_per_ip(clean_db: str, redis_prefix: str, pool: asyn
             with contextlib.suppress(aiosmtplib.SMTPException):
                 await smtp.quit()
     assert await pool.fetchval("SELECT count(*) FROM content.inbound_messages") == 3
+
+
+async def test_commands_pipelined_after_the_data_are_answered(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """The DATA phase reads in chunks: what comes after the end marker is not lost."""
+    cfg = listener_config(clean_db, redis_prefix)
+    async with running_listener(cfg, pool) as service:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        try:
+            assert (await read_reply(reader))[0] == 220
+            writer.write(f"EHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<{FBL}>\r\nDATA\r\n".encode())
+            codes = [(await read_reply(reader))[0] for _ in range(4)]
+            assert codes == [250, 250, 250, 354]
+            second = f"MAIL FROM:<>\r\nRCPT TO:<{FBL}>\r\nDATA\r\n".encode()
+            writer.write(b"Subject: one\r\n\r\n..dot\r\n.\r\n" + second)
+            codes = [(await read_reply(reader))[0] for _ in range(4)]
+            assert codes == [250, 250, 250, 354]
+            writer.write(b"Subject: two\r\n\r\nx\r\n.\r\nQUIT\r\n")
+            assert [(await read_reply(reader))[0] for _ in range(2)] == [250, 221]
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    raws = await pool.fetch("SELECT size FROM content.inbound_messages ORDER BY id")
+    assert [r["size"] for r in raws] == [
+        len(b"Subject: one\r\n\r\n.dot\r\n"),
+        len(b"Subject: two\r\n\r\nx\r\n"),
+    ]
