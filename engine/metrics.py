@@ -189,7 +189,8 @@ WEBHOOK_LATENCY = Histogram(
 INBOUND_QUARANTINED = Counter(
     "engine_inbound_quarantined_total",
     "Inbound messages quarantined (never parsed again until `engine bounce requeue`), by cause:"
-    " budget (CPU budget spent), crash (parse worker died twice), error (the parser raised).",
+    " budget (CPU budget spent), crash (parse worker died twice), error (the parser raised),"
+    " effects (applying it failed while PostgreSQL answered).",
     ["cause"],
     registry=REGISTRY,
 )

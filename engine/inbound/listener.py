@@ -30,7 +30,7 @@ from engine.inbound.effects import EffectsConfig, InboundItem, SignalSink, apply
 from engine.inbound.intake import Intake, Queued
 from engine.inbound.limits import PeerLimits, Refusal
 from engine.inbound.smtpdata import DataReader
-from engine.inbound.workers import ParseOutcome, ParseWorkers
+from engine.inbound.workers import ParseWorkers
 from engine.store import inbound as inbound_store
 
 __all__ = ["InboundHandler", "InboundService", "PeerLimits"]
@@ -223,6 +223,8 @@ class InboundService:
 
     #: The parse worker's module (tests run a wrapper of the real one).
     worker_module = "engine.inbound.parse_worker"
+    #: First delay between attempts at a failing batch of effects (doubling, 5 attempts).
+    apply_retry_s = 0.5
 
     def __init__(
         self, cfg: InboundConfig, pool: asyncpg.Pool, shaping: SignalSink | None = None
@@ -344,7 +346,8 @@ class InboundService:
             for q, outcome in zip(batch, outcomes, strict=True):
                 metrics.INBOUND_PARSE_CPU.observe(outcome.cpu_ms / 1000)
                 if outcome.analysis is None:
-                    await self._quarantine(q, outcome)
+                    reason = outcome.quarantine or "unknown"
+                    await self._quarantine(q, reason, outcome.cause or "error", outcome.cpu_ms)
                     continue
                 analysis = outcome.analysis
                 items.append(
@@ -359,8 +362,10 @@ class InboundService:
                     )
                 )
                 cpu.append((q.inbound_id, outcome.cpu_ms))
-            if items:
-                await self._apply(items)
+            error = await self._apply(items) if items else None
+            if error is not None:
+                by_id = {q.inbound_id: (q, o.cpu_ms) for q, o in zip(batch, outcomes, strict=True)}
+                await self._isolate(items, error, by_id)
             with contextlib.suppress(*_DB_ERRORS):
                 await inbound_store.record_parse_cpu(self.pool, cpu)
         finally:
@@ -368,32 +373,57 @@ class InboundService:
                 self.intake.done(q.inbound_id)
             metrics.INBOUND_QUEUE_DEPTH.set(self.intake.depth)
 
-    async def _apply(self, items: list[InboundItem]) -> None:
+    async def _apply(self, items: list[InboundItem]) -> Exception | None:
+        """Apply a batch, retried with backoff; the last error if it never worked."""
+        error: Exception | None = None
         for attempt in range(5):
             try:
                 await apply(self.pool, items, self.effects_cfg, self.shaping)
-                return
+                return None
             except Exception as exc:  # any error (asyncpg.InternalClientError too)
                 # The raw messages are stored: if this never succeeds the sweep queues them
                 # again (processed_at stays NULL); the loop itself must not die.
                 log.warning("bounce effects failed; retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(0.5 * 2**attempt)
+                error = exc
+                await asyncio.sleep(self.apply_retry_s * 2**attempt)
+        return error
 
-    async def _quarantine(self, q: Queued, outcome: ParseOutcome) -> None:
-        reason = outcome.quarantine or "unknown"
-        metrics.labelled(metrics.INBOUND_QUARANTINED, outcome.cause or "error").inc()
+    async def _isolate(
+        self, items: list[InboundItem], error: Exception, by_id: dict[int, tuple[Queued, float]]
+    ) -> None:
+        """A batch kept failing. With PostgreSQL up, the messages it fails on are poison:
+        quarantined (``effects failed``), so that they cannot hold up every later batch."""
+        try:
+            await self.pool.fetchval("SELECT 1")
+        except Exception:
+            return  # PostgreSQL is the problem: all stay pending, the sweep brings them back
+        failed: list[tuple[InboundItem, Exception]] = []
+        if len(items) == 1:
+            failed.append((items[0], error))
+        else:
+            for item in items:
+                try:
+                    await apply(self.pool, [item], self.effects_cfg, self.shaping)
+                except Exception as exc:
+                    failed.append((item, exc))
+        for item, why in failed:
+            q, cpu_ms = by_id[item.inbound_id]
+            await self._quarantine(q, f"effects failed: {why!r}"[:500], "effects", cpu_ms)
+
+    async def _quarantine(self, q: Queued, reason: str, cause: str, cpu_ms: float) -> None:
+        metrics.labelled(metrics.INBOUND_QUARANTINED, cause).inc()
         log.warning(
             "inbound message quarantined; `engine bounce requeue ID` parses it again",
             extra={
                 "inbound_id": q.inbound_id,
                 "reason": reason,
-                "cpu_ms": round(outcome.cpu_ms, 1),
+                "cpu_ms": round(cpu_ms, 1),
                 "peer": q.peer,
                 "size": len(q.raw),
             },
         )
         try:
-            await inbound_store.quarantine(self.pool, q.inbound_id, reason, outcome.cpu_ms)
+            await inbound_store.quarantine(self.pool, q.inbound_id, reason, cpu_ms)
         except _DB_ERRORS as exc:
             # Not marked: the sweep queues it again later, and it is parsed (and quarantined) again.
             log.warning("cannot mark quarantined message", extra={"error": str(exc)})

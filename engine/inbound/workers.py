@@ -125,6 +125,9 @@ class ParseWorkers:
         except (asyncio.IncompleteReadError, TimeoutError) as exc:
             await self._kill(worker)
             raise OSError(f"the parse worker did not start (exit {proc.returncode})") from exc
+        except BaseException:
+            self._forget(worker)  # cancelled while it started (the daemon is stopping)
+            raise
         if ready != READY:
             await self._kill(worker)
             raise OSError(f"the parse worker said {ready!r} instead of being ready")
@@ -236,8 +239,10 @@ class ParseWorkers:
     async def close(self, timeout_s: float = 2.0) -> None:
         """End every worker: EOF first (each ends after its message), then SIGKILL."""
         self._closed = True
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # no worker starts after this
         workers = list(self._all)
         for worker in workers:
             if worker.proc.stdin is not None:

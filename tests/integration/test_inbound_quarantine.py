@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import asyncpg
@@ -222,3 +223,44 @@ async def test_daemon_shutdown_ends_the_parse_workers(
     daemon._on_stop(signal.SIGTERM)
     assert await asyncio.wait_for(task, 20) == 0
     assert all(_gone(p) for p in pids), "parse workers outlived the daemon"
+
+
+async def test_a_message_whose_effects_always_fail_does_not_hold_up_the_others(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: applying one message's effects raises (as a bug in the effects layer
+    would) while PostgreSQL is fine. It is quarantined; the message batched with it is applied."""
+    from engine.inbound import listener as listener_mod
+
+    poison_job, poison_mid = await _job(pool, "poison@example.com")
+    good_job, good_mid = await _job(pool, "good@example.com")
+    real_apply = listener_mod.apply
+
+    async def failing_apply(pool_: asyncpg.Pool, items: list[Any], *args: Any) -> Any:
+        if any(i.verp_job_id == poison_job for i in items):
+            raise ValueError("effects bug")
+        return await real_apply(pool_, items, *args)
+
+    monkeypatch.setattr(listener_mod, "apply", failing_apply)
+    cfg = listener_config(clean_db, redis_prefix)
+    async with running_listener(cfg, pool, run=False) as service:
+        service.apply_retry_s = 0.01
+        await _send(
+            service.port or 0, verp_address(poison_job), dsn("poison@example.com", poison_mid)
+        )
+        await _send(service.port or 0, verp_address(good_job), dsn("good@example.com", good_mid))
+        stop = asyncio.Event()
+        effects = asyncio.create_task(service.run(stop))
+        try:
+            await _until(pool, "SELECT state = 'bounced' FROM queue.jobs WHERE id = $1", good_job)
+            reason = await _until(
+                pool,
+                "SELECT quarantine_reason FROM content.inbound_messages WHERE verp_job_id = $1"
+                " AND quarantined_at IS NOT NULL",
+                poison_job,
+            )
+            assert "effects bug" in str(reason)
+        finally:
+            stop.set()
+            await asyncio.wait_for(effects, 10)
+    assert await pool.fetchval("SELECT state FROM queue.jobs WHERE id = $1", poison_job) == "queued"
