@@ -41,7 +41,8 @@ log = logging.getLogger("engine.inbound")
 DATA_CHUNK = 64 * 1024
 #: Messages parsed, then applied in one transaction, per round.
 BATCH = 100
-#: The sweep leaves alone stored rows younger than this: the listener may still be queueing them.
+#: While SMTP sessions are storing, the sweep leaves alone rows younger than this (one of them
+#: may be about to queue it).
 SWEEP_MIN_AGE_S = 30.0
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 QUEUE_FULL = "421 4.3.2 Bounce queue full, try again later"
@@ -171,23 +172,38 @@ class InboundHandler:
             if queued:
                 intake.release(len(raw))
             return _refused(refusal)
+        service = self.service
+        # Counted until queued: the sweep must not take a row this session is about to queue.
+        service.storing += 1
+        service.stores_started += 1
         try:
-            inbound_id = await inbound_store.store_raw(
-                self.service.pool,
-                raw,
-                peer=ip,
-                mail_from=envelope.mail_from or "",
-                rcpt_to=envelope.rcpt_tos,
-                verp_job_id=jobs[0] if jobs else None,
-                fbl=fbl,
-            )
-        except _DB_ERRORS as exc:
+            try:
+                inbound_id = await inbound_store.store_raw(
+                    service.pool,
+                    raw,
+                    peer=ip,
+                    mail_from=envelope.mail_from or "",
+                    rcpt_to=envelope.rcpt_tos,
+                    verp_job_id=jobs[0] if jobs else None,
+                    fbl=fbl,
+                )
+            except _DB_ERRORS as exc:
+                if queued:
+                    intake.release(len(raw))
+                log.warning(
+                    "cannot store inbound message; sender will retry", extra={"error": str(exc)}
+                )
+                return "451 4.3.0 Temporary storage failure, try again later"
             if queued:
-                intake.release(len(raw))
-            log.warning(
-                "cannot store inbound message; sender will retry", extra={"error": str(exc)}
-            )
-            return "451 4.3.0 Temporary storage failure, try again later"
+                to = envelope.rcpt_tos[0]
+                job = jobs[0] if jobs else None
+                item = Queued(inbound_id, raw, to, job, fbl, ip, envelope.mail_from or "")
+                service.submit(item, reserved=True)
+        finally:
+            service.storing -= 1
+        return await self._unsubscribe(envelope, inbound_id, queued)
+
+    async def _unsubscribe(self, envelope: Envelope, inbound_id: int, queued: bool) -> str:
         unsubscribes = [
             j for j in (unsubscribe.job_of(r, self.cfg) for r in envelope.rcpt_tos) if j
         ]
@@ -196,24 +212,9 @@ class InboundHandler:
             try:
                 await unsubscribe.apply(self.service.pool, unsubscribes, "mailto")
             except _DB_ERRORS as exc:
-                if queued:
-                    intake.release(len(raw))  # stored: the sweep parses it later
                 log.warning("unsubscribe not applied; sender will retry", extra={"error": str(exc)})
                 return "451 4.3.0 Temporary failure, try again later"
-        if queued:
-            self.service.submit(
-                Queued(
-                    inbound_id,
-                    raw,
-                    envelope.rcpt_tos[0],
-                    jobs[0] if jobs else None,
-                    fbl,
-                    peer=ip,
-                    mail_from=envelope.mail_from or "",
-                ),
-                reserved=True,
-            )
-        else:
+        if not queued:
             await inbound_store.mark_processed(self.service.pool, inbound_id, "unsubscribe")
         return "250 2.0.0 OK stored"
 
@@ -247,6 +248,8 @@ class InboundService:
         self._server: asyncio.AbstractServer | None = None
         self._last_sweep = 0.0
         self._sweep_again = False  # the last sweep found rows: look again once the queue drains
+        self.storing = 0  # SMTP sessions between storing a message and queueing it
+        self.stores_started = 0
         self.port: int | None = None
 
     def submit(self, item: Queued, *, reserved: bool = False) -> bool:
@@ -277,7 +280,7 @@ class InboundService:
             ) from None
         self.workers = workers
         # No SMTP session runs yet: every stored, unprocessed row is a leftover.
-        await self._sweep(min_age_s=0.0)
+        await self._sweep()
         host, _, port = self.cfg.listen.rpartition(":")
         handler = InboundHandler(self)
         tls = self._tls()
@@ -302,23 +305,31 @@ class InboundService:
         self.port = int(sock[1])
         log.info("inbound listener started", extra={"listen": f"{host}:{self.port}"})
 
-    async def _sweep(self, min_age_s: float = SWEEP_MIN_AGE_S) -> None:
+    async def _sweep(self, min_age_s: float = 0.0) -> None:
         """Queue stored messages nobody queued (a restart, a requeue), as many as fit."""
         self._last_sweep = time.monotonic()
         items, room_bytes = self.intake.room()
         if items <= 0:
             self._sweep_again = True
             return
+        # While a session stores a message, a row it is about to queue must not be taken: then
+        # only rows older than SWEEP_MIN_AGE_S (or requeued ones) are, and a page read while a
+        # store began is dropped (the next sweep comes at once).
+        busy = self.storing > 0
+        started = self.stores_started
         try:
             rows = await inbound_store.pending(
                 self.pool,
                 min(items, BATCH),
                 exclude=self.intake.known(),
-                min_age_s=min_age_s,
+                min_age_s=max(min_age_s, SWEEP_MIN_AGE_S if busy else 0.0),
                 max_bytes=max(room_bytes, 1),
             )
         except _DB_ERRORS as exc:
             log.warning("cannot read stored inbound messages", extra={"error": str(exc)})
+            return
+        if not busy and self.stores_started != started:
+            self._sweep_again = True
             return
         self._sweep_again = bool(rows)
         for r in rows:

@@ -21,12 +21,13 @@ import pytest
 
 from engine.daemon import Daemon
 from engine.enqueue import enqueue
+from engine.store import inbound as inbound_store
 from engine.store import tenants
 from tests.conftest import make_config
 from tests.fakes.mailu import FakeMailU
 from tests.integration.test_cli import engine
 from tests.integration.test_inbound import dsn
-from tests.security.listener import listener_config, running_listener, verp_address
+from tests.security.listener import FBL, listener_config, running_listener, verp_address
 
 
 async def _job(pool: asyncpg.Pool, to: str) -> tuple[int, str]:
@@ -264,3 +265,31 @@ async def test_a_message_whose_effects_always_fail_does_not_hold_up_the_others(
             stop.set()
             await asyncio.wait_for(effects, 10)
     assert await pool.fetchval("SELECT state FROM queue.jobs WHERE id = $1", poison_job) == "queued"
+
+
+async def test_start_up_recovery_reads_stored_rows_in_pages(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """Rows stored before a crash are queued a page at a time as the queue drains: the queue
+    never holds more than queue_max, and every row is processed."""
+    for i in range(23):
+        await inbound_store.store_raw(
+            pool,
+            b"From: fbl@isp.example\r\nSubject: report %d\r\n\r\nhello\r\n" % i,
+            peer="192.0.2.1",
+            mail_from="fbl@isp.example",
+            rcpt_to=[FBL],
+            verp_job_id=None,
+            fbl=True,
+        )
+    cfg = listener_config(clean_db, redis_prefix, queue_max=4, sweep_interval_s=0.2)
+    deepest = 0
+    async with running_listener(cfg, pool) as service:
+        deadline = time.monotonic() + 30
+        while await pool.fetchval(
+            "SELECT count(*) FROM content.inbound_messages WHERE processed_at IS NULL"
+        ):
+            deepest = max(deepest, service.intake.depth)
+            assert time.monotonic() < deadline, "not all stored rows were processed"
+            await asyncio.sleep(0.005)
+    assert 0 < deepest <= 4
