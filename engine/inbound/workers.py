@@ -30,9 +30,9 @@ from engine.inbound.parse_worker import READY, Reply
 
 log = logging.getLogger("engine.inbound")
 
-#: An answer larger than this is refused (a parser result is a few kB; this bounds the decode
-#: the event loop does for one message).
-MAX_REPLY_BYTES = 8 << 20
+#: An answer larger than this is refused and the message quarantined (a parser result is a few
+#: kB; this bounds the decoding the event loop does for one message to a few milliseconds).
+MAX_REPLY_BYTES = 2 << 20
 #: A worker that uses no CPU but does not answer (stopped, starved) is given up on after this
 #: many times its budget, and at least ``MIN_WALL_S``.
 WALL_FACTOR = 40
@@ -84,6 +84,10 @@ class _Died(Exception):
 
 class _OverBudget(_Died):
     """The worker used up the message's CPU budget (and is killed)."""
+
+
+class _TooLarge(_Died):
+    """The worker's answer is over :data:`MAX_REPLY_BYTES` (and the worker is killed)."""
 
 
 class ParseWorkers:
@@ -144,6 +148,9 @@ class ParseWorkers:
             except _OverBudget as exc:
                 await self._replace(worker)
                 return ParseOutcome(None, exc.cpu_ms, exc.why, "budget")
+            except _TooLarge as exc:
+                await self._replace(worker)
+                return ParseOutcome(None, exc.cpu_ms, exc.why, "error")
             except _Died as exc:
                 why, cpu_ms = exc.why, exc.cpu_ms
                 await self._replace(worker)
@@ -189,6 +196,8 @@ class ParseWorkers:
                     )
                 if time.monotonic() - began > self._wall_s:
                     raise _Died(f"no answer after {self._wall_s:g} s", used_ms)
+        except _TooLarge as exc:
+            raise _TooLarge(exc.why, used_ms) from None
         except (asyncio.IncompleteReadError, ConnectionError, msgspec.DecodeError) as exc:
             await self._kill(worker)
             raise _Died(f"exit status {proc.returncode} ({type(exc).__name__})", used_ms) from None
@@ -263,6 +272,6 @@ class ParseWorkers:
 async def _answer(stdout: asyncio.StreamReader) -> Reply:
     size = int.from_bytes(await stdout.readexactly(4), "big")
     if size > MAX_REPLY_BYTES:
-        raise msgspec.DecodeError(f"answer of {size} bytes")
+        raise _TooLarge(f"parse result of {size} bytes (over {MAX_REPLY_BYTES})")
     reply: Reply = _decode(await stdout.readexactly(size))
     return reply
