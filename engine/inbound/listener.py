@@ -305,7 +305,7 @@ class InboundService:
         self.port = int(sock[1])
         log.info("inbound listener started", extra={"listen": f"{host}:{self.port}"})
 
-    async def _sweep(self, min_age_s: float = 0.0) -> None:
+    async def _sweep(self) -> None:
         """Queue stored messages nobody queued (a restart, a requeue), as many as fit."""
         self._last_sweep = time.monotonic()
         items, room_bytes = self.intake.room()
@@ -322,7 +322,7 @@ class InboundService:
                 self.pool,
                 min(items, BATCH),
                 exclude=self.intake.known(),
-                min_age_s=max(min_age_s, SWEEP_MIN_AGE_S if busy else 0.0),
+                min_age_s=SWEEP_MIN_AGE_S if busy else 0.0,
                 max_bytes=max(room_bytes, 1),
             )
         except _DB_ERRORS as exc:
