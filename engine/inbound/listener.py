@@ -384,12 +384,16 @@ class InboundService:
                 self.intake.done(q.inbound_id)
             metrics.INBOUND_QUEUE_DEPTH.set(self.intake.depth)
 
+    async def _apply_once(self, items: list[InboundItem]) -> None:
+        """The one call into the effects layer (one transaction)."""
+        await apply(self.pool, items, self.effects_cfg, self.shaping)
+
     async def _apply(self, items: list[InboundItem]) -> Exception | None:
         """Apply a batch, retried with backoff; the last error if it never worked."""
         error: Exception | None = None
         for attempt in range(5):
             try:
-                await apply(self.pool, items, self.effects_cfg, self.shaping)
+                await self._apply_once(items)
                 return None
             except Exception as exc:  # any error (asyncpg.InternalClientError too)
                 # The raw messages are stored: if this never succeeds the sweep queues them
@@ -414,7 +418,7 @@ class InboundService:
         else:
             for item in items:
                 try:
-                    await apply(self.pool, [item], self.effects_cfg, self.shaping)
+                    await self._apply_once([item])
                 except Exception as exc:
                     failed.append((item, exc))
         for item, why in failed:
