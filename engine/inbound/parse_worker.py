@@ -13,6 +13,7 @@ it, or dying); SIGINT and SIGTERM are ignored, they are the daemon's to act on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -70,8 +71,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Parsing hostile mail must not take CPU from the daemon's event loop when both want it.
-    os.nice(5)
+    # Parsing hostile mail must not take CPU from the daemon's event loop when both want it
+    # (where a sandbox forbids it, the worker runs at the daemon's priority).
+    with contextlib.suppress(OSError):
+        os.nice(5)
     try:
         analyse(WARM_UP, None)
     except Exception as exc:  # the first real message will say it again, and be quarantined
