@@ -293,3 +293,38 @@ async def test_start_up_recovery_reads_stored_rows_in_pages(
             assert time.monotonic() < deadline, "not all stored rows were processed"
             await asyncio.sleep(0.005)
     assert 0 < deepest <= 4
+
+
+async def test_a_runaway_parse_is_stopped_at_the_default_budget(
+    clean_db: str,
+    redis_prefix: str,
+    pool: asyncpg.Pool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A parse that would never end (the worker spins) is killed once it has used 250 ms of CPU,
+    the message quarantined, and the event loop keeps its 10 ms ticks meanwhile."""
+    monkeypatch.setenv("ENGINE_TEST_SPIN_FILE", str(tmp_path / "spinning.pid"))
+    job_id, mid = await _job(pool, "gone@example.com")
+    cfg = listener_config(clean_db, redis_prefix)  # parse_cpu_budget_ms: the default, 250
+    assert cfg.inbound.parse_cpu_budget_ms == 250
+    message = dsn("gone@example.com", mid).replace(b"Subject:", b"X-Test-Spin: 1\r\nSubject:")
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    async with running_listener(
+        cfg, pool, worker_module="tests.fakes.spinning_parse_worker"
+    ) as service:
+        started = time.monotonic()
+        await _send(service.port or 0, verp_address(job_id), message)
+        while not await pool.fetchval(
+            "SELECT count(*) FROM content.inbound_messages WHERE quarantined_at IS NOT NULL"
+        ):
+            assert time.monotonic() - started < 20, "never quarantined"
+            due = loop.time() + 0.01
+            await asyncio.sleep(0.01)
+            lags.append(loop.time() - due)
+    row = await pool.fetchrow("SELECT * FROM content.inbound_messages")
+    assert "CPU budget exceeded" in row["quarantine_reason"]
+    assert 250 <= row["parse_cpu_ms"] < 400  # polled every 20 ms: stopped soon after 250
+    assert max(lags) < 0.050, f"loop stalled {max(lags) * 1000:.0f} ms"
+    assert await pool.fetchval("SELECT state FROM queue.jobs WHERE id = $1", job_id) == "queued"
