@@ -345,7 +345,11 @@ class InboundService:
                     await self._sweep()
             if not await self.intake.wait(0.5):
                 continue
-            await self._process(self.intake.take(BATCH))
+            try:
+                await self._process(self.intake.take(BATCH))
+            except Exception as exc:  # the loop must not die: the rows stay for the sweep
+                log.exception("inbound batch failed", extra={"error": repr(exc)})
+                await asyncio.sleep(1.0)
 
     async def _process(self, batch: list[Queued]) -> None:
         assert self.workers is not None, "start() first"
