@@ -244,6 +244,22 @@ class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     max_message_bytes: int = 10 * 1024 * 1024
     max_connections_per_ip: int = 20
     max_messages_per_minute_per_ip: int = 600
+    # All clients together: over it a new connection gets 421 before the greeting.
+    max_connections: int = 200
+    # Per client IP over a sliding hour (421 4.7.0 beyond). A big provider's outbound MX sends a
+    # few thousand bounces an hour at most (a 1% bounce rate on 100k messages/hour to it, spread
+    # over its many IPs); DSNs are 5-50 kB.
+    max_messages_per_hour_per_ip: int = 10_000
+    max_bytes_per_hour_per_ip: int = 1 << 30  # 1 GiB
+    # The queue in front of the parser (messages and raw bytes): full -> 421 4.3.2 at DATA.
+    queue_max: int = 1000
+    queue_max_bytes: int = 256 * 1024 * 1024
+    parse_workers: int = 1  # parse processes (each uses up to one core while mail arrives)
+    # CPU one message may take in its parse process; beyond it the process is killed and the
+    # message quarantined (stored, never parsed again until `engine bounce requeue ID`).
+    parse_cpu_budget_ms: float = 250.0
+    # Stored messages not queued (start-up recovery, requeued ones) are read this often.
+    sweep_interval_s: float = 5.0
     timeout_s: float = 60.0  # idle SMTP session timeout
     tls_cert_file: str | None = None  # offer STARTTLS when both are set
     tls_key_file: str | None = None
@@ -419,6 +435,25 @@ def _check(cfg: Config, origin: str) -> None:
         raise ConfigError(
             f"config {origin}: compliance.throttle_rate_per_s, poll_s and check_interval_s must be"
             ' > 0 (to stop a failing domain from sending, use on_fail = "block")'
+        )
+    _check_inbound_limits(cfg.inbound, origin)
+
+
+def _check_inbound_limits(i: InboundConfig, origin: str) -> None:
+    counts = {
+        "parse_workers": i.parse_workers,
+        "queue_max": i.queue_max,
+        "queue_max_bytes": i.queue_max_bytes,
+        "max_connections": i.max_connections,
+        "max_messages_per_hour_per_ip": i.max_messages_per_hour_per_ip,
+        "max_bytes_per_hour_per_ip": i.max_bytes_per_hour_per_ip,
+    }
+    for key, value in counts.items():
+        if value < 1:
+            raise ConfigError(f"config {origin}: inbound.{key} must be at least 1, got {value}")
+    if i.parse_cpu_budget_ms <= 0 or i.sweep_interval_s <= 0:
+        raise ConfigError(
+            f"config {origin}: inbound.parse_cpu_budget_ms and inbound.sweep_interval_s must be > 0"
         )
 
 

@@ -206,3 +206,32 @@ WEBHOOK_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+
+# -- inbound listener (engine/inbound): causes and reasons are fixed sets ------------------------
+INBOUND_QUARANTINED = Counter(
+    "engine_inbound_quarantined_total",
+    "Inbound messages quarantined (never parsed again until `engine bounce requeue`), by cause:"
+    " budget (CPU budget spent), crash (parse worker died twice), error (the parser raised),"
+    " effects (applying it failed while PostgreSQL answered).",
+    ["cause"],
+    registry=REGISTRY,
+)
+INBOUND_PARSE_CPU = Histogram(
+    "engine_inbound_parse_cpu_seconds",
+    "CPU one inbound message took in its parse process (quarantined ones included).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
+)
+INBOUND_QUEUE_DEPTH = Gauge(
+    "engine_inbound_queue_depth",
+    "Inbound messages accepted and not yet applied or quarantined (bounded by [inbound]"
+    " queue_max; full -> 421).",
+    registry=REGISTRY,
+)
+INBOUND_REFUSED = Counter(
+    "engine_inbound_refused_total",
+    "Inbound SMTP refusals with 421 by cause: connections (global cap), ip_connections,"
+    " ip_rate_minute, ip_messages_hour, ip_bytes_hour, queue_full.",
+    ["cause"],
+    registry=REGISTRY,
+)

@@ -24,6 +24,7 @@ from engine.admin.auth import bearer_middleware, resolve_token
 from engine.admin.context import AdminContext
 from engine.admin.routes import (
     health,
+    inbound,
     messages,
     operations,
     senders,
@@ -51,6 +52,7 @@ ROUTES: list[Route] = [
     *operations.ROUTES,
     *webhooks.ROUTES,
     *unsubscribe.ROUTES,
+    *inbound.ROUTES,
     Route(
         "GET",
         "/openapi.json",

@@ -1,4 +1,5 @@
-"""`engine bounce ...` commands: `engine bounce parse [--json] FILE...` (DESIGN §8)."""
+"""`engine bounce ...` commands: `engine bounce parse [--json] FILE...` (DESIGN §8), and the
+quarantine: `engine bounce quarantined [--json]`, `engine bounce requeue ID...`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from typing import IO, Any
 
 import msgspec
 
+from engine import audit
+from engine.commands.core import load_config, run_with_pool
+from engine.errors import UsageError
 from engine.inbound import BounceReport, parse_bounce
+from engine.inbound import quarantine as quarantine_service
 from engine.inbound.patterns import load_patterns
 
 #: Lines are written in batches of this many bytes: thousands of files stream without a
@@ -30,12 +35,32 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     parse.add_argument("--json", action="store_true", help="print Bounce JSON lines")
     parse.add_argument("files", nargs="+", metavar="FILE", help="raw RFC 5322 message files")
     parse.set_defaults(func=run_parse)
+    requeue = bounce_sub.add_parser(
+        "requeue",
+        parents=[common],
+        help="parse quarantined inbound messages again",
+        description="Clear the quarantine mark of stored inbound messages (quarantined because "
+        "their parse used up [inbound] parse_cpu_budget_ms or crashed the parse worker): the "
+        "running daemon parses them again within [inbound] sweep_interval_s. Exit 1 when an "
+        "id is not a stored message.",
+    )
+    requeue.add_argument("ids", nargs="+", type=int, metavar="ID", help="inbound message ids")
+    requeue.add_argument("--json", action="store_true", help="print the result as JSON")
+    requeue.set_defaults(func=run_requeue)
+    listed = bounce_sub.add_parser(
+        "quarantined",
+        parents=[common],
+        help="list quarantined inbound messages (newest first)",
+    )
+    listed.add_argument("--limit", type=int, default=100, metavar="N")
+    listed.add_argument("--json", action="store_true", help="one JSON object per message")
+    listed.set_defaults(func=run_quarantined)
     bounce.set_defaults(func=lambda _args: _usage(bounce))
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_usage(sys.stderr)
-    sys.stderr.write("engine: error: bounce needs a subcommand (parse)\n")
+    sys.stderr.write("engine: error: bounce needs a subcommand (parse, quarantined, requeue)\n")
     return 2
 
 
@@ -84,3 +109,40 @@ def _flush(out: IO[bytes], pending: bytearray) -> None:
         out.write(pending)
         out.flush()
         pending.clear()
+
+
+def run_requeue(args: argparse.Namespace) -> int:
+    """`engine bounce requeue ID...`: one line per id (or one JSON object with --json)."""
+    if any(i < 1 for i in args.ids):
+        raise UsageError("inbound message ids are positive integers")
+    cfg = load_config(args)
+    result = run_with_pool(
+        cfg, lambda pool: quarantine_service.requeue(pool, args.ids, audit.cli_actor())
+    )
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    else:
+        lines = [f"{i}: requeued, the daemon parses it again" for i in result.requeued]
+        lines += [f"{i}: already processed, nothing to do" for i in result.processed]
+        lines += [f"{i}: not quarantined, waiting to be parsed" for i in result.pending]
+        lines += [f"{i}: no such inbound message" for i in result.missing]
+        sys.stdout.write("".join(line + "\n" for line in lines))
+    return 1 if result.missing else 0
+
+
+def run_quarantined(args: argparse.Namespace) -> int:
+    """`engine bounce quarantined`: the messages waiting for an operator, newest first."""
+    cfg = load_config(args)
+    rows = run_with_pool(cfg, lambda pool: quarantine_service.listing(pool, args.limit))
+    out = []
+    for r in rows:
+        if args.json:
+            out.append(msgspec.json.encode(r).decode())
+        else:
+            cpu = f"{r.parse_cpu_ms:.0f} ms" if r.parse_cpu_ms is not None else "-"
+            out.append(
+                f"{r.id} {r.quarantined_at:%Y-%m-%dT%H:%M:%SZ} peer={r.peer} size={r.size}"
+                f" cpu={cpu}: {r.reason}"
+            )
+    sys.stdout.write("".join(line + "\n" for line in out))
+    return 0

@@ -41,11 +41,17 @@ def verp_address(job_id: int, secret: str = SECRET, domain: str = VERP_DOMAIN) -
 
 
 @contextlib.asynccontextmanager
-async def running_listener(cfg: Config, pool: asyncpg.Pool) -> AsyncIterator[InboundService]:
+async def running_listener(
+    cfg: Config, pool: asyncpg.Pool, *, worker_module: str | None = None, run: bool = True
+) -> AsyncIterator[InboundService]:
+    """The listener on a free port; ``run=False``: nothing is parsed until the test calls
+    ``service.run`` itself (its queue only fills)."""
     service = InboundService(cfg.inbound, pool)
+    if worker_module:
+        service.worker_module = worker_module
     await service.start()
     stop = asyncio.Event()
-    worker = asyncio.create_task(service.run(stop))
+    worker = asyncio.create_task(service.run(stop) if run else stop.wait())
     try:
         yield service
     finally:
