@@ -32,14 +32,20 @@ from engine.inbound.evidence import Evidence
 from engine.inbound.report import BounceKind, BounceReport, Recipient
 from engine.inbound.trust import Assessment, InboundTrust, aligned
 from engine.shaping.model import DeliverySignal, SignalKind
+from engine.shaping.signals import ReplyCode
 from engine.store import inbound_trust as trust_store
 from engine.store import stats
 from engine.store import suppressions as suppression_store
 
 log = logging.getLogger("engine.inbound")
 
-#: RFC 3464 Action values that are not failures: nothing to do but keep the event.
-_NOT_FAILED = {"delivered", "relayed", "expanded"}
+#: RFC 3464 Action values that are not failures. ``delayed`` is a warning from an MTA that is
+#: still retrying (Postfix's delay_warning_time): the job may yet be delivered, so it is a
+#: provider signal and an event, never a bounce.
+_NOT_FAILED = {"delivered", "relayed", "expanded", "delayed"}
+_DELAYED = "delayed"
+#: RFC 3463 §3.8: 4.7.x is a temporary security/policy status ("slow down", greylisting).
+_THROTTLE_CLASS = "4.7."
 
 
 class SignalSink(Protocol):
@@ -170,12 +176,19 @@ def _match(
 
 
 def _failed(recipients: Sequence[Recipient], job: _Job) -> Recipient | None:
-    """The recipient line about this job's address (or the only one, if forwarded/rewritten)."""
-    failed = [r for r in recipients if (r.action or "failed").lower() not in _NOT_FAILED]
-    for r in failed:
+    """The failed recipient line about this job's address (or the only one, if forwarded or
+    rewritten)."""
+    return _about_job(
+        [r for r in recipients if (r.action or "failed").lower() not in _NOT_FAILED], job
+    )
+
+
+def _about_job(lines: Sequence[Recipient], job: _Job) -> Recipient | None:
+    """The line naming this job's address, or the only line (forwarded/rewritten address)."""
+    for r in lines:
         if r.address.lower() == job.recipient.lower():
             return r
-    return failed[0] if len(failed) == 1 else None
+    return lines[0] if len(lines) == 1 else None
 
 
 class _Batch:
@@ -264,10 +277,16 @@ def _bounce(item: InboundItem, job: _Job, b: _Batch) -> None:
     domain = job.recipient.rpartition("@")[2].lower()
     rcpt = _failed(report.recipients, job)
     if rcpt is None:
-        delayed = any((r.action or "").lower() == "delayed" for r in report.recipients)
-        if delayed:
-            b.events.append((tenant, job.id, "delayed", job.recipient, job.message_id, None, None))
-        b.effects.append(Effect(item.inbound_id, job.id, "delayed" if delayed else "ignored"))
+        delay = _about_job(
+            [r for r in report.recipients if (r.action or "").lower() == _DELAYED], job
+        )
+        if delay is not None:
+            reason = delay.reason.value
+            b.events.append(
+                (tenant, job.id, "delayed", job.recipient, job.message_id, reason, _reply(delay))
+            )
+            b.signals.append((_delay_signal(job, delay), domain))
+        b.effects.append(Effect(item.inbound_id, job.id, "delayed" if delay else "ignored"))
         return
     reply = _reply(rcpt)
     reason = rcpt.reason.value
@@ -332,6 +351,23 @@ def _bounce_signal(job: _Job, kind: SignalKind, rcpt: Recipient) -> DeliverySign
         "",
         kind,
         reply_code=_int(rcpt.reply_code),
+        enhanced_status=rcpt.status,
+        attempt=False,
+    )
+
+
+def _delay_signal(job: _Job, rcpt: Recipient) -> DeliverySignal:
+    """A delay notice is the provider deferring the mail at the relay: ``throttled`` for 421 or
+    4.7.x (the provider asks to slow down), else ``deferred``; never an attempt of its own."""
+    code = _int(rcpt.reply_code)
+    status = rcpt.status or ""
+    throttled = code == ReplyCode.SERVICE_NOT_AVAILABLE or status.startswith(_THROTTLE_CLASS)
+    return DeliverySignal(
+        job.tenant_id,
+        job.sender,
+        "",
+        SignalKind.THROTTLED if throttled else SignalKind.DEFERRED,
+        reply_code=code,
         enhanced_status=rcpt.status,
         attempt=False,
     )
