@@ -11,7 +11,7 @@ Contract key: ``parse_msg_s`` (DESIGN §8; target ≥ 2,000 on a 2-core machine)
 ``hostile_max_ms`` is the worst CPU time (``time.process_time``) of one
 :func:`engine.inbound.evidence.analyse` (what the parse worker runs per message under its CPU
 budget: the parse plus the DKIM evidence) over the hostile corpus of ``tests/fuzz/hostile.py``
-(SMTP-legal messages up to 10 MiB built to stall a parser; issue 15 target ≤ 250 ms),
+(SMTP-legal messages up to 10 MiB built to stall a parser; target ≤ 250 ms, the default budget),
 ``hostile_worst`` the message that took it, ``hostile_parse_max_ms`` the same for
 ``parse_bounce`` alone. Each message runs twice and the faster run counts (a garbage-collection
 pause is not the parser's cost).

@@ -345,8 +345,8 @@ class Engine:
 
 async def _wait_done(conn: asyncpg.Connection, n: int, timeout: float) -> None:
     # Polls the OLAP counters (one small row, written in the same transaction as the job states):
-    # a count(*) over queue.jobs twenty times a second took a quarter of PostgreSQL's busy time
-    # away from the engine under test. The exact count is checked once at the end.
+    # a count(*) over queue.jobs twenty times a second would take PostgreSQL time away from the
+    # engine under test. The exact count is checked once at the end.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done = await conn.fetchval(

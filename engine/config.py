@@ -64,7 +64,7 @@ class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     outcome_batch: int = 500
     max_message_bytes: int = 25 * 1024 * 1024
     # Composed message bodies kept per daemon (least recently used out): enough for every
-    # campaign in flight, or each job rebuilds its MIME (~1 ms of the event loop).
+    # campaign in flight, or each job rebuilds its MIME on the event loop.
     body_cache_mb: int = 64
     consumer_name: str = ""  # default: hostname-pid
     # Stream entries read per round from high, normal, low: high is preferred, low never starves.
@@ -124,8 +124,8 @@ class DkimConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     # key receivers cannot verify). Off by default: tests, demo and benchmarks run offline.
     check_dns: bool = False
     # Where the daemon signs: "process" (worker processes fed over pipes, off the daemon's GIL:
-    # +11-21% msg/s in the e2e bench, ~40 MB each) or "thread" (threads in the daemon's own
-    # process: least memory). docs/dkim.md has the figures.
+    # more msg/s, one interpreter's memory each) or "thread" (threads in the daemon's own
+    # process: least memory). docs/dkim.md and bench/README.md have the figures.
     signer: Literal["process", "thread"] = "process"
     # How many signer processes (or threads); 0: one per core.
     signer_workers: int = 0

@@ -155,7 +155,7 @@ def normalise_domain(domain: str, original: str | None = None) -> str:
 @functools.lru_cache(maxsize=8192)
 def _normalise_domain(domain: str) -> str:
     # Cached: shaping calls parse_address for every message, and recipients cluster on a few
-    # thousand domains; the IDNA path costs ~60 µs, the ASCII path a regex per label.
+    # thousand domains; the IDNA path is slow, the ASCII path a regex per label.
     if domain.endswith("."):
         domain = domain[:-1]  # a root dot is legal in DNS but not in a mail address
     if not domain:

@@ -42,12 +42,12 @@ def _keyed(key: bytes) -> hmac.HMAC:
 def _tag(key: bytes, prefix: str, job36: str, domain: str) -> str:
     # A copy of a keyed HMAC per message, not hmac.digest(): the one-shot call fetches the
     # algorithm from OpenSSL 3 every time, under a lock the DKIM signer threads also take, and
-    # it holds the GIL while it waits (5% of the daemon's loop thread in e2e; a copy is ~1 µs).
+    # it holds the GIL while it waits; copying a keyed object skips that fetch.
     h = _keyed(key).copy()
     h.update(f"{prefix}-{job36}@{domain}".encode("ascii"))
     mac = h.digest()
     # 10 base-36 characters = 51.7 bits of the MAC; base 36 (not base32/64) because it is
-    # case-insensitive and the stdlib's base32 is pure Python, 4x slower than this.
+    # case-insensitive and the stdlib's base32 is pure Python, slower than this.
     return _base36.encode(int.from_bytes(mac[:8], "big") % _TAG_MODULUS, TAG_LENGTH)
 
 

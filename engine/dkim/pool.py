@@ -1,18 +1,18 @@
 """Signing off the event loop: worker threads or worker processes around
 :func:`engine.dkim.sign.sign_message`.
 
-The RSA private-key operation is 0.26–0.71 ms of OpenSSL time per message at 2048 bits (AMD
-EPYC, with and without AVX-512 IFMA), during which OpenSSL releases the GIL. Run inline it would
-stall the relay loop; in a pool of one worker per core it both frees the loop and uses every
+The RSA private-key operation is the largest CPU cost of a message at 2048 bits (its time per
+host: bench/README.md), and OpenSSL releases the GIL while it runs. Run inline it would stall
+the relay loop; in a pool of one worker per core it both frees the loop and uses every
 core (pure-Python signing could do neither).
 
 Processes (``processes=True``; the daemon's default, ``[dkim] signer = "process"``) take the
 signing off the daemon's GIL altogether: a signer thread must re-take the GIL after every RSA
-operation and for its share of Python work, and with the loop thread busy it waits for it
-(e2e bench: +11% to +21% msg/s with processes, the same p99 at half load). A worker process
+operation and for its share of Python work, and with the loop thread busy it waits for it,
+so processes send more where RSA is a large share of the work (bench/README.md). A worker process
 gets the key as PEM (and keeps it parsed), signs, and sends back only the DKIM-Signature fields;
 one that dies is replaced and the slices it held are signed again. Threads are the lighter
-choice (no ~40 MB per worker).
+choice (no interpreter per worker; docs/dkim.md gives its memory).
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ class SignerPool:
 
     async def start(self) -> None:
         """Start the worker processes now (a no-op for threads), not at the first signature:
-        spawning takes ~0.3 s (more without compiled bytecode), which the first messages after
-        a start would wait."""
+        spawning an interpreter per worker takes a noticeable part of a second (more without
+        compiled bytecode), which the first messages after a start would wait."""
         if self._procs is not None:
             await self._procs.start()
 
