@@ -39,6 +39,9 @@ log = logging.getLogger("engine.inbound")
 
 #: Bytes taken from the socket buffer per step of the DATA phase (the loop runs between steps).
 DATA_CHUNK = 64 * 1024
+#: Recipients of one SMTP transaction (RFC 5321 §4.5.3.1.8: at least 100 must be taken); a
+#: bounce or a complaint has one. Past it: 452, and the client sends the rest in a new one.
+MAX_RCPTS = 100
 #: Messages parsed, then applied in one transaction, per round.
 BATCH = 100
 #: While SMTP sessions are storing, the sweep leaves alone rows younger than this (one of them
@@ -145,6 +148,8 @@ class InboundHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RCPTS:
+            return "452 4.5.3 Too many recipients"
         if (
             self._verp_job(address) is None
             and address.lower() not in self.fbl

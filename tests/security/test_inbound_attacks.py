@@ -1,0 +1,199 @@
+"""Attacks on the inbound listener as an outsider would make them (real SMTP, real PostgreSQL).
+
+The attacker can send any SMTP traffic, has received our mail (so holds genuine signed originals
+of mail sent to *them*, our Message-ID format and their own VERP Return-Path) and reads the code.
+Each test is one attack and asserts what it gets now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Sequence
+
+import aiosmtplib
+import asyncpg
+
+from engine.config import FblReporter
+from engine.dkim.keys import generate_key
+from engine.dkim.sign import SigningKey, load_signing_key, sign_message
+from engine.inbound.trust import MAX_DNS_LOOKUPS, InboundTrust, OwnKey, StaticKeys
+from tests.integration.test_inbound import arf
+from tests.integration.test_inbound_quarantine import _job, _until
+from tests.security.listener import (
+    FBL,
+    SECRET,
+    VERP_DOMAIN,
+    listener_config,
+    read_reply,
+    running_listener,
+)
+
+_PEM, _TXT = generate_key("rsa-sha256", 1024)
+OURS = load_signing_key(_PEM, domain="acme.example", selector="s1")
+
+
+def our_trust(**kw: object) -> InboundTrust:
+    """The daemon's trust with our signing key (tenant acme)."""
+    keys = StaticKeys({("acme.example", "s1"): [OwnKey("acme", "rsa-sha256", _TXT.encode())]})
+    return InboundTrust(verp_domain=VERP_DOMAIN, verp_secret=SECRET, keys=keys, **kw)  # type: ignore[arg-type]
+
+
+def original(to: str, mid: str, keys: Sequence[SigningKey] = (OURS,)) -> bytes:
+    """The mail as we sent it to ``to`` (our signature over From, To, Message-ID...)."""
+    msg = (
+        f"From: news@acme.example\r\nTo: {to}\r\nSubject: Our news\r\n"
+        f"Date: Sun, 06 Dec 2026 10:00:00 +0000\r\nMessage-ID: {mid}\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain\r\n\r\nThe news.\r\n"
+    ).encode()
+    return sign_message(msg, list(keys))
+
+
+async def relayed(pool: asyncpg.Pool, to: str, mid: str) -> int:
+    """A relayed job of tenant acme to ``to`` with Message-ID ``mid``."""
+    job_id, _ = await _job(pool, to)
+    await pool.execute(
+        "UPDATE queue.jobs SET state = 'relayed', message_id = $2 WHERE id = $1", job_id, mid
+    )
+    return job_id
+
+
+async def send(port: int, rcpts: list[str], message: bytes, sender: str = "x@isp.example") -> None:
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=20)
+    await smtp.connect()
+    await smtp.sendmail(sender, rcpts, message)
+    await smtp.quit()
+
+
+async def processed(pool: asyncpg.Pool, count: int) -> None:
+    await _until(
+        pool,
+        "SELECT count(*) >= $1 FROM content.inbound_messages WHERE processed_at IS NOT NULL",
+        count,
+    )
+
+
+async def suppressed(pool: asyncpg.Pool) -> set[str]:
+    return {r["address"] for r in await pool.fetch("SELECT address FROM oltp.suppressions")}
+
+
+async def test_complaint_about_a_shared_message_id_hits_only_the_signed_recipient(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """A raw-content campaign keeps its own Message-ID: every job of it has the same one. The
+    attacker, one recipient, complains with the genuine signed original of *their* copy. Before:
+    the job picked by Message-ID alone was any of the campaign's (here the victim's): the victim
+    was suppressed. Now: our signature's signed To picks the job; the victim is untouched."""
+    mid = f"<campaign.{secrets.token_hex(4)}@acme.example>"
+    attacker = await relayed(pool, "attacker@example.com", mid)
+    victim = await relayed(pool, "victim@example.com", mid)
+    cfg = listener_config(clean_db, redis_prefix)
+    async with running_listener(cfg, pool, trust=our_trust()) as service:
+        assert service.port
+        mine = original("attacker@example.com", mid)
+        await send(service.port, [FBL], arf("attacker@example.com", mid, mine))
+        await processed(pool, 1)
+    assert await suppressed(pool) == {"attacker@example.com"}
+    states = dict(await pool.fetch("SELECT id, state FROM queue.jobs"))  # type: ignore[arg-type]
+    assert states == {attacker: "complained", victim: "relayed"}
+
+
+async def test_shared_message_id_without_a_signed_to_proves_nothing(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """The same attack with an original whose To the attacker rewrote (the signature then
+    fails) or with two jobs and a signature that does not single one out: nothing acts."""
+    mid = f"<campaign.{secrets.token_hex(4)}@acme.example>"
+    await relayed(pool, "attacker@example.com", mid)
+    await relayed(pool, "victim@example.com", mid)
+    cfg = listener_config(clean_db, redis_prefix)
+    tampered = original("attacker@example.com", mid).replace(b"To: attacker@", b"To: victim@")
+    async with running_listener(cfg, pool, trust=our_trust()) as service:
+        assert service.port
+        await send(service.port, [FBL], arf("victim@example.com", mid, tampered))
+        await processed(pool, 1)
+    assert await suppressed(pool) == set()
+
+
+async def test_a_second_message_id_above_a_genuine_signature_is_not_the_job(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """Duplicate fields: the attacker puts the victim's Message-ID (and To) above the genuine
+    signed ones of their own copy. DKIM reads fields bottom-up, so the signature still verifies
+    — over the attacker's own Message-ID. Only the attacker's job is touched."""
+    mine_mid = f"<pm.{secrets.token_hex(4)}@acme.example>"
+    victim_mid = f"<pm.{secrets.token_hex(4)}@acme.example>"
+    attacker = await relayed(pool, "attacker@example.com", mine_mid)
+    victim = await relayed(pool, "victim@example.com", victim_mid)
+    cfg = listener_config(clean_db, redis_prefix)
+    forged = (
+        f"Message-ID: {victim_mid}\r\nTo: victim@example.com\r\nmessage-id:{victim_mid}\r\n"
+    ).encode() + original("attacker@example.com", mine_mid)
+    async with running_listener(cfg, pool, trust=our_trust()) as service:
+        assert service.port
+        await send(service.port, [FBL], arf("victim@example.com", victim_mid, forged))
+        await processed(pool, 1)
+    states = dict(await pool.fetch("SELECT id, state FROM queue.jobs"))  # type: ignore[arg-type]
+    assert states == {attacker: "complained", victim: "relayed"}
+    assert await suppressed(pool) == {"attacker@example.com"}
+
+
+async def test_rcpt_flood_is_capped(clean_db: str, redis_prefix: str, pool: asyncpg.Pool) -> None:
+    """Thousands of pipelined RCPT TO of the FBL address in one transaction. Before: every one
+    was accepted, kept in memory, checked (HMAC) again on the event loop at DATA and stored in
+    the row's rcpt_to. Now: past MAX_RCPTS the listener answers 452 (RFC 5321 §4.5.3.1.10)."""
+    from engine.inbound.listener import MAX_RCPTS
+
+    cfg = listener_config(clean_db, redis_prefix)
+    flood = 3 * MAX_RCPTS
+    async with running_listener(cfg, pool, run=False) as service:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        try:
+            assert (await read_reply(reader))[0] == 220
+            writer.write(b"EHLO attacker\r\n")
+            assert (await read_reply(reader))[0] == 250
+            writer.write(b"MAIL FROM:<x@isp.example>\r\n" + f"RCPT TO:<{FBL}>\r\n".encode() * flood)
+            await writer.drain()
+            codes = [(await read_reply(reader))[0] for _ in range(flood + 1)]
+            assert codes[0] == 250
+            assert codes[1 : MAX_RCPTS + 1] == [250] * MAX_RCPTS
+            assert set(codes[MAX_RCPTS + 1 :]) == {452}
+            writer.write(b"DATA\r\n")
+            assert (await read_reply(reader))[0] == 354
+            writer.write(b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+            await writer.drain()
+            assert (await read_reply(reader))[0] == 250
+        finally:
+            writer.close()
+    stored = await pool.fetchval("SELECT cardinality(rcpt_to) FROM content.inbound_messages")
+    assert stored == MAX_RCPTS
+
+
+def _reporter_key(domain: str) -> SigningKey:
+    pem, _ = generate_key("rsa-sha256", 1024)
+    return load_signing_key(pem, domain=domain, selector=secrets.token_hex(4))
+
+
+async def test_reporter_dns_lookups_per_report_are_bounded(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """An ARF signed 8 times, each with d= a fresh random name under a configured reporter's
+    domain (aligned, body hash right, keys the attacker made): each signature meant one DNS
+    query nobody can cache (a random-subdomain flood at the reporter's name servers, paid for
+    by our daemon, ~8 queries per message and per reporter). Now at most MAX_DNS_LOOKUPS."""
+    lookups: list[str] = []
+
+    async def resolve(name: str, rdtype: str) -> list[str]:
+        lookups.append(name)
+        return []
+
+    reporters = [FblReporter(domain="isp.example"), FblReporter(domain="mail.isp.example")]
+    trust = our_trust(reporters=reporters, resolve=resolve)
+    keys = [_reporter_key(f"r{secrets.token_hex(3)}.mail.isp.example") for _ in range(8)]
+    report = sign_message(arf("x@example.com", "<a@b>"), keys)
+    cfg = listener_config(clean_db, redis_prefix)
+    async with running_listener(cfg, pool, trust=trust) as service:
+        assert service.port
+        await send(service.port, [FBL], report)
+        await processed(pool, 1)
+    assert 0 < len(lookups) <= MAX_DNS_LOOKUPS
