@@ -110,6 +110,7 @@ class OwnProof(msgspec.Struct, frozen=True):
     message_id: str
     tenant_id: str | None  # None: a config key (valid for any tenant whose domain aligns)
     domain: str  # d=
+    to: tuple[str, ...] = ()  # the signed To's addresses (lower-case)
 
 
 class Assessment(msgspec.Struct, frozen=True):
@@ -291,7 +292,7 @@ class InboundTrust:
                     verify.check_key(key.record, ev.algorithm, ev.signature, ev.digest)
                 except verify.SignatureFailure:
                     continue
-                proofs.append(OwnProof(ev.message_id, key.tenant_id, ev.domain))
+                proofs.append(OwnProof(ev.message_id, key.tenant_id, ev.domain, ev.to))
                 break
         return tuple(proofs)
 
