@@ -185,7 +185,12 @@ def _match(
             for job_id in (item.verp_job_id, check.return_path_job):
                 if job_id and job_id in jobs:
                     return _Match(jobs[job_id], True)
-            return _Match(claimed, True)  # a genuine report, even when it names no job of ours
+            # A reporter that is also a mailbox provider signs what its users send too, and our
+            # Message-IDs are predictable: one names a job only with the job's recipient.
+            reported = {r.address.lower() for r in item.report.recipients}
+            if claimed is not None and claimed.recipient.lower() in reported:
+                return _Match(claimed, True)
+            return _Match(None, True)  # a genuine report, naming no job it proves
         verp_job = jobs.get(item.verp_job_id) if item.verp_job_id else None
         return _Match(verp_job or claimed)
     if item.verp_job_id:

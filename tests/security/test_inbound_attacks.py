@@ -198,3 +198,38 @@ async def test_reporter_dns_lookups_per_report_are_bounded(
         await send(service.port, [FBL], report)
         await processed(pool, 1)
     assert 0 < len(lookups) <= MAX_DNS_LOOKUPS
+
+
+async def test_reporter_mailbox_user_cannot_name_any_job_by_message_id(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """A configured reporter that is also a mailbox provider signs everything its users send
+    (d= its domain, From signed). The attacker, a user there, sends an ARF naming the victim's
+    Message-ID (predictable: job id in base36 and a tenant tag) with a forged quoted original.
+    Before: reporter-authenticated, matched by that Message-ID alone: the victim was suppressed.
+    Now a reporter's Message-ID names the job only when the report names its recipient too."""
+    victim_mid = f"<pm.{secrets.token_hex(4)}.tag@acme.example>"
+    other_mid = f"<pm.{secrets.token_hex(4)}.tag@acme.example>"
+    victim = await relayed(pool, "victim@example.com", victim_mid)
+    reported = await relayed(pool, "reported@example.com", other_mid)
+    pem, txt = generate_key("rsa-sha256", 1024)
+    mailbox = load_signing_key(pem, domain="isp.example", selector="users")
+
+    async def resolve(name: str, rdtype: str) -> list[str]:
+        return [txt] if name == "users._domainkey.isp.example" else []
+
+    trust = our_trust(reporters=[FblReporter(domain="isp.example")], resolve=resolve)
+    forged = arf("attacker@isp.example", victim_mid).replace(
+        b"To: attacker@isp.example", b"To: someone@example.com"
+    )
+    genuine = arf("reported@example.com", other_mid)
+    cfg = listener_config(clean_db, redis_prefix)
+    async with running_listener(cfg, pool, trust=trust) as service:
+        assert service.port
+        await send(service.port, [FBL], sign_message(forged, [mailbox]))
+        # A genuine report of the same reporter: its recipient and Message-ID agree.
+        await send(service.port, [FBL], sign_message(genuine, [mailbox]))
+        await processed(pool, 2)
+    states = dict(await pool.fetch("SELECT id, state FROM queue.jobs"))  # type: ignore[arg-type]
+    assert states == {victim: "relayed", reported: "complained"}
+    assert await suppressed(pool) == {"reported@example.com"}
