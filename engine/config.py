@@ -214,16 +214,20 @@ class VerpPreviousSecret(_Section, frozen=True, kw_only=True, forbid_unknown_fie
 
 # --- end of the VERP secrets block ---
 
+
 class FblReporter(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A feedback-loop reporter whose complaints are believed once it authenticates.
 
     ``require``: ``dkim`` (the report carries a valid DKIM signature with d= equal to or under
     ``domain``, body included), ``spf`` (the SMTP MAIL FROM domain is under ``domain`` and SPF
-    passes for the connecting IP), or ``dkim_or_spf``.
+    passes for the connecting IP), or ``dkim_or_spf``. ``addresses``: the only senders its
+    reports come from (dkim: the signed From; spf: the MAIL FROM); empty: any address under
+    ``domain``, which for a mailbox provider includes every one of its users.
     """
 
     domain: str
     require: Literal["dkim", "spf", "dkim_or_spf"] = "dkim"
+    addresses: list[str] = []
 
 
 class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -51,6 +51,7 @@ _WSP_RUN = re.compile(rb"\s+")
 _DKIM_SIGNATURE = b"dkim-signature"
 _MESSAGE_ID = b"message-id"
 _TO = b"to"
+_FROM = b"from"
 #: Addresses of a signed To kept (ours names one: the job's recipient).
 MAX_TO_ADDRESSES = 10
 
@@ -69,6 +70,7 @@ class DkimEvidence(msgspec.Struct, frozen=True, kw_only=True):
     # The addresses of the To this signature covers, lower-case: which job of a Message-ID
     # shared by several (raw content keeps its own Message-ID) the signed copy was.
     to: tuple[str, ...] = ()
+    from_addresses: tuple[str, ...] = ()  # of the From this signature covers, lower-case
 
 
 class Evidence(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,6 +173,7 @@ def _signatures(headers: list[tuple[bytes, bytes]], body: bytes | None) -> tuple
         names = tuple(n.decode("ascii", "replace") for n, _ in prepared.signed)
         mid = next((v for n, v in prepared.signed if n.lower() == _MESSAGE_ID), None)
         to = next((v for n, v in prepared.signed if n.lower() == _TO), None)
+        sender = next((v for n, v in prepared.signed if n.lower() == _FROM), None)
         found.append(
             DkimEvidence(
                 domain=prepared.domain,
@@ -182,6 +185,7 @@ def _signatures(headers: list[tuple[bytes, bytes]], body: bytes | None) -> tuple
                 signed=tuple(dict.fromkeys(n.lower() for n in names)),
                 message_id=first_bracketed(mid.decode("utf-8", "replace")) if mid else None,
                 to=_addresses(to),
+                from_addresses=_addresses(sender),
             )
         )
     return tuple(found)

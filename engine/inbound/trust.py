@@ -211,7 +211,12 @@ class InboundTrust:
         self.accepted = accepted or (lambda: (verp_secret,))
         self.keys = keys
         self.reporters = tuple(
-            FblReporter(domain=r.domain.lower().rstrip("."), require=r.require) for r in reporters
+            FblReporter(
+                domain=r.domain.lower().rstrip("."),
+                require=r.require,
+                addresses=[a.lower() for a in r.addresses],
+            )
+            for r in reporters
         )
         self.resolve = resolve or system_resolver(dns_timeout_s)
         self.dns_timeout_s = dns_timeout_s
@@ -314,9 +319,9 @@ class InboundTrust:
             try:
                 async with asyncio.timeout(self.dns_timeout_s * 2):
                     ev = item.evidence
-                    if rep.require != "spf" and await self._dkim_passes(ev, rep.domain, lookups):
+                    if rep.require != "spf" and await self._dkim_passes(ev, rep, lookups):
                         return rep.domain
-                    if rep.require != "dkim" and await self._spf_passes(item, rep.domain, lookups):
+                    if rep.require != "dkim" and await self._spf_passes(item, rep, lookups):
                         return rep.domain
             except (ComplianceDnsError, TimeoutError) as exc:
                 # Temporary: the report stays stored; it counts as unverified (an operator can
@@ -328,10 +333,12 @@ class InboundTrust:
                 )
         return None
 
-    async def _dkim_passes(self, ev: Evidence, domain: str, lookups: _Lookups) -> bool:
+    async def _dkim_passes(self, ev: Evidence, rep: FblReporter, lookups: _Lookups) -> bool:
         for sig in ev.outer[:MAX_CHECKS]:
-            if not (sig.body_ok and "from" in sig.signed and aligned(sig.domain, domain)):
+            if not (sig.body_ok and "from" in sig.signed and aligned(sig.domain, rep.domain)):
                 continue
+            if rep.addresses and not set(sig.from_addresses) & set(rep.addresses):
+                continue  # signed by the reporter's domain, but sent by one of its users
             if not (_DNS_NAME.match(sig.domain) and _DNS_NAME.match(sig.selector)):
                 continue
             name = f"{sig.selector}._domainkey.{sig.domain}"
@@ -345,10 +352,12 @@ class InboundTrust:
                 return True
         return False
 
-    async def _spf_passes(self, item: _Item, domain: str, lookups: _Lookups) -> bool:
+    async def _spf_passes(self, item: _Item, rep: FblReporter, lookups: _Lookups) -> bool:
         sender = item.mail_from.strip().strip("<>")
         mail_domain = sender.rpartition("@")[2].lower().rstrip(".")
-        if not (mail_domain and item.peer and aligned(mail_domain, domain)):
+        if not (mail_domain and item.peer and aligned(mail_domain, rep.domain)):
+            return False
+        if rep.addresses and sender.lower() not in rep.addresses:
             return False
         if not (_DNS_NAME.match(mail_domain) and lookups.take(f"spf:{mail_domain}")):
             return False

@@ -233,3 +233,39 @@ async def test_reporter_mailbox_user_cannot_name_any_job_by_message_id(
     states = dict(await pool.fetch("SELECT id, state FROM queue.jobs"))  # type: ignore[arg-type]
     assert states == {victim: "relayed", reported: "complained"}
     assert await suppressed(pool) == {"reported@example.com"}
+
+
+async def test_reporter_addresses_shut_out_its_mailbox_users(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """The same mailbox user, now aiming at a recipient they know: a redacted-looking report
+    with our Feedback-ID (visible in any mail of the tenant) and the victim's address. With the
+    reporter's domain alone that is a genuine report, matched through the Feedback-ID. With the
+    reporter's ``addresses`` configured, only its FBL sender is believed."""
+    victim = await relayed(pool, "victim@example.com", "<pm.v@acme.example>")
+    reported = await relayed(pool, "reported@example.com", "<pm.r@acme.example>")
+    pem, txt = generate_key("rsa-sha256", 1024)
+    mailbox = load_signing_key(pem, domain="isp.example", selector="users")
+
+    async def resolve(name: str, rdtype: str) -> list[str]:
+        return [txt] if name == "users._domainkey.isp.example" else []
+
+    def redacted(rcpt: str, sender: str) -> bytes:
+        original = (
+            b"From: news@acme.example\r\nTo: xxxxx@example.com\r\n"
+            b"Feedback-ID: -:acme:acme.example:pm\r\nSubject: hi\r\n\r\nbody\r\n"
+        )
+        report = arf(rcpt, "<redacted@isp.example>", original)
+        return sign_message(report.replace(b"From: fbl@isp.example", sender.encode()), [mailbox])
+
+    reporter = FblReporter(domain="isp.example", addresses=["FBL@isp.example"])
+    trust = our_trust(reporters=[reporter], resolve=resolve)
+    cfg = listener_config(clean_db, redis_prefix)
+    async with running_listener(cfg, pool, trust=trust) as service:
+        assert service.port
+        await send(service.port, [FBL], redacted("victim@example.com", "From: user@isp.example"))
+        await send(service.port, [FBL], redacted("reported@example.com", "From: fbl@isp.example"))
+        await processed(pool, 2)
+    states = dict(await pool.fetch("SELECT id, state FROM queue.jobs"))  # type: ignore[arg-type]
+    assert states == {victim: "relayed", reported: "complained"}
+    assert await suppressed(pool) == {"reported@example.com"}
