@@ -265,6 +265,9 @@ class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     # Stored messages not queued (start-up recovery, requeued ones) are read this often.
     sweep_interval_s: float = 5.0
     timeout_s: float = 60.0  # idle SMTP session timeout
+    # Longest SMTP session, busy or not (then 421 and closed): a NOOP now and then keeps a
+    # session from being idle, and a few IPs could hold every connection slot for good.
+    max_session_s: float = 600.0
     tls_cert_file: str | None = None  # offer STARTTLS when both are set
     tls_key_file: str | None = None
     # Public https base of the one-click unsubscribe route (served by the admin side-port under

@@ -60,6 +60,8 @@ class _LimitedSMTP(SMTP):
     """aiosmtpd's SMTP with the connection caps (global, per IP) checked before the greeting."""
 
     limits: PeerLimits
+    max_session_s: float = 600.0
+    _lifetime: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -72,8 +74,20 @@ class _LimitedSMTP(SMTP):
             transport.close()
             return
         super().connection_made(transport)
+        # The idle timeout restarts at every command: a client sending NOOPs would hold its
+        # slot (and, from a few IPs, every slot of max_connections) for good.
+        loop = asyncio.get_running_loop()
+        self._lifetime = loop.call_later(self.max_session_s, self._expired, transport)
+
+    def _expired(self, transport: asyncio.BaseTransport) -> None:
+        metrics.labelled(metrics.INBOUND_REFUSED, "session_time").inc()
+        if not transport.is_closing():
+            transport.write(b"421 4.4.2 Session too long, closing\r\n")  # type: ignore[attr-defined]
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lifetime is not None:
+            self._lifetime.cancel()
         if getattr(self, "_counted", False):
             self.limits.disconnect(self._peer_ip)
             super().connection_lost(exc)
@@ -309,6 +323,7 @@ class InboundService:
                 timeout=self.cfg.timeout_s,
             )
             smtp.limits = limits
+            smtp.max_session_s = self.cfg.max_session_s
             return smtp
 
         loop = asyncio.get_running_loop()

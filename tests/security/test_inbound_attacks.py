@@ -269,3 +269,34 @@ async def test_reporter_addresses_shut_out_its_mailbox_users(
     states = dict(await pool.fetch("SELECT id, state FROM queue.jobs"))  # type: ignore[arg-type]
     assert states == {victim: "relayed", reported: "complained"}
     assert await suppressed(pool) == {"reported@example.com"}
+
+
+async def test_noop_keepalive_cannot_hold_a_slot_for_good(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """Slowloris by commands: a NOOP before every idle timeout kept a session (and its place in
+    max_connections) open for ever; 20 IPs x 10 sessions held all 200. Now a session ends after
+    max_session_s, busy or not, with a 421."""
+    cfg = listener_config(clean_db, redis_prefix, timeout_s=1.0, max_session_s=1.5)
+    async with running_listener(cfg, pool, run=False) as service:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        codes: list[int] = []
+        try:
+            assert (await read_reply(reader))[0] == 220
+            while loop.time() - started < 5.0:
+                writer.write(b"NOOP\r\n")
+                try:
+                    code, _ = await read_reply(reader)
+                except ConnectionError:
+                    break
+                codes.append(code)
+                if code != 250:
+                    break
+                await asyncio.sleep(0.3)  # well inside the 1 s idle timeout
+        finally:
+            writer.close()
+        lasted = loop.time() - started
+    assert codes[-1] == 421
+    assert 1.4 < lasted < 3.0
