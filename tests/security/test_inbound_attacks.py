@@ -17,6 +17,7 @@ import asyncpg
 from engine.config import FblReporter
 from engine.dkim.keys import generate_key
 from engine.dkim.sign import SigningKey, load_signing_key, sign_message
+from engine.inbound.limits import IP_CONNECTIONS, IP_RATE_MINUTE, PeerLimits
 from engine.inbound.trust import MAX_DNS_LOOKUPS, InboundTrust, OwnKey, StaticKeys, TtlCache
 from tests.integration.test_inbound import arf
 from tests.integration.test_inbound_quarantine import _job, _until
@@ -300,3 +301,19 @@ async def test_noop_keepalive_cannot_hold_a_slot_for_good(
         lasted = loop.time() - started
     assert codes[-1] == 421
     assert 1.4 < lasted < 3.0
+
+
+def test_ipv6_address_per_connection_shares_its_64s_quotas() -> None:
+    """A client with an IPv6 /64 (what one host is routinely given) used a new address per
+    connection and message: each had fresh per-IP caps and quotas, so the per-IP limits did
+    not limit it. Now an IPv6 client is counted by its /64 (and a mapped IPv4 as that IPv4)."""
+    limits = PeerLimits(2, 3, clock=lambda: 1000.0)
+    hosts = [f"2001:db8:1:2::{i:x}" for i in range(1, 10)]
+    assert [limits.connect(h) for h in hosts[:3]] == [None, None, IP_CONNECTIONS]
+    assert [limits.message(h) for h in hosts[3:7]] == [None, None, None, IP_RATE_MINUTE]
+    assert limits.connect("2001:db8:1:3::1") is None  # another /64: another client
+    assert limits.connect("::ffff:192.0.2.7") is None
+    assert limits.connect("192.0.2.7") is None
+    assert limits.connect("192.0.2.7") == IP_CONNECTIONS
+    limits.disconnect(hosts[8])
+    assert limits.connect(hosts[0]) is None
