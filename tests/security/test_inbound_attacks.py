@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Sequence
+from pathlib import Path
 
 import aiosmtplib
 import asyncpg
+import pytest
 
+from engine.compose._base36 import encode as base36
 from engine.config import FblReporter
 from engine.dkim.keys import generate_key
 from engine.dkim.sign import SigningKey, load_signing_key, sign_message
 from engine.inbound.limits import IP_CONNECTIONS, IP_RATE_MINUTE, PeerLimits
 from engine.inbound.trust import MAX_DNS_LOOKUPS, InboundTrust, OwnKey, StaticKeys, TtlCache
-from tests.integration.test_inbound import arf
+from tests.integration.test_inbound import arf, dsn
 from tests.integration.test_inbound_quarantine import _job, _until
 from tests.security.listener import (
     FBL,
@@ -28,6 +31,7 @@ from tests.security.listener import (
     listener_config,
     read_reply,
     running_listener,
+    verp_address,
 )
 
 _PEM, _TXT = generate_key("rsa-sha256", 1024)
@@ -317,3 +321,64 @@ def test_ipv6_address_per_connection_shares_its_64s_quotas() -> None:
     assert limits.connect("192.0.2.7") == IP_CONNECTIONS
     limits.disconnect(hosts[8])
     assert limits.connect(hosts[0]) is None
+
+
+async def test_attacks_that_get_nothing_more_than_the_attackers_own_job(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """Regression set, each attack aimed at the victim's job with the attacker's own VERP
+    address (from the Return-Path of mail sent to them) and the victim's predictable Message-ID:
+
+    - an unsigned ARF to the attacker's VERP address -> unverified, nothing suppressed;
+    - a DSN to the attacker's VERP address naming the victim as Final-Recipient -> only the
+      attacker's own job bounces (the job's recipient is suppressed, never the report's);
+    - an SES JSON complaint to the FBL address naming the victim -> unverified;
+    - soft bounces with three different statuses replayed to one VERP address -> one soft
+      bounce (soft_bounce_limit 2 never reached);
+    - VERP tags moved: the attacker's tag on the victim's job id, on another prefix (u-, e-)
+      or on another domain -> refused at RCPT.
+    """
+    victim_mid = f"<pm.{secrets.token_hex(4)}@acme.example>"
+    victim = await relayed(pool, "victim@example.com", victim_mid)
+    attacker = await relayed(pool, "attacker@example.com", "<pm.a1@acme.example>")
+    other = await relayed(pool, "attacker2@example.com", "<pm.a2@acme.example>")
+    cfg = listener_config(clean_db, redis_prefix, soft_bounce_limit=2)
+    mine, mine2 = verp_address(attacker), verp_address(other)
+    ses = (Path(__file__).parents[1] / "fixtures/bounces/own-ses-json-complaint.msg").read_bytes()
+    ses = ses.replace(b"cleo@example.com", b"victim@example.com").replace(
+        b"<20240311.1042.abc@mail.penguin-shop.example>", victim_mid.encode()
+    )
+    async with running_listener(cfg, pool, trust=our_trust()) as service:
+        assert service.port
+        await send(service.port, [mine], arf("victim@example.com", victim_mid))
+        await send(service.port, [mine], dsn("victim@example.com", victim_mid))
+        await send(service.port, [FBL], ses)
+        for status, code in (("4.2.2", "452"), ("4.4.7", "451"), ("4.7.1", "450")):
+            await send(service.port, [mine2], dsn("attacker2@example.com", "<x@y>", status, code))
+        tag = mine.partition("@")[0].rsplit("-", 1)[1]
+        moved = [
+            f"b-{base36(victim)}-{tag}@{VERP_DOMAIN}",
+            mine.replace("b-", "u-", 1),
+            mine.replace("b-", "e-", 1),
+            mine.replace(VERP_DOMAIN, "evil.example"),
+        ]
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=service.port, timeout=20)
+        await smtp.connect()
+        await smtp.ehlo()
+        await smtp.mail("x@isp.example")
+        for address in moved:
+            with pytest.raises(aiosmtplib.SMTPRecipientRefused):
+                await smtp.rcpt(address)
+        await smtp.quit()
+        await processed(pool, 6)
+    states = dict(await pool.fetch("SELECT id, state FROM queue.jobs"))  # type: ignore[arg-type]
+    assert states == {victim: "relayed", attacker: "bounced", other: "bounced"}
+    assert await suppressed(pool) == {"attacker@example.com"}
+    kinds = await pool.fetch(
+        "SELECT job_id, kind FROM oltp.events WHERE kind <> 'queued' ORDER BY id"
+    )
+    assert [(r["job_id"], r["kind"]) for r in kinds if r["job_id"] == victim] == [
+        (victim, "unverified_complaint")
+    ]
+    soft = [r for r in kinds if r["job_id"] == other and r["kind"] == "soft_bounced"]
+    assert len(soft) == 1
