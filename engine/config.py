@@ -462,6 +462,8 @@ def _check_inbound_limits(i: InboundConfig, origin: str) -> None:
         raise ConfigError(
             f"config {origin}: inbound.parse_cpu_budget_ms and inbound.sweep_interval_s must be > 0"
         )
+    if i.max_session_s <= 0:
+        raise ConfigError(f"config {origin}: inbound.max_session_s must be > 0")
 
 
 def _verp_secret(
