@@ -22,6 +22,7 @@ from engine.dkim.keys import generate_key
 from engine.dkim.sign import SigningKey, load_signing_key, sign_message
 from engine.inbound.limits import IP_CONNECTIONS, IP_RATE_MINUTE, PeerLimits
 from engine.inbound.trust import MAX_DNS_LOOKUPS, InboundTrust, OwnKey, StaticKeys, TtlCache
+from engine.store import inbound as inbound_store
 from tests.integration.test_inbound import arf, dsn
 from tests.integration.test_inbound_quarantine import _job, _until
 from tests.security.listener import (
@@ -382,3 +383,49 @@ async def test_attacks_that_get_nothing_more_than_the_attackers_own_job(
     ]
     soft = [r for r in kinds if r["job_id"] == other and r["kind"] == "soft_bounced"]
     assert len(soft) == 1
+
+
+async def test_smtp_smuggling_end_markers_stay_inside_the_message(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool
+) -> None:
+    """SMTP smuggling: a message relayed by a reporter's MTA (whose IP passes the reporter's
+    SPF) hides a second transaction behind a non-standard end of data (bare LF or CR dots). Were
+    any of them an end marker here, the hidden MAIL FROM the reporter would be believed. Only
+    CRLF.CRLF ends DATA: one message is stored, holding every hidden line (dot-stuffing undone
+    only at line starts after CRLF), and the client gets one 250 for it."""
+    hidden = (
+        b"MAIL FROM:<fbl@isp.example>\r\nRCPT TO:<" + FBL.encode() + b">\r\nDATA\r\n"
+        b"Subject: smuggled\r\n\r\nforged complaint\r\n"
+    )
+    body = (
+        b"Subject: carrier\r\n\r\nfirst line\r\n..stuffed\r\n"
+        + b"".join(end + hidden for end in (b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r.\r"))
+        + b"last line\r\n"
+    )
+    cfg = listener_config(clean_db, redis_prefix)
+    async with running_listener(cfg, pool, run=False) as service:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        try:
+            assert (await read_reply(reader))[0] == 220
+            writer.write(
+                b"EHLO relay\r\nMAIL FROM:<x@isp.example>\r\nRCPT TO:<"
+                + FBL.encode()
+                + b">\r\nDATA\r\n"
+            )
+            assert [(await read_reply(reader))[0] for _ in range(4)] == [250, 250, 250, 354]
+            for i in range(0, len(body), 7):  # small writes: markers split across reads
+                writer.write(body[i : i + 7])
+                await writer.drain()
+            writer.write(b".\r\nQUIT\r\n")
+            assert [(await read_reply(reader))[0] for _ in range(2)] == [250, 221]
+        finally:
+            writer.close()
+        rows = await pool.fetch("SELECT id FROM content.inbound_messages")
+        assert len(rows) == 1
+        stored = await inbound_store.pending(
+            pool, 10, exclude=set(), min_age_s=0.0, max_bytes=1 << 30
+        )
+    assert len(stored) == 1
+    raw = stored[0].raw
+    assert raw.count(b"forged complaint") == 5
+    assert b"\r\n.stuffed\r\n" in raw and raw.endswith(b"last line\r\n")
