@@ -10,9 +10,10 @@ Trust (DESIGN §7, :mod:`engine.inbound.trust`): a report changes state only whe
 job it is about. A bounce: a valid VERP address (HMAC-checked by the listener), our ENVID, or our
 own DKIM signature in the quoted original (the job is the one of the *signed* Message-ID). A
 complaint: our own signature, or an authenticated ``[[inbound.fbl_reporters]]`` reporter (then
-matched by VERP, our signature, the Message-ID or our Feedback-ID). Anything else that names a
-job is recorded as an ``unverified_complaint`` / ``unverified_bounce`` event and counted in
-``engine_inbound_unverified_total``; it changes nothing. Each (job, class) counts once
+matched by VERP, our signature, the Message-ID with the job's recipient, or our Feedback-ID).
+Anything else that names a job is recorded as an ``unverified_complaint`` /
+``unverified_bounce`` event and counted in ``engine_inbound_unverified_total``; it changes
+nothing. Each (job, class) counts once
 (``oltp.inbound_counted``): replays change nothing either.
 """
 
