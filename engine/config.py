@@ -214,16 +214,20 @@ class VerpPreviousSecret(_Section, frozen=True, kw_only=True, forbid_unknown_fie
 
 # --- end of the VERP secrets block ---
 
+
 class FblReporter(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A feedback-loop reporter whose complaints are believed once it authenticates.
 
     ``require``: ``dkim`` (the report carries a valid DKIM signature with d= equal to or under
     ``domain``, body included), ``spf`` (the SMTP MAIL FROM domain is under ``domain`` and SPF
-    passes for the connecting IP), or ``dkim_or_spf``.
+    passes for the connecting IP), or ``dkim_or_spf``. ``addresses``: the only senders its
+    reports come from (dkim: the signed From; spf: the MAIL FROM); empty: any address under
+    ``domain``, which for a mailbox provider includes every one of its users.
     """
 
     domain: str
     require: Literal["dkim", "spf", "dkim_or_spf"] = "dkim"
+    addresses: list[str] = []
 
 
 class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -261,6 +265,9 @@ class InboundConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     # Stored messages not queued (start-up recovery, requeued ones) are read this often.
     sweep_interval_s: float = 5.0
     timeout_s: float = 60.0  # idle SMTP session timeout
+    # Longest SMTP session, busy or not (then 421 and closed): a NOOP now and then keeps a
+    # session from being idle, and a few IPs could hold every connection slot for good.
+    max_session_s: float = 600.0
     tls_cert_file: str | None = None  # offer STARTTLS when both are set
     tls_key_file: str | None = None
     # Public https base of the one-click unsubscribe route (served by the admin side-port under
@@ -455,6 +462,8 @@ def _check_inbound_limits(i: InboundConfig, origin: str) -> None:
         raise ConfigError(
             f"config {origin}: inbound.parse_cpu_budget_ms and inbound.sweep_interval_s must be > 0"
         )
+    if i.max_session_s <= 0:
+        raise ConfigError(f"config {origin}: inbound.max_session_s must be > 0")
 
 
 def _verp_secret(

@@ -231,7 +231,8 @@ INBOUND_QUEUE_DEPTH = Gauge(
 INBOUND_REFUSED = Counter(
     "engine_inbound_refused_total",
     "Inbound SMTP refusals with 421 by cause: connections (global cap), ip_connections,"
-    " ip_rate_minute, ip_messages_hour, ip_bytes_hour, queue_full.",
+    " ip_rate_minute, ip_messages_hour, ip_bytes_hour, queue_full, session_time (a session past"
+    " [inbound] max_session_s).",
     ["cause"],
     registry=REGISTRY,
 )

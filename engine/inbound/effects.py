@@ -10,9 +10,10 @@ Trust (DESIGN §7, :mod:`engine.inbound.trust`): a report changes state only whe
 job it is about. A bounce: a valid VERP address (HMAC-checked by the listener), our ENVID, or our
 own DKIM signature in the quoted original (the job is the one of the *signed* Message-ID). A
 complaint: our own signature, or an authenticated ``[[inbound.fbl_reporters]]`` reporter (then
-matched by VERP, our signature, the Message-ID or our Feedback-ID). Anything else that names a
-job is recorded as an ``unverified_complaint`` / ``unverified_bounce`` event and counted in
-``engine_inbound_unverified_total``; it changes nothing. Each (job, class) counts once
+matched by VERP, our signature, the Message-ID with the job's recipient, or our Feedback-ID).
+Anything else that names a job is recorded as an ``unverified_complaint`` /
+``unverified_bounce`` event and counted in ``engine_inbound_unverified_total``; it changes
+nothing. Each (job, class) counts once
 (``oltp.inbound_counted``): replays change nothing either.
 """
 
@@ -106,25 +107,48 @@ def feedback_label(ftype: str | None) -> str:
 async def _jobs(
     conn: Any, items: Sequence[InboundItem], checks: Sequence[Assessment]
 ) -> dict[int, _Job]:
+    """The jobs the batch names: by id; by Message-ID at most two each (one tells the job, two
+    say that the Message-ID is shared and names none); and, for our signatures, every job of the
+    signed Message-ID and signed To (which tells the job of a shared Message-ID)."""
     ids: set[int] = set()
     mids: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
     for item, check in zip(items, checks, strict=True):
         ids.update(j for j in (item.verp_job_id, check.envid_job, check.return_path_job) if j)
-        mids.update(p.message_id for p in check.own)
+        for proof in check.own:
+            mids.add(proof.message_id)
+            pairs.update((proof.message_id, to) for to in proof.to)
         if item.report.hints.message_id:
             mids.add(item.report.hints.message_id)
     if not ids and not mids:
         return {}
     rows = await conn.fetch(
         "SELECT id, tenant_id, sender, recipient, message_id FROM queue.jobs"
-        " WHERE id = ANY($1::bigint[]) OR message_id = ANY($2::text[])",
+        " WHERE id = ANY($1::bigint[])"
+        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id"
+        " FROM unnest($2::text[]) AS m(mid) CROSS JOIN LATERAL"
+        " (SELECT id, tenant_id, sender, recipient, message_id FROM queue.jobs"
+        "  WHERE message_id = m.mid LIMIT 2) j"
+        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id"
+        " FROM unnest($3::text[], $4::text[]) AS p(mid, rcpt)"
+        " JOIN queue.jobs j ON j.message_id = p.mid AND lower(j.recipient) = p.rcpt",
         list(ids),
         list(mids),
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
     )
     return {
         r["id"]: _Job(r["id"], r["tenant_id"], r["sender"], r["recipient"], r["message_id"])
         for r in rows
     }
+
+
+def _by_mid(jobs: dict[int, _Job]) -> dict[str, list[_Job]]:
+    by_mid: dict[str, list[_Job]] = {}
+    for job in jobs.values():
+        if job.message_id:
+            by_mid.setdefault(job.message_id, []).append(job)
+    return by_mid
 
 
 class _Match(msgspec.Struct, frozen=True):
@@ -134,24 +158,31 @@ class _Match(msgspec.Struct, frozen=True):
     proven: bool = False
 
 
-def _own_job(check: Assessment, by_mid: dict[str, _Job]) -> _Job | None:
-    """The job our verified signature names: its tenant owns the key, its domain aligns."""
+def _own_job(check: Assessment, by_mid: dict[str, list[_Job]]) -> _Job | None:
+    """The job our verified signature names: its tenant owns the key, its domain aligns; of a
+    Message-ID several jobs share, the one the signed To names."""
     for proof in check.own:
-        job = by_mid.get(proof.message_id)
-        if job is None:
-            continue
-        if proof.tenant_id is not None and proof.tenant_id != job.tenant_id:
-            continue
-        if aligned(job.sender.rpartition("@")[2], proof.domain):
-            return job
+        found = by_mid.get(proof.message_id, [])
+        if len(found) > 1:
+            found = [j for j in found if j.recipient.lower() in proof.to]
+        found = [
+            j
+            for j in found
+            if (proof.tenant_id is None or proof.tenant_id == j.tenant_id)
+            and aligned(j.sender.rpartition("@")[2], proof.domain)
+        ]
+        if len(found) == 1:
+            return found[0]
     return None
 
 
 def _match(
-    item: InboundItem, check: Assessment, jobs: dict[int, _Job], by_mid: dict[str, _Job]
+    item: InboundItem, check: Assessment, jobs: dict[int, _Job], by_mid: dict[str, list[_Job]]
 ) -> _Match:
     mid = item.report.hints.message_id
-    claimed = by_mid.get(mid) if mid else None  # unproven: anyone can write a Message-ID
+    named = by_mid.get(mid, []) if mid else []
+    # Unproven (anyone can write a Message-ID), and none when several jobs share it.
+    claimed = named[0] if len(named) == 1 else None
     kind = item.report.kind
     if kind is BounceKind.ARF:
         own = _own_job(check, by_mid)
@@ -161,7 +192,12 @@ def _match(
             for job_id in (item.verp_job_id, check.return_path_job):
                 if job_id and job_id in jobs:
                     return _Match(jobs[job_id], True)
-            return _Match(claimed, True)  # a genuine report, even when it names no job of ours
+            # A reporter that is also a mailbox provider signs what its users send too, and our
+            # Message-IDs are predictable: one names a job only with the job's recipient.
+            reported = {r.address.lower() for r in item.report.recipients}
+            if claimed is not None and claimed.recipient.lower() in reported:
+                return _Match(claimed, True)
+            return _Match(None, True)  # a genuine report, naming no job it proves
         verp_job = jobs.get(item.verp_job_id) if item.verp_job_id else None
         return _Match(verp_job or claimed)
     if item.verp_job_id:
@@ -404,7 +440,7 @@ async def apply(
     b = _Batch()
     async with pool.acquire() as conn, conn.transaction():
         jobs = await _jobs(conn, items, checks)
-        by_mid = {j.message_id: j for j in jobs.values() if j.message_id}
+        by_mid = _by_mid(jobs)
         matches = [
             await _by_feedback_id(conn, item, check, _match(item, check, jobs, by_mid))
             for item, check in zip(items, checks, strict=True)

@@ -21,6 +21,7 @@ import dkim.util
 import msgspec
 
 from engine.dkim import verify
+from engine.inbound.message import addresses_in
 from engine.inbound.parse import first_bracketed, parse_bounce
 from engine.inbound.report import BounceKind, BounceReport
 
@@ -49,6 +50,10 @@ _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # dkimpy's name bytes, up t
 _WSP_RUN = re.compile(rb"\s+")
 _DKIM_SIGNATURE = b"dkim-signature"
 _MESSAGE_ID = b"message-id"
+_TO = b"to"
+_FROM = b"from"
+#: Addresses of a signed To kept (ours names one: the job's recipient).
+MAX_TO_ADDRESSES = 10
 
 
 class DkimEvidence(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +67,10 @@ class DkimEvidence(msgspec.Struct, frozen=True, kw_only=True):
     body_ok: bool | None = None  # None: the body was not there to check
     signed: tuple[str, ...] = ()  # the h= field names, lower-case
     message_id: str | None = None  # the Message-ID this signature covers (None: not signed)
+    # The addresses of the To this signature covers, lower-case: which job of a Message-ID
+    # shared by several (raw content keeps its own Message-ID) the signed copy was.
+    to: tuple[str, ...] = ()
+    from_addresses: tuple[str, ...] = ()  # of the From this signature covers, lower-case
 
 
 class Evidence(msgspec.Struct, frozen=True, kw_only=True):
@@ -163,6 +172,8 @@ def _signatures(headers: list[tuple[bytes, bytes]], body: bytes | None) -> tuple
             body_ok = _body_ok(prepared, body)
         names = tuple(n.decode("ascii", "replace") for n, _ in prepared.signed)
         mid = next((v for n, v in prepared.signed if n.lower() == _MESSAGE_ID), None)
+        to = next((v for n, v in prepared.signed if n.lower() == _TO), None)
+        sender = next((v for n, v in prepared.signed if n.lower() == _FROM), None)
         found.append(
             DkimEvidence(
                 domain=prepared.domain,
@@ -173,9 +184,18 @@ def _signatures(headers: list[tuple[bytes, bytes]], body: bytes | None) -> tuple
                 body_ok=body_ok,
                 signed=tuple(dict.fromkeys(n.lower() for n in names)),
                 message_id=first_bracketed(mid.decode("utf-8", "replace")) if mid else None,
+                to=_addresses(to),
+                from_addresses=_addresses(sender),
             )
         )
     return tuple(found)
+
+
+def _addresses(value: bytes | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    found = addresses_in(value[:_MAX_FIELD_VALUE].decode("utf-8", "replace"))
+    return tuple(dict.fromkeys(a.lower() for a in found))[:MAX_TO_ADDRESSES]
 
 
 def _longest_wsp_run(value: bytes) -> int:

@@ -14,6 +14,8 @@ distinct IPs cannot grow it without bound.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -80,6 +82,25 @@ class _Peer:
         return self.prev_bytes * weight + self.hour_bytes
 
 
+#: An IPv6 client is counted by its /64: one host is routinely given a whole /64, and an
+#: address per connection from it would otherwise get fresh quotas every time.
+IPV6_PREFIX = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def peer_key(ip: str) -> str:
+    """What the limits count ``ip`` as: itself (IPv4, mapped IPv4 too), its /64 (IPv6)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip  # not an IP (a unix socket peer, "?"): as it is
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, IPV6_PREFIX), strict=False))
+    return ip
+
+
 class PeerLimits:
     """Open connections (global and per IP), messages per minute, messages and bytes per hour."""
 
@@ -111,6 +132,7 @@ class PeerLimits:
 
     def connect(self, ip: str) -> Refusal | None:
         """A new connection from ``ip``: counted unless refused (then not counted)."""
+        ip = peer_key(ip)
         if self.total >= self.max_total_connections:
             return CONNECTIONS
         if self.open.get(ip, 0) >= self.max_connections:
@@ -121,6 +143,7 @@ class PeerLimits:
 
     def disconnect(self, ip: str) -> None:
         """A connection counted by :meth:`connect` ended."""
+        ip = peer_key(ip)
         left = self.open.get(ip, 0) - 1
         if left <= 0:
             self.open.pop(ip, None)
@@ -156,6 +179,7 @@ class PeerLimits:
         return None
 
     def _peer(self, ip: str, now: float) -> _Peer:
+        ip = peer_key(ip)
         peers = self._peers
         peer = peers.get(ip)
         if peer is None:

@@ -39,6 +39,9 @@ log = logging.getLogger("engine.inbound")
 
 #: Bytes taken from the socket buffer per step of the DATA phase (the loop runs between steps).
 DATA_CHUNK = 64 * 1024
+#: Recipients of one SMTP transaction (RFC 5321 §4.5.3.1.8: at least 100 must be taken); a
+#: bounce or a complaint has one. Past it: 452, and the client sends the rest in a new one.
+MAX_RCPTS = 100
 #: Messages parsed, then applied in one transaction, per round.
 BATCH = 100
 #: While SMTP sessions are storing, the sweep leaves alone rows younger than this (one of them
@@ -57,6 +60,8 @@ class _LimitedSMTP(SMTP):
     """aiosmtpd's SMTP with the connection caps (global, per IP) checked before the greeting."""
 
     limits: PeerLimits
+    max_session_s: float = 600.0
+    _lifetime: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -69,8 +74,20 @@ class _LimitedSMTP(SMTP):
             transport.close()
             return
         super().connection_made(transport)
+        # The idle timeout restarts at every command: a client sending NOOPs would hold its
+        # slot (and, from a few IPs, every slot of max_connections) for good.
+        loop = asyncio.get_running_loop()
+        self._lifetime = loop.call_later(self.max_session_s, self._expired, transport)
+
+    def _expired(self, transport: asyncio.BaseTransport) -> None:
+        metrics.labelled(metrics.INBOUND_REFUSED, "session_time").inc()
+        if not transport.is_closing():
+            transport.write(b"421 4.4.2 Session too long, closing\r\n")  # type: ignore[attr-defined]
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lifetime is not None:
+            self._lifetime.cancel()
         if getattr(self, "_counted", False):
             self.limits.disconnect(self._peer_ip)
             super().connection_lost(exc)
@@ -145,6 +162,8 @@ class InboundHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RCPTS:
+            return "452 4.5.3 Too many recipients"
         if (
             self._verp_job(address) is None
             and address.lower() not in self.fbl
@@ -304,6 +323,7 @@ class InboundService:
                 timeout=self.cfg.timeout_s,
             )
             smtp.limits = limits
+            smtp.max_session_s = self.cfg.max_session_s
             return smtp
 
         loop = asyncio.get_running_loop()

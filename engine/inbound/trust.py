@@ -43,6 +43,10 @@ log = logging.getLogger("engine.inbound")
 ENVID_PREFIX = "e"
 #: Signatures checked per report at most (the worker gathers no more than this anyway).
 MAX_CHECKS = 8
+#: DNS lookups one report may cause (all reporters together): a reporter's report carries one
+#: or two signatures of its own; the names in d= and s= are the sender's choice, and each new
+#: one is a query no cache answers.
+MAX_DNS_LOOKUPS = 2
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_-]{1,63})*$")
 
 
@@ -106,6 +110,7 @@ class OwnProof(msgspec.Struct, frozen=True):
     message_id: str
     tenant_id: str | None  # None: a config key (valid for any tenant whose domain aligns)
     domain: str  # d=
+    to: tuple[str, ...] = ()  # the signed To's addresses (lower-case)
 
 
 class Assessment(msgspec.Struct, frozen=True):
@@ -206,7 +211,12 @@ class InboundTrust:
         self.accepted = accepted or (lambda: (verp_secret,))
         self.keys = keys
         self.reporters = tuple(
-            FblReporter(domain=r.domain.lower().rstrip("."), require=r.require) for r in reporters
+            FblReporter(
+                domain=r.domain.lower().rstrip("."),
+                require=r.require,
+                addresses=[a.lower() for a in r.addresses],
+            )
+            for r in reporters
         )
         self.resolve = resolve or system_resolver(dns_timeout_s)
         self.dns_timeout_s = dns_timeout_s
@@ -266,7 +276,7 @@ class InboundTrust:
                     break
         reporter = None
         if kind is BounceKind.ARF and self.reporters:
-            reporter = await self._reporter(item)
+            reporter = await self._reporter(item, _Lookups(MAX_DNS_LOOKUPS))
         rp_job = None
         if reporter is not None and ev.return_path:
             rp_job = self._verp_job(ev.return_path)
@@ -287,7 +297,7 @@ class InboundTrust:
                     verify.check_key(key.record, ev.algorithm, ev.signature, ev.digest)
                 except verify.SignatureFailure:
                     continue
-                proofs.append(OwnProof(ev.message_id, key.tenant_id, ev.domain))
+                proofs.append(OwnProof(ev.message_id, key.tenant_id, ev.domain, ev.to))
                 break
         return tuple(proofs)
 
@@ -303,14 +313,15 @@ class InboundTrust:
                 return job
         return None
 
-    async def _reporter(self, item: _Item) -> str | None:
+    async def _reporter(self, item: _Item, lookups: _Lookups) -> str | None:
         """The domain of the configured reporter this report authenticates as, if any."""
         for rep in self.reporters:
             try:
                 async with asyncio.timeout(self.dns_timeout_s * 2):
-                    if rep.require != "spf" and await self._dkim_passes(item.evidence, rep.domain):
+                    ev = item.evidence
+                    if rep.require != "spf" and await self._dkim_passes(ev, rep, lookups):
                         return rep.domain
-                    if rep.require != "dkim" and await self._spf_passes(item, rep.domain):
+                    if rep.require != "dkim" and await self._spf_passes(item, rep, lookups):
                         return rep.domain
             except (ComplianceDnsError, TimeoutError) as exc:
                 # Temporary: the report stays stored; it counts as unverified (an operator can
@@ -322,13 +333,18 @@ class InboundTrust:
                 )
         return None
 
-    async def _dkim_passes(self, ev: Evidence, domain: str) -> bool:
+    async def _dkim_passes(self, ev: Evidence, rep: FblReporter, lookups: _Lookups) -> bool:
         for sig in ev.outer[:MAX_CHECKS]:
-            if not (sig.body_ok and "from" in sig.signed and aligned(sig.domain, domain)):
+            if not (sig.body_ok and "from" in sig.signed and aligned(sig.domain, rep.domain)):
                 continue
+            if rep.addresses and not set(sig.from_addresses) & set(rep.addresses):
+                continue  # signed by the reporter's domain, but sent by one of its users
             if not (_DNS_NAME.match(sig.domain) and _DNS_NAME.match(sig.selector)):
                 continue
-            for record in await self.resolve(f"{sig.selector}._domainkey.{sig.domain}", "TXT"):
+            name = f"{sig.selector}._domainkey.{sig.domain}"
+            if not lookups.take(name):
+                return False
+            for record in await self.resolve(name, "TXT"):
                 try:
                     verify.check_key(record.encode(), sig.algorithm, sig.signature, sig.digest)
                 except (verify.SignatureFailure, UnicodeError):
@@ -336,12 +352,14 @@ class InboundTrust:
                 return True
         return False
 
-    async def _spf_passes(self, item: _Item, domain: str) -> bool:
+    async def _spf_passes(self, item: _Item, rep: FblReporter, lookups: _Lookups) -> bool:
         sender = item.mail_from.strip().strip("<>")
         mail_domain = sender.rpartition("@")[2].lower().rstrip(".")
-        if not (mail_domain and item.peer and aligned(mail_domain, domain)):
+        if not (mail_domain and item.peer and aligned(mail_domain, rep.domain)):
             return False
-        if not _DNS_NAME.match(mail_domain):
+        if rep.addresses and sender.lower() not in rep.addresses:
+            return False
+        if not (_DNS_NAME.match(mail_domain) and lookups.take(f"spf:{mail_domain}")):
             return False
         try:
             outcome = await check_ip(self.resolve, mail_domain, item.peer)
@@ -350,6 +368,25 @@ class InboundTrust:
         if outcome.result == "temperror":
             raise ComplianceDnsError(f"SPF of {mail_domain}: {outcome.detail}")
         return outcome.result == "pass"
+
+
+class _Lookups:
+    """The DNS lookups one report may still cause (:data:`MAX_DNS_LOOKUPS`); a name asked for
+    again (by a second reporter) is free."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.names: set[str] = set()
+
+    def take(self, name: str) -> bool:
+        """True when ``name`` may be looked up (and counts it)."""
+        if name in self.names:
+            return True
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        self.names.add(name)
+        return True
 
 
 class _Item(Protocol):

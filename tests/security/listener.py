@@ -14,6 +14,7 @@ import asyncpg
 from engine.compose import verp
 from engine.config import Config
 from engine.inbound.listener import InboundService
+from engine.inbound.trust import InboundTrust
 from tests.conftest import make_config
 
 SECRET = "security-test-verp-secret-a41f9e07c2"
@@ -42,11 +43,17 @@ def verp_address(job_id: int, secret: str = SECRET, domain: str = VERP_DOMAIN) -
 
 @contextlib.asynccontextmanager
 async def running_listener(
-    cfg: Config, pool: asyncpg.Pool, *, worker_module: str | None = None, run: bool = True
+    cfg: Config,
+    pool: asyncpg.Pool,
+    *,
+    worker_module: str | None = None,
+    run: bool = True,
+    trust: InboundTrust | None = None,
 ) -> AsyncIterator[InboundService]:
     """The listener on a free port; ``run=False``: nothing is parsed until the test calls
-    ``service.run`` itself (its queue only fills)."""
-    service = InboundService(cfg.inbound, pool)
+    ``service.run`` itself (its queue only fills). ``trust``: what reports prove (default: the
+    listener's own, without our DKIM keys)."""
+    service = InboundService(cfg.inbound, pool, trust=trust)
     if worker_module:
         service.worker_module = worker_module
     await service.start()
