@@ -2,7 +2,8 @@
 every package.
 
 SIGTERM/SIGINT: stop taking new work, finish the jobs in flight, flush their outcomes, exit 0.
-SIGHUP: reload the configuration (an invalid file is logged and the old one kept).
+SIGHUP: apply what the configuration may change live (engine/reload.py) and name in the log what
+waits for a restart; an invalid file is logged and the running configuration kept.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import uvloop
 
 from engine import config as config_mod
 from engine import logs, looplag, periodic, retention, sdnotify
+from engine import reload as reload_mod
 from engine.admin import AdminContext, AdminServer, collector
 from engine.compliance import service as compliance
 from engine.config import Config
@@ -67,7 +69,8 @@ class Daemon:
         self.admin_ctx: AdminContext | None = None
         self.admin_address: tuple[str, int] | None = None  # bound (host, port) of the side-port
         self.shaping_events = ShapingEventSink()
-        self.shaper: Shaper | None = None  # set once built
+        self.shaper: Shaper | None = None  # set once built; a reload applies [shaping] to it
+        self._ring: KeyRing | None = None  # our DKIM keys, which the inbound trust believes
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,22 +87,35 @@ class Daemon:
         self.stop.set()
 
     def _on_reload(self) -> None:
+        """SIGHUP: apply what can change live (:mod:`engine.reload`), name what cannot."""
         try:
-            new = config_mod.load(self.config_path)
+            loaded = config_mod.load(self.config_path)
+            change = reload_mod.plan(self.cfg, loaded)
+            trust = None
+            if self.inbound is not None and "inbound.fbl_reporters" in change.applied:
+                trust = InboundTrust.from_config(change.config, self._ring)
+            if self.shaper is not None:
+                self.shaper.reload(change.config)  # an unreadable providers file refuses here
         except EngineError as exc:
             log.error(
                 "reload refused: keeping the running configuration", extra={"error": str(exc)}
             )
             return
-        logs.setup(new.log.level, new.log.format)
-        if (new.inbound.verp_secret, new.inbound.verp_previous) != (
+        logs.setup(loaded.log.level, loaded.log.format)
+        if (loaded.inbound.verp_secret, loaded.inbound.verp_previous) != (
             self.cfg.inbound.verp_secret,
             self.cfg.inbound.verp_previous,
         ):
             # The dispatcher, listener and admin route keep the secrets they started with.
             log.warning("[inbound] VERP secrets changed: not applied until a restart")
-        self.cfg = new
-        log.info("configuration reloaded (log level, shaping limits; restart for nodes/DSNs)")
+        for key in change.refused:
+            log.warning("reload: %s changed; not applied until a restart", key, extra={"key": key})
+        if self.inbound is not None and trust is not None:
+            self.inbound.trust = trust
+        self.cfg = change.config
+        if self.admin_ctx is not None:
+            self.admin_ctx.cfg = change.config  # admin routes run compliance checks with it
+        log.info("configuration reloaded", extra={"applied": change.applied})
         sdnotify.notify("STATUS=configuration reloaded")
 
     async def _build_shaper(self, client: Any, pool: Any) -> ShaperSeam | None:
@@ -129,6 +145,7 @@ class Daemon:
         if not cfg.enabled:
             return None
         # Complaints are believed on our own DKIM signature: the signer's ring holds our keys.
+        self._ring = ring
         trust = InboundTrust.from_config(self.cfg, ring)
         inbound = InboundService(
             cfg, pool, shaper if isinstance(shaper, Shaper) else None, trust=trust

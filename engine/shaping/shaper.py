@@ -99,6 +99,23 @@ class Shaper:
         else:
             self.runner = self.limiter = self.store = None
 
+    def reload(self, cfg: Config) -> None:
+        """Apply a reloaded configuration's ``[shaping]`` limits, providers, pause thresholds
+        and warm-up plan; every level list is rebuilt from the next batch on.
+
+        ``[shaping] enabled`` and ``[redis]`` are not live (see :mod:`engine.reload`). The
+        provider table is built before anything is swapped, so an unreadable ``providers_file``
+        raises and leaves the running limits in place.
+        """
+        table = ProviderTable.from_config(cfg.shaping)
+        plan = WarmupPlan.from_config(cfg.shaping)
+        self.cfg, self.table, self.plan = cfg, table, plan
+        self.providers.use_table(table)
+        if self.limiter is not None:
+            self.limiter.reload(cfg.shaping, table, plan)
+        if self.store is not None:
+            self.store.reload(cfg.shaping, table, plan)
+
     # -- limits ---------------------------------------------------------------------------
 
     async def acquire(self, requests: Sequence[ShapeRequest]) -> list[ShapeDecision]:
