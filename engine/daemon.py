@@ -199,8 +199,9 @@ class Daemon:
         runner = periodic.Runner(
             self._tasks(pool, client, streams, feeder, signer, admin_ctx), self.halt
         )
-        # Long-running work that is not periodic: a ticker measuring the loop itself, the
-        # webhook leader's term, the inbound queue's consumer.
+        # Long-running work outside the runner: a ticker measuring the loop itself, the inbound
+        # queue's consumer, and the webhook worker (its leadership terms are a periodic task
+        # run inside its own HTTP session; the relay pool runs its health probes the same way).
         services = [looplag.monitor(), run_webhooks(pool, cfg, self.halt)]
         if inbound is not None:
             services.append(inbound.run(self.halt))
