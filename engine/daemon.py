@@ -2,7 +2,8 @@
 every package.
 
 SIGTERM/SIGINT: stop taking new work, finish the jobs in flight, flush their outcomes, exit 0.
-SIGHUP: reload the configuration (an invalid file is logged and the old one kept).
+SIGHUP: apply what the configuration may change live (engine/reload.py) and name in the log what
+waits for a restart; an invalid file is logged and the running configuration kept.
 """
 
 from __future__ import annotations
@@ -15,24 +16,24 @@ import os
 import signal
 import socket
 import sys
-import time
 from typing import Any
 
 import uvloop
 
 from engine import config as config_mod
-from engine import logs, looplag, retention, sdnotify
-from engine.admin import AdminContext, AdminServer, run_collector
+from engine import logs, looplag, periodic, retention, sdnotify
+from engine import reload as reload_mod
+from engine.admin import AdminContext, AdminServer, collector
 from engine.compliance import service as compliance
 from engine.config import Config
 from engine.dispatch.seams import Shaper as ShaperSeam
 from engine.dispatch.shaping import ShapingEventSink, build_shaper
-from engine.dispatch.signing import build_signer
+from engine.dispatch.signing import DkimSigner, build_signer
 from engine.dispatch.worker import Dispatcher
 from engine.dkim.keys import KeyRing
 from engine.errors import EngineError
 from engine.events.delivery import run_webhooks
-from engine.events.stream import run_publisher
+from engine.events.stream import Publisher
 from engine.inbound import verp_keys
 from engine.inbound.listener import InboundService
 from engine.inbound.trust import InboundTrust
@@ -68,6 +69,8 @@ class Daemon:
         self.admin_ctx: AdminContext | None = None
         self.admin_address: tuple[str, int] | None = None  # bound (host, port) of the side-port
         self.shaping_events = ShapingEventSink()
+        self.shaper: Shaper | None = None  # set once built; a reload applies [shaping] to it
+        self._ring: KeyRing | None = None  # our DKIM keys, which the inbound trust believes
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,22 +87,35 @@ class Daemon:
         self.stop.set()
 
     def _on_reload(self) -> None:
+        """SIGHUP: apply what can change live (:mod:`engine.reload`), name what cannot."""
         try:
-            new = config_mod.load(self.config_path)
+            loaded = config_mod.load(self.config_path)
+            change = reload_mod.plan(self.cfg, loaded)
+            trust = None
+            if self.inbound is not None and "inbound.fbl_reporters" in change.applied:
+                trust = InboundTrust.from_config(change.config, self._ring)
+            if self.shaper is not None:
+                self.shaper.reload(change.config)  # an unreadable providers file refuses here
         except EngineError as exc:
             log.error(
                 "reload refused: keeping the running configuration", extra={"error": str(exc)}
             )
             return
-        logs.setup(new.log.level, new.log.format)
-        if (new.inbound.verp_secret, new.inbound.verp_previous) != (
+        logs.setup(loaded.log.level, loaded.log.format)
+        if (loaded.inbound.verp_secret, loaded.inbound.verp_previous) != (
             self.cfg.inbound.verp_secret,
             self.cfg.inbound.verp_previous,
         ):
             # The dispatcher, listener and admin route keep the secrets they started with.
             log.warning("[inbound] VERP secrets changed: not applied until a restart")
-        self.cfg = new
-        log.info("configuration reloaded (log level, shaping limits; restart for nodes/DSNs)")
+        for key in change.refused:
+            log.warning("reload: %s changed; not applied until a restart", key, extra={"key": key})
+        if self.inbound is not None and trust is not None:
+            self.inbound.trust = trust
+        self.cfg = change.config
+        if self.admin_ctx is not None:
+            self.admin_ctx.cfg = change.config  # admin routes run compliance checks with it
+        log.info("configuration reloaded", extra={"applied": change.applied})
         sdnotify.notify("STATUS=configuration reloaded")
 
     async def _build_shaper(self, client: Any, pool: Any) -> ShaperSeam | None:
@@ -129,6 +145,7 @@ class Daemon:
         if not cfg.enabled:
             return None
         # Complaints are believed on our own DKIM signature: the signer's ring holds our keys.
+        self._ring = ring
         trust = InboundTrust.from_config(self.cfg, ring)
         inbound = InboundService(
             cfg, pool, shaper if isinstance(shaper, Shaper) else None, trust=trust
@@ -178,24 +195,18 @@ class Daemon:
             self.admin_address = await admin.start()
         inbound = await self._start_inbound(pool, shaper, signer.ring if signer else None)
         feeder = feeder_mod.Feeder(pool, streams, cfg.queue, cfg.database.dsn)
-        loops = [
-            feeder.run(self.halt),
-            reconciler.run(pool, streams, cfg.queue, self.consumer, self.halt),
-            looplag.monitor(),
-            self._watchdog(),
-            run_collector(admin_ctx, self.halt),
-            run_publisher(pool, client, cfg, self.halt),
-            run_webhooks(pool, cfg, self.halt),
-        ]
-        loops.append(self._housekeeping(pool, shaper))
-        if signer is not None:
-            loops.append(signer.refresh_loop(pool, self.halt))
+        self.shaper = shaper if isinstance(shaper, Shaper) else None
+        runner = periodic.Runner(
+            self._tasks(pool, client, streams, feeder, signer, admin_ctx), self.halt
+        )
+        # Long-running work outside the runner: a ticker measuring the loop itself, the inbound
+        # queue's consumer, and the webhook worker (its leadership terms are a periodic task
+        # run inside its own HTTP session; the relay pool runs its health probes the same way).
+        services = [looplag.monitor(), run_webhooks(pool, cfg, self.halt)]
         if inbound is not None:
-            loops.append(inbound.run(self.halt))
-        if isinstance(shaper, Shaper):
-            loops.append(shaper.run(self.halt, pool))
-            loops.append(self.shaping_events.run(pool, self.halt))
-        background = [asyncio.create_task(c) for c in loops] + self.extra_tasks
+            services.append(inbound.run(self.halt))
+        runner.start()
+        background = [asyncio.create_task(c) for c in services] + self.extra_tasks
         log.info(
             "engine started",
             extra={"consumer": self.consumer, "nodes": [n.name for n in cfg.relay.nodes]},
@@ -213,6 +224,7 @@ class Daemon:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await runner.stop()  # then the final flushes (shaping feedback, state, events)
             await feeder.close()
             if inbound is not None:
                 await inbound.stop()
@@ -224,34 +236,57 @@ class Daemon:
         log.info("engine stopped cleanly")
         return 0
 
-    async def _housekeeping(self, pool: Any, shaper: ShaperSeam | None) -> None:
-        """Sender compliance (new domains, stale verdicts) every ``[compliance] poll_s``, daily
-        retention; failures are logged and retried."""
-        last_retention = 0.0
-        while not self.halt.is_set():
-            try:
-                if self.cfg.compliance.auto_check:
-                    await compliance.housekeep(
-                        pool, self.cfg, shaper=shaper if isinstance(shaper, Shaper) else None
-                    )
-            except Exception as exc:  # housekeeping must never take the daemon down
-                log.warning("compliance check failed; retrying later", extra={"error": str(exc)})
-            try:
-                if time.monotonic() - last_retention > 86400 or not last_retention:
-                    await retention.run(pool, self.cfg)
-                    last_retention = time.monotonic()
-            except Exception as exc:  # housekeeping must never take the daemon down
-                log.warning("retention failed; retrying later", extra={"error": str(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.halt.wait(), timeout=self.cfg.compliance.poll_s)
+    def _tasks(
+        self,
+        pool: Any,
+        client: Any,
+        streams: streams_mod.Streams,
+        feeder: feeder_mod.Feeder,
+        signer: DkimSigner | None,
+        admin_ctx: AdminContext,
+    ) -> list[periodic.Periodic]:
+        """Every periodic task of the daemon (engine/periodic.py runs them)."""
+        cfg = self.cfg
+        tasks = [
+            feeder.task(),
+            reconciler.task(pool, streams, cfg.queue, self.consumer),
+            Publisher(pool, client, cfg.redis.prefix, cfg.events).task(),
+            collector.task(admin_ctx),
+            # The compliance and retention settings are live: read at every round.
+            periodic.Periodic("compliance", lambda: self._compliance(pool), self._poll_s),
+            periodic.Periodic(
+                "retention", lambda: self._retention(pool), DAY_S, retry_s=self._poll_s
+            ),
+        ]
+        watchdog_s = sdnotify.watchdog_interval_s()
+        if watchdog_s is not None:
+            tasks.append(periodic.Periodic("watchdog", _watchdog_ping, watchdog_s))
+        if signer is not None:
+            tasks.append(signer.refresh_task(pool))
+        if self.shaper is not None:
+            tasks += self.shaper.tasks(pool)
+            tasks.append(self.shaping_events.task(pool))
+        return tasks
 
-    async def _watchdog(self) -> None:
-        interval = sdnotify.watchdog_interval_s()
-        if interval is None:
-            return
-        while True:
-            sdnotify.notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
+    def _poll_s(self) -> float:
+        return self.cfg.compliance.poll_s
+
+    async def _compliance(self, pool: Any) -> None:
+        """Sender compliance: new domains, stale verdicts (``[compliance] auto_check``)."""
+        if self.cfg.compliance.auto_check:
+            await compliance.housekeep(pool, self.cfg, shaper=self.shaper)
+
+    async def _retention(self, pool: Any) -> None:
+        """Delete what the ``[retention]`` periods let go (daily, from start-up)."""
+        await retention.run(pool, self.cfg)
+
+
+#: Retention runs at start-up and then once a day.
+DAY_S = 86400.0
+
+
+async def _watchdog_ping() -> None:
+    sdnotify.notify("WATCHDOG=1")
 
 
 #: How long the loop thread may keep the GIL while a signer thread waits for it (CPython's

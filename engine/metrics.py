@@ -126,6 +126,24 @@ RECONCILER_REPAIRS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+TASK_RUNS = Counter(
+    "engine_background_task_runs_total",
+    "Calls of a declared background task (engine/periodic.py), failed ones included.",
+    ["task"],
+    registry=REGISTRY,
+)
+TASK_ERRORS = Counter(
+    "engine_background_task_errors_total",
+    "Calls of a declared background task that raised (logged; the task retries after a back-off).",
+    ["task"],
+    registry=REGISTRY,
+)
+TASK_DURATION = Gauge(
+    "engine_background_task_last_duration_seconds",
+    "How long the last call of a declared background task took.",
+    ["task"],
+    registry=REGISTRY,
+)
 LOOP_LAG = Gauge(
     "engine_event_loop_lag_seconds",
     "Worst event-loop lag of the last completed second (a 10 ms ticker's late wake-ups).",

@@ -9,12 +9,12 @@ change of error and retried at the next round; the collector never stops the dae
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from engine import metrics
 from engine.admin.context import AdminContext
+from engine.periodic import Periodic, run_until
 from engine.store import messages as message_store
 
 log = logging.getLogger("engine.admin")
@@ -88,12 +88,14 @@ class Collector:
         await asyncio.gather(*(self._one(name, part) for name, part in parts))
 
 
+def task(ctx: AdminContext, interval_s: float = INTERVAL_S) -> Periodic:
+    """Refresh the gauges every ``interval_s`` from start-up (a source down is logged by the
+    collector itself, once per change)."""
+    return Periodic("metrics-collector", Collector(ctx).collect, interval_s)
+
+
 async def run_collector(
     ctx: AdminContext, stop: asyncio.Event, interval_s: float = INTERVAL_S
 ) -> None:
     """Refresh the gauges every ``interval_s`` until ``stop`` is set."""
-    collector = Collector(ctx)
-    while not stop.is_set():
-        await collector.collect()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+    await run_until(task(ctx, interval_s), stop)

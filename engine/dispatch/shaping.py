@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import asyncpg
@@ -12,6 +10,7 @@ import redis.asyncio as aioredis
 from engine import events
 from engine.config import Config
 from engine.errors import EngineError
+from engine.periodic import Periodic
 from engine.shaping.feedback import ShapingEvent
 from engine.shaping.shaper import Shaper
 
@@ -49,14 +48,13 @@ class ShapingEventSink:
                 ],
             )
 
-    async def run(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-            try:
-                await self.flush(pool)
-            except Exception as exc:  # the loop must survive any error (cf. the outcome writer)
-                log.warning("shaping events not written; retrying", extra={"error": repr(exc)})
+    def task(self, pool: asyncpg.Pool) -> Periodic:
+        """Write pending events every second, and once more when the daemon stops."""
+
+        async def flush() -> None:
+            await self.flush(pool)
+
+        return Periodic("shaping-events", flush, 1.0, at_start=False, on_stop=True)
 
 
 async def build_shaper(

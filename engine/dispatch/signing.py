@@ -7,9 +7,6 @@ hash and one private-key operation in the signer pool (processes or threads).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 from collections import OrderedDict
 from typing import Any
@@ -22,8 +19,7 @@ from engine.dkim import store as key_store
 from engine.dkim.crypto_box import KeyBox
 from engine.dkim.keys import KeyRing
 from engine.dkim.pool import SignerPool
-
-log = logging.getLogger("engine.dkim")
+from engine.periodic import Periodic
 
 
 class DkimSigner:
@@ -62,14 +58,13 @@ class DkimSigner:
             return
         self.ring.replace_stored(await key_store.fetch_active(db), self.box)
 
-    async def refresh_loop(self, db: Any, stop: asyncio.Event, every_s: float = 60.0) -> None:
-        while not stop.is_set():
-            try:
-                await self.refresh(db)
-            except Exception as exc:  # keep signing with the keys we have
-                log.warning("DKIM key refresh failed", extra={"error": str(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every_s)
+    def refresh_task(self, db: Any, every_s: float = 60.0) -> Periodic:
+        """Reload stored keys every ``every_s``; a failure keeps signing with the keys we have."""
+
+        async def refresh() -> None:
+            await self.refresh(db)
+
+        return Periodic("dkim-keys", refresh, every_s)
 
     def close(self) -> None:
         self.pool.close()

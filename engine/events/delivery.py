@@ -34,6 +34,7 @@ from engine.events.model import Event
 from engine.events.signature import HEADER, sign
 from engine.events.store import Position, head, read_tenant_after, tenants_after
 from engine.events.webhooks import DeliveryTarget, host_allowed, load_targets
+from engine.periodic import Periodic, run_until
 from engine.queue.retry import backoff_s
 from engine.store.pool import connect_one
 
@@ -95,12 +96,9 @@ class WebhookWorker:
             timeout=timeout, connector=connector, trust_env=False
         ) as session:
             self._session = session
-            while not stop.is_set():
-                try:
-                    await self._term(stop)
-                except Exception as e:  # any error: a dead worker stops webhooks silently
-                    log.warning("webhook worker: round failed", extra={"error": repr(e)})
-                await _sleep_unless(stop, _STANDBY_S)
+            # One call is one leadership term (or a failed try at one); a failure is logged
+            # and retried, since a dead worker would stop webhooks silently.
+            await run_until(Periodic("webhooks", lambda: self._term(stop), _STANDBY_S), stop)
 
     async def _term(self, stop: asyncio.Event) -> None:
         """One leadership term: take the lock on a dedicated connection, lead, let go."""

@@ -16,7 +16,6 @@ lock taken per round); the others' rounds are no-ops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from engine import metrics
 from engine.config import Config, EventsConfig
 from engine.events.model import Event, to_json
 from engine.events.store import Position, load_cursor, read_after, save_cursor
+from engine.periodic import Periodic, Retry, run_until
 from engine.shaping.scripts import LuaScript
 
 log = logging.getLogger("engine.events")
@@ -145,34 +145,29 @@ class Publisher:
             await save_cursor(conn, STREAM_CURSOR, last)
         return len(batch)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop``; polls every ``publish_interval_ms``, backs off while failing."""
+    async def publish_round(self) -> float | None:
+        """One round for the runner: a full batch means a backlog, so go on without waiting."""
+        n = await self.publish_once()
+        if n < 0:
+            raise Retry  # publish() logged and counted the Redis failure
+        return 0.0 if n == self.cfg.publish_batch else None
+
+    def task(self) -> Periodic:
+        """Poll every ``publish_interval_ms`` (or when woken); back off while failing, since a
+        dead publisher would stop the stream silently."""
         interval = self.cfg.publish_interval_ms / 1000
-        delay = interval
-        while not stop.is_set():
-            try:
-                n = await self.publish_once()
-            except Exception as exc:  # e.g. asyncpg.InternalClientError on a PG restart
-                # This loop must survive any error: a dead publisher stops the stream silently.
-                log.warning("event publisher: round failed", extra={"error": repr(exc)})
-                n = -1
-            if n == self.cfg.publish_batch:
-                delay = interval
-                continue  # a backlog: go on without waiting
-            delay = min(max(delay * 2, interval), _MAX_BACKOFF_S) if n < 0 else interval
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_first(stop, self._wake), timeout=delay)
+        return Periodic(
+            "event-publisher",
+            self.publish_round,
+            interval,
+            wake=self._wake,
+            retry_s=interval * 2,
+            max_backoff_s=_MAX_BACKOFF_S,
+        )
 
-
-async def _first(*events: asyncio.Event) -> None:
-    """Return when any of ``events`` is set."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop``."""
+        await run_until(self.task(), stop)
 
 
 async def run_publisher(

@@ -10,13 +10,13 @@ memory stays small with a million jobs queued and the reconciler can tell lost e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
 
 from engine.config import QueueConfig
 from engine.enqueue import NOTIFY_CHANNEL
+from engine.periodic import Periodic, run_until
 from engine.queue.streams import Streams
 from engine.store import jobs as job_store
 
@@ -71,23 +71,28 @@ class Feeder:
             self._listen = None  # this runs outside run()'s catch; the feeder must not die
             log.warning("cannot LISTEN for new jobs; polling", extra={"error": str(exc)})
 
+    async def feed(self) -> float | None:
+        """One round; returns the wait before the next one (None: the interval)."""
+        await self._ensure_listener()
+        pushed = await feed_once(self.pool, self.streams, self.cfg, self.cursor)
+        if pushed >= self.cfg.feeder_batch // 2 or self.cursor.more:
+            return 0.0  # more is probably due right now, or tenants not yet visited
+        return None if pushed == 0 else 0.05
+
+    def task(self) -> Periodic:
+        """Woken by NOTIFY, else every ``feeder_interval_s``; an outage is retried every second
+        (backing off to the interval when that is longer): outages must not kill the feeder."""
+        interval = self.cfg.feeder_interval_s
+        return Periodic(
+            "feeder", self.feed, interval, wake=self.wake, retry_s=1.0, max_backoff_s=interval
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Feed until ``stop`` is set; survives PostgreSQL/Redis outages by retrying."""
-        while not stop.is_set():
-            await self._ensure_listener()
-            self.wake.clear()
-            try:
-                pushed = await feed_once(self.pool, self.streams, self.cfg, self.cursor)
-            except Exception as exc:  # outages must not kill the feeder
-                log.warning("feeder round failed; retrying", extra={"error": str(exc)})
-                pushed = 0
-                await asyncio.sleep(1.0)
-            if pushed >= self.cfg.feeder_batch // 2 or self.cursor.more:
-                continue  # more is probably due right now, or tenants not yet visited
-            delay = self.cfg.feeder_interval_s if pushed == 0 else 0.05
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=delay)
-        await self.close()
+        try:
+            await run_until(self.task(), stop)
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         if self._listen is not None and not self._listen.is_closed():

@@ -9,13 +9,13 @@ their maximum age fail. Duplicate stream entries are harmless: a job is claimed 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
 
 from engine import metrics
 from engine.config import QueueConfig
+from engine.periodic import Periodic
 from engine.queue.streams import Streams
 from engine.store import jobs as job_store
 
@@ -45,22 +45,18 @@ async def reconcile_once(
     return repairs
 
 
-async def run(
+def task(
     pool: asyncpg.Pool,
     streams: Streams,
     cfg: QueueConfig,
     consumer: str,
-    stop: asyncio.Event,
     wake: asyncio.Event | None = None,
-) -> None:
-    """Reconcile every ``reconcile_interval_s`` (or when woken) until ``stop`` is set."""
-    wake = wake or asyncio.Event()
-    while not stop.is_set():
-        wake.clear()
-        try:
-            await streams.heartbeat(consumer, max(5.0, cfg.reconcile_interval_s * 3))
-            await reconcile_once(pool, streams, cfg, consumer)
-        except Exception as exc:  # outages must not kill the reconciler
-            log.warning("reconcile round failed; retrying", extra={"error": str(exc)})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=cfg.reconcile_interval_s)
+) -> Periodic:
+    """Heartbeat and reconcile every ``reconcile_interval_s`` (or when woken), from start-up."""
+
+    async def round_() -> None:
+        await streams.heartbeat(consumer, max(5.0, cfg.reconcile_interval_s * 3))
+        await reconcile_once(pool, streams, cfg, consumer)
+
+    # Outages must not kill the reconciler: a failed round is retried after the interval.
+    return Periodic("reconciler", round_, cfg.reconcile_interval_s, wake=wake)

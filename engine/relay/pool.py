@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import socket
 import time
@@ -37,6 +36,7 @@ from engine.compliance.tenant_pools import TenantPools, Weighted
 from engine.config import RelayConfig, read_secret
 from engine.errors import ConfigError, RelayError
 from engine.model import OutcomeKind
+from engine.periodic import Periodic, run_until
 from engine.relay.breaker import Clock
 from engine.relay.node import NodePool, NodeUnavailable, prepare_payload
 from engine.relay.observer import RelayObserver
@@ -45,7 +45,6 @@ from engine.relay.select import random_order, rendezvous_order
 
 __all__ = ["NO_RELAY_AVAILABLE", "RelayPool"]
 
-log = logging.getLogger("engine.relay")
 
 NO_RELAY_AVAILABLE = "no relay node available"
 
@@ -103,7 +102,9 @@ class RelayPool:
             )
         self._started = True
         if health_checks and self._cfg.health_interval_s > 0:
-            self._health_task = asyncio.create_task(self._health_loop(), name="relay-health")
+            self._health_task = asyncio.create_task(
+                run_until(self.health_task(), asyncio.Event()), name="relay-health"
+            )
 
     async def close(self) -> None:
         """Stop health checks and close every session politely (QUIT). Idempotent."""
@@ -210,12 +211,11 @@ class RelayPool:
         """Is at least one node's breaker letting traffic through?"""
         return any(n.breaker.available() for n in self._nodes.values())
 
-    async def _health_loop(self) -> None:
-        interval = self._cfg.health_interval_s
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.check_health()
-            except Exception:
-                # A bug in a probe must not end health checking for the life of the daemon.
-                log.exception("relay health check crashed")
+    def health_task(self) -> Periodic:
+        """Probe every node every ``health_interval_s``; a failed round is logged and retried,
+        so a bug in a probe does not end health checking for the life of the daemon."""
+
+        async def probe() -> None:
+            await self.check_health()
+
+        return Periodic("relay-health", probe, self._cfg.health_interval_s, at_start=False)

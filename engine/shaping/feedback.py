@@ -88,6 +88,12 @@ class FeedbackStore:
         self._on_event = on_event
         self._policies: dict[str, AimdPolicy] = {}
 
+    def reload(self, cfg: ShapingConfig, table: ProviderTable, plan: WarmupPlan) -> None:
+        """Apply reloaded ``[shaping]`` settings: AIMD steps, pause thresholds, warm-up plan."""
+        self.cfg, self.table, self.plan = cfg, table, plan
+        self.rule = PauseRule.from_config(cfg)
+        self._policies.clear()
+
     def policy(self, provider: str) -> AimdPolicy:
         p = self._policies.get(provider)
         if p is None:

@@ -119,17 +119,22 @@ class RedisLimiter:
         self.plan = plan
         self.runner = runner or ScriptRunner(client)
         self.script = LuaScript("acquire")
-        self._tenant_rates = tenant_rates or (lambda _t: cfg.tenant_rate_per_s)
+        self._tenant_rates = tenant_rates or (lambda _t: self.cfg.tenant_rate_per_s)
         # (tenant, sender address) → the sender-domain rate: the configured one, or lower when
         # the domain fails its compliance check under ``[compliance] on_fail = "throttle"``.
         self._sender_domain_rates = sender_domain_rates or (
-            lambda _t, _s: cfg.sender_domain_rate_per_s
+            lambda _t, _s: self.cfg.sender_domain_rate_per_s
         )
         self._clock = clock  # None: the Redis server's clock, shared by every instance
         self.split_nodes = isinstance(client, RedisCluster) if split_nodes is None else split_nodes
         # Level lists per (tenant, sender, provider, node): building keys is most of the Python
         # cost of a batch, and the same senders recur batch after batch.
         self._levels: dict[tuple[str, str, str, str | None], list[_Level]] = {}
+
+    def reload(self, cfg: ShapingConfig, table: ProviderTable, plan: WarmupPlan) -> None:
+        """Apply reloaded ``[shaping]`` limits from the next batch on."""
+        self.cfg, self.table, self.plan = cfg, table, plan
+        self.forget_levels()
 
     def forget_levels(self) -> None:
         """Drop cached level lists (after tenant quotas or the provider table changed)."""

@@ -201,6 +201,12 @@ class ProviderResolver:
         self.lookups = 0  # DNS queries actually sent (for metrics and tests)
         self.failures = 0
 
+    def use_table(self, table: ProviderTable) -> None:
+        """Map domains with a new provider table (a reload); cached answers carried the old
+        table's limits, so they go."""
+        self.table = table
+        self._cache.clear()
+
     def cached(self, domain: str) -> Provider | None:
         """The cached provider of a domain, or None (no DNS, no await)."""
         domain = domain.lower().rstrip(".")

@@ -7,7 +7,6 @@ call a no-op, with zero Redis calls (benchmarks of the raw path, DESIGN §8).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
@@ -18,6 +17,7 @@ from redis.exceptions import RedisError
 
 from engine.config import Config
 from engine.errors import EngineError, ShapingError
+from engine.periodic import Periodic, run_all
 from engine.shaping import persistence
 from engine.shaping.clock import Clock
 from engine.shaping.feedback import FeedbackStore, SenderState, ShapingEvent
@@ -98,6 +98,23 @@ class Shaper:
             )
         else:
             self.runner = self.limiter = self.store = None
+
+    def reload(self, cfg: Config) -> None:
+        """Apply a reloaded configuration's ``[shaping]`` limits, providers, pause thresholds
+        and warm-up plan; every level list is rebuilt from the next batch on.
+
+        ``[shaping] enabled`` and ``[redis]`` are not live (see :mod:`engine.reload`). The
+        provider table is built before anything is swapped, so an unreadable ``providers_file``
+        raises and leaves the running limits in place.
+        """
+        table = ProviderTable.from_config(cfg.shaping)
+        plan = WarmupPlan.from_config(cfg.shaping)
+        self.cfg, self.table, self.plan = cfg, table, plan
+        self.providers.use_table(table)
+        if self.limiter is not None:
+            self.limiter.reload(cfg.shaping, table, plan)
+        if self.store is not None:
+            self.store.reload(cfg.shaping, table, plan)
 
     # -- limits ---------------------------------------------------------------------------
 
@@ -207,6 +224,23 @@ class Shaper:
             self._buffer[:0] = batch
             raise
 
+    def tasks(
+        self, pool: asyncpg.Pool | None, *, flush_s: float = 0.25, persist_s: float = 60.0
+    ) -> list[Periodic]:
+        """The daemon's background work: flush feedback often, persist state now and then;
+        both once more when the daemon stops. None with shaping disabled."""
+        if not self.enabled:
+            return []
+        flush = Periodic("shaping-feedback", self.flush, flush_s, at_start=False, on_stop=True)
+        if pool is None:
+            return [flush]
+
+        async def save() -> None:
+            await self.persist(pool)
+            await self.refresh_quotas(pool)
+
+        return [flush, Periodic("shaping-state", save, persist_s, at_start=False, on_stop=True)]
+
     async def run(
         self,
         stop: asyncio.Event,
@@ -215,22 +249,8 @@ class Shaper:
         flush_s: float = 0.25,
         persist_s: float = 60.0,
     ) -> None:
-        """Background loop for the daemon: flush feedback often, persist state now and then."""
-        if not self.enabled:
-            return
-        loop = asyncio.get_running_loop()
-        next_persist = loop.time() + persist_s
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):  # the normal way round: time to flush
-                await asyncio.wait_for(stop.wait(), flush_s)
-            try:
-                await self.flush()
-                if pool is not None and (stop.is_set() or loop.time() >= next_persist):
-                    next_persist = loop.time() + persist_s
-                    await self.persist(pool)
-                    await self.refresh_quotas(pool)
-            except EngineError as exc:
-                log.error("shaping background work failed; retrying", extra={"error": str(exc)})
+        """Run :meth:`tasks` until ``stop`` is set."""
+        await run_all(self.tasks(pool, flush_s=flush_s, persist_s=persist_s), stop)
 
     # -- senders --------------------------------------------------------------------------
 
