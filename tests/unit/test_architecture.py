@@ -31,31 +31,33 @@ ALLOWED: dict[str, frozenset[str]] = {
         "logs": "",
         "sdnotify": "",
         "looplag": "metrics",
+        "periodic": "metrics",
+        "reload": "config",
         # Storage layer.
         "store": "config errors model",
         "audit": "errors store",
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "errors model",
         "dkim": "config errors",
-        "shaping": "config errors model",
-        "relay": "config errors model",
+        "shaping": "config errors model periodic",
+        "relay": "config errors model periodic",
         "compliance": "compose config dkim errors model shaping store",
         # Services over the storage layer.
-        "events": "config errors metrics model store",
+        "events": "config errors metrics model periodic store",
         "enqueue": "compose errors events metrics model store",
-        "queue": "config errors metrics model store",
+        "queue": "config errors metrics model periodic store",
         "gdpr": "audit errors model store",
         "retention": "audit config errors store",
         "client": "config enqueue model store",
         # The two pipelines: sending and receiving.
-        "dispatch": "compose config dkim errors events metrics model queue shaping store",
+        "dispatch": "compose config dkim errors events metrics model periodic queue shaping store",
         "inbound": "audit compliance compose config dkim errors events metrics model shaping store",
         # Operator surfaces.
-        "admin": "audit compose config enqueue errors events inbound metrics model queue relay"
-        " store",
+        "admin": "audit compose config enqueue errors events inbound metrics model periodic queue"
+        " relay store",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
-        "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag queue"
-        " relay retention sdnotify shaping store",
+        "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag"
+        " periodic queue relay reload retention sdnotify shaping store",
         "supervisor": "sdnotify",
         "servers": "errors",
         "sink": "",
