@@ -25,7 +25,6 @@ from engine.config import Config
 from engine.dispatch.outcomes import OutcomeWriter
 from engine.dispatch.seams import Relay, Shaper, Signer
 from engine.errors import ComposeError, DkimError, EngineError
-from engine.gdpr import suppression as suppressions
 from engine.inbound import unsubscribe, verp_keys
 from engine.model import Content, JobState, OutcomeKind
 from engine.queue.retry import backoff_s
@@ -35,6 +34,7 @@ from engine.shaping.model import ShapeDecision, ShapeRequest
 from engine.shaping.signals import from_outcome
 from engine.store import content as content_store
 from engine.store import jobs as job_store
+from engine.store import suppressions
 
 log = logging.getLogger("engine.dispatch")
 
