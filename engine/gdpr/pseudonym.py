@@ -18,6 +18,7 @@ import re
 
 PREFIX = "sha256:"
 
+
 def normalise(address: str) -> str:
     """The form the engine compares addresses in: stripped, lower-cased."""
     return address.strip().lower()

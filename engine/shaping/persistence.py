@@ -44,8 +44,7 @@ ON CONFLICT (tenant_id, sender) DO UPDATE
 class TenantQuota(msgspec.Struct, frozen=True):
     """A tenant's overrides from ``oltp.shaping_tenant_quotas``."""
 
-    rate_per_s: float | None  # None: the config default
-    weight: float = 1.0  # fair-share weight between tenants (DRR)
+    rate_per_s: float | None  # None: the config default (the weight is the feeder's, store/jobs)
 
 
 def _int(v: bytes | None) -> int | None:
@@ -159,12 +158,10 @@ async def load_quotas(pool: asyncpg.Pool) -> dict[str, TenantQuota]:
     """Every tenant's overrides (a small table: read whole, refreshed periodically)."""
     try:
         async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT tenant_id, rate_per_s, weight FROM oltp.shaping_tenant_quotas"
-            )
+            rows = await conn.fetch("SELECT tenant_id, rate_per_s FROM oltp.shaping_tenant_quotas")
     except (OSError, asyncpg.PostgresError) as exc:
         raise StoreError(f"could not load tenant quotas: {exc}") from exc
-    return {r["tenant_id"]: TenantQuota(r["rate_per_s"], r["weight"]) for r in rows}
+    return {r["tenant_id"]: TenantQuota(r["rate_per_s"]) for r in rows}
 
 
 async def load_domain_ceilings(pool: asyncpg.Pool) -> dict[tuple[str, str], float]:
