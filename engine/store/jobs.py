@@ -247,8 +247,8 @@ SELECT tenant_id FROM waiting WHERE tenant_id IS NOT NULL
 """
 
 # Up to $3 · weight due jobs of each listed tenant (locked), then the weighted round-robin prefix
-# of $4 of them: a tenant's n-th job has the turn n / weight (its fair-share weight from
-# oltp.shaping_tenant_quotas, 1 when it has none), and jobs go in turn order, ties in list order:
+# of $4 of them: a tenant's n-th job has the turn n / weight ($5, the weights of $2), and jobs go
+# in turn order, ties in list order:
 # with equal weights every tenant's first job before anyone's second, and a tenant of weight 2
 # gets two turns for each one of a tenant of weight 1. jobs_due_priority_tenant is the only
 # index these conditions can use since migration 073 dropped jobs_due (priority, due time): with
@@ -258,15 +258,11 @@ SELECT tenant_id FROM waiting WHERE tenant_id IS NOT NULL
 # keys, the planner took a hash join over a sequential scan of queue.jobs when it thought the
 # table small next to the batch.
 _TAKE_DUE_FAIR = """
-WITH tenants AS (
-    SELECT t.tenant_id, t.ord, coalesce(w.weight, 1.0) AS weight
-      FROM unnest($2::text[]) WITH ORDINALITY AS t(tenant_id, ord)
-      LEFT JOIN oltp.shaping_tenant_quotas w ON w.tenant_id = t.tenant_id),
-per_tenant AS (
+WITH per_tenant AS (
     SELECT x.tid, t.ord,
            row_number() OVER (PARTITION BY x.tenant_id ORDER BY x.next_attempt_at) / t.weight
                AS turn
-      FROM tenants t
+      FROM unnest($2::text[], $5::float8[]) WITH ORDINALITY AS t(tenant_id, weight, ord)
       CROSS JOIN LATERAL (
             SELECT q.ctid AS tid, q.tenant_id, q.next_attempt_at FROM queue.jobs q
              WHERE q.priority = $1 AND q.tenant_id = t.tenant_id
@@ -277,21 +273,23 @@ per_tenant AS (
 picked AS (SELECT tid FROM per_tenant ORDER BY turn, ord LIMIT $4)
 UPDATE queue.jobs j SET pushed_at = now()
  WHERE j.ctid = ANY(ARRAY(SELECT tid FROM picked))
-RETURNING j.id, j.tenant_id, j.priority, j.next_attempt_at,
-          (SELECT t.weight FROM tenants t WHERE t.tenant_id = j.tenant_id) AS weight
+RETURNING j.id, j.tenant_id, j.priority, j.next_attempt_at
 """
 
 
-def _in_turns(rows: Sequence[asyncpg.Record], tenants: Sequence[str]) -> list[asyncpg.Record]:
+def _in_turns(
+    rows: Sequence[asyncpg.Record], tenants: Sequence[str], weights: Sequence[float]
+) -> list[asyncpg.Record]:
     """``rows`` in weighted round-robin order, as the query picked them: a tenant's n-th job
     (by due time) has the turn n / weight, ties in ``tenants`` order (RETURNING order is
     arbitrary)."""
     place = {t: i for i, t in enumerate(tenants)}
+    weight = dict(zip(tenants, weights, strict=True))
     turn: dict[int, float] = {}
     seen: dict[str, int] = {}
     for r in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
         seen[r["tenant_id"]] = seen.get(r["tenant_id"], 0) + 1
-        turn[r["id"]] = seen[r["tenant_id"]] / r["weight"]
+        turn[r["id"]] = seen[r["tenant_id"]] / weight[r["tenant_id"]]
     return sorted(rows, key=lambda r: (turn[r["id"]], place[r["tenant_id"]]))
 
 
@@ -303,6 +301,16 @@ class FeedCursor:
         # Set by take_due: some priority had more tenants waiting than its round visited and
         # has not come round to its first ones again (the feeder goes on at once).
         self.more = False
+
+
+async def tenant_weights(conn: Conn, tenants: Sequence[str]) -> list[float]:
+    """The fair-share weight of each tenant (``oltp.shaping_tenant_quotas``; 1 without a row)."""
+    rows = await conn.fetch(
+        "SELECT tenant_id, weight FROM oltp.shaping_tenant_quotas WHERE tenant_id = ANY($1)",
+        list(tenants),
+    )
+    found = {r["tenant_id"]: float(r["weight"]) for r in rows}
+    return [found.get(t, 1.0) for t in tenants]
 
 
 async def waiting_tenants(
@@ -352,8 +360,9 @@ async def take_due(
         # its weight, never more than the round: at most ~2x its limit (times the mean weight)
         # in rows locked; those not kept are released at commit.
         per_tenant = min(limit, -(-2 * limit // len(tenants)))
-        rows = await conn.fetch(_TAKE_DUE_FAIR, priority, tenants, per_tenant, limit)
-        out.extend(_in_turns(rows, tenants))  # the stream interleaves tenants
+        weights = await tenant_weights(conn, tenants)
+        rows = await conn.fetch(_TAKE_DUE_FAIR, priority, tenants, per_tenant, limit, weights)
+        out.extend(_in_turns(rows, tenants, weights))  # the stream interleaves tenants
     return out
 
 
