@@ -15,7 +15,7 @@ import msgspec
 
 from engine import audit
 from engine import config as config_mod
-from engine.commands.core import run_with_pool
+from engine.commands.core import run_async, run_with_pool
 from engine.config import Config
 from engine.errors import UsageError
 from engine.senders import service
@@ -67,8 +67,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if "@" not in args.to:
         raise UsageError(f"--to {args.to!r} is not an address")
 
-    async def run(pool: asyncpg.Pool) -> int:
-        tenant = args.tenant or await _tenant_of(pool, args.sender)
+    async def run(tenant: str) -> int:
         client = _client(cfg) if cfg.shaping.enabled else None
         try:
             shaper = Shaper(cfg, client)
@@ -82,7 +81,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
             sys.stdout.write(render(result) + "\n")
         return 0
 
-    return run_with_pool(cfg, run)
+    async def looked_up(pool: asyncpg.Pool) -> int:
+        return await run(await _tenant_of(pool, args.sender))
+
+    if args.tenant:  # explain reads Redis only: no database needed
+        return run_async(lambda: run(args.tenant))
+    return run_with_pool(cfg, looked_up)
 
 
 def _set_pause(args: argparse.Namespace, pause: bool) -> int:

@@ -249,13 +249,13 @@ SELECT tenant_id FROM waiting WHERE tenant_id IS NOT NULL
 # Up to $3 · weight due jobs of each listed tenant (locked), then the weighted round-robin prefix
 # of $4 of them: a tenant's n-th job has the turn n / weight ($5, the weights of $2), and jobs go
 # in turn order, ties in list order: with equal weights every tenant's first job before anyone's
-# second, and a tenant of weight 2 gets two turns for each one of a tenant of weight 1. jobs_due_priority_tenant is the only
-# index these conditions can use since migration 073 dropped jobs_due (priority, due time): with
-# statistics minutes old after a campaign the planner took that one and filtered on the tenant,
-# reading every due job of the priority for each tenant. The update finds its rows by ctid (a
-# locked row keeps it until we commit) in an array, which can only be a TID scan: joined on the
-# keys, the planner took a hash join over a sequential scan of queue.jobs when it thought the
-# table small next to the batch.
+# second, and a tenant of weight 2 gets two turns for each one of a tenant of weight 1.
+# jobs_due_priority_tenant is the only index these conditions can use since migration 073
+# dropped jobs_due (priority, due time), which a planner with stale statistics preferred while
+# it filtered on the tenant, reading every due job of the priority for each tenant. The update
+# finds its rows by ctid (a locked row keeps it until we commit) in an array, which can only be
+# a TID scan: joined on the keys, the planner can take a hash join over a sequential scan of
+# queue.jobs when it thinks the table small next to the batch.
 _TAKE_DUE_FAIR = """
 WITH per_tenant AS (
     SELECT x.tid, t.ord,
