@@ -35,7 +35,7 @@ class ShapingEventSink:
         while self.pending:
             e = self.pending[0]
             sender = await senders.pause(
-                pool, e.tenant_id, e.sender, e.message, actor=None, detail=e.data
+                pool, e.tenant_id, e.sender, e.message, actor=None, detail=e.data, if_running=True
             )
             if sender is None:
                 log.warning(

@@ -87,16 +87,20 @@ async def pause(
     actor: str | None,
     cache: PauseCache | None = None,
     detail: dict[str, object] | None = None,
+    if_running: bool = False,
 ) -> SenderView | None:
     """Pause a sender: its jobs are held from the dispatcher's next refresh. None: unknown.
 
     ``actor`` names the operator (``cli:<user>``, ``admin-api``) and adds an audit row; automatic
     pauses (shaping, compliance) pass None. ``detail`` goes into the event (the rates behind an
-    automatic pause).
+    automatic pause). ``if_running``: a sender already paused is left as it is (its reason, no
+    second event), as shaping's auto-pause does with an operator's or a compliance pause.
     """
-    sender, _ = await sender_store.pause(pool, tenant_id, address, reason)
-    if sender is None:
-        return None
+    sender, was_paused = await sender_store.pause(
+        pool, tenant_id, address, reason, keep_reason=if_running
+    )
+    if sender is None or (was_paused and if_running):
+        return sender
     if cache is not None:
         await cache.pause(sender.tenant_id, sender.address, reason)
     await _record(pool, sender, "sender_paused", reason, actor, detail or {})

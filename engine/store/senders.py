@@ -52,18 +52,23 @@ async def find(pool: asyncpg.Pool, address: str, tenant_id: str | None = None) -
 
 
 async def pause(
-    pool: asyncpg.Pool, tenant_id: str, address: str, reason: str
+    pool: asyncpg.Pool, tenant_id: str, address: str, reason: str, *, keep_reason: bool = False
 ) -> tuple[SenderView | None, bool]:
-    """Pause a sender; returns (sender or None if unknown, whether it was paused before)."""
+    """Pause a sender; returns (sender or None if unknown, whether it was paused before).
+
+    ``keep_reason``: a sender already paused keeps the reason it was paused for.
+    """
     cols = ", ".join(f"s.{c}" for c in _COLUMNS.split(", "))
     row = await pool.fetchrow(
-        "UPDATE oltp.senders s SET paused = true, paused_reason = $3 FROM oltp.senders old"
-        " WHERE s.tenant_id = $1 AND s.address = lower($2)"
+        "UPDATE oltp.senders s SET paused = true,"
+        " paused_reason = CASE WHEN old.paused AND $4 THEN old.paused_reason ELSE $3 END"
+        " FROM oltp.senders old WHERE s.tenant_id = $1 AND s.address = lower($2)"
         " AND old.tenant_id = s.tenant_id AND old.address = s.address"
         f" RETURNING {cols}, old.paused AS was_paused",
         tenant_id,
         address,
         reason,
+        keep_reason,
     )
     return (None, False) if row is None else (_view(row), bool(row["was_paused"]))
 

@@ -68,3 +68,19 @@ async def test_pausing_an_unknown_sender_changes_nothing(
     assert await senders.pause(pool, "acme", SENDER, actor="cli:ops", cache=shaper) is None
     assert await shaper.is_paused("acme", SENDER) is None
     assert await pool.fetchval("SELECT count(*) FROM oltp.events") == 0
+
+
+async def test_an_automatic_pause_keeps_an_operators_reason(
+    cfg: Config, pool: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    # The operator paused it without the shaping cache (as `engine senders check` does for a
+    # compliance block); shaping then pauses it too: the first reason stays, one event.
+    await _sender(pool)
+    await senders.pause(pool, "acme", SENDER, "abuse desk", actor="cli:ops")
+    sink = ShapingEventSink()
+    shaper = Shaper(cfg, redis_client, clock=FakeClock(T0), on_event=sink)
+    await shaper.feedback([DeliverySignal("acme", SENDER, "gmail", SignalKind.HARD_BOUNCE)] * 200)
+    assert len(sink.pending) == 1
+    await sink.flush(pool)
+    assert await pool.fetchval("SELECT paused_reason FROM oltp.senders") == "abuse desk"
+    assert await pool.fetchval("SELECT count(*) FROM oltp.events") == 1
