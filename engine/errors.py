@@ -35,10 +35,6 @@ class JobValidationError(EngineError):
     """A job was refused at enqueue; nothing of it was stored."""
 
 
-class UnknownTenantError(JobValidationError):
-    """The job names a tenant that was never added with ``engine tenants add``."""
-
-
 class StoreError(EngineError):
     """PostgreSQL could not be reached or refused a statement."""
 
@@ -77,20 +73,8 @@ class RelayError(EngineError):
         self.code = code
 
 
-class NoRelayAvailableError(RelayError):
-    """Every relay node is down or its circuit breaker is open."""
-
-
 class ShapingError(EngineError):
     """A shaping limit or policy could not be evaluated."""
-
-
-class BounceParseError(EngineError):
-    """An inbound message could not be parsed at all (it is still kept raw)."""
-
-
-class InboundRefusedError(EngineError):
-    """An inbound SMTP transaction was refused (not a VERP/FBL address, too big, rate-limited)."""
 
 
 class DkimKeyError(DkimError):

@@ -102,15 +102,3 @@ class OutcomeKind(enum.StrEnum):
     FAILED = "failed"  # 5xx: permanent
     SUPPRESSED = "suppressed"  # never attempted: address on the suppression list
     HELD = "held"  # not attempted now (shaping, paused sender, missing key): back to the queue
-
-
-class Outcome(msgspec.Struct, frozen=True):
-    """The result of handling one claimed job, written to PostgreSQL in batches."""
-
-    job_id: int
-    kind: OutcomeKind
-    reply_code: int | None = None
-    enhanced_status: str | None = None
-    reply: str | None = None
-    node: str | None = None
-    retry_after_s: float | None = None  # for HELD/DEFERRED: earliest sensible retry

@@ -12,6 +12,7 @@ from engine import metrics
 from engine.config import Config
 from engine.queue.streams import Streams
 from engine.relay.results import NodeStatus
+from engine.senders.service import REFRESH_S, PauseCache
 
 
 class RelayView(Protocol):
@@ -20,14 +21,6 @@ class RelayView(Protocol):
     def snapshot(self) -> list[NodeStatus]: ...
 
     async def check_health(self) -> list[NodeStatus]: ...
-
-
-class SenderPauser(Protocol):
-    """Shaping's own pause state (Redis), kept in step with ``oltp.senders`` when present."""
-
-    async def pause(self, tenant_id: str, sender: str, message: str = ...) -> bool: ...
-
-    async def resume(self, tenant_id: str, sender: str) -> bool: ...
 
 
 # A readiness probe: a name and a coroutine that raises (any exception) when not ready.
@@ -41,9 +34,9 @@ class AdminContext:
     ``drain`` is called (once) by ``POST /v1/drain``: the daemon stops taking work and exits
     after the mail in flight, exactly as on SIGTERM. ``ready`` holds extra readiness probes run
     by ``/readyz`` next to the built-in PostgreSQL, Redis and relay ones. ``shaper``, when given,
-    is paused/resumed together with ``oltp.senders`` so an automatic shaping pause is lifted by
-    the same ``resume`` call. ``paused_refresh_s`` is how stale the dispatcher's view of paused
-    senders may be (its refresh interval); resumed senders' held jobs become due just after it.
+    is the Redis cache :mod:`engine.senders.service` keeps in step with ``oltp.senders``.
+    ``paused_refresh_s`` is how stale the dispatcher's view of paused senders may be (its refresh
+    interval); resumed senders' held jobs become due just after it.
     """
 
     cfg: Config
@@ -52,8 +45,8 @@ class AdminContext:
     relay: RelayView
     drain: Callable[[], None]
     ready: Sequence[Probe] = ()
-    shaper: SenderPauser | None = None
-    paused_refresh_s: float = 5.0  # engine.dispatch.worker.PausedSenders' default ttl_s
+    shaper: PauseCache | None = None
+    paused_refresh_s: float = REFRESH_S
     draining: bool = field(default=False)
 
     def mark_draining(self) -> None:

@@ -1,4 +1,8 @@
-"""`engine shaping ...` commands: explain (policy dry-run), pause, resume."""
+"""`engine shaping ...` commands: explain (policy dry-run), pause, resume.
+
+Pause and resume are thin callers of :mod:`engine.senders.service`, like the admin API's
+``/v1/senders/{id}/pause|resume``: same state, events and audit rows.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import uvloop
 
+from engine import audit
 from engine import config as config_mod
+from engine.commands.core import run_async, run_with_pool
 from engine.config import Config
-from engine.errors import StoreError, UsageError
+from engine.errors import UsageError
+from engine.senders import service
 from engine.shaping.explain import explain, render
 from engine.shaping.shaper import Shaper
 
@@ -35,7 +41,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     for name, helptext in (("pause", "pause a sender"), ("resume", "resume a paused sender")):
         a = ssub.add_parser(name, parents=[common], help=helptext)
         a.add_argument("--sender", required=True, metavar="S")
-        a.add_argument("--tenant", required=True, metavar="ID")
+        a.add_argument("--tenant", metavar="ID", help="tenant (default: looked up by sender)")
+        if name == "pause":
+            a.add_argument("--reason", default=service.OPERATOR_REASON, help="shown to the tenant")
         a.set_defaults(func=cmd_pause if name == "pause" else cmd_resume)
 
 
@@ -45,27 +53,9 @@ def _client(cfg: Config) -> Any:
     return aioredis.Redis.from_url(cfg.redis.url, socket_timeout=cfg.redis.socket_timeout_s)
 
 
-async def _tenant_of(cfg: Config, sender: str) -> str:
-    """The tenant owning a sender address, from the oltp tier."""
-    try:
-        conn = await asyncpg.connect(cfg.database.dsn, timeout=cfg.database.command_timeout_s)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise StoreError(
-            f"cannot look up the tenant of {sender}: {exc}", hint="pass --tenant"
-        ) from None
-    try:
-        rows: list[str] = []
-        for table, column in (("oltp.senders", "address"), ("oltp.shaping_senders", "sender")):
-            try:
-                found = await conn.fetch(
-                    f"SELECT DISTINCT tenant_id FROM {table} WHERE {column} = $1", sender.lower()
-                )
-            except asyncpg.UndefinedTableError:
-                continue
-            rows.extend(r["tenant_id"] for r in found)
-    finally:
-        await conn.close()
-    tenants = sorted(set(rows))
+async def _tenant_of(pool: asyncpg.Pool, sender: str) -> str:
+    """The one tenant using a sender address (``oltp.senders``)."""
+    tenants = sorted({s.tenant_id for s in await service.find(pool, sender)})
     if len(tenants) != 1:
         what = "no tenant" if not tenants else f"several tenants ({', '.join(tenants)})"
         raise UsageError(f"sender {sender} belongs to {what}", hint="pass --tenant")
@@ -77,8 +67,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if "@" not in args.to:
         raise UsageError(f"--to {args.to!r} is not an address")
 
-    async def run() -> int:
-        tenant = args.tenant or await _tenant_of(cfg, args.sender)
+    async def run(tenant: str) -> int:
         client = _client(cfg) if cfg.shaping.enabled else None
         try:
             shaper = Shaper(cfg, client)
@@ -92,41 +81,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
             sys.stdout.write(render(result) + "\n")
         return 0
 
-    return uvloop.run(run())
+    async def looked_up(pool: asyncpg.Pool) -> int:
+        return await run(await _tenant_of(pool, args.sender))
+
+    if args.tenant:  # explain reads Redis only: no database needed
+        return run_async(lambda: run(args.tenant))
+    return run_with_pool(cfg, looked_up)
 
 
 def _set_pause(args: argparse.Namespace, pause: bool) -> int:
     cfg = config_mod.load(args.config)
 
-    async def run() -> int:
-        client = _client(cfg)
+    async def run(pool: asyncpg.Pool) -> int:
+        tenant = args.tenant or await _tenant_of(pool, args.sender)
+        client = _client(cfg) if cfg.shaping.enabled else None
         try:
-            shaper = Shaper(cfg, client)
+            cache = Shaper(cfg, client) if client is not None else None
             if pause:
-                changed = await shaper.pause(args.tenant, args.sender)
+                sender = await service.pause(
+                    pool, tenant, args.sender, args.reason, actor=audit.cli_actor(), cache=cache
+                )
+                note = ""
             else:
-                changed = await shaper.resume(args.tenant, args.sender)
-            # Record it in the oltp tier too, or a restore after a Redis flush would undo it.
-            try:
-                pool = await asyncpg.create_pool(cfg.database.dsn, min_size=1, max_size=1)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                raise StoreError(
-                    f"sender {args.sender} {'paused' if pause else 'resumed'} in Redis, but "
-                    f"PostgreSQL is unreachable to record it: {exc}",
-                    hint="run the command again once the database answers",
-                ) from None
-            try:
-                await shaper.persist(pool)
-            finally:
-                await pool.close()
+                sender, released = await service.resume(
+                    pool, tenant, args.sender, actor=audit.cli_actor(), cache=cache
+                )
+                note = f" ({released} held jobs released)"
         finally:
-            await client.aclose()
-        state = "paused" if pause else "resumed"
-        note = "" if changed else f" (it was already {'paused' if pause else 'not paused'})"
-        sys.stderr.write(f"sender {args.sender} {state}{note}\n")
+            if client is not None:
+                await client.aclose()
+        if sender is None:
+            raise UsageError(
+                f"no sender {args.sender} for tenant {tenant}",
+                hint="senders are created when a tenant first enqueues mail from the address",
+            )
+        sys.stderr.write(f"sender {sender.address} {'paused' if pause else 'resumed'}{note}\n")
         return 0
 
-    return uvloop.run(run())
+    return run_with_pool(cfg, run)
 
 
 def cmd_pause(args: argparse.Namespace) -> int:

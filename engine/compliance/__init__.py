@@ -1,2 +1,2 @@
-"""Sender compliance: SPF, DKIM, DMARC and reverse DNS of sender domains; bulk-sender rules;
-tenant relay pools, IP warm-up and daily quotas (docs/compliance.md)."""
+"""Sender compliance: SPF, DKIM, DMARC and reverse DNS of sender domains; tenant relay pools,
+IP warm-up and daily quotas (docs/compliance.md)."""

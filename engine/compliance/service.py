@@ -13,10 +13,11 @@ On ``fail``: ``warn`` records and logs; ``throttle`` records a per-domain rate c
 (``oltp.sender_compliance.rate_ceiling_per_s``) that shaping applies as the domain's
 sender-domain rate (the lower of it and ``[shaping] sender_domain_rate_per_s``; at once on the
 instance that checked, at the next quota refresh — within a minute — on the others);
-``block`` pauses every sender address of the domain (``oltp.senders.paused``, which
-the dispatcher holds on, and the shaping pause when a :class:`Shaper` is given) with the failed
-checks as the reason. A later ``pass`` (or ``warn``) lifts a compliance block, never an
-operator's or an auto-pause. ``error`` (DNS failed) keeps the previous action.
+``block`` pauses every sender address of the domain through :mod:`engine.senders.service`
+(``oltp.senders.paused``, which the dispatcher holds on, the ``sender_paused`` event, and
+shaping's Redis cache when a :class:`Shaper` is given) with the failed checks as the reason.
+A later ``pass`` (or ``warn``) lifts a compliance block, never an operator's or an
+auto-pause. ``error`` (DNS failed) keeps the previous action.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from engine.config import Config
 from engine.dkim import store as dkim_store
 from engine.dkim.keys import KeyRing
 from engine.errors import DkimError
+from engine.senders import service as senders
 from engine.shaping.shaper import Shaper
-from engine.store import senders as sender_store
 
 log = logging.getLogger("engine.compliance")
 
@@ -102,9 +103,7 @@ async def _block(
     shaper: Shaper | None,
 ) -> None:
     for address in addresses:
-        await sender_store.pause(pool, tenant_id, address, reason)
-        if shaper is not None:
-            await shaper.pause(tenant_id, address, reason)
+        await senders.pause(pool, tenant_id, address, reason, actor=None, cache=shaper)
 
 
 async def _unblock(
@@ -112,9 +111,7 @@ async def _unblock(
 ) -> list[str]:
     ours = await store.compliance_paused(pool, tenant_id, addresses, PAUSE_PREFIX)
     for address in ours:
-        await sender_store.resume(pool, tenant_id, address, grace_s=10.0)
-        if shaper is not None:
-            await shaper.resume(tenant_id, address)
+        await senders.resume(pool, tenant_id, address, actor=None, cache=shaper, grace_s=10.0)
     return ours
 
 

@@ -7,10 +7,10 @@ import logging
 import asyncpg
 import redis.asyncio as aioredis
 
-from engine import events
 from engine.config import Config
 from engine.errors import EngineError
 from engine.periodic import Periodic
+from engine.senders import service as senders
 from engine.shaping.feedback import ShapingEvent
 from engine.shaping.shaper import Shaper
 
@@ -18,35 +18,30 @@ log = logging.getLogger("engine.shaping")
 
 
 class ShapingEventSink:
-    """Turns shaping's own decisions (auto-pause at a complaint or bounce rate, resume) into
-    tenant-visible events; warm-up moves are logged by shaping itself."""
-
-    KINDS = ("sender_paused", "sender_resumed")
+    """Records shaping's automatic pauses (complaint or bounce rate over the threshold) through
+    :mod:`engine.senders.service`, like an operator's: ``oltp.senders`` and the tenant's event.
+    Shaping has already set its Redis cache of the pause; warm-up moves are only logged."""
 
     def __init__(self) -> None:
         self.pending: list[ShapingEvent] = []
 
     def __call__(self, event: ShapingEvent) -> None:
-        if event.kind in self.KINDS:
+        if event.kind == "sender_paused":
             self.pending.append(event)
 
     async def flush(self, pool: asyncpg.Pool) -> None:
-        batch, self.pending = self.pending, []
-        if not batch:
-            return
-        async with pool.acquire() as conn:
-            await events.write(
-                conn,
-                [
-                    events.Event(
-                        tenant_id=e.tenant_id,
-                        kind=e.kind,
-                        reason=e.message,
-                        data={"sender": e.sender, **e.data},
-                    )
-                    for e in batch
-                ],
+        """Record the pending pauses; on an error the rest stay pending for the next flush."""
+        while self.pending:
+            e = self.pending[0]
+            sender = await senders.pause(
+                pool, e.tenant_id, e.sender, e.message, actor=None, detail=e.data, if_running=True
             )
+            if sender is None:
+                log.warning(
+                    "shaping paused a sender unknown to oltp.senders",
+                    extra={"tenant": e.tenant_id, "sender": e.sender},
+                )
+            self.pending.pop(0)
 
     def task(self, pool: asyncpg.Pool) -> Periodic:
         """Write pending events every second, and once more when the daemon stops."""

@@ -25,20 +25,20 @@ from engine.config import Config
 from engine.dispatch.outcomes import OutcomeWriter
 from engine.dispatch.seams import Relay, Shaper, Signer
 from engine.errors import ComposeError, DkimError, EngineError
-from engine.gdpr import suppression as suppressions
 from engine.inbound import unsubscribe, verp_keys
 from engine.model import Content, JobState, OutcomeKind
 from engine.queue.retry import backoff_s
 from engine.queue.streams import Entry, Streams
+from engine.senders.service import PausedSenders, hold_s
 from engine.shaping.model import ShapeDecision, ShapeRequest
 from engine.shaping.signals import from_outcome
 from engine.store import content as content_store
 from engine.store import jobs as job_store
+from engine.store import suppressions
 
 log = logging.getLogger("engine.dispatch")
 
 _ALLOW = ShapeDecision(allowed=True)
-HOLD_PAUSED_S = 60.0  # re-checked each minute; resume also releases held jobs
 HOLD_DKIM_S = 600.0
 
 
@@ -81,26 +81,6 @@ class BodyCache:
             _, dropped = self._items.popitem(last=False)
             self.bytes -= dropped.size
         return body
-
-
-class PausedSenders:
-    """Paused senders and tenants over their daily quota, refreshed from the oltp tier every
-    few seconds (two cheap queries per refresh, never per message)."""
-
-    def __init__(self, pool: asyncpg.Pool, ttl_s: float = 5.0) -> None:
-        self.pool = pool
-        self.ttl_s = ttl_s
-        self._at = 0.0
-        self._paused: set[tuple[str, str]] = set()
-        self.over_quota: set[str] = set()
-
-    async def get(self) -> set[tuple[str, str]]:
-        if time.monotonic() - self._at > self.ttl_s:
-            rows = await self.pool.fetch("SELECT tenant_id, address FROM oltp.senders WHERE paused")
-            self._paused = {(r["tenant_id"], r["address"]) for r in rows}
-            self.over_quota = await quota.over_quota(self.pool)
-            self._at = time.monotonic()
-        return self._paused
 
 
 class Dispatcher:
@@ -208,20 +188,21 @@ class Dispatcher:
             blocked = await suppressions.check(
                 self.pool, [(j.tenant_id, j.recipient) for j in claimed]
             )
-            paused = await self.paused.get()
-            decisions = await self._shape(claimed)
+            await self.paused.refresh()
+            paused = [self.paused.is_paused(j.tenant_id, j.sender) for j in claimed]
+            decisions = await self._shape(claimed, paused)
         except BaseException:
             # Nothing was attempted: give the jobs back at once rather than wait for the lease.
             self.in_flight -= len(claimed)
             raise
-        for job, decision in zip(claimed, decisions, strict=True):
+        for job, held, decision in zip(claimed, paused, decisions, strict=True):
             task = asyncio.create_task(
                 self._handle(
                     job,
                     by_job[job.id],
                     contents.get((job.tenant_id, job.content_sha256)),
                     suppressed=(job.tenant_id, job.recipient.lower()) in blocked,
-                    paused=(job.tenant_id, job.sender) in paused,
+                    paused=held,
                     decision=decision,
                 )
             )
@@ -249,15 +230,23 @@ class Dispatcher:
                     log.warning("cannot compose content", extra={"error": str(exc)})
         return out
 
-    async def _shape(self, claimed: Sequence[job_store.ClaimedJob]) -> list[ShapeDecision]:
+    async def _shape(
+        self, claimed: Sequence[job_store.ClaimedJob], paused: Sequence[bool]
+    ) -> list[ShapeDecision]:
+        """Acquire shaping units for the jobs that may go; a paused sender's jobs use none."""
+        decisions = [_ALLOW] * len(claimed)
         if self.shaper is None:
-            return [_ALLOW] * len(claimed)
-        return await self.shaper.acquire(
+            return decisions
+        going = [i for i, held in enumerate(paused) if not held]
+        acquired = await self.shaper.acquire(
             [
                 ShapeRequest(j.tenant_id, j.sender, recipient_domain=_domain(j.recipient))
-                for j in claimed
+                for j in (claimed[i] for i in going)
             ]
         )
+        for i, decision in zip(going, acquired, strict=True):
+            decisions[i] = decision
+        return decisions
 
     def _compose(self, job: job_store.ClaimedJob, body: ComposedBody) -> tuple[str, bytes, str]:
         domain = _domain(job.sender)
@@ -309,7 +298,7 @@ class Dispatcher:
                 reply="recipient is on the suppression list",
             ), False
         if paused:
-            return self._held(job, HOLD_PAUSED_S, "sender is paused"), False
+            return self._held(job, hold_s(self.cfg), "sender is paused"), False
         if job.tenant_id in self.paused.over_quota:
             why = "tenant daily quota reached; held until the UTC day turns over"
             return self._held(job, quota.seconds_to_reset(), why), False

@@ -2,9 +2,9 @@
 
 An erased recipient must never be mailed again, yet their address may not stay in clear. The
 suppression row keeps ``sha256:<hex of lower(address)>`` instead; the dispatcher's suppression
-check compares each recipient both in clear and hashed (:data:`SUPPRESSION_CHECK_SQL`, a drop-in
-for the query in ``engine.store.suppressions.check``). The same pseudonym replaces the address
-in jobs, events and every other text column, so per-recipient history still groups together.
+check (:func:`engine.store.suppressions.check`) compares each recipient both in clear and hashed.
+The same pseudonym replaces the address in jobs, events and every other text column, so
+per-recipient history still groups together.
 
 An unkeyed hash can be reversed by someone who guesses the address (hash the candidate and
 compare) — that is what lets the suppression check work without a secret, and it is what the
@@ -17,20 +17,6 @@ import hashlib
 import re
 
 PREFIX = "sha256:"
-
-#: SQL for the pseudonym of a text expression (PostgreSQL >= 11): equal to :func:`pseudonym`
-#: for every address whose lower-casing agrees between Python and the database (all ASCII ones).
-SQL_PSEUDONYM = "'sha256:' || encode(sha256(convert_to(lower({expr}), 'UTF8')), 'hex')"
-
-#: Drop-in for ``engine.store.suppressions.check``: matches a recipient suppressed in clear or
-#: erased (hashed), and returns the recipient lower-cased as the caller expects.
-SUPPRESSION_CHECK_SQL = (
-    "SELECT s.tenant_id, lower(u.a) AS address FROM oltp.suppressions s"
-    " JOIN unnest($1::text[], $2::text[]) AS u(t, a)"
-    " ON s.tenant_id = u.t AND s.address IN (lower(u.a), "
-    + SQL_PSEUDONYM.format(expr="u.a")
-    + ") WHERE s.expires_at IS NULL OR s.expires_at > now()"
-)
 
 
 def normalise(address: str) -> str:

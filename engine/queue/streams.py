@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from engine.config import RedisConfig
 from engine.errors import QueueError
@@ -193,4 +193,4 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-__all__ = ["GROUP", "Entry", "RedisError", "Streams", "connect", "queue_error"]
+__all__ = ["GROUP", "Entry", "Streams", "connect", "queue_error"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
-from engine.model import Outcome, OutcomeKind
+from engine.model import OutcomeKind
 from engine.relay.breaker import BreakerState
 from engine.relay.replies import ReplyVerdict
 
@@ -56,17 +56,6 @@ class SendResult(msgspec.Struct, frozen=True):
             node=node,
             throttled=verdict.throttled,
             refused=refused,
-        )
-
-    def outcome(self, job_id: int) -> Outcome:
-        """The job outcome to persist for this result."""
-        return Outcome(
-            job_id=job_id,
-            kind=self.kind,
-            reply_code=self.reply_code,
-            enhanced_status=self.enhanced_status,
-            reply=self.reply,
-            node=self.node,
         )
 
 

@@ -49,6 +49,7 @@ async def explain(
     levels = await shaper.peek(request)
     worst = max(levels, key=lambda s: s.retry_after_s, default=None)
     held = worst is not None and worst.retry_after_s > 0
+    paused = await shaper.is_paused(tenant_id, sender)
     warm = await shaper.warmup_state(tenant_id, sender)
     cap = None
     if warm is not None:
@@ -61,24 +62,29 @@ async def explain(
         recipient=recipient,
         provider=provider,
         shaping_enabled=True,
-        allowed=not held,
-        retry_after_s=worst.retry_after_s if held and worst else 0.0,
-        held_by=worst.level if held and worst else None,
+        allowed=not held and paused is None,
+        retry_after_s=_retry_after(shaper, worst if held else None, paused),
+        held_by=Level.PAUSED if paused else worst.level if held and worst else None,
         levels=levels,
         rate_per_s=await shaper.rate(tenant_id, sender, provider.name),
         ceiling_per_s=provider.rate_per_s,
         warmup_stage=None if warm is None else warm.stage,
         warmup_stages=len(shaper.plan.caps),
         warmup_cap=cap,
-        paused=await shaper.is_paused(tenant_id, sender),
+        paused=paused,
     )
+
+
+def _retry_after(shaper: Shaper, worst: LevelStatus | None, paused: PauseVerdict | None) -> float:
+    """A paused sender's jobs are held for ``paused_retry_s`` before any limit is asked."""
+    if paused is not None:
+        return shaper.cfg.shaping.paused_retry_s
+    return 0.0 if worst is None else worst.retry_after_s
 
 
 def _level_line(s: LevelStatus) -> str:
     state = "ok" if s.retry_after_s <= 0 else f"HOLDS for {_duration(s.retry_after_s)}"
-    if s.level is Level.PAUSED:
-        what = "sender paused" if s.used else "sender not paused"
-    elif s.level is Level.WARMUP:
+    if s.level is Level.WARMUP:
         cap = "no cap" if s.limit == NO_CAP else f"{s.limit:g}/day"
         what = f"warm-up cap {cap}, {s.used:g} sent today"
     else:

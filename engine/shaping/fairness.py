@@ -7,8 +7,9 @@ same share per round as a flow with three items: tenant A's 50k-recipient campai
 B's 100 password resets interleave, so B's mail is out within the first ~200 picks instead of
 after A's 50k.
 
-The lead's worker orders a claimed batch with :func:`fair_order`; the feeder picks which tenants
-to push next with a :class:`DrrScheduler` over tenants.
+The feeder's turns between tenants are taken in PostgreSQL (:func:`engine.store.jobs.take_due`,
+weighted by ``oltp.shaping_tenant_quotas.weight``); this module is a sans-IO model of them and
+is not called on the send path.
 """
 
 from __future__ import annotations

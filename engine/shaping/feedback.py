@@ -36,7 +36,7 @@ _unpack = msgspec.msgpack.Decoder(list[float]).decode
 class ShapingEvent(msgspec.Struct, frozen=True):
     """Something an operator should see: a pause, a warm-up move. Also logged as one line."""
 
-    kind: str  # sender_paused | sender_resumed | warmup_advance | warmup_hold | warmup_step_back
+    kind: str  # sender_paused | warmup_advance | warmup_hold | warmup_step_back
     tenant_id: str
     sender: str
     message: str
@@ -232,15 +232,6 @@ class FeedbackStore:
             deleted, _ = await pipe.execute()
         except RedisError as exc:
             raise ShapingError(f"could not resume sender {sender}: {exc}") from exc
-        if deleted:
-            self._emit(
-                ShapingEvent(
-                    kind="sender_resumed",
-                    tenant_id=tenant_id,
-                    sender=sender.lower(),
-                    message=f"sender {sender} resumed by an operator",
-                )
-            )
         return bool(deleted)
 
     async def paused(self, tenant_id: str, sender: str) -> PauseVerdict | None:

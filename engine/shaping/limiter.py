@@ -1,10 +1,11 @@
 """The limit hierarchy in Redis: one Lua call per hash tag, all calls of a batch in one pipeline.
 
-For each request the levels are, in order: sender paused? → tenant → sender domain → sender
-address → sender x provider (the AIMD-adapted rate) → warm-up daily cap of sender x provider →
-relay node. A request is allowed only when every level allows, and then one unit is consumed at
-every level; a held request consumes nothing and gets the wait of the level that holds it
-longest (the caller re-queues it with that delay: held, never dropped, never spun on).
+For each request the levels are, in order: tenant → sender domain → sender address → sender x
+provider (the AIMD-adapted rate) → warm-up daily cap of sender x provider → relay node. A paused
+sender is not a level: the dispatcher holds its jobs before asking (:mod:`engine.senders`). A
+request is allowed only when every level allows, and then one unit is consumed at every level;
+a held request consumes nothing and gets the wait of the level that holds it longest (the
+caller re-queues it with that delay: held, never dropped, never spun on).
 
 Every key of a tenant carries the tag ``{t:<tenant>}``, so the caller's batch is grouped by
 tenant and each group is one EVALSHA touching one slot; the groups go out as one pipeline, one
@@ -37,7 +38,7 @@ ACQUIRE = 0
 REFUND = 1
 PEEK = 2
 
-_PAUSE, _GCRA, _AIMD, _DAILY = 1, 2, 3, 4
+_GCRA, _AIMD, _DAILY = 2, 3, 4
 _LEVEL_CACHE_MAX = 100_000
 
 #: One level as the script reads it: code kind key1 key2 a b c (keys as strings here).
@@ -48,8 +49,8 @@ class LevelStatus(msgspec.Struct, frozen=True):
     """One level as ``explain`` sees it: the limit in force and how close the request is."""
 
     level: Level
-    limit: float  # msg/s for rates, messages/day for the warm-up cap (-1: none), 0 for paused
-    used: float  # units ahead of schedule (rates), sent today (warm-up), 1 if paused
+    limit: float  # msg/s for rates, messages/day for the warm-up cap (-1: none)
+    used: float  # units ahead of schedule (rates), sent today (warm-up)
     retry_after_s: float  # 0: this level would let the message go now
 
 
@@ -168,17 +169,7 @@ class RedisLimiter:
     def tenant_levels(self, r: ShapeRequest, ceiling: float) -> list[_Level]:
         """Every level of ``r`` that lives under the tenant's hash tag."""
         k, cfg, t, s = self.keys, self.cfg, r.tenant_id, r.sender
-        levels: list[_Level] = [
-            (
-                LEVEL_CODES[Level.PAUSED],
-                _PAUSE,
-                k.pause(t, s),
-                None,
-                cfg.paused_retry_s * 1000,
-                0,
-                0,
-            )
-        ]
+        levels: list[_Level] = []
         tenant_rate = self._tenant_rates(t)
         if tenant_rate > 0:
             levels.append(self._gcra(Level.TENANT, k.tenant(t), tenant_rate))
@@ -273,9 +264,7 @@ class RedisLimiter:
                 r = requests[i]
                 refund.setdefault(r.tenant_id, _Call()).add(
                     (r.sender, r.provider),
-                    lambda r=r: [  # type: ignore[misc]
-                        lv for lv in self.levels(r, with_node=False) if lv[1] != _PAUSE
-                    ],
+                    lambda r=r: self.levels(r, with_node=False),  # type: ignore[misc]
                 )
         if refund:
             await self.runner.run(

@@ -15,7 +15,7 @@ import msgspec
 class Level(enum.StrEnum):
     """A level of the limit hierarchy (DESIGN §4), in the order a request meets them."""
 
-    PAUSED = "paused"  # the sender is paused (auto or by an operator)
+    PAUSED = "paused"  # the sender is paused (held by the dispatcher, before any other level)
     TENANT = "tenant"
     SENDER_DOMAIN = "sender_domain"
     SENDER = "sender"

@@ -4,7 +4,8 @@ Redis holds the live values every instance shares; each instance remembers which
 provider rates and which senders its own feedback touched, and :func:`persist` copies their
 current Redis values to ``oltp.shaping_rates`` / ``oltp.shaping_senders`` in one batched
 statement each (``unnest``). :func:`restore` runs at start and writes rows back only into keys
-Redis does not have (``HSETNX`` / ``SET NX``), so it never overwrites fresher live values.
+Redis does not have (``HSETNX`` / ``SET NX``), so it never overwrites fresher live values; it
+also fills the Redis cache of paused senders from their truth, ``oltp.senders``.
 """
 
 from __future__ import annotations
@@ -32,22 +33,18 @@ ON CONFLICT (tenant_id, sender, provider) DO UPDATE
 """
 
 _UPSERT_SENDERS = """
-INSERT INTO oltp.shaping_senders AS s
-       (tenant_id, sender, warmup_stage, warmup_day, warmup_cap, paused)
-SELECT t, s, st, d, c, p::jsonb
-  FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::text[])
-       AS u(t, s, st, d, c, p)
+INSERT INTO oltp.shaping_senders AS s (tenant_id, sender, warmup_stage, warmup_day, warmup_cap)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[])
 ON CONFLICT (tenant_id, sender) DO UPDATE
    SET warmup_stage = EXCLUDED.warmup_stage, warmup_day = EXCLUDED.warmup_day,
-       warmup_cap = EXCLUDED.warmup_cap, paused = EXCLUDED.paused, updated_at = now()
+       warmup_cap = EXCLUDED.warmup_cap, updated_at = now()
 """
 
 
 class TenantQuota(msgspec.Struct, frozen=True):
     """A tenant's overrides from ``oltp.shaping_tenant_quotas``."""
 
-    rate_per_s: float | None  # None: the config default
-    weight: float = 1.0  # fair-share weight between tenants (DRR)
+    rate_per_s: float | None  # None: the config default (the weight is the feeder's, store/jobs)
 
 
 def _int(v: bytes | None) -> int | None:
@@ -70,7 +67,6 @@ async def persist(
             pipe.hmget(keys.rate(t, s, p), ["rate", "dec"])
         for t, s in sender_keys:
             pipe.hmget(keys.warmup(t, s), ["stage", "day", "cap"])
-            pipe.get(keys.pause(t, s))
         values = await pipe.execute() if rate_keys or sender_keys else []
     except RedisError as exc:
         raise ShapingError(f"could not read shaping state to persist: {exc}") from exc
@@ -85,18 +81,15 @@ async def persist(
         r_cols[2].append(p)
         r_cols[3].append(float(rate))
         r_cols[4].append(None if dec is None else datetime.fromtimestamp(float(dec) / 1000, UTC))
-    s_cols: tuple[
-        list[str], list[str], list[int | None], list[int | None], list[int | None], list[str | None]
-    ] = ([], [], [], [], [], [])
-    rest = values[len(rate_keys) :]
-    for i, (t, s) in enumerate(sender_keys):
-        (stage, day, cap), pause = rest[2 * i], rest[2 * i + 1]
+    s_cols: tuple[list[str], list[str], list[int | None], list[int | None], list[int | None]] = (
+        [], [], [], [], []
+    )  # fmt: skip
+    for (t, s), (stage, day, cap) in zip(sender_keys, values[len(rate_keys) :], strict=True):
         s_cols[0].append(t)
         s_cols[1].append(s)
         s_cols[2].append(_int(stage))
         s_cols[3].append(_int(day))
         s_cols[4].append(_int(cap))
-        s_cols[5].append(None if pause is None else pause.decode())  # JSON text, cast in SQL
     try:
         async with pool.acquire() as conn, conn.transaction():
             if r_cols[0]:
@@ -120,8 +113,11 @@ async def restore(
                 max_age_days,
             )
             senders = await conn.fetch(
-                "SELECT tenant_id, sender, warmup_stage, warmup_day, warmup_cap, paused::text"
+                "SELECT tenant_id, sender, warmup_stage, warmup_day, warmup_cap"
                 " FROM oltp.shaping_senders"
+            )
+            paused = await conn.fetch(
+                "SELECT tenant_id, address, paused_reason FROM oltp.senders WHERE paused"
             )
     except (OSError, asyncpg.PostgresError) as exc:
         raise StoreError(f"could not load persisted shaping state: {exc}") from exc
@@ -144,9 +140,14 @@ async def restore(
                     pipe.hsetnx(k, "stage", row["warmup_stage"])
                     pipe.hsetnx(k, "day", row["warmup_day"])
                     pipe.hsetnx(k, "cap", row["warmup_cap"])
-                if row["paused"] is not None:
-                    verdict = msgspec.json.decode(row["paused"], type=PauseVerdict)
-                    pipe.set(keys.pause(t, s), msgspec.json.encode(verdict), nx=True)
+            await pipe.execute()
+        for chunk in _chunks(paused):
+            pipe = client.pipeline(transaction=False)
+            for row in chunk:
+                reason = row["paused_reason"] or "paused"
+                verdict = PauseVerdict("restored", 0.0, 0.0, 0, reason)
+                key = keys.pause(row["tenant_id"], row["address"])
+                pipe.set(key, msgspec.json.encode(verdict), nx=True)
             await pipe.execute()
     except RedisError as exc:
         raise ShapingError(f"could not restore shaping state into Redis: {exc}") from exc
@@ -157,12 +158,10 @@ async def load_quotas(pool: asyncpg.Pool) -> dict[str, TenantQuota]:
     """Every tenant's overrides (a small table: read whole, refreshed periodically)."""
     try:
         async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT tenant_id, rate_per_s, weight FROM oltp.shaping_tenant_quotas"
-            )
+            rows = await conn.fetch("SELECT tenant_id, rate_per_s FROM oltp.shaping_tenant_quotas")
     except (OSError, asyncpg.PostgresError) as exc:
         raise StoreError(f"could not load tenant quotas: {exc}") from exc
-    return {r["tenant_id"]: TenantQuota(r["rate_per_s"], r["weight"]) for r in rows}
+    return {r["tenant_id"]: TenantQuota(r["rate_per_s"]) for r in rows}
 
 
 async def load_domain_ceilings(pool: asyncpg.Pool) -> dict[tuple[str, str], float]:

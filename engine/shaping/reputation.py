@@ -36,9 +36,9 @@ class WindowCounts(msgspec.Struct, frozen=True):
 
 
 class PauseVerdict(msgspec.Struct, frozen=True):
-    """Why a sender was paused; stored in Redis and logged as an event."""
+    """Why a sender was paused; Redis caches it next to the truth in ``oltp.senders``."""
 
-    reason: str  # "complaint_rate" | "hard_bounce_rate" | "operator"
+    reason: str  # "complaint_rate" | "hard_bounce_rate" | "operator" | "restored" (from oltp)
     rate: float
     threshold: float
     attempts: int

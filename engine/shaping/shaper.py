@@ -157,11 +157,6 @@ class Shaper:
         """Ceiling rate, max connections and max messages per connection of a provider."""
         return self.table.get(name)
 
-    def tenant_weight(self, tenant_id: str) -> float:
-        """Fair-share weight of a tenant for :class:`DrrScheduler` (1.0 unless a quota says)."""
-        quota = self.quotas.get(tenant_id)
-        return 1.0 if quota is None else quota.weight
-
     def _tenant_rate(self, tenant_id: str) -> float:
         quota = self.quotas.get(tenant_id)
         if quota is None or quota.rate_per_s is None:

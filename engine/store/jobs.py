@@ -246,41 +246,49 @@ WITH RECURSIVE waiting AS (
 SELECT tenant_id FROM waiting WHERE tenant_id IS NOT NULL
 """
 
-# Up to $3 due jobs of each listed tenant (locked), then the round-robin prefix of $4 of them:
-# every tenant's first job (in list order) before anyone's second. jobs_due_priority_tenant is
-# the only index these conditions can use since migration 073 dropped jobs_due (priority, due
-# time): with statistics minutes old after a campaign the planner took that one and filtered
-# on the tenant, reading every due job of the priority for each tenant (2,522 rows per tenant,
-# 119 ms a round, in the 1,000-tenant bench). The update finds its rows by ctid (a locked row
-# keeps it until we commit) in an array, which can only be a TID scan: joined on the keys, the
-# planner took a hash join over a sequential scan of queue.jobs when it thought the table small
-# next to the batch (112 ms a round in the 1,000-tenant bench).
+# Up to $3 · weight due jobs of each listed tenant (locked), then the weighted round-robin prefix
+# of $4 of them: a tenant's n-th job has the turn n / weight ($5, the weights of $2), and jobs go
+# in turn order, ties in list order: with equal weights every tenant's first job before anyone's
+# second, and a tenant of weight 2 gets two turns for each one of a tenant of weight 1.
+# jobs_due_priority_tenant is the only index these conditions can use since migration 073
+# dropped jobs_due (priority, due time), which a planner with stale statistics preferred while
+# it filtered on the tenant, reading every due job of the priority for each tenant. The update
+# finds its rows by ctid (a locked row keeps it until we commit) in an array, which can only be
+# a TID scan: joined on the keys, the planner can take a hash join over a sequential scan of
+# queue.jobs when it thinks the table small next to the batch.
 _TAKE_DUE_FAIR = """
 WITH per_tenant AS (
     SELECT x.tid, t.ord,
-           row_number() OVER (PARTITION BY x.tenant_id ORDER BY x.next_attempt_at) AS rn
-      FROM unnest($2::text[]) WITH ORDINALITY AS t(tenant_id, ord)
+           row_number() OVER (PARTITION BY x.tenant_id ORDER BY x.next_attempt_at) / t.weight
+               AS turn
+      FROM unnest($2::text[], $5::float8[]) WITH ORDINALITY AS t(tenant_id, weight, ord)
       CROSS JOIN LATERAL (
             SELECT q.ctid AS tid, q.tenant_id, q.next_attempt_at FROM queue.jobs q
              WHERE q.priority = $1 AND q.tenant_id = t.tenant_id
                AND q.state IN ('queued', 'deferred') AND q.pushed_at IS NULL
                AND q.next_attempt_at <= now()
-             ORDER BY q.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) x),
-picked AS (SELECT tid FROM per_tenant ORDER BY rn, ord LIMIT $4)
+             ORDER BY q.next_attempt_at LIMIT least($4, ceil($3 * t.weight))::int
+             FOR UPDATE SKIP LOCKED) x),
+picked AS (SELECT tid FROM per_tenant ORDER BY turn, ord LIMIT $4)
 UPDATE queue.jobs j SET pushed_at = now()
  WHERE j.ctid = ANY(ARRAY(SELECT tid FROM picked))
 RETURNING j.id, j.tenant_id, j.priority, j.next_attempt_at
 """
 
 
-def _in_turns(rows: Sequence[asyncpg.Record], tenants: Sequence[str]) -> list[asyncpg.Record]:
-    """``rows`` in round-robin order: each tenant's first job (by due time), in ``tenants``
-    order, then each one's second... (RETURNING order is arbitrary)."""
+def _in_turns(
+    rows: Sequence[asyncpg.Record], tenants: Sequence[str], weights: Sequence[float]
+) -> list[asyncpg.Record]:
+    """``rows`` in weighted round-robin order, as the query picked them: a tenant's n-th job
+    (by due time) has the turn n / weight, ties in ``tenants`` order (RETURNING order is
+    arbitrary)."""
     place = {t: i for i, t in enumerate(tenants)}
-    turn: dict[int, int] = {}
+    weight = dict(zip(tenants, weights, strict=True))
+    turn: dict[int, float] = {}
     seen: dict[str, int] = {}
     for r in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
-        turn[r["id"]] = seen[r["tenant_id"]] = seen.get(r["tenant_id"], 0) + 1
+        seen[r["tenant_id"]] = seen.get(r["tenant_id"], 0) + 1
+        turn[r["id"]] = seen[r["tenant_id"]] / weight[r["tenant_id"]]
     return sorted(rows, key=lambda r: (turn[r["id"]], place[r["tenant_id"]]))
 
 
@@ -292,6 +300,16 @@ class FeedCursor:
         # Set by take_due: some priority had more tenants waiting than its round visited and
         # has not come round to its first ones again (the feeder goes on at once).
         self.more = False
+
+
+async def tenant_weights(conn: Conn, tenants: Sequence[str]) -> list[float]:
+    """The fair-share weight of each tenant (``oltp.shaping_tenant_quotas``; 1 without a row)."""
+    rows = await conn.fetch(
+        "SELECT tenant_id, weight FROM oltp.shaping_tenant_quotas WHERE tenant_id = ANY($1)",
+        list(tenants),
+    )
+    found = {r["tenant_id"]: float(r["weight"]) for r in rows}
+    return [found.get(t, 1.0) for t in tenants]
 
 
 async def waiting_tenants(
@@ -317,12 +335,13 @@ async def take_due(
     """Mark up to ``limits[p]`` due, unpushed jobs of each priority as pushed; return them.
 
     Each priority gets its own share so a flood of high-priority jobs cannot starve low ones,
-    and within a priority tenants take turns (every tenant's first job before anyone's second:
-    deficit round robin with equal quanta), so a 1M-recipient campaign cannot delay another
-    tenant's mail. A round visits at most ``limits[p]`` tenants, from just after where the
-    previous round stopped (``cursor``), so a round locks at most about twice its limit in
-    rows whatever the number of tenants, and with more tenants waiting than one round serves the
-    next rounds go on round the ring. Must run inside the transaction that pushes them to Redis
+    and within a priority tenants take turns in proportion to their fair-share weight
+    (``oltp.shaping_tenant_quotas.weight``, 1 by default: every tenant's first job before
+    anyone's second), so a 1M-recipient campaign cannot delay another tenant's mail. A round
+    visits at most ``limits[p]`` tenants, from just after where the previous round stopped
+    (``cursor``), so a round locks at most about twice its limit in rows whatever the number of
+    tenants, and with more tenants waiting than one round serves the next rounds go on round the
+    ring. Must run inside the transaction that pushes them to Redis
     (SKIP LOCKED splits work between instances; a crash before commit leaves them unpushed).
     """
     cursor = cursor or FeedCursor(len(limits))
@@ -336,12 +355,13 @@ async def take_due(
             continue
         cursor.after[priority] = tenants[-1]
         cursor.more = cursor.more or not whole
-        # Twice a fair share per tenant (so a round still fills when some have less), never
-        # more than the round: at most ~2x its limit in rows locked; those not kept are
-        # released at commit.
+        # Twice a fair share per tenant (so a round still fills when some have less), times
+        # its weight, never more than the round: at most ~2x its limit (times the mean weight)
+        # in rows locked; those not kept are released at commit.
         per_tenant = min(limit, -(-2 * limit // len(tenants)))
-        rows = await conn.fetch(_TAKE_DUE_FAIR, priority, tenants, per_tenant, limit)
-        out.extend(_in_turns(rows, tenants))  # the stream interleaves tenants
+        weights = await tenant_weights(conn, tenants)
+        rows = await conn.fetch(_TAKE_DUE_FAIR, priority, tenants, per_tenant, limit, weights)
+        out.extend(_in_turns(rows, tenants, weights))  # the stream interleaves tenants
     return out
 
 

@@ -1,10 +1,12 @@
-"""Senders (oltp tier), operator side: look up, pause and resume a sender address.
+"""Senders (oltp tier): look up, pause and resume a sender address; list the paused ones.
 
-The dispatcher reads ``oltp.senders.paused`` every few seconds and holds a paused sender's jobs
-(back to the queue, reply "sender is paused", not counted as an attempt). Resuming clears the flag
-and makes those held jobs due again after ``grace_s`` instead of the rest of their hold: the
-grace must outlast the dispatcher's cached view of paused senders, or a released job would be
-claimed while the cache still says "paused" and held for another full hold period.
+``oltp.senders.paused`` is the one truth of whether a sender may send
+(:mod:`engine.senders.service` is the only writer). The dispatcher reads the paused set every
+few seconds and holds a paused sender's jobs (back to the queue, reply "sender is paused", not
+counted as an attempt). Resuming clears the flag and makes those held jobs due again after
+``grace_s`` instead of the rest of their hold: the grace must outlast the dispatcher's cached
+view of paused senders, or a released job would be claimed while the cache still says "paused"
+and held for another full hold period.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import msgspec
 # check, and the shaping level "paused"); resume releases only jobs held for these reasons, so
 # scheduled sends and retry back-offs keep their times.
 PAUSE_HOLD_REPLIES = ("sender is paused", "held by shaping limit paused")
+# The second one is what versions with a pause level in the shaping limiter wrote; jobs held
+# that way may still be in the queue after an upgrade.
 NOTIFY_CHANNEL = "engine_jobs"  # the feeder's wake-up channel (engine.enqueue)
 
 
@@ -47,16 +51,32 @@ async def find(pool: asyncpg.Pool, address: str, tenant_id: str | None = None) -
     return [_view(r) for r in rows]
 
 
-async def pause(pool: asyncpg.Pool, tenant_id: str, address: str, reason: str) -> SenderView | None:
-    """Pause a sender (its jobs are held from the dispatcher's next refresh); None: unknown."""
+async def pause(
+    pool: asyncpg.Pool, tenant_id: str, address: str, reason: str, *, keep_reason: bool = False
+) -> tuple[SenderView | None, bool]:
+    """Pause a sender; returns (sender or None if unknown, whether it was paused before).
+
+    ``keep_reason``: a sender already paused keeps the reason it was paused for.
+    """
+    cols = ", ".join(f"s.{c}" for c in _COLUMNS.split(", "))
     row = await pool.fetchrow(
-        "UPDATE oltp.senders SET paused = true, paused_reason = $3"
-        f" WHERE tenant_id = $1 AND address = lower($2) RETURNING {_COLUMNS}",
+        "UPDATE oltp.senders s SET paused = true,"
+        " paused_reason = CASE WHEN old.paused AND $4 THEN old.paused_reason ELSE $3 END"
+        " FROM oltp.senders old WHERE s.tenant_id = $1 AND s.address = lower($2)"
+        " AND old.tenant_id = s.tenant_id AND old.address = s.address"
+        f" RETURNING {cols}, old.paused AS was_paused",
         tenant_id,
         address,
         reason,
+        keep_reason,
     )
-    return None if row is None else _view(row)
+    return (None, False) if row is None else (_view(row), bool(row["was_paused"]))
+
+
+async def paused(pool: asyncpg.Pool) -> set[tuple[str, str]]:
+    """Every paused (tenant, address): a partial index keeps this cheap (migration 072)."""
+    rows = await pool.fetch("SELECT tenant_id, address FROM oltp.senders WHERE paused")
+    return {(r["tenant_id"], r["address"]) for r in rows}
 
 
 async def resume(

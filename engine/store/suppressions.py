@@ -19,14 +19,23 @@ class Suppression(msgspec.Struct, frozen=True):
     expires_at: str | None
 
 
+# The pseudonym of an address in SQL, equal to engine.gdpr.pseudonym.pseudonym for every address
+# whose lower-casing agrees between Python and PostgreSQL (all ASCII ones): an erased recipient's
+# suppression row keeps only that hash, and must still stop mail to them.
+_PSEUDONYM_SQL = "'sha256:' || encode(sha256(convert_to(lower(u.a), 'UTF8')), 'hex')"
+
+
 async def check(pool: asyncpg.Pool, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which (tenant, address) pairs are suppressed now; addresses compared lower-cased."""
+    """Which (tenant, address) pairs are suppressed now, in clear or erased (as a pseudonym).
+
+    Addresses are compared lower-cased and returned lower-cased.
+    """
     if not pairs:
         return set()
     rows = await pool.fetch(
-        "SELECT s.tenant_id, s.address FROM oltp.suppressions s"
+        "SELECT s.tenant_id, lower(u.a) AS address FROM oltp.suppressions s"
         " JOIN unnest($1::text[], $2::text[]) AS u(t, a)"
-        " ON s.tenant_id = u.t AND s.address = lower(u.a)"
+        f" ON s.tenant_id = u.t AND s.address IN (lower(u.a), {_PSEUDONYM_SQL})"
         " WHERE s.expires_at IS NULL OR s.expires_at > now()",
         [p[0] for p in pairs],
         [p[1] for p in pairs],

@@ -407,6 +407,16 @@ async def test_pause_and_resume_sender(
         scheduled,
     )
     assert due and later  # the scheduled send keeps its time
+    # The same event and audit rows as `engine shaping pause|resume` (test_shaping_cli).
+    kinds = await pool.fetch("SELECT kind FROM oltp.events WHERE kind LIKE 'sender_%' ORDER BY id")
+    assert [r["kind"] for r in kinds] == ["sender_paused", "sender_resumed"]
+    audit = await pool.fetch(
+        "SELECT actor, action, target FROM oltp.audit_log WHERE action LIKE 'sender.%' ORDER BY id"
+    )
+    assert [tuple(r.values()) for r in audit] == [
+        ("admin-api", "sender.pause", "news@acme.example"),
+        ("admin-api", "sender.resume", "news@acme.example"),
+    ]
     # pause without a body uses the default reason
     out = await call(client, "POST", "/v1/senders/news@acme.example/pause?tenant=acme", status=200)
     assert out["sender"]["paused_reason"] == "paused by an operator"

@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import msgspec
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.admin import AdminContext, build_app
@@ -23,8 +24,10 @@ from engine.config import Config
 from engine.dispatch.worker import Dispatcher
 from engine.queue import feeder as feeder_mod
 from engine.servers import ThrowawayRedis
+from engine.shaping.model import ShapeDecision, ShapeRequest
+from engine.shaping.shaper import Shaper
 from engine.store import tenants
-from tests.conftest import make_config
+from tests.conftest import REDIS_URL, make_config
 from tests.fakes.fixtures import mailu  # noqa: F401
 from tests.fakes.mailu import FakeMailU
 from tests.integration.test_admin_api import TOKEN, call, close_context, job, make_context
@@ -68,12 +71,20 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(cfg: Config, pool: asyncpg.Pool) -> AsyncIterator[Pipeline]:
+async def pipeline(
+    cfg: Config, pool: asyncpg.Pool, shaper: Shaper | None = None
+) -> AsyncIterator[Pipeline]:
     stop, halt = asyncio.Event(), asyncio.Event()
     ctx, relay = await make_context(cfg, pool, drain=stop.set)
     ctx.paused_refresh_s = 0.1
+    ctx.shaper = shaper
     dispatcher = Dispatcher(
-        cfg=cfg, pool=pool, streams=ctx.streams, relay=relay, consumer="admin-flow"
+        cfg=cfg,
+        pool=pool,
+        streams=ctx.streams,
+        relay=relay,
+        consumer="admin-flow",
+        shaper=shaper,
     )
     dispatcher.paused.ttl_s = 0.1  # the daemon refreshes every 5 s; tests need not wait that long
     feeder = feeder_mod.Feeder(pool, ctx.streams, cfg.queue, cfg.database.dsn)
@@ -133,6 +144,58 @@ async def test_pause_holds_mail_and_resume_releases_it(
         assert out["released"] == 1
         await wait_state(pool, held, "relayed")
         assert mailu.count() == 2 and not mailu.duplicates()
+
+
+async def test_a_paused_sender_is_held_once_for_the_one_hold_and_uses_no_shaping_units(
+    clean_db: str, redis_prefix: str, mailu: FakeMailU, pool: asyncpg.Pool
+) -> None:
+    await tenants.add(pool, "acme")
+    base = pipeline_config(clean_db, redis_prefix, mailu)
+    cfg = msgspec.structs.replace(
+        base,
+        shaping=msgspec.structs.replace(
+            base.shaping, enabled=True, warmup=False, paused_retry_s=120.0
+        ),
+    )
+    client = aioredis.Redis.from_url(REDIS_URL)
+    asked = 0
+
+    class CountingShaper(Shaper):
+        async def acquire(self, requests: Sequence[ShapeRequest]) -> list[ShapeDecision]:
+            nonlocal asked
+            asked += len(requests)
+            return await super().acquire(requests)
+
+    try:
+        shaper = CountingShaper(cfg, client)
+        async with pipeline(cfg, pool, shaper) as p:
+            (first,) = await post(p.client, job(1))
+            await wait_state(pool, first, "relayed")
+            await call(p.client, "POST", "/v1/senders/news@acme.example/pause", status=200)
+            assert await shaper.is_paused("acme", "news@acme.example") is not None  # the cache
+            await asyncio.sleep(0.3)  # the dispatcher's paused-sender refresh
+            asked = 0
+            (held,) = await post(p.client, job(2))
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                row = await pool.fetchrow(
+                    "SELECT state, last_reply, next_attempt_at - now() AS wait"
+                    " FROM queue.jobs WHERE id = $1",
+                    held,
+                )
+                if row["last_reply"] == "sender is paused":
+                    break
+                await asyncio.sleep(0.05)
+            assert (row["state"], row["last_reply"]) == ("queued", "sender is paused")
+            assert dt.timedelta(seconds=110) < row["wait"] <= dt.timedelta(seconds=120)
+            assert asked == 0  # the held job took no shaping unit
+            out = await call(p.client, "POST", "/v1/senders/news@acme.example/resume", status=200)
+            assert out["released"] == 1
+            assert await shaper.is_paused("acme", "news@acme.example") is None
+            await wait_state(pool, held, "relayed")
+            assert mailu.count() == 2 and not mailu.duplicates()
+    finally:
+        await client.aclose()
 
 
 async def test_cancel_prevents_sending(

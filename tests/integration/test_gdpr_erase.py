@@ -14,7 +14,6 @@ import pytest
 from engine import audit
 from engine.config import Config
 from engine.enqueue import enqueue
-from engine.gdpr import suppression
 from engine.gdpr.erase import ENGINE_SCHEMAS, erase
 from engine.gdpr.pseudonym import pseudonym
 from engine.model import Attachment, Job
@@ -160,7 +159,7 @@ async def test_erase_leaves_no_clear_address_and_keeps_it_suppressed(
 
     # Still suppressed, in clear or any case, through the check the dispatcher will use.
     pairs = [("acme", "Bob@Example.com"), ("acme", "alice@example.com"), ("other", BOB)]
-    assert await suppression.check(pool, pairs) == {("acme", "bob@example.com")}
+    assert await suppressions.check(pool, pairs) == {("acme", "bob@example.com")}
     row = await pool.fetchrow("SELECT address, source, reason FROM oltp.suppressions")
     assert row["address"] == pseudonym(BOB) and row["source"] == "gdpr"
     assert "userunknown" in row["reason"]
@@ -192,7 +191,7 @@ async def test_erase_is_idempotent_and_works_for_unknown_addresses(pool: asyncpg
     first = await erase(pool, "acme", "nobody@example.com", actor="t")
     second = await erase(pool, "acme", "nobody@example.com", actor="t")
     assert first.jobs == second.jobs == 0
-    assert await suppression.check(pool, [("acme", "NOBODY@example.com")])
+    assert await suppressions.check(pool, [("acme", "NOBODY@example.com")])
     assert await pool.fetchval("SELECT count(*) FROM oltp.suppressions") == 1
 
 

@@ -209,3 +209,33 @@ async def test_more_tenants_waiting_than_a_round_serves_take_turns_round_the_rin
         # ... and round the end of the ring to its start again (second jobs, same turns).
         assert served[2] == names[20:25] + names[:5]
         assert served[3] == names[5:15]
+
+
+async def test_a_tenant_of_weight_2_gets_twice_the_turns_of_weight_1(pool: asyncpg.Pool) -> None:
+    # oltp.shaping_tenant_quotas.weight is the tenant's fair share in the feeder's turns.
+    for t in ("gold", "plain", "third"):
+        await tenants.add(pool, t)
+    await pool.execute(
+        "INSERT INTO oltp.shaping_tenant_quotas (tenant_id, weight)"
+        " VALUES ('gold', 2), ('third', 1)"  # plain has no row: weight 1
+    )
+    items = [
+        job(k, tenant_id=t, idempotency_key=f"{t}-{k}")
+        for t in ("gold", "plain", "third")
+        for k in range(200)
+    ]
+    res = await enqueue(pool, items, max_message_bytes=10**6, max_age_s=3600)
+    assert all(r.error is None for r in res)
+    served: dict[str, int] = {}
+    async with pool.acquire() as conn:
+        for _ in range(5):  # every round is under contention: 200 jobs each, 40 a round
+            async with conn.transaction():
+                rows = await job_store.take_due(conn, [0, 40, 0])
+            assert len(rows) == 40
+            for r in rows:
+                served[r["tenant_id"]] = served.get(r["tenant_id"], 0) + 1
+            # the stream order interleaves them the same way: two of gold's per other turn
+            head = [r["tenant_id"] for r in rows[:8]]
+            assert head.count("gold") == 4 and head.count("plain") == head.count("third") == 2
+    assert served["plain"] == served["third"] == 50
+    assert served["gold"] == 100

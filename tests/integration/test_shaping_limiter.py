@@ -130,17 +130,18 @@ async def test_warmup_false_exempts_new_senders(client: aioredis.Redis, redis_pr
     assert await shaper.warmup_state("acme", "news@shop.example") is None
 
 
-async def test_paused_sender_is_held_until_resumed(
+async def test_the_pause_cache_lives_next_to_the_limits(
     client: aioredis.Redis, redis_prefix: str
 ) -> None:
-    shaper = Shaper(config(redis_prefix, paused_retry_s=120.0), client, clock=FakeClock(T0))
+    # Holding a paused sender is the dispatcher's (engine.senders); the limiter has no pause
+    # level, and shaping keeps the reason for explain and the reputation scripts.
+    shaper = Shaper(config(redis_prefix), client, clock=FakeClock(T0))
     assert await shaper.pause("acme", "News@Shop.example", "abuse desk request")
-    (d,) = await shaper.acquire([req()])
-    assert (d.allowed, d.level, d.retry_after_s) == (False, Level.PAUSED, 120.0)
     verdict = await shaper.is_paused("acme", "news@shop.example")
     assert verdict is not None and verdict.message == "abuse desk request"
-    assert await shaper.resume("acme", "news@shop.example")
     assert (await shaper.acquire([req()]))[0].allowed
+    assert await shaper.resume("acme", "news@shop.example")
+    assert await shaper.is_paused("acme", "news@shop.example") is None
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["single-redis", "cluster-split"])

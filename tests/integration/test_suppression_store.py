@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from engine.gdpr.pseudonym import pseudonym
 from engine.store import suppressions
 
 
@@ -42,3 +43,29 @@ def test_merge_keeps_one_entry_per_tenant_and_address() -> None:
         ]
     )
     assert merged == [("a", "X@y.z", "r2", "feedback", None), ("b", "x@y.z", "r1", "bounce", None)]
+
+
+async def test_check_matches_in_clear_and_as_an_erased_pseudonym(pool: asyncpg.Pool) -> None:
+    await suppressions.add(
+        pool,
+        [
+            ("acme", "Bob@Example.com", "userunknown", "bounce", None),
+            ("acme", pseudonym("Erased@Example.com"), "gdpr erasure", "gdpr", None),
+            ("acme", "gone@example.com", "soft_bounce_limit", "bounce", 60.0),
+        ],
+    )
+    await pool.execute(
+        "UPDATE oltp.suppressions SET expires_at = now() - interval '1 second'"
+        " WHERE address = 'gone@example.com'"
+    )
+    pairs = [
+        ("acme", "BOB@example.com"),
+        ("acme", "erased@EXAMPLE.com"),
+        ("acme", "gone@example.com"),
+        ("other", "bob@example.com"),
+    ]
+    assert await suppressions.check(pool, pairs) == {
+        ("acme", "bob@example.com"),
+        ("acme", "erased@example.com"),
+    }
+    assert await suppressions.check(pool, []) == set()

@@ -1,6 +1,6 @@
 """Sender compliance check against a fake resolver: each record passes and fails as receivers
 would judge it (SPF include chains and RFC 7208 limits, DKIM, DMARC, reverse DNS), plus the
-Gmail/Yahoo bulk rules."""
+Gmail/Yahoo complaint-rate rule."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from collections.abc import Mapping
 import pytest
 
 from engine.compliance import dmarc
-from engine.compliance.bulk import bulk_rule_violations
 from engine.compliance.check import ComplianceReport, DkimExpectation, check_domain
 from engine.compliance.dns import reverse_name
 from engine.compliance.spf import check_ip
 from engine.config import ShapingConfig
 from engine.dkim.keys import generate_key
 from engine.errors import ComplianceDnsError
-from engine.model import Content
 
 RELAY = "203.0.113.5"
 RELAY6 = "2001:db8::25"
@@ -269,28 +267,6 @@ async def test_each_name_is_asked_once() -> None:
 
 
 # -- bulk rules -------------------------------------------------------------------------------
-
-
-def test_bulk_mail_needs_one_click_unsubscribe() -> None:
-    plain = Content(from_="n@example.com", subject="s", text="t")
-    assert bulk_rule_violations(plain, campaign_id=None) == []  # transactional
-    assert bulk_rule_violations(plain, campaign_id="c1")
-    mailto = Content(from_="n@example.com", text="t", list_unsubscribe="mailto:u@example.com")
-    assert "https" in bulk_rule_violations(mailto, campaign_id="c1")[0]
-    ok = Content(from_="n@example.com", text="t", list_unsubscribe="https://u.example.com/x")
-    assert bulk_rule_violations(ok, campaign_id="c1") == []
-
-
-def test_bulk_raw_message_headers() -> None:
-    head = b"From: n@example.com\r\nTo: r@example.net\r\nSubject: s\r\n"
-    no_post = head + b"List-Unsubscribe: <https://u.example.com/x>\r\n\r\nbody\r\n"
-    assert "One-Click" in bulk_rule_violations(Content(raw=no_post), campaign_id="c")[0]
-    full = (
-        head + b"List-Unsubscribe: <mailto:u@example.com>, <https://u.example.com/x>\r\n"
-        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nbody\r\n"
-    )
-    assert bulk_rule_violations(Content(raw=full), campaign_id="c") == []
-    assert bulk_rule_violations(Content(raw=head + b"\r\nx"), campaign_id="c")
 
 
 def test_complaint_rate_rule_is_shapings_auto_pause() -> None:

@@ -1,5 +1,7 @@
 """``/v1/senders/{id}/pause|resume``: hold or release one sender's mail (id = From address).
 
+Thin callers of :mod:`engine.senders.service`, like ``engine shaping pause|resume``.
+
 Pausing takes effect at the dispatcher's next refresh of paused senders (a few seconds); jobs
 already handed to a relay finish. Resuming makes the held jobs due just after that refresh
 interval (``AdminContext.paused_refresh_s`` + 1 s) rather than at the end of their hold.
@@ -7,24 +9,21 @@ interval (``AdminContext.paused_refresh_s`` + 1 s) rather than at the end of the
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 
-from engine import events
 from engine.admin.context import AdminContext
 from engine.admin.routing import Route, ctx_of, json_response, parse_query, read_body
 from engine.admin.schemas import PauseRequest, SenderResult, TenantQuery
 from engine.errors import AdminRequestError
-from engine.store import senders as sender_store
+from engine.senders import service
 from engine.store.senders import SenderView
 
-log = logging.getLogger("engine.admin")
+ACTOR = "admin-api"  # the actor the admin middleware writes in the audit log too
 
 
 async def _one_sender(ctx: AdminContext, address: str, tenant: str | None) -> SenderView:
     """The sender row the request names; 404 unknown, 409 when several tenants use it."""
-    found = await sender_store.find(ctx.pool, address, tenant)
+    found = await service.find(ctx.pool, address, tenant)
     if not found:
         scope = f" for tenant {tenant!r}" if tenant else ""
         raise AdminRequestError(
@@ -42,32 +41,17 @@ async def _one_sender(ctx: AdminContext, address: str, tenant: str | None) -> Se
     return found[0]
 
 
-async def _sender_event(
-    ctx: AdminContext, tenant_id: str, sender: str, kind: str, reason: str | None
-) -> None:
-    async with ctx.pool.acquire() as conn:
-        await events.write(
-            conn,
-            [events.Event(tenant_id=tenant_id, kind=kind, reason=reason, data={"sender": sender})],
-        )
-
-
 async def pause(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     address = request.match_info["id"]
     q = parse_query(request, TenantQuery)
     body = await read_body(request, PauseRequest, optional=True) or PauseRequest()
     sender = await _one_sender(ctx, address, q.tenant)
-    changed = await sender_store.pause(ctx.pool, sender.tenant_id, sender.address, body.reason)
+    changed = await service.pause(
+        ctx.pool, sender.tenant_id, sender.address, body.reason, actor=ACTOR, cache=ctx.shaper
+    )
     if changed is None:  # deleted between the two statements
         raise AdminRequestError(f"no sender {address!r}", status=404)
-    if ctx.shaper is not None:
-        await ctx.shaper.pause(sender.tenant_id, sender.address, body.reason)
-    await _sender_event(ctx, sender.tenant_id, sender.address, "sender_paused", body.reason)
-    log.info(
-        "sender paused over the admin API",
-        extra={"tenant": sender.tenant_id, "sender": sender.address, "reason": body.reason},
-    )
     return json_response(SenderResult(sender=changed))
 
 
@@ -76,18 +60,16 @@ async def resume(request: web.Request) -> web.Response:
     address = request.match_info["id"]
     q = parse_query(request, TenantQuery)
     sender = await _one_sender(ctx, address, q.tenant)
-    changed, released = await sender_store.resume(
-        ctx.pool, sender.tenant_id, sender.address, grace_s=ctx.paused_refresh_s + 1.0
+    changed, released = await service.resume(
+        ctx.pool,
+        sender.tenant_id,
+        sender.address,
+        actor=ACTOR,
+        cache=ctx.shaper,
+        grace_s=ctx.paused_refresh_s + 1.0,
     )
     if changed is None:
         raise AdminRequestError(f"no sender {address!r}", status=404)
-    if ctx.shaper is not None:
-        await ctx.shaper.resume(sender.tenant_id, sender.address)
-    await _sender_event(ctx, sender.tenant_id, sender.address, "sender_resumed", None)
-    log.info(
-        "sender resumed over the admin API",
-        extra={"tenant": sender.tenant_id, "sender": sender.address, "released": released},
-    )
     return json_response(SenderResult(sender=changed, released=released))
 
 

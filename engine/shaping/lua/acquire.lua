@@ -8,7 +8,6 @@
 --         requests share a sender x provider), each a flat list of 7 fields per level
 --             code kind k1 k2 a b c      (k1/k2: 1-based KEYS index, 0 = none)
 --         and `requests` lists, in order, the 0-based set index of every request.
---   kind 1 PAUSE  k1 pause key                 a retry ms while paused
 --   kind 2 GCRA   k1 TAT key                   a rate/s   b burst
 --   kind 3 AIMD   k1 TAT key  k2 AIMD hash     a start rate/s  b burst seconds  c ceiling/s
 --   kind 4 DAILY  k1 warm-up hash k2 counter   a stage-0 cap (-1: no cap)
@@ -36,7 +35,6 @@ local tat, tat_dirty = {}, {}
 local rate_of = {}
 local wcap, wnew = {}, {}
 local cnt, cnt_dirty = {}, {}
-local paused = {}
 
 local function get_tat(i)
   local v = tat[i]
@@ -113,13 +111,6 @@ for r = 1, #requests do
         if allow_at > now then wait = allow_at - now end
         pend[pos] = new
         limit, used = rate, (base - now) / interval
-      elseif kind == 1 then
-        local p = paused[k1]
-        if p == nil then
-          p = call('EXISTS', KEYS[k1]) == 1
-          paused[k1] = p
-        end
-        if p then wait, used = set[pos + 4], 1 end
       else
         local cap = wcap[k1] or get_cap(k1, set[pos + 4])
         local n = cnt[k2] or get_cnt(k2)

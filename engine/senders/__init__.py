@@ -1,0 +1,1 @@
+"""Sender addresses: pausing and resuming them (:mod:`engine.senders.service`)."""
