@@ -291,20 +291,19 @@ async def _watchdog_ping() -> None:
 
 #: How long the loop thread may keep the GIL while a signer thread waits for it (CPython's
 #: default is 5 ms). A signer re-takes the GIL after every RSA operation (OpenSSL runs without
-#: it); with the loop thread busy it waited up to the whole interval each time, and the signer
-#: threads sat at a third of a core each while jobs queued ~0.4 s for a signature. 0.5 ms: e2e
-#: 20k, five interleaved pairs, 1,837 vs 1,675 msg/s (every pair faster); 0.2 ms gave no more.
+#: it); with the loop thread busy it would wait up to the whole interval each time and jobs would
+#: queue for their signatures. The measurements behind 0.5 ms are in bench/README.md.
 SWITCH_INTERVAL_S = 0.0005
 
 
 def _tune_runtime() -> None:
     """GIL hand-over and garbage collection tuned for the running daemon.
 
-    Fewer, cheaper collections once started (6% of the loop thread under load was the GC):
-    everything built at start (config, modules, pools, caches) is frozen out of the collector's
-    view, and the young generation collects every 20,000 allocations instead of 700: the engine
-    makes few reference cycles, so this mostly saves re-scanning long-lived objects. See
-    :data:`SWITCH_INTERVAL_S` for the GIL.
+    Fewer, cheaper collections once started (the collector is a visible share of the loop
+    thread under load): everything built at start (config, modules, pools, caches) is frozen
+    out of the collector's view, and the young generation collects every 20,000 allocations
+    instead of 700: the engine makes few reference cycles, so this mostly saves re-scanning
+    long-lived objects. See :data:`SWITCH_INTERVAL_S` for the GIL.
     """
     gc.collect()
     gc.freeze()

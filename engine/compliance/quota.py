@@ -6,9 +6,9 @@ in ``olap.daily_stats`` (what actually left; deferrals and refusals do not use q
 the send path by one outcome flush (~20 ms) — a quota of 100 000 may be overshot by the mail in
 flight at that moment, never by more.
 
-The dispatcher side (the lead wires it, docs/compliance.md): refresh :func:`over_quota` every
-few seconds next to the paused-sender refresh and hold the jobs of those tenants until
-:func:`seconds_to_reset` (reply "tenant daily quota reached").
+The dispatcher side (docs/compliance.md): :class:`engine.senders.service.PausedSenders` refreshes
+:func:`over_quota` next to the paused senders, and the dispatcher holds the jobs of those tenants
+until :func:`seconds_to_reset` (reply "tenant daily quota reached").
 """
 
 from __future__ import annotations

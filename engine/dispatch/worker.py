@@ -51,9 +51,8 @@ class BodyCache:
     ``max_bytes`` of them: a 50k campaign builds its MIME once.
 
     Bounded by bytes, not entries: the feeder deals jobs round robin over tenants, so with more
-    campaigns in flight than a fixed count of entries every job missed (1,000 tenants against
-    512 entries: each job rebuilt its body, then ~1 ms of the event loop), while bodies range
-    from 1 KB to megabytes.
+    campaigns in flight than a fixed count of entries every job would miss and rebuild its body
+    on the event loop, while bodies range from 1 KB to megabytes.
     """
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
@@ -192,7 +191,8 @@ class Dispatcher:
             paused = [self.paused.is_paused(j.tenant_id, j.sender) for j in claimed]
             decisions = await self._shape(claimed, paused)
         except BaseException:
-            # Nothing was attempted: give the jobs back at once rather than wait for the lease.
+            # Nothing was attempted, and the claims stand: the jobs wait out their lease
+            # ([queue] lease_s), then the reconciler releases them to be claimed again.
             self.in_flight -= len(claimed)
             raise
         for job, held, decision in zip(claimed, paused, decisions, strict=True):
