@@ -87,6 +87,20 @@ class _Job(msgspec.Struct, frozen=True):
     sender: str
     recipient: str
     message_id: str | None
+    relay_node: str | None = None  # the node that relayed it (queue.jobs.relay_node)
+
+    @property
+    def domain(self) -> str:
+        return self.recipient.rpartition("@")[2].lower().rstrip(".")
+
+
+_JOB_COLUMNS = "id, tenant_id, sender, recipient, message_id, relay_node"
+
+
+def _job(r: Any) -> _Job:
+    return _Job(
+        r["id"], r["tenant_id"], r["sender"], r["recipient"], r["message_id"], r["relay_node"]
+    )
 
 
 #: Feedback types a metric label may take (an attacker chooses the field's text).
@@ -123,13 +137,13 @@ async def _jobs(
     if not ids and not mids:
         return {}
     rows = await conn.fetch(
-        "SELECT id, tenant_id, sender, recipient, message_id FROM queue.jobs"
+        f"SELECT {_JOB_COLUMNS} FROM queue.jobs"
         " WHERE id = ANY($1::bigint[])"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id"
+        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node"
         " FROM unnest($2::text[]) AS m(mid) CROSS JOIN LATERAL"
-        " (SELECT id, tenant_id, sender, recipient, message_id FROM queue.jobs"
+        f" (SELECT {_JOB_COLUMNS} FROM queue.jobs"
         "  WHERE message_id = m.mid LIMIT 2) j"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id"
+        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node"
         " FROM unnest($3::text[], $4::text[]) AS p(mid, rcpt)"
         " JOIN queue.jobs j ON j.message_id = p.mid AND lower(j.recipient) = p.rcpt",
         list(ids),
@@ -137,10 +151,7 @@ async def _jobs(
         [p[0] for p in pairs],
         [p[1] for p in pairs],
     )
-    return {
-        r["id"]: _Job(r["id"], r["tenant_id"], r["sender"], r["recipient"], r["message_id"])
-        for r in rows
-    }
+    return {r["id"]: _job(r) for r in rows}
 
 
 def _by_mid(jobs: dict[int, _Job]) -> dict[str, list[_Job]]:
@@ -228,9 +239,16 @@ def _about_job(lines: Sequence[Recipient], job: _Job) -> Recipient | None:
 
 
 class _Batch:
-    """Rows to write for one batch of inbound messages."""
+    """Rows to write for one batch of inbound messages.
 
-    def __init__(self) -> None:
+    ``providers`` maps a recipient domain to its provider's name (the MX rollup, resolved once
+    per batch before the transaction); a domain missing from it is recorded with provider ``''``
+    in the counters and without ``provider`` in the event's ``data``.
+    """
+
+    def __init__(self, providers: Mapping[str, str] | None = None) -> None:
+        self.providers: Mapping[str, str] = providers or {}
+        self.data: dict[int, str] = {}  # job id -> oltp.events.data (JSON)
         self.states: dict[int, str] = {}
         self.suppress: list[tuple[str, str, str, str, float | None]] = []
         self.events: list[
@@ -241,6 +259,22 @@ class _Batch:
         self.soft: list[tuple[str, str]] = []
         self.processed: list[tuple[int, int | None, str | None, str]] = []
         self.effects: list[Effect] = []
+
+    def provider(self, job: _Job) -> str:
+        return self.providers.get(job.domain, "")
+
+    def key(self, job: _Job) -> tuple[str, str, str]:
+        """The daily_stats key of a job's outcome: (tenant, sender, provider)."""
+        return (job.tenant_id, job.sender, self.provider(job))
+
+    def note(self, job: _Job) -> None:
+        """What every event about ``job`` carries in ``data``: sender, provider, relay node."""
+        data = {"sender": job.sender}
+        if provider := self.provider(job):
+            data["provider"] = provider
+        if job.relay_node:
+            data["node"] = job.relay_node
+        self.data[job.id] = msgspec.json.encode(data).decode()
 
 
 def _class_of(item: InboundItem, match: _Match) -> str | None:
@@ -267,8 +301,8 @@ def _apply_one(item: InboundItem, match: _Match, b: _Batch, replay: bool) -> Non
         b.processed.append((item.inbound_id, None, None, kind.value))
         b.effects.append(Effect(item.inbound_id, None, "ignored"))
         return
-    tenant, key = job.tenant_id, (job.tenant_id, job.sender, "")
-    domain = job.recipient.rpartition("@")[2].lower()
+    tenant, key, domain = job.tenant_id, b.key(job), job.domain
+    b.note(job)
     b.processed.append((item.inbound_id, job.id, tenant, kind.value))
     if kind in (BounceKind.ARF, *_BOUNCE_KINDS) and not match.proven:
         _unverified(item, job, b)
@@ -309,8 +343,7 @@ def _apply_one(item: InboundItem, match: _Match, b: _Batch, replay: bool) -> Non
 
 def _bounce(item: InboundItem, job: _Job, b: _Batch) -> None:
     report = item.report
-    tenant, key = job.tenant_id, (job.tenant_id, job.sender, "")
-    domain = job.recipient.rpartition("@")[2].lower()
+    tenant, key, domain = job.tenant_id, b.key(job), job.domain
     rcpt = _failed(report.recipients, job)
     if rcpt is None:
         delay = _about_job(
@@ -437,14 +470,16 @@ async def apply(
     cfg = cfg or EffectsConfig()
     # Before the transaction: reporter authentication may wait for DNS.
     checks = await trust.assess_all(items) if trust is not None else [Assessment()] * len(items)
-    b = _Batch()
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn:
         jobs = await _jobs(conn, items, checks)
         by_mid = _by_mid(jobs)
         matches = [
             await _by_feedback_id(conn, item, check, _match(item, check, jobs, by_mid))
             for item, check in zip(items, checks, strict=True)
         ]
+    # Outside the transaction (and without a connection held): the lookup may wait for DNS.
+    b = _Batch(await _provider_names(shaping, {m.job.domain for m in matches if m.job}))
+    async with pool.acquire() as conn, conn.transaction():
         keys = [
             (m.job.id, klass, item.inbound_id)
             for item, m in zip(items, matches, strict=True)
@@ -470,7 +505,7 @@ async def apply(
                 [b.states[i] for i in ids],
             )
         if b.events:
-            await _events(conn, b.events)
+            await _events(conn, b.events, b.data)
         if b.soft:
             b.suppress.extend(await _soft_over_limit(conn, b.soft, cfg))
         await suppression_store.add(conn, b.suppress)
@@ -486,7 +521,7 @@ async def apply(
             [p[3] for p in b.processed],
         )
     if shaping is not None and b.signals:
-        await _signal(shaping, b.signals)
+        _signal(shaping, b.signals, b.providers)
     return b.effects
 
 
@@ -506,35 +541,50 @@ async def _by_feedback_id(conn: Any, item: InboundItem, check: Assessment, match
     )
     if job_id is None:
         return match
-    row = await conn.fetchrow(
-        "SELECT id, tenant_id, sender, recipient, message_id FROM queue.jobs WHERE id = $1",
-        job_id,
-    )
+    row = await conn.fetchrow(f"SELECT {_JOB_COLUMNS} FROM queue.jobs WHERE id = $1", job_id)
     if row is None:
         return match
-    job = _Job(row["id"], row["tenant_id"], row["sender"], row["recipient"], row["message_id"])
-    return _Match(job, True)
+    return _Match(_job(row), True)
 
 
-async def _signal(shaping: SignalSink, signals: Sequence[tuple[DeliverySignal, str]]) -> None:
-    """Feed shaping, naming each signal's receiving provider (cached MX rollup)."""
+async def _provider_names(shaping: SignalSink | None, domains: set[str]) -> dict[str, str]:
+    """Recipient domain -> provider name, by the shaper's cached MX rollup (the send path's).
+
+    Empty without shaping, or when the lookup fails (logged): the outcomes are then counted
+    with provider ``''`` and the batch applies all the same.
+    """
+    if shaping is None or not domains:
+        return {}
     try:
-        providers = await shaping.resolve_providers({d for _, d in signals})
-    except Exception as exc:  # shaping feedback only tunes rates; never fail the batch for it
-        log.warning("provider lookup for bounce signals failed", extra={"error": str(exc)})
-        providers = {}
+        found = await shaping.resolve_providers(domains)
+    except Exception as exc:  # the provider only labels the outcome; never fail the batch for it
+        log.warning(
+            "provider lookup for inbound outcomes failed; counted without provider",
+            extra={"error": str(exc), "domains": len(domains)},
+        )
+        return {}
+    return {d: name for d, p in found.items() if (name := getattr(p, "name", None))}
+
+
+def _signal(
+    shaping: SignalSink,
+    signals: Sequence[tuple[DeliverySignal, str]],
+    providers: Mapping[str, str],
+) -> None:
+    """Feed shaping, naming each signal's receiving provider (the domain when unresolved)."""
     for sig, domain in signals:
-        provider = providers.get(domain)
-        name = getattr(provider, "name", None) or domain
-        shaping.record(msgspec.structs.replace(sig, provider=name))
+        shaping.record(msgspec.structs.replace(sig, provider=providers.get(domain) or domain))
 
 
-async def _events(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+async def _events(conn: Any, rows: Sequence[tuple[Any, ...]], data: Mapping[int, str]) -> None:
     await conn.execute(
-        "INSERT INTO oltp.events (tenant_id, job_id, kind, recipient, message_id, reason, reply)"
-        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
-        " $6::text[], $7::text[])",
+        "INSERT INTO oltp.events"
+        " (tenant_id, job_id, kind, recipient, message_id, reason, reply, data)"
+        " SELECT t, j, k, r, m, re, rp, d::jsonb FROM unnest($1::text[], $2::bigint[],"
+        " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])"
+        " AS u(t, j, k, r, m, re, rp, d)",
         *[[r[i] for r in rows] for i in range(7)],
+        [data.get(r[1]) if r[1] is not None else None for r in rows],
     )
 
 
