@@ -21,7 +21,7 @@ import dkim.util
 import msgspec
 
 from engine.dkim import verify
-from engine.inbound.message import addresses_in
+from engine.inbound.message import addresses_in, blank_line_end
 from engine.inbound.parse import first_bracketed, parse_bounce
 from engine.inbound.report import BounceKind, BounceReport
 
@@ -217,7 +217,7 @@ def _outer(raw: bytes) -> tuple[DkimEvidence, ...]:
     lowered = raw[:MAX_HEAD_BYTES].lower()
     if b"dkim-signature" not in lowered:
         return ()
-    end = _head_end(raw[: MAX_HEAD_BYTES + 4])
+    end = blank_line_end(raw[: MAX_HEAD_BYTES + 4])
     if end < 0:
         return ()  # no end of header within the cap: nothing we would check
     headers = _headers(raw[:end])
@@ -229,12 +229,6 @@ def _outer(raw: bytes) -> tuple[DkimEvidence, ...]:
     if body.count(b"\n") != body.count(b"\r\n"):
         body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     return _signatures(headers, body)
-
-
-def _head_end(data: bytes) -> int:
-    """Offset of the body (just after the empty line), or -1 when there is none in ``data``."""
-    at = re.search(rb"\r?\n\r?\n", data)
-    return at.end() if at is not None else -1
 
 
 def _field(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

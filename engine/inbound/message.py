@@ -129,7 +129,7 @@ def load(raw: bytes) -> Loaded:
     # The top-level fields are read here; the MIME parser only gets the MIME fields and the
     # body. Bounces carry long Received/DKIM/ARC blocks that it would otherwise walk line by
     # line into a Message (a fifth of the parse time on our corpus).
-    head_end = _blank_line_end(raw, 0)
+    head_end = blank_line_end(raw, 0)
     head, body = (raw[:head_end], raw[head_end:]) if head_end >= 0 else (raw, b"")
     fields, cut_fields = _read_fields(head.decode("ascii", "surrogateescape"))
     if any(len(value) >= MAX_FIELD_CHARS for value in fields.values()):
@@ -256,7 +256,7 @@ def _subtype_at(lowered: bytes, position: int) -> bytes | None:
     return None
 
 
-def _blank_line_end(raw: bytes, start: int) -> int:
+def blank_line_end(raw: bytes, start: int = 0) -> int:
     """Index just past the first empty line at or after ``start`` (LF or CRLF), or -1."""
     ends = [i + 2 for i in (raw.find(b"\n\n", start),) if i >= 0]
     ends += [i + 3 for i in (raw.find(b"\n\r\n", start),) if i >= 0]
@@ -270,10 +270,10 @@ def _drop_original_body(raw: bytes, part_at: int) -> bytes:
     body. No MIME boundary is touched: boundaries are lines starting with ``--`` and the cut
     stops before the first such line, so the parse tree is unchanged.
     """
-    part_headers_end = _blank_line_end(raw, part_at)
+    part_headers_end = blank_line_end(raw, part_at)
     if part_headers_end < 0:
         return raw
-    start = _blank_line_end(raw, part_headers_end)
+    start = blank_line_end(raw, part_headers_end)
     if start < 0:
         return raw
     stop = raw.find(b"\n--", start)

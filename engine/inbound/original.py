@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import email.message
 
+from engine.inbound.message import blank_line_end
+
 #: Bytes of the original's header block kept (a signed header block is a few KiB).
 MAX_HEAD_BYTES = 64 * 1024
 #: Bytes of a part looked at to find the end of that block (the transfer decode is C code).
@@ -41,16 +43,7 @@ def original_head(part: email.message.Message, payload: object) -> bytes | None:
     if not isinstance(data, bytes):
         return None
     data = data[:_SCAN_BYTES].lstrip(b"\r\n")
-    end = _head_end(data)
-    head = data[:end] if end >= 0 else data
+    end = blank_line_end(data)
+    # Up to the last field's line ending: the empty line (CRLF or LF) is not part of the block.
+    head = data[: end - (2 if data.endswith(b"\n\r\n", 0, end) else 1)] if end >= 0 else data
     return head[:MAX_HEAD_BYTES] or None
-
-
-def _head_end(data: bytes) -> int:
-    """Offset just after the line ending the header block (the empty line excluded), or -1."""
-    best = -1
-    for sep in (b"\r\n\r\n", b"\n\n", b"\n\r\n"):
-        at = data.find(sep)
-        if at >= 0 and (best < 0 or at < best):
-            best = at + (2 if sep[:2] == b"\r\n" else 1)
-    return best

@@ -270,10 +270,8 @@ class InboundTrust:
         own = self.own_proofs(ev.original)
         job = None
         if ev.envid and kind in (BounceKind.DSN, BounceKind.NONSTANDARD):
-            for secret in self.accepted():
-                job = envid_job(ev.envid, domain=self.verp_domain, secret=secret)
-                if job is not None:
-                    break
+            value, domain = ev.envid, self.verp_domain
+            job = self._signed_job(lambda secret: envid_job(value, domain=domain, secret=secret))
         reporter = None
         if kind is BounceKind.ARF and self.reporters:
             reporter = await self._reporter(item, _Lookups(MAX_DNS_LOOKUPS))
@@ -304,11 +302,17 @@ class InboundTrust:
     def _verp_job(self, address: str) -> int | None:
         start, end = address.find("<"), address.find(">")
         value = address[start + 1 : end] if 0 <= start < end else address
+        try:
+            return self._signed_job(
+                lambda secret: verp.decode(value, domain=self.verp_domain, secret=secret)
+            )
+        except ComposeError:
+            return None
+
+    def _signed_job(self, decode: Callable[[bytes | str], int | None]) -> int | None:
+        """The first job ``decode`` finds under a secret accepted now (the current one first)."""
         for secret in self.accepted():
-            try:
-                job = verp.decode(value, domain=self.verp_domain, secret=secret)
-            except ComposeError:
-                return None
+            job = decode(secret)
             if job is not None:
                 return job
         return None
