@@ -24,8 +24,9 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 
 from engine.dkim.sign import SigningKey, prepend_fields
-from engine.dkim.worker import MAX_KEYS, READY, Fields, KeySpec
+from engine.dkim.worker import MAX_KEYS, Fields, KeySpec
 from engine.errors import DkimError
+from engine.workerpipe import READY, frame
 
 log = logging.getLogger("engine.dkim")
 
@@ -113,11 +114,11 @@ class SignerProcesses:
         worker = min(self.workers, key=lambda w: len(w.inflight))
         specs = [self._spec(key) for key in part[0][1]]
         items = [(message, bh, ts) for message, _, bh, ts, _ in part]
-        frame = _encode((specs, items))
+        request = frame(_encode((specs, items)))
         stdin = worker.proc.stdin
         assert stdin is not None
         worker.inflight.append((part, attempt))
-        stdin.write(len(frame).to_bytes(4, "big") + frame)
+        stdin.write(request)
 
     async def _read(self, worker: _Worker) -> None:
         stdout = worker.proc.stdout

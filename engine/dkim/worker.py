@@ -1,16 +1,15 @@
 """``python -m engine.dkim.worker``: one DKIM signer process, fed by the daemon over its pipes.
 
-Frames both ways are a 4-byte big-endian length and a msgpack body. In: ``[key specs, items]``
-(a key spec is ``[PEM, domain, selector]``, an item ``[message, body hash | None, timestamp |
-None]``). Out: first one empty frame, once the worker is ready; then for each frame in, in
-order, one ``[fields | None, error text | None]`` per item. The process ends at EOF on stdin
-(the daemon closing it); it ignores SIGINT and SIGTERM, which are the daemon's to act on (it
-drains, then closes the pipes).
+Frames both ways (:mod:`engine.workerpipe`: length, then body) carry msgpack. In: ``[key specs,
+items]`` (a key spec is ``[PEM, domain, selector]``, an item ``[message, body hash | None,
+timestamp | None]``). Out: first one empty frame, once the worker is ready; then for each frame
+in, in order, one ``[fields | None, error text | None]`` per item. The process ends at EOF on
+stdin (the daemon closing it); it ignores SIGINT and SIGTERM, which are the daemon's to act on
+(it drains, then closes the pipes).
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Sequence
 from typing import BinaryIO
@@ -18,6 +17,7 @@ from typing import BinaryIO
 import msgspec
 
 from engine.dkim.sign import SigningKey, load_signing_key, sign
+from engine.workerpipe import announce_ready, read_frame, write_frame
 
 #: What a worker needs to rebuild a key: PEM (PKCS#8), domain, selector.
 KeySpec = tuple[bytes, str, str]
@@ -67,30 +67,14 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """Answer frames from ``inp`` on ``out`` until EOF."""
     decode = msgspec.msgpack.Decoder().decode
     encode = msgspec.msgpack.Encoder().encode
-    while True:
-        head = inp.read(4)
-        if len(head) < 4:
-            return
-        size = int.from_bytes(head, "big")
-        body = inp.read(size)
-        if len(body) < size:
-            return
+    while (body := read_frame(inp)) is not None:
         raw_specs, items = decode(body)
         specs = [(bytes(p), str(d), str(s)) for p, d, s in raw_specs]
-        reply = encode(sign_fields(specs, items))
-        out.write(len(reply).to_bytes(4, "big") + reply)
-        out.flush()
-
-
-#: Written once at start, when the signals are ignored and the imports done: an empty frame.
-READY = b"\0\0\0\0"
+        write_frame(out, encode(sign_fields(specs, items)))
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.stdout.buffer.write(READY)
-    sys.stdout.buffer.flush()
+    announce_ready()
     serve(sys.stdin.buffer, sys.stdout.buffer)
     return 0
 

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 from typing import BinaryIO
 
 import msgspec
 
 from engine.inbound.evidence import Analysis, analyse
+from engine.workerpipe import announce_ready, read_frame, write_frame
 
-#: Written once at start, when the signals are ignored and the imports done: an empty frame.
-READY = b"\0\0\0\0"
 #: The answer to one message: the analysis, or why there is none (the parser raised).
 Reply = tuple[Analysis | None, str | None]
 #: Parsed once before READY: the first parse loads and compiles the patterns (~0.1 s of CPU),
@@ -39,22 +37,12 @@ WARM_UP = (
 )
 
 
-def _read(inp: BinaryIO, size: int) -> bytes | None:
-    data = inp.read(size)
-    return data if len(data) == size else None
-
-
-def _field(inp: BinaryIO) -> bytes | None:
-    head = _read(inp, 4)
-    return None if head is None else _read(inp, int.from_bytes(head, "big"))
-
-
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """Answer frames from ``inp`` on ``out`` until EOF."""
     encode = msgspec.msgpack.Encoder().encode
     while True:
-        to = _field(inp)
-        raw = None if to is None else _field(inp)
+        to = read_frame(inp)
+        raw = None if to is None else read_frame(inp)
         if to is None or raw is None:
             return
         envelope_to = to.decode("utf-8", "replace") or None
@@ -63,14 +51,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             reply = (analyse(raw, envelope_to), None)
         except Exception as exc:  # a parser bug: the daemon quarantines this one message
             reply = (None, f"{type(exc).__name__}: {exc}"[:500])
-        body = encode(reply)
-        out.write(len(body).to_bytes(4, "big") + body)
-        out.flush()
+        write_frame(out, encode(reply))
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Parsing hostile mail must not take CPU from the daemon's event loop when both want it
     # (where a sandbox forbids it, the worker runs at the daemon's priority).
     with contextlib.suppress(OSError):
@@ -79,8 +63,7 @@ def main() -> int:
         analyse(WARM_UP, None)
     except Exception as exc:  # the first real message will say it again, and be quarantined
         sys.stderr.write(f"bounce parse worker: warm-up failed: {exc!r}\n")
-    sys.stdout.buffer.write(READY)
-    sys.stdout.buffer.flush()
+    announce_ready()
     serve(sys.stdin.buffer, sys.stdout.buffer)
     return 0
 

@@ -26,7 +26,8 @@ import time
 import msgspec
 
 from engine.inbound.evidence import Analysis
-from engine.inbound.parse_worker import READY, Reply
+from engine.inbound.parse_worker import Reply
+from engine.workerpipe import READY, frame
 
 log = logging.getLogger("engine.inbound")
 
@@ -182,7 +183,7 @@ class ParseWorkers:
         began = time.monotonic()
         used_ms = 0.0
         try:
-            proc.stdin.write(len(to).to_bytes(4, "big") + to + len(raw).to_bytes(4, "big"))
+            proc.stdin.write(frame(to) + len(raw).to_bytes(4, "big"))
             proc.stdin.write(raw)
             while True:
                 done, _ = await asyncio.wait({answer}, timeout=self._poll_s)

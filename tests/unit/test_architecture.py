@@ -32,13 +32,14 @@ ALLOWED: dict[str, frozenset[str]] = {
         "sdnotify": "",
         "looplag": "metrics",
         "periodic": "metrics",
+        "workerpipe": "",
         "reload": "config",
         # Storage layer.
         "store": "config errors model",
         "audit": "errors store",
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "errors model",
-        "dkim": "config errors",
+        "dkim": "config errors workerpipe",
         "shaping": "config errors model periodic",
         "relay": "config errors model periodic",
         "compliance": "compose config dkim errors model senders shaping store",
@@ -53,7 +54,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         # The two pipelines: sending and receiving.
         "dispatch": "compose config dkim errors events metrics model periodic queue senders shaping"
         " store",
-        "inbound": "audit compliance compose config dkim errors events metrics model shaping store",
+        "inbound": "audit compliance compose config dkim errors events metrics model shaping store"
+        " workerpipe",
         # Operator surfaces.
         "admin": "audit compose config enqueue errors events inbound metrics model periodic queue"
         " relay senders store",
