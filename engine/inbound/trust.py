@@ -19,14 +19,13 @@ import asyncio
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
 
 from engine import metrics
-from engine.compliance.dns import Resolve, system_resolver
+from engine.compliance.dns import Resolve, TtlCache, system_resolver, with_txt_overrides
 from engine.compliance.spf import check_ip
 from engine.compose import verp
 from engine.config import Config, FblReporter, InboundConfig
@@ -144,50 +143,6 @@ def envid_job(value: str, *, domain: str, secret: bytes | str) -> int | None:
         )
     except ComposeError:
         return None
-
-
-class TtlCache:
-    """A :data:`Resolve` that remembers answers (and empty answers) for a while; errors never."""
-
-    def __init__(
-        self, inner: Resolve, ttl_s: float, negative_ttl_s: float, max_entries: int = 4096
-    ) -> None:
-        self.inner = inner
-        self.ttl_s = ttl_s
-        self.negative_ttl_s = negative_ttl_s
-        self.max_entries = max_entries
-        self._answers: OrderedDict[tuple[str, str], tuple[float, list[str]]] = OrderedDict()
-
-    async def __call__(self, name: str, rdtype: str) -> list[str]:
-        key = (name.lower().rstrip("."), rdtype)
-        now = time.monotonic()
-        found = self._answers.get(key)
-        if found is not None and found[0] > now:
-            self._answers.move_to_end(key)
-            return list(found[1])
-        answer = await self.inner(key[0], rdtype)
-        ttl = self.ttl_s if answer else self.negative_ttl_s
-        self._answers[key] = (now + ttl, list(answer))
-        self._answers.move_to_end(key)
-        while len(self._answers) > self.max_entries:
-            self._answers.popitem(last=False)
-        return answer
-
-
-def with_txt_overrides(inner: Resolve, txt: Mapping[str, Sequence[str]]) -> Resolve:
-    """``inner``, except that TXT lookups of names in ``txt`` are answered from it."""
-    table = {k.lower().rstrip("."): list(v) for k, v in txt.items()}
-    if not table:
-        return inner
-
-    async def resolve(name: str, rdtype: str) -> list[str]:
-        if rdtype == "TXT":
-            found = table.get(name.lower().rstrip("."))
-            if found is not None:
-                return list(found)
-        return await inner(name, rdtype)
-
-    return resolve
 
 
 class InboundTrust:
