@@ -429,7 +429,12 @@ def _delivered(item: InboundItem, job: _Job, rcpt: Recipient, b: _Batch) -> None
 
 
 def _reply(rcpt: Recipient) -> str | None:
-    return " ".join(x for x in (rcpt.reply_code, rcpt.status, rcpt.diagnostic) if x) or None
+    """The remote server's reply: code, enhanced status and text, each once (most diagnostics
+    already start with the code and status: ``smtp; 421 4.7.0 Try again later``)."""
+    text = rcpt.diagnostic or ""
+    head = text.split(maxsplit=2)[:2]
+    parts = [x for x in (rcpt.reply_code, rcpt.status) if x and x not in head]
+    return " ".join([*parts, text] if text else parts) or None
 
 
 def _unverified_kind(kind: BounceKind) -> str:

@@ -134,6 +134,15 @@ class Provider(FakeMailU):
     def __init__(self, domain: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.domain = domain
+        #: Wall-clock time of the first injected reply (``set_reply``) actually given: when the
+        #: provider started answering 421, say, to Postfix.
+        self.first_fault_at: float | None = None
+
+    def _take_reply(self, stage: str) -> str | None:
+        line = super()._take_reply(stage)
+        if line is not None and self.first_fault_at is None:
+            self.first_fault_at = time.time()
+        return line
 
 
 class PostfixNode:
