@@ -351,7 +351,8 @@ class PostfixNode:
                     time.sleep(0.05)
         return self
 
-    def _master_pid(self) -> int | None:
+    def master_pid(self) -> int | None:
+        """The pid of this instance's master process (None when it is not running)."""
         try:
             return int((self.queue_dir / "pid" / "master.pid").read_text().strip())
         except (OSError, ValueError):
@@ -374,7 +375,7 @@ class PostfixNode:
         if not self._running:
             return
         self._running = False
-        master = self._master_pid()
+        master = self.master_pid()
         children = self._children(master) if master else []
         self._postfix("stop", check=False)
         deadline = time.monotonic() + 10
