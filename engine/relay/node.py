@@ -10,7 +10,9 @@ A transaction is pipelined (RFC 2920, :mod:`engine.relay.pipeline`: MAIL, RCPTs 
 write) when the node offers PIPELINING, and sent one command at a time through aiosmtplib when it
 does not; both end the same ways. When the node also offers CHUNKING (RFC 3030; Postfix does by
 default), the payload goes in the same write as ``BDAT <size> LAST``: one write and one round trip
-per message. A transaction ends in one of three ways:
+per message. On a node that offers DSN, MAIL FROM carries the message's ``RET``/``ENVID`` and
+each RCPT TO its ``NOTIFY``/``ORCPT`` (RFC 3461, :mod:`engine.relay.dsn`) on both paths. A
+transaction ends in one of three ways:
 
 * the node answered — a :class:`SendResult` classified by :mod:`engine.relay.replies`;
 * the connection failed before the payload was handed over — :class:`NodeUnavailable`, so the
