@@ -7,6 +7,7 @@ variables (DESIGN §8). The file is ``--config F``, else ``$ENGINE_CONFIG``, els
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -296,11 +297,13 @@ class EventsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     webhook_retry_base_s: float = 5.0  # first retry delay; doubles per failure, with jitter
     webhook_retry_max_s: float = 3600.0
     webhook_concurrency: int = 32  # endpoints delivered to at once
-    # Host patterns (fnmatch: "*.hooks.example.com") webhook URLs may point at; loopback only by
-    # default so a tenant cannot make the engine call into the internal network.
-    webhook_allow: list[str] = msgspec.field(
-        default_factory=lambda: ["127.0.0.1", "localhost", "::1"]
-    )
+    # Host patterns (fnmatch: "*.hooks.example.com") webhook URLs may name. Whatever the name,
+    # every address it resolves to must be global unicast (no loopback, private, link-local,
+    # CGNAT, multicast, metadata or reserved address: engine/events/ssrf.py) unless it lies in
+    # one of webhook_allow_cidrs; the port must be one of webhook_ports.
+    webhook_allow: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    webhook_allow_cidrs: list[str] = []  # e.g. ["10.20.0.0/16"]: internal receivers you trust
+    webhook_ports: list[int] = msgspec.field(default_factory=lambda: [80, 443])
 
 
 class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -444,6 +447,21 @@ def _check(cfg: Config, origin: str) -> None:
             ' > 0 (to stop a failing domain from sending, use on_fail = "block")'
         )
     _check_inbound_limits(cfg.inbound, origin)
+    _check_webhooks(cfg.events, origin)
+
+
+def _check_webhooks(e: EventsConfig, origin: str) -> None:
+    for cidr in e.webhook_allow_cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"config {origin}: events.webhook_allow_cidrs entry {cidr!r} is not a CIDR",
+                hint='write it like "10.20.0.0/16" or "fd12:3456::/48"',
+            ) from None
+    for port in e.webhook_ports:
+        if not 0 < port < 65536:
+            raise ConfigError(f"config {origin}: events.webhook_ports entry {port} is not a port")
 
 
 def _check_inbound_limits(i: InboundConfig, origin: str) -> None:

@@ -25,6 +25,7 @@ from engine import logs, looplag, periodic, retention, sdnotify
 from engine import reload as reload_mod
 from engine.admin import AdminContext, AdminServer, collector
 from engine.compliance import service as compliance
+from engine.compliance.dns import system_resolver
 from engine.config import Config
 from engine.dispatch.seams import Shaper as ShaperSeam
 from engine.dispatch.shaping import ShapingEventSink, build_shaper
@@ -180,6 +181,7 @@ class Daemon:
             signer=signer,
             shaper=shaper,
         )
+        resolve = system_resolver(cfg.dns.timeout_s)  # webhook hosts (engine/events/ssrf.py)
         self.admin_ctx = admin_ctx = AdminContext(
             cfg=cfg,
             pool=pool,
@@ -188,6 +190,7 @@ class Daemon:
             drain=lambda: self._on_stop(signal.SIGTERM),
             shaper=shaper if isinstance(shaper, Shaper) else None,
             paused_refresh_s=dispatcher.paused.ttl_s,
+            resolve=resolve,
         )
         admin = AdminServer(admin_ctx) if cfg.admin.enabled else None
         if admin is not None:
@@ -202,7 +205,7 @@ class Daemon:
         # Long-running work outside the runner: a ticker measuring the loop itself, the inbound
         # queue's consumer, and the webhook worker (its leadership terms are a periodic task
         # run inside its own HTTP session; the relay pool runs its health probes the same way).
-        services = [looplag.monitor(), run_webhooks(pool, cfg, self.halt)]
+        services = [looplag.monitor(), run_webhooks(pool, cfg, self.halt, resolve)]
         if inbound is not None:
             services.append(inbound.run(self.halt))
         runner.start()
