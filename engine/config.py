@@ -346,6 +346,18 @@ class RetentionConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields
     batch_size: int = 5000  # rows deleted per statement (short locks)
 
 
+class SecurityConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Tenant isolation at enqueue (docs/security.md)."""
+
+    # On: a job's From (and a raw message's From/Sender) must be under one of its tenant's
+    # verified sending domains (engine domains). Off: only tenants that registered a domain are
+    # held to their domains, the others send as before (the upgrade path of existing installs).
+    enforce_sender_domains: bool = True
+    # Trace/authentication fields (Received, Return-Path, Authentication-Results, ARC-*,
+    # DKIM-Signature, Received-SPF) in a raw message: "refuse" the job, or "strip" them.
+    raw_trace_headers: Literal["refuse", "strip"] = "refuse"
+
+
 class LogConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -365,6 +377,7 @@ class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     log: LogConfig = LogConfig()
     compliance: ComplianceConfig = ComplianceConfig()
     retention: RetentionConfig = RetentionConfig()
+    security: SecurityConfig = SecurityConfig()
 
 
 _ENV_KEY = re.compile(r"^ENGINE_([A-Z0-9]+)__([A-Z0-9_]+)$")

@@ -43,6 +43,7 @@ from engine.queue import reconciler
 from engine.queue import streams as streams_mod
 from engine.relay.pool import RelayPool
 from engine.shaping.shaper import Shaper
+from engine.store import domains as domain_store
 from engine.store import pool as pool_mod
 from engine.store.migrate import migrate
 
@@ -129,6 +130,12 @@ class Daemon:
         cfg = self.cfg
         await migrate(cfg.database.dsn)
         pool = await pool_mod.connect(cfg.database)
+        # The SQL enqueue path reads the [security] rules from the database.
+        await domain_store.write_rules(
+            pool,
+            enforce=cfg.security.enforce_sender_domains,
+            raw_trace=cfg.security.raw_trace_headers,
+        )
         client = streams_mod.connect(cfg.redis)
         streams = streams_mod.Streams(client, cfg.redis.prefix)
         try:

@@ -103,11 +103,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(args.config)
 
 
+def write_security_rules(pool: asyncpg.Pool, cfg: Config) -> Awaitable[None]:
+    """Copy ``[security]`` to ``engine.settings``, where the SQL enqueue path reads it."""
+    from engine.store import domains
+
+    return domains.write_rules(
+        pool,
+        enforce=cfg.security.enforce_sender_domains,
+        raw_trace=cfg.security.raw_trace_headers,
+    )
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from engine.store.migrate import migrate
 
     cfg = load_config(args)
     applied = run_async(lambda: migrate(cfg.database.dsn))
+    run_with_pool(cfg, lambda pool: write_security_rules(pool, cfg))
     for name in applied:
         sys.stdout.write(f"applied {name}\n")
     if not applied:
@@ -172,6 +184,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                     [line for _, line in batch],
                     max_message_bytes=cfg.queue.max_message_bytes,
                     max_age_s=cfg.queue.max_age_s,
+                    raw_trace=cfg.security.raw_trace_headers,
+                    enforce_domains=cfg.security.enforce_sender_domains,
                 )
                 out = []
                 for (lineno, _), res in zip(batch, results, strict=True):

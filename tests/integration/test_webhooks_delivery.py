@@ -236,7 +236,9 @@ async def test_receiver_down_for_a_while_then_everything_arrives_once(
 async def test_dead_letter_after_max_age_then_delivery_goes_on(
     clean_db: str, redis_prefix: str, pool: asyncpg.Pool, receiver: Receiver, two_tenants: None
 ) -> None:
-    cfg = fast_config(clean_db, redis_prefix, receiver.port, webhook_max_age_s=0.3, webhook_batch=10)
+    cfg = fast_config(
+        clean_db, redis_prefix, receiver.port, webhook_max_age_s=0.3, webhook_batch=10
+    )
     ep, secret = await endpoints.create(
         pool, tenant_id="acme", url=receiver.url("a"), policy=policy_of(cfg.events)
     )
