@@ -111,6 +111,10 @@ class DkimKey(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     selector: str
     algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
     private_key_file: str
+    # The tenant whose mail this key signs (its domain and subdomains), and no other tenant's;
+    # the platform's own keys name the platform's tenant. Unset: a legacy shared key (any
+    # tenant's mail from exactly this domain or a subdomain: docs/security.md).
+    tenant: str | None = None
 
 
 class DkimConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -83,8 +83,13 @@ async def add(pool: asyncpg.Pool, tenant_id: str, domain: str, *, verified: bool
     return _view(row)
 
 
-async def verify(pool: asyncpg.Pool, tenant_id: str, domain: str, resolve: Resolve) -> Domain:
-    """Look for the TXT proof of a registered domain; verified when it is published."""
+async def verify(
+    pool: asyncpg.Pool, tenant_id: str, domain: str, resolve: Resolve | None
+) -> Domain:
+    """Look for the TXT proof of a registered domain; verified when it is published.
+
+    ``resolve`` None (an admin server built without the DNS seam): refused with a hint.
+    """
     name = normalise(domain)
     row = await store.get(pool, tenant_id, name)
     if row is None:
@@ -95,6 +100,11 @@ async def verify(pool: asyncpg.Pool, tenant_id: str, domain: str, resolve: Resol
     if row.verified_at is not None:
         return _view(row)
     where, wanted = record_name(name), record_value(row.token)
+    if resolve is None:
+        raise DomainError(
+            "no DNS resolver here to check the record",
+            hint=f"engine domains verify --tenant {tenant_id} {name}",
+        )
     try:
         found = await resolve(where, "TXT")
     except EngineError as exc:
