@@ -37,6 +37,10 @@ class DatabaseConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     # retried after this, instead of asyncpg's default 60 s during which nothing is sent.
     connect_timeout_s: float = 10.0
     statement_cache_size: int = 256
+    # The role every pooled connection takes (SET ROLE at connect) under the database's tenant
+    # rules: "engine_worker" for the daemon (docs/security.md, "The database enforces it").
+    # Unset: the DSN's login role, as before. Migrations always run as the login role (owner).
+    role: str | None = None
 
 
 class RedisConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -445,6 +449,13 @@ def _check(cfg: Config, origin: str) -> None:
             raise ConfigError(f"config {origin}: relay node {node.name!r} max_connections < 1")
     if len(cfg.queue.weights) != 3 or min(cfg.queue.weights) < 1:
         raise ConfigError(f"config {origin}: queue.weights must be three positive integers")
+    if cfg.database.role is not None and not re.fullmatch(
+        r"[a-z_][a-z0-9_]{0,62}", cfg.database.role
+    ):
+        raise ConfigError(
+            f"config {origin}: database.role {cfg.database.role!r} is not a role name",
+            hint='e.g. role = "engine_worker" (lower-case letters, digits, _)',
+        )
     if cfg.database.pool_min > cfg.database.pool_max:
         raise ConfigError(f"config {origin}: database.pool_min is above database.pool_max")
     if cfg.queue.body_cache_mb < 1:

@@ -129,13 +129,18 @@ class Daemon:
         """PostgreSQL (migrated) and Redis, or a clear error naming the one that failed."""
         cfg = self.cfg
         await migrate(cfg.database.dsn)
+        # The SQL enqueue path reads the [security] rules from the database; written as the
+        # login role that migrates ([database] role may not change settings).
+        owner = await pool_mod.connect_one(cfg.database.dsn)
+        try:
+            await domain_store.write_rules(
+                owner,
+                enforce=cfg.security.enforce_sender_domains,
+                raw_trace=cfg.security.raw_trace_headers,
+            )
+        finally:
+            await owner.close()
         pool = await pool_mod.connect(cfg.database)
-        # The SQL enqueue path reads the [security] rules from the database.
-        await domain_store.write_rules(
-            pool,
-            enforce=cfg.security.enforce_sender_domains,
-            raw_trace=cfg.security.raw_trace_headers,
-        )
         client = streams_mod.connect(cfg.redis)
         streams = streams_mod.Streams(client, cfg.redis.prefix)
         try:

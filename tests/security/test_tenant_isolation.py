@@ -68,11 +68,17 @@ async def two_tenants(pool: asyncpg.Pool) -> dict[str, list[int]]:
 
 @contextlib.asynccontextmanager
 async def as_tenant(pool: asyncpg.Pool, tenant: str | None) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction as ``engine_tenant`` with ``engine.tenant_id`` set (None: not set)."""
+    """A transaction as ``engine_tenant`` in tenant context ``tenant`` (None: none, "": forged).
+
+    The context is set by trusted code (``engine.set_tenant``, before the role drops to
+    ``engine_tenant``); an empty string stands for a caller setting the GUC itself.
+    """
     async with pool.acquire() as conn, conn.transaction():
+        if tenant:
+            await conn.execute("SELECT engine.set_tenant($1)", tenant)
+        elif tenant == "":
+            await conn.execute("SELECT set_config('engine.tenant_id', 'A', true)")
         await conn.execute("SET LOCAL ROLE engine_tenant")
-        if tenant is not None:
-            await conn.execute("SELECT set_config('engine.tenant_id', $1, true)", tenant)
         yield conn
 
 
@@ -100,7 +106,7 @@ async def test_every_tenant_table_has_row_level_security(pool: asyncpg.Pool) -> 
             " WHERE c.oid = $1::regclass",
             table,
         )
-        if not (row["relrowsecurity"] and row["qual"] and "engine.tenant_id" in row["qual"]):
+        if not (row["relrowsecurity"] and row["qual"] and "current_tenant()" in row["qual"]):
             missing.append(table)
     assert not missing, f"tenant tables without the tenant_isolation policy: {missing}"
     role = await pool.fetchrow(
