@@ -178,6 +178,12 @@ async def test_platform_role_enqueues_only_for_its_tenants(
             await conn.fetch("SELECT engine.set_tenant('B')")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.fetch("SELECT * FROM engine.enqueue_unchecked($1::jsonb)", [job("B", 13)])
+        # naming a more powerful caller to the owner-rights function is refused
+        for who in ("postgres", "engine_worker"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch(
+                    "SELECT * FROM engine.enqueue_as($1::jsonb, $2)", [job("B", 16)], who
+                )
         # setting the GUC by hand changes nothing
         await conn.execute("SET engine.tenant_id = 'B'")
         (row,) = await conn.fetch("SELECT * FROM engine.enqueue($1::jsonb)", [job("B", 14)])

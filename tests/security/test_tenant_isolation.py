@@ -226,8 +226,17 @@ async def test_events_and_stats_are_read_only_and_private(
 async def test_a_tenant_role_cannot_enqueue_for_anyone(
     pool: asyncpg.Pool, two_tenants: dict[str, list[int]]
 ) -> None:
-    """engine.enqueue(jsonb) is for the platform's own role, not a tenant-scoped session."""
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        async with as_tenant(pool, "A") as conn:
-            await conn.fetch("SELECT * FROM engine.enqueue($1::jsonb)", _job("B", 99).decode())
+    """A tenant-scoped session enqueues for its own tenant at most (engine.enqueue checks the
+    tenant of each job against the verified context); without a context, for nobody."""
+    async with as_tenant(pool, "A") as conn:
+        (row,) = await conn.fetch(
+            "SELECT * FROM engine.enqueue($1::jsonb)", orjson.loads(_job("B", 99))
+        )
+    assert row["job_id"] is None and "may not enqueue" in row["error"]
+    for forged in (None, ""):
+        async with as_tenant(pool, forged) as conn:
+            (row,) = await conn.fetch(
+                "SELECT * FROM engine.enqueue($1::jsonb)", orjson.loads(_job("A", 98))
+            )
+        assert row["job_id"] is None and "may not enqueue" in row["error"]
     assert await pool.fetchval("SELECT count(*) FROM queue.jobs WHERE tenant_id = 'B'") == 3

@@ -150,23 +150,30 @@ BEGIN
                        ' TO engine_worker, engine_api', s);
     END LOOP;
 END $$;
-REVOKE ALL ON engine.secrets FROM engine_worker, engine_api;
-REVOKE INSERT, UPDATE, DELETE ON engine.platform_tenants, engine.settings FROM engine_worker;
-GRANT SELECT ON engine.settings TO engine_api;
+-- The context key, the platform grants and the enqueue rules are the owner's: engine.enqueue
+-- and engine.current_tenant read them with the owner's rights.
+REVOKE ALL ON engine.secrets, engine.platform_tenants, engine.settings
+    FROM engine_worker, engine_api;
 GRANT EXECUTE ON FUNCTION engine.set_tenant(text) TO engine_worker;
 
--- engine.enqueue runs as its owner, so a platform role needs no table privilege; it checks
--- the tenant of each job: a platform role's granted tenants; a tenant context's tenant; the
--- owner, superusers and engine_worker any tenant; anyone else none.
+-- engine.enqueue checks the tenant of each job against what the calling role may do: a
+-- platform role (a direct member of engine_platform) its granted tenants; a verified tenant
+-- context its tenant; the owner, superusers and engine_worker any tenant; anyone else none.
+-- The invoker-rights wrapper names the calling role (current_user) to the owner-rights
+-- function, which accepts only a role the session could SET ROLE to anyway.
 ALTER FUNCTION engine.enqueue(jsonb) RENAME TO enqueue_unchecked;
 REVOKE ALL ON FUNCTION engine.enqueue_unchecked(jsonb) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION engine.enqueue_allowed() RETURNS text[]
+CREATE OR REPLACE FUNCTION engine.enqueue_allowed(caller text) RETURNS text[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, engine AS $$
 DECLARE
-    me oid := (SELECT oid FROM pg_roles WHERE rolname = session_user);
+    me oid := (SELECT oid FROM pg_roles WHERE rolname = caller);
     ctx text := engine.current_tenant();
 BEGIN
+    IF me IS NULL OR NOT pg_has_role(session_user, me, 'MEMBER') THEN
+        RAISE EXCEPTION 'engine.enqueue: % is not a role of this session', caller
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
                 WHERE r.rolname = 'engine_platform' AND m.member = me) THEN
         RETURN ARRAY(SELECT p.tenant_id FROM engine.platform_tenants p
@@ -179,19 +186,19 @@ BEGIN
     END IF;
     IF (SELECT rolsuper FROM pg_roles WHERE oid = me)
        OR me = (SELECT relowner FROM pg_class WHERE oid = 'queue.jobs'::regclass)
-       OR pg_has_role(session_user, 'engine_worker', 'MEMBER') THEN
+       OR pg_has_role(me, 'engine_worker', 'MEMBER') THEN
         RETURN NULL;  -- any tenant
     END IF;
     RETURN ARRAY[]::text[];
 END
 $$;
 
-CREATE OR REPLACE FUNCTION engine.enqueue(jobs jsonb)
+CREATE OR REPLACE FUNCTION engine.enqueue_as(jobs jsonb, caller text)
 RETURNS TABLE (ord integer, job_id bigint, idempotency_key text, error text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, engine AS $$
 #variable_conflict use_column
 DECLARE
-    allowed text[] := engine.enqueue_allowed();
+    allowed text[] := engine.enqueue_allowed(caller);
     arr jsonb := CASE jsonb_typeof(jobs) WHEN 'object' THEN jsonb_build_array(jobs) ELSE jobs END;
     ok jsonb := '[]'::jsonb;
     refused jsonb := '[]'::jsonb;
@@ -212,8 +219,9 @@ BEGIN
             refused := refused || jsonb_build_array(jsonb_build_object(
                 'ord', i,
                 'key', CASE WHEN jsonb_typeof(j) = 'object' THEN j->>'idempotency_key' END,
-                'error', format('tenant %s: this database role may not enqueue for it',
-                                CASE WHEN jsonb_typeof(j) = 'object' THEN j->>'tenant_id' END)));
+                'error', format('tenant %s: database role %s may not enqueue for it',
+                                CASE WHEN jsonb_typeof(j) = 'object' THEN j->>'tenant_id' END,
+                                caller)));
         END IF;
     END LOOP;
     RETURN QUERY
@@ -227,5 +235,12 @@ BEGIN
              WHERE jsonb_array_length(ok) > 0
         ) AS x ORDER BY x.o;
 END
+$$;
+GRANT EXECUTE ON FUNCTION engine.enqueue_as(jsonb, text) TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION engine.enqueue(jobs jsonb)
+RETURNS TABLE (ord integer, job_id bigint, idempotency_key text, error text)
+LANGUAGE sql VOLATILE AS $$
+    SELECT * FROM engine.enqueue_as(jobs, current_user::text);
 $$;
 GRANT EXECUTE ON FUNCTION engine.enqueue(jsonb) TO PUBLIC;
