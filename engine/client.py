@@ -38,6 +38,8 @@ class EngineClient:
         self._db = DatabaseConfig(dsn=dsn) if dsn else cfg.database
         self._max_bytes = cfg.queue.max_message_bytes
         self._max_age_s = cfg.queue.max_age_s
+        self._raw_trace = cfg.security.raw_trace_headers
+        self._enforce_domains = cfg.security.enforce_sender_domains
         self._pool = pool
         self._owns_pool = pool is None
 
@@ -70,7 +72,12 @@ class EngineClient:
             _ENC.encode(j) if isinstance(j, Mapping) else j for j in jobs
         ]
         return await enqueue(
-            self._pool, items, max_message_bytes=self._max_bytes, max_age_s=self._max_age_s
+            self._pool,
+            items,
+            max_message_bytes=self._max_bytes,
+            max_age_s=self._max_age_s,
+            raw_trace=self._raw_trace,
+            enforce_domains=self._enforce_domains,
         )
 
     async def enqueue_one(self, job: Job | Mapping[str, Any]) -> EnqueueResult:

@@ -7,6 +7,7 @@ variables (DESIGN §8). The file is ``--config F``, else ``$ENGINE_CONFIG``, els
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -36,6 +37,10 @@ class DatabaseConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     # retried after this, instead of asyncpg's default 60 s during which nothing is sent.
     connect_timeout_s: float = 10.0
     statement_cache_size: int = 256
+    # The role every pooled connection takes (SET ROLE at connect) under the database's tenant
+    # rules: "engine_worker" for the daemon (docs/security.md, "The database enforces it").
+    # Unset: the DSN's login role, as before. Migrations always run as the login role (owner).
+    role: str | None = None
 
 
 class RedisConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -115,6 +120,10 @@ class DkimKey(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     selector: str
     algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
     private_key_file: str
+    # The tenant whose mail this key signs (its domain and subdomains), and no other tenant's;
+    # the platform's own keys name the platform's tenant. Unset: a legacy shared key (any
+    # tenant's mail from exactly this domain or a subdomain: docs/security.md).
+    tenant: str | None = None
 
 
 class DkimConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -301,11 +310,13 @@ class EventsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     webhook_retry_base_s: float = 5.0  # first retry delay; doubles per failure, with jitter
     webhook_retry_max_s: float = 3600.0
     webhook_concurrency: int = 32  # endpoints delivered to at once
-    # Host patterns (fnmatch: "*.hooks.example.com") webhook URLs may point at; loopback only by
-    # default so a tenant cannot make the engine call into the internal network.
-    webhook_allow: list[str] = msgspec.field(
-        default_factory=lambda: ["127.0.0.1", "localhost", "::1"]
-    )
+    # Host patterns (fnmatch: "*.hooks.example.com") webhook URLs may name. Whatever the name,
+    # every address it resolves to must be global unicast (no loopback, private, link-local,
+    # CGNAT, multicast, metadata or reserved address: engine/events/ssrf.py) unless it lies in
+    # one of webhook_allow_cidrs; the port must be one of webhook_ports.
+    webhook_allow: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    webhook_allow_cidrs: list[str] = []  # e.g. ["10.20.0.0/16"]: internal receivers you trust
+    webhook_ports: list[int] = msgspec.field(default_factory=lambda: [80, 443])
 
 
 class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -348,6 +359,18 @@ class RetentionConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields
     batch_size: int = 5000  # rows deleted per statement (short locks)
 
 
+class SecurityConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Tenant isolation at enqueue (docs/security.md)."""
+
+    # On: a job's From (and a raw message's From/Sender) must be under one of its tenant's
+    # verified sending domains (engine domains). Off: only tenants that registered a domain are
+    # held to their domains, the others send as before (the upgrade path of existing installs).
+    enforce_sender_domains: bool = True
+    # Trace/authentication fields (Received, Return-Path, Authentication-Results, ARC-*,
+    # DKIM-Signature, Received-SPF) in a raw message: "refuse" the job, or "strip" them.
+    raw_trace_headers: Literal["refuse", "strip"] = "refuse"
+
+
 class LogConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -367,6 +390,7 @@ class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     log: LogConfig = LogConfig()
     compliance: ComplianceConfig = ComplianceConfig()
     retention: RetentionConfig = RetentionConfig()
+    security: SecurityConfig = SecurityConfig()
 
 
 _ENV_KEY = re.compile(r"^ENGINE_([A-Z0-9]+)__([A-Z0-9_]+)$")
@@ -436,6 +460,13 @@ def _check(cfg: Config, origin: str) -> None:
         )
     if len(cfg.queue.weights) != 3 or min(cfg.queue.weights) < 1:
         raise ConfigError(f"config {origin}: queue.weights must be three positive integers")
+    if cfg.database.role is not None and not re.fullmatch(
+        r"[a-z_][a-z0-9_]{0,62}", cfg.database.role
+    ):
+        raise ConfigError(
+            f"config {origin}: database.role {cfg.database.role!r} is not a role name",
+            hint='e.g. role = "engine_worker" (lower-case letters, digits, _)',
+        )
     if cfg.database.pool_min > cfg.database.pool_max:
         raise ConfigError(f"config {origin}: database.pool_min is above database.pool_max")
     if cfg.queue.body_cache_mb < 1:
@@ -455,6 +486,21 @@ def _check(cfg: Config, origin: str) -> None:
             ' > 0 (to stop a failing domain from sending, use on_fail = "block")'
         )
     _check_inbound_limits(cfg.inbound, origin)
+    _check_webhooks(cfg.events, origin)
+
+
+def _check_webhooks(e: EventsConfig, origin: str) -> None:
+    for cidr in e.webhook_allow_cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"config {origin}: events.webhook_allow_cidrs entry {cidr!r} is not a CIDR",
+                hint='write it like "10.20.0.0/16" or "fd12:3456::/48"',
+            ) from None
+    for port in e.webhook_ports:
+        if not 0 < port < 65536:
+            raise ConfigError(f"config {origin}: events.webhook_ports entry {port} is not a port")
 
 
 def _check_inbound_limits(i: InboundConfig, origin: str) -> None:

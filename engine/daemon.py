@@ -25,6 +25,7 @@ from engine import logs, looplag, periodic, retention, sdnotify
 from engine import reload as reload_mod
 from engine.admin import AdminContext, AdminServer, collector
 from engine.compliance import service as compliance
+from engine.compliance.dns import system_resolver
 from engine.config import Config
 from engine.dispatch.seams import Shaper as ShaperSeam
 from engine.dispatch.shaping import ShapingEventSink, build_shaper
@@ -42,6 +43,7 @@ from engine.queue import reconciler
 from engine.queue import streams as streams_mod
 from engine.relay.pool import RelayPool
 from engine.shaping.shaper import Shaper
+from engine.store import domains as domain_store
 from engine.store import pool as pool_mod
 from engine.store.migrate import migrate
 
@@ -127,6 +129,17 @@ class Daemon:
         """PostgreSQL (migrated) and Redis, or a clear error naming the one that failed."""
         cfg = self.cfg
         await migrate(cfg.database.dsn)
+        # The SQL enqueue path reads the [security] rules from the database; written as the
+        # login role that migrates ([database] role may not change settings).
+        owner = await pool_mod.connect_one(cfg.database.dsn)
+        try:
+            await domain_store.write_rules(
+                owner,
+                enforce=cfg.security.enforce_sender_domains,
+                raw_trace=cfg.security.raw_trace_headers,
+            )
+        finally:
+            await owner.close()
         pool = await pool_mod.connect(cfg.database)
         client = streams_mod.connect(cfg.redis)
         streams = streams_mod.Streams(client, cfg.redis.prefix)
@@ -180,6 +193,7 @@ class Daemon:
             signer=signer,
             shaper=shaper,
         )
+        resolve = system_resolver(cfg.dns.timeout_s)  # webhook hosts (engine/events/ssrf.py)
         self.admin_ctx = admin_ctx = AdminContext(
             cfg=cfg,
             pool=pool,
@@ -188,6 +202,7 @@ class Daemon:
             drain=lambda: self._on_stop(signal.SIGTERM),
             shaper=shaper if isinstance(shaper, Shaper) else None,
             paused_refresh_s=dispatcher.paused.ttl_s,
+            resolve=resolve,
         )
         admin = AdminServer(admin_ctx) if cfg.admin.enabled else None
         if admin is not None:
@@ -202,7 +217,7 @@ class Daemon:
         # Long-running work outside the runner: a ticker measuring the loop itself, the inbound
         # queue's consumer, and the webhook worker (its leadership terms are a periodic task
         # run inside its own HTTP session; the relay pool runs its health probes the same way).
-        services = [looplag.monitor(), run_webhooks(pool, cfg, self.halt)]
+        services = [looplag.monitor(), run_webhooks(pool, cfg, self.halt, resolve)]
         if inbound is not None:
             services.append(inbound.run(self.halt))
         runner.start()

@@ -34,6 +34,7 @@ from engine.sink import SmtpSink
 from engine.store import pool as pool_mod
 from engine.store import tenants
 from engine.store.migrate import migrate
+from engine.tenancy import domains as sending_domains
 
 DEMO_DB = "penguinmails_demo"
 DOMAIN = "demo.penguinmails.test"
@@ -320,6 +321,8 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
     daemon: subprocess.Popen[bytes] | None = None
     try:
         await tenants.add(pool, "demo", "Demo tenant")
+        # Sending domains belong to tenants: the demo vouches for its own, as an operator would.
+        await sending_domains.add(pool, "demo", DOMAIN, verified=True)
         items = _jobs(jobs)
         t0 = time.perf_counter()
         res = await enqueue(
@@ -327,6 +330,7 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
             items,
             max_message_bytes=cfg.queue.max_message_bytes,
             max_age_s=cfg.queue.max_age_s,
+            enforce_domains=cfg.security.enforce_sender_domains,
         )
         enq_s = time.perf_counter() - t0
         stored = await pool.fetchval("SELECT count(*) FROM content.email_content")

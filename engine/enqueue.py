@@ -16,13 +16,15 @@ import msgspec
 
 from engine import events, metrics
 from engine.compose.address import parse_address
-from engine.compose.validate import validate_job
+from engine.compose.validate import RawTrace, validate_job
 from engine.errors import JobValidationError
 from engine.model import Content, Job, Priority
 from engine.store import content as content_store
+from engine.store import domains as domain_store
 from engine.store import jobs as job_store
 from engine.store import tenants
 from engine.store.pool import Conn
+from engine.tenancy.rules import claimed_domains, parents, sender_error
 
 NOTIFY_CHANNEL = "engine_jobs"
 CHUNK = 5000
@@ -84,8 +86,8 @@ def content_of(job: Job) -> Content:
     )
 
 
-def _check(job: Job, max_message_bytes: int) -> job_store.NewJob:
-    validate_job(job, max_message_bytes=max_message_bytes)
+def _check(job: Job, max_message_bytes: int, raw_trace: RawTrace) -> job_store.NewJob:
+    validate_job(job, max_message_bytes=max_message_bytes, raw_trace=raw_trace)
     if not job.from_:
         raise JobValidationError("from is required (the sender address the job is sent as)")
     return job_store.NewJob(
@@ -107,16 +109,24 @@ async def enqueue(
     *,
     max_message_bytes: int,
     max_age_s: float,
+    raw_trace: RawTrace = "refuse",
+    enforce_domains: bool = False,
 ) -> list[EnqueueResult]:
     """Enqueue a batch; returns one result per input, in order.
 
     Inputs may be decoded :class:`Job` structs or raw JSON (decoded here, so a malformed line
-    becomes that line's error).
+    becomes that line's error). ``raw_trace`` is ``[security] raw_trace_headers``;
+    ``enforce_domains`` is ``[security] enforce_sender_domains`` (off: only tenants that
+    registered a sending domain are held to theirs).
     """
     results: list[EnqueueResult] = []
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start : start + CHUNK]
-        results.extend(await _enqueue_chunk(pool, chunk, start, max_message_bytes, max_age_s))
+        results.extend(
+            await _enqueue_chunk(
+                pool, chunk, start, max_message_bytes, max_age_s, raw_trace, enforce_domains
+            )
+        )
     accepted = sum(1 for r in results if r.job_id is not None)
     metrics.ENQUEUED.inc(accepted)
     metrics.ENQUEUE_REJECTED.inc(len(results) - accepted)
@@ -129,6 +139,8 @@ async def _enqueue_chunk(
     offset: int,
     max_message_bytes: int,
     max_age_s: float,
+    raw_trace: RawTrace,
+    enforce_domains: bool,
 ) -> list[EnqueueResult]:
     results: dict[int, EnqueueResult] = {}
     accepted: list[tuple[int, Job, job_store.NewJob]] = []
@@ -136,12 +148,13 @@ async def _enqueue_chunk(
         key = item.idempotency_key if isinstance(item, Job) else _idempotency_key_of(item)
         try:
             job = item if isinstance(item, Job) else decode_job(item)
-            accepted.append((i, job, _check(job, max_message_bytes)))
+            accepted.append((i, job, _check(job, max_message_bytes, raw_trace)))
         except JobValidationError as exc:
             results[i] = EnqueueResult(i, key, error=str(exc))
     if accepted:
         async with pool.acquire() as conn, conn.transaction():
             known = await tenants.known(conn, (j.tenant_id for _, j, _ in accepted))
+            refused = await _domain_errors(conn, accepted, enforce_domains)
             ready: list[tuple[int, job_store.NewJob]] = []
             encoded: dict[bytes, content_store.EncodedContent] = {}
             to_store: dict[tuple[str, bytes], content_store.EncodedContent] = {}
@@ -153,6 +166,9 @@ async def _enqueue_chunk(
                         error=f"unknown tenant {job.tenant_id!r}"
                         f" (add it with: engine tenants add {job.tenant_id})",
                     )
+                    continue
+                if i in refused:
+                    results[i] = EnqueueResult(i, job.idempotency_key, error=refused[i])
                     continue
                 content = content_of(job)
                 ckey = _KEY_ENCODER.encode(content)
@@ -182,6 +198,31 @@ async def _enqueue_chunk(
             if any(ins.created for ins in inserted):
                 await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return [results[i] for i in range(offset, offset + len(items))]
+
+
+async def _domain_errors(
+    conn: Conn, accepted: Sequence[tuple[int, Job, job_store.NewJob]], enforce: bool
+) -> dict[int, str]:
+    """Per job index, why its tenant may not send as one of the domains it claims."""
+    claims = {i: claimed_domains(job) for i, job, _ in accepted}
+    names = {p for found in claims.values() for _, d in found for p in parents(d)}
+    owners = await domain_store.verified_owners(conn, names)
+    registered = await domain_store.with_domains(conn, (j.tenant_id for _, j, _ in accepted))
+    errors: dict[int, str] = {}
+    for i, job, _ in accepted:
+        for what, domain in claims[i]:
+            why = sender_error(
+                job.tenant_id,
+                domain,
+                owners,
+                job.tenant_id in registered,
+                enforce=enforce,
+                what=what,
+            )
+            if why is not None:
+                errors[i] = why
+                break
+    return errors
 
 
 async def _ensure_senders(conn: Conn, senders: Iterable[tuple[str, str]]) -> None:

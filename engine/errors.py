@@ -123,3 +123,7 @@ class EventError(EngineError):
 
 class WebhookError(EngineError):
     """A webhook endpoint was refused (URL not allow-listed, bad scheme) or is unknown."""
+
+
+class DomainError(EngineError):
+    """A sending-domain request was refused (unknown, not verifiable, owned by another tenant)."""

@@ -104,7 +104,16 @@ def redis_prefix() -> Iterator[str]:
 def make_config(dsn: str, prefix: str, **sections: dict[str, object]) -> Config:
     """A Config for tests: database + redis prefix, plus any section overrides."""
     data: dict[str, object] = {
-        "database": {"dsn": dsn, "pool_min": 1, "pool_max": 5},
+        # PM_TEST_DB_ROLE=engine_worker runs tests with the pool under the database's tenant
+        # rules (FORCE ROW LEVEL SECURITY as a non-owner role).
+        "database": {
+            "dsn": dsn,
+            "pool_min": 1,
+            "pool_max": 5,
+            **(
+                {"role": os.environ["PM_TEST_DB_ROLE"]} if os.environ.get("PM_TEST_DB_ROLE") else {}
+            ),
+        },
         "redis": {"url": REDIS_URL, "prefix": prefix},
         "inbound": {"listen": "127.0.0.1:0", "verp_secret": TEST_VERP_SECRET},
         "admin": {"listen": "127.0.0.1:0"},

@@ -23,6 +23,7 @@ from engine.admin import openapi
 from engine.admin.auth import bearer_middleware, resolve_token
 from engine.admin.context import AdminContext
 from engine.admin.routes import (
+    domains,
     health,
     inbound,
     messages,
@@ -51,6 +52,7 @@ ROUTES: list[Route] = [
     *suppressions.ROUTES,
     *operations.ROUTES,
     *webhooks.ROUTES,
+    *domains.ROUTES,
     *unsubscribe.ROUTES,
     *inbound.ROUTES,
     Route(

@@ -10,6 +10,7 @@ import asyncpg
 
 from engine import metrics
 from engine.config import Config
+from engine.events.ssrf import Resolve
 from engine.queue.streams import Streams
 from engine.relay.results import NodeStatus
 from engine.senders.service import REFRESH_S, PauseCache
@@ -47,6 +48,9 @@ class AdminContext:
     ready: Sequence[Probe] = ()
     shaper: PauseCache | None = None
     paused_refresh_s: float = REFRESH_S
+    # The DNS seam webhook creation vets host names with (engine/events/ssrf.py); None: only
+    # the static checks at creation (delivery vets every connection anyway).
+    resolve: Resolve | None = None
     draining: bool = field(default=False)
 
     def mark_draining(self) -> None:

@@ -19,6 +19,7 @@ from engine.relay.results import NodeStatus
 from engine.store.messages import MessageView, TenantPending
 from engine.store.senders import SenderView
 from engine.store.suppressions import Suppression
+from engine.tenancy.domains import Domain
 
 MAX_PAGE = 1000
 
@@ -231,4 +232,43 @@ class WebhookList(msgspec.Struct, frozen=True):
 
 class WebhookRemoved(msgspec.Struct, frozen=True):
     webhook: WebhookEndpoint
+    removed: bool
+
+
+# -- sending domains (engine/admin/routes/domains.py) -------------------------------------------
+
+
+class DomainIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /v1/domains``: register a tenant's sending domain; ``verified``: the operator
+    vouches for it (no DNS check)."""
+
+    tenant_id: NonEmpty
+    domain: Annotated[str, msgspec.Meta(min_length=3, max_length=253)]
+    verified: bool = False
+
+
+class DomainRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /v1/domains/verify``: look up the TXT proof of a registered domain now."""
+
+    tenant_id: NonEmpty
+    domain: Annotated[str, msgspec.Meta(min_length=3, max_length=253)]
+
+
+class TenantRequired(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A required tenant scope (``?tenant=``)."""
+
+    tenant: NonEmpty
+
+
+class DomainOut(msgspec.Struct, frozen=True):
+    domain: Domain
+
+
+class DomainList(msgspec.Struct, frozen=True):
+    domains: list[Domain]
+
+
+class DomainRemoved(msgspec.Struct, frozen=True):
+    tenant_id: str
+    domain: str
     removed: bool

@@ -71,6 +71,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     q.add_argument("tenant_id", metavar="ID")
     q.add_argument("--daily", type=int, metavar="N", help="messages per UTC day (omit to lift)")
     q.set_defaults(func=cmd_tenants_quota)
+    g = tsub.add_parser(
+        "grant", parents=[common], help="let a platform database role enqueue for a tenant"
+    )
+    g.add_argument("tenant_id", metavar="ID")
+    g.add_argument("--role", required=True, help="a login role that is a member of engine_platform")
+    g.add_argument("--revoke", action="store_true", help="take the grant back")
+    g.set_defaults(func=cmd_tenants_grant)
 
     p = sub.add_parser("enqueue", parents=[common], help="enqueue jobs from JSON lines")
     p.add_argument("--jsonl", required=True, metavar="F|-", help="file of Job JSON lines, - stdin")
@@ -103,11 +110,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(args.config)
 
 
+async def write_security_rules(cfg: Config) -> None:
+    """Copy ``[security]`` to ``engine.settings`` (where the SQL enqueue path reads it), as
+    the login role that migrates."""
+    from engine.store import domains
+    from engine.store import pool as pool_mod
+
+    conn = await pool_mod.connect_one(cfg.database.dsn)
+    try:
+        await domains.write_rules(
+            conn,
+            enforce=cfg.security.enforce_sender_domains,
+            raw_trace=cfg.security.raw_trace_headers,
+        )
+    finally:
+        await conn.close()
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from engine.store.migrate import migrate
 
     cfg = load_config(args)
     applied = run_async(lambda: migrate(cfg.database.dsn))
+    run_async(lambda: write_security_rules(cfg))
     for name in applied:
         sys.stdout.write(f"applied {name}\n")
     if not applied:
@@ -122,6 +147,19 @@ def cmd_tenants_add(args: argparse.Namespace) -> int:
 
     created = run_with_pool(cfg, lambda pool: tenants.add(pool, args.tenant_id, args.name))
     sys.stdout.write(f"tenant {args.tenant_id} {'added' if created else 'already exists'}\n")
+    return 0
+
+
+def cmd_tenants_grant(args: argparse.Namespace) -> int:
+    from engine.store import tenants
+
+    cfg = load_config(args)
+    if args.revoke:
+        run_with_pool(cfg, lambda pool: tenants.revoke_platform(pool, args.role, args.tenant_id))
+        sys.stdout.write(f"{args.role} may no longer enqueue for {args.tenant_id}\n")
+    else:
+        run_with_pool(cfg, lambda pool: tenants.grant_platform(pool, args.role, args.tenant_id))
+        sys.stdout.write(f"{args.role} may enqueue for {args.tenant_id}\n")
     return 0
 
 
@@ -172,6 +210,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                     [line for _, line in batch],
                     max_message_bytes=cfg.queue.max_message_bytes,
                     max_age_s=cfg.queue.max_age_s,
+                    raw_trace=cfg.security.raw_trace_headers,
+                    enforce_domains=cfg.security.enforce_sender_domains,
                 )
                 out = []
                 for (lineno, _), res in zip(batch, results, strict=True):

@@ -54,6 +54,25 @@ NEVER_SUBMITTED: dict[str, str] = {
 #: Dropped from raw messages: Bcc (must never reach recipients) and Return-Path (written by the
 #: final MTA from the envelope; the engine's envelope sender is the VERP address).
 RAW_DROPPED = frozenset({"bcc", "return-path"})
+#: Trace and authentication fields a raw message may not carry (``[security]
+#: raw_trace_headers``: refused at enqueue, or stripped): they claim a path the message never
+#: took or a verdict no receiver gave, and a kept DKIM-Signature of another domain is a replay.
+#: ``ARC-*`` (any name with that prefix) is added by :func:`trace_field`. ``X-Original-*`` is
+#: not here: forwarders and list software set those legitimately and receivers trust none.
+RAW_TRACE: dict[str, str] = {
+    "received": "trace fields are added by the MTAs that handle the message",
+    "received-spf": "added by the receiving MTA",
+    "return-path": "written by the final MTA from the envelope",
+    "authentication-results": "added by the receiving MTA",
+    "dkim-signature": "the engine signs with the sender domain's DKIM key",
+}
+
+
+def trace_field(name: str) -> str | None:
+    """Why the (lower-case) field ``name`` may not be submitted in a raw message, else None."""
+    if name.startswith("arc-"):
+        return "ARC headers are added by intermediaries"
+    return RAW_TRACE.get(name)
 
 
 def check_field_name(name: str) -> str | None:
@@ -178,6 +197,7 @@ __all__ = [
     "MAX_LINE",
     "NEVER_SUBMITTED",
     "RAW_DROPPED",
+    "RAW_TRACE",
     "check_field_name",
     "check_field_value",
     "field_name",
@@ -185,4 +205,5 @@ __all__ = [
     "format_date",
     "split_header_block",
     "to_crlf",
+    "trace_field",
 ]

@@ -41,6 +41,7 @@ from engine.compose.headers import (
     format_date,
     split_header_block,
     to_crlf,
+    trace_field,
 )
 from engine.compose.unsubscribe import list_unsubscribe_headers, split_list_unsubscribe
 from engine.errors import ComposeError, JobValidationError
@@ -304,7 +305,11 @@ def _build_raw(raw: bytes, list_unsubscribe: str | None) -> ComposedBody:
     data = to_crlf(raw)
     _check_line_lengths(data)
     fields, body = split_header_block(data)
-    kept = [f for f in fields if field_name(f) not in RAW_DROPPED]
+    # Trace fields go whatever [security] raw_trace_headers says: with "refuse" enqueue has
+    # refused them already (SQL-path and older jobs included, nothing carries them out).
+    kept = [
+        f for f in fields if field_name(f) not in RAW_DROPPED and trace_field(field_name(f)) is None
+    ]
     if not kept:
         raise ComposeError("raw message has no header fields")
     names = frozenset(field_name(f) for f in kept)

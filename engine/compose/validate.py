@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from email.headerregistry import Address as HeaderAddress
+from typing import Literal
 
 from engine.compose.address import Address, normalise_domain, parse_address
 from engine.compose.headers import (
@@ -20,6 +21,8 @@ from engine.compose.headers import (
     check_field_value,
     field_name,
     split_header_block,
+    to_crlf,
+    trace_field,
 )
 from engine.compose.mime import POLICY, build_body, parse_content_type
 from engine.compose.unsubscribe import list_unsubscribe_headers, split_list_unsubscribe
@@ -41,8 +44,16 @@ def _fail(message: str) -> JobValidationError:
     return JobValidationError(message)
 
 
-def validate_job(job: Job, *, max_message_bytes: int) -> None:
-    """Raise :class:`JobValidationError` naming the field when ``job`` cannot be sent."""
+RawTrace = Literal["refuse", "strip"]
+
+
+def validate_job(job: Job, *, max_message_bytes: int, raw_trace: RawTrace = "refuse") -> None:
+    """Raise :class:`JobValidationError` naming the field when ``job`` cannot be sent.
+
+    ``raw_trace`` is ``[security] raw_trace_headers``: "refuse" refuses a raw message carrying
+    trace or authentication fields (:func:`~engine.compose.headers.trace_field`); "strip"
+    accepts it, and composition drops them.
+    """
     _check_identity(job)
     try:
         parse_address(job.to)
@@ -51,6 +62,8 @@ def validate_job(job: Job, *, max_message_bytes: int) -> None:
     sender = _sender(job)
     if job.raw is not None:
         _check_raw(job, sender, max_message_bytes)
+        if raw_trace == "refuse":
+            _check_raw_trace(job.raw)
     else:
         if sender is None:
             raise _fail("from: missing (a structured job needs a sender address)")
@@ -195,6 +208,23 @@ def _check_raw(job: Job, sender: Address | None, max_message_bytes: int) -> None
                 f"from: {job.from_!r} differs from the raw message's From "
                 f"{raw_from.addr_spec!r} (DKIM signs for the From domain)"
             )
+
+
+def _check_raw_trace(raw: bytes) -> None:
+    fields, _ = split_header_block(to_crlf(raw))
+    found: dict[str, str] = {}
+    for f in fields:
+        name = field_name(f)
+        why = trace_field(name)
+        if why is not None:
+            found.setdefault(name, why)
+    if found:
+        names = ", ".join(sorted(found))
+        raise _fail(
+            f"raw: trace/authentication header(s) {names} may not be submitted"
+            f" ({'; '.join(sorted(set(found.values())))}); remove them, or have the operator set"
+            ' [security] raw_trace_headers = "strip"'
+        )
 
 
 def _check_options(job: Job) -> None:

@@ -150,10 +150,12 @@ class KeyRing:
     """Loaded signing keys by sender domain (and tenant); the lookup the hot path makes.
 
     Per (tenant, domain, algorithm) the most recently added key wins: for config files that is
-    the last ``[[dkim.keys]]`` entry, for stored keys the latest ``activated_at``. Config keys
-    serve every tenant; stored keys only their own tenant and take precedence. A domain with no
-    key of its own may be signed by a parent domain's key (``d=example.com`` aligns with mail
-    from ``news.example.com`` under relaxed DMARC alignment).
+    the last ``[[dkim.keys]]`` entry, for stored keys the latest ``activated_at``. A key bound
+    to a tenant (stored keys; config keys with ``tenant``) signs that tenant's mail only, and
+    takes precedence over an unbound config key (legacy: any tenant). A domain with no key of
+    its own may be signed by a parent domain's key (``d=example.com`` aligns with mail from
+    ``news.example.com`` under relaxed DMARC alignment) — the tenant's own or an unbound one,
+    never another tenant's: enqueue has checked the tenant owns the From domain.
     """
 
     def __init__(self, *, required: bool = False, enabled: bool = True) -> None:
@@ -162,6 +164,8 @@ class KeyRing:
         # (tenant or None for config keys, domain) -> {algorithm: key}
         self._keys: dict[tuple[str | None, str], dict[Algorithm, SigningKey]] = {}
         self._cache: _Index = {}
+        # Keys given with add() (config files), kept across refreshes of the stored ones.
+        self._fixed: dict[tuple[str | None, str], dict[Algorithm, SigningKey]] = {}
         # The stored keys loaded at the last refresh, by row content.
         self._stored: dict[_StoredId, SigningKey] = {}
 
@@ -180,12 +184,13 @@ class KeyRing:
                     f"{key.algorithm} key but algorithm = {entry.algorithm!r}",
                     hint=f'set algorithm = "{key.algorithm}"',
                 )
-            ring.add(key)
+            ring.add(key, tenant_id=entry.tenant)
         return ring
 
     def add(self, key: SigningKey, *, tenant_id: str | None = None) -> None:
         """Make ``key`` the active key for its domain and algorithm (for ``tenant_id``)."""
         self._keys.setdefault((tenant_id, key.domain), {})[key.algorithm] = key
+        self._fixed.setdefault((tenant_id, key.domain), {})[key.algorithm] = key
         self._cache = {}
 
     def replace_stored(self, records: Iterable[StoredKey], box: KeyBox) -> None:
@@ -203,7 +208,7 @@ class KeyRing:
         for r in active:
             rid = (r.tenant_id, r.domain, r.selector, r.algorithm, r.private_key_enc)
             seen[rid] = self._stored.get(rid) or r.load(box)
-        keys = {k: v for k, v in self._keys.items() if k[0] is None}
+        keys = {k: dict(v) for k, v in self._fixed.items()}
         for (tenant_id, *_), key in seen.items():
             keys.setdefault((tenant_id, key.domain), {})[key.algorithm] = key
         self._keys = keys

@@ -1,8 +1,8 @@
 """DKIM keys in the oltp tier (``oltp.dkim_keys``, migration 010_dkim.sql).
 
 All SQL for DKIM keys lives here; every function takes an asyncpg connection or pool. The
-engine role owns the table and so bypasses row-level security; tenant-scoped callers set
-``engine.tenant_id`` (``SET LOCAL``) and see only their rows. Private keys are sealed with
+owner and ``engine_worker`` see every row; tenant-scoped callers see only the rows of the tenant
+trusted code set with ``engine.set_tenant`` (docs/security.md). Private keys are sealed with
 :class:`~engine.dkim.crypto_box.KeyBox` before they leave the process.
 
 Rotation by selector without a gap: :func:`insert_key` stores the new key ``pending``;

@@ -22,7 +22,6 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -30,10 +29,19 @@ import msgspec
 
 from engine import metrics
 from engine.config import Config, EventsConfig
+from engine.errors import EngineError
 from engine.events.model import Event
 from engine.events.signature import HEADER, sign
+from engine.events.ssrf import (
+    Policy,
+    RefusedAddress,
+    Resolve,
+    VettingResolver,
+    check_url,
+    policy_of,
+)
 from engine.events.store import Position, head, read_tenant_after, tenants_after
-from engine.events.webhooks import DeliveryTarget, host_allowed, load_targets
+from engine.events.webhooks import DeliveryTarget, load_targets
 from engine.periodic import Periodic, run_until
 from engine.queue.retry import backoff_s
 from engine.store.pool import connect_one
@@ -43,7 +51,7 @@ log = logging.getLogger("engine.webhooks")
 _LOCK_KEY = 0x7077686B  # "pwhk": the webhook worker's advisory lock id
 _STANDBY_S = 2.0  # how often a standby instance tries to take over
 _SCAN_LIMIT = 10_000  # events scanned per round to find tenants with news
-_ERROR_TEXT = 300  # characters of a failure kept in last_error
+_ERROR_TEXT = 200  # characters of an engine-side failure kept in last_error
 USER_AGENT = "penguinmails-engine-webhooks/1"
 
 
@@ -70,12 +78,15 @@ class WebhookWorker:
         cfg: EventsConfig,
         dsn: str,
         *,
+        resolve: Resolve,
         refresh_s: float = 2.0,
         rand: random.Random | None = None,
     ) -> None:
         self.pool = pool
         self.cfg = cfg
         self.dsn = dsn
+        self.policy: Policy = policy_of(cfg)
+        self.resolve = resolve
         self.refresh_s = refresh_s
         self.rand = rand or random.Random()
         self.targets: dict[int, DeliveryTarget] = {}
@@ -91,7 +102,13 @@ class WebhookWorker:
         timeout = aiohttp.ClientTimeout(
             total=self.cfg.webhook_timeout_s, connect=min(5.0, self.cfg.webhook_timeout_s)
         )
-        connector = aiohttp.TCPConnector(limit=max(1, self.cfg.webhook_concurrency))
+        # The vetting resolver is the only way a name becomes an address, and the connector
+        # caches nothing, so each new connection goes to addresses vetted for it.
+        connector = aiohttp.TCPConnector(
+            limit=max(1, self.cfg.webhook_concurrency),
+            resolver=VettingResolver(self.policy, self.resolve),
+            use_dns_cache=False,
+        )
         async with aiohttp.ClientSession(
             timeout=timeout, connector=connector, trust_env=False
         ) as session:
@@ -242,10 +259,17 @@ class WebhookWorker:
         return False
 
     async def post(self, target: DeliveryTarget, events: list[Event], attempt: int) -> PostResult:
-        """One signed POST of ``events`` to ``target`` (no retry here)."""
-        if not host_allowed(_host(target.url), self.cfg.webhook_allow):
+        """One signed POST of ``events`` to ``target`` (no retry here).
+
+        What is recorded of a failure is engine-side text or ``HTTP <status>``: nothing of the
+        receiver's answer beyond its status code, so ``GET /v1/webhooks`` cannot be used to read
+        what an (internal) URL returns.
+        """
+        try:
+            check_url(target.url, self.policy)  # the rules may have changed since creation
+        except EngineError as exc:
             metrics.WEBHOOK_DELIVERIES.labels("refused").inc()
-            return PostResult(False, None, "host is no longer in [events] webhook_allow")
+            return PostResult(False, None, f"refused: {exc.message}"[:_ERROR_TEXT])
         assert self._session is not None, "post() outside run()"
         body = msgspec.json.encode(WebhookPayload(target.id, attempt, events))
         headers = {
@@ -259,21 +283,40 @@ class WebhookWorker:
                 target.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
-                text = await resp.content.read(_ERROR_TEXT)  # the rest is dropped with the conn
+        except RefusedAddress as exc:
+            metrics.WEBHOOK_DELIVERIES.labels("refused").inc()
+            return PostResult(False, None, f"refused: {exc}"[:_ERROR_TEXT])
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddress):
+                metrics.WEBHOOK_DELIVERIES.labels("refused").inc()
+                return PostResult(False, None, f"refused: {exc.os_error}"[:_ERROR_TEXT])
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+            return PostResult(False, None, "connection failed")
+        except EngineError as exc:  # the DNS seam failed
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+            return PostResult(False, None, exc.message[:_ERROR_TEXT])
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
-            return PostResult(False, None, f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT])
+            return PostResult(False, None, _failure_name(exc))
         finally:
             metrics.WEBHOOK_LATENCY.observe(time.perf_counter() - started)
         if 200 <= status < 300:
             return PostResult(True, status)
         metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
-        detail = text.decode("utf-8", "replace").strip()
-        return PostResult(False, status, f"HTTP {status}: {detail}"[:_ERROR_TEXT])
+        if 300 <= status < 400:
+            return PostResult(False, status, f"HTTP {status} (redirects are not followed)")
+        return PostResult(False, status, f"HTTP {status}")
 
 
-def _host(url: str) -> str:
-    return urlsplit(url).hostname or ""
+def _failure_name(exc: BaseException) -> str:
+    """A failure as a fixed phrase: exception text can carry what the receiver sent."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "malformed HTTP response"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    return f"request failed ({type(exc).__name__})"
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -373,6 +416,8 @@ async def _dead_letter(
     target.failing_since = target.next_attempt_at = None
 
 
-async def run_webhooks(pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event) -> None:
+async def run_webhooks(
+    pool: asyncpg.Pool, cfg: Config, stop: asyncio.Event, resolve: Resolve
+) -> None:
     """The daemon's background task: deliver webhooks until ``stop``."""
-    await WebhookWorker(pool, cfg.events, cfg.database.dsn).run(stop)
+    await WebhookWorker(pool, cfg.events, cfg.database.dsn, resolve=resolve).run(stop)

@@ -1,15 +1,15 @@
 """Webhook endpoints (``oltp.webhook_endpoints``): the allow-list rule and their management.
 
 The admin API (``/v1/webhooks``) and the delivery worker call these; no SQL lives in a route.
-A URL is accepted only when its host matches an ``[events] webhook_allow`` pattern (loopback by
-default), so a tenant cannot point the engine at the internal network. The signing secret is
-stored, returned once at creation, and never listed or logged.
+A URL is accepted only when it passes :mod:`engine.events.ssrf` (allow-listed host pattern and
+port, every address it resolves to global unless an operator CIDR names it), so a tenant cannot
+point the engine at the internal network; delivery checks again at every connection. The
+signing secret is stored, returned once at creation, and never listed or logged.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import logging
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -17,16 +17,15 @@ from urllib.parse import urlsplit
 import asyncpg
 import msgspec
 
-from engine.errors import WebhookError
+from engine.errors import ComplianceDnsError, WebhookError
 from engine.events.model import KINDS
 from engine.events.signature import new_secret
+from engine.events.ssrf import Policy, Resolve, check_url, vet
 from engine.events.store import Position
 from engine.store import tenants
 from engine.store.pool import Conn
 
 log = logging.getLogger("engine.webhooks")
-
-MAX_URL = 2048
 
 
 class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,35 +62,6 @@ class DeliveryTarget(msgspec.Struct, kw_only=True):
     next_attempt_at: dt.datetime | None
 
 
-def host_allowed(host: str, allow: Sequence[str]) -> bool:
-    """Does ``host`` match one of the ``allow`` patterns (fnmatch, case-insensitive)?"""
-    h = host.lower().strip("[]").rstrip(".")
-    return any(fnmatch.fnmatchcase(h, p.lower().strip("[]").rstrip(".")) for p in allow)
-
-
-def check_url(url: str, allow: Sequence[str]) -> str:
-    """The URL if the engine may POST to it; else :class:`WebhookError` saying why."""
-    if len(url) > MAX_URL:
-        raise WebhookError(f"webhook URL is longer than {MAX_URL} characters")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise WebhookError(f"webhook URL must be http:// or https://, not {url[:40]!r}")
-    try:
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise WebhookError("webhook URL has an invalid port") from None
-    if not host:
-        raise WebhookError("webhook URL has no host")
-    if not host_allowed(host, allow):
-        raise WebhookError(
-            f"webhook host {host!r} is not allow-listed",
-            hint="the engine only calls hosts matching [events] webhook_allow "
-            f"(now: {', '.join(allow) or 'none'})",
-        )
-    return url
-
-
 def check_kinds(kinds: Sequence[str]) -> list[str]:
     bad = sorted(set(kinds) - KINDS)
     if bad:
@@ -122,7 +92,8 @@ async def create(
     *,
     tenant_id: str,
     url: str,
-    allow: Sequence[str],
+    policy: Policy,
+    resolve: Resolve | None = None,
     kinds: Sequence[str] = (),
     secret: str | None = None,
     description: str | None = None,
@@ -130,8 +101,17 @@ async def create(
     """Add an endpoint; returns it and its signing secret (generated unless given).
 
     It receives events committed from now on (its cursor starts at the creating transaction).
+    Without ``resolve`` only the static checks run (delivery vets the addresses anyway).
     """
-    check_url(url, allow)
+    if resolve is None:
+        check_url(url, policy)
+    else:
+        try:
+            await vet(url, policy, resolve)
+        except ComplianceDnsError as exc:
+            raise WebhookError(
+                f"could not resolve the webhook host: {exc.message}", hint="try again later"
+            ) from None
     wanted = check_kinds(kinds)
     if not await tenants.known(pool, [tenant_id]):
         raise WebhookError(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import asyncpg
 import orjson
@@ -36,6 +38,18 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
+def _init_as(role: str | None) -> Callable[[asyncpg.Connection], Coroutine[Any, Any, None]]:
+    """The pool's connection set-up: codecs, then the configured role (kept for the
+    connection's life: releases never reset the session)."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init(conn)
+        if role is not None:
+            await conn.execute(f'SET ROLE "{role}"')  # a validated identifier (config.py)
+
+    return init
+
+
 async def connect(cfg: DatabaseConfig, *, min_size: int | None = None) -> asyncpg.Pool:
     """Open the pool or raise :class:`StoreError` naming the server that did not answer."""
     try:
@@ -46,7 +60,7 @@ async def connect(cfg: DatabaseConfig, *, min_size: int | None = None) -> asyncp
             command_timeout=cfg.command_timeout_s,
             timeout=cfg.connect_timeout_s,
             statement_cache_size=cfg.statement_cache_size,
-            init=_init,
+            init=_init_as(cfg.role),
             reset=_keep_session,
         )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:

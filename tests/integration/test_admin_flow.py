@@ -27,6 +27,7 @@ from engine.servers import ThrowawayRedis
 from engine.shaping.model import ShapeDecision, ShapeRequest
 from engine.shaping.shaper import Shaper
 from engine.store import tenants
+from engine.tenancy import domains as sending_domains
 from tests.conftest import REDIS_URL, make_config
 from tests.fakes.fixtures import mailu  # noqa: F401
 from tests.fakes.mailu import FakeMailU
@@ -124,6 +125,7 @@ async def test_pause_holds_mail_and_resume_releases_it(
     clean_db: str, redis_prefix: str, mailu: FakeMailU, pool: asyncpg.Pool
 ) -> None:
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     async with pipeline(pipeline_config(clean_db, redis_prefix, mailu), pool) as p:
         (first,) = await post(p.client, job(1))
         await wait_state(pool, first, "relayed")
@@ -150,6 +152,7 @@ async def test_a_paused_sender_is_held_once_for_the_one_hold_and_uses_no_shaping
     clean_db: str, redis_prefix: str, mailu: FakeMailU, pool: asyncpg.Pool
 ) -> None:
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     base = pipeline_config(clean_db, redis_prefix, mailu)
     cfg = msgspec.structs.replace(
         base,
@@ -202,6 +205,7 @@ async def test_cancel_prevents_sending(
     clean_db: str, redis_prefix: str, mailu: FakeMailU, pool: asyncpg.Pool
 ) -> None:
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     soon = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat()
     async with pipeline(pipeline_config(clean_db, redis_prefix, mailu), pool) as p:
         keep, drop = await post(p.client, job(1, send_at=soon), job(2, send_at=soon))
@@ -219,6 +223,7 @@ async def test_drain_finishes_in_flight_mail_and_leaves_nothing_sending(
     clean_db: str, redis_prefix: str, mailu: FakeMailU, pool: asyncpg.Pool
 ) -> None:
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     mailu.set_delay("DATA", 0.05)
     # A small in-flight window, so the drain leaves most of the batch queued for later.
     cfg = pipeline_config(clean_db, redis_prefix, mailu, max_in_flight=8, batch_size=8)
@@ -266,6 +271,7 @@ async def test_pause_before_first_mail_is_404(
 ) -> None:
     """A sender exists only once a tenant enqueued from it: pausing earlier says so."""
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     async with pipeline(pipeline_config(clean_db, redis_prefix, mailu), pool) as p:
         out = await call(p.client, "POST", "/v1/senders/new@acme.example/pause", status=404)
         assert "created when a tenant first enqueues" in out["error"]
@@ -277,6 +283,7 @@ async def test_operator_actions_are_audited_and_evented(
     from tests.integration.test_admin_api import admin_config
 
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     acfg = admin_config(cfg.database.dsn, cfg.redis.prefix, mailu)
     ctx, relay = await make_context(acfg, pool)
     try:

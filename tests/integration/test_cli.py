@@ -48,6 +48,8 @@ def test_enqueue_contract(cfg: Config, tmp_path: Path) -> None:
     assert engine(cfg, "migrate").returncode == 0
     out = engine(cfg, "tenants", "add", "acme", "--name", "Acme")
     assert out.returncode == 0 and b"added" in out.stdout
+    out = engine(cfg, "domains", "add", "--tenant", "acme", "acme.example", "--verified")
+    assert out.returncode == 0 and out.stdout.startswith(b"verified acme.example for acme")
     data = b"\n".join([line(1), line(2, to="bad"), b"", line(3), b"{oops", line(4, tenant_id="x")])
     f = tmp_path / "jobs.jsonl"
     f.write_bytes(data + b"\n")

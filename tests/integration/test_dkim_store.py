@@ -143,8 +143,8 @@ async def test_tenants_see_only_their_rows_and_never_the_ciphertext(
             conn, box, tenant_id=tenant, domain="example.com", selector="s1", private_pem=pem
         )
     async with conn.transaction():
+        await conn.execute("SELECT engine.set_tenant('t1')")  # trusted code sets the tenant
         await conn.execute("SET LOCAL ROLE engine_tenant")
-        await conn.execute("SELECT set_config('engine.tenant_id', 't1', true)")
         rows = await conn.fetch("SELECT tenant_id, selector, public_txt FROM oltp.dkim_keys")
         assert [r["tenant_id"] for r in rows] == ["t1"]
         with pytest.raises(asyncpg.InsufficientPrivilegeError):

@@ -12,6 +12,7 @@ from engine.enqueue import enqueue
 from engine.store import content as content_store
 from engine.store import jobs as job_store
 from engine.store import tenants
+from engine.tenancy import domains as sending_domains
 
 
 def job(i: int, **over: object) -> bytes:
@@ -36,6 +37,7 @@ async def _enqueue(pool: asyncpg.Pool, cfg: Config, items: list[bytes]) -> list:
 
 async def test_campaign_body_stored_once(pool: asyncpg.Pool, cfg: Config) -> None:
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     results = await _enqueue(pool, cfg, [job(i) for i in range(10_000)])
     assert all(r.error is None and r.created for r in results)
     assert len({r.job_id for r in results}) == 10_000
@@ -52,6 +54,7 @@ async def test_campaign_body_stored_once(pool: asyncpg.Pool, cfg: Config) -> Non
 
 async def test_idempotent_reenqueue(pool: asyncpg.Pool, cfg: Config) -> None:
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     first = await _enqueue(pool, cfg, [job(i) for i in range(50)])
     again = await _enqueue(pool, cfg, [job(i) for i in range(50)])
     assert [r.job_id for r in first] == [r.job_id for r in again]
@@ -61,6 +64,7 @@ async def test_idempotent_reenqueue(pool: asyncpg.Pool, cfg: Config) -> None:
 
 async def test_bad_jobs_refused_rest_go_in(pool: asyncpg.Pool, cfg: Config) -> None:
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     items = [
         job(0),
         job(1, to="not-an-address"),
@@ -82,6 +86,7 @@ async def test_bad_jobs_refused_rest_go_in(pool: asyncpg.Pool, cfg: Config) -> N
 
 async def test_attachments_deduplicated_across_contents(pool: asyncpg.Pool, cfg: Config) -> None:
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     pdf = base64.b64encode(b"%PDF-1.4 " + bytes(range(256)) * 50).decode()
     att = [{"filename": "a.pdf", "content": pdf, "content_type": "application/pdf"}]
     results = await _enqueue(
@@ -98,6 +103,7 @@ async def test_attachments_deduplicated_across_contents(pool: asyncpg.Pool, cfg:
 
 async def test_sql_function_enqueue_in_caller_transaction(pool: asyncpg.Pool) -> None:
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     # the pool's jsonb codec takes Python values (a Node client would pass JSON text)
     batch = [orjson.loads(job(i)) for i in range(3)] + [orjson.loads(job(9, to="x"))]
     async with pool.acquire() as conn:
@@ -118,6 +124,7 @@ async def test_python_client(pool: asyncpg.Pool, cfg: Config) -> None:
     from engine.client import EngineClient
 
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     async with EngineClient(cfg.database.dsn) as client:
         one = await client.enqueue_one(orjson.loads(job(1, priority="high")))
         assert one.job_id and one.created and one.error is None

@@ -40,7 +40,11 @@ async def client(
         clean_db,
         redis_prefix,
         admin={"token": TOKEN},
-        events={"webhook_allow": ["127.0.0.1", "*.hooks.example.com"]},
+        events={
+            "webhook_allow": ["127.0.0.1", "*.hooks.example.com"],
+            "webhook_allow_cidrs": ["127.0.0.1/32"],
+            "webhook_ports": [80, 443, 9],
+        },
     )
     streams = streams_mod.Streams(streams_mod.connect(cfg.redis), cfg.redis.prefix)
     ctx = AdminContext(cfg=cfg, pool=pool, streams=streams, relay=NoRelay(), drain=lambda: None)
@@ -104,9 +108,10 @@ async def test_create_list_delete(client: TestClient[Any, Any]) -> None:
     ("body", "needle"),
     [
         ({"url": "http://10.0.0.5/hook"}, "'10.0.0.5' is not allow-listed"),
+        ({"url": "http://127.0.0.1:8025/v1/drain"}, "port 8025 is not allowed"),
         ({"url": "https://hooks.example.com.evil.net/x"}, "not allow-listed"),
         ({"url": "ftp://127.0.0.1/x"}, "http:// or https://"),
-        ({"url": "http://127.0.0.1:99999/x"}, "invalid port"),
+        ({"url": "http://127.0.0.1:99999/x"}, "cannot be parsed"),
         ({"url": "http://127.0.0.1/x", "kinds": ["delivered"]}, "kinds"),
         ({"url": "http://127.0.0.1/x", "tenant_id": "nobody"}, "unknown tenant 'nobody'"),
         ({"url": "http://127.0.0.1/x", "secret": "short"}, "secret"),

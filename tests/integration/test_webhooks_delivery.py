@@ -22,6 +22,7 @@ from engine.events import Event, write
 from engine.events import webhooks as endpoints
 from engine.events.delivery import WebhookWorker
 from engine.events.signature import HEADER, verify
+from engine.events.ssrf import policy_of
 from engine.store import tenants
 from tests.conftest import make_config
 
@@ -79,8 +80,11 @@ async def receiver() -> AsyncIterator[Receiver]:
     await r.stop()
 
 
-def fast_config(dsn: str, prefix: str, **events: object) -> Config:
+def fast_config(dsn: str, prefix: str, port: int, **events: object) -> Config:
+    """Fast timings; the loopback receiver allow-listed (address and port) as an operator would."""
     values: dict[str, object] = {
+        "webhook_allow_cidrs": ["127.0.0.0/8"],
+        "webhook_ports": [port],
         "webhook_flush_ms": 20,
         "webhook_batch": 3,
         "webhook_timeout_s": 2,
@@ -118,11 +122,18 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def no_dns(name: str, rdtype: str) -> list[str]:
+    """The DNS seam for literal-address URLs: nothing resolves."""
+    return []
+
+
 class Running:
     """A WebhookWorker running in the background until ``stop()``."""
 
     def __init__(self, pool: asyncpg.Pool, cfg: Config) -> None:
-        self.worker = WebhookWorker(pool, cfg.events, cfg.database.dsn, refresh_s=0.1)
+        self.worker = WebhookWorker(
+            pool, cfg.events, cfg.database.dsn, resolve=no_dns, refresh_s=0.1
+        )
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.worker.run(self._stop))
 
@@ -144,16 +155,16 @@ async def two_tenants(pool: asyncpg.Pool) -> None:
 async def test_signed_batches_filtered_by_tenant_and_kind(
     clean_db: str, redis_prefix: str, pool: asyncpg.Pool, receiver: Receiver, two_tenants: None
 ) -> None:
-    cfg = fast_config(clean_db, redis_prefix)
-    allow = cfg.events.webhook_allow
+    cfg = fast_config(clean_db, redis_prefix, receiver.port)
+    allow = policy_of(cfg.events)
     _, all_secret = await endpoints.create(
-        pool, tenant_id="acme", url=receiver.url("all"), allow=allow
+        pool, tenant_id="acme", url=receiver.url("all"), policy=allow
     )
     _, bounce_secret = await endpoints.create(
-        pool, tenant_id="acme", url=receiver.url("bounces"), allow=allow, kinds=["bounced"]
+        pool, tenant_id="acme", url=receiver.url("bounces"), policy=allow, kinds=["bounced"]
     )
     _, other_secret = await endpoints.create(
-        pool, tenant_id="globex", url=receiver.url("globex"), allow=allow
+        pool, tenant_id="globex", url=receiver.url("globex"), policy=allow
     )
     running = await Running(pool, cfg).started()
     try:
@@ -189,9 +200,9 @@ async def test_signed_batches_filtered_by_tenant_and_kind(
 async def test_receiver_down_for_a_while_then_everything_arrives_once(
     clean_db: str, redis_prefix: str, pool: asyncpg.Pool, receiver: Receiver, two_tenants: None
 ) -> None:
-    cfg = fast_config(clean_db, redis_prefix)
+    cfg = fast_config(clean_db, redis_prefix, receiver.port)
     ep, secret = await endpoints.create(
-        pool, tenant_id="acme", url=receiver.url("a"), allow=cfg.events.webhook_allow
+        pool, tenant_id="acme", url=receiver.url("a"), policy=policy_of(cfg.events)
     )
     await receiver.stop()  # down before anything is sent
     running = await Running(pool, cfg).started()
@@ -204,7 +215,7 @@ async def test_receiver_down_for_a_while_then_everything_arrives_once(
 
         await eventually(retried)
         state = (await endpoints.list_endpoints(pool, "acme"))[0]
-        assert state.last_error and "Connect" in state.last_error and state.delivered == 0
+        assert state.last_error == "connection failed" and state.delivered == 0
         # the engine restarts while the receiver is still down: the cursor is in PostgreSQL
         await running.stop()
         running = await Running(pool, cfg).started()
@@ -225,9 +236,11 @@ async def test_receiver_down_for_a_while_then_everything_arrives_once(
 async def test_dead_letter_after_max_age_then_delivery_goes_on(
     clean_db: str, redis_prefix: str, pool: asyncpg.Pool, receiver: Receiver, two_tenants: None
 ) -> None:
-    cfg = fast_config(clean_db, redis_prefix, webhook_max_age_s=0.3, webhook_batch=10)
+    cfg = fast_config(
+        clean_db, redis_prefix, receiver.port, webhook_max_age_s=0.3, webhook_batch=10
+    )
     ep, secret = await endpoints.create(
-        pool, tenant_id="acme", url=receiver.url("a"), allow=cfg.events.webhook_allow
+        pool, tenant_id="acme", url=receiver.url("a"), policy=policy_of(cfg.events)
     )
     receiver.status = 500
     running = await Running(pool, cfg).started()
@@ -252,9 +265,9 @@ async def test_dead_letter_after_max_age_then_delivery_goes_on(
 async def test_one_instance_delivers_at_a_time(
     clean_db: str, redis_prefix: str, pool: asyncpg.Pool, receiver: Receiver, two_tenants: None
 ) -> None:
-    cfg = fast_config(clean_db, redis_prefix)
+    cfg = fast_config(clean_db, redis_prefix, receiver.port)
     _, secret = await endpoints.create(
-        pool, tenant_id="acme", url=receiver.url("a"), allow=cfg.events.webhook_allow
+        pool, tenant_id="acme", url=receiver.url("a"), policy=policy_of(cfg.events)
     )
     first = await Running(pool, cfg).started()
     second = Running(pool, cfg)

@@ -68,11 +68,17 @@ async def two_tenants(pool: asyncpg.Pool) -> dict[str, list[int]]:
 
 @contextlib.asynccontextmanager
 async def as_tenant(pool: asyncpg.Pool, tenant: str | None) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction as ``engine_tenant`` with ``engine.tenant_id`` set (None: not set)."""
+    """A transaction as ``engine_tenant`` in tenant context ``tenant`` (None: none, "": forged).
+
+    The context is set by trusted code (``engine.set_tenant``, before the role drops to
+    ``engine_tenant``); an empty string stands for a caller setting the GUC itself.
+    """
     async with pool.acquire() as conn, conn.transaction():
+        if tenant:
+            await conn.execute("SELECT engine.set_tenant($1)", tenant)
+        elif tenant == "":
+            await conn.execute("SELECT set_config('engine.tenant_id', 'A', true)")
         await conn.execute("SET LOCAL ROLE engine_tenant")
-        if tenant is not None:
-            await conn.execute("SELECT set_config('engine.tenant_id', $1, true)", tenant)
         yield conn
 
 
@@ -100,7 +106,7 @@ async def test_every_tenant_table_has_row_level_security(pool: asyncpg.Pool) -> 
             " WHERE c.oid = $1::regclass",
             table,
         )
-        if not (row["relrowsecurity"] and row["qual"] and "engine.tenant_id" in row["qual"]):
+        if not (row["relrowsecurity"] and row["qual"] and "current_tenant()" in row["qual"]):
             missing.append(table)
     assert not missing, f"tenant tables without the tenant_isolation policy: {missing}"
     role = await pool.fetchrow(
@@ -220,8 +226,17 @@ async def test_events_and_stats_are_read_only_and_private(
 async def test_a_tenant_role_cannot_enqueue_for_anyone(
     pool: asyncpg.Pool, two_tenants: dict[str, list[int]]
 ) -> None:
-    """engine.enqueue(jsonb) is for the platform's own role, not a tenant-scoped session."""
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        async with as_tenant(pool, "A") as conn:
-            await conn.fetch("SELECT * FROM engine.enqueue($1::jsonb)", _job("B", 99).decode())
+    """A tenant-scoped session enqueues for its own tenant at most (engine.enqueue checks the
+    tenant of each job against the verified context); without a context, for nobody."""
+    async with as_tenant(pool, "A") as conn:
+        (row,) = await conn.fetch(
+            "SELECT * FROM engine.enqueue($1::jsonb)", orjson.loads(_job("B", 99))
+        )
+    assert row["job_id"] is None and "may not enqueue" in row["error"]
+    for forged in (None, ""):
+        async with as_tenant(pool, forged) as conn:
+            (row,) = await conn.fetch(
+                "SELECT * FROM engine.enqueue($1::jsonb)", orjson.loads(_job("A", 98))
+            )
+        assert row["job_id"] is None and "may not enqueue" in row["error"]
     assert await pool.fetchval("SELECT count(*) FROM queue.jobs WHERE tenant_id = 'B'") == 3

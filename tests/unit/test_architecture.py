@@ -45,7 +45,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "compliance": "compose config dkim errors model senders shaping store",
         # Services over the storage layer.
         "events": "config errors metrics model periodic store",
-        "enqueue": "compose errors events metrics model store",
+        "tenancy": "compose errors model store",
+        "enqueue": "compose errors events metrics model store tenancy",
         "queue": "config errors metrics model periodic store",
         "gdpr": "audit errors model store",
         "retention": "audit config errors store",
@@ -58,16 +59,16 @@ ALLOWED: dict[str, frozenset[str]] = {
         " workerpipe",
         # Operator surfaces.
         "admin": "audit compose config enqueue errors events inbound metrics model periodic queue"
-        " relay senders store",
+        " relay senders store tenancy",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag"
         " periodic queue relay reload retention sdnotify shaping store",
         "supervisor": "sdnotify",
         "servers": "errors",
         "sink": "",
-        "demo": "config dkim enqueue errors servers sink store",
+        "demo": "config dkim enqueue errors servers sink store tenancy",
         "commands": "audit compliance config daemon demo dkim enqueue errors gdpr inbound logs"
-        " queue retention senders shaping store supervisor",
+        " queue retention senders shaping store supervisor tenancy",
         "cli": "errors",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()

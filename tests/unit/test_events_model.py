@@ -12,7 +12,7 @@ from engine.errors import WebhookError
 from engine.events import Event, OutcomeEventInput, from_outcome_rows
 from engine.events.model import from_json, to_json
 from engine.events.signature import sign, verify
-from engine.events.webhooks import check_url, host_allowed
+from engine.events.ssrf import Policy, check_url, host_allowed
 
 AT = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 ALLOW = ["127.0.0.1", "localhost", "::1", "*.hooks.example.com"]
@@ -95,8 +95,9 @@ def test_allow_list(host: str, ok: bool) -> None:
 
 
 def test_check_url() -> None:
-    assert check_url("http://[::1]:8080/hook", ALLOW)
-    with pytest.raises(WebhookError, match="not allow-listed"):
-        check_url("http://user@10.0.0.1/", ALLOW)
+    policy = Policy(hosts=tuple(ALLOW), cidrs=("::1/128",), ports=(8080,))
+    assert check_url("http://[::1]:8080/hook", policy).literal == "::1"
+    with pytest.raises(WebhookError, match="user name or password"):
+        check_url("http://user@10.0.0.1/", policy)
     with pytest.raises(WebhookError, match="no host"):
-        check_url("http:///path", ALLOW)
+        check_url("http:///path", policy)

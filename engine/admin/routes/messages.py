@@ -51,6 +51,8 @@ async def post_messages(request: web.Request) -> web.Response:
         [bytes(item) for item in items],
         max_message_bytes=ctx.cfg.queue.max_message_bytes,
         max_age_s=ctx.cfg.queue.max_age_s,
+        raw_trace=ctx.cfg.security.raw_trace_headers,
+        enforce_domains=ctx.cfg.security.enforce_sender_domains,
     )
     accepted = sum(1 for r in results if r.job_id is not None)
     rejected = len(results) - accepted

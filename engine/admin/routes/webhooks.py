@@ -1,6 +1,7 @@
 """``/v1/webhooks``: list, add and remove tenants' webhook endpoints (docs/events.md).
 
-A URL whose host is not in ``[events] webhook_allow`` is refused with a 400 naming the rule. The
+A URL the webhook rules refuse (host pattern, port, an address that is not global unicast:
+engine/events/ssrf.py) gets a 400 naming the rule. The
 signing secret is in the creation response only.
 """
 
@@ -18,6 +19,7 @@ from engine.admin.schemas import (
 )
 from engine.errors import AdminRequestError, WebhookError
 from engine.events import webhooks
+from engine.events.ssrf import policy_of
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
@@ -34,7 +36,8 @@ async def add_webhook(request: web.Request) -> web.Response:
             ctx.pool,
             tenant_id=body.tenant_id,
             url=body.url,
-            allow=ctx.cfg.events.webhook_allow,
+            policy=policy_of(ctx.cfg.events),
+            resolve=ctx.resolve,
             kinds=[k.value for k in body.kinds],
             secret=body.secret,
             description=body.description,

@@ -1,0 +1,1 @@
+"""Tenant isolation services: which sending domains a tenant owns (docs/security.md)."""

@@ -1,0 +1,219 @@
+"""Sending domains belong to tenants: cross-tenant From / Sender refused at enqueue on every path.
+
+Real PostgreSQL; DNS mocked at the seam for TXT verification. Tenant A verifies acme.example;
+tenant B may not send as it (nor as a subdomain) through the Python service (what the CLI and
+``POST /v1/messages`` call), the SQL function ``engine.enqueue(jsonb)``, or the CLI itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from engine.config import Config
+from engine.enqueue import enqueue
+from engine.errors import DomainError
+from engine.store import domains as domain_store
+from engine.store import tenants
+from engine.tenancy import domains
+from engine.tenancy.rules import record_name
+
+
+def job(tenant: str, i: int, sender: str = "news@acme.example", **over: Any) -> bytes:
+    doc: dict[str, Any] = {
+        "tenant_id": tenant,
+        "idempotency_key": f"{tenant}-{i}",
+        "from": sender,
+        "to": f"user{i}@example.com",
+        "subject": "hi",
+        "text": "hello",
+        **over,
+    }
+    return orjson.dumps(doc)
+
+
+def raw_job(tenant: str, i: int, head: str) -> bytes:
+    raw = (head + "To: u@example.com\r\nSubject: s\r\n\r\nbody\r\n").encode()
+    return orjson.dumps(
+        {
+            "tenant_id": tenant,
+            "idempotency_key": f"{tenant}-raw-{i}",
+            "from": "news@acme.example",
+            "to": "u@example.com",
+            "raw": base64.b64encode(raw).decode(),
+        }
+    )
+
+
+@pytest.fixture
+async def owned(pool: asyncpg.Pool) -> None:
+    """Tenant A owns acme.example (verified); B owns globex.example; C registered nothing."""
+    for t in ("A", "B", "C"):
+        await tenants.add(pool, t)
+    await domains.add(pool, "A", "acme.example", verified=True)
+    await domains.add(pool, "B", "globex.example", verified=True)
+
+
+async def _py(pool: asyncpg.Pool, items: list[bytes], enforce: bool = True) -> list[str | None]:
+    res = await enqueue(
+        pool, items, max_message_bytes=1 << 20, max_age_s=3600, enforce_domains=enforce
+    )
+    return [r.error for r in res]
+
+
+async def test_python_path_refuses_another_tenants_domain(pool: asyncpg.Pool, owned: None) -> None:
+    errors = await _py(
+        pool,
+        [
+            job("A", 1),  # own domain
+            job("A", 2, "x@news.acme.example"),  # own subdomain: allowed
+            job("B", 3),  # A's domain
+            job("B", 4, "x@mail.acme.example"),  # A's subdomain
+            job("B", 5, "x@globex.example", headers={"Sender": "ops@acme.example"}),
+            job("B", 6, "x@unregistered.example"),
+            job("C", 7, "x@unregistered.example"),  # enforcement on: refused too
+        ],
+    )
+    assert errors[0] is None and errors[1] is None
+    assert errors[2] is not None and "belongs to another tenant" in errors[2]
+    assert errors[3] is not None and "belongs to another tenant" in errors[3]
+    assert errors[4] is not None and errors[4].startswith("header Sender:")
+    assert errors[5] is not None and "not a verified sending domain of tenant B" in errors[5]
+    assert errors[6] is not None and "engine domains add --tenant C" in errors[6]
+    assert await pool.fetchval("SELECT count(*) FROM queue.jobs") == 2
+
+
+async def test_raw_from_and_sender_are_checked(pool: asyncpg.Pool, owned: None) -> None:
+    errors = await _py(
+        pool,
+        [
+            raw_job("A", 1, "From: news@acme.example\r\n"),
+            raw_job("B", 2, "From: news@acme.example\r\n"),
+            raw_job("A", 3, "From: news@acme.example\r\nSender: ops@globex.example\r\n"),
+        ],
+    )
+    assert errors[0] is None
+    assert errors[1] is not None and "belongs to another tenant" in errors[1]
+    assert errors[2] is not None and errors[2].startswith("raw Sender:")
+
+
+async def test_enforcement_off_keeps_tenants_without_domains_sending(
+    pool: asyncpg.Pool, owned: None
+) -> None:
+    errors = await _py(
+        pool,
+        [
+            job("C", 1, "x@unregistered.example"),  # no domain registered: as before
+            job("C", 2),  # but never as a domain another tenant verified
+            job("B", 3, "x@unregistered.example"),  # B registered domains: held to them
+        ],
+        enforce=False,
+    )
+    assert errors[0] is None
+    assert errors[1] is not None and "belongs to another tenant" in errors[1]
+    assert errors[2] is not None and "not a verified sending domain" in errors[2]
+
+
+async def _sql(pool: asyncpg.Pool, items: list[bytes]) -> list[str | None]:
+    batch = [orjson.loads(i) for i in items]
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch("SELECT * FROM engine.enqueue($1::jsonb) ORDER BY ord", batch)
+    return [r["error"] for r in rows]
+
+
+async def test_sql_path_refuses_another_tenants_domain(pool: asyncpg.Pool, owned: None) -> None:
+    await domain_store.write_rules(pool, enforce=True, raw_trace="refuse")
+    errors = await _sql(
+        pool,
+        [
+            job("A", 1),
+            job("A", 2, "x@news.acme.example"),
+            job("B", 3),
+            job("B", 4, "x@globex.example", headers={"sender": "Ops <ops@acme.example>"}),
+            job("C", 5, "x@unregistered.example"),
+        ],
+    )
+    assert errors[:2] == [None, None]
+    assert errors[2] is not None and "belongs to another tenant" in errors[2]
+    assert errors[3] is not None and errors[3].startswith("header Sender:")
+    assert errors[4] is not None and "not a verified sending domain of tenant C" in errors[4]
+    await domain_store.write_rules(pool, enforce=False, raw_trace="refuse")
+    errors = await _sql(pool, [job("C", 6, "x@unregistered.example"), job("C", 7)])
+    assert errors[0] is None
+    assert errors[1] is not None and "belongs to another tenant" in errors[1]
+
+
+async def test_verification_by_dns_and_overlaps(pool: asyncpg.Pool, owned: None) -> None:
+    pending = await domains.add(pool, "C", "initech.example")
+    assert not pending.verified and pending.record_name == record_name("initech.example")
+    txt: dict[str, list[str]] = {}
+
+    async def dns(name: str, rdtype: str) -> list[str]:
+        assert rdtype == "TXT"
+        return txt.get(name, [])
+
+    with pytest.raises(DomainError, match="does not hold"):
+        await domains.verify(pool, "C", "initech.example", dns)
+    txt[pending.record_name] = ["v=spf1 -all", pending.record_value]
+    done = await domains.verify(pool, "C", "initech.example", dns)
+    assert done.verified and done.verified_by == "dns"
+    # another tenant cannot verify a domain, a parent or a child of one already verified
+    for name in ("acme.example", "mail.acme.example"):
+        await domains.add(pool, "C", name)
+        with pytest.raises(DomainError, match="another tenant"):
+            await domains.add(pool, "C", name, verified=True)
+    with pytest.raises(DomainError, match="not a valid domain"):
+        await domains.add(pool, "C", "bad domain")
+    with pytest.raises(DomainError, match="unknown tenant"):
+        await domains.add(pool, "nobody", "x.example")
+    # a token published for another tenant's registration proves nothing for C
+    other = await domains.add(pool, "B", "shared.example")
+    txt[other.record_name] = [other.record_value]
+    await domains.add(pool, "C", "shared.example")
+    with pytest.raises(DomainError, match="does not hold"):
+        await domains.verify(pool, "C", "shared.example", dns)
+
+
+def _engine(cfg_file: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "ENGINE_CONFIG": str(cfg_file)}
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], env=env, capture_output=True, timeout=60
+    )
+
+
+async def test_cli_domains_and_enqueue(cfg: Config, tmp_path: Path, pool: asyncpg.Pool) -> None:
+    cfg_file = tmp_path / "engine.toml"
+    cfg_file.write_text(
+        f'[database]\ndsn = "{cfg.database.dsn}"\n[redis]\nurl = "{cfg.redis.url}"\n'
+        f'prefix = "{cfg.redis.prefix}"\n'
+    )
+    assert _engine(cfg_file, "migrate").returncode == 0
+    for t in ("A", "B"):
+        assert _engine(cfg_file, "tenants", "add", t).returncode == 0
+    out = _engine(cfg_file, "domains", "add", "--tenant", "A", "acme.example")
+    assert out.returncode == 0
+    first = out.stdout.decode().splitlines()[0]
+    assert first.startswith('_penguinmails.acme.example TXT "pm-verify=')
+    out = _engine(cfg_file, "domains", "add", "--tenant", "A", "acme.example", "--verified")
+    assert out.returncode == 0 and out.stdout.startswith(b"verified acme.example for A")
+    listed = orjson.loads(_engine(cfg_file, "domains", "list", "--json").stdout)
+    assert [(d["tenant_id"], d["domain"], d["verified"]) for d in listed["domains"]] == [
+        ("A", "acme.example", True)
+    ]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_bytes(job("A", 1) + b"\n" + job("B", 2) + b"\n")
+    res = _engine(cfg_file, "enqueue", "--jsonl", str(jobs))
+    assert res.returncode == 1 and len(res.stdout.split()) == 1
+    err = orjson.loads(res.stderr.splitlines()[0])
+    assert err["line"] == 2 and "belongs to another tenant" in err["error"]
+    out = _engine(cfg_file, "domains", "remove", "--tenant", "A", "acme.example")
+    assert out.returncode == 0
+    assert _engine(cfg_file, "domains", "remove", "--tenant", "A", "acme.example").returncode == 2
