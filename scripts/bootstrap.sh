@@ -14,11 +14,38 @@ if ! command -v redis-server >/dev/null 2>&1; then need_apt+=(redis-server); fi
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     need_apt+=(postgresql)
 fi
-if [ ${#need_apt[@]} -gt 0 ]; then
+# Postfix (MailU's MTA) and cyrus saslpasswd2: tests/fakes/postfix.py starts its own instance as
+# a MailU-like relay node. Only the binaries are wanted: the package's own mail system must never
+# run (it would listen on port 25), so its start is refused while installing and it is stopped and
+# disabled afterwards.
+need_postfix=0
+if ! command -v postfix >/dev/null 2>&1 && [ ! -x /usr/sbin/postfix ]; then need_postfix=1; fi
+if ! command -v saslpasswd2 >/dev/null 2>&1 && [ ! -x /usr/sbin/saslpasswd2 ]; then need_postfix=1; fi
+if [ ${#need_apt[@]} -gt 0 ] || [ $need_postfix = 1 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+        apt-get update -qq
+        if [ ${#need_apt[@]} -gt 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+        fi
+        if [ $need_postfix = 1 ]; then
+            echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+            policy=/usr/sbin/policy-rc.d
+            had_policy=0
+            [ -e "$policy" ] && had_policy=1
+            if [ $had_policy = 0 ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"; fi
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                postfix sasl2-bin libsasl2-modules >/dev/null
+            if [ $had_policy = 0 ]; then rm -f "$policy"; fi
+            if command -v systemctl >/dev/null 2>&1; then
+                systemctl disable postfix >/dev/null 2>&1 || true
+                if [ -d /run/systemd/system ]; then systemctl stop postfix >/dev/null 2>&1 || true; fi
+            fi
+            if [ -f /etc/postfix/main.cf ] && /usr/sbin/postfix status >/dev/null 2>&1; then
+                /usr/sbin/postfix stop >/dev/null 2>&1 || true
+            fi
+        fi
     else
-        echo "bootstrap: please install: ${need_apt[*]} (Debian packages)" >&2
+        echo "bootstrap: please install: ${need_apt[*]} postfix sasl2-bin (Debian packages)" >&2
     fi
 fi
 
