@@ -27,6 +27,7 @@ from engine.config import Config
 from engine.nodes.check import run_check
 from engine.nodes.report import HINT_LOGIN, HINT_RATE, render
 from tests.conftest import REDIS_URL, TEST_VERP_SECRET, make_config
+from tests.fakes.postfix import PostfixNode
 
 USER, PASSWORD = "relay@mailu.test", "s3cret-pass"
 _DSN_PARAM = re.compile(r"\s+(RET|ENVID|NOTIFY|ORCPT)=\S+", re.I)
@@ -132,12 +133,14 @@ async def servers() -> AsyncIterator[list[asyncio.Server]]:
         await s.wait_closed()
 
 
-def config(*nodes: dict[str, Any], **sections: dict[str, Any]) -> Config:
+def config(
+    *nodes: dict[str, Any], verp_domain: str = "bounces.engine.test", **sections: dict[str, Any]
+) -> Config:
     return make_config(
         "postgresql://127.0.0.1:1/none",
         "unused",
         relay={"nodes": list(nodes), "helo_name": "engine.test"},
-        inbound={"verp_domain": "bounces.engine.test", "verp_secret": TEST_VERP_SECRET},
+        inbound={"verp_domain": verp_domain, "verp_secret": TEST_VERP_SECRET},
         **sections,
     )
 
@@ -352,3 +355,40 @@ async def test_sender_domains_come_from_the_database(
         ("sender", "acme", "news@shop.example"),
     ]
     assert report.ok and "1 more sender domains not probed" in report.notes[0]
+
+
+def test_real_postfix_node_submission_and_relay_ports(
+    postfix_node: PostfixNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MailU's MTA: capabilities as Postfix offers them, and a sender outside the login map."""
+    # The fixture's login map lets the relay user send from the default VERP domain only.
+    sub = postfix_node.relay_node("submission")
+    relay = postfix_node.relay_node("relaynets", submission=False)
+    cfg = config(
+        msgspec.to_builtins(sub),
+        msgspec.to_builtins(relay),
+        verp_domain="bounces.localhost",
+        dkim={"keys": [DKIM["keys"][0]]},
+    )
+    report = asyncio.run(run_check(cfg, None, rcpt="postmaster@gmail.test", timeout_s=10))
+    submission, relaynets = report.nodes
+    assert not report.ok and relaynets.ok and not submission.ok
+
+    caps = submission.capabilities
+    assert caps["PIPELINING"] and caps["DSN"] and caps["SIZE"] and caps["8BITMIME"]
+    assert caps["ENHANCEDSTATUSCODES"] and caps["SMTPUTF8"]
+    assert not caps["CHUNKING"]  # discarded on the submission port, as MailU's front lacks it
+    assert submission.size_limit == 50 * 1024 * 1024
+    assert submission.tls is not None and submission.tls.verified
+    assert submission.auth == "ok" and {"PLAIN", "LOGIN"} <= set(submission.auth_mechanisms)
+    verp_probe, shop = submission.probes
+    assert verp_probe.ok, verp_probe
+    # Postfix delays its sender restrictions to RCPT (smtpd_delay_reject = yes).
+    assert not shop.ok and shop.stage == "RCPT" and shop.reply_code == 553
+    assert shop.reply is not None and "not owned by user" in shop.reply
+    assert shop.hint == HINT_LOGIN.format(domain="shop.example")
+
+    # Port 25 for RELAYNETS: no AUTH, CHUNKING offered, every sender accepted.
+    assert relaynets.capabilities["CHUNKING"] and relaynets.capabilities["DSN"]
+    assert relaynets.auth == "not configured" and all(p.ok for p in relaynets.probes)
+    assert postfix_node.queue_size() == 0  # dry runs: nothing was queued
