@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.gdpr",
     "engine.commands.retention",
     "engine.commands.nodes",
+    "engine.commands.mailu",
 )
 
 

@@ -42,7 +42,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "dkim": "config errors workerpipe",
         "shaping": "config errors model periodic",
         "relay": "config errors model periodic",
-        "nodes": "compose config errors relay",
+        "nodes": "compose config errors relay shaping",
         "compliance": "compose config dkim errors model senders shaping store",
         # Services over the storage layer.
         "events": "config errors metrics model periodic store",
@@ -118,6 +118,7 @@ SANS_IO: tuple[str, ...] = (
     "engine.relay.results",
     "engine.relay.select",
     "engine.nodes.report",
+    "engine.nodes.overrides",
     "engine.inbound",
     "engine.inbound.arf",
     "engine.inbound.autoreply",
