@@ -108,10 +108,10 @@ _RATE = re.compile(r"rate.?limit|too many|exceeded|slow down|try again later", r
 _AUTH_NEEDED = re.compile(r"authentication required|must authenticate", re.I)
 
 HINT_LOGIN = (
-    "MailU checks that an authenticated sender owns the address (sender login mismatch): give "
-    "the relay user a wildcard sender for this domain (Admin → Users → relay user → 'Allowed "
-    "sender addresses', e.g. *@{domain}) or send from a host in RELAYNETS on port 25 without "
-    "AUTH (docs/mailu.md, 'The relay user')"
+    "MailU checks that an authenticated sender owns the address (sender login mismatch): let "
+    "the relay user send as any address of {domain} (MailU's per-user 'Allow the user to spoof "
+    "the sender', or a sender login entry for @{domain}) or send from a host in RELAYNETS on "
+    "port 25 without AUTH (docs/mailu.md, 'The relay user')"
 )
 HINT_RELAY = (
     "MailU refuses to relay for this client: add the engine's address to RELAYNETS in "
