@@ -227,7 +227,7 @@ async def test_starttls_auth_and_a_sender_outside_the_login_map(
     assert not other.ok and other.stage == "MAIL" and other.reply_code == 553
     assert other.hint == HINT_LOGIN.format(domain="other.example")
     text = render(report)
-    assert "REFUSED at MAIL: 553" in text and "wildcard sender" in text
+    assert "REFUSED at MAIL: 553" in text and "Allow the user to spoof the sender" in text
     assert "verdict: m1 refuse(s)" in text
 
     # The CLI: same report, exit 1 (DESIGN §8), JSON on request.
