@@ -71,9 +71,11 @@ async def run_check(
 ) -> CheckReport:
     """Check ``node`` (or every configured node); ``pool`` gives the tenants' sender domains
     (None, or a database that does not answer, leaves them out with a note: ``no_db``)."""
+    if max_domains < 0:
+        raise UsageError(f"max domains {max_domains} is negative")
     notes: list[str] = []
     domains: list[SendingDomain] = []
-    if pool is not None:
+    if pool is not None and max_domains:
         try:
             domains, total = await store.sending_domains(pool, max_domains)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
@@ -84,7 +86,7 @@ async def run_check(
                     f"{total - len(domains)} more sender domains not probed "
                     f"(--max-domains {max_domains})"
                 )
-    else:
+    elif pool is None:
         notes.append(no_db)
     return await check_nodes(
         cfg,
