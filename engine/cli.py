@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.gdpr",
     "engine.commands.retention",
     "engine.commands.domains",
+    "engine.commands.nodes",
+    "engine.commands.mailu",
 )
 
 

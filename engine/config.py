@@ -151,6 +151,9 @@ class ShapingProvider(_Section, frozen=True, kw_only=True, forbid_unknown_fields
     rate_per_s: float = 10.0
     max_connections: int = 10
     max_messages_per_connection: int = 100
+    # Recipient domains known to be the provider's (gmail.com, …): the Postfix transport map
+    # `engine mailu overrides` renders, so a MailU node paces them as one provider.
+    domains: list[str] = []
 
 
 class ShapingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

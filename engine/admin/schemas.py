@@ -15,6 +15,7 @@ from engine.enqueue import EnqueueResult
 from engine.events.model import EventKind
 from engine.events.webhooks import Endpoint as WebhookEndpoint
 from engine.model import Job
+from engine.nodes.check import DEFAULT_MAX_DOMAINS, DEFAULT_RCPT
 from engine.relay.results import NodeStatus
 from engine.store.messages import MessageView, TenantPending
 from engine.store.senders import SenderView
@@ -81,6 +82,14 @@ class NodesQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``GET /v1/nodes``: ``probe=true`` runs a health check on every node first."""
 
     probe: bool = False
+
+
+class NodesCheckQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``GET /v1/nodes/check``: the dry-run recipient, the timeout, how many sender domains."""
+
+    rcpt: NonEmpty = DEFAULT_RCPT
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
+    max_domains: Annotated[int, msgspec.Meta(ge=0, le=MAX_PAGE)] = DEFAULT_MAX_DOMAINS
 
 
 class QueuesQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):

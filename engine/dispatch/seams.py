@@ -12,7 +12,7 @@ from typing import Protocol
 from engine.compose.mime import ComposedBody
 from engine.model import OutcomeKind
 from engine.relay.dsn import DsnRequest
-from engine.shaping.model import DeliverySignal, ShapeDecision, ShapeRequest
+from engine.shaping.model import DeliverySignal, Provider, ShapeDecision, ShapeRequest
 
 
 class SendResult(Protocol):
@@ -61,3 +61,8 @@ class Shaper(Protocol):
     async def acquire(self, requests: Sequence[ShapeRequest]) -> list[ShapeDecision]: ...
 
     def record(self, signal: DeliverySignal | None) -> None: ...
+
+    def provider_limits(self, name: str) -> Provider:
+        """The provider's ceilings; ``max_connections`` bounds its relay transactions in flight
+        (:mod:`engine.dispatch.inflight`)."""
+        ...

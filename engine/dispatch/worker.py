@@ -22,6 +22,7 @@ from engine.compose import message_id as message_ids
 from engine.compose.mime import ComposedBody, build_body, effective_message_id, render
 from engine.compose.unsubscribe import feedback_id
 from engine.config import Config
+from engine.dispatch import inflight
 from engine.dispatch.outcomes import OutcomeWriter
 from engine.dispatch.seams import Relay, Shaper, Signer
 from engine.errors import ComposeError, DkimError, EngineError
@@ -41,6 +42,7 @@ log = logging.getLogger("engine.dispatch")
 
 _ALLOW = ShapeDecision(allowed=True)
 HOLD_DKIM_S = 600.0
+PROVIDER_BUSY = "held by shaping limit connections"
 
 
 def _domain(address: str) -> str:
@@ -107,6 +109,7 @@ class Dispatcher:
         self.shaper = shaper
         self.bodies = BodyCache(self.q.body_cache_mb * 1024 * 1024)
         self.paused = PausedSenders(pool)
+        self.slots = inflight.ProviderSlots(self._max_connections)
         self.in_flight = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -119,6 +122,10 @@ class Dispatcher:
             batch=self.q.outcome_batch,
             on_done=self._done,
         )
+
+    def _max_connections(self, provider: str) -> int:
+        """The provider's ``max_connections`` (0, no limit, when shaping is off)."""
+        return 0 if self.shaper is None else self.shaper.provider_limits(provider).max_connections
 
     def _done(self, n: int) -> None:
         self.in_flight -= n
@@ -284,12 +291,23 @@ class Dispatcher:
         decision: ShapeDecision,
     ) -> None:
         stat_key = (job.tenant_id, job.sender, decision.provider)
+        # Compose, sign and relay run within the provider's in-flight limit; a job that will
+        # not be sent takes no slot.
+        going = decision.allowed and not (suppressed or paused)
+        slot = await self.slots.take(decision.provider if going else "")
         try:
-            row, attempted = await self._attempt(job, body, suppressed, paused, decision)
+            if slot is None:  # the provider's max_connections stay busy
+                metrics.SHAPING_DELAYS.labels("connections").inc()
+                row, attempted = self._held(job, inflight.HOLD_S, PROVIDER_BUSY), False
+            else:
+                row, attempted = await self._attempt(job, body, suppressed, paused, decision)
         except Exception as exc:  # the unexpected must defer the job, never lose it
             log.exception("job failed unexpectedly; deferring", extra={"job_id": job.id})
             row = self._deferred(job, None, None, f"internal error: {exc!r}", None)
             attempted = False
+        finally:
+            if slot is not None:
+                slot.release()
         self.writer.add(row, entries, stat_key, attempted=attempted, recipient=job.recipient)
 
     async def _attempt(

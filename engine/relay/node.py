@@ -30,6 +30,7 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import Callable
 from typing import cast
 
 import aiosmtplib
@@ -53,7 +54,7 @@ from engine.relay.pipeline import (
 from engine.relay.replies import ReplyCode, ReplyVerdict, classify_reply, local_failure
 from engine.relay.results import NodeStatus, RecipientRefusal, SendResult
 
-__all__ = ["NodePool", "NodeUnavailable", "Payload", "prepare_payload"]
+__all__ = ["NodePool", "NodeUnavailable", "Payload", "SessionStep", "prepare_payload"]
 
 log = logging.getLogger("engine.relay")
 
@@ -62,6 +63,11 @@ log = logging.getLogger("engine.relay")
 IDLE_CHECK_S = 30.0
 #: How long a polite QUIT may take before the socket is just closed.
 QUIT_TIMEOUT_S = 2.0
+
+#: Told the name of each step of opening a session ("connect", "ehlo", "starttls", "auth") just
+#: before it runs, with the client as it is then: ``engine nodes check`` reports what each step
+#: saw, and which one failed, from the same code the daemon connects with.
+SessionStep = Callable[[str, aiosmtplib.SMTP], None]
 
 # RFC 5321 §2.3.8 line endings, as aiosmtplib would normalise them, but once per message instead
 # of once per node tried.
@@ -239,39 +245,54 @@ class NodePool:
             local_hostname=self._helo,
             timeout=self._cfg.command_timeout_s,
             use_tls=node.tls == "implicit",
-            start_tls=False,  # done by _open_session, which also keeps hold of the socket
+            start_tls=False,  # done by open_session, which also keeps hold of the socket
             tls_context=self._tls,
         )
 
-    async def _open_session(self) -> tuple[aiosmtplib.SMTP, SMTPProtocol | None]:
+    async def open_session(
+        self, on_step: SessionStep | None = None
+    ) -> tuple[aiosmtplib.SMTP, SMTPProtocol | None]:
         """Connect, greeting, EHLO, STARTTLS, EHLO again, AUTH — step by step.
 
         Not left to ``SMTP.connect()``: when a later step fails it drops its reference to the
         socket, and a TLS socket needs a few loop turns to close; shutdown waits for those.
+        ``on_step`` hears each step before it runs; end the session with :meth:`end_session`.
         """
+        step = on_step or _no_step
         smtp = self._new_client()
         proto: SMTPProtocol | None = None
         try:
+            step("connect", smtp)
             await smtp.connect(timeout=self._cfg.connect_timeout_s)
             proto = smtp.protocol
+            step("ehlo", smtp)
             await smtp.ehlo()
             if self.node.tls == "starttls":
                 # Never fall back to plain text on a node configured for STARTTLS (RFC 3207 §4):
                 # starttls() raises when the node does not offer it.
+                step("starttls", smtp)
                 await smtp.starttls()
+                step("ehlo", smtp)
                 await smtp.ehlo()  # RFC 3207 §4.2: forget what was said before TLS
             if self.node.username is not None:
+                step("auth", smtp)
                 await smtp.login(self.node.username, self._password or "")
         except BaseException:
             self._forget(smtp, proto)
             raise
         return smtp, proto
 
+    async def end_session(self, smtp: aiosmtplib.SMTP, proto: SMTPProtocol | None) -> None:
+        """QUIT a session from :meth:`open_session` (a courtesy: a failed goodbye is ignored)."""
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await smtp.quit(timeout=QUIT_TIMEOUT_S)
+        self._forget(smtp, proto)
+
     async def _connect(self) -> _Session:
         """Open a ready session (TLS and AUTH done) or raise :class:`NodeUnavailable`."""
         self._open += 1
         try:
-            smtp, _ = await self._open_session()
+            smtp, _ = await self.open_session()
         except (aiosmtplib.SMTPException, OSError) as exc:
             # OSError covers refused, unreachable, TLS verification (ssl.SSLError) and timeouts.
             self._open -= 1
@@ -761,14 +782,11 @@ class NodePool:
     async def check(self) -> bool:
         """Probe on a separate session (connect, TLS, AUTH, NOOP, QUIT); feeds the breaker."""
         try:
-            smtp, proto = await self._open_session()
+            smtp, proto = await self.open_session()
             try:
                 await smtp.noop()
             finally:
-                # The probe's verdict is in; the goodbye is a courtesy.
-                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                    await smtp.quit(timeout=QUIT_TIMEOUT_S)
-                self._forget(smtp, proto)
+                await self.end_session(smtp, proto)
         except (aiosmtplib.SMTPException, OSError) as exc:
             reason = f"health check failed: {_describe(exc)}"
             self._failed(reason)
@@ -803,6 +821,10 @@ class NodePool:
         ):
             await asyncio.sleep(0.01)
         self._closing.clear()
+
+
+def _no_step(step: str, smtp: aiosmtplib.SMTP) -> None:
+    """The daemon's sessions report no steps."""
 
 
 def _mailbox(address: str, encoding: str, options: list[str] | None = None) -> bytes:

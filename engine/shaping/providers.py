@@ -113,8 +113,11 @@ class ProviderTable:
             if base is not None and not p.mx_suffixes:
                 # A config entry naming a known provider without suffixes tunes its numbers only.
                 p = msgspec.structs.replace(p, mx_suffixes=base.mx_suffixes)
+            if base is not None and not p.domains:
+                p = msgspec.structs.replace(p, domains=base.domains)
             merged[p.name] = p
             config_suffixes.update(s.lower().strip(".") for s in p.mx_suffixes)
+        self.entries = merged  # as configured (file merged with config), for engine mailu overrides
         self.providers: dict[str, Provider] = {}
         self._suffixes: dict[str, str] = {}
         for p in merged.values():

@@ -574,3 +574,29 @@ async def test_non_ascii_digits_in_an_id_are_a_400(
     for path in ("/v1/messages/%C2%B3", "/v1/messages/%D9%A3"):
         out = await call(client, "GET", path, status=400)
         assert "positive integer" in out["error"]
+
+
+async def test_nodes_check_runs_engine_nodes_check(
+    admin: tuple[TestClient[Any, Any], AdminContext], pool: asyncpg.Pool
+) -> None:
+    client, _ = admin
+    await pool.execute(
+        "INSERT INTO oltp.senders (tenant_id, address, domain)"
+        " VALUES ('acme', 'news@shop.example', 'shop.example')"
+    )
+    doc = await call(client, "GET", "/v1/nodes/check?timeout_s=5", status=200)
+    assert doc["ok"] is True and [n["name"] for n in doc["nodes"]] == ["n1"]
+    probes = doc["nodes"][0]["probes"]
+    assert [(p["what"], p["tenant_id"], p["ok"]) for p in probes] == [
+        ("verp", None, True),
+        ("sender", "acme", True),
+    ]
+    assert doc["nodes"][0]["capabilities"]["DSN"] is False  # the fake offers none
+    one = await call(client, "GET", "/v1/nodes/n1/check?timeout_s=5", status=200)
+    assert [n["name"] for n in one["nodes"]] == ["n1"]
+    missing = await call(client, "GET", "/v1/nodes/nope/check", status=404)
+    assert "no relay node named 'nope'" in missing["error"]
+    await call(client, "GET", "/v1/nodes/check?timeout_s=0", status=400)
+    await call(client, "GET", "/v1/nodes/check", status=401, auth=False)
+    spec = await call(client, "GET", "/openapi.json", status=200)
+    assert "/v1/nodes/{name}/check" in spec["paths"] and "/v1/nodes/check" in spec["paths"]

@@ -42,6 +42,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "dkim": "config errors workerpipe",
         "shaping": "config errors model periodic",
         "relay": "config errors model periodic",
+        "nodes": "compose config errors relay shaping",
         "compliance": "compose config dkim errors model senders shaping store",
         # Services over the storage layer.
         "events": "config errors metrics model periodic store",
@@ -59,7 +60,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         " workerpipe",
         # Operator surfaces.
         "admin": "audit compose config enqueue errors events inbound metrics model periodic queue"
-        " relay senders store tenancy",
+        " nodes relay senders store tenancy",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag"
         " periodic queue relay reload retention sdnotify shaping store",
@@ -68,7 +69,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "sink": "",
         "demo": "config dkim enqueue errors servers sink store tenancy",
         "commands": "audit compliance config daemon demo dkim enqueue errors gdpr inbound logs"
-        " queue retention senders shaping store supervisor tenancy",
+        " nodes queue retention senders shaping store supervisor tenancy",
         "cli": "errors",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()
@@ -118,6 +119,8 @@ SANS_IO: tuple[str, ...] = (
     "engine.relay.replies",
     "engine.relay.results",
     "engine.relay.select",
+    "engine.nodes.report",
+    "engine.nodes.overrides",
     "engine.inbound",
     "engine.inbound.arf",
     "engine.inbound.autoreply",

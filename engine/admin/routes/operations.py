@@ -1,4 +1,7 @@
-"""``/v1/nodes``, ``/v1/queues`` and ``/v1/drain``: what the engine is doing, and stopping it."""
+"""``/v1/nodes``, ``/v1/queues`` and ``/v1/drain``: what the engine is doing, and stopping it.
+
+``/v1/nodes/check`` runs ``engine nodes check`` (the same :func:`engine.nodes.check.run_check`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,17 @@ import logging
 from aiohttp import web
 
 from engine.admin.routing import Route, ctx_of, json_response, parse_query
-from engine.admin.schemas import Draining, Nodes, NodesQuery, Queues, QueuesQuery
+from engine.admin.schemas import (
+    Draining,
+    Nodes,
+    NodesCheckQuery,
+    NodesQuery,
+    Queues,
+    QueuesQuery,
+)
+from engine.errors import AdminRequestError, UsageError
+from engine.nodes.check import run_check
+from engine.nodes.report import CheckReport
 from engine.store import jobs as job_store
 from engine.store import messages as message_store
 
@@ -20,6 +33,34 @@ async def nodes(request: web.Request) -> web.Response:
     statuses = await ctx.relay.check_health() if q.probe else ctx.relay.snapshot()
     available = any(s.breaker != "open" for s in statuses)
     return json_response(Nodes(available=available, nodes=statuses))
+
+
+async def check_nodes(request: web.Request) -> web.Response:
+    """Capabilities, TLS, AUTH and dry-run transactions of every node."""
+    return await _check(request, None)
+
+
+async def check_node(request: web.Request) -> web.Response:
+    """The same for the node named in the path."""
+    return await _check(request, request.match_info["name"])
+
+
+async def _check(request: web.Request, name: str | None) -> web.Response:
+    ctx = ctx_of(request)
+    q = parse_query(request, NodesCheckQuery)
+    try:
+        report = await run_check(
+            ctx.cfg,
+            ctx.pool,
+            node=name,
+            rcpt=q.rcpt,
+            timeout_s=q.timeout_s,
+            max_domains=q.max_domains,
+        )
+    except UsageError as exc:
+        status = 404 if name is not None and "no relay node named" in str(exc) else 400
+        raise AdminRequestError(str(exc), status=status) from None
+    return json_response(report)
 
 
 async def queues(request: web.Request) -> web.Response:
@@ -53,6 +94,26 @@ ROUTES = [
         "operations",
         query=NodesQuery,
         responses={200: Nodes},
+    ),
+    Route(
+        "GET",
+        "/v1/nodes/check",
+        check_nodes,
+        "Check every relay node as the daemon connects (EHLO, TLS, AUTH) and dry-run MAIL/RCPT"
+        " for the VERP return path and each sender domain; ok=false when one refuses",
+        "operations",
+        query=NodesCheckQuery,
+        responses={200: CheckReport, 400: None},
+    ),
+    Route(
+        "GET",
+        "/v1/nodes/{name}/check",
+        check_node,
+        "Check one relay node (see /v1/nodes/check)",
+        "operations",
+        query=NodesCheckQuery,
+        path_params={"name": "the [[relay.nodes]] name"},
+        responses={200: CheckReport, 404: None},
     ),
     Route(
         "GET",
