@@ -30,6 +30,7 @@ import msgspec
 
 from engine.config import DnsConfig, ShapingConfig, ShapingProvider
 from engine.errors import ConfigError, ShapingError
+from engine.psl import organizational_domain
 from engine.shaping.clock import Clock
 from engine.shaping.model import Provider
 
@@ -44,10 +45,6 @@ DEFAULT_TABLE_PATHS: tuple[Path, ...] = (
 #: A function returning a domain's MX hosts by preference ([] when it has none; raises
 #: :class:`ShapingError` when DNS failed). Tests inject their own.
 MxLookup = Callable[[str], Awaitable[list[str]]]
-
-#: Second-level labels under which registrations happen one level deeper (co.uk, com.au, …).
-#: A small heuristic instead of the full public suffix list: it only names unknown groups.
-_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "ne", "or", "go"})
 
 #: How long a DNS failure's fallback mapping is kept before the domain is looked up again.
 FAILURE_RETRY_S = 30.0
@@ -87,13 +84,8 @@ def find_table(cfg: ShapingConfig) -> Path:
 
 
 def registered_domain(host: str) -> str:
-    """``mx1.mail.example.co.uk`` → ``example.co.uk`` (heuristic, see ``_SECOND_LEVEL``)."""
-    labels = host.lower().rstrip(".").split(".")
-    if len(labels) <= 2:
-        return ".".join(labels)
-    if len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
-        return ".".join(labels[-3:])
-    return ".".join(labels[-2:])
+    """``mx1.mail.example.co.uk`` → ``example.co.uk`` (Public Suffix List, engine/psl.py)."""
+    return organizational_domain(host)
 
 
 class ProviderTable:

@@ -33,6 +33,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "looplag": "metrics",
         "periodic": "metrics",
         "workerpipe": "",
+        "psl": "",
         "reload": "config",
         # Storage layer.
         "store": "config errors model",
@@ -40,9 +41,9 @@ ALLOWED: dict[str, frozenset[str]] = {
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "errors model",
         "dkim": "config errors workerpipe",
-        "shaping": "config errors model periodic",
+        "shaping": "config errors model periodic psl",
         "relay": "config errors model periodic",
-        "compliance": "compose config dkim errors model senders shaping store",
+        "compliance": "compose config dkim errors model psl senders shaping store",
         # Services over the storage layer.
         "events": "config errors metrics model periodic store",
         "enqueue": "compose errors events metrics model store",
