@@ -3,7 +3,8 @@
 Limits apply per provider, not per recipient domain: ten thousand Google Workspace domains are
 one Gmail as far as its throttling goes. The MX hosts of a domain come from ``[dns.overrides]``
 first (tests, demo and benchmarks run offline), then from ``dns.asyncresolver``; the primary MX
-is matched against the MX suffixes of ``config/providers.toml`` merged with
+is matched against the MX suffixes of ``providers.toml`` (engine/data/, or the operator's
+copy in /etc/penguinmails-engine/) merged with
 ``[[shaping.providers]]`` (config wins), longest suffix first. An MX matching nothing makes its
 own group named after the MX's registered domain.
 
@@ -28,7 +29,7 @@ import dns.exception
 import dns.resolver
 import msgspec
 
-from engine.config import DnsConfig, ShapingConfig, ShapingProvider
+from engine.config import DnsConfig, ShapingConfig, ShapingProvider, data_file_candidates
 from engine.errors import ConfigError, ShapingError
 from engine.psl import organizational_domain
 from engine.shaping.clock import Clock
@@ -36,11 +37,9 @@ from engine.shaping.model import Provider
 
 log = logging.getLogger("engine.shaping.providers")
 
-#: Where the provider table is looked for when ``[shaping] providers_file`` is not set.
-DEFAULT_TABLE_PATHS: tuple[Path, ...] = (
-    Path(__file__).resolve().parents[2] / "config" / "providers.toml",
-    Path("/etc/penguinmails-engine/providers.toml"),
-)
+#: Where the provider table is looked for when ``[shaping] providers_file`` is not set: the
+#: operator's copy in /etc/penguinmails-engine/, then the packaged one (engine/data/).
+DEFAULT_TABLE_PATHS: tuple[Path, ...] = data_file_candidates("providers.toml")
 
 #: A function returning a domain's MX hosts by preference ([] when it has none; raises
 #: :class:`ShapingError` when DNS failed). Tests inject their own.
