@@ -117,8 +117,8 @@ async def enqueue(
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start : start + CHUNK]
         results.extend(await _enqueue_chunk(pool, chunk, start, max_message_bytes, max_age_s))
+    # Accepted jobs are counted where they commit (engine/queue/tally.py), for every path.
     accepted = sum(1 for r in results if r.job_id is not None)
-    metrics.ENQUEUED.inc(accepted)
     metrics.ENQUEUE_REJECTED.inc(len(results) - accepted)
     return results
 

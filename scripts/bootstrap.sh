@@ -22,6 +22,28 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     fi
 fi
 
+# promtool (Debian package prometheus) checks docs/prometheus in the tests. The package would also
+# start a Prometheus server: policy-rc.d forbids any service start during the install, and the
+# unit is disabled (and stopped) afterwards where systemd runs.
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        policy=/usr/sbin/policy-rc.d
+        own_policy=
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+        fi
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends prometheus >/dev/null ||
+            echo "bootstrap: apt-get install prometheus failed; promtool tests will skip" >&2
+        if [ -n "$own_policy" ]; then rm -f "$policy"; fi
+        if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+            systemctl disable --now prometheus >/dev/null 2>&1 || true
+        fi
+    else
+        echo "bootstrap: please install: prometheus (Debian package, for promtool)" >&2
+    fi
+fi
+
 uv sync --frozen --quiet
 
 # Bytecode now, once (compileall skips what is up to date): with PYTHONDONTWRITEBYTECODE set, as

@@ -63,7 +63,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag"
         " periodic queue relay reload retention sdnotify shaping store",
-        "supervisor": "sdnotify",
+        "supervisor": "metrics sdnotify",
         "servers": "errors",
         "sink": "",
         "demo": "config dkim enqueue errors servers sink store",
