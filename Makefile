@@ -2,7 +2,7 @@
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test lint bench fmt
+.PHONY: bootstrap demo test lint bench fmt dist
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -26,3 +26,7 @@ bench: bootstrap
 fmt:
 	uv run ruff check --fix engine bench tests
 	uv run ruff format engine bench tests
+
+# The wheel (with the data files, docs and systemd files it installs) and the sdist, in dist/.
+dist: bootstrap
+	uv build -o dist

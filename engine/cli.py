@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import platform
 import sys
 from collections.abc import Sequence
 
+from engine import __version__
 from engine.errors import EngineError
 
 #: Command modules, each registering its subcommands. Add one line per new group.
@@ -26,7 +28,16 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.domains",
     "engine.commands.nodes",
     "engine.commands.mailu",
+    "engine.commands.config",
 )
+
+
+def version_line() -> str:
+    """``engine --version``: the engine's version first, then the Python running it."""
+    return (
+        f"engine {__version__} (penguinmails-engine; "
+        f"{platform.python_implementation()} {platform.python_version()})"
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="F", help="config file (default $ENGINE_CONFIG)")
     parser = _Parser(prog="engine", description="PenguinMails dispatch engine", parents=[common])
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         module = importlib.import_module(name)

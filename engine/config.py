@@ -13,6 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,26 @@ from engine.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/penguinmails-engine/engine.toml")
 ENV_PREFIX = "ENGINE_"
+#: Where an operator's copy of a data file (providers.toml, bounce_patterns.toml) overrides the
+#: one shipped in the package.
+SYSTEM_DATA_DIR = DEFAULT_CONFIG_PATH.parent
+
+
+def packaged_data_file(name: str) -> Path:
+    """A data file shipped inside the package (``engine/data/NAME``), in a checkout or a wheel."""
+    return Path(str(resources.files("engine").joinpath("data", name)))
+
+
+def data_file_candidates(name: str) -> tuple[Path, ...]:
+    """Where data file ``name`` is looked for, first match wins: the operator's copy in
+    ``/etc/penguinmails-engine/``, then the packaged one."""
+    return (SYSTEM_DATA_DIR / name, packaged_data_file(name))
+
+
+def data_file(name: str) -> Path:
+    """The data file ``name`` to read (see :func:`data_file_candidates`)."""
+    candidates = data_file_candidates(name)
+    return next((p for p in candidates if p.exists()), candidates[-1])
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -161,7 +182,7 @@ class ShapingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     default_rate_per_s: float = 5.0
     warmup: bool = True
     providers: list[ShapingProvider] = []
-    providers_file: str | None = None  # default: the packaged config/providers.toml
+    providers_file: str | None = None  # default: config.data_file("providers.toml")
     complaint_pause_rate: float = 0.003
     hard_bounce_pause_rate: float = 0.05
     reputation_window_s: float = 86400.0
@@ -617,20 +638,30 @@ def load(
     return parse(apply_env(data, env), origin=origin)
 
 
+def secret_mode_ok(mode: int, owner_uid: int) -> bool:
+    """Whether a secret file's permissions keep it private: nothing for others and no group
+    write, ever; group read only when root owns the file (``root:penguinmails 0640``, the
+    packaged layout: the administrator chose the group, and the service cannot rewrite it)."""
+    if mode & 0o037:
+        return False
+    return not (mode & 0o040) or owner_uid == 0
+
+
 def read_secret(value: str | None, file: str | None, what: str) -> str | None:
-    """A secret given inline or as a file path; files must not be readable by others."""
+    """A secret given inline or as a file path; the file must be private (``secret_mode_ok``)."""
     if file is None:
         return value
     p = Path(file)
     try:
-        mode = p.stat().st_mode
+        st = p.stat()
     except FileNotFoundError:
         raise ConfigError(f"{what} file {file} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"{what} file {file} cannot be read: {exc.strerror or exc}") from None
-    if mode & 0o077:
+    if not secret_mode_ok(st.st_mode, st.st_uid):
         raise ConfigError(
-            f"{what} file {file} is readable by group/others", hint=f"chmod 600 {file}"
+            f"{what} file {file} is readable by group/others",
+            hint=f"chmod 600 {file} (or chown root:GROUP and chmod 640 for the service's group)",
         )
     try:
         return p.read_text(encoding="utf-8").strip()

@@ -39,7 +39,7 @@ from engine.inbound import verp_keys
 from engine.inbound.listener import InboundService
 from engine.inbound.trust import InboundTrust
 from engine.queue import feeder as feeder_mod
-from engine.queue import reconciler
+from engine.queue import reconciler, tally
 from engine.queue import streams as streams_mod
 from engine.relay.pool import RelayPool
 from engine.shaping.shaper import Shaper
@@ -265,6 +265,7 @@ class Daemon:
         tasks = [
             feeder.task(),
             reconciler.task(pool, streams, cfg.queue, self.consumer),
+            tally.task(pool),
             Publisher(pool, client, cfg.redis.prefix, cfg.events).task(),
             collector.task(admin_ctx),
             # The compliance and retention settings are live: read at every round.

@@ -127,8 +127,8 @@ async def enqueue(
                 pool, chunk, start, max_message_bytes, max_age_s, raw_trace, enforce_domains
             )
         )
+    # Accepted jobs are counted where they commit (engine/queue/tally.py), for every path.
     accepted = sum(1 for r in results if r.job_id is not None)
-    metrics.ENQUEUED.inc(accepted)
     metrics.ENQUEUE_REJECTED.inc(len(results) - accepted)
     return results
 

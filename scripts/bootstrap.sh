@@ -49,6 +49,35 @@ if [ ${#need_apt[@]} -gt 0 ] || [ $need_postfix = 1 ]; then
     fi
 fi
 
+# promtool (Debian package prometheus) checks docs/prometheus in the tests. The package also
+# ships a Prometheus server: a policy-rc.d of ours (any existing one is put back after) forbids
+# starting it during the install, and the service is disabled afterwards (and stopped where
+# systemd runs), so nothing listens and nothing starts at boot.
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        policy=/usr/sbin/policy-rc.d
+        saved=
+        if [ -e "$policy" ]; then saved=$(mktemp) && cp -p "$policy" "$saved"; fi
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends prometheus >/dev/null ||
+            echo "bootstrap: apt-get install prometheus failed; promtool tests will skip" >&2
+        if [ -n "$saved" ]; then mv -f "$saved" "$policy"; else rm -f "$policy"; fi
+        if command -v systemctl >/dev/null 2>&1; then
+            if [ -d /run/systemd/system ]; then
+                systemctl disable --now prometheus >/dev/null 2>&1 || true
+            else
+                systemctl disable prometheus >/dev/null 2>&1 || true
+            fi
+        fi
+        if command -v update-rc.d >/dev/null 2>&1; then
+            update-rc.d prometheus disable >/dev/null 2>&1 || true
+        fi
+    else
+        echo "bootstrap: please install: prometheus (Debian package, for promtool)" >&2
+    fi
+fi
+
 uv sync --frozen --quiet
 
 # Bytecode now, once (compileall skips what is up to date): with PYTHONDONTWRITEBYTECODE set, as

@@ -48,7 +48,13 @@ async def _pools(ctx: AdminContext) -> None:
 async def _tenants(ctx: AdminContext) -> None:
     busiest = await message_store.pending_by_tenant(ctx.pool, TOP_TENANTS)
     # Replace the whole set: a tenant that dropped out of the top must not keep a stale value.
-    metrics.QUEUE_TENANT_PENDING.clear()
+    # With several workers the values live in shared files that clear() cannot reach: a
+    # dropped tenant is set to 0 there instead.
+    if metrics.MULTIPROCESS:
+        for labels in list(metrics.QUEUE_TENANT_PENDING._metrics):
+            metrics.QUEUE_TENANT_PENDING.labels(*labels).set(0)
+    else:
+        metrics.QUEUE_TENANT_PENDING.clear()
     for t in busiest:
         metrics.QUEUE_TENANT_PENDING.labels(t.tenant_id).set(t.queued + t.deferred)
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 import msgspec
 
+from engine import psl
 from engine.compliance import dmarc, spf
 from engine.compliance.dns import CachingResolver, Resolve, reverse_name
 from engine.dkim.dnscheck import check_dns
@@ -118,7 +119,7 @@ async def check_dmarc(
     """Pass when a DMARC record with a policy exists (own or organizational) and DKIM aligns."""
     names = [f"_dmarc.{domain}"]
     org = dmarc.organizational_domain(domain)
-    if org != domain:
+    if org != psl.normalize(domain):
         names.append(f"_dmarc.{org}")
     try:
         for name in names:

@@ -2,7 +2,8 @@
 
 Gmail and Yahoo require bulk senders to publish a DMARC record (``p=none`` is accepted) and to
 pass DMARC, which for mail from this engine means DKIM alignment: the envelope sender is the
-engine's VERP domain, so SPF alignment normally fails and DKIM carries the pass.
+engine's VERP domain, so SPF alignment normally fails and DKIM carries the pass. Organizational
+domains come from the Public Suffix List (engine/psl.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+
+from engine.psl import normalize, organizational_domain
+
+__all__ = ["DmarcParseError", "DmarcRecord", "aligned", "organizational_domain", "parse_record"]
 
 Policy = Literal["none", "quarantine", "reject"]
 Alignment = Literal["r", "s"]
@@ -71,19 +76,9 @@ def parse_record(txt: str) -> DmarcRecord:
     )
 
 
-def organizational_domain(domain: str) -> str:
-    """The registrable domain, approximated as the last two labels (three under a two-letter
-    second-level like ``co.uk``); good enough to find a parent DMARC record and to judge relaxed
-    alignment without shipping the public suffix list."""
-    labels = domain.lower().rstrip(".").split(".")
-    if len(labels) >= 3 and len(labels[-1]) == 2 and len(labels[-2]) <= 3:
-        return ".".join(labels[-3:])
-    return ".".join(labels[-2:])
-
-
 def aligned(mode: Alignment, from_domain: str, other: str) -> bool:
     """Identifier alignment (§3.1): strict = same domain, relaxed = same organizational domain."""
-    a, b = from_domain.lower().rstrip("."), other.lower().rstrip(".")
+    a, b = normalize(from_domain), normalize(other)
     if mode == "s":
         return a == b
     return organizational_domain(a) == organizational_domain(b)

@@ -1,10 +1,11 @@
 """Classification of one bounced recipient: RFC 3463 status, SMTP reply code, reason, hard/soft.
 
 The approach is sisimai's: the enhanced status code gives a first reason from a table; the
-diagnostic text, matched against ``config/bounce_patterns.toml``, then overrides codes that are
-generic (5.0.0, 5.7.1, 4.7.0 ...) but not codes that already say something precise (5.2.2 is a
-full mailbox whatever the text adds). A user-unknown code yields to text that shows the real cause
-was elsewhere (5.1.1 + "mailbox full", 5.1.1 + "blocked using spamhaus").
+diagnostic text, matched against ``bounce_patterns.toml`` (engine/inbound/patterns.py), then
+overrides codes that are generic (5.0.0, 5.7.1, 4.7.0 ...) but not codes that already say
+something precise (5.2.2 is a full mailbox whatever the text adds). A user-unknown code yields
+to text that shows the real cause was elsewhere (5.1.1 + "mailbox full", 5.1.1 + "blocked
+using spamhaus").
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Diagnostic-text patterns for bounce reasons, loaded from ``config/bounce_patterns.toml``.
+"""Diagnostic-text patterns for bounce reasons, loaded from ``bounce_patterns.toml``
+(``/etc/penguinmails-engine/`` when the operator put one there, else the packaged
+``engine/data/``).
 
 The file is read and compiled once per process (``load_patterns`` is cached): every reason's
 phrases become a :class:`~engine.inbound.phrases.PhraseSet`, searched in the file's priority
@@ -14,19 +16,14 @@ from pathlib import Path
 
 import msgspec
 
+from engine.config import data_file, data_file_candidates
 from engine.errors import ConfigError
 from engine.inbound.phrases import PhraseSet
 from engine.inbound.report import Reason
 
-#: Where the data file is looked for: the source tree (engine/inbound/ -> ../../config/), then
-#: the system config directory of an installed engine (next to engine.toml, DESIGN §8).
-PATTERN_FILE_CANDIDATES = (
-    Path(__file__).resolve().parents[2] / "config" / "bounce_patterns.toml",
-    Path("/etc/penguinmails-engine/bounce_patterns.toml"),
-)
-DEFAULT_PATTERNS_FILE = next(
-    (p for p in PATTERN_FILE_CANDIDATES if p.exists()), PATTERN_FILE_CANDIDATES[0]
-)
+#: Where the data file is looked for, first match wins (engine.config.data_file).
+PATTERN_FILE_CANDIDATES = data_file_candidates("bounce_patterns.toml")
+DEFAULT_PATTERNS_FILE = data_file("bounce_patterns.toml")
 
 
 class _ReasonEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -83,7 +80,9 @@ def load_patterns(path: Path = DEFAULT_PATTERNS_FILE) -> ReasonPatterns:
         spec = msgspec.convert(data, _PatternFile)
     except FileNotFoundError:
         raise ConfigError(
-            f"bounce pattern file {path} is missing", hint="it ships in config/"
+            f"bounce pattern file {path} is missing",
+            hint="it ships in the package (engine/data/); reinstall, or copy one to"
+            " /etc/penguinmails-engine/",
         ) from None
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
         raise ConfigError(f"bounce pattern file {path} is invalid: {exc}") from None

@@ -1,8 +1,8 @@
 """``engine mailu overrides``: the engine's provider table → a MailU node's override files.
 
-Reads the provider table the shaper uses (``config/providers.toml`` merged with
-``[[shaping.providers]]``) and routes each ``[dns.overrides]`` domain to the provider its MX rolls
-up to; :mod:`engine.nodes.overrides` renders the files.
+Reads the provider table the shaper uses (the packaged or ``/etc`` ``providers.toml`` merged
+with ``[[shaping.providers]]``) and routes each ``[dns.overrides]`` domain to the provider its
+MX rolls up to; :mod:`engine.nodes.overrides` renders the files.
 """
 
 from __future__ import annotations

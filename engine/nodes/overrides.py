@@ -80,7 +80,7 @@ def _checked_domain(domain: str, provider: str) -> str:
     if not _DOMAIN.fullmatch(d):
         raise ConfigError(
             f"provider {provider!r}: {domain!r} is not a domain name",
-            hint="fix domains in config/providers.toml or [[shaping.providers]]",
+            hint="fix domains in providers.toml or [[shaping.providers]]",
         )
     return d
 

@@ -3,7 +3,8 @@
 Limits apply per provider, not per recipient domain: ten thousand Google Workspace domains are
 one Gmail as far as its throttling goes. The MX hosts of a domain come from ``[dns.overrides]``
 first (tests, demo and benchmarks run offline), then from ``dns.asyncresolver``; the primary MX
-is matched against the MX suffixes of ``config/providers.toml`` merged with
+is matched against the MX suffixes of ``providers.toml`` (engine/data/, or the operator's
+copy in /etc/penguinmails-engine/) merged with
 ``[[shaping.providers]]`` (config wins), longest suffix first. An MX matching nothing makes its
 own group named after the MX's registered domain.
 
@@ -28,26 +29,21 @@ import dns.exception
 import dns.resolver
 import msgspec
 
-from engine.config import DnsConfig, ShapingConfig, ShapingProvider
+from engine.config import DnsConfig, ShapingConfig, ShapingProvider, data_file_candidates
 from engine.errors import ConfigError, ShapingError
+from engine.psl import organizational_domain
 from engine.shaping.clock import Clock
 from engine.shaping.model import Provider
 
 log = logging.getLogger("engine.shaping.providers")
 
-#: Where the provider table is looked for when ``[shaping] providers_file`` is not set.
-DEFAULT_TABLE_PATHS: tuple[Path, ...] = (
-    Path(__file__).resolve().parents[2] / "config" / "providers.toml",
-    Path("/etc/penguinmails-engine/providers.toml"),
-)
+#: Where the provider table is looked for when ``[shaping] providers_file`` is not set: the
+#: operator's copy in /etc/penguinmails-engine/, then the packaged one (engine/data/).
+DEFAULT_TABLE_PATHS: tuple[Path, ...] = data_file_candidates("providers.toml")
 
 #: A function returning a domain's MX hosts by preference ([] when it has none; raises
 #: :class:`ShapingError` when DNS failed). Tests inject their own.
 MxLookup = Callable[[str], Awaitable[list[str]]]
-
-#: Second-level labels under which registrations happen one level deeper (co.uk, com.au, …).
-#: A small heuristic instead of the full public suffix list: it only names unknown groups.
-_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "ne", "or", "go"})
 
 #: How long a DNS failure's fallback mapping is kept before the domain is looked up again.
 FAILURE_RETRY_S = 30.0
@@ -87,13 +83,8 @@ def find_table(cfg: ShapingConfig) -> Path:
 
 
 def registered_domain(host: str) -> str:
-    """``mx1.mail.example.co.uk`` → ``example.co.uk`` (heuristic, see ``_SECOND_LEVEL``)."""
-    labels = host.lower().rstrip(".").split(".")
-    if len(labels) <= 2:
-        return ".".join(labels)
-    if len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
-        return ".".join(labels[-3:])
-    return ".".join(labels[-2:])
+    """``mx1.mail.example.co.uk`` → ``example.co.uk`` (Public Suffix List, engine/psl.py)."""
+    return organizational_domain(host)
 
 
 class ProviderTable:

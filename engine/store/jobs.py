@@ -474,3 +474,22 @@ async def cancel(pool: asyncpg.Pool, job_id: int, tenant_id: str | None = None) 
         tenant_id,
     )
     return None if state is None else str(state)
+
+
+async def drain_enqueue_tally(pool: asyncpg.Pool, limit: int = 10_000) -> int:
+    """Delete up to ``limit`` rows of ``queue.enqueue_tally`` (committed enqueues, migration
+    105) and return the jobs they count. A row is deleted, hence counted, by one caller only:
+    concurrent drains from several instances skip each other's rows (SKIP LOCKED)."""
+    n = await pool.fetchval(
+        """
+        WITH gone AS (
+            DELETE FROM queue.enqueue_tally WHERE id IN (
+                SELECT id FROM queue.enqueue_tally ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+            )
+            RETURNING jobs
+        )
+        SELECT coalesce(sum(jobs), 0)::bigint FROM gone
+        """,
+        limit,
+    )
+    return int(n)

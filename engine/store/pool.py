@@ -15,8 +15,9 @@ from engine.errors import StoreError
 
 
 def redact(dsn: str) -> str:
-    """The DSN without its password, for messages an operator sees."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", dsn)
+    """The DSN or URL without its password, for messages an operator sees (also a password
+    with no user, ``redis://:pw@host``)."""
+    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", dsn)
 
 
 async def _init(conn: asyncpg.Connection) -> None:

@@ -53,9 +53,24 @@ def test_owner_only_secret_files_are_read(tmp_path: Path, mode: int) -> None:
     assert read_secret(None, _secret_file(tmp_path, mode), "x") == "s3cret-value-0123456789abcdef"
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o666, 0o620, 0o602])
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own the file as root and chown it")
+def test_root_owned_group_readable_secret_is_read_and_others_are_not(tmp_path: Path) -> None:
+    # The packaged layout: root:penguinmails 0640, readable by the service through its group.
+    path = _secret_file(tmp_path, 0o640)
+    os.chown(path, 0, 65534)
+    assert read_secret(None, path, "x") == "s3cret-value-0123456789abcdef"
+    assert resolve_token(AdminConfig(token_file=path)) == "s3cret-value-0123456789abcdef"
+    # The same mode on a file the service (or anyone but root) owns lets its group read it.
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError, match="readable by group/others"):
+        read_secret(None, path, "x")
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o666, 0o620, 0o602, 0o610])
 def test_group_or_world_accessible_secret_files_are_refused(tmp_path: Path, mode: int) -> None:
     path = _secret_file(tmp_path, mode)
+    if mode & 0o040 and not mode & 0o037 and os.geteuid() == 0:
+        os.chown(path, 65534, 65534)  # 0640 is refused unless root owns the file
     with pytest.raises(ConfigError, match="readable by group/others") as refused:
         read_secret(None, path, "relay node n1 password")
     assert "s3cret" not in str(refused.value) and "chmod 600" in str(refused.value.hint)

@@ -67,7 +67,7 @@ def test_token_sources(tmp_path: Path) -> None:
     assert (
         resolve_token(AdminConfig(token="ignored-when-a-file-is-set", token_file=str(f))) == TOKEN
     )
-    f.chmod(0o640)
+    f.chmod(0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         resolve_token(AdminConfig(token_file=str(f)))
     with pytest.raises(ConfigError, match="does not exist"):

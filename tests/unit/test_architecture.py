@@ -33,6 +33,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "looplag": "metrics",
         "periodic": "metrics",
         "workerpipe": "",
+        "psl": "",
         "reload": "config",
         # Storage layer.
         "store": "config errors model",
@@ -40,10 +41,10 @@ ALLOWED: dict[str, frozenset[str]] = {
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "errors model",
         "dkim": "config errors workerpipe",
-        "shaping": "config errors model periodic",
+        "shaping": "config errors model periodic psl",
         "relay": "config errors model periodic",
         "nodes": "compose config errors relay shaping",
-        "compliance": "compose config dkim errors model senders shaping store",
+        "compliance": "compose config dkim errors model psl senders shaping store",
         # Services over the storage layer.
         "events": "config errors metrics model periodic store",
         "tenancy": "compose errors model store",
@@ -64,7 +65,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag"
         " periodic queue relay reload retention sdnotify shaping store",
-        "supervisor": "sdnotify",
+        "supervisor": "metrics sdnotify",
         "servers": "errors",
         "sink": "",
         "demo": "config dkim enqueue errors servers sink store tenancy",

@@ -1,4 +1,6 @@
-"""The Grafana dashboard and the Prometheus alerts load, and only name metrics /metrics serves.
+"""The Grafana dashboard and the Prometheus alerts load, and only name metrics /metrics serves;
+promtool (Debian package prometheus, installed by scripts/bootstrap.sh) checks the rules, runs
+their unit tests (docs/prometheus/alerts_test.yml) and checks the example prometheus.yml.
 
 A metric name is checked against the samples the registry exposes (a counter ``x`` is served as
 ``x_total``; a histogram as ``x_bucket``/``x_sum``/``x_count``), and label matchers against the
@@ -33,7 +35,7 @@ _SUFFIXES = {
     "histogram": ("_bucket", "_sum", "_count", "_created"),
     "summary": ("", "_sum", "_count", "_created"),
 }
-_METRIC = re.compile(r"\b(engine_[a-z0-9_]+)\s*(\{[^}]*\})?")
+_METRIC = re.compile(r"\b((?:engine|process|python)_[a-z0-9_]+)\s*(\{[^}]*\})?")
 _MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)")
 
 
@@ -140,14 +142,48 @@ def test_alert_metrics_exist_and_rules_are_complete() -> None:
     assert len(names) == len(set(names))
 
 
-def test_promtool_accepts_the_rules(tmp_path: Path) -> None:
+def _promtool() -> str:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not on PATH (package prometheus); YAML and names checked above")
+    return promtool
+
+
+def _ok(*args: str | Path) -> None:
     proc = subprocess.run(
-        [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False
+        [str(a) for a in args], capture_output=True, text=True, check=False, timeout=60
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_promtool_accepts_the_rules() -> None:
+    _ok(_promtool(), "check", "rules", ALERTS)
+
+
+def test_promtool_rule_unit_tests_pass() -> None:
+    _ok(_promtool(), "test", "rules", ALERTS.parent / "alerts_test.yml")
+
+
+def test_promtool_accepts_the_example_config(tmp_path: Path) -> None:
+    # The credentials file it names must exist for promtool: point it at a scratch copy.
+    token = tmp_path / "penguinmails-engine.token"
+    token.write_text("x" * 32)
+    text = (ALERTS.parent / "prometheus.yml").read_text()
+    assert "/etc/prometheus/penguinmails-engine.token" in text
+    (tmp_path / "prometheus.yml").write_text(
+        text.replace("/etc/prometheus/penguinmails-engine.token", str(token))
+    )
+    shutil.copy(ALERTS, tmp_path / "alerts.yml")
+    _ok(_promtool(), "check", "config", tmp_path / "prometheus.yml")
+
+
+def test_queue_depth_is_not_summed_over_instances() -> None:
+    # Every instance reports the same shared streams and oldest job: a sum multiplies them by
+    # the number of instances.
+    shared = ("engine_queue_depth", "engine_queue_oldest_age_seconds")
+    for expr in expressions_in_dashboard() + expressions_in_alerts():
+        if any(name in expr for name in shared):
+            assert not re.search(r"\bsum\b", expr), expr
 
 
 def test_operations_doc_lists_every_metric() -> None:

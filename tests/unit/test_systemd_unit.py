@@ -119,7 +119,9 @@ def _analyze() -> str:
 
 def _testable_copy(tmp_path: Path) -> Path:
     # verify checks that ExecStart exists; the engine is not installed system-wide in tests.
-    text = UNIT.read_text().replace("ExecStart=/usr/bin/engine ", "ExecStart=/bin/true ")
+    text = UNIT.read_text().replace(
+        "ExecStart=/opt/penguinmails-engine/bin/engine ", "ExecStart=/bin/true "
+    )
     copy = tmp_path / UNIT.name
     copy.write_text(text)
     return copy

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from engine.admin.context import AdminContext, Probe
 from engine.admin.routing import Route, ctx_of, json_response
 from engine.admin.schemas import Health, Readiness
-from engine.metrics import REGISTRY
+from engine.metrics import scrape_registry
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -62,7 +62,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(
-        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        body=generate_latest(scrape_registry()), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
 
 
