@@ -183,6 +183,10 @@ _FIRM_CODE_REASONS = frozenset(
         Reason.SPEEDING,
     }
 )
+#: "Delivery time expired" (RFC 3463 x.4.7): whatever the last error quoted was, the message
+#: expired in the queue. (x.4.1, "no answer from host", is also what MTAs use for a refused
+#: connection, so the text may still say networkerror there.)
+_FIRM_STATUSES = frozenset({"4.4.7", "5.4.7"})
 #: Text that shows a user-unknown code was really about something else (sisimai's pre-matches).
 _USERUNKNOWN_OVERRIDES = frozenset(
     {
@@ -245,7 +249,6 @@ _CONNECTION_REASONS = frozenset(
         Reason.SPEEDING,
         Reason.TOOMANYCONN,
         Reason.FAILEDSTARTTLS,
-        Reason.SECURITYERROR,
         Reason.AUTHFAILURE,
         Reason.NETWORKERROR,
         Reason.NOTACCEPT,
@@ -395,18 +398,20 @@ def classify(
     if stage is None and context:
         stage = _context_stage(context)
     verdict = _evidence(status, text, stage, table, rcpt_evidence)
+    fallback = verdict is None
     if verdict is None:
         verdict = _fallback(status, reply_code, text, act, (diagnostic_type or "").upper())
     if stage is not None:
         verdict = _at_stage(verdict, stage)
     failed_for_good = _is_permanent(status, reply_code, act, permanent)
     if (
-        act == "failed"
+        fallback
+        and act == "failed"
         and status is not None
         and status[0] == StatusClass.PERSISTENT_TRANSIENT
-        and verdict.reason in (Reason.ONHOLD, Reason.UNDEFINED)
     ):
-        # A transient code in a final failure: the MTA kept retrying and gave up.
+        # A transient code in a final failure, with nothing more precise than its class: the
+        # MTA kept retrying and gave up.
         verdict = _Verdict(Reason.EXPIRED, f"action:failed+{verdict.rule}")
     hard = (
         verdict.reason in HARD_REASONS
@@ -441,6 +446,8 @@ def _evidence(
     """The reason the status code and the phrases give together, or None if neither does."""
     code_reason = STATUS_REASONS.get(status) if status else None
     code = _Verdict(code_reason, f"status:{status}") if code_reason is not None else None
+    if code is not None and status in _FIRM_STATUSES:
+        return code
     phrase = table.first(text) if text else None
     text_verdict = _Verdict(phrase.reason, phrase.rule) if phrase is not None else None
     command = stage.command if stage is not None else None

@@ -9,7 +9,9 @@ end of DATA the content. MTAs say it in a few fixed forms:
   ``after initial connection:``, ``after pipelined MAIL FROM:<>:``;
 - Sendmail, Courier and others quote the session: ``>>> RCPT To:<a@b>`` then ``<<< 550 ...``;
   the refused command is the last one sent before the first 4xx/5xx answer;
-- qmail: ``Connected to 192.0.2.1 but sender was rejected.`` / ``... but my name was rejected``;
+- qmail: ``Connected to 192.0.2.1 but sender was rejected.``, ``... but my name was rejected``,
+  ``... but greeting failed``, ``192.0.2.1 does not like recipient.``, ``192.0.2.1 failed after
+  I sent the message.``; Postfix: ``host mx.example[192.0.2.1] refused to talk to me:``;
 - Yahoo, Mimecast and some appliances tag it: ``[RCPT_TO]``, ``[DATA]``.
 
 Callers pass normalised text (lower case, whitespace collapsed) of bounded length; every
@@ -66,12 +68,15 @@ _PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("exim", re.compile(r"\bafter (end of data|initial connection|sending data block)\b")),
     ("stage", re.compile(rf"\b(?:at|during) (?:the )?({_NAMES}) (?:stage|phase|command)\b")),
 )
-_QMAIL = re.compile(r"\bbut (sender|my name|recipient) was rejected\b")
-_QMAIL_STAGES = {
-    "sender": SmtpCommand.MAIL,
-    "my name": SmtpCommand.EHLO,
-    "recipient": SmtpCommand.RCPT,
-}
+# qmail-remote's and Postfix's own sentences about a session.
+_SENTENCES: tuple[tuple[re.Pattern[str], SmtpCommand, str], ...] = (
+    (re.compile(r"\bbut sender was rejected\b"), SmtpCommand.MAIL, "qmail"),
+    (re.compile(r"\bbut my name was rejected\b"), SmtpCommand.EHLO, "qmail"),
+    (re.compile(r"\bbut greeting failed\b"), SmtpCommand.CONN, "qmail"),
+    (re.compile(r"\bdoes not like recipient\b"), SmtpCommand.RCPT, "qmail"),
+    (re.compile(r"\bfailed after i sent the message\b"), SmtpCommand.DATA, "qmail"),
+    (re.compile(r"\brefused to talk to me\b"), SmtpCommand.CONN, "postfix"),
+)
 # One step of a quoted session: a command we sent (">>> RCPT To:<a@b>", ">>> .") or the class
 # digit of a reply we got ("<<< 550 ...").
 _TRANSCRIPT = re.compile(rf">>> ?({_NAMES}|\.)|<<< ?([2-5])\d\d\b")
@@ -97,9 +102,9 @@ def find_stage(text: str) -> Stage | None:
             best = (match.start(), form, _COMMAND_NAMES[match.group(1)])
     if best is not None:
         return Stage(best[2], best[1])
-    qmail = _QMAIL.search(text)
-    if qmail is not None:
-        return Stage(_QMAIL_STAGES[qmail.group(1)], "qmail")
+    for pattern, command, form in _SENTENCES:
+        if pattern.search(text) is not None:
+            return Stage(command, form)
     return None
 
 

@@ -160,3 +160,13 @@ def test_every_classification_names_its_rule() -> None:
     assert classify(None, None, "501 what").rule == "reply:501"
     assert classify(None, None, "go figure").rule == "none:text"
     assert classify(None, None, None).rule == "none"
+
+
+def test_counted_repeats_are_not_literal_text() -> None:
+    # "{0,10}" is a quantifier: a prefilter that required "0,10" would hide the phrase.
+    from engine.inbound.phrases import PhraseSet, required_literal
+
+    assert required_literal("(?:アカウント|ユーザ).{0,10}(?:停止|凍結)") is None
+    assert required_literal("dmarc[^.]{0,40}(?:fail|reject)") == "dmarc"
+    assert required_literal("try (?:again )?[^.]{0,300}(?:volume|rate)") == "try "
+    assert PhraseSet(["(?:アカウント|ユーザ).{0,10}(?:停止|凍結)"]).search("このアカウントは停止")
