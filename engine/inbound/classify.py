@@ -392,13 +392,15 @@ def _text_over_code(
     # accepted at RCPT, so a filter refused the content (sisimai's Filtered rule). In a DSN
     # whose code does not say "user unknown" the text alone is not trusted either unless the
     # refusal came at RCPT: "550 mailbox unavailable" is also what filters answer. (Microsoft
-    # sends 5.1.10, null MX in RFC 7505, for unknown recipients: that text is trusted.)
+    # sends 5.1.10, null MX in RFC 7505, for unknown recipients: that text is trusted.) A plain
+    # notice whose transcript shows the refusal at RCPT is believed over its mailbox-status code
+    # (qmail-ldap's "no mailbox here by that name (#5.2.1)").
     if (
         reason is Reason.USERUNKNOWN
         and code_reason is not Reason.USERUNKNOWN
         and (
             command is SmtpCommand.DATA
-            or code_reason is Reason.FILTERED
+            or (code_reason is Reason.FILTERED and (need_rcpt or command is not SmtpCommand.RCPT))
             or (need_rcpt and command is None and code_reason is not Reason.NOTACCEPT)
         )
     ):

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import msgspec
 
 from engine.inbound import autoreply, nonstandard, ses
-from engine.inbound.arf import parse_feedback_report
+from engine.inbound.arf import FeedbackType, jmrp_recipient, parse_feedback_report
 from engine.inbound.classify import classify, clean_status
 from engine.inbound.dsn import DeliveryStatus, parse_delivery_status
 from engine.inbound.message import (
@@ -179,8 +179,14 @@ def _read(
     report_type = report_type_of(msg) if known_report_type is None else known_report_type
     if parts.feedback or report_type == _REPORT_FEEDBACK:
         return _finish(_complaint(parts, hints), hints, subject, defects)
+    if not parts.statuses:
+        reporter = jmrp_recipient(heads, parts.original)
+        if reporter is not None:
+            return _finish(_jmrp_complaint(reporter, hints), hints, subject, defects)
 
-    daemon = nonstandard.is_daemon_sender(from_header)
+    # A message without any From field is not an MTA's notice (they all sign theirs); an
+    # empty one ("<>") is.
+    daemon = heads.has("From") and nonstandard.is_daemon_sender(from_header)
     if not daemon and autoreply.is_challenge(f"{view.sender} {view.subject} {view.head}"):
         return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
 
@@ -445,6 +451,16 @@ def _complaint(parts: _Parts, hints: JobHints) -> BounceReport:
         Recipient(a, None, None, Reason.FEEDBACK, False, None, None) for a in addresses
     )
     return BounceReport(kind=BounceKind.ARF, recipients=recipients, feedback=feedback)
+
+
+def _jmrp_complaint(reporter: str, hints: JobHints) -> BounceReport:
+    address = reporter or hints.original_to
+    recipients = (
+        (Recipient(address, None, None, Reason.FEEDBACK, False, None, None),) if address else ()
+    )
+    return BounceReport(
+        kind=BounceKind.ARF, recipients=recipients, feedback=Feedback(FeedbackType.ABUSE.value)
+    )
 
 
 def _autoreply(parts: _Parts, from_header: str, hints: JobHints) -> BounceReport:
