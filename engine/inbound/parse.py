@@ -61,6 +61,7 @@ _REPORT_FEEDBACK = "feedback-report"
 _JOB_HEADER = "X-PM-Job-Id"
 _ACTION_DELAYED = "delayed"
 _ACTION_FAILED = "failed"
+_SMTP_DIAGNOSTIC = "SMTP"
 _NOREPLY_LOCALPARTS = frozenset(
     {"noreply", "no-reply", "donotreply", "do-not-reply", "mailer-daemon", "postmaster"}
 )
@@ -382,7 +383,9 @@ def _dsn_recipients(
             diagnostic,
             action=entry.action,
             context=f"{extra.diagnostic} {note}" if extra else note,
-            rcpt_evidence=True,
+            # A local verdict (X-Notes, X-Unix ...) is the reporting MTA's own directory
+            # lookup, not a remote filter's answer: it needs no RCPT transcript to be believed.
+            rcpt_evidence=entry.diagnostic_type in (None, _SMTP_DIAGNOSTIC),
             diagnostic_type=entry.diagnostic_type,
         )
         recipients.append(
