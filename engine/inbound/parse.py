@@ -199,8 +199,10 @@ def _read(
             recipients = _dsn_recipients(status, scraped, note)
             return _finish(_report(BounceKind.DSN, recipients), hints, subject, defects)
 
-    if _looks_like_bounce(heads, view, daemon):
-        recipients = _nonstandard_recipients(body, note, view, scraped, hints)
+    refusal = _is_list_refusal(heads, view, daemon)
+    if refusal or _looks_like_bounce(heads, view, daemon):
+        listed = _failed_header(heads, exclude, list_address=refusal)
+        recipients = _nonstandard_recipients(body, note, view, scraped, hints, listed)
         if recipients:
             return _finish(_report(BounceKind.NONSTANDARD, recipients), hints, subject, defects)
 
@@ -367,6 +369,33 @@ def _looks_like_bounce(heads: Headers, view: _View, daemon: bool) -> bool:
     return null_sender and (subject_says or body_says)
 
 
+def _is_list_refusal(heads: Headers, view: _View, daemon: bool) -> bool:
+    """A list manager refusing the post: its robot (or a list header) plus a refusal text."""
+    if not nonstandard.is_list_refusal(f"{view.subject} {view.head}"):
+        return False
+    sender = first_address(heads.get("From")) or ""
+    return (
+        daemon
+        or nonstandard.is_robot_address(sender)
+        or nonstandard.list_headers_present(heads.has)
+    )
+
+
+def _failed_header(heads: Headers, exclude: frozenset[str], *, list_address: bool) -> list[str]:
+    """X-Failed-Recipients (Exim, Google and others that write no DSN part), else for a list
+    refusal the list's own post address (X-BeenThere)."""
+    names = ["X-Failed-Recipients"] + (["X-BeenThere"] if list_address else [])
+    for name in names:
+        found = [
+            a
+            for a in addresses_in(heads.get(name))[: nonstandard.MAX_RECIPIENTS]
+            if a.lower() not in exclude and not nonstandard.is_robot_address(a)
+        ]
+        if found:
+            return found
+    return []
+
+
 def _dsn_recipients(
     status: DeliveryStatus, scraped: dict[str, nonstandard.ScrapedRecipient], note: str
 ) -> list[Recipient]:
@@ -409,6 +438,7 @@ def _nonstandard_recipients(
     view: _View,
     scraped: dict[str, nonstandard.ScrapedRecipient],
     hints: JobHints,
+    listed: list[str],
 ) -> list[Recipient]:
     delayed = nonstandard.is_delay_notice(view.subject, view.head)
     action = _ACTION_DELAYED if delayed else _ACTION_FAILED
@@ -416,9 +446,12 @@ def _nonstandard_recipients(
     if not found and _PASTED_DSN.search(body) is not None:
         pasted = parse_delivery_status(body)
         return _dsn_recipients(pasted, {}, note) if pasted.recipients else []
+    text = " ".join(note[: nonstandard.MAX_FALLBACK_CHARS].split())
+    if not found and listed:
+        # Named only in a header (X-Failed-Recipients): the whole notice is the diagnostic.
+        found = [nonstandard.ScrapedRecipient(a, text or None, None) for a in listed]
     if not found and hints.original_to:
         # No recipient named in the text (an AOL screen name, a terse notice): the original To.
-        text = " ".join(note[: nonstandard.MAX_FALLBACK_CHARS].split())
         found = [
             nonstandard.ScrapedRecipient(hints.original_to, text or None, None),
         ]
