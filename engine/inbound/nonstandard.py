@@ -47,7 +47,9 @@ _RECIPIENT_LINE = re.compile(
 # "Your message to a@b couldn't be delivered", "You sent mail to a@b", "delivered to: a@b" ...
 _INLINE_RECIPIENT = re.compile(
     rf"(?:\bto|\bfor|\brecipient|\buser|\bmailbox|\baddressee|\bempf[äa]nger|\bdestinataire|"
-    rf"\bdestinatario|\ban|\baan|\bpara|\bdo|\bà|\ba)\b[:\s]*(?:the\s+)?"
+    rf"\bdestinatario|\ban|\baan|\bpara|\bdo|\bà|\ba|"
+    # Japanese, Chinese and Russian: "宛先:", "収件人：", "получатель:" (CJK has no word gaps).
+    rf"宛先|送信先|あて先|收件人|收信人|получател[ья]|адресат)\b[:\s：]*(?:the\s+)?"
     rf"(?:(?:e-?mail\s+)?address(?:e)?\s*:?\s*)?[\"']?<?(?:mailto:)?({_BOUNDED_ADDRESS})>?",
     re.IGNORECASE,
 )
@@ -173,6 +175,15 @@ BOUNCE_MARKERS = PhraseSet(
         "is mislukt",
         "nie mo[żz]na dostarczy",
         "niedostarcz",
+        # Russian, Chinese, Japanese
+        "не (?:может быть |был[оа]? |удалось )?доставлен",
+        "недоставленн",
+        "退信",
+        "无法投递",
+        "未能(?:成功)?投递",
+        "(?:送信|配信)(?:でき|され)ませんでした",
+        "届きませんでした",
+        "(?:送信|配信)エラー",
     ]
 )
 _DELAY_MARKERS = PhraseSet(
