@@ -62,6 +62,8 @@ _JOB_HEADER = "X-PM-Job-Id"
 _ACTION_DELAYED = "delayed"
 _ACTION_FAILED = "failed"
 _SMTP_DIAGNOSTIC = "SMTP"
+#: Feedback types that report a failed authentication check, not a recipient's complaint.
+_NOT_COMPLAINTS = frozenset({FeedbackType.AUTH_FAILURE.value, FeedbackType.DMARC.value})
 _NOREPLY_LOCALPARTS = frozenset(
     {"noreply", "no-reply", "donotreply", "do-not-reply", "mailer-daemon", "postmaster"}
 )
@@ -78,6 +80,8 @@ _DELAY_KEEPS = frozenset(
         Reason.HOSTUNKNOWN,
     }
 )
+_BULK_PRECEDENCE = frozenset({"bulk", "list"})
+_PASTED_FEEDBACK = re.compile(r"(?:^|\n)[Ff]eedback-[Tt]ype:[ \t]*[A-Za-z]")
 _PASTED_DSN = re.compile(r"(?:^|\n)(?:[Ff]inal|[Oo]riginal)-[Rr]ecipient:")
 #: Fields of the original message that map a bounce to its job (hint key -> field name).
 _QUOTED_FIELDS = {
@@ -178,12 +182,9 @@ def _read(
             return _finish(report, hints, subject, defects, prefer_own=True)
 
     report_type = report_type_of(msg) if known_report_type is None else known_report_type
-    if parts.feedback or report_type == _REPORT_FEEDBACK:
-        return _finish(_complaint(parts, hints), hints, subject, defects)
-    if not parts.statuses:
-        reporter = jmrp_recipient(heads, parts.original)
-        if reporter is not None:
-            return _finish(_jmrp_complaint(reporter, hints), hints, subject, defects)
+    complaint = _any_complaint(heads, parts, body, report_type, hints)
+    if complaint is not None:
+        return _finish(complaint, hints, subject, defects)
 
     # A message without any From field is not an MTA's notice (they all sign theirs); an
     # empty one ("<>") is.
@@ -209,6 +210,23 @@ def _read(
     if autoreply.is_autoreply(heads, view.subject, view.head):
         return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
     return _finish(BounceReport(kind=BounceKind.UNKNOWN), hints, subject, defects)
+
+
+def _any_complaint(
+    heads: Headers, parts: _Parts, body: str, report_type: str | None, hints: JobHints
+) -> BounceReport | None:
+    """An RFC 5965 report, feedback fields pasted in plain text, or a Microsoft JMRP complaint."""
+    if not parts.feedback and not parts.statuses and _PASTED_FEEDBACK.search(body[:_HEAD_CHARS]):
+        # Feedback fields pasted into a plain message by a small FBL (no multipart/report):
+        # still a complaint, never the auto-reply its Auto-Submitted header suggests.
+        parts.feedback.append(body[:_HEAD_CHARS])
+    if parts.feedback or report_type == _REPORT_FEEDBACK:
+        return _complaint(parts, hints)
+    if not parts.statuses:
+        reporter = jmrp_recipient(heads, parts.original)
+        if reporter is not None:
+            return _jmrp_complaint(reporter, hints)
+    return None
 
 
 def _collect(msg: Message) -> _Parts:
@@ -361,6 +379,10 @@ def _excluded(heads: Headers, from_header: str, hints: JobHints) -> frozenset[st
 def _looks_like_bounce(heads: Headers, view: _View, daemon: bool) -> bool:
     if daemon:
         return True
+    if heads.has("List-Unsubscribe") or heads.get("Precedence").lower() in _BULK_PRECEDENCE:
+        # A newsletter or list post that talks about bounces: mail systems never send their
+        # notices as bulk mail with an unsubscribe link.
+        return False
     subject_says = nonstandard.has_bounce_markers(view.subject)
     body_says = nonstandard.has_bounce_markers(view.head)
     if subject_says and body_says:
@@ -480,6 +502,10 @@ def _nonstandard_recipients(
 
 def _complaint(parts: _Parts, hints: JobHints) -> BounceReport:
     feedback = parse_feedback_report(parts.feedback[0]) if parts.feedback else Feedback("abuse")
+    if feedback.feedback_type in _NOT_COMPLAINTS:
+        # A DMARC/authentication failure report (RFC 6591) is about our signature, not a
+        # person's opinion: no recipient complained.
+        return BounceReport(kind=BounceKind.ARF, feedback=feedback)
     addresses = list(feedback.original_rcpt_to)
     if not addresses and hints.original_to:
         addresses = [hints.original_to]
