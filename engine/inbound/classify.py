@@ -471,7 +471,9 @@ def _evidence(
     if verdict.reason is Reason.USERUNKNOWN and code_reason is not Reason.USERUNKNOWN:
         if command is SmtpCommand.DATA:
             return _Verdict(Reason.FILTERED, f"{where}+{verdict.rule}")
-        if code_reason is Reason.FILTERED:
+        if code_reason is Reason.FILTERED and (need_rcpt or command is not SmtpCommand.RCPT):
+            # A plain notice whose transcript shows the refusal at RCPT is believed over its
+            # mailbox-status code (qmail-ldap's "no mailbox here by that name (#5.2.1)").
             return _Verdict(Reason.FILTERED, f"status:{status}+{verdict.rule}")
         if need_rcpt and command is None and code_reason is not Reason.NOTACCEPT:
             return _Verdict(Reason.FILTERED, f"dsn:no-rcpt-stage+{verdict.rule}")

@@ -48,9 +48,13 @@ def parse_ses_json(text: str) -> BounceReport | None:
     """A report from an SES JSON notification, or None when ``text`` is not one."""
     # RecursionError: msgspec refuses JSON nested deeper than the interpreter's recursion limit
     # ("[[[[..." is cheap to send).
-    try:
-        doc = msgspec.json.decode(text.strip().encode("utf-8", "replace"))
-    except (msgspec.DecodeError, RecursionError):
+    doc = _decode_object(text.strip())
+    if doc is None:
+        # SNS "email" subscriptions append an unsubscribe footer ("--\nIf you wish to stop
+        # receiving notifications ...") after the JSON: read up to its last closing brace.
+        end = text.rfind("}")
+        doc = _decode_object(text[: end + 1].strip()) if end > 0 else None
+    if doc is None:
         return None
     if isinstance(doc, dict) and isinstance(doc.get("Message"), str):  # SNS envelope
         try:
@@ -68,6 +72,14 @@ def parse_ses_json(text: str) -> BounceReport | None:
     if kind == "delivery":
         return _delivery(_dict(doc.get("delivery")), hints)
     return None
+
+
+def _decode_object(text: str) -> Any:
+    """The decoded JSON value of ``text``, or None when it is not JSON."""
+    try:
+        return msgspec.json.decode(text.encode("utf-8", "replace"))
+    except (msgspec.DecodeError, RecursionError):
+        return None
 
 
 def _bounce(bounce: dict[str, Any], hints: JobHints) -> BounceReport:
