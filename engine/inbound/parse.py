@@ -449,6 +449,7 @@ def _dsn_recipients(
                 diagnostic=diagnostic,
                 remote_mta=remote,
                 action=entry.action,
+                rule=result.rule,
             )
         )
     return recipients
@@ -480,11 +481,11 @@ def _nonstandard_recipients(
     recipients: list[Recipient] = []
     for item in found:
         result = classify(None, None, item.diagnostic, action=None, permanent=not delayed)
-        reason = result.reason
+        reason, rule = result.reason, result.rule
         if delayed and reason not in _DELAY_KEEPS:
             # A "still trying" warning: the cause is a delay unless the text names a
             # reason that explains one (mailbox full, rate limits, network trouble).
-            reason = Reason.EXPIRED
+            reason, rule = Reason.EXPIRED, f"format:delay-notice+{rule}"
         recipients.append(
             Recipient(
                 address=item.address,
@@ -495,6 +496,7 @@ def _nonstandard_recipients(
                 diagnostic=item.diagnostic,
                 remote_mta=item.remote_mta,
                 action=action,
+                rule=rule,
             )
         )
     return recipients
@@ -510,7 +512,8 @@ def _complaint(parts: _Parts, hints: JobHints) -> BounceReport:
     if not addresses and hints.original_to:
         addresses = [hints.original_to]
     recipients = tuple(
-        Recipient(a, None, None, Reason.FEEDBACK, False, None, None) for a in addresses
+        Recipient(a, None, None, Reason.FEEDBACK, False, None, None, rule="format:arf")
+        for a in addresses
     )
     return BounceReport(kind=BounceKind.ARF, recipients=recipients, feedback=feedback)
 
@@ -539,7 +542,11 @@ def _autoreply(parts: _Parts, from_header: str, hints: JobHints) -> BounceReport
         address = hints.original_to
     recipients: tuple[Recipient, ...] = ()
     if address:
-        recipients = (Recipient(address, None, None, Reason.VACATION, False, None, None),)
+        recipients = (
+            Recipient(
+                address, None, None, Reason.VACATION, False, None, None, rule="format:autoreply"
+            ),
+        )
     return BounceReport(kind=BounceKind.AUTOREPLY, recipients=recipients)
 
 

@@ -99,10 +99,10 @@ def _bounce(bounce: dict[str, Any], hints: JobHints) -> BounceReport:
         result = classify(
             status, None, diagnostic, action=_text(item.get("action")), permanent=permanent
         )
-        reason = result.reason
+        reason, rule = result.reason, result.rule
         mapped = _SUBTYPE_REASONS.get(subtype)
         if mapped and (reason in _WEAK_REASONS or mapped in _ALWAYS_SUBTYPE):
-            reason = mapped
+            reason, rule = mapped, f"ses:{subtype}"
         recipients.append(
             Recipient(
                 address=address,
@@ -115,6 +115,7 @@ def _bounce(bounce: dict[str, Any], hints: JobHints) -> BounceReport:
                 diagnostic=diagnostic,
                 remote_mta=remote_default,
                 action=_text(item.get("action")),
+                rule=rule,
             )
         )
     return BounceReport(kind=BounceKind.NONSTANDARD, recipients=tuple(recipients), hints=hints)
@@ -137,7 +138,8 @@ def _complaint(complaint: dict[str, Any], hints: JobHints) -> BounceReport:
         arrival_date=_text(complaint.get("arrivalDate")),
     )
     recipients = tuple(
-        Recipient(a, None, None, Reason.FEEDBACK, False, None, None) for a in addresses
+        Recipient(a, None, None, Reason.FEEDBACK, False, None, None, rule="ses:complaint")
+        for a in addresses
     )
     return BounceReport(kind=BounceKind.ARF, recipients=recipients, feedback=feedback, hints=hints)
 
@@ -150,7 +152,16 @@ def _delivery(delivery: dict[str, Any], hints: JobHints) -> BounceReport:
         address = decode_address(_text(entry) or "")
         if address:
             recipients.append(
-                Recipient(address, "2.0.0", None, Reason.DELIVERED, False, diagnostic, remote)
+                Recipient(
+                    address,
+                    "2.0.0",
+                    None,
+                    Reason.DELIVERED,
+                    False,
+                    diagnostic,
+                    remote,
+                    rule="ses:delivery",
+                )
             )
     return BounceReport(kind=BounceKind.NONSTANDARD, recipients=tuple(recipients), hints=hints)
 
