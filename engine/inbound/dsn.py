@@ -167,7 +167,6 @@ _INTERNAL_TLDS = frozenset(
         "corp",
         "home",
         "private",
-        "invalid",
     }
 )
 

@@ -23,7 +23,7 @@ import msgspec
 from engine.inbound import autoreply, nonstandard, ses
 from engine.inbound.arf import FeedbackType, jmrp_recipient, parse_feedback_report
 from engine.inbound.classify import classify, clean_status
-from engine.inbound.dsn import DeliveryStatus, parse_delivery_status
+from engine.inbound.dsn import DeliveryStatus, is_internal_address, parse_delivery_status
 from engine.inbound.message import (
     MAX_QUOTED_CHARS,
     Headers,
@@ -197,8 +197,10 @@ def _read(
     if parts.statuses or report_type == _REPORT_DELIVERY:
         status = parse_delivery_status("\n\n".join(parts.statuses))
         if status.recipients:
+            status = _real_recipients(status, exclude, hints)
             recipients = _dsn_recipients(status, scraped, note)
-            return _finish(_report(BounceKind.DSN, recipients), hints, subject, defects)
+            if recipients:
+                return _finish(_report(BounceKind.DSN, recipients), hints, subject, defects)
 
     refusal = _is_list_refusal(heads, view, daemon)
     if refusal or _looks_like_bounce(heads, view, daemon):
@@ -416,6 +418,30 @@ def _failed_header(heads: Headers, exclude: frozenset[str], *, list_address: boo
         if found:
             return found
     return []
+
+
+def _real_recipients(
+    status: DeliveryStatus, exclude: frozenset[str], hints: JobHints
+) -> DeliveryStatus:
+    """The report's recipients less ours (the VERP address, the original sender, a list robot,
+    the reporting daemon), with a lone internal Final-Recipient that has no Original-Recipient
+    replaced by the original message's To (the address the sender wrote)."""
+    kept = [
+        entry
+        for entry in status.recipients
+        if entry.address.lower() not in exclude and not nonstandard.is_robot_address(entry.address)
+    ]
+    if (
+        len(kept) == 1
+        and is_internal_address(kept[0].address)
+        and hints.original_to
+        and not is_internal_address(hints.original_to)
+        and hints.original_to.lower() not in exclude
+    ):
+        kept = [msgspec.structs.replace(kept[0], address=hints.original_to)]
+    if len(kept) == len(status.recipients) and kept[:1] == list(status.recipients[:1]):
+        return status
+    return msgspec.structs.replace(status, recipients=tuple(kept))
 
 
 def _dsn_recipients(
