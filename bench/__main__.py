@@ -16,6 +16,7 @@ BENCHES = {
     "latency": "bench.e2e",
     "dkim": "bench.dkim",
     "bounces": "bench.bounces",
+    "corpus": "bench.corpus",
     "enqueue": "bench.enqueue",
     "memory": "bench.memory",
 }

@@ -10,6 +10,7 @@ import enum
 import re
 
 from engine.inbound.dsn import decode_address
+from engine.inbound.message import Headers, first_address
 from engine.inbound.report import Feedback
 
 _FIELD_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
@@ -71,6 +72,21 @@ def feedback_from_fields(fields: dict[str, list[str]]) -> Feedback:
         reported_domain=_first(fields, "reported-domain"),
         arrival_date=_first(fields, "arrival-date") or _first(fields, "received-date"),
     )
+
+
+#: The header Microsoft's Junk Mail Reporting Program (Outlook.com/Hotmail) puts on the copy of
+#: a reported message: the mailbox of the user who pressed "junk". JMRP reports are not RFC 5965
+#: (a message/rfc822 part, or the reported message re-sent whole), so this header is the mark.
+JMRP_HEADER = "X-HmXmrOriginalRecipient"
+
+
+def jmrp_recipient(top: Headers, original: Headers | None) -> str | None:
+    """The complaining address of a Microsoft JMRP complaint ('' when the header is empty),
+    or None when the message is not one."""
+    for headers in (top, original):
+        if headers is not None and headers.has(JMRP_HEADER):
+            return first_address(headers.get(JMRP_HEADER)) or ""
+    return None
 
 
 def parse_feedback_report(text: str) -> Feedback:

@@ -18,6 +18,7 @@ import msgspec
 
 from engine.inbound.patterns import ReasonPatterns, load_patterns, normalise
 from engine.inbound.report import Reason
+from engine.inbound.smtpstage import SmtpCommand, Stage, find_stage
 
 
 class StatusClass(enum.StrEnum):
@@ -41,16 +42,6 @@ class StatusSubject(enum.StrEnum):
 
     MEDIA = "6"  # x.6.x media / content (§3.8)
     SECURITY = "7"  # x.7.x security or policy (§3.9)
-
-
-class SmtpCommand(enum.StrEnum):
-    """The SMTP stage a rejection answered (RFC 5321 §4.1.1); CONN is the greeting."""
-
-    CONN = "CONN"
-    EHLO = "EHLO"
-    MAIL = "MAIL"
-    RCPT = "RCPT"
-    DATA = "DATA"
 
 
 class ReplyCode(enum.IntEnum):
@@ -177,7 +168,7 @@ STATUS_REASONS: dict[str, Reason] = {
     "5.7.24": Reason.AUTHFAILURE,  # SPF validation error
     "5.7.25": Reason.REQUIREPTR,  # reverse DNS validation failed
     "5.7.26": Reason.AUTHFAILURE,  # multiple authentication checks failed
-    "5.7.27": Reason.NOTACCEPT,  # sender address has null MX
+    "5.7.27": Reason.REJECTED,  # sender address has null MX: about our sender, not the recipient
 }
 
 #: Codes precise enough that no diagnostic text overrides them.
@@ -193,6 +184,12 @@ _FIRM_CODE_REASONS = frozenset(
         Reason.SPEEDING,
     }
 )
+#: Detail codes that no text overrides although their reason may be refined elsewhere:
+#: "delivery time expired" (x.4.7: whatever the last error quoted was, the message expired in
+#: the queue; x.4.1, "no answer from host", is also what MTAs use for a refused connection, so
+#: the text may still say networkerror there) and "sender address has null MX" (5.7.27, RFC
+#: 7505: the text's "null MX" is our sender's domain, not the recipient's).
+_FIRM_STATUSES = frozenset({"4.4.7", "5.4.7", "5.7.27"})
 #: Text that shows a user-unknown code was really about something else (sisimai's pre-matches).
 _USERUNKNOWN_OVERRIDES = frozenset(
     {
@@ -230,11 +227,65 @@ _HOSTUNKNOWN_OVERRIDES = frozenset(
 HARD_REASONS = frozenset(
     {Reason.USERUNKNOWN, Reason.HOSTUNKNOWN, Reason.HASMOVED, Reason.NOTACCEPT}
 )
+#: Reasons that describe the recipient's address, mailbox or domain. At MAIL FROM the server
+#: has not been told the recipient yet, so such a reason was really about our sender
+#: (``rejected``: an unknown or null-MX sender domain, RFC 7505's 5.7.27). At the greeting or
+#: EHLO only reasons about the client or the session stand (``_CONNECTION_REASONS``); a null MX
+#: or "no SMTP service" answer there (RFC 7504's 521/554) is the recipient domain's and stays.
+_RECIPIENT_REASONS = frozenset(
+    {
+        Reason.USERUNKNOWN,
+        Reason.MAILBOXFULL,
+        Reason.SUSPEND,
+        Reason.HASMOVED,
+        Reason.FILTERED,
+        Reason.HOSTUNKNOWN,
+        Reason.NOTACCEPT,
+        Reason.ONHOLD,
+        Reason.UNDEFINED,
+    }
+)
+#: Reasons a refusal at the greeting or EHLO may keep: they describe the client host or the
+#: session (its reputation, PTR, rate, TLS, the network) rather than a mailbox or a message.
+_CONNECTION_REASONS = frozenset(
+    {
+        Reason.BLOCKED,
+        Reason.BADREPUTATION,
+        Reason.REQUIREPTR,
+        Reason.SPEEDING,
+        Reason.TOOMANYCONN,
+        Reason.FAILEDSTARTTLS,
+        Reason.AUTHFAILURE,
+        Reason.NETWORKERROR,
+        Reason.NOTACCEPT,
+        Reason.SYSTEMERROR,
+        Reason.SYSTEMFULL,
+        Reason.POLICYVIOLATION,
+        Reason.NORELAYING,
+        Reason.EXPIRED,
+        Reason.SYNTAXERROR,
+    }
+)
+#: Before DATA the server has not seen the content, so a rejection there is not about spam
+#: content but about the sender's IP or name (sisimai's rule): "blocked", not "spamdetected".
+_BEFORE_CONTENT = frozenset(
+    {SmtpCommand.CONN, SmtpCommand.EHLO, SmtpCommand.MAIL, SmtpCommand.RCPT}
+)
 #: RFC 3464 Action values that mean the message did arrive.
 _SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 _DELAY_ACTIONS = frozenset({"delayed"})
 #: RFC 3464 diagnostic types that name a local delivery agent (sisimai: mailererror).
 _LOCAL_DIAGNOSTIC_TYPES = frozenset({"X-UNIX", "X-POSTFIX"})
+#: RFC 3463 subject classes (the second field) whose detail codes are not in the table: what
+#: the class alone says (§3.3-§3.9). x.1.x and x.2.x are left out: "other address status" and
+#: "other mailbox status" do not say which address or why.
+_SUBJECT_REASONS: dict[str, Reason] = {
+    "3": Reason.SYSTEMERROR,  # mail system status
+    "4": Reason.NETWORKERROR,  # network and routing status
+    "5": Reason.SYNTAXERROR,  # mail delivery protocol status
+    "6": Reason.CONTENTERROR,  # message content or media status
+    "7": Reason.SECURITYERROR,  # security or policy status
+}
 
 # sisimai's status finders: "(#5.1.1)", "550-5.1.1" / "550 5.1.1", then any bare x.y.z.
 _STATUS_PATTERNS = (
@@ -243,30 +294,6 @@ _STATUS_PATTERNS = (
     re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)"),
 )
 _REPLY_CODE = re.compile(r"(?:^|[\s:;(\[\"'<#])([245][0-5]\d)(?=[ \-]|$)")
-# "(in reply to RCPT TO command)" (Postfix), "after RCPT TO:<..>" (Exim), "[RCPT_TO]" (Yahoo),
-# ">>> DATA" (Sendmail/Courier transcripts).
-_COMMAND = re.compile(
-    r"(?:in reply to|after|>>>|\[)\s*(rcpt to|rcpt_to|rcpt|mail from|mail_from|end of data|"
-    r"data|initial connection|connect|ehlo|helo)"
-)
-_COMMAND_NAMES: dict[str, SmtpCommand] = {
-    "rcpt to": SmtpCommand.RCPT,
-    "rcpt_to": SmtpCommand.RCPT,
-    "rcpt": SmtpCommand.RCPT,
-    "mail from": SmtpCommand.MAIL,
-    "mail_from": SmtpCommand.MAIL,
-    "end of data": SmtpCommand.DATA,
-    "data": SmtpCommand.DATA,
-    "initial connection": SmtpCommand.CONN,
-    "connect": SmtpCommand.CONN,
-    "ehlo": SmtpCommand.EHLO,
-    "helo": SmtpCommand.EHLO,
-}
-#: Before DATA the server has not seen the content, so a rejection there is not about spam
-#: content but about the sender's IP or name (sisimai's rule): "blocked", not "spamdetected".
-_BEFORE_CONTENT = frozenset(
-    {SmtpCommand.CONN, SmtpCommand.EHLO, SmtpCommand.MAIL, SmtpCommand.RCPT}
-)
 _DSN_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
 #: Characters of a diagnostic the patterns read (normalised). Real diagnostics are a few
 #: hundred; the cap bounds what a pattern with a repeat can cost on attacker text.
@@ -276,12 +303,19 @@ MAX_CONTEXT_CHARS = 8192
 
 
 class Classification(msgspec.Struct, frozen=True):
-    """The classified status of one recipient."""
+    """The classified status of one recipient, and the rule that decided its reason.
+
+    ``rule`` names the evidence, joined by ``+``: ``status:5.2.2`` (the RFC 3463 table),
+    ``phrase:mailboxfull/de/2`` (a pattern of ``engine/data/bounce_patterns.toml``),
+    ``stage:data`` (where in the SMTP dialogue the refusal came), ``class:5.4`` (the status
+    class alone), ``reply:501``, ``action:delayed``, ``format:x-unix``, ``none``.
+    """
 
     status: str | None
     reply_code: str | None
     reason: Reason
     hard: bool
+    rule: str = ""
 
 
 def clean_status(value: str | None) -> str | None:
@@ -311,13 +345,18 @@ def find_reply_code(text: str) -> str | None:
 
 def find_command(text: str) -> SmtpCommand | None:
     """The SMTP command a normalised diagnostic says the rejection answered, or None."""
-    found = _COMMAND.search(text)
-    return _COMMAND_NAMES.get(found.group(1)) if found else None
+    stage = find_stage(text)
+    return stage.command if stage is not None else None
 
 
 def is_generic_status(status: str | None) -> bool:
     """True for x.0.0-style codes that carry only the class (text should refine them)."""
     return status is None or status.endswith(".0.0")
+
+
+class _Verdict(msgspec.Struct, frozen=True):
+    reason: Reason
+    rule: str
 
 
 def classify(
@@ -334,12 +373,17 @@ def classify(
 ) -> Classification:
     """Classify one recipient from its status, reply code and diagnostic text.
 
+    The evidence is read in a fixed order: the enhanced status code (and, when it is generic,
+    the one the text quotes), the reply code, the SMTP stage of the refusal (from the
+    diagnostic, else from ``context``: other text about the same recipient such as a DSN's
+    human-readable part), then the diagnostic phrases. The code and the phrases give a reason
+    (:func:`_decide`), the stage corrects what cannot be true at that point of the dialogue,
+    and what is left unexplained falls back on the status class, the reply code, the action.
+
     ``permanent`` is the parser's judgement when the message carries no code at all (a qmail
-    "permanent error", an Exim "failed" list); codes win over it when present. ``context`` is
-    other text about the same recipient (the human-readable part of a DSN), read only to learn
-    which SMTP command was refused. With ``rcpt_evidence`` (structured reports) a "user
-    unknown" text under a code that does not say so counts only when the refusal came at RCPT;
-    otherwise it is ``filtered``.
+    "permanent error", an Exim "failed" list); codes win over it when present. With
+    ``rcpt_evidence`` (structured reports) a "user unknown" text under a code that does not
+    say so counts only when the refusal came at RCPT; otherwise it is ``filtered``.
     """
     table = patterns if patterns is not None else load_patterns()
     text = _bounded_normalise(diagnostic, MAX_DIAGNOSTIC_CHARS) if diagnostic else ""
@@ -350,17 +394,34 @@ def classify(
         if refined and (status is None or refined[0] == status[0]):
             status = refined
     act = (action or "").lower()
-    if (status and status[0] == StatusClass.SUCCESS) or act in _SUCCESS_ACTIONS:
-        return Classification(status, reply_code, Reason.DELIVERED, False)
-    code_reason = STATUS_REASONS.get(status) if status else None
-    command = find_command(text) if text else None
-    if command is None and context:
-        command = _context_command(context)
-    reason = _text_over_code(code_reason, text, command, table, rcpt_evidence)
-    if reason is None:
-        reason = _fallback(status, reply_code, text, act, (diagnostic_type or "").upper())
+    if status and status[0] == StatusClass.SUCCESS:
+        return Classification(status, reply_code, Reason.DELIVERED, False, f"status:{status}")
+    if act in _SUCCESS_ACTIONS:
+        return Classification(status, reply_code, Reason.DELIVERED, False, f"action:{act}")
+    stage = find_stage(text) if text else None
+    if stage is None and context:
+        stage = _context_stage(context)
+    verdict = _evidence(status, text, stage, table, rcpt_evidence)
+    fallback = verdict is None
+    if verdict is None:
+        verdict = _fallback(status, reply_code, text, act, (diagnostic_type or "").upper())
+    if stage is not None:
+        verdict = _at_stage(verdict, stage)
     failed_for_good = _is_permanent(status, reply_code, act, permanent)
-    return Classification(status, reply_code, reason, reason in HARD_REASONS and failed_for_good)
+    if (
+        fallback
+        and act == "failed"
+        and status is not None
+        and status[0] == StatusClass.PERSISTENT_TRANSIENT
+    ):
+        # A transient code in a final failure, with nothing more precise than its class: the
+        # MTA kept retrying and gave up.
+        verdict = _Verdict(Reason.EXPIRED, f"action:failed+{verdict.rule}")
+    hard = verdict.reason in HARD_REASONS and (
+        failed_for_good
+        or (verdict.reason is not Reason.NOTACCEPT and _gave_up(act, permanent))
+    )
+    return Classification(status, reply_code, verdict.reason, hard, verdict.rule)
 
 
 def _bounded_normalise(text: str, limit: int) -> str:
@@ -369,72 +430,117 @@ def _bounded_normalise(text: str, limit: int) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _context_command(context: str) -> SmtpCommand | None:
+def _context_stage(context: str) -> Stage | None:
     # Cached: a DSN with hundreds of recipients passes the same human-readable text for each.
-    return find_command(_bounded_normalise(context, MAX_CONTEXT_CHARS))
+    return find_stage(_bounded_normalise(context, MAX_CONTEXT_CHARS))
 
 
-def _text_over_code(
-    code_reason: Reason | None,
+def _stage_rule(stage: Stage) -> str:
+    return f"stage:{stage.command.value.lower()}"
+
+
+def _evidence(
+    status: str | None,
     text: str,
-    command: SmtpCommand | None,
+    stage: Stage | None,
     table: ReasonPatterns,
     need_rcpt: bool,
-) -> Reason | None:
-    text_reason = table.match(text) if text else None
+) -> _Verdict | None:
+    """The reason the status code and the phrases give together, or None if neither does."""
+    code_reason = STATUS_REASONS.get(status) if status else None
+    code = _Verdict(code_reason, f"status:{status}") if code_reason is not None else None
+    if code is not None and status in _FIRM_STATUSES:
+        return code
+    phrase = table.first(text) if text else None
+    text_verdict = _Verdict(phrase.reason, phrase.rule) if phrase is not None else None
+    command = stage.command if stage is not None else None
+    where = _stage_rule(stage) if stage is not None else ""
     if (
-        text_reason is Reason.SPAMDETECTED
+        text_verdict is not None
+        and text_verdict.reason is Reason.SPAMDETECTED
         and command in _BEFORE_CONTENT
         and table.matches_specific(Reason.BLOCKED, text)
     ):
-        text_reason = Reason.BLOCKED
-    reason = _decide(code_reason, text_reason)
+        # Spam words and a DNSBL phrase before DATA: the server judged the client, not content.
+        text_verdict = _Verdict(Reason.BLOCKED, f"{where}+{text_verdict.rule}")
+    verdict = _decide(code, text_verdict)
+    if verdict is None:
+        return None
     # "No such user" answered after DATA (or with a mailbox-status code): the address was
     # accepted at RCPT, so a filter refused the content (sisimai's Filtered rule). In a DSN
     # whose code does not say "user unknown" the text alone is not trusted either unless the
     # refusal came at RCPT: "550 mailbox unavailable" is also what filters answer. (Microsoft
     # sends 5.1.10, null MX in RFC 7505, for unknown recipients: that text is trusted.)
+    if verdict.reason is Reason.USERUNKNOWN and code_reason is not Reason.USERUNKNOWN:
+        if command is SmtpCommand.DATA:
+            return _Verdict(Reason.FILTERED, f"{where}+{verdict.rule}")
+        if code_reason is Reason.FILTERED and (need_rcpt or command is not SmtpCommand.RCPT):
+            # A plain notice whose transcript shows the refusal at RCPT is believed over its
+            # mailbox-status code (qmail-ldap's "no mailbox here by that name (#5.2.1)").
+            return _Verdict(Reason.FILTERED, f"status:{status}+{verdict.rule}")
+        if need_rcpt and command is None and code_reason is not Reason.NOTACCEPT:
+            return _Verdict(Reason.FILTERED, f"dsn:no-rcpt-stage+{verdict.rule}")
+    return verdict
+
+
+def _decide(code: _Verdict | None, text: _Verdict | None) -> _Verdict | None:
+    """Code against text: precise codes hold, generic ones yield (RFC 3463 detail codes)."""
+    if code is None or text is None:
+        return code or text
+    if code.reason in _FIRM_CODE_REASONS:
+        return code
+    if code.reason is Reason.USERUNKNOWN:
+        return text if text.reason in _USERUNKNOWN_OVERRIDES else code
+    if code.reason is Reason.HOSTUNKNOWN:
+        return text if text.reason in _HOSTUNKNOWN_OVERRIDES else code
+    return text
+
+
+def _at_stage(verdict: _Verdict, stage: Stage) -> _Verdict:
+    """Correct a reason that cannot hold at the SMTP stage the refusal came at."""
+    command = stage.command
+    rule = f"{_stage_rule(stage)}+{verdict.rule}"
+    if command is SmtpCommand.DATA and verdict.reason is Reason.USERUNKNOWN:
+        return _Verdict(Reason.FILTERED, rule)
+    if command is SmtpCommand.MAIL and verdict.reason in _RECIPIENT_REASONS:
+        return _Verdict(Reason.REJECTED, rule)
     if (
-        reason is Reason.USERUNKNOWN
-        and code_reason is not Reason.USERUNKNOWN
-        and (
-            command is SmtpCommand.DATA
-            or code_reason is Reason.FILTERED
-            or (need_rcpt and command is None and code_reason is not Reason.NOTACCEPT)
-        )
+        command in (SmtpCommand.CONN, SmtpCommand.EHLO)
+        and verdict.reason not in _CONNECTION_REASONS
     ):
-        return Reason.FILTERED
-    return reason
-
-
-def _decide(code_reason: Reason | None, text_reason: Reason | None) -> Reason | None:
-    if code_reason is None or text_reason is None:
-        return code_reason or text_reason
-    if code_reason in _FIRM_CODE_REASONS:
-        return code_reason
-    if code_reason is Reason.USERUNKNOWN:
-        return text_reason if text_reason in _USERUNKNOWN_OVERRIDES else code_reason
-    if code_reason is Reason.HOSTUNKNOWN:
-        return text_reason if text_reason in _HOSTUNKNOWN_OVERRIDES else code_reason
-    return text_reason
+        return _Verdict(Reason.BLOCKED, rule)
+    return verdict
 
 
 def _fallback(
     status: str | None, reply_code: str | None, text: str, action: str, diagnostic_type: str
-) -> Reason:
+) -> _Verdict:
+    """The reason when neither the code table nor a phrase gave one."""
     if action in _DELAY_ACTIONS:
-        return Reason.EXPIRED
+        return _Verdict(Reason.EXPIRED, "action:delayed")
     if status:
         subject = status.split(".")[1]
-        if subject == StatusSubject.MEDIA:
-            return Reason.CONTENTERROR
-        if subject == StatusSubject.SECURITY:
-            return Reason.SECURITYERROR
+        by_class = _SUBJECT_REASONS.get(subject)
+        if by_class is not None:
+            return _Verdict(by_class, f"class:{status[0]}.{subject}")
     if diagnostic_type in _LOCAL_DIAGNOSTIC_TYPES:
-        return Reason.MAILERERROR  # a local delivery program failed, not a remote server
+        # A local delivery program failed, not a remote server.
+        return _Verdict(Reason.MAILERERROR, f"format:{diagnostic_type.lower()}")
     if reply_code and int(reply_code) in SYNTAX_REPLY_CODES:
-        return Reason.SYNTAXERROR
-    return Reason.ONHOLD if text else Reason.UNDEFINED
+        return _Verdict(Reason.SYNTAXERROR, f"reply:{reply_code}")
+    return _Verdict(Reason.ONHOLD, "none:text") if text else _Verdict(Reason.UNDEFINED, "none")
+
+
+def _gave_up(action: str, permanent: bool | None) -> bool:
+    """Whether the report is a final failure (the MTA stopped trying), whatever the last code.
+
+    A "550 user unknown" is permanent at once; a "450 4.1.1 user unknown" that an MTA kept
+    getting until it gave up (RFC 3464 Action: failed) says the same about the address. A delay
+    (Action: delayed) never is final.
+    """
+    if action:
+        return action == "failed"
+    return bool(permanent)
 
 
 def _is_permanent(

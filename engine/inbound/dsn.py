@@ -112,7 +112,7 @@ def _recipient(block: dict[str, str]) -> DsnRecipient | None:
     final = decode_address(block.get("final-recipient", ""))
     original = decode_address(block.get("original-recipient", ""))
     actual = decode_address(block.get("x-actual-recipient", ""))
-    address = final or actual or original
+    address = _best_address(final, actual, original)
     if not address:
         return None
     diagnostic_raw = block.get("diagnostic-code", "")
@@ -135,6 +135,52 @@ def _recipient(block: dict[str, str]) -> DsnRecipient | None:
         diagnostic_type=diagnostic_type,
         remote_mta=_strip_type(remote) if remote else None,
     )
+
+
+def _best_address(final: str | None, actual: str | None, original: str | None) -> str | None:
+    """The address the sender wrote, when the Final-Recipient is only the reporting host's
+    internal form of it (an alias expansion, a mailbox store route, a domain without a dot).
+
+    RFC 3464 Final-Recipient is the address the reporting MTA tried last; after alias or
+    virtual-domain expansion that is a local name (``user@mailcluster.local``,
+    ``@store1.example:user@ims_daemon``) the sender never used. Original-Recipient (or
+    X-Actual-Recipient) is then the one to suppress.
+    """
+    if final and not is_internal_address(final):
+        return final
+    for candidate in (original, actual):
+        if candidate and not is_internal_address(candidate):
+            return candidate
+    return final or actual or original
+
+
+#: Top-level labels of names that are not on the public Internet (RFC 6761/6762 and habit).
+_INTERNAL_TLDS = frozenset(
+    {
+        "local",
+        "localdomain",
+        "localhost",
+        "lan",
+        "intern",
+        "internal",
+        "intranet",
+        "corp",
+        "home",
+        "private",
+    }
+)
+
+
+def is_internal_address(address: str) -> bool:
+    """True for an address only the reporting site can route: a source route
+    (``@host:user@dom``), a domain without a dot or with a non-public top-level label."""
+    if address.startswith("@") or ":" in address:
+        return True
+    local, _, domain = address.rpartition("@")
+    domain = domain.strip("[]").rstrip(".")
+    if not local or "." not in domain or "_" in domain:
+        return True
+    return domain.rsplit(".", 1)[-1].lower() in _INTERNAL_TLDS
 
 
 def decode_address(value: str) -> str | None:

@@ -489,7 +489,9 @@ def part_text(part: Message, payload: object) -> str:
     data = data[:MAX_TEXT_CHARS]
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n")
-    if data.isascii():  # the common case: no charset lookup (get_param is slow) needed
+    # The common case needs no charset lookup (get_param is slow); ISO-2022-JP/-KR/-CN are
+    # 7-bit too but switch character sets with ESC sequences (Japanese carriers' notices).
+    if data.isascii() and b"\x1b" not in data:
         return data.decode("ascii")
     charset = part.get_param("charset")
     return decode_bytes(data, charset if isinstance(charset, str) else None)

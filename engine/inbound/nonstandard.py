@@ -13,6 +13,7 @@ recipient. Only the text before the copy of the original message is read.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import msgspec
 
@@ -46,7 +47,9 @@ _RECIPIENT_LINE = re.compile(
 # "Your message to a@b couldn't be delivered", "You sent mail to a@b", "delivered to: a@b" ...
 _INLINE_RECIPIENT = re.compile(
     rf"(?:\bto|\bfor|\brecipient|\buser|\bmailbox|\baddressee|\bempf[äa]nger|\bdestinataire|"
-    rf"\bdestinatario|\ban|\baan|\bpara|\bdo|\bà|\ba)\b[:\s]*(?:the\s+)?"
+    rf"\bdestinatario|\ban|\baan|\bpara|\bdo|\bà|\ba|"
+    # Japanese, Chinese and Russian: "宛先:", "収件人：", "получатель:" (CJK has no word gaps).
+    rf"宛先|送信先|あて先|收件人|收信人|получател[ья]|адресат)\b[:\s：]*(?:the\s+)?"
     rf"(?:(?:e-?mail\s+)?address(?:e)?\s*:?\s*)?[\"']?<?(?:mailto:)?({_BOUNDED_ADDRESS})>?",
     re.IGNORECASE,
 )
@@ -172,6 +175,15 @@ BOUNCE_MARKERS = PhraseSet(
         "is mislukt",
         "nie mo[żz]na dostarczy",
         "niedostarcz",
+        # Russian, Chinese, Japanese
+        "не (?:может быть |был[оа]? |удалось )?доставлен",
+        "недоставленн",
+        "退信",
+        "无法投递",
+        "未能(?:成功)?投递",
+        "(?:送信|配信)(?:でき|され)ませんでした",
+        "届きませんでした",
+        "(?:送信|配信)エラー",
     ]
 )
 _DELAY_MARKERS = PhraseSet(
@@ -194,6 +206,23 @@ _DELAY_MARKERS = PhraseSet(
         "vertraagd",
     ]
 )
+#: A mailing list (Mailman, Google Groups, fml, Sympa, LISTSERV) refusing a post: its robot
+#: answers instead of a mail system, and the address refused is the list's post address.
+_LIST_REFUSAL_MARKERS = PhraseSet(
+    [
+        "not (?:have )?(?:the )?permission to post",
+        "(?:are|is) not (?:allowed|authori[sz]ed|permitted) to (?:post|send)",
+        "not a member of (?:this|the) (?:mailing )?(?:list|group)",
+        "only (?:members|subscribers) (?:can|may) (?:post|send)",
+        "posting (?:to this (?:list|group) )?is restricted",
+        "non-?member (?:submission|post)",
+        "your (?:message|post|mail) (?:to [^.]{1,80} )?was rejected",
+    ]
+)
+#: Headers only list managers put on their own notices.
+_LIST_HEADERS = ("X-MLServer", "X-ML-Name", "X-List-Administrivia", "X-BeenThere", "List-Id")
+#: Local-part suffixes of a list's robot addresses: never the refused recipient.
+_ROBOT_SUFFIXES = ("-bounces", "-request", "-owner", "-admin", "-ctl", "-errors")
 #: Addresses notices name for contact ("please write to postmaster@..."), not recipients.
 _ROLE_LOCALPARTS = frozenset({"postmaster", "mailer-daemon", "mail-daemon", "hostmaster", "abuse"})
 _DAEMON_LOCALPARTS = frozenset(
@@ -244,6 +273,23 @@ def has_bounce_markers(text: str) -> bool:
     """True when ``text`` (a subject or the head of a notification, normalised) says delivery
     failed."""
     return BOUNCE_MARKERS.search(text)
+
+
+def is_list_refusal(text: str) -> bool:
+    """True when ``text`` (normalised subject and head of the body) says a mailing list refused
+    the post."""
+    return _LIST_REFUSAL_MARKERS.search(text)
+
+
+def list_headers_present(has: Callable[[str], bool]) -> bool:
+    """Whether any list-manager header is present (``has`` answers per header name)."""
+    return any(has(name) for name in _LIST_HEADERS)
+
+
+def is_robot_address(address: str) -> bool:
+    """A list robot (``announce-bounces@``, ``-request@``, ``-owner@`` ...) or a role account."""
+    local = address.lower().split("@", 1)[0]
+    return local in _ROLE_LOCALPARTS or local.split("+", 1)[0].endswith(_ROBOT_SUFFIXES)
 
 
 def is_delay_notice(subject: str, text: str) -> bool:
@@ -340,9 +386,9 @@ def _collect_block(lines: list[str], index: int, block: list[str]) -> int:
 
 
 def _not_a_recipient(address: str, exclude: frozenset[str]) -> bool:
-    """Ours (``exclude``) or a role account a notice names for contact, never the failed one."""
-    lowered = address.lower()
-    return lowered in exclude or lowered.split("@", 1)[0] in _ROLE_LOCALPARTS
+    """Ours (``exclude``), a role account a notice names for contact or a list robot, never
+    the failed one."""
+    return address.lower() in exclude or is_robot_address(address)
 
 
 def _inline_recipients(text: str, exclude: frozenset[str]) -> _Found:

@@ -21,9 +21,9 @@ from typing import NamedTuple
 import msgspec
 
 from engine.inbound import autoreply, nonstandard, ses
-from engine.inbound.arf import parse_feedback_report
+from engine.inbound.arf import FeedbackType, jmrp_recipient, parse_feedback_report
 from engine.inbound.classify import classify, clean_status
-from engine.inbound.dsn import DeliveryStatus, parse_delivery_status
+from engine.inbound.dsn import DeliveryStatus, is_internal_address, parse_delivery_status
 from engine.inbound.message import (
     MAX_QUOTED_CHARS,
     Headers,
@@ -61,6 +61,9 @@ _REPORT_FEEDBACK = "feedback-report"
 _JOB_HEADER = "X-PM-Job-Id"
 _ACTION_DELAYED = "delayed"
 _ACTION_FAILED = "failed"
+_SMTP_DIAGNOSTIC = "SMTP"
+#: Feedback types that report a failed authentication check, not a recipient's complaint.
+_NOT_COMPLAINTS = frozenset({FeedbackType.AUTH_FAILURE.value, FeedbackType.DMARC.value})
 _NOREPLY_LOCALPARTS = frozenset(
     {"noreply", "no-reply", "donotreply", "do-not-reply", "mailer-daemon", "postmaster"}
 )
@@ -77,6 +80,8 @@ _DELAY_KEEPS = frozenset(
         Reason.HOSTUNKNOWN,
     }
 )
+_BULK_PRECEDENCE = frozenset({"bulk", "list"})
+_PASTED_FEEDBACK = re.compile(r"(?:^|\n)[Ff]eedback-[Tt]ype:[ \t]*[A-Za-z]")
 _PASTED_DSN = re.compile(r"(?:^|\n)(?:[Ff]inal|[Oo]riginal)-[Rr]ecipient:")
 #: Fields of the original message that map a bounce to its job (hint key -> field name).
 _QUOTED_FIELDS = {
@@ -177,10 +182,13 @@ def _read(
             return _finish(report, hints, subject, defects, prefer_own=True)
 
     report_type = report_type_of(msg) if known_report_type is None else known_report_type
-    if parts.feedback or report_type == _REPORT_FEEDBACK:
-        return _finish(_complaint(parts, hints), hints, subject, defects)
+    complaint = _any_complaint(heads, parts, body, report_type, hints)
+    if complaint is not None:
+        return _finish(complaint, hints, subject, defects)
 
-    daemon = nonstandard.is_daemon_sender(from_header)
+    # A message without any From field is not an MTA's notice (they all sign theirs); an
+    # empty one ("<>") is.
+    daemon = heads.has("From") and nonstandard.is_daemon_sender(from_header)
     if not daemon and autoreply.is_challenge(f"{view.sender} {view.subject} {view.head}"):
         return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
 
@@ -189,17 +197,38 @@ def _read(
     if parts.statuses or report_type == _REPORT_DELIVERY:
         status = parse_delivery_status("\n\n".join(parts.statuses))
         if status.recipients:
+            status = _real_recipients(status, exclude, hints)
             recipients = _dsn_recipients(status, scraped, note)
-            return _finish(_report(BounceKind.DSN, recipients), hints, subject, defects)
+            if recipients:
+                return _finish(_report(BounceKind.DSN, recipients), hints, subject, defects)
 
-    if _looks_like_bounce(heads, view, daemon):
-        recipients = _nonstandard_recipients(body, note, view, scraped, hints)
+    refusal = _is_list_refusal(heads, view, daemon)
+    if refusal or _looks_like_bounce(heads, view, daemon):
+        listed = _failed_header(heads, exclude, list_address=refusal)
+        recipients = _nonstandard_recipients(body, note, view, scraped, hints, listed)
         if recipients:
             return _finish(_report(BounceKind.NONSTANDARD, recipients), hints, subject, defects)
 
     if autoreply.is_autoreply(heads, view.subject, view.head):
         return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
     return _finish(BounceReport(kind=BounceKind.UNKNOWN), hints, subject, defects)
+
+
+def _any_complaint(
+    heads: Headers, parts: _Parts, body: str, report_type: str | None, hints: JobHints
+) -> BounceReport | None:
+    """An RFC 5965 report, feedback fields pasted in plain text, or a Microsoft JMRP complaint."""
+    if not parts.feedback and not parts.statuses and _PASTED_FEEDBACK.search(body[:_HEAD_CHARS]):
+        # Feedback fields pasted into a plain message by a small FBL (no multipart/report):
+        # still a complaint, never the auto-reply its Auto-Submitted header suggests.
+        parts.feedback.append(body[:_HEAD_CHARS])
+    if parts.feedback or report_type == _REPORT_FEEDBACK:
+        return _complaint(parts, hints)
+    if not parts.statuses:
+        reporter = jmrp_recipient(heads, parts.original)
+        if reporter is not None:
+            return _jmrp_complaint(reporter, hints)
+    return None
 
 
 def _collect(msg: Message) -> _Parts:
@@ -352,12 +381,67 @@ def _excluded(heads: Headers, from_header: str, hints: JobHints) -> frozenset[st
 def _looks_like_bounce(heads: Headers, view: _View, daemon: bool) -> bool:
     if daemon:
         return True
+    if heads.has("List-Unsubscribe") or heads.get("Precedence").lower() in _BULK_PRECEDENCE:
+        # A newsletter or list post that talks about bounces: mail systems never send their
+        # notices as bulk mail with an unsubscribe link.
+        return False
     subject_says = nonstandard.has_bounce_markers(view.subject)
     body_says = nonstandard.has_bounce_markers(view.head)
     if subject_says and body_says:
         return True
     null_sender = heads.has("Return-Path") and heads.get("Return-Path") in ("<>", "")
     return null_sender and (subject_says or body_says)
+
+
+def _is_list_refusal(heads: Headers, view: _View, daemon: bool) -> bool:
+    """A list manager refusing the post: its robot (or a list header) plus a refusal text."""
+    if not nonstandard.is_list_refusal(f"{view.subject} {view.head}"):
+        return False
+    sender = first_address(heads.get("From")) or ""
+    return (
+        daemon
+        or nonstandard.is_robot_address(sender)
+        or nonstandard.list_headers_present(heads.has)
+    )
+
+
+def _failed_header(heads: Headers, exclude: frozenset[str], *, list_address: bool) -> list[str]:
+    """X-Failed-Recipients (Exim, Google and others that write no DSN part), else for a list
+    refusal the list's own post address (X-BeenThere)."""
+    names = ["X-Failed-Recipients"] + (["X-BeenThere"] if list_address else [])
+    for name in names:
+        found = [
+            a
+            for a in addresses_in(heads.get(name))[: nonstandard.MAX_RECIPIENTS]
+            if a.lower() not in exclude and not nonstandard.is_robot_address(a)
+        ]
+        if found:
+            return found
+    return []
+
+
+def _real_recipients(
+    status: DeliveryStatus, exclude: frozenset[str], hints: JobHints
+) -> DeliveryStatus:
+    """The report's recipients less ours (the VERP address, the original sender, a list robot,
+    the reporting daemon), with a lone internal Final-Recipient that has no Original-Recipient
+    replaced by the original message's To (the address the sender wrote)."""
+    kept = [
+        entry
+        for entry in status.recipients
+        if entry.address.lower() not in exclude and not nonstandard.is_robot_address(entry.address)
+    ]
+    if (
+        len(kept) == 1
+        and is_internal_address(kept[0].address)
+        and hints.original_to
+        and not is_internal_address(hints.original_to)
+        and hints.original_to.lower() not in exclude
+    ):
+        kept = [msgspec.structs.replace(kept[0], address=hints.original_to)]
+    if len(kept) == len(status.recipients) and kept[:1] == list(status.recipients[:1]):
+        return status
+    return msgspec.structs.replace(status, recipients=tuple(kept))
 
 
 def _dsn_recipients(
@@ -376,7 +460,9 @@ def _dsn_recipients(
             diagnostic,
             action=entry.action,
             context=f"{extra.diagnostic} {note}" if extra else note,
-            rcpt_evidence=True,
+            # A local verdict (X-Notes, X-Unix ...) is the reporting MTA's own directory
+            # lookup, not a remote filter's answer: it needs no RCPT transcript to be believed.
+            rcpt_evidence=entry.diagnostic_type in (None, _SMTP_DIAGNOSTIC),
             diagnostic_type=entry.diagnostic_type,
         )
         recipients.append(
@@ -389,6 +475,7 @@ def _dsn_recipients(
                 diagnostic=diagnostic,
                 remote_mta=remote,
                 action=entry.action,
+                rule=result.rule,
             )
         )
     return recipients
@@ -400,6 +487,7 @@ def _nonstandard_recipients(
     view: _View,
     scraped: dict[str, nonstandard.ScrapedRecipient],
     hints: JobHints,
+    listed: list[str],
 ) -> list[Recipient]:
     delayed = nonstandard.is_delay_notice(view.subject, view.head)
     action = _ACTION_DELAYED if delayed else _ACTION_FAILED
@@ -407,20 +495,23 @@ def _nonstandard_recipients(
     if not found and _PASTED_DSN.search(body) is not None:
         pasted = parse_delivery_status(body)
         return _dsn_recipients(pasted, {}, note) if pasted.recipients else []
+    text = " ".join(note[: nonstandard.MAX_FALLBACK_CHARS].split())
+    if not found and listed:
+        # Named only in a header (X-Failed-Recipients): the whole notice is the diagnostic.
+        found = [nonstandard.ScrapedRecipient(a, text or None, None) for a in listed]
     if not found and hints.original_to:
         # No recipient named in the text (an AOL screen name, a terse notice): the original To.
-        text = " ".join(note[: nonstandard.MAX_FALLBACK_CHARS].split())
         found = [
             nonstandard.ScrapedRecipient(hints.original_to, text or None, None),
         ]
     recipients: list[Recipient] = []
     for item in found:
         result = classify(None, None, item.diagnostic, action=None, permanent=not delayed)
-        reason = result.reason
+        reason, rule = result.reason, result.rule
         if delayed and reason not in _DELAY_KEEPS:
             # A "still trying" warning: the cause is a delay unless the text names a
             # reason that explains one (mailbox full, rate limits, network trouble).
-            reason = Reason.EXPIRED
+            reason, rule = Reason.EXPIRED, f"format:delay-notice+{rule}"
         recipients.append(
             Recipient(
                 address=item.address,
@@ -431,6 +522,7 @@ def _nonstandard_recipients(
                 diagnostic=item.diagnostic,
                 remote_mta=item.remote_mta,
                 action=action,
+                rule=rule,
             )
         )
     return recipients
@@ -438,13 +530,28 @@ def _nonstandard_recipients(
 
 def _complaint(parts: _Parts, hints: JobHints) -> BounceReport:
     feedback = parse_feedback_report(parts.feedback[0]) if parts.feedback else Feedback("abuse")
+    if feedback.feedback_type in _NOT_COMPLAINTS:
+        # A DMARC/authentication failure report (RFC 6591) is about our signature, not a
+        # person's opinion: no recipient complained.
+        return BounceReport(kind=BounceKind.ARF, feedback=feedback)
     addresses = list(feedback.original_rcpt_to)
     if not addresses and hints.original_to:
         addresses = [hints.original_to]
     recipients = tuple(
-        Recipient(a, None, None, Reason.FEEDBACK, False, None, None) for a in addresses
+        Recipient(a, None, None, Reason.FEEDBACK, False, None, None, rule="format:arf")
+        for a in addresses
     )
     return BounceReport(kind=BounceKind.ARF, recipients=recipients, feedback=feedback)
+
+
+def _jmrp_complaint(reporter: str, hints: JobHints) -> BounceReport:
+    address = reporter or hints.original_to
+    recipients = (
+        (Recipient(address, None, None, Reason.FEEDBACK, False, None, None),) if address else ()
+    )
+    return BounceReport(
+        kind=BounceKind.ARF, recipients=recipients, feedback=Feedback(FeedbackType.ABUSE.value)
+    )
 
 
 def _autoreply(parts: _Parts, from_header: str, hints: JobHints) -> BounceReport:
@@ -461,7 +568,11 @@ def _autoreply(parts: _Parts, from_header: str, hints: JobHints) -> BounceReport
         address = hints.original_to
     recipients: tuple[Recipient, ...] = ()
     if address:
-        recipients = (Recipient(address, None, None, Reason.VACATION, False, None, None),)
+        recipients = (
+            Recipient(
+                address, None, None, Reason.VACATION, False, None, None, rule="format:autoreply"
+            ),
+        )
     return BounceReport(kind=BounceKind.AUTOREPLY, recipients=recipients)
 
 

@@ -49,6 +49,10 @@ def required_literal(pattern: str) -> str | None:
                 depth = 1
             elif char == "[":
                 index = _skip_class(pattern, index)
+            elif char == "{":
+                # A counted repeat: its digits are not text ("a{0,10}" does not require "0,10").
+                close = pattern.find("}", index)
+                index = close if close >= 0 else index
             index += width
             continue
         following = pattern[index + width : index + width + 1]

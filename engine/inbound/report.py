@@ -75,6 +75,7 @@ class Recipient(msgspec.Struct, frozen=True):
     diagnostic: str | None  # the remote server's words, whitespace-collapsed
     remote_mta: str | None
     action: str | None = None  # RFC 3464 Action (failed, delayed, delivered, relayed, expanded)
+    rule: str = ""  # which evidence decided the reason (engine/inbound/classify.py)
 
 
 class JobHints(msgspec.Struct, frozen=True):
@@ -137,6 +138,7 @@ class BounceReport(msgspec.Struct, frozen=True):
                     hard=r.hard,
                     diagnostic=r.diagnostic,
                     remote_mta=r.remote_mta,
+                    rule=r.rule or None,
                 )
                 for r in self.recipients
             ],
@@ -153,6 +155,9 @@ class RecipientRecord(msgspec.Struct, frozen=True):
     hard: bool
     diagnostic: str | None
     remote_mta: str | None
+    #: Additive to the contract (DESIGN §8): the rule that decided ``reason``, e.g.
+    #: ``stage:data+status:5.1.1`` or ``phrase:mailboxfull/en/3`` (docs/bounces.md).
+    rule: str | None = None
 
 
 class BounceRecord(msgspec.Struct, frozen=True):

@@ -48,9 +48,13 @@ def parse_ses_json(text: str) -> BounceReport | None:
     """A report from an SES JSON notification, or None when ``text`` is not one."""
     # RecursionError: msgspec refuses JSON nested deeper than the interpreter's recursion limit
     # ("[[[[..." is cheap to send).
-    try:
-        doc = msgspec.json.decode(text.strip().encode("utf-8", "replace"))
-    except (msgspec.DecodeError, RecursionError):
+    doc = _decode_object(text.strip())
+    if doc is None:
+        # SNS "email" subscriptions append an unsubscribe footer ("--\nIf you wish to stop
+        # receiving notifications ...") after the JSON: read up to its last closing brace.
+        end = text.rfind("}")
+        doc = _decode_object(text[: end + 1].strip()) if end > 0 else None
+    if doc is None:
         return None
     if isinstance(doc, dict) and isinstance(doc.get("Message"), str):  # SNS envelope
         try:
@@ -70,6 +74,14 @@ def parse_ses_json(text: str) -> BounceReport | None:
     return None
 
 
+def _decode_object(text: str) -> Any:
+    """The decoded JSON value of ``text``, or None when it is not JSON."""
+    try:
+        return msgspec.json.decode(text.encode("utf-8", "replace"))
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
 def _bounce(bounce: dict[str, Any], hints: JobHints) -> BounceReport:
     subtype = str(bounce.get("bounceSubType") or "").lower()
     permanent = str(bounce.get("bounceType") or "").lower() == _PERMANENT
@@ -87,10 +99,10 @@ def _bounce(bounce: dict[str, Any], hints: JobHints) -> BounceReport:
         result = classify(
             status, None, diagnostic, action=_text(item.get("action")), permanent=permanent
         )
-        reason = result.reason
+        reason, rule = result.reason, result.rule
         mapped = _SUBTYPE_REASONS.get(subtype)
         if mapped and (reason in _WEAK_REASONS or mapped in _ALWAYS_SUBTYPE):
-            reason = mapped
+            reason, rule = mapped, f"ses:{subtype}"
         recipients.append(
             Recipient(
                 address=address,
@@ -103,6 +115,7 @@ def _bounce(bounce: dict[str, Any], hints: JobHints) -> BounceReport:
                 diagnostic=diagnostic,
                 remote_mta=remote_default,
                 action=_text(item.get("action")),
+                rule=rule,
             )
         )
     return BounceReport(kind=BounceKind.NONSTANDARD, recipients=tuple(recipients), hints=hints)
@@ -125,7 +138,8 @@ def _complaint(complaint: dict[str, Any], hints: JobHints) -> BounceReport:
         arrival_date=_text(complaint.get("arrivalDate")),
     )
     recipients = tuple(
-        Recipient(a, None, None, Reason.FEEDBACK, False, None, None) for a in addresses
+        Recipient(a, None, None, Reason.FEEDBACK, False, None, None, rule="ses:complaint")
+        for a in addresses
     )
     return BounceReport(kind=BounceKind.ARF, recipients=recipients, feedback=feedback, hints=hints)
 
@@ -138,7 +152,16 @@ def _delivery(delivery: dict[str, Any], hints: JobHints) -> BounceReport:
         address = decode_address(_text(entry) or "")
         if address:
             recipients.append(
-                Recipient(address, "2.0.0", None, Reason.DELIVERED, False, diagnostic, remote)
+                Recipient(
+                    address,
+                    "2.0.0",
+                    None,
+                    Reason.DELIVERED,
+                    False,
+                    diagnostic,
+                    remote,
+                    rule="ses:delivery",
+                )
             )
     return BounceReport(kind=BounceKind.NONSTANDARD, recipients=tuple(recipients), hints=hints)
 

@@ -139,6 +139,7 @@ SANS_IO: tuple[str, ...] = (
     "engine.inbound.report",
     "engine.inbound.ses",
     "engine.inbound.smtpdata",
+    "engine.inbound.smtpstage",
     "engine.compliance.dmarc",
     "engine.compliance.ip_warmup",
     "engine.compliance.tenant_pools",

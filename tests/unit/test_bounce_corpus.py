@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from bench.corpus import score
 from engine.inbound import BounceReport, parse_bounce
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
@@ -62,13 +63,31 @@ def test_fixture(path: Path) -> None:
 
 
 def test_corpus_accuracy_report(capsys: pytest.CaptureFixture[str]) -> None:
-    """Per-recipient reason accuracy over the corpus (printed with -s; all must agree)."""
-    total = agree = 0
-    for path in CASES:
-        report = parse_bounce(path.read_bytes())
-        expected = _expected(path)
-        total += 1
-        agree += not _mismatches(report, expected)
+    """Precision apart from recall over the whole corpus (printed with -s; all must agree).
+
+    The figures come from ``python -m bench corpus`` (bench/corpus.py): detection, address
+    recall and precision, reason and hard/soft accuracy, and per reason precision and recall.
+    """
+    figures = score(FIXTURES)
+    lines = [
+        f"bounce corpus: {figures['files']} files, {figures['bounces']} bounces,"
+        f" {figures['recipients_scored']} recipients scored",
+        f"  detection {figures['detection']}, false bounces {figures['false_bounces']},"
+        f" address recall {figures['address_recall']} precision {figures['address_precision']}",
+        f"  reason accuracy {figures['reason_accuracy']}, hard/soft {figures['hard_accuracy']},"
+        f" feedback type {figures['feedback_accuracy']}",
+    ]
+    for name, row in figures["reasons"].items():
+        lines.append(
+            f"  {name:>16}: precision {row['precision']} recall {row['recall']}"
+            f" ({row['labelled']} labelled, {row['given']} given)"
+        )
     with capsys.disabled():
-        print(f"\nbounce corpus: {agree}/{total} files agree ({100 * agree / total:.1f}%)")
-    assert agree == total
+        print("\n" + "\n".join(lines))
+    assert figures["wrong_reasons"] == []
+    assert figures["detection"] == 1.0 and figures["false_bounces"] == 0
+    assert figures["address_recall"] == 1.0 and figures["address_precision"] == 1.0
+    assert figures["reason_accuracy"] == 1.0 and figures["hard_accuracy"] == 1.0
+    assert figures["feedback_accuracy"] == 1.0
+    for row in figures["reasons"].values():
+        assert row["precision"] in (None, 1.0) and row["recall"] in (None, 1.0)

@@ -32,6 +32,7 @@ def test_bounce_json_contract_has_exactly_the_contract_fields() -> None:
         "hard",
         "diagnostic",
         "remote_mta",
+        "rule",  # additive (DESIGN §8): which rule decided the reason
     ]
     assert doc["file"] == "x.msg"
     assert doc["kind"] == "dsn"
@@ -44,6 +45,7 @@ def test_bounce_json_contract_has_exactly_the_contract_fields() -> None:
     assert recipient["hard"] is True
     assert "User unknown" in recipient["diagnostic"]
     assert recipient["remote_mta"] == "mx1.example.org"
+    assert recipient["rule"] == "status:5.1.1"
 
 
 def test_non_bounce_is_unknown_with_no_recipients() -> None:
