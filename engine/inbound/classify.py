@@ -167,7 +167,7 @@ STATUS_REASONS: dict[str, Reason] = {
     "5.7.24": Reason.AUTHFAILURE,  # SPF validation error
     "5.7.25": Reason.REQUIREPTR,  # reverse DNS validation failed
     "5.7.26": Reason.AUTHFAILURE,  # multiple authentication checks failed
-    "5.7.27": Reason.NOTACCEPT,  # sender address has null MX
+    "5.7.27": Reason.REJECTED,  # sender address has null MX: about our sender, not the recipient
 }
 
 #: Codes precise enough that no diagnostic text overrides them.
@@ -183,10 +183,12 @@ _FIRM_CODE_REASONS = frozenset(
         Reason.SPEEDING,
     }
 )
-#: "Delivery time expired" (RFC 3463 x.4.7): whatever the last error quoted was, the message
-#: expired in the queue. (x.4.1, "no answer from host", is also what MTAs use for a refused
-#: connection, so the text may still say networkerror there.)
-_FIRM_STATUSES = frozenset({"4.4.7", "5.4.7"})
+#: Detail codes that no text overrides although their reason may be refined elsewhere:
+#: "delivery time expired" (x.4.7: whatever the last error quoted was, the message expired in
+#: the queue; x.4.1, "no answer from host", is also what MTAs use for a refused connection, so
+#: the text may still say networkerror there) and "sender address has null MX" (5.7.27, RFC
+#: 7505: the text's "null MX" is our sender's domain, not the recipient's).
+_FIRM_STATUSES = frozenset({"4.4.7", "5.4.7", "5.7.27"})
 #: Text that shows a user-unknown code was really about something else (sisimai's pre-matches).
 _USERUNKNOWN_OVERRIDES = frozenset(
     {
@@ -224,9 +226,11 @@ _HOSTUNKNOWN_OVERRIDES = frozenset(
 HARD_REASONS = frozenset(
     {Reason.USERUNKNOWN, Reason.HOSTUNKNOWN, Reason.HASMOVED, Reason.NOTACCEPT}
 )
-#: Reasons that describe the recipient's address or mailbox. A refusal before RCPT cannot be
-#: about the recipient (the server has not been told it yet): at MAIL FROM such a reason was
-#: really about the sender (``rejected``), at the greeting or EHLO about the client (``blocked``).
+#: Reasons that describe the recipient's address, mailbox or domain. At MAIL FROM the server
+#: has not been told the recipient yet, so such a reason was really about our sender
+#: (``rejected``: an unknown or null-MX sender domain, RFC 7505's 5.7.27). At the greeting or
+#: EHLO only reasons about the client or the session stand (``_CONNECTION_REASONS``); a null MX
+#: or "no SMTP service" answer there (RFC 7504's 521/554) is the recipient domain's and stays.
 _RECIPIENT_REASONS = frozenset(
     {
         Reason.USERUNKNOWN,
@@ -235,6 +239,7 @@ _RECIPIENT_REASONS = frozenset(
         Reason.HASMOVED,
         Reason.FILTERED,
         Reason.HOSTUNKNOWN,
+        Reason.NOTACCEPT,
         Reason.ONHOLD,
         Reason.UNDEFINED,
     }
@@ -265,8 +270,6 @@ _CONNECTION_REASONS = frozenset(
 _BEFORE_CONTENT = frozenset(
     {SmtpCommand.CONN, SmtpCommand.EHLO, SmtpCommand.MAIL, SmtpCommand.RCPT}
 )
-#: Stages at which the refusal cannot be about the recipient's address.
-_BEFORE_RCPT = frozenset({SmtpCommand.CONN, SmtpCommand.EHLO, SmtpCommand.MAIL})
 #: RFC 3464 Action values that mean the message did arrive.
 _SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 _DELAY_ACTIONS = frozenset({"delayed"})
@@ -413,10 +416,9 @@ def classify(
         # A transient code in a final failure, with nothing more precise than its class: the
         # MTA kept retrying and gave up.
         verdict = _Verdict(Reason.EXPIRED, f"action:failed+{verdict.rule}")
-    hard = (
-        verdict.reason in HARD_REASONS
-        and failed_for_good
-        and (stage is None or stage.command not in _BEFORE_RCPT)
+    hard = verdict.reason in HARD_REASONS and (
+        failed_for_good
+        or (verdict.reason is not Reason.NOTACCEPT and _gave_up(act, permanent))
     )
     return Classification(status, reply_code, verdict.reason, hard, verdict.rule)
 
@@ -471,9 +473,9 @@ def _evidence(
     if verdict.reason is Reason.USERUNKNOWN and code_reason is not Reason.USERUNKNOWN:
         if command is SmtpCommand.DATA:
             return _Verdict(Reason.FILTERED, f"{where}+{verdict.rule}")
-        # A plain notice whose transcript shows the refusal at RCPT is believed over its
-        # mailbox-status code (qmail-ldap's "no mailbox here by that name (#5.2.1)").
         if code_reason is Reason.FILTERED and (need_rcpt or command is not SmtpCommand.RCPT):
+            # A plain notice whose transcript shows the refusal at RCPT is believed over its
+            # mailbox-status code (qmail-ldap's "no mailbox here by that name (#5.2.1)").
             return _Verdict(Reason.FILTERED, f"status:{status}+{verdict.rule}")
         if need_rcpt and command is None and code_reason is not Reason.NOTACCEPT:
             return _Verdict(Reason.FILTERED, f"dsn:no-rcpt-stage+{verdict.rule}")
@@ -526,6 +528,18 @@ def _fallback(
     if reply_code and int(reply_code) in SYNTAX_REPLY_CODES:
         return _Verdict(Reason.SYNTAXERROR, f"reply:{reply_code}")
     return _Verdict(Reason.ONHOLD, "none:text") if text else _Verdict(Reason.UNDEFINED, "none")
+
+
+def _gave_up(action: str, permanent: bool | None) -> bool:
+    """Whether the report is a final failure (the MTA stopped trying), whatever the last code.
+
+    A "550 user unknown" is permanent at once; a "450 4.1.1 user unknown" that an MTA kept
+    getting until it gave up (RFC 3464 Action: failed) says the same about the address. A delay
+    (Action: delayed) never is final.
+    """
+    if action:
+        return action == "failed"
+    return bool(permanent)
 
 
 def _is_permanent(

@@ -170,3 +170,32 @@ def test_counted_repeats_are_not_literal_text() -> None:
     assert required_literal("dmarc[^.]{0,40}(?:fail|reject)") == "dmarc"
     assert required_literal("try (?:again )?[^.]{0,300}(?:volume|rate)") == "try "
     assert PhraseSet(["(?:アカウント|ユーザ).{0,10}(?:停止|凍結)"]).search("このアカウントは停止")
+
+
+def test_hard_follows_a_final_failure_not_only_the_code_class() -> None:
+    text = "450 4.1.1 <a@b.example>: Recipient address rejected: User unknown"
+    # the MTA kept getting "user unknown" until it gave up: the address does not exist
+    assert classify("4.1.1", None, text, action="failed").hard
+    # still being retried, or nothing says it was final: never suppress
+    assert not classify("4.1.1", None, text, action="delayed").hard
+    assert not classify("4.1.1", None, text).hard
+    # a null MX needs a permanent answer (DESIGN §7: notaccept with a 5xx code)
+    assert not classify("4.3.2", None, "451 does not accept mail", action="failed").hard
+    assert classify("5.1.10", None, "556 5.1.10 recipient has null MX").hard
+
+
+def test_null_mx_of_our_sender_is_not_the_recipients_fault() -> None:
+    result = classify("5.7.27", None, "550 5.7.27 Sender address has null MX")
+    assert (result.reason, result.hard) == (Reason.REJECTED, False)
+    at_mail = classify(
+        "5.0.0", None, "550 domain does not accept mail (in reply to MAIL FROM command)"
+    )
+    assert (at_mail.reason, at_mail.hard) == (Reason.REJECTED, False)
+    # RFC 7504: "no SMTP service" at the greeting is the recipient domain's
+    greeting = classify(
+        "5.3.2",
+        None,
+        "SMTP error from remote mail server after initial connection:"
+        " 554 5.3.2 no SMTP service here",
+    )
+    assert (greeting.reason, greeting.hard) == (Reason.NOTACCEPT, True)
