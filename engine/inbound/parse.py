@@ -442,6 +442,8 @@ def _real_recipients(
         and hints.original_to.lower() not in exclude
     ):
         kept = [msgspec.structs.replace(kept[0], address=hints.original_to)]
+    # A bare local name (LOCAL;jdoe) nobody could replace is no address to suppress.
+    kept = [entry for entry in kept if "@" in entry.address]
     if len(kept) == len(status.recipients) and kept[:1] == list(status.recipients[:1]):
         return status
     return msgspec.structs.replace(status, recipients=tuple(kept))
