@@ -80,6 +80,9 @@ _DELAY_KEEPS = frozenset(
         Reason.HOSTUNKNOWN,
     }
 )
+#: "Returned mail: <cause>" (Sendmail, V5 sendmail, Bigfoot ...), the subject in normalised form.
+_SUBJECT_CAUSE = re.compile(r"returned mail: (.{3,80})")
+_WEAK_REASONS = frozenset({Reason.ONHOLD, Reason.UNDEFINED})
 _BULK_PRECEDENCE = frozenset({"bulk", "list"})
 _PASTED_FEEDBACK = re.compile(r"(?:^|\n)[Ff]eedback-[Tt]ype:[ \t]*[A-Za-z]")
 _PASTED_DSN = re.compile(r"(?:^|\n)(?:[Ff]inal|[Oo]riginal)-[Rr]ecipient:")
@@ -439,6 +442,8 @@ def _real_recipients(
         and hints.original_to.lower() not in exclude
     ):
         kept = [msgspec.structs.replace(kept[0], address=hints.original_to)]
+    # A bare local name (LOCAL;jdoe) nobody could replace is no address to suppress.
+    kept = [entry for entry in kept if "@" in entry.address]
     if len(kept) == len(status.recipients) and kept[:1] == list(status.recipients[:1]):
         return status
     return msgspec.structs.replace(status, recipients=tuple(kept))
@@ -505,8 +510,21 @@ def _nonstandard_recipients(
             nonstandard.ScrapedRecipient(hints.original_to, text or None, None),
         ]
     recipients: list[Recipient] = []
+    cause = _SUBJECT_CAUSE.match(view.subject)
     for item in found:
         result = classify(None, None, item.diagnostic, action=None, permanent=not delayed)
+        if result.reason in _WEAK_REASONS and cause is not None:
+            # Sendmail and its heirs name the cause in the subject ("Returned mail: User
+            # unknown") when the text only quotes a bare reply.
+            named = classify(
+                None,
+                result.reply_code,
+                f"{item.diagnostic or ''} {cause.group(1)}",
+                action=None,
+                permanent=not delayed,
+            )
+            if named.reason not in _WEAK_REASONS:
+                result = msgspec.structs.replace(named, rule=f"format:subject+{named.rule}")
         reason, rule = result.reason, result.rule
         if delayed and reason not in _DELAY_KEEPS:
             # A "still trying" warning: the cause is a delay unless the text names a

@@ -80,6 +80,19 @@ def test_lone_internal_final_recipient_without_original_takes_the_original_to() 
     assert report.recipients[0].reason is Reason.USERUNKNOWN
 
 
+def test_local_final_recipient_takes_the_original_to_with_its_diagnostic() -> None:
+    raw = _dsn(
+        "Final-Recipient: LOCAL;jdoe\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\n",
+        original_to="John Doe <jdoe@example.net>",
+    )
+    report = parse_bounce(raw)
+    assert report.kind is BounceKind.DSN
+    assert [(r.address, r.status, r.reason) for r in report.recipients] == [
+        ("jdoe@example.net", "5.1.1", Reason.USERUNKNOWN)
+    ]
+
+
 def test_our_own_addresses_are_never_the_failed_recipient() -> None:
     blocks = (
         "Final-Recipient: rfc822; amy@example.com\nAction: failed\nStatus: 5.1.1\n\n"
