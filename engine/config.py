@@ -309,6 +309,10 @@ class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     token: str | None = None
     token_file: str | None = None
     tenant_metrics: bool = False
+    # Per tenant API key, on POST /v1/messages (engine/keys/ratelimit.py): jobs per second and
+    # the bucket size (a full batch of 10,000 fits). The operator token is not limited.
+    key_enqueue_rate_per_s: float = 500.0
+    key_enqueue_burst: int = 10_000
 
 
 class ComplianceConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -427,6 +431,11 @@ def _check(cfg: Config, origin: str) -> None:
         raise ConfigError(f"config {origin}: queue.weights must be three positive integers")
     if cfg.database.pool_min > cfg.database.pool_max:
         raise ConfigError(f"config {origin}: database.pool_min is above database.pool_max")
+    if not (cfg.admin.key_enqueue_rate_per_s > 0 and cfg.admin.key_enqueue_burst >= 1):
+        raise ConfigError(
+            f"config {origin}: admin.key_enqueue_rate_per_s must be > 0 and"
+            " admin.key_enqueue_burst at least 1"
+        )
     if cfg.queue.body_cache_mb < 1:
         raise ConfigError(
             f"config {origin}: queue.body_cache_mb must be at least 1,"

@@ -107,16 +107,20 @@ async def enqueue(
     *,
     max_message_bytes: int,
     max_age_s: float,
+    only_tenant: str | None = None,
 ) -> list[EnqueueResult]:
     """Enqueue a batch; returns one result per input, in order.
 
     Inputs may be decoded :class:`Job` structs or raw JSON (decoded here, so a malformed line
-    becomes that line's error).
+    becomes that line's error). ``only_tenant`` (a tenant API key's tenant) refuses a job of any
+    other tenant with the very error an unknown tenant gets, so nothing is learnt about others.
     """
     results: list[EnqueueResult] = []
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start : start + CHUNK]
-        results.extend(await _enqueue_chunk(pool, chunk, start, max_message_bytes, max_age_s))
+        results.extend(
+            await _enqueue_chunk(pool, chunk, start, max_message_bytes, max_age_s, only_tenant)
+        )
     accepted = sum(1 for r in results if r.job_id is not None)
     metrics.ENQUEUED.inc(accepted)
     metrics.ENQUEUE_REJECTED.inc(len(results) - accepted)
@@ -129,6 +133,7 @@ async def _enqueue_chunk(
     offset: int,
     max_message_bytes: int,
     max_age_s: float,
+    only_tenant: str | None,
 ) -> list[EnqueueResult]:
     results: dict[int, EnqueueResult] = {}
     accepted: list[tuple[int, Job, job_store.NewJob]] = []
@@ -142,6 +147,8 @@ async def _enqueue_chunk(
     if accepted:
         async with pool.acquire() as conn, conn.transaction():
             known = await tenants.known(conn, (j.tenant_id for _, j, _ in accepted))
+            if only_tenant is not None:
+                known &= {only_tenant}
             ready: list[tuple[int, job_store.NewJob]] = []
             encoded: dict[bytes, content_store.EncodedContent] = {}
             to_store: dict[tuple[str, bytes], content_store.EncodedContent] = {}

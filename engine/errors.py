@@ -123,3 +123,11 @@ class EventError(EngineError):
 
 class WebhookError(EngineError):
     """A webhook endpoint was refused (URL not allow-listed, bad scheme) or is unknown."""
+
+
+class ApiKeyError(EngineError):
+    """An API key operation was refused: unknown tenant or key, bad scope or prefix."""
+
+    def __init__(self, message: str, *, status: int = 400, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from engine.admin.context import AdminContext, Probe
 from engine.admin.routing import Route, ctx_of, json_response
 from engine.admin.schemas import Health, Readiness
+from engine.keys.token import Access
 from engine.metrics import REGISTRY
 
 PROBE_TIMEOUT_S = 3.0
@@ -74,7 +75,7 @@ ROUTES = [
         "The process is alive (no dependency checked; no token needed)",
         "health",
         responses={200: Health},
-        auth=False,
+        access=Access.PUBLIC,
     ),
     Route(
         "GET",
@@ -83,6 +84,7 @@ ROUTES = [
         "PostgreSQL, Redis and at least one relay node reachable, and not draining",
         "health",
         responses={200: Readiness, 503: Readiness},
+        access=Access.OPERATOR,
     ),
     Route(
         "GET",
@@ -92,5 +94,6 @@ ROUTES = [
         "health",
         responses={200: None},
         media_type="text/plain",
+        access=Access.OPERATOR,
     ),
 ]

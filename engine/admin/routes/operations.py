@@ -8,6 +8,7 @@ from aiohttp import web
 
 from engine.admin.routing import Route, ctx_of, json_response, parse_query
 from engine.admin.schemas import Draining, Nodes, NodesQuery, Queues, QueuesQuery
+from engine.keys.token import Access
 from engine.store import jobs as job_store
 from engine.store import messages as message_store
 
@@ -53,6 +54,7 @@ ROUTES = [
         "operations",
         query=NodesQuery,
         responses={200: Nodes},
+        access=Access.OPERATOR,
     ),
     Route(
         "GET",
@@ -62,6 +64,7 @@ ROUTES = [
         "operations",
         query=QueuesQuery,
         responses={200: Queues},
+        access=Access.OPERATOR,
     ),
     Route(
         "POST",
@@ -70,5 +73,6 @@ ROUTES = [
         "Drain: stop taking work, finish mail in flight, exit (like SIGTERM); idempotent",
         "operations",
         responses={202: Draining},
+        access=Access.OPERATOR,
     ),
 ]

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from engine.admin.routing import Route, ctx_of, json_response, parse_query, read_body
+from engine.admin.routing import Route, ctx_of, json_response, parse_query, read_body, tenant_scope
 from engine.admin.schemas import (
     SuppressionBody,
     SuppressionIn,
@@ -18,6 +18,7 @@ from engine.admin.schemas import (
 )
 from engine.compose.address import parse_address
 from engine.errors import AdminRequestError, JobValidationError
+from engine.keys.token import Access
 from engine.store import suppressions as suppression_store
 from engine.store import tenants
 
@@ -35,9 +36,9 @@ def _address(index: int, entry: SuppressionIn) -> str:
 
 async def list_suppressions(request: web.Request) -> web.Response:
     q = parse_query(request, SuppressionQuery)
-    page = await suppression_store.page(
-        ctx_of(request).pool, q.tenant, limit=q.limit, after=q.after
-    )
+    tenant = tenant_scope(request, q.tenant)
+    assert tenant is not None  # the query requires it
+    page = await suppression_store.page(ctx_of(request).pool, tenant, limit=q.limit, after=q.after)
     cursor = page[-1].address if len(page) == q.limit else None
     return json_response(SuppressionPage(suppressions=page, next=cursor))
 
@@ -51,6 +52,8 @@ async def add_suppressions(request: web.Request) -> web.Response:
         raise AdminRequestError("no suppressions given")
     if len(entries) > MAX_ENTRIES:
         raise AdminRequestError(f"at most {MAX_ENTRIES} suppressions per request", status=413)
+    for tenant in {e.tenant_id for e in entries}:
+        tenant_scope(request, tenant)  # a tenant key: its own tenant only (else 404)
     rows = [
         (e.tenant_id, _address(i, e), e.reason, e.source, e.ttl_s) for i, e in enumerate(entries)
     ]
@@ -68,6 +71,7 @@ async def add_suppressions(request: web.Request) -> web.Response:
 async def remove_suppression(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     q = parse_query(request, SuppressionKey)
+    tenant_scope(request, q.tenant)  # a tenant key: its own tenant only (else 404)
     removed = await suppression_store.remove(ctx.pool, q.tenant, q.address)
     if not removed:
         raise AdminRequestError(
@@ -88,6 +92,7 @@ ROUTES = [
         "suppressions",
         query=SuppressionQuery,
         responses={200: SuppressionPage, 400: None},
+        access=Access.READ,
     ),
     Route(
         "POST",
@@ -96,7 +101,8 @@ ROUTES = [
         "Suppress one address or a list (ttl_s null: permanent)",
         "suppressions",
         body=SuppressionBody,
-        responses={201: SuppressionWritten, 400: None, 413: None},
+        responses={201: SuppressionWritten, 400: None, 404: None, 413: None},
+        access=Access.MANAGE,
     ),
     Route(
         "DELETE",
@@ -106,5 +112,6 @@ ROUTES = [
         "suppressions",
         query=SuppressionKey,
         responses={200: SuppressionRemoved, 404: None},
+        access=Access.MANAGE,
     ),
 ]
