@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from engine.errors import EngineError
+from engine.redaction import redact
 
 #: Command modules, each registering its subcommands. Add one line per new group.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(args))
     except EngineError as exc:
-        sys.stderr.write(f"engine: {exc}\n")
+        sys.stderr.write(f"engine: {redact(str(exc))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

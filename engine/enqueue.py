@@ -49,12 +49,14 @@ def decode_job(data: bytes | str) -> Job:
         raise JobValidationError(f"invalid job: {exc}") from None
     except msgspec.DecodeError as exc:
         raise JobValidationError(f"not a JSON object: {exc}") from None
+    except RecursionError:  # msgspec's own depth guard: bounded work, nothing half-decoded
+        raise JobValidationError("invalid job: JSON nested too deeply") from None
 
 
 def _idempotency_key_of(data: bytes | str) -> str | None:
     try:
         doc = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     key = doc.get("idempotency_key") if isinstance(doc, dict) else None
     return key if isinstance(key, str) else None

@@ -38,6 +38,7 @@ from engine.errors import AdminRequestError, ApiKeyError, EngineError, QueueErro
 from engine.keys.ratelimit import EnqueueLimiter
 from engine.keys.service import Authenticator
 from engine.keys.token import OPERATOR, Access
+from engine.redaction import redact
 
 log = logging.getLogger("engine.admin")
 
@@ -101,13 +102,15 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(400, f"invalid value: {exc}")
     except (StoreError, QueueError, RedisError, asyncpg.PostgresError, OSError) as exc:
         log.warning("admin request failed: backing service", extra={"error": str(exc)})
-        return error_response(503, f"a backing service is unavailable, retry later: {exc}")
+        return error_response(503, redact(f"a backing service is unavailable, retry later: {exc}"))
     except (asyncpg.InterfaceError, TimeoutError) as exc:
         log.warning("admin request failed: backing service", extra={"error": repr(exc)})
-        return error_response(503, f"a backing service is unavailable, retry later: {exc!r}")
+        return error_response(
+            503, redact(f"a backing service is unavailable, retry later: {exc!r}")
+        )
     except EngineError as exc:
         log.error("admin request failed", extra={"error": str(exc), "path": request.path})
-        return error_response(500, str(exc))
+        return error_response(500, redact(str(exc)))
     except Exception:
         log.exception("admin request crashed", extra={"path": request.path})
         return error_response(500, "internal error (logged by the engine)")

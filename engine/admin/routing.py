@@ -144,6 +144,8 @@ async def read_body(request: web.Request, kind: Any, *, optional: bool = False) 
         raise AdminRequestError(_explain(exc, "request body")) from None
     except msgspec.DecodeError as exc:
         raise AdminRequestError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's depth guard (about 1,000 levels): bounded, clean
+        raise AdminRequestError("request body is JSON nested too deeply") from None
 
 
 def int_param(request: web.Request, name: str) -> int:

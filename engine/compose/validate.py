@@ -21,6 +21,7 @@ from engine.compose.headers import (
     field_name,
     split_header_block,
 )
+from engine.compose.metadata import check_metadata
 from engine.compose.mime import POLICY, build_body, parse_content_type
 from engine.compose.unsubscribe import list_unsubscribe_headers, split_list_unsubscribe
 from engine.errors import ComposeError, JobValidationError
@@ -198,6 +199,8 @@ def _check_raw(job: Job, sender: Address | None, max_message_bytes: int) -> None
 
 
 def _check_options(job: Job) -> None:
+    if job.metadata:
+        check_metadata(job.metadata)
     try:
         Priority.parse(job.priority)
     except ValueError as exc:

@@ -28,14 +28,15 @@ ALLOWED: dict[str, frozenset[str]] = {
         "config": "errors",
         "model": "errors",
         "metrics": "",
-        "logs": "",
+        "logs": "redaction",
+        "redaction": "",
         "sdnotify": "",
         "looplag": "metrics",
         "periodic": "metrics",
         "workerpipe": "",
         "reload": "config",
         # Storage layer.
-        "store": "config errors model",
+        "store": "config errors model redaction",
         "audit": "errors store",
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "errors model",
@@ -46,7 +47,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         # Services over the storage layer.
         "events": "config errors metrics model periodic store",
         "enqueue": "compose errors events metrics model store",
-        "queue": "config errors metrics model periodic store",
+        "queue": "config errors metrics model periodic redaction store",
         "gdpr": "audit errors model store",
         "retention": "audit config errors store",
         "senders": "audit config events store",
@@ -59,7 +60,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         " workerpipe",
         # Operator surfaces.
         "admin": "audit compose config enqueue errors events inbound keys metrics model periodic"
-        " queue relay senders store",
+        " queue redaction relay senders store",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag"
         " periodic queue relay reload retention sdnotify shaping store",
@@ -69,7 +70,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "demo": "config dkim enqueue errors servers sink store",
         "commands": "audit compliance config daemon demo dkim enqueue errors gdpr inbound keys logs"
         " queue retention senders shaping store supervisor",
-        "cli": "errors",  # and engine.commands.<group>, loaded by name (importlib)
+        "cli": "errors redaction",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()
 }

@@ -12,6 +12,7 @@ from engine.admin.routing import Route, ctx_of, json_response
 from engine.admin.schemas import Health, Readiness
 from engine.keys.token import Access
 from engine.metrics import REGISTRY
+from engine.redaction import redact
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -47,7 +48,7 @@ async def _run(probe: Probe) -> tuple[str, bool, str]:
     except TimeoutError:
         return name, False, f"error: no answer within {PROBE_TIMEOUT_S:.0f}s"
     except Exception as exc:  # a failed probe is the answer, not an error of the endpoint
-        return name, False, f"error: {exc or type(exc).__name__}"
+        return name, False, redact(f"error: {exc or type(exc).__name__}")
     return name, True, detail if isinstance(detail, str) else "ok"
 
 
