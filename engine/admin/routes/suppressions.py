@@ -6,7 +6,15 @@ import logging
 
 from aiohttp import web
 
-from engine.admin.routing import Route, ctx_of, json_response, parse_query, read_body, tenant_scope
+from engine.admin.routing import (
+    Route,
+    ctx_of,
+    json_response,
+    parse_query,
+    read_body,
+    require_tenant,
+    tenant_scope,
+)
 from engine.admin.schemas import (
     SuppressionBody,
     SuppressionIn,
@@ -52,13 +60,15 @@ async def add_suppressions(request: web.Request) -> web.Response:
         raise AdminRequestError("no suppressions given")
     if len(entries) > MAX_ENTRIES:
         raise AdminRequestError(f"at most {MAX_ENTRIES} suppressions per request", status=413)
-    for tenant in {e.tenant_id for e in entries}:
-        tenant_scope(request, tenant)  # a tenant key: its own tenant only (else 404)
+    # A tenant key: its own tenant only (another is 404); the operator names one per entry.
+    owners = [require_tenant(request, e.tenant_id, what=f"entry {i}: tenant_id") for i, e in
+              enumerate(entries)]  # fmt: skip
     rows = [
-        (e.tenant_id, _address(i, e), e.reason, e.source, e.ttl_s) for i, e in enumerate(entries)
+        (owner, _address(i, e), e.reason, e.source, e.ttl_s)
+        for i, (owner, e) in enumerate(zip(owners, entries, strict=True))
     ]
-    known = await tenants.known(ctx.pool, {e.tenant_id for e in entries})
-    unknown = sorted({e.tenant_id for e in entries} - known)
+    known = await tenants.known(ctx.pool, set(owners))
+    unknown = sorted(set(owners) - known)
     if unknown:
         raise AdminRequestError(
             f"unknown tenant(s): {', '.join(unknown)}", hint="add them with: engine tenants add ID"
