@@ -22,7 +22,7 @@ from engine.admin import build_app
 from engine.keys import service, token
 from engine.keys.service import Authenticator
 from engine.store import tenants
-from tests.fakes.fixtures import mailu  # noqa: F401
+from tests.fakes.fixtures import mailu
 from tests.fakes.mailu import FakeMailU
 from tests.integration.test_admin_api import close_context, make_context
 from tests.security.keyed_admin import OPERATOR, Keyed, job, keyed, keyed_config, request
