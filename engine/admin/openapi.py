@@ -56,6 +56,8 @@ def _responses(route: Route, schema_of: _Schemas) -> dict[str, Any]:
         statuses.setdefault(401, None)
     if route.access not in (Access.PUBLIC, Access.AUTHENTICATED):
         statuses.setdefault(403, None)  # a tenant key whose scope does not reach this route
+    if route.access in (Access.SEND, Access.READ, Access.MANAGE):
+        statuses.setdefault(404, None)  # a tenant key naming another tenant or its objects
     statuses.setdefault(503, None)
     for status, kind in sorted(statuses.items()):
         phrase = HTTPStatus(status).phrase

@@ -18,6 +18,8 @@ import pytest
 
 from engine.admin.app import ROUTES
 from engine.compose.metadata import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, check_metadata
+from engine.compose.validate import validate_job
+from engine.enqueue import decode_job
 from engine.errors import JobValidationError
 from engine.store import tenants
 from tests.fakes.fixtures import mailu
@@ -52,6 +54,15 @@ def _nested(depth: int) -> object:
 def test_metadata_limits(metadata: dict[str, object], error: str) -> None:
     with pytest.raises(JobValidationError, match=error):
         check_metadata(metadata)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://[::1/", "<https://[::1/>", "https://a.example:99999/u", "https:///u"]
+)
+def test_unparseable_list_unsubscribe_urls_are_the_jobs_error(url: str) -> None:
+    doc = job("ta", 1, list_unsubscribe=url)
+    with pytest.raises(JobValidationError, match="list_unsubscribe"):
+        validate_job(decode_job(msgspec.json.encode(doc)), max_message_bytes=10**6)
 
 
 def test_ordinary_metadata_passes() -> None:
