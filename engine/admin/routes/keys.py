@@ -29,7 +29,7 @@ from engine.keys.token import Access, Scope
 
 
 class KeyQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``GET /v1/keys``: one tenant's keys (a tenant key: always its own); revoked ones too?"""
+    """``GET /v1/keys``: one tenant's keys (a tenant key: its own); ``revoked=true``: all."""
 
     tenant: NonEmpty | None = None
     revoked: bool = False
