@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from engine import __version__
 from engine.errors import EngineError
+from engine.redaction import redact
 
 #: Command modules, each registering its subcommands. Add one line per new group.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -29,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.nodes",
     "engine.commands.mailu",
     "engine.commands.config",
+    "engine.commands.keys",
 )
 
 
@@ -71,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(args))
     except EngineError as exc:
-        sys.stderr.write(f"engine: {exc}\n")
+        sys.stderr.write(f"engine: {redact(str(exc))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -349,6 +349,10 @@ class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     token: str | None = None
     token_file: str | None = None
     tenant_metrics: bool = False
+    # Per tenant API key, on POST /v1/messages (engine/keys/ratelimit.py): jobs per second and
+    # the bucket size (a full batch of 10,000 fits). The operator token is not limited.
+    key_enqueue_rate_per_s: float = 500.0
+    key_enqueue_burst: int = 10_000
 
 
 class ComplianceConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -467,7 +471,7 @@ def parse(data: Mapping[str, Any], *, origin: str = "<memory>") -> Config:
     return _resolve_verp_secrets(cfg, origin)
 
 
-def _check(cfg: Config, origin: str) -> None:
+def _check_relay(cfg: Config, origin: str) -> None:
     names = [n.name for n in cfg.relay.nodes]
     if len(set(names)) != len(names):
         raise ConfigError(f"config {origin}: [[relay.nodes]] names must be unique, got {names}")
@@ -482,6 +486,10 @@ def _check(cfg: Config, origin: str) -> None:
             f"config {origin}: relay.dsn_success_fraction must be between 0 and 1"
             f" (a share of messages), got {fraction}"
         )
+
+
+def _check(cfg: Config, origin: str) -> None:
+    _check_relay(cfg, origin)
     if len(cfg.queue.weights) != 3 or min(cfg.queue.weights) < 1:
         raise ConfigError(f"config {origin}: queue.weights must be three positive integers")
     if cfg.database.role is not None and not re.fullmatch(
@@ -493,6 +501,11 @@ def _check(cfg: Config, origin: str) -> None:
         )
     if cfg.database.pool_min > cfg.database.pool_max:
         raise ConfigError(f"config {origin}: database.pool_min is above database.pool_max")
+    if not (cfg.admin.key_enqueue_rate_per_s > 0 and cfg.admin.key_enqueue_burst >= 1):
+        raise ConfigError(
+            f"config {origin}: admin.key_enqueue_rate_per_s must be > 0 and"
+            " admin.key_enqueue_burst at least 1"
+        )
     if cfg.queue.body_cache_mb < 1:
         raise ConfigError(
             f"config {origin}: queue.body_cache_mb must be at least 1,"

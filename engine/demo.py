@@ -231,12 +231,12 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
         )
     if await _redis_answers(base.redis.url):
         redis_url = base.redis.url
-        _out(f"  Redis: using {redis_url} (key prefix pmdemo)\n")
+        _out(f"  Redis: using {pool_mod.redact(redis_url)} (key prefix pmdemo)\n")
     else:
         redis = ThrowawayRedis().start()
         redis_url = redis.url
         _out(
-            f"  Redis: not reachable at {base.redis.url};"
+            f"  Redis: not reachable at {pool_mod.redact(base.redis.url)};"
             f" started a throwaway one on port {redis.port}\n"
         )
     client = aioredis.Redis.from_url(redis_url)

@@ -51,12 +51,14 @@ def decode_job(data: bytes | str) -> Job:
         raise JobValidationError(f"invalid job: {exc}") from None
     except msgspec.DecodeError as exc:
         raise JobValidationError(f"not a JSON object: {exc}") from None
+    except RecursionError:  # msgspec's own depth guard: bounded work, nothing half-decoded
+        raise JobValidationError("invalid job: JSON nested too deeply") from None
 
 
 def _idempotency_key_of(data: bytes | str) -> str | None:
     try:
         doc = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     key = doc.get("idempotency_key") if isinstance(doc, dict) else None
     return key if isinstance(key, str) else None
@@ -111,20 +113,30 @@ async def enqueue(
     max_age_s: float,
     raw_trace: RawTrace = "refuse",
     enforce_domains: bool = False,
+    only_tenant: str | None = None,
 ) -> list[EnqueueResult]:
     """Enqueue a batch; returns one result per input, in order.
 
     Inputs may be decoded :class:`Job` structs or raw JSON (decoded here, so a malformed line
     becomes that line's error). ``raw_trace`` is ``[security] raw_trace_headers``;
     ``enforce_domains`` is ``[security] enforce_sender_domains`` (off: only tenants that
-    registered a sending domain are held to theirs).
+    registered a sending domain are held to theirs). ``only_tenant`` (a tenant API key's
+    tenant) refuses a job of any other tenant with the very error an unknown tenant gets, so
+    nothing is learnt about others.
     """
     results: list[EnqueueResult] = []
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start : start + CHUNK]
         results.extend(
             await _enqueue_chunk(
-                pool, chunk, start, max_message_bytes, max_age_s, raw_trace, enforce_domains
+                pool,
+                chunk,
+                start,
+                max_message_bytes,
+                max_age_s,
+                raw_trace,
+                enforce_domains,
+                only_tenant,
             )
         )
     # Accepted jobs are counted where they commit (engine/queue/tally.py), for every path.
@@ -141,6 +153,7 @@ async def _enqueue_chunk(
     max_age_s: float,
     raw_trace: RawTrace,
     enforce_domains: bool,
+    only_tenant: str | None,
 ) -> list[EnqueueResult]:
     results: dict[int, EnqueueResult] = {}
     accepted: list[tuple[int, Job, job_store.NewJob]] = []
@@ -155,6 +168,8 @@ async def _enqueue_chunk(
         async with pool.acquire() as conn, conn.transaction():
             known = await tenants.known(conn, (j.tenant_id for _, j, _ in accepted))
             refused = await _domain_errors(conn, accepted, enforce_domains)
+            if only_tenant is not None:
+                known &= {only_tenant}
             ready: list[tuple[int, job_store.NewJob]] = []
             encoded: dict[bytes, content_store.EncodedContent] = {}
             to_store: dict[tuple[str, bytes], content_store.EncodedContent] = {}

@@ -127,3 +127,11 @@ class WebhookError(EngineError):
 
 class DomainError(EngineError):
     """A sending-domain request was refused (unknown, not verifiable, owned by another tenant)."""
+
+
+class ApiKeyError(EngineError):
+    """An API key operation was refused: unknown tenant or key, bad scope or prefix."""
+
+    def __init__(self, message: str, *, status: int = 400, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status

@@ -16,6 +16,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from engine.redaction import redact
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
 
@@ -28,14 +30,23 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
+        # Every string is redacted: an exception or a DSN quoted in a field must not carry a
+        # password into the journal (engine/redaction.py).
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
-                doc[key] = value
+                doc[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(doc, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """The plain-text format, redacted like the JSON one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def syslog_priority(levelno: int) -> int:
@@ -85,7 +96,7 @@ def setup(level: str = "info", fmt: str = "json", stream: TextIO | None = None) 
     if fmt == "json":
         formatter = JsonFormatter()
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     handler.setFormatter(JournalPrefix(formatter) if is_journal(out) else formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -26,6 +26,7 @@ from engine.admin.routes import (
     domains,
     health,
     inbound,
+    keys,
     messages,
     operations,
     senders,
@@ -33,8 +34,12 @@ from engine.admin.routes import (
     unsubscribe,
     webhooks,
 )
-from engine.admin.routing import CTX, Route, error_response
-from engine.errors import AdminRequestError, EngineError, QueueError, StoreError
+from engine.admin.routing import CTX, LIMITER, PRINCIPAL, Route, error_response
+from engine.errors import AdminRequestError, ApiKeyError, EngineError, QueueError, StoreError
+from engine.keys.ratelimit import EnqueueLimiter
+from engine.keys.service import Authenticator
+from engine.keys.token import OPERATOR, Access
+from engine.redaction import redact
 
 log = logging.getLogger("engine.admin")
 
@@ -55,6 +60,7 @@ ROUTES: list[Route] = [
     *domains.ROUTES,
     *unsubscribe.ROUTES,
     *inbound.ROUTES,
+    *keys.ROUTES,
     Route(
         "GET",
         "/openapi.json",
@@ -62,6 +68,7 @@ ROUTES: list[Route] = [
         "This document (OpenAPI 3.1)",
         "health",
         responses={200: None},
+        access=Access.AUTHENTICATED,
     ),
 ]
 
@@ -91,19 +98,21 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(exc.status, _http_message(request, exc))
-    except AdminRequestError as exc:
+    except (AdminRequestError, ApiKeyError) as exc:
         return error_response(exc.status, str(exc))
     except asyncpg.DataError as exc:  # a value PostgreSQL cannot take (NUL byte, out of range)
         return error_response(400, f"invalid value: {exc}")
     except (StoreError, QueueError, RedisError, asyncpg.PostgresError, OSError) as exc:
         log.warning("admin request failed: backing service", extra={"error": str(exc)})
-        return error_response(503, f"a backing service is unavailable, retry later: {exc}")
+        return error_response(503, redact(f"a backing service is unavailable, retry later: {exc}"))
     except (asyncpg.InterfaceError, TimeoutError) as exc:
         log.warning("admin request failed: backing service", extra={"error": repr(exc)})
-        return error_response(503, f"a backing service is unavailable, retry later: {exc!r}")
+        return error_response(
+            503, redact(f"a backing service is unavailable, retry later: {exc!r}")
+        )
     except EngineError as exc:
         log.error("admin request failed", extra={"error": str(exc), "path": request.path})
-        return error_response(500, str(exc))
+        return error_response(500, redact(str(exc)))
     except Exception:
         log.exception("admin request crashed", extra={"path": request.path})
         return error_response(500, "internal error (logged by the engine)")
@@ -143,14 +152,15 @@ async def audit_actions(request: web.Request, handler: Handler) -> web.StreamRes
         return response
     if resource.canonical.startswith("/v1/unsubscribe/"):
         return response  # recipients' own action, recorded as an event instead
+    principal = request.get(PRINCIPAL, OPERATOR)
     try:
         await audit.record(
             request.app[CTX].pool,
-            "admin-api",
+            principal.actor,
             f"{request.method} {resource.canonical}",
             ",".join(f"{k}={v}" for k, v in request.match_info.items()) or None,
             {"status": response.status, "query": dict(request.query), "remote": request.remote},
-            tenant_id=request.query.get("tenant"),
+            tenant_id=principal.tenant_id or request.query.get("tenant"),
         )
     except (asyncpg.PostgresError, OSError) as exc:  # the action happened; say the log missed it
         log.error("audit log write failed", extra={"error": str(exc)})
@@ -167,11 +177,29 @@ def build_app(
     """
     token = token if token is not None else resolve_token(ctx.cfg.admin)
     limit = max_body_bytes or max(MIN_BODY_LIMIT, 2 * ctx.cfg.queue.max_message_bytes)
+    declared = {(r.method, r.path): r.access for r in ROUTES}
+    authenticator = Authenticator(ctx.pool)
     app = web.Application(
         client_max_size=limit,
-        middlewares=[observe, errors, bearer_middleware(token), audit_actions],
+        middlewares=[
+            observe,
+            errors,
+            bearer_middleware(token, authenticator, lambda m, p: declared.get((m, p))),
+            audit_actions,
+        ],
     )
     app[CTX] = ctx
+    app[LIMITER] = EnqueueLimiter(
+        ctx.streams.client,
+        ctx.cfg.redis.prefix,
+        rate_per_s=ctx.cfg.admin.key_enqueue_rate_per_s,
+        burst=ctx.cfg.admin.key_enqueue_burst,
+    )
+
+    async def finish_touches(_: web.Application) -> None:
+        await authenticator.close()
+
+    app.on_cleanup.append(finish_touches)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     return app

@@ -1,10 +1,12 @@
-"""Bearer-token auth for the admin side-port, and the rule for where it may listen.
+"""Bearer auth (operator token or tenant API key) for the admin side-port; where it may listen.
 
 The token comes from ``[admin] token`` / ``ENGINE_ADMIN__TOKEN`` or ``[admin] token_file`` /
 ``ENGINE_ADMIN__TOKEN_FILE`` (a 0600 file, e.g. a systemd credential). It is compared in constant
 time and never logged. Policy (decided here, documented in docs/operations.md):
 
-* a token is configured → every route except ``/healthz`` needs ``Authorization: Bearer <token>``;
+* a token is configured → every route except the public ones (``/healthz``, one-click
+  unsubscribe) needs ``Authorization: Bearer <token>`` or a tenant API key (``pm_live_...``,
+  engine/keys/), and a key only reaches the routes its scope allows (403 otherwise);
 * no token and a loopback listen address → the port is open to local processes only, and a
   warning is logged at start (convenient for ``make demo`` and a single-host setup);
 * no token and any other address → the engine refuses to start (:class:`ConfigError`): an
@@ -16,19 +18,20 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from engine.admin.routing import PRINCIPAL
 from engine.config import AdminConfig, read_secret
 from engine.errors import ConfigError
+from engine.keys.service import Authenticator
+from engine.keys.token import OPERATOR, Access, Principal, looks_like_key
 
 log = logging.getLogger("engine.admin")
 
 MIN_TOKEN_LENGTH = 16
-PUBLIC_PATHS = frozenset({"/healthz"})
-# One-click unsubscribe links carry their own HMAC token (engine/admin/routes/unsubscribe.py).
-PUBLIC_PREFIXES = ("/v1/unsubscribe/",)
 _GENERATE = "generate one with: openssl rand -hex 32"
 
 
@@ -88,27 +91,58 @@ def _presented(request: web.Request) -> str | None:
     return value.strip()
 
 
-def bearer_middleware(token: str | None) -> Middleware:
-    """A middleware answering 401 (JSON) unless the request carries the token."""
+def _unauthorized(what: str) -> web.Response:
+    return web.json_response(
+        {"error": f"{what}: send Authorization: Bearer <[admin] token or a tenant API key>"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="penguinmails-engine"'},
+    )
+
+
+def _forbidden(principal: Principal, access: Access) -> web.Response:
+    need = "the operator token" if access is Access.OPERATOR else f"a key with scope {access}"
+    return web.json_response(
+        {"error": f"this route needs {need}; this key has scope {principal.scope}"}, status=403
+    )
+
+
+def bearer_middleware(
+    token: str | None,
+    authenticator: Authenticator,
+    access_of: Callable[[str, str], Access | None],
+) -> Middleware:
+    """Who is calling: the operator token, a tenant API key, or nobody (401); then the scope.
+
+    ``access_of(method, route pattern)`` is the route's declared access (None: no such route,
+    which needs credentials like any other and then answers 404/405). The caller is stored as
+    :data:`~engine.admin.routing.PRINCIPAL` for the handlers.
+    """
     expected = token.encode() if token is not None else None
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (
-            expected is None
-            or request.path in PUBLIC_PATHS
-            or request.path.startswith(PUBLIC_PREFIXES)
-        ):
+        resource = request.match_info.route.resource
+        access = access_of(request.method, resource.canonical) if resource is not None else None
+        if access is Access.PUBLIC:
             return await handler(request)
         given = _presented(request)
+        principal: Principal | None
+        if given is not None and looks_like_key(given):
+            principal = await authenticator.authenticate(given)
+            if principal is None:
+                return _unauthorized("unknown, revoked or malformed API key")
+        elif expected is None:
+            principal = OPERATOR  # no token: the loopback-only open port (check_exposure)
+        elif given is None:
+            return _unauthorized("missing bearer token")
         # compare_digest: the time taken does not reveal how much of the token matched.
-        if given is None or not hmac.compare_digest(given.encode(), expected):
-            what = "missing bearer token" if given is None else "invalid bearer token"
-            return web.json_response(
-                {"error": f"{what}: send Authorization: Bearer <[admin] token>"},
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="penguinmails-engine"'},
-            )
+        elif hmac.compare_digest(given.encode(), expected):
+            principal = OPERATOR
+        else:
+            return _unauthorized("invalid bearer token")
+        if access is not None and not principal.may(access):
+            return _forbidden(principal, access)
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     return auth

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from engine.admin.routing import ErrorBody, Route
+from engine.keys.token import Access
 
 _REF = "#/components/schemas/{name}"
 _Schemas = Callable[[Any], Any]
@@ -53,6 +54,10 @@ def _responses(route: Route, schema_of: _Schemas) -> dict[str, Any]:
     statuses = dict(route.responses)
     if route.auth:
         statuses.setdefault(401, None)
+    if route.access not in (Access.PUBLIC, Access.AUTHENTICATED):
+        statuses.setdefault(403, None)  # a tenant key whose scope does not reach this route
+    if route.access in (Access.SEND, Access.READ, Access.MANAGE):
+        statuses.setdefault(404, None)  # a tenant key naming another tenant or its objects
     statuses.setdefault(503, None)
     for status, kind in sorted(statuses.items()):
         phrase = HTTPStatus(status).phrase
@@ -90,6 +95,7 @@ def document(routes: Sequence[Route], *, version: str = "1") -> dict[str, Any]:
                 "content": {"application/json": {"schema": schema_of(r.body)}},
             }
         op["security"] = [{"bearer": []}] if r.auth else []
+        op["x-access"] = r.access.value
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -98,13 +104,23 @@ def document(routes: Sequence[Route], *, version: str = "1") -> dict[str, Any]:
             "version": version,
             "description": (
                 "Operator and enqueue API of one engine instance (DESIGN §8). Every route but "
-                "/healthz needs 'Authorization: Bearer <[admin] token>'. Errors are "
+                "/healthz and one-click unsubscribe needs 'Authorization: Bearer <credential>': "
+                "the operator's [admin] token (every route, every tenant) or a tenant API key "
+                "(pm_live_..., engine keys create): that tenant only, and only the routes its "
+                "scope reaches (x-access: send, read, manage; 403 otherwise). Another tenant's "
+                "ids answer 404. Errors are "
                 '{"error": "..."}.'
             ),
         },
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the [admin] token or a tenant key pm_live_<prefix>_<secret>",
+                }
+            },
         },
     }

@@ -16,8 +16,13 @@ from aiohttp import web
 
 from engine.admin.context import AdminContext
 from engine.errors import AdminRequestError
+from engine.keys.ratelimit import EnqueueLimiter, retry_after
+from engine.keys.token import OPERATOR, Access, Principal
 
 CTX: web.AppKey[AdminContext] = web.AppKey("ctx", AdminContext)
+#: Who made the request, set by the auth middleware (the operator when absent: open loopback).
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+LIMITER: web.AppKey[EnqueueLimiter] = web.AppKey("limiter", EnqueueLimiter)
 
 T = TypeVar("T")
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,8 +44,14 @@ class Route:
     body_required: bool = True
     responses: Mapping[int, Any] = field(default_factory=dict)  # status → msgspec type | None
     path_params: Mapping[str, str] = field(default_factory=dict)  # name → description
-    auth: bool = True
     media_type: str = "application/json"  # of the 200 response
+    # Who may call it: required, so a new route cannot be added without deciding (docs/security.md).
+    access: Access = field(kw_only=True)
+
+    @property
+    def auth(self) -> bool:
+        """True when the route needs credentials."""
+        return self.access is not Access.PUBLIC
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
@@ -53,6 +64,34 @@ def ctx_of(request: web.Request) -> AdminContext:
     return request.app[CTX]
 
 
+def principal_of(request: web.Request) -> Principal:
+    """The caller (the operator token, or one tenant's API key)."""
+    principal: Principal = request.get(PRINCIPAL, OPERATOR)
+    return principal
+
+
+def tenant_scope(request: web.Request, asked: str | None) -> str | None:
+    """The tenant a request may see: the key's own (whatever was asked), or the operator's filter.
+
+    A tenant key asking for another tenant gets 404, the same answer as for a tenant that does
+    not exist, so the answer says nothing about other tenants.
+    """
+    principal = principal_of(request)
+    if principal.is_operator:
+        return asked
+    if asked is not None and asked != principal.tenant_id:
+        raise AdminRequestError(f"unknown tenant {asked!r}", status=404)
+    return principal.tenant_id
+
+
+def require_tenant(request: web.Request, given: str | None, *, what: str = "tenant") -> str:
+    """The tenant a write applies to: the key's own, or the one the operator named."""
+    scoped = tenant_scope(request, given)
+    if scoped is None:
+        raise AdminRequestError(f"{what} is required (the operator token acts for any tenant)")
+    return scoped
+
+
 def json_response(value: object, status: int = 200) -> web.Response:
     """Encode a struct (or plain data) with msgspec; never hand-built JSON."""
     return web.Response(body=_ENCODER.encode(value), status=status, content_type="application/json")
@@ -60,6 +99,17 @@ def json_response(value: object, status: int = 200) -> web.Response:
 
 def error_response(status: int, message: str) -> web.Response:
     return json_response(ErrorBody(message), status=status)
+
+
+def rate_limited(wait_s: float, limiter: EnqueueLimiter) -> web.Response:
+    """429 with Retry-After: this key enqueued more than its rate."""
+    response = error_response(
+        429,
+        f"this API key's enqueue rate is used up ({limiter.rate_per_s:g} jobs/s, bursts of"
+        f" {limiter.burst}); retry after {wait_s:.1f}s",
+    )
+    response.headers["Retry-After"] = retry_after(wait_s)
+    return response
 
 
 def _explain(exc: msgspec.ValidationError, where: str) -> str:
@@ -94,6 +144,8 @@ async def read_body(request: web.Request, kind: Any, *, optional: bool = False) 
         raise AdminRequestError(_explain(exc, "request body")) from None
     except msgspec.DecodeError as exc:
         raise AdminRequestError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's depth guard (about 1,000 levels): bounded, clean
+        raise AdminRequestError("request body is JSON nested too deeply") from None
 
 
 def int_param(request: web.Request, name: str) -> int:

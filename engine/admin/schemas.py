@@ -132,9 +132,12 @@ class PauseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class SuppressionIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One suppression to add; ``ttl_s`` null means permanent."""
+    """One suppression to add; ``ttl_s`` null means permanent.
 
-    tenant_id: NonEmpty
+    ``tenant_id`` is required with the operator token and implied by a tenant API key.
+    """
+
+    tenant_id: NonEmpty | None = None
     address: NonEmpty
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "suppressed"
     source: Literal["operator", "gdpr", "unsubscribe", "complaint", "bounce"] = "operator"
@@ -220,10 +223,11 @@ class WebhookIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     """``POST /v1/webhooks``: a tenant endpoint; ``kinds`` empty means every event kind.
 
     ``secret`` (optional) is the HMAC key; one is generated when absent. It is answered once,
-    in the creation response, and never listed afterwards.
+    in the creation response, and never listed afterwards. ``tenant_id`` is required with the
+    operator token and implied by a tenant API key.
     """
 
-    tenant_id: NonEmpty
+    tenant_id: NonEmpty | None = None
     url: Annotated[str, msgspec.Meta(min_length=8, max_length=2048)]
     kinds: list[EventKind] = []
     secret: Annotated[str, msgspec.Meta(min_length=16, max_length=256)] | None = None

@@ -255,7 +255,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             doc["streams"] = await streams_mod.Streams(client, cfg.redis.prefix).depth()
         except Exception as exc:  # status must work with Redis down: say so, don't fail
             doc["streams"] = None
-            doc["redis_error"] = str(exc)
+            doc["redis_error"] = pool_mod.redact(str(exc))
         finally:
             await client.aclose()
         return doc

@@ -4,6 +4,7 @@ List-Unsubscribe-Post (RFC 8058) and Feedback-ID (Gmail's feedback loop)."""
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from engine.errors import ComposeError
 
@@ -23,6 +24,18 @@ def _check_uri(kind: str, uri: str) -> str:
     return uri
 
 
+def _check_https(url: str) -> str:
+    """The URL when it parses with a host and a valid port (``https://[::1/`` does not)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ComposeError(f"list-unsubscribe URL {url[:80]!r} cannot be parsed: {exc}") from None
+    if not parts.hostname:
+        raise ComposeError(f"list-unsubscribe URL {url[:80]!r} has no host")
+    return url
+
+
 def list_unsubscribe_headers(https_url: str | None, mailto: str | None) -> list[tuple[str, str]]:
     """Return the List-Unsubscribe header (and List-Unsubscribe-Post when there is an https URL).
 
@@ -39,7 +52,7 @@ def list_unsubscribe_headers(https_url: str | None, mailto: str | None) -> list[
             raise ComposeError(
                 f"list-unsubscribe URL {https_url!r} must be https (RFC 8058 one-click)"
             )
-        uris.append(_check_uri("URL", https_url))
+        uris.append(_check_uri("URL", _check_https(https_url)))
     if not uris:
         return []
     headers = [("List-Unsubscribe", ", ".join(f"<{u}>" for u in uris))]

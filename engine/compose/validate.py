@@ -24,6 +24,7 @@ from engine.compose.headers import (
     to_crlf,
     trace_field,
 )
+from engine.compose.metadata import check_metadata
 from engine.compose.mime import POLICY, build_body, parse_content_type
 from engine.compose.unsubscribe import list_unsubscribe_headers, split_list_unsubscribe
 from engine.errors import ComposeError, JobValidationError
@@ -228,6 +229,8 @@ def _check_raw_trace(raw: bytes) -> None:
 
 
 def _check_options(job: Job) -> None:
+    if job.metadata:
+        check_metadata(job.metadata)
     try:
         Priority.parse(job.priority)
     except ValueError as exc:

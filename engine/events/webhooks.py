@@ -144,10 +144,16 @@ async def list_endpoints(pool: asyncpg.Pool | Conn, tenant_id: str | None = None
     return [_view(r) for r in rows]
 
 
-async def delete(pool: asyncpg.Pool, endpoint_id: int) -> Endpoint | None:
-    """Remove an endpoint (and its dead letters); None when there is no such id."""
+async def delete(
+    pool: asyncpg.Pool, endpoint_id: int, tenant_id: str | None = None
+) -> Endpoint | None:
+    """Remove an endpoint (and its dead letters); None when there is no such id (of that tenant)."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(_VIEW + " WHERE e.id = $1", endpoint_id)
+        row = await conn.fetchrow(
+            _VIEW + " WHERE e.id = $1 AND ($2::text IS NULL OR e.tenant_id = $2) FOR UPDATE",
+            endpoint_id,
+            tenant_id,
+        )
         if row is None:
             return None
         await conn.execute("DELETE FROM oltp.webhook_endpoints WHERE id = $1", endpoint_id)

@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 from engine.config import RedisConfig
 from engine.errors import QueueError
 from engine.model import Priority
+from engine.redaction import redact
 from engine.shaping.scripts import LuaScript
 
 GROUP = "engine"
@@ -48,7 +49,7 @@ def connect(cfg: RedisConfig) -> aioredis.Redis:
 def queue_error(exc: Exception, url: str) -> QueueError:
     """Wrap a redis error in one an operator can act on."""
     return QueueError(
-        f"Redis at {url} failed: {exc}",
+        redact(f"Redis at {url} failed: {exc}"),
         hint="check [redis] url / ENGINE_REDIS__URL and that redis-server is running",
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -12,12 +11,17 @@ from asyncpg.pool import PoolConnectionProxy
 
 from engine.config import DatabaseConfig
 from engine.errors import StoreError
+from engine.redaction import redact
+
+__all__ = ["Conn", "connect", "connect_one", "redact"]
 
 
-def redact(dsn: str) -> str:
-    """The DSN or URL without its password, for messages an operator sees (also a password
-    with no user, ``redis://:pw@host``)."""
-    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", dsn)
+def _bad_dsn(dsn: str, exc: Exception) -> StoreError:
+    return StoreError(
+        redact(f"[database] dsn {dsn!r} cannot be used: {exc}"),
+        hint="write it as a postgresql:// URL with user, password, host, port and database"
+        " (key=value DSNs are not supported)",
+    )
 
 
 async def _init(conn: asyncpg.Connection) -> None:
@@ -64,9 +68,11 @@ async def connect(cfg: DatabaseConfig, *, min_size: int | None = None) -> asyncp
             init=_init_as(cfg.role),
             reset=_keep_session,
         )
+    except asyncpg.ClientConfigurationError as exc:
+        raise _bad_dsn(cfg.dsn, exc) from None
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise StoreError(
-            f"cannot connect to PostgreSQL at {redact(cfg.dsn)}: {exc}",
+            redact(f"cannot connect to PostgreSQL at {cfg.dsn}: {exc}"),
             hint="check [database] dsn / ENGINE_DATABASE__DSN and that the server is running",
         ) from None
     return pool
@@ -76,9 +82,11 @@ async def connect_one(dsn: str, timeout_s: float = 10.0) -> asyncpg.Connection:
     """A single connection (migrations, LISTEN), with the same error handling as :func:`connect`."""
     try:
         conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=timeout_s)
+    except asyncpg.ClientConfigurationError as exc:
+        raise _bad_dsn(dsn, exc) from None
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise StoreError(
-            f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}",
+            redact(f"cannot connect to PostgreSQL at {dsn}: {exc}"),
             hint="check [database] dsn / ENGINE_DATABASE__DSN and that the server is running",
         ) from None
     await _init(conn)

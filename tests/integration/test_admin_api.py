@@ -137,7 +137,7 @@ async def enqueue(client: TestClient[Any, Any], jobs: list[dict[str, object]]) -
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{id}", "1")
+    return path.replace("{id}", "1").replace("{token}", "x").replace("{prefix}", "0" * 12)
 
 
 # -- auth -------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "config": "errors",
         "model": "errors",
         "metrics": "",
-        "logs": "",
+        "logs": "redaction",
+        "redaction": "",
         "sdnotify": "",
         "looplag": "metrics",
         "periodic": "metrics",
@@ -36,7 +37,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "psl": "",
         "reload": "config",
         # Storage layer.
-        "store": "config errors model",
+        "store": "config errors model redaction",
         "audit": "errors store",
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "errors model",
@@ -49,19 +50,20 @@ ALLOWED: dict[str, frozenset[str]] = {
         "events": "config errors metrics model periodic store",
         "tenancy": "compose errors model store",
         "enqueue": "compose errors events metrics model store tenancy",
-        "queue": "config errors metrics model periodic store",
+        "queue": "config errors metrics model periodic redaction store",
         "gdpr": "audit errors model store",
         "retention": "audit config errors store",
         "senders": "audit config events store",
         "client": "config enqueue model store",
+        "keys": "audit errors store",
         # The two pipelines: sending and receiving.
         "dispatch": "compose config dkim errors events metrics model periodic queue relay senders"
         " shaping store",
         "inbound": "audit compliance compose config dkim errors events metrics model shaping store"
         " workerpipe",
         # Operator surfaces.
-        "admin": "audit compose config enqueue errors events inbound metrics model periodic queue"
-        " nodes relay senders store tenancy",
+        "admin": "audit compose config enqueue errors events inbound keys metrics model nodes"
+        " periodic queue redaction relay senders store tenancy",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag"
         " periodic queue relay reload retention sdnotify shaping store",
@@ -69,9 +71,9 @@ ALLOWED: dict[str, frozenset[str]] = {
         "servers": "errors",
         "sink": "",
         "demo": "config dkim enqueue errors servers sink store tenancy",
-        "commands": "audit compliance config daemon demo dkim enqueue errors gdpr inbound logs"
+        "commands": "audit compliance config daemon demo dkim enqueue errors gdpr inbound keys logs"
         " nodes queue retention senders shaping store supervisor tenancy",
-        "cli": "errors",  # and engine.commands.<group>, loaded by name (importlib)
+        "cli": "errors redaction",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()
 }

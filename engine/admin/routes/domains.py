@@ -19,6 +19,7 @@ from engine.admin.schemas import (
     TenantRequired,
 )
 from engine.errors import AdminRequestError, DomainError
+from engine.keys.token import Access
 from engine.tenancy import domains
 
 
@@ -69,6 +70,7 @@ ROUTES = [
         "domains",
         query=TenantQuery,
         responses={200: DomainList, 400: None},
+        access=Access.OPERATOR,
     ),
     Route(
         "POST",
@@ -78,6 +80,7 @@ ROUTES = [
         "domains",
         body=DomainIn,
         responses={201: DomainOut, 400: None},
+        access=Access.OPERATOR,
     ),
     Route(
         "POST",
@@ -87,6 +90,7 @@ ROUTES = [
         "domains",
         body=DomainRef,
         responses={200: DomainOut, 400: None, 409: None},
+        access=Access.OPERATOR,
     ),
     Route(
         "DELETE",
@@ -97,5 +101,6 @@ ROUTES = [
         path_params={"domain": "the domain name"},
         query=TenantRequired,
         responses={200: DomainRemoved, 400: None, 404: None},
+        access=Access.OPERATOR,
     ),
 ]

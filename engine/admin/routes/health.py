@@ -10,7 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from engine.admin.context import AdminContext, Probe
 from engine.admin.routing import Route, ctx_of, json_response
 from engine.admin.schemas import Health, Readiness
+from engine.keys.token import Access
 from engine.metrics import scrape_registry
+from engine.redaction import redact
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -46,7 +48,7 @@ async def _run(probe: Probe) -> tuple[str, bool, str]:
     except TimeoutError:
         return name, False, f"error: no answer within {PROBE_TIMEOUT_S:.0f}s"
     except Exception as exc:  # a failed probe is the answer, not an error of the endpoint
-        return name, False, f"error: {exc or type(exc).__name__}"
+        return name, False, redact(f"error: {exc or type(exc).__name__}")
     return name, True, detail if isinstance(detail, str) else "ok"
 
 
@@ -74,7 +76,7 @@ ROUTES = [
         "The process is alive (no dependency checked; no token needed)",
         "health",
         responses={200: Health},
-        auth=False,
+        access=Access.PUBLIC,
     ),
     Route(
         "GET",
@@ -83,6 +85,7 @@ ROUTES = [
         "PostgreSQL, Redis and at least one relay node reachable, and not draining",
         "health",
         responses={200: Readiness, 503: Readiness},
+        access=Access.OPERATOR,
     ),
     Route(
         "GET",
@@ -92,5 +95,6 @@ ROUTES = [
         "health",
         responses={200: None},
         media_type="text/plain",
+        access=Access.OPERATOR,
     ),
 ]

@@ -12,6 +12,7 @@ from aiohttp import web
 from engine.admin.routing import Route, ctx_of, json_response, parse_query, read_body
 from engine.inbound import quarantine
 from engine.inbound.quarantine import RequeueResult
+from engine.keys.token import Access
 from engine.store.inbound import Quarantined
 
 #: Ids per requeue request (an operator retries a handful; a flood of quarantines is an attack).
@@ -59,6 +60,7 @@ ROUTES = [
         "operations",
         query=QuarantinedQuery,
         responses={200: QuarantinedList},
+        access=Access.OPERATOR,
     ),
     Route(
         "POST",
@@ -68,5 +70,6 @@ ROUTES = [
         "operations",
         body=RequeueBody,
         responses={200: RequeueResult},
+        access=Access.OPERATOR,
     ),
 ]

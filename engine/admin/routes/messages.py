@@ -12,7 +12,18 @@ from aiohttp import web
 
 from engine import events
 from engine.admin.context import AdminContext
-from engine.admin.routing import Route, ctx_of, int_param, json_response, parse_query, read_body
+from engine.admin.routing import (
+    LIMITER,
+    Route,
+    ctx_of,
+    int_param,
+    json_response,
+    parse_query,
+    principal_of,
+    rate_limited,
+    read_body,
+    tenant_scope,
+)
 from engine.admin.schemas import (
     CancelResult,
     EnqueueBody,
@@ -24,6 +35,7 @@ from engine.admin.schemas import (
 )
 from engine.enqueue import enqueue
 from engine.errors import AdminRequestError
+from engine.keys.token import Access
 from engine.model import JobState
 from engine.store import jobs as job_store
 from engine.store import messages as message_store
@@ -36,6 +48,7 @@ MAX_BATCH = 10_000  # jobs per request; larger imports belong to `engine enqueue
 
 async def post_messages(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
+    principal = principal_of(request)
     body = await read_body(request, RawEnqueueBody)
     items = body if isinstance(body, list) else body.messages
     if not items:
@@ -46,6 +59,10 @@ async def post_messages(request: web.Request) -> web.Response:
             status=413,
             hint="split the batch, or use engine enqueue --jsonl for bulk imports",
         )
+    if principal.prefix is not None:
+        wait_s = await request.app[LIMITER].allow(principal.prefix, len(items))
+        if wait_s > 0:
+            return rate_limited(wait_s, request.app[LIMITER])
     results = await enqueue(
         ctx.pool,
         [bytes(item) for item in items],
@@ -53,6 +70,7 @@ async def post_messages(request: web.Request) -> web.Response:
         max_age_s=ctx.cfg.queue.max_age_s,
         raw_trace=ctx.cfg.security.raw_trace_headers,
         enforce_domains=ctx.cfg.security.enforce_sender_domains,
+        only_tenant=principal.tenant_id,
     )
     accepted = sum(1 for r in results if r.job_id is not None)
     rejected = len(results) - accepted
@@ -66,7 +84,7 @@ async def get_messages(request: web.Request) -> web.Response:
     q = parse_query(request, MessageQuery)
     found = await message_store.search(
         ctx_of(request).pool,
-        tenant_id=q.tenant,
+        tenant_id=tenant_scope(request, q.tenant),
         recipient=q.recipient,
         message_id=q.message_id,
         state=q.state,
@@ -80,7 +98,7 @@ async def get_messages(request: web.Request) -> web.Response:
 async def get_message(request: web.Request) -> web.Response:
     job_id = int_param(request, "id")
     q = parse_query(request, TenantQuery)
-    found = await message_store.get(ctx_of(request).pool, job_id, q.tenant)
+    found = await message_store.get(ctx_of(request).pool, job_id, tenant_scope(request, q.tenant))
     if found is None:
         raise AdminRequestError(f"no message with id {job_id}", status=404)
     return json_response(found)
@@ -90,7 +108,7 @@ async def delete_message(request: web.Request) -> web.Response:
     """Cancel a job still waiting; 409 once a relay has it (or it reached a final state)."""
     job_id = int_param(request, "id")
     q = parse_query(request, TenantQuery)
-    state = await job_store.cancel(ctx_of(request).pool, job_id, q.tenant)
+    state = await job_store.cancel(ctx_of(request).pool, job_id, tenant_scope(request, q.tenant))
     if state is None:
         raise AdminRequestError(f"no message with id {job_id}", status=404)
     if state != JobState.CANCELLED:
@@ -135,7 +153,8 @@ ROUTES = [
         f"Enqueue a batch of jobs (a JSON array or {{'messages': [...]}}, at most {MAX_BATCH})",
         "messages",
         body=EnqueueBody,
-        responses={200: EnqueueResponse, 422: EnqueueResponse, 400: None, 413: None},
+        responses={200: EnqueueResponse, 422: EnqueueResponse, 400: None, 413: None, 429: None},
+        access=Access.SEND,
     ),
     Route(
         "GET",
@@ -145,6 +164,7 @@ ROUTES = [
         "messages",
         query=MessageQuery,
         responses={200: MessagePage, 400: None},
+        access=Access.READ,
     ),
     Route(
         "GET",
@@ -155,6 +175,7 @@ ROUTES = [
         query=TenantQuery,
         path_params=_ID,
         responses={200: MessageView, 404: None},
+        access=Access.READ,
     ),
     Route(
         "DELETE",
@@ -165,5 +186,6 @@ ROUTES = [
         query=TenantQuery,
         path_params=_ID,
         responses={200: CancelResult, 404: None, 409: None},
+        access=Access.SEND,
     ),
 ]

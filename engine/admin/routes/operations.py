@@ -19,6 +19,7 @@ from engine.admin.schemas import (
     QueuesQuery,
 )
 from engine.errors import AdminRequestError, UsageError
+from engine.keys.token import Access
 from engine.nodes.check import run_check
 from engine.nodes.report import CheckReport
 from engine.store import jobs as job_store
@@ -94,6 +95,7 @@ ROUTES = [
         "operations",
         query=NodesQuery,
         responses={200: Nodes},
+        access=Access.OPERATOR,
     ),
     Route(
         "GET",
@@ -104,6 +106,7 @@ ROUTES = [
         "operations",
         query=NodesCheckQuery,
         responses={200: CheckReport, 400: None},
+        access=Access.OPERATOR,
     ),
     Route(
         "GET",
@@ -114,6 +117,7 @@ ROUTES = [
         query=NodesCheckQuery,
         path_params={"name": "the [[relay.nodes]] name"},
         responses={200: CheckReport, 404: None},
+        access=Access.OPERATOR,
     ),
     Route(
         "GET",
@@ -123,6 +127,7 @@ ROUTES = [
         "operations",
         query=QueuesQuery,
         responses={200: Queues},
+        access=Access.OPERATOR,
     ),
     Route(
         "POST",
@@ -131,5 +136,6 @@ ROUTES = [
         "Drain: stop taking work, finish mail in flight, exit (like SIGTERM); idempotent",
         "operations",
         responses={202: Draining},
+        access=Access.OPERATOR,
     ),
 ]

@@ -12,13 +12,20 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.admin.context import AdminContext
-from engine.admin.routing import Route, ctx_of, json_response, parse_query, read_body
+from engine.admin.routing import (
+    Route,
+    ctx_of,
+    json_response,
+    parse_query,
+    principal_of,
+    read_body,
+    tenant_scope,
+)
 from engine.admin.schemas import PauseRequest, SenderResult, TenantQuery
 from engine.errors import AdminRequestError
+from engine.keys.token import Access
 from engine.senders import service
 from engine.store.senders import SenderView
-
-ACTOR = "admin-api"  # the actor the admin middleware writes in the audit log too
 
 
 async def _one_sender(ctx: AdminContext, address: str, tenant: str | None) -> SenderView:
@@ -46,9 +53,14 @@ async def pause(request: web.Request) -> web.Response:
     address = request.match_info["id"]
     q = parse_query(request, TenantQuery)
     body = await read_body(request, PauseRequest, optional=True) or PauseRequest()
-    sender = await _one_sender(ctx, address, q.tenant)
+    sender = await _one_sender(ctx, address, tenant_scope(request, q.tenant))
     changed = await service.pause(
-        ctx.pool, sender.tenant_id, sender.address, body.reason, actor=ACTOR, cache=ctx.shaper
+        ctx.pool,
+        sender.tenant_id,
+        sender.address,
+        body.reason,
+        actor=principal_of(request).actor,
+        cache=ctx.shaper,
     )
     if changed is None:  # deleted between the two statements
         raise AdminRequestError(f"no sender {address!r}", status=404)
@@ -59,12 +71,12 @@ async def resume(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     address = request.match_info["id"]
     q = parse_query(request, TenantQuery)
-    sender = await _one_sender(ctx, address, q.tenant)
+    sender = await _one_sender(ctx, address, tenant_scope(request, q.tenant))
     changed, released = await service.resume(
         ctx.pool,
         sender.tenant_id,
         sender.address,
-        actor=ACTOR,
+        actor=principal_of(request).actor,
         cache=ctx.shaper,
         grace_s=ctx.paused_refresh_s + 1.0,
     )
@@ -87,6 +99,7 @@ ROUTES = [
         body_required=False,
         path_params=_ID,
         responses={200: SenderResult, 404: None, 409: None},
+        access=Access.MANAGE,
     ),
     Route(
         "POST",
@@ -97,5 +110,6 @@ ROUTES = [
         query=TenantQuery,
         path_params=_ID,
         responses={200: SenderResult, 404: None, 409: None},
+        access=Access.MANAGE,
     ),
 ]

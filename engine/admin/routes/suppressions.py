@@ -6,7 +6,15 @@ import logging
 
 from aiohttp import web
 
-from engine.admin.routing import Route, ctx_of, json_response, parse_query, read_body
+from engine.admin.routing import (
+    Route,
+    ctx_of,
+    json_response,
+    parse_query,
+    read_body,
+    require_tenant,
+    tenant_scope,
+)
 from engine.admin.schemas import (
     SuppressionBody,
     SuppressionIn,
@@ -18,6 +26,7 @@ from engine.admin.schemas import (
 )
 from engine.compose.address import parse_address
 from engine.errors import AdminRequestError, JobValidationError
+from engine.keys.token import Access
 from engine.store import suppressions as suppression_store
 from engine.store import tenants
 
@@ -35,9 +44,9 @@ def _address(index: int, entry: SuppressionIn) -> str:
 
 async def list_suppressions(request: web.Request) -> web.Response:
     q = parse_query(request, SuppressionQuery)
-    page = await suppression_store.page(
-        ctx_of(request).pool, q.tenant, limit=q.limit, after=q.after
-    )
+    tenant = tenant_scope(request, q.tenant)
+    assert tenant is not None  # the query requires it
+    page = await suppression_store.page(ctx_of(request).pool, tenant, limit=q.limit, after=q.after)
     cursor = page[-1].address if len(page) == q.limit else None
     return json_response(SuppressionPage(suppressions=page, next=cursor))
 
@@ -51,11 +60,15 @@ async def add_suppressions(request: web.Request) -> web.Response:
         raise AdminRequestError("no suppressions given")
     if len(entries) > MAX_ENTRIES:
         raise AdminRequestError(f"at most {MAX_ENTRIES} suppressions per request", status=413)
+    # A tenant key: its own tenant only (another is 404); the operator names one per entry.
+    owners = [require_tenant(request, e.tenant_id, what=f"entry {i}: tenant_id") for i, e in
+              enumerate(entries)]  # fmt: skip
     rows = [
-        (e.tenant_id, _address(i, e), e.reason, e.source, e.ttl_s) for i, e in enumerate(entries)
+        (owner, _address(i, e), e.reason, e.source, e.ttl_s)
+        for i, (owner, e) in enumerate(zip(owners, entries, strict=True))
     ]
-    known = await tenants.known(ctx.pool, {e.tenant_id for e in entries})
-    unknown = sorted({e.tenant_id for e in entries} - known)
+    known = await tenants.known(ctx.pool, set(owners))
+    unknown = sorted(set(owners) - known)
     if unknown:
         raise AdminRequestError(
             f"unknown tenant(s): {', '.join(unknown)}", hint="add them with: engine tenants add ID"
@@ -68,6 +81,7 @@ async def add_suppressions(request: web.Request) -> web.Response:
 async def remove_suppression(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     q = parse_query(request, SuppressionKey)
+    tenant_scope(request, q.tenant)  # a tenant key: its own tenant only (else 404)
     removed = await suppression_store.remove(ctx.pool, q.tenant, q.address)
     if not removed:
         raise AdminRequestError(
@@ -88,6 +102,7 @@ ROUTES = [
         "suppressions",
         query=SuppressionQuery,
         responses={200: SuppressionPage, 400: None},
+        access=Access.READ,
     ),
     Route(
         "POST",
@@ -96,7 +111,8 @@ ROUTES = [
         "Suppress one address or a list (ttl_s null: permanent)",
         "suppressions",
         body=SuppressionBody,
-        responses={201: SuppressionWritten, 400: None, 413: None},
+        responses={201: SuppressionWritten, 400: None, 404: None, 413: None},
+        access=Access.MANAGE,
     ),
     Route(
         "DELETE",
@@ -106,5 +122,6 @@ ROUTES = [
         "suppressions",
         query=SuppressionKey,
         responses={200: SuppressionRemoved, 404: None},
+        access=Access.MANAGE,
     ),
 ]

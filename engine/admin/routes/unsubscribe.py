@@ -13,6 +13,7 @@ from aiohttp import web
 from engine.admin.routing import Route, ctx_of, json_response
 from engine.errors import AdminRequestError
 from engine.inbound import unsubscribe
+from engine.keys.token import Access
 
 PREFIX = "/v1/unsubscribe/"
 
@@ -48,6 +49,6 @@ ROUTES = [
         body_required=False,
         responses={200: Unsubscribed},
         path_params={"token": "the token from the message's List-Unsubscribe URL"},
-        auth=False,
+        access=Access.PUBLIC,
     ),
 ]

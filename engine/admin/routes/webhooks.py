@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from engine.admin.routing import Route, ctx_of, int_param, json_response, parse_query, read_body
+from engine.admin.routing import (
+    Route,
+    ctx_of,
+    int_param,
+    json_response,
+    parse_query,
+    read_body,
+    require_tenant,
+    tenant_scope,
+)
 from engine.admin.schemas import (
     TenantQuery,
     WebhookCreated,
@@ -20,21 +29,23 @@ from engine.admin.schemas import (
 from engine.errors import AdminRequestError, WebhookError
 from engine.events import webhooks
 from engine.events.ssrf import policy_of
+from engine.keys.token import Access
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
     q = parse_query(request, TenantQuery)
-    found = await webhooks.list_endpoints(ctx_of(request).pool, q.tenant)
+    found = await webhooks.list_endpoints(ctx_of(request).pool, tenant_scope(request, q.tenant))
     return json_response(WebhookList(found))
 
 
 async def add_webhook(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     body: WebhookIn = await read_body(request, WebhookIn)
+    tenant = require_tenant(request, body.tenant_id, what="tenant_id")
     try:
         endpoint, secret = await webhooks.create(
             ctx.pool,
-            tenant_id=body.tenant_id,
+            tenant_id=tenant,
             url=body.url,
             policy=policy_of(ctx.cfg.events),
             resolve=ctx.resolve,
@@ -49,7 +60,7 @@ async def add_webhook(request: web.Request) -> web.Response:
 
 async def remove_webhook(request: web.Request) -> web.Response:
     endpoint_id = int_param(request, "id")
-    removed = await webhooks.delete(ctx_of(request).pool, endpoint_id)
+    removed = await webhooks.delete(ctx_of(request).pool, endpoint_id, tenant_scope(request, None))
     if removed is None:
         raise AdminRequestError(f"no webhook endpoint {endpoint_id}", status=404)
     return json_response(WebhookRemoved(removed, True))
@@ -64,6 +75,7 @@ ROUTES = [
         "webhooks",
         query=TenantQuery,
         responses={200: WebhookList, 400: None},
+        access=Access.READ,
     ),
     Route(
         "POST",
@@ -72,7 +84,8 @@ ROUTES = [
         "Add a webhook endpoint (allow-listed hosts only); the answer holds its signing secret",
         "webhooks",
         body=WebhookIn,
-        responses={201: WebhookCreated, 400: None},
+        responses={201: WebhookCreated, 400: None, 404: None},
+        access=Access.MANAGE,
     ),
     Route(
         "DELETE",
@@ -82,5 +95,6 @@ ROUTES = [
         "webhooks",
         path_params={"id": "the endpoint id"},
         responses={200: WebhookRemoved, 400: None, 404: None},
+        access=Access.MANAGE,
     ),
 ]
