@@ -20,8 +20,10 @@ from engine.admin import AdminContext, build_app
 from engine.config import Config
 from engine.enqueue import enqueue
 from engine.events import webhooks
+from engine.events.ssrf import Policy
 from engine.keys import service
 from engine.store import suppressions, tenants
+from engine.tenancy import domains
 from tests.conftest import make_config
 from tests.fakes.mailu import FakeMailU
 from tests.integration.test_admin_api import TOKEN, close_context, make_context
@@ -85,6 +87,7 @@ async def populate(pool: asyncpg.Pool, name: str) -> Tenant:
     t = Tenant(name)
     mark = MARKER if name == "tb" else "own"
     await tenants.add(pool, name)
+    await domains.add(pool, name, f"{name}.example", verified=True)
     res = await enqueue(
         pool, [orjson.dumps(job(name, i)) for i in range(3)], max_message_bytes=10**6,
         max_age_s=3600,
@@ -92,7 +95,10 @@ async def populate(pool: asyncpg.Pool, name: str) -> Tenant:
     t.jobs = [r.job_id for r in res if r.job_id is not None]
     await suppressions.add(pool, [(name, f"gone-{name}-{mark}@example.com", "x", "operator", None)])
     endpoint, _ = await webhooks.create(
-        pool, tenant_id=name, url=f"https://hooks.example/{name}/{mark}", allow=["hooks.example"]
+        pool,
+        tenant_id=name,
+        url=f"https://hooks.example/{name}/{mark}",
+        policy=Policy(hosts=("hooks.example",)),
     )
     t.webhook = endpoint.id
     for scope in ("send", "read", "manage"):

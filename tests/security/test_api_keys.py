@@ -22,6 +22,7 @@ from engine.admin import build_app
 from engine.keys import service, token
 from engine.keys.service import Authenticator
 from engine.store import tenants
+from engine.tenancy import domains
 from tests.fakes.fixtures import mailu
 from tests.fakes.mailu import FakeMailU
 from tests.integration.test_admin_api import close_context, make_context
@@ -183,6 +184,7 @@ async def limited(
     )
     ctx, relay = await make_context(cfg, pool)
     await tenants.add(pool, "ta")
+    await domains.add(pool, "ta", "ta.example", verified=True)
     key, _ = await service.create(pool, "ta", "send", actor="test")
     client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx)))
     await client.start_server()

@@ -22,6 +22,7 @@ from engine.compose.validate import validate_job
 from engine.enqueue import decode_job
 from engine.errors import JobValidationError
 from engine.store import tenants
+from engine.tenancy import domains
 from tests.fakes.fixtures import mailu
 from tests.security.keyed_admin import OPERATOR, Keyed, job, keyed, request
 
@@ -157,6 +158,7 @@ async def test_cli_enqueue_jsonl_refuses_bad_lines_alone(
     clean_db: str, tmp_path: Path, pool: object
 ) -> None:
     await tenants.add(pool, "ta")  # type: ignore[arg-type]
+    await domains.add(pool, "ta", "ta.example", verified=True)  # type: ignore[arg-type]
     lines = [
         msgspec.json.encode(job("ta", 1)),
         DEEP,

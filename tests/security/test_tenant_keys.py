@@ -38,6 +38,8 @@ def _target(k: Keyed, method: str, path: str) -> tuple[str, dict[str, str], Any]
     filled = (
         path.replace("{prefix}", b.prefixes["manage"])
         .replace("{token}", "x")
+        .replace("{domain}", "tb.example")
+        .replace("{name}", "node-1")
         .replace("{id}", str(b.webhook if path.startswith("/v1/webhooks") else b.jobs[0]))
     )
     if path.startswith("/v1/senders/"):
