@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -430,27 +431,36 @@ async def _engine_phase(
     relay: str = "direct",
 ) -> dict[str, Any]:
     sink = Sink(tmp, "engine-sink", chunking=chunking)
-    postfix = _postfix_node(sink.port) if relay == "postfix" else None
-    overrides: dict[str, dict[str, Any]] = {}
-    if postfix is not None:
-        node = postfix.relay_node(
-            "postfix", max_connections=CONNECTIONS, max_messages_per_connection=100000
+    postfix: Any = None
+    try:
+        postfix = _postfix_node(sink.port) if relay == "postfix" else None
+        overrides: dict[str, dict[str, Any]] = {}
+        if postfix is not None:
+            node = postfix.relay_node(
+                "postfix", max_connections=CONNECTIONS, max_messages_per_connection=100000
+            )
+            # No success notices: they would reach the sink and spoil its count of Message-IDs
+            # (NOTIFY=FAILURE,DELAY costs nothing when the mail goes through).
+            overrides["relay"] = {
+                "nodes": [{k: v for k, v in msgspec.structs.asdict(node).items() if v is not None}],
+                "dsn_success_fraction": 0.0,
+            }
+        engine = Engine(
+            tmp,
+            sink.port,
+            shaping=shaping,
+            dkim=dkim,
+            workers=workers,
+            tenants=tenants,
+            overrides=overrides,
         )
-        # No success notices: they would reach the sink and spoil its count of Message-IDs
-        # (NOTIFY=FAILURE,DELAY costs nothing when the mail goes through).
-        overrides["relay"] = {
-            "nodes": [{k: v for k, v in msgspec.structs.asdict(node).items() if v is not None}],
-            "dsn_success_fraction": 0.0,
-        }
-    engine = Engine(
-        tmp,
-        sink.port,
-        shaping=shaping,
-        dkim=dkim,
-        workers=workers,
-        tenants=tenants,
-        overrides=overrides,
-    )
+    except BaseException:
+        # Nothing of this phase may outlive it (a Postfix master, the sink process).
+        if postfix is not None:
+            postfix.close()
+        with contextlib.suppress(Exception):
+            sink.stop()
+        raise
     delivered_s = 0.0
     try:
         await engine.prepare()

@@ -112,7 +112,7 @@ async def test_create_list_delete(client: TestClient[Any, Any]) -> None:
         ({"url": "https://hooks.example.com.evil.net/x"}, "not allow-listed"),
         ({"url": "ftp://127.0.0.1/x"}, "http:// or https://"),
         ({"url": "http://127.0.0.1:99999/x"}, "cannot be parsed"),
-        ({"url": "http://127.0.0.1/x", "kinds": ["delivered"]}, "kinds"),
+        ({"url": "http://127.0.0.1/x", "kinds": ["opened"]}, "kinds"),  # no such kind
         ({"url": "http://127.0.0.1/x", "tenant_id": "nobody"}, "unknown tenant 'nobody'"),
         ({"url": "http://127.0.0.1/x", "secret": "short"}, "secret"),
     ],
