@@ -103,6 +103,11 @@ class RelayConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
     health_interval_s: float = 10.0
+    # RFC 3461 DSN on every relay transaction the node offers DSN for (docs/relay.md, "DSN"):
+    # NOTIFY=FAILURE,DELAY always; this share of jobs (0-1, chosen by job id) also gets
+    # NOTIFY=SUCCESS, whose notices become `delivered` events.
+    dsn: bool = True
+    dsn_success_fraction: float = 0.01
 
 
 class DkimKey(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -426,6 +431,12 @@ def _check(cfg: Config, origin: str) -> None:
             raise ConfigError(f"config {origin}: relay node {node.name!r} port {node.port} invalid")
         if node.max_connections < 1:
             raise ConfigError(f"config {origin}: relay node {node.name!r} max_connections < 1")
+    fraction = cfg.relay.dsn_success_fraction
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(
+            f"config {origin}: relay.dsn_success_fraction must be between 0 and 1"
+            f" (a share of messages), got {fraction}"
+        )
     if len(cfg.queue.weights) != 3 or min(cfg.queue.weights) < 1:
         raise ConfigError(f"config {origin}: queue.weights must be three positive integers")
     if cfg.database.pool_min > cfg.database.pool_max:

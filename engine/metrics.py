@@ -62,6 +62,14 @@ END_TO_END = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
     registry=REGISTRY,
 )
+DELIVERED = Histogram(
+    "engine_enqueue_to_delivered_seconds",
+    "Time from enqueue to a provider's acceptance reported by a relay node's success DSN"
+    " (sampled jobs, [relay] dsn_success_fraction), by provider.",
+    ["provider"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+    registry=REGISTRY,
+)
 DKIM_SIGN = Histogram(
     "engine_dkim_sign_seconds",
     "Time to DKIM-sign one message.",

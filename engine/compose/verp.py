@@ -98,3 +98,24 @@ def decode(
     expected = _tag(_key(secret), parts[0], parts[1], _domain(domain))
     # compare_digest: the time taken must not tell an attacker how many characters were right.
     return job_id if hmac.compare_digest(expected, parts[2]) else None
+
+
+#: The local prefix of an ENVID (RFC 3461 §4.4): ``e-<job>-<tag>``, the VERP HMAC of its domain.
+ENVID_PREFIX = "e"
+
+
+def envid(job_id: int, *, domain: str, secret: bytes | str) -> str:
+    """The ENVID for job ``job_id``: ``e-<job36>-<tag>`` — the local part of
+    ``encode(job_id, domain=domain, secret=secret, local_prefix="e")``, so only the holder of
+    the secret can make one and :func:`envid_job` proves it."""
+    return encode(job_id, domain=domain, secret=secret, local_prefix=ENVID_PREFIX).partition("@")[0]
+
+
+def envid_job(value: str, *, domain: str, secret: bytes | str) -> int | None:
+    """The job of an ENVID made by :func:`envid`, or None (forged, corrupted, someone else's)."""
+    if "@" in value or len(value) > 64:
+        return None
+    try:
+        return decode(f"{value}@{domain}", domain=domain, secret=secret, local_prefix=ENVID_PREFIX)
+    except ComposeError:
+        return None

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from engine.compose.mime import ComposedBody
 from engine.model import OutcomeKind
+from engine.relay.dsn import DsnRequest
 from engine.shaping.model import DeliverySignal, Provider, ShapeDecision, ShapeRequest
 
 
@@ -38,6 +39,7 @@ class Relay(Protocol):
         *,
         affinity: str | None = None,
         tenant: str | None = None,
+        dsn: DsnRequest | None = None,
     ) -> SendResult: ...
 
 

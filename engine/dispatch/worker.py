@@ -30,6 +30,7 @@ from engine.inbound import unsubscribe, verp_keys
 from engine.model import Content, JobState, OutcomeKind
 from engine.queue.retry import backoff_s
 from engine.queue.streams import Entry, Streams
+from engine.relay.dsn import DsnRequest, sampled
 from engine.senders.service import PausedSenders, hold_s
 from engine.shaping.model import ShapeDecision, ShapeRequest
 from engine.shaping.signals import from_outcome
@@ -269,6 +270,16 @@ class Dispatcher:
         envelope_from = verp_keys.encode(job.id, self.cfg.inbound)  # the current secret
         return mid, message, envelope_from
 
+    def _dsn(self, job_id: int) -> DsnRequest | None:
+        """The DSN request of a job (docs/relay.md "DSN"): the same on every retry."""
+        relay = self.cfg.relay
+        if not relay.dsn:
+            return None
+        return DsnRequest(
+            envid=verp_keys.envid(job_id, self.cfg.inbound),
+            success=sampled(job_id, relay.dsn_success_fraction),
+        )
+
     async def _handle(
         self,
         job: job_store.ClaimedJob,
@@ -352,6 +363,7 @@ class Dispatcher:
             message,
             affinity=_domain(job.sender),
             tenant=job.tenant_id,  # dedicated relay pools of enterprise tenants
+            dsn=self._dsn(job.id),
         )
         node = result.node or ""
         metrics.labelled(metrics.RELAY_LATENCY, node).observe(time.perf_counter() - started)

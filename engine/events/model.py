@@ -34,7 +34,8 @@ class EventKind(StrEnum):
     SOFT_BOUNCED = "soft_bounced"
     COMPLAINED = "complained"
     AUTOREPLY = "autoreply"
-    DELAYED = "delayed"
+    DELAYED = "delayed"  # a relay node's delay notice: the provider deferred it (4xx)
+    DELIVERED = "delivered"  # a relay node's success notice: the provider accepted it
     NOT_SPAM = "not_spam"
     # a complaint / bounce naming a job it did not prove (DESIGN §7 Trust): it changed nothing
     UNVERIFIED_COMPLAINT = "unverified_complaint"

@@ -34,6 +34,7 @@ from engine.inbound.report import BounceKind, BounceReport, Recipient
 from engine.inbound.trust import Assessment, InboundTrust, aligned
 from engine.shaping.model import DeliverySignal, SignalKind
 from engine.shaping.signals import ReplyCode
+from engine.store import inbound as inbound_store
 from engine.store import inbound_trust as trust_store
 from engine.store import stats
 from engine.store import suppressions as suppression_store
@@ -45,6 +46,10 @@ log = logging.getLogger("engine.inbound")
 #: provider signal and an event, never a bounce.
 _NOT_FAILED = {"delivered", "relayed", "expanded", "delayed"}
 _DELAYED = "delayed"
+#: A success notice (NOTIFY=SUCCESS, RFC 3461 §4.1): ``delivered`` by a final MTA, ``relayed``
+#: to a next hop that offers no DSN (what a relay node says of most providers). Both mean the
+#: provider accepted the message: a ``delivered`` event, never a state change.
+_SUCCEEDED = frozenset({"delivered", "relayed"})
 #: RFC 3463 §3.8: 4.7.x is a temporary security/policy status ("slow down", greylisting).
 _THROTTLE_CLASS = "4.7."
 
@@ -74,7 +79,8 @@ class Effect(msgspec.Struct, frozen=True):
 
     inbound_id: int
     job_id: int | None
-    # bounced_hard | bounced_soft | complained | not_spam | autoreply | delayed | ignored |
+    # bounced_hard | bounced_soft | complained | not_spam | autoreply | delayed | delivered |
+    # ignored |
     # unverified_complaint | unverified_bounce | replayed
     kind: str
     address: str | None = None
@@ -88,18 +94,28 @@ class _Job(msgspec.Struct, frozen=True):
     recipient: str
     message_id: str | None
     relay_node: str | None = None  # the node that relayed it (queue.jobs.relay_node)
+    created_at: float | None = None  # enqueued at (Unix seconds)
 
     @property
     def domain(self) -> str:
         return self.recipient.rpartition("@")[2].lower().rstrip(".")
 
 
-_JOB_COLUMNS = "id, tenant_id, sender, recipient, message_id, relay_node"
+_JOB_COLUMNS = (
+    "id, tenant_id, sender, recipient, message_id, relay_node,"
+    " extract(epoch FROM created_at)::float8 AS created"
+)
 
 
 def _job(r: Any) -> _Job:
     return _Job(
-        r["id"], r["tenant_id"], r["sender"], r["recipient"], r["message_id"], r["relay_node"]
+        r["id"],
+        r["tenant_id"],
+        r["sender"],
+        r["recipient"],
+        r["message_id"],
+        r["relay_node"],
+        r["created"],
     )
 
 
@@ -139,11 +155,12 @@ async def _jobs(
     rows = await conn.fetch(
         f"SELECT {_JOB_COLUMNS} FROM queue.jobs"
         " WHERE id = ANY($1::bigint[])"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node"
-        " FROM unnest($2::text[]) AS m(mid) CROSS JOIN LATERAL"
+        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node,"
+        " j.created FROM unnest($2::text[]) AS m(mid) CROSS JOIN LATERAL"
         f" (SELECT {_JOB_COLUMNS} FROM queue.jobs"
         "  WHERE message_id = m.mid LIMIT 2) j"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node"
+        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node,"
+        " extract(epoch FROM j.created_at)::float8"
         " FROM unnest($3::text[], $4::text[]) AS p(mid, rcpt)"
         " JOIN queue.jobs j ON j.message_id = p.mid AND lower(j.recipient) = p.rcpt",
         list(ids),
@@ -246,8 +263,13 @@ class _Batch:
     in the counters and without ``provider`` in the event's ``data``.
     """
 
-    def __init__(self, providers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        providers: Mapping[str, str] | None = None,
+        arrived: Mapping[int, float] | None = None,
+    ) -> None:
         self.providers: Mapping[str, str] = providers or {}
+        self.arrived: Mapping[int, float] = arrived or {}  # inbound id -> received at
         self.data: dict[int, str] = {}  # job id -> oltp.events.data (JSON)
         self.states: dict[int, str] = {}
         self.suppress: list[tuple[str, str, str, str, float | None]] = []
@@ -267,13 +289,15 @@ class _Batch:
         """The daily_stats key of a job's outcome: (tenant, sender, provider)."""
         return (job.tenant_id, job.sender, self.provider(job))
 
-    def note(self, job: _Job) -> None:
-        """What every event about ``job`` carries in ``data``: sender, provider, relay node."""
-        data = {"sender": job.sender}
+    def note(self, job: _Job, **extra: Any) -> None:
+        """What every event about ``job`` carries in ``data``: sender, provider, relay node,
+        and ``extra`` (set only for the one event of the job that has them)."""
+        data: dict[str, Any] = {"sender": job.sender}
         if provider := self.provider(job):
             data["provider"] = provider
         if job.relay_node:
             data["node"] = job.relay_node
+        data.update((k, v) for k, v in extra.items() if v is not None)
         self.data[job.id] = msgspec.json.encode(data).decode()
 
 
@@ -346,6 +370,12 @@ def _bounce(item: InboundItem, job: _Job, b: _Batch) -> None:
     tenant, key, domain = job.tenant_id, b.key(job), job.domain
     rcpt = _failed(report.recipients, job)
     if rcpt is None:
+        done = _about_job(
+            [r for r in report.recipients if (r.action or "").lower() in _SUCCEEDED], job
+        )
+        if done is not None:
+            _delivered(item, job, done, b)
+            return
         delay = _about_job(
             [r for r in report.recipients if (r.action or "").lower() == _DELAYED], job
         )
@@ -377,8 +407,34 @@ def _bounce(item: InboundItem, job: _Job, b: _Batch) -> None:
         b.effects.append(Effect(item.inbound_id, job.id, "bounced_soft", job.recipient, reason))
 
 
+def _delivered(item: InboundItem, job: _Job, rcpt: Recipient, b: _Batch) -> None:
+    """A success notice: the provider's acceptance as a ``delivered`` event (its reply, the
+    remote MTA, the seconds from enqueue to the notice's arrival). The job keeps its state."""
+    arrived = b.arrived.get(item.inbound_id)
+    latency = None
+    if arrived is not None and job.created_at is not None:
+        latency = round(max(0.0, arrived - job.created_at), 3)
+        metrics.DELIVERED.labels(b.provider(job) or "other").observe(latency)
+    b.note(
+        job,
+        remote_mta=rcpt.remote_mta,
+        dsn_action=(rcpt.action or "").lower(),
+        enqueue_to_delivered_s=latency,
+    )
+    reply = rcpt.diagnostic or _reply(rcpt)
+    b.events.append(
+        (job.tenant_id, job.id, "delivered", job.recipient, job.message_id, rcpt.status, reply)
+    )
+    b.effects.append(Effect(item.inbound_id, job.id, "delivered", job.recipient, rcpt.status))
+
+
 def _reply(rcpt: Recipient) -> str | None:
-    return " ".join(x for x in (rcpt.reply_code, rcpt.status, rcpt.diagnostic) if x) or None
+    """The remote server's reply: code, enhanced status and text, each once (most diagnostics
+    already start with the code and status: ``smtp; 421 4.7.0 Try again later``)."""
+    text = rcpt.diagnostic or ""
+    head = text.split(maxsplit=2)[:2]
+    parts = [x for x in (rcpt.reply_code, rcpt.status) if x and x not in head]
+    return " ".join([*parts, text] if text else parts) or None
 
 
 def _unverified_kind(kind: BounceKind) -> str:
@@ -477,8 +533,16 @@ async def apply(
             await _by_feedback_id(conn, item, check, _match(item, check, jobs, by_mid))
             for item, check in zip(items, checks, strict=True)
         ]
+        successes = [
+            item.inbound_id
+            for item, m in zip(items, matches, strict=True)
+            if m.job is not None
+            and m.proven
+            and any((r.action or "").lower() in _SUCCEEDED for r in item.report.recipients)
+        ]
+        arrived = await inbound_store.received_at(conn, successes) if successes else {}
     # Outside the transaction (and without a connection held): the lookup may wait for DNS.
-    b = _Batch(await _provider_names(shaping, {m.job.domain for m in matches if m.job}))
+    b = _Batch(await _provider_names(shaping, {m.job.domain for m in matches if m.job}), arrived)
     async with pool.acquire() as conn, conn.transaction():
         keys = [
             (m.job.id, klass, item.inbound_id)

@@ -8,7 +8,7 @@ says what a report proves; :mod:`engine.inbound.effects` decides from that what 
 - ``own``: the quoted original carries a signature made with a key of our KeyRing that still
   verifies, and that signs the Message-ID: the job named by that Message-ID is proven.
 - ``reporter``: a configured ``[[inbound.fbl_reporters]]`` entry authenticated the report.
-- ``envid_job``: a DSN echoed an ENVID only we can make (:func:`envid`).
+- ``envid_job``: a DSN echoed an ENVID only we can make (:func:`engine.compose.verp.envid`).
 - ``return_path_job``: the quoted original's Return-Path is one of our VERP addresses (HMAC
   checked) — used to find the job of a redacted original, under ``reporter`` only.
 """
@@ -28,6 +28,7 @@ from engine import metrics
 from engine.compliance.dns import Resolve, TtlCache, system_resolver, with_txt_overrides
 from engine.compliance.spf import check_ip
 from engine.compose import verp
+from engine.compose.verp import envid_job
 from engine.config import Config, FblReporter, InboundConfig
 from engine.dkim import verify
 from engine.dkim.keys import KeyRing
@@ -38,8 +39,6 @@ from engine.inbound.report import BounceKind
 
 log = logging.getLogger("engine.inbound")
 
-#: The VERP local prefix of an ENVID (RFC 3461): ``e-<job>-<tag>``, the same HMAC as VERP.
-ENVID_PREFIX = "e"
 #: Signatures checked per report at most (the worker gathers no more than this anyway).
 MAX_CHECKS = 8
 #: DNS lookups one report may cause (all reporters together): a reporter's report carries one
@@ -125,24 +124,6 @@ def aligned(domain: str, parent: str) -> bool:
     """``domain`` is ``parent`` or under it (relaxed alignment, as DMARC's)."""
     domain, parent = domain.lower().rstrip("."), parent.lower().rstrip(".")
     return bool(parent) and (domain == parent or domain.endswith("." + parent))
-
-
-def envid(job_id: int, *, domain: str, secret: bytes | str) -> str:
-    """The ENVID (RFC 3461) for job ``job_id``: ``e-<job>-<tag>``, the VERP HMAC of ``domain``."""
-    address = verp.encode(job_id, domain=domain, secret=secret, local_prefix=ENVID_PREFIX)
-    return address.partition("@")[0]
-
-
-def envid_job(value: str, *, domain: str, secret: bytes | str) -> int | None:
-    """The job of an ENVID made by :func:`envid`, or None (forged, corrupted, someone else's)."""
-    if "@" in value or len(value) > 64:
-        return None
-    try:
-        return verp.decode(
-            f"{value}@{domain}", domain=domain, secret=secret, local_prefix=ENVID_PREFIX
-        )
-    except ComposeError:
-        return None
 
 
 class InboundTrust:

@@ -49,6 +49,11 @@ def encode(job_id: int, cfg: InboundConfig, *, local_prefix: str = "b") -> str:
     )
 
 
+def envid(job_id: int, cfg: InboundConfig) -> str:
+    """The ENVID (RFC 3461) for ``job_id`` signed with the current secret (:func:`verp.envid`)."""
+    return verp.envid(job_id, domain=cfg.verp_domain, secret=current(cfg))
+
+
 def decode(
     address: str, cfg: InboundConfig, *, local_prefix: str = "b", now: datetime | None = None
 ) -> int | None:

@@ -10,7 +10,9 @@ A transaction is pipelined (RFC 2920, :mod:`engine.relay.pipeline`: MAIL, RCPTs 
 write) when the node offers PIPELINING, and sent one command at a time through aiosmtplib when it
 does not; both end the same ways. When the node also offers CHUNKING (RFC 3030; Postfix does by
 default), the payload goes in the same write as ``BDAT <size> LAST``: one write and one round trip
-per message. A transaction ends in one of three ways:
+per message. On a node that offers DSN, MAIL FROM carries the message's ``RET``/``ENVID`` and
+each RCPT TO its ``NOTIFY``/``ORCPT`` (RFC 3461, :mod:`engine.relay.dsn`) on both paths. A
+transaction ends in one of three ways:
 
 * the node answered — a :class:`SendResult` classified by :mod:`engine.relay.replies`;
 * the connection failed before the payload was handed over — :class:`NodeUnavailable`, so the
@@ -39,6 +41,7 @@ from engine.config import RelayConfig, RelayNode
 from engine.errors import RelayError
 from engine.model import OutcomeKind
 from engine.relay.breaker import BreakerState, CircuitBreaker, Clock
+from engine.relay.dsn import DsnRequest
 from engine.relay.observer import RelayObserver
 from engine.relay.pipeline import (
     ConnectionLost,
@@ -352,8 +355,17 @@ class NodePool:
 
     # -- sending ----------------------------------------------------------------------------------
 
-    async def send(self, sender: str, recipients: list[str], payload: Payload) -> SendResult:
-        """Run one transaction on this node; :class:`NodeUnavailable` means "try another node"."""
+    async def send(
+        self,
+        sender: str,
+        recipients: list[str],
+        payload: Payload,
+        dsn: DsnRequest | None = None,
+    ) -> SendResult:
+        """Run one transaction on this node; :class:`NodeUnavailable` means "try another node".
+
+        ``dsn``: the RFC 3461 parameters to send when the node offers DSN (ignored otherwise).
+        """
         if self._shutdown:
             raise NodeUnavailable(self.name, "relay pool is shut down")
         if not self.breaker.allow():
@@ -363,7 +375,7 @@ class NodePool:
             async with self._slots:
                 self._in_use += 1
                 try:
-                    result = await self._send_once_or_twice(sender, recipients, payload)
+                    result = await self._send_once_or_twice(sender, recipients, payload, dsn)
                 finally:
                     self._in_use -= 1
             settled = True
@@ -377,13 +389,13 @@ class NodePool:
                 self.breaker.release()
 
     async def _send_once_or_twice(
-        self, sender: str, recipients: list[str], payload: Payload
+        self, sender: str, recipients: list[str], payload: Payload, dsn: DsnRequest | None
     ) -> SendResult:
         for attempt in (1, 2):
             # The retry after a stale session opens a new one: its idle siblings may be dead too.
             session, reused = await self._checkout(fresh=attempt == 2)
             try:
-                result = await self._transact(session, sender, recipients, payload)
+                result = await self._transact(session, sender, recipients, payload, dsn)
             except _Lost as lost:
                 self._discard(session, "lost")
                 if lost.stale and reused and attempt == 1:
@@ -419,7 +431,12 @@ class NodePool:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _transact(
-        self, session: _Session, sender: str, recipients: list[str], payload: Payload
+        self,
+        session: _Session,
+        sender: str,
+        recipients: list[str],
+        payload: Payload,
+        dsn: DsnRequest | None = None,
     ) -> SendResult:
         smtp = session.smtp
         options: list[str] = []
@@ -437,17 +454,22 @@ class NodePool:
             options.append(f"SIZE={payload.size}")
         if payload.eight_bit and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
+        # RFC 3461 §4: DSN parameters only to a node that offers DSN.
+        if dsn is not None and not smtp.supports_extension("dsn"):
+            dsn = None
+        if dsn is not None:
+            options.extend(dsn.mail_options())
 
         if self.pipelining and smtp.supports_extension("pipelining"):
             return await self._transact_pipelined(
-                session, sender, recipients, options, encoding, payload
+                session, sender, recipients, options, encoding, payload, dsn
             )
 
         verdict = await self._mail(smtp, sender, options, encoding)
         if verdict is not None:
             return await self._abort(smtp, verdict)
 
-        refused = await self._rcpts(smtp, recipients, encoding)
+        refused = await self._rcpts(smtp, recipients, encoding, dsn)
         if len(refused) == len(recipients) or not smtp.is_connected:
             # Nobody to send to, or a 421 closed the session half-way through the recipients.
             return await self._abort(smtp, _overall(refused), tuple(refused))
@@ -467,6 +489,7 @@ class NodePool:
         options: list[str],
         encoding: str,
         payload: Payload,
+        dsn: DsnRequest | None = None,
     ) -> SendResult:
         """MAIL, every RCPT and DATA in one write, their replies read in order, then the payload.
 
@@ -484,7 +507,8 @@ class NodePool:
         sent: list[str] = []
         for rcpt in recipients:
             try:
-                group.append(b"RCPT TO:" + _mailbox(rcpt, encoding))
+                rcpt_options = dsn.rcpt_options(rcpt) if dsn is not None else None
+                group.append(b"RCPT TO:" + _mailbox(rcpt, encoding, rcpt_options))
             except ValueError as exc:
                 verdict = local_failure(f"5.1.3 unusable recipient address {rcpt!r}: {exc}")
                 refused.append(_refusal(rcpt, verdict))
@@ -687,13 +711,18 @@ class NodePool:
         return None
 
     async def _rcpts(
-        self, smtp: aiosmtplib.SMTP, recipients: list[str], encoding: str
+        self,
+        smtp: aiosmtplib.SMTP,
+        recipients: list[str],
+        encoding: str,
+        dsn: DsnRequest | None = None,
     ) -> list[RecipientRefusal]:
         """RCPT TO per recipient (RFC 5321 §4.1.1.3); returns the refused ones."""
         refused: list[RecipientRefusal] = []
         for i, rcpt in enumerate(recipients):
             try:
-                await smtp.rcpt(rcpt, encoding=encoding)
+                options = dsn.rcpt_options(rcpt) if dsn is not None else None
+                await smtp.rcpt(rcpt, options=options, encoding=encoding)
                 continue
             except aiosmtplib.SMTPRecipientRefused as exc:
                 verdict = _not_relayed(Reply(exc.code, exc.message), "RCPT")

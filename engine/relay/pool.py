@@ -38,6 +38,7 @@ from engine.errors import ConfigError, RelayError
 from engine.model import OutcomeKind
 from engine.periodic import Periodic, run_until
 from engine.relay.breaker import Clock
+from engine.relay.dsn import DsnRequest
 from engine.relay.node import NodePool, NodeUnavailable, prepare_payload
 from engine.relay.observer import RelayObserver
 from engine.relay.results import NodeStatus, SendResult
@@ -152,11 +153,13 @@ class RelayPool:
         *,
         affinity: str | None = None,
         tenant: str | None = None,
+        dsn: DsnRequest | None = None,
     ) -> SendResult:
         """Relay one message; never raises for relay trouble, the result says what happened.
 
         ``affinity`` (the sender domain) keeps a sender on the same node while it is up;
-        ``tenant`` restricts the choice to the tenant's relay pool (shared nodes when None).
+        ``tenant`` restricts the choice to the tenant's relay pool (shared nodes when None);
+        ``dsn`` asks the node for delivery notices (RFC 3461, :mod:`engine.relay.dsn`).
         """
         if not self._started or self._closed:
             raise RelayError("RelayPool.send() called before start() or after close()")
@@ -173,7 +176,7 @@ class RelayPool:
                 continue
             tried += 1
             try:
-                result = await node.send(envelope_from, rcpts, payload)
+                result = await node.send(envelope_from, rcpts, payload, dsn)
             except NodeUnavailable as exc:
                 last_error = str(exc)
                 self._observer.failover(name, exc.reason)

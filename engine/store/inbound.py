@@ -13,6 +13,7 @@ import asyncio
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -207,3 +208,13 @@ async def mark_processed(pool: asyncpg.Pool, inbound_id: int, kind: str) -> None
         inbound_id,
         kind,
     )
+
+
+async def received_at(conn: Any, ids: Sequence[int]) -> dict[int, float]:
+    """When each stored inbound message arrived (Unix seconds), by id."""
+    rows = await conn.fetch(
+        "SELECT id, extract(epoch FROM received_at)::float8 AS at"
+        " FROM content.inbound_messages WHERE id = ANY($1::bigint[])",
+        list(ids),
+    )
+    return {r["id"]: r["at"] for r in rows}

@@ -134,6 +134,15 @@ class Provider(FakeMailU):
     def __init__(self, domain: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.domain = domain
+        #: Wall-clock time of the first injected reply (``set_reply``) actually given: when the
+        #: provider started answering 421, say, to Postfix.
+        self.first_fault_at: float | None = None
+
+    def _take_reply(self, stage: str) -> str | None:
+        line = super()._take_reply(stage)
+        if line is not None and self.first_fault_at is None:
+            self.first_fault_at = time.time()
+        return line
 
 
 class PostfixNode:
@@ -342,7 +351,8 @@ class PostfixNode:
                     time.sleep(0.05)
         return self
 
-    def _master_pid(self) -> int | None:
+    def master_pid(self) -> int | None:
+        """The pid of this instance's master process (None when it is not running)."""
         try:
             return int((self.queue_dir / "pid" / "master.pid").read_text().strip())
         except (OSError, ValueError):
@@ -365,7 +375,7 @@ class PostfixNode:
         if not self._running:
             return
         self._running = False
-        master = self._master_pid()
+        master = self.master_pid()
         children = self._children(master) if master else []
         self._postfix("stop", check=False)
         deadline = time.monotonic() + 10

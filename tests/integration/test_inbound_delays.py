@@ -74,3 +74,44 @@ async def test_delay_notices_are_signals_not_bounces(pool: asyncpg.Pool) -> None
     item = InboundItem(0, a.report, job_id, False, "192.0.2.1", "", a.evidence)
     assert [e.kind for e in await apply(pool, [item], shaping=signals)] == ["bounced_hard"]
     assert await pool.fetchval("SELECT state FROM queue.jobs WHERE id = $1", job_id) == "bounced"
+
+
+def success_notice(rcpt: str, message_id: str, action: str) -> bytes:
+    return (
+        dsn(rcpt, message_id, "2.0.0", "250")
+        .replace(b"Action: failed", f"Action: {action}".encode())
+        .replace(b"user unknown", b"Ok: queued as 4XyZ")
+        .replace(b"could not be delivered", b"was successfully relayed")
+    )
+
+
+async def test_success_notices_are_delivered_events(pool: asyncpg.Pool) -> None:
+    mid = "<pm.d2.aaaaaaaaaaaaa@acme.example>"
+    job_id = await _relayed_job(pool, "d2", "fine@gmail.test", mid)
+    signals = Signals()
+    for action in ("relayed", "delivered"):
+        a = analyse(success_notice("fine@gmail.test", mid, action), None)
+        assert a.report.recipients[0].action == action
+        item = InboundItem(0, a.report, job_id, False, "192.0.2.1", "", a.evidence)
+        effects = await apply(pool, [item], shaping=signals)
+        assert [e.kind for e in effects] == ["delivered"]
+    assert await pool.fetchval("SELECT state FROM queue.jobs WHERE id = $1", job_id) == "relayed"
+    assert await pool.fetchval("SELECT count(*) FROM oltp.suppressions") == 0
+    rows = await pool.fetch(
+        "SELECT kind, reason, reply, data FROM oltp.events WHERE job_id = $1"
+        " AND kind = 'delivered' ORDER BY id",
+        job_id,
+    )
+    assert len(rows) == 2
+    assert "250" in rows[0]["reply"] and "queued as 4XyZ" in rows[0]["reply"]
+    assert rows[0]["reason"] == "2.0.0"
+    assert signals.seen == []  # the relay's 250 already fed shaping; no second success
+
+    # A success notice after a bounce (a forged or confused one) does not undo the bounce.
+    a = analyse(dsn("fine@gmail.test", mid, "5.1.1", "550"), None)
+    item = InboundItem(0, a.report, job_id, False, "192.0.2.1", "", a.evidence)
+    assert [e.kind for e in await apply(pool, [item], shaping=signals)] == ["bounced_hard"]
+    a = analyse(success_notice("fine@gmail.test", mid, "relayed"), None)
+    item = InboundItem(0, a.report, job_id, False, "192.0.2.1", "", a.evidence)
+    assert [e.kind for e in await apply(pool, [item], shaping=signals)] == ["delivered"]
+    assert await pool.fetchval("SELECT state FROM queue.jobs WHERE id = $1", job_id) == "bounced"

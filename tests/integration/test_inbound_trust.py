@@ -282,7 +282,7 @@ async def test_configured_reporter_with_spf(
 async def test_dsn_with_our_envid_acts_without_verp(
     pool: asyncpg.Pool, clean_db: str, redis_prefix: str
 ) -> None:
-    from engine.inbound.trust import envid
+    from engine.compose.verp import envid
 
     cfg = reporter_config(clean_db, redis_prefix, "v=DKIM1; p=", "dkim")
     mid = "<pm.zw.aaaaaaaaaaaaa@acme.example>"

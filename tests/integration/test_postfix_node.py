@@ -11,7 +11,7 @@ import email
 import smtplib
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -42,10 +42,10 @@ def _submit(pf: PostfixNode, sender: str, rcpt: str, *, notify: str = "FAILURE,D
         )
 
 
-def _wait(pred: object, timeout: float, what: str, pf: PostfixNode) -> None:
+def _wait(pred: Callable[[], bool], timeout: float, what: str, pf: PostfixNode) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
+        if pred():
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}; postfix log:\n{pf.log()[-4000:]}")

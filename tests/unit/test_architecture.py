@@ -53,8 +53,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "senders": "audit config events store",
         "client": "config enqueue model store",
         # The two pipelines: sending and receiving.
-        "dispatch": "compose config dkim errors events metrics model periodic queue senders shaping"
-        " store",
+        "dispatch": "compose config dkim errors events metrics model periodic queue relay senders"
+        " shaping store",
         "inbound": "audit compliance compose config dkim errors events metrics model shaping store"
         " workerpipe",
         # Operator surfaces.
@@ -114,6 +114,7 @@ SANS_IO: tuple[str, ...] = (
     "engine.shaping.signals",
     "engine.shaping.warmup",
     "engine.relay.breaker",
+    "engine.relay.dsn",
     "engine.relay.replies",
     "engine.relay.results",
     "engine.relay.select",

@@ -7,12 +7,13 @@ import base64
 
 import pytest
 
+from engine.compose.verp import envid, envid_job
 from engine.config import FblReporter
 from engine.dkim.keys import KeyRing, generate_key
 from engine.dkim.sign import load_signing_key, sign_message
 from engine.inbound.effects import InboundItem, feedback_label
 from engine.inbound.evidence import MAX_SIGNATURES, analyse
-from engine.inbound.trust import InboundTrust, RingKeys, aligned, envid, envid_job
+from engine.inbound.trust import InboundTrust, RingKeys, aligned
 
 SECRET = "unit-trust-secret-0123456789abcdef"
 VERP_DOMAIN = "bounces.acme.example"
