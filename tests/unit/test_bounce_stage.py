@@ -71,6 +71,7 @@ def test_find_stage(text: str, command: str, form: str) -> None:
     [
         "550 5.1.1 user unknown",
         "in reply to your message of yesterday",
+        "this is in reply to mail from your colleague",
         "we will reply after data is processed",
         ">>> only a quote",
     ],
