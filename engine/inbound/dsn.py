@@ -112,7 +112,7 @@ def _recipient(block: dict[str, str]) -> DsnRecipient | None:
     final = decode_address(block.get("final-recipient", ""))
     original = decode_address(block.get("original-recipient", ""))
     actual = decode_address(block.get("x-actual-recipient", ""))
-    address = _best_address(final, actual, original)
+    address = _best_address(final, actual, original) or _local_name(block)
     if not address:
         return None
     diagnostic_raw = block.get("diagnostic-code", "")
@@ -135,6 +135,16 @@ def _recipient(block: dict[str, str]) -> DsnRecipient | None:
         diagnostic_type=diagnostic_type,
         remote_mta=_strip_type(remote) if remote else None,
     )
+
+
+def _local_name(block: dict[str, str]) -> str | None:
+    """A Final-Recipient with no domain at all (``LOCAL;jdoe``): kept as an internal name so
+    the caller can put the original message's To in its place with this block's diagnostics."""
+    _, _, value = block.get("final-recipient", "").rpartition(";")
+    token = value.strip().strip("<>\"'")
+    if not token or len(token) > 64 or any(c.isspace() for c in token):
+        return None
+    return token
 
 
 def _best_address(final: str | None, actual: str | None, original: str | None) -> str | None:

@@ -80,6 +80,11 @@ _DELAY_KEEPS = frozenset(
         Reason.HOSTUNKNOWN,
     }
 )
+#: "Returned mail: <cause>" (Sendmail, V5 sendmail, Bigfoot ...), the subject in normalised form.
+_SUBJECT_CAUSE = re.compile(r"returned mail: (.{3,80})")
+#: Addresses taken from a subject at most (a notice names one or two there).
+_SUBJECT_ADDRESSES = 5
+_WEAK_REASONS = frozenset({Reason.ONHOLD, Reason.UNDEFINED})
 _BULK_PRECEDENCE = frozenset({"bulk", "list"})
 _PASTED_FEEDBACK = re.compile(r"(?:^|\n)[Ff]eedback-[Tt]ype:[ \t]*[A-Za-z]")
 _PASTED_DSN = re.compile(r"(?:^|\n)(?:[Ff]inal|[Oo]riginal)-[Rr]ecipient:")
@@ -205,7 +210,7 @@ def _read(
     refusal = _is_list_refusal(heads, view, daemon)
     if refusal or _looks_like_bounce(heads, view, daemon):
         listed = _failed_header(heads, exclude, list_address=refusal)
-        recipients = _nonstandard_recipients(body, note, view, scraped, hints, listed)
+        recipients = _nonstandard_recipients(body, note, view, scraped, hints, listed, exclude)
         if recipients:
             return _finish(_report(BounceKind.NONSTANDARD, recipients), hints, subject, defects)
 
@@ -439,6 +444,8 @@ def _real_recipients(
         and hints.original_to.lower() not in exclude
     ):
         kept = [msgspec.structs.replace(kept[0], address=hints.original_to)]
+    # A bare local name (LOCAL;jdoe) nobody could replace is no address to suppress.
+    kept = [entry for entry in kept if "@" in entry.address]
     if len(kept) == len(status.recipients) and kept[:1] == list(status.recipients[:1]):
         return status
     return msgspec.structs.replace(status, recipients=tuple(kept))
@@ -488,14 +495,22 @@ def _nonstandard_recipients(
     scraped: dict[str, nonstandard.ScrapedRecipient],
     hints: JobHints,
     listed: list[str],
+    exclude: frozenset[str],
 ) -> list[Recipient]:
     delayed = nonstandard.is_delay_notice(view.subject, view.head)
     action = _ACTION_DELAYED if delayed else _ACTION_FAILED
     found = list(scraped.values())
     if not found and _PASTED_DSN.search(body) is not None:
-        pasted = parse_delivery_status(body)
+        pasted = _real_recipients(parse_delivery_status(body), exclude, hints)
         return _dsn_recipients(pasted, {}, note) if pasted.recipients else []
     text = " ".join(note[: nonstandard.MAX_FALLBACK_CHARS].split())
+    if not found and not listed:
+        # Named only in the subject ("Undeliverable mail: a@b", "Delivery failure (a@b)").
+        listed = [
+            a
+            for a in addresses_in(view.subject)[:_SUBJECT_ADDRESSES]
+            if a not in exclude and not nonstandard.is_robot_address(a)
+        ]
     if not found and listed:
         # Named only in a header (X-Failed-Recipients): the whole notice is the diagnostic.
         found = [nonstandard.ScrapedRecipient(a, text or None, None) for a in listed]
@@ -505,8 +520,21 @@ def _nonstandard_recipients(
             nonstandard.ScrapedRecipient(hints.original_to, text or None, None),
         ]
     recipients: list[Recipient] = []
+    cause = _SUBJECT_CAUSE.match(view.subject)
     for item in found:
         result = classify(None, None, item.diagnostic, action=None, permanent=not delayed)
+        if result.reason in _WEAK_REASONS and cause is not None:
+            # Sendmail and its heirs name the cause in the subject ("Returned mail: User
+            # unknown") when the text only quotes a bare reply.
+            named = classify(
+                None,
+                result.reply_code,
+                f"{item.diagnostic or ''} {cause.group(1)}",
+                action=None,
+                permanent=not delayed,
+            )
+            if named.reason not in _WEAK_REASONS:
+                result = msgspec.structs.replace(named, rule=f"format:subject+{named.rule}")
         reason, rule = result.reason, result.rule
         if delayed and reason not in _DELAY_KEEPS:
             # A "still trying" warning: the cause is a delay unless the text names a

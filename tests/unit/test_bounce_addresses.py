@@ -80,6 +80,19 @@ def test_lone_internal_final_recipient_without_original_takes_the_original_to() 
     assert report.recipients[0].reason is Reason.USERUNKNOWN
 
 
+def test_local_final_recipient_takes_the_original_to_with_its_diagnostic() -> None:
+    raw = _dsn(
+        "Final-Recipient: LOCAL;jdoe\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\n",
+        original_to="John Doe <jdoe@example.net>",
+    )
+    report = parse_bounce(raw)
+    assert report.kind is BounceKind.DSN
+    assert [(r.address, r.status, r.reason) for r in report.recipients] == [
+        ("jdoe@example.net", "5.1.1", Reason.USERUNKNOWN)
+    ]
+
+
 def test_our_own_addresses_are_never_the_failed_recipient() -> None:
     blocks = (
         "Final-Recipient: rfc822; amy@example.com\nAction: failed\nStatus: 5.1.1\n\n"
@@ -216,3 +229,27 @@ def test_iso_2022_jp_notice_is_decoded() -> None:
     assert [(r.address, r.reason) for r in report.recipients] == [
         ("ichiro@docomo.example", Reason.USERUNKNOWN)
     ]
+
+
+def test_address_named_only_in_the_subject() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: " + VERP.encode() + b"\n"
+        b"Subject: Undeliverable mail: lee.park@example.org\n\n"
+        b"The message could not be delivered. Reason: 550 5.1.1 user unknown\n"
+    )
+    report = parse_bounce(raw)
+    assert [(r.address, r.reason) for r in report.recipients] == [
+        ("lee.park@example.org", Reason.USERUNKNOWN)
+    ]
+
+
+def test_pasted_dsn_fields_skip_our_own_address() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: " + VERP.encode() + b"\n"
+        b"Subject: Delivery failure\n\n"
+        b"Delivery to the following recipients failed.\n\n"
+        b"Final-Recipient: rfc822; " + VERP.encode() + b"\nAction: failed\nStatus: 5.1.1\n\n"
+        b"Final-Recipient: rfc822; ann@example.org\nAction: failed\nStatus: 5.1.1\n"
+    )
+    report = parse_bounce(raw)
+    assert [r.address for r in report.recipients] == ["ann@example.org"]
