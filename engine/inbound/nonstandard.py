@@ -132,6 +132,10 @@ BOUNCE_MARKERS = PhraseSet(
         "fail(?:ure|ed) delivery",
         "delayed mail",
         "rejected your message",
+        "could ?not deliver",
+        "delivery (?:error|unsuccessful|incomplete)",
+        "message (?:was |has been )?(?:rejected|refused|blocked|bounced)",
+        "not deliverable",
         # German
         "unzustellbar",
         "nicht zugestellt",
@@ -226,13 +230,23 @@ _ROBOT_SUFFIXES = ("-bounces", "-request", "-owner", "-admin", "-ctl", "-errors"
 #: Addresses notices name for contact ("please write to postmaster@..."), not recipients.
 _ROLE_LOCALPARTS = frozenset({"postmaster", "mailer-daemon", "mail-daemon", "hostmaster", "abuse"})
 _DAEMON_LOCALPARTS = frozenset(
-    {"mailer-daemon", "postmaster", "mail-daemon", "maildaemon", "mdaemon", "bounce", "bounces"}
+    {
+        "mailer-daemon",
+        "mailer_daemon",
+        "mailerdaemon",
+        "postmaster",
+        "mail-daemon",
+        "maildaemon",
+        "mdaemon",
+        "bounce",
+        "bounces",
+    }
 )
 _DAEMON_NAMES = re.compile(
     r"mail\s+deliver(?:y|)\s+(?:system|subsystem|service)|mailer[- ]?daemon|postmaster|"
     r"mail\s+administrator|microsoft\s+outlook|microsoft\s+exchange|system\s+administrator|"
     r"content-filter\s+at|interscan|courier\s+mail\s+server|mail\s+delivery\s+failure|"
-    r"\bmaildelivery\b|e-?mail\s+delivery\s+system",
+    r"\bmaildelivery\b|e-?mail\s+delivery\s+system|internet\s+mail\s+delivery|mailer\s+daemon",
     re.IGNORECASE,
 )
 

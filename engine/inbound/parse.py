@@ -82,6 +82,8 @@ _DELAY_KEEPS = frozenset(
 )
 #: "Returned mail: <cause>" (Sendmail, V5 sendmail, Bigfoot ...), the subject in normalised form.
 _SUBJECT_CAUSE = re.compile(r"returned mail: (.{3,80})")
+#: Addresses taken from a subject at most (a notice names one or two there).
+_SUBJECT_ADDRESSES = 5
 _WEAK_REASONS = frozenset({Reason.ONHOLD, Reason.UNDEFINED})
 _BULK_PRECEDENCE = frozenset({"bulk", "list"})
 _PASTED_FEEDBACK = re.compile(r"(?:^|\n)[Ff]eedback-[Tt]ype:[ \t]*[A-Za-z]")
@@ -208,7 +210,7 @@ def _read(
     refusal = _is_list_refusal(heads, view, daemon)
     if refusal or _looks_like_bounce(heads, view, daemon):
         listed = _failed_header(heads, exclude, list_address=refusal)
-        recipients = _nonstandard_recipients(body, note, view, scraped, hints, listed)
+        recipients = _nonstandard_recipients(body, note, view, scraped, hints, listed, exclude)
         if recipients:
             return _finish(_report(BounceKind.NONSTANDARD, recipients), hints, subject, defects)
 
@@ -493,14 +495,22 @@ def _nonstandard_recipients(
     scraped: dict[str, nonstandard.ScrapedRecipient],
     hints: JobHints,
     listed: list[str],
+    exclude: frozenset[str],
 ) -> list[Recipient]:
     delayed = nonstandard.is_delay_notice(view.subject, view.head)
     action = _ACTION_DELAYED if delayed else _ACTION_FAILED
     found = list(scraped.values())
     if not found and _PASTED_DSN.search(body) is not None:
-        pasted = parse_delivery_status(body)
+        pasted = _real_recipients(parse_delivery_status(body), exclude, hints)
         return _dsn_recipients(pasted, {}, note) if pasted.recipients else []
     text = " ".join(note[: nonstandard.MAX_FALLBACK_CHARS].split())
+    if not found and not listed:
+        # Named only in the subject ("Undeliverable mail: a@b", "Delivery failure (a@b)").
+        listed = [
+            a
+            for a in addresses_in(view.subject)[:_SUBJECT_ADDRESSES]
+            if a not in exclude and not nonstandard.is_robot_address(a)
+        ]
     if not found and listed:
         # Named only in a header (X-Failed-Recipients): the whole notice is the diagnostic.
         found = [nonstandard.ScrapedRecipient(a, text or None, None) for a in listed]
@@ -565,7 +575,9 @@ def _complaint(parts: _Parts, hints: JobHints) -> BounceReport:
 def _jmrp_complaint(reporter: str, hints: JobHints) -> BounceReport:
     address = reporter or hints.original_to
     recipients = (
-        (Recipient(address, None, None, Reason.FEEDBACK, False, None, None),) if address else ()
+        (Recipient(address, None, None, Reason.FEEDBACK, False, None, None, rule="format:jmrp"),)
+        if address
+        else ()
     )
     return BounceReport(
         kind=BounceKind.ARF, recipients=recipients, feedback=Feedback(FeedbackType.ABUSE.value)

@@ -229,3 +229,27 @@ def test_iso_2022_jp_notice_is_decoded() -> None:
     assert [(r.address, r.reason) for r in report.recipients] == [
         ("ichiro@docomo.example", Reason.USERUNKNOWN)
     ]
+
+
+def test_address_named_only_in_the_subject() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: " + VERP.encode() + b"\n"
+        b"Subject: Undeliverable mail: lee.park@example.org\n\n"
+        b"The message could not be delivered. Reason: 550 5.1.1 user unknown\n"
+    )
+    report = parse_bounce(raw)
+    assert [(r.address, r.reason) for r in report.recipients] == [
+        ("lee.park@example.org", Reason.USERUNKNOWN)
+    ]
+
+
+def test_pasted_dsn_fields_skip_our_own_address() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: " + VERP.encode() + b"\n"
+        b"Subject: Delivery failure\n\n"
+        b"Delivery to the following recipients failed.\n\n"
+        b"Final-Recipient: rfc822; " + VERP.encode() + b"\nAction: failed\nStatus: 5.1.1\n\n"
+        b"Final-Recipient: rfc822; ann@example.org\nAction: failed\nStatus: 5.1.1\n"
+    )
+    report = parse_bounce(raw)
+    assert [r.address for r in report.recipients] == ["ann@example.org"]
