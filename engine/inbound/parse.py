@@ -84,6 +84,8 @@ _DELAY_KEEPS = frozenset(
 _SUBJECT_CAUSE = re.compile(r"returned mail: (.{3,80})")
 #: Addresses taken from a subject at most (a notice names one or two there).
 _SUBJECT_ADDRESSES = 5
+#: Reasons an auto-reply may give that make it a bounce of its own sender.
+_DEAD_MAILBOX = frozenset({Reason.USERUNKNOWN, Reason.SUSPEND, Reason.HASMOVED})
 _WEAK_REASONS = frozenset({Reason.ONHOLD, Reason.UNDEFINED})
 _BULK_PRECEDENCE = frozenset({"bulk", "list"})
 _PASTED_FEEDBACK = re.compile(r"(?:^|\n)[Ff]eedback-[Tt]ype:[ \t]*[A-Za-z]")
@@ -215,8 +217,37 @@ def _read(
             return _finish(_report(BounceKind.NONSTANDARD, recipients), hints, subject, defects)
 
     if autoreply.is_autoreply(heads, view.subject, view.head):
+        dead = _dead_mailbox_reply(from_header, note, view)
+        if dead is not None:
+            return _finish(_report(BounceKind.NONSTANDARD, [dead]), hints, subject, defects)
         return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
     return _finish(BounceReport(kind=BounceKind.UNKNOWN), hints, subject, defects)
+
+
+def _dead_mailbox_reply(from_header: str, note: str, view: _View) -> Recipient | None:
+    """An automatic reply that is in fact a bounce: the mailbox answers that it no longer
+    exists or is disabled and that the message was not delivered. The responder is the
+    failed address."""
+    if not nonstandard.has_bounce_markers(view.head):
+        return None
+    sender = first_address(from_header)
+    if not sender or nonstandard.is_robot_address(sender):
+        return None
+    text = " ".join(note[: nonstandard.MAX_FALLBACK_CHARS].split())
+    result = classify(None, None, text, action=None, permanent=True)
+    if result.reason not in _DEAD_MAILBOX:
+        return None
+    return Recipient(
+        address=sender,
+        status=result.status,
+        reply_code=result.reply_code,
+        reason=result.reason,
+        hard=result.hard,
+        diagnostic=text or None,
+        remote_mta=None,
+        action=_ACTION_FAILED,
+        rule=f"format:dead-mailbox-reply+{result.rule}",
+    )
 
 
 def _any_complaint(
