@@ -1,10 +1,14 @@
 """Classification of one bounced recipient: RFC 3463 status, SMTP reply code, reason, hard/soft.
 
-The approach is sisimai's: the enhanced status code gives a first reason from a table; the
-diagnostic text, matched against ``config/bounce_patterns.toml``, then overrides codes that are
-generic (5.0.0, 5.7.1, 4.7.0 ...) but not codes that already say something precise (5.2.2 is a
-full mailbox whatever the text adds). A user-unknown code yields to text that shows the real cause
-was elsewhere (5.1.1 + "mailbox full", 5.1.1 + "blocked using spamhaus").
+A pipeline that keeps its evidence (docs/bounces.md, "Classification"). The enhanced status
+code gives a first reason from a table; the diagnostic text, matched against
+``config/bounce_patterns.toml``, then overrides codes that are generic (5.0.0, 5.7.1, 4.7.0 ...)
+but not codes that already say something precise (5.2.2 is a full mailbox whatever the text
+adds), as sisimai does. A user-unknown code yields to text that shows the real cause was
+elsewhere (5.1.1 + "mailbox full", 5.1.1 + "blocked using spamhaus"). The SMTP stage of the
+refusal (``smtpstage``) then corrects what cannot be true at that point of the dialogue, and
+what nothing explains falls back on the RFC 3463 class. Every result names the rule that
+decided it.
 """
 
 from __future__ import annotations
@@ -405,7 +409,10 @@ def classify(
     if verdict is None:
         verdict = _fallback(status, reply_code, text, act, (diagnostic_type or "").upper())
     if stage is not None:
-        verdict = _at_stage(verdict, stage)
+        corrected = _at_stage(verdict, stage)
+        # A reason the stage gave is evidence, not a fallback any more.
+        fallback = fallback and corrected.reason is verdict.reason
+        verdict = corrected
     failed_for_good = _is_permanent(status, reply_code, act, permanent)
     if (
         fallback
@@ -417,8 +424,7 @@ def classify(
         # MTA kept retrying and gave up.
         verdict = _Verdict(Reason.EXPIRED, f"action:failed+{verdict.rule}")
     hard = verdict.reason in HARD_REASONS and (
-        failed_for_good
-        or (verdict.reason is not Reason.NOTACCEPT and _gave_up(act, permanent))
+        failed_for_good or (verdict.reason is not Reason.NOTACCEPT and _gave_up(act, permanent))
     )
     return Classification(status, reply_code, verdict.reason, hard, verdict.rule)
 

@@ -64,7 +64,7 @@ _NAMES = "|".join(sorted((re.escape(n) for n in _COMMAND_NAMES), key=len, revers
 # following ":"/"<".
 _TAGS = tuple(f"[{name}]" for name in _COMMAND_NAMES)
 _PHRASES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
-    ("reply", ("in reply to",), re.compile(rf"in reply to (?:the )?({_NAMES})\b")),
+    ("reply", ("in reply to",), re.compile(rf"in reply to (?:the )?({_NAMES}) command\b")),
     ("exim", ("after",), re.compile(rf"(?:server|host) after (?:pipelined )?({_NAMES})\b")),
     ("exim", ("after",), re.compile(rf"\bafter (?:pipelined )?({_NAMES}) ?[:<]")),
     ("tag", _TAGS, re.compile(rf"\[({_NAMES})\]")),

@@ -71,6 +71,7 @@ def test_find_stage(text: str, command: str, form: str) -> None:
     [
         "550 5.1.1 user unknown",
         "in reply to your message of yesterday",
+        "this is in reply to mail from your colleague",
         "we will reply after data is processed",
         ">>> only a quote",
     ],
@@ -199,3 +200,12 @@ def test_null_mx_of_our_sender_is_not_the_recipients_fault() -> None:
         " 554 5.3.2 no SMTP service here",
     )
     assert (greeting.reason, greeting.hard) == (Reason.NOTACCEPT, True)
+
+
+def test_the_stage_wins_over_the_expiry_fallback() -> None:
+    # a transient refusal at MAIL FROM the MTA gave up on: about our sender, not a queue expiry
+    text = "451 try later (in reply to MAIL FROM command)"
+    result = classify("4.0.0", None, text, action="failed")
+    assert (result.reason, result.rule) == (Reason.REJECTED, "stage:mail+none:text")
+    # without a stage, the same answer in a final failure is an expiry
+    assert classify("4.0.0", None, "451 try later", action="failed").reason is Reason.EXPIRED
