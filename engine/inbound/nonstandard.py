@@ -12,6 +12,7 @@ recipient. Only the text before the copy of the original message is read.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 
@@ -47,10 +48,15 @@ _RECIPIENT_LINE = re.compile(
 # "Your message to a@b couldn't be delivered", "You sent mail to a@b", "delivered to: a@b" ...
 _INLINE_RECIPIENT = re.compile(
     rf"(?:\bto|\bfor|\brecipient|\buser|\bmailbox|\baddressee|\bempf[äa]nger|\bdestinataire|"
-    rf"\bdestinatario|\ban|\baan|\bpara|\bdo|\bà|\ba|"
-    # Japanese, Chinese and Russian: "宛先:", "収件人：", "получатель:" (CJK has no word gaps).
-    rf"宛先|送信先|あて先|收件人|收信人|получател[ья]|адресат)\b[:\s：]*(?:the\s+)?"
+    rf"\bdestinatario|\ban|\baan|\bpara|\bdo|\bà|\ba)\b[:\s]*(?:the\s+)?"
     rf"(?:(?:e-?mail\s+)?address(?:e)?\s*:?\s*)?[\"']?<?(?:mailto:)?({_BOUNDED_ADDRESS})>?",
+    re.IGNORECASE,
+)
+# Japanese, Chinese and Russian introductions ("宛先:", "收件人：", "получатель:"; CJK has no
+# word gaps). A separate pattern, searched only in non-ASCII text: every alternative more in
+# the one above is tried at every position of every notice.
+_INLINE_RECIPIENT_INTL = re.compile(
+    rf"(?:宛先|送信先|あて先|收件人|收信人|получател[ья]|адресат)[:\s：]*<?({_BOUNDED_ADDRESS})>?",
     re.IGNORECASE,
 )
 # A match starts only where a run of local-part characters starts (see message._BARE_ADDRESS).
@@ -407,7 +413,10 @@ def _not_a_recipient(address: str, exclude: frozenset[str]) -> bool:
 
 def _inline_recipients(text: str, exclude: frozenset[str]) -> _Found:
     found: _Found = {}
-    for match in _INLINE_RECIPIENT.finditer(text):
+    matches = _INLINE_RECIPIENT.finditer(text)
+    if not text.isascii():
+        matches = itertools.chain(matches, _INLINE_RECIPIENT_INTL.finditer(text))
+    for match in matches:
         address = match.group(1).strip(".")
         key = address.lower()
         if _not_a_recipient(address, exclude) or key in found:
