@@ -42,8 +42,10 @@ _ADDRESS = rf"[{_LOCAL_CHARS}]+@{_DOMAIN}"
 _BOUNDED_ADDRESS = rf"[{_LOCAL_CHARS}]{{1,64}}+@{_DOMAIN}"
 
 # A line that starts with a recipient address (optionally quoted, in angle brackets or mailto).
+# A list bullet may come first ("   * a@b", "  - a@b", "  1. <a@b>: ...").
 _RECIPIENT_LINE = re.compile(
-    rf"^\s*(?:[\"']?(?:mailto:)?<?({_ADDRESS})>?[\"']?)(?=$|[\s:,;.(\[<]|\.\.\.)(.*)$"
+    rf"^[^\S\n]*(?:(?:[*\-•·]|\d{{1,3}}[.)])[^\S\n]+)?"
+    rf"(?:[\"']?(?:mailto:)?<?({_ADDRESS})>?[\"']?)(?=$|[\s:,;.(\[<]|\.\.\.)(.*)$"
 )
 # "Your message to a@b couldn't be delivered", "You sent mail to a@b", "delivered to: a@b" ...
 _INLINE_RECIPIENT = re.compile(
@@ -329,6 +331,7 @@ def scrape(text: str, exclude: frozenset[str]) -> list[ScrapedRecipient]:
     if not found:
         return []
     replies = _reply_lines(lines)
+    head: list[tuple[str, frozenset[str]]] | None = None
     result: list[ScrapedRecipient] = []
     for address, block in found.values():
         diagnostic = " ".join(" ".join(block).split())
@@ -341,9 +344,27 @@ def scrape(text: str, exclude: frozenset[str]) -> list[ScrapedRecipient]:
             extra = [r for r in replies if r not in diagnostic]
             diagnostic = " ".join([diagnostic, *extra]).strip()
         if not diagnostic:
-            diagnostic = " ".join(text[:MAX_FALLBACK_CHARS].split())
+            if head is None:
+                head = _fallback_lines(text)
+            diagnostic = _fallback_text(head, address, found)
         result.append(ScrapedRecipient(address, diagnostic or None, remote_host(diagnostic)))
     return result
+
+
+def _fallback_lines(text: str) -> list[tuple[str, frozenset[str]]]:
+    """The head of the notice, line by line, with the (lower-case) addresses each names."""
+    return [
+        (line, frozenset(a.lower() for a in _ANY_ADDRESS.findall(line)))
+        for line in text[:MAX_FALLBACK_CHARS].splitlines()
+    ]
+
+
+def _fallback_text(head: list[tuple[str, frozenset[str]]], address: str, found: _Found) -> str:
+    """The head of the notice as the diagnostic of a recipient whose own lines say nothing,
+    less the lines that name the other recipients (their reasons are not this one's)."""
+    own = address.lower()
+    kept = [line for line, named in head if not any(a != own and a in found for a in named)]
+    return " ".join(" ".join(kept).split())
 
 
 def remote_host(diagnostic: str | None) -> str | None:
