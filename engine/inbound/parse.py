@@ -617,7 +617,9 @@ def _complaint(parts: _Parts, hints: JobHints) -> BounceReport:
 def _jmrp_complaint(reporter: str, hints: JobHints) -> BounceReport:
     address = reporter or hints.original_to
     recipients = (
-        (Recipient(address, None, None, Reason.FEEDBACK, False, None, None),) if address else ()
+        (Recipient(address, None, None, Reason.FEEDBACK, False, None, None, rule="format:jmrp"),)
+        if address
+        else ()
     )
     return BounceReport(
         kind=BounceKind.ARF, recipients=recipients, feedback=Feedback(FeedbackType.ABUSE.value)

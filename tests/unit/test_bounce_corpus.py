@@ -91,3 +91,14 @@ def test_corpus_accuracy_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert figures["feedback_accuracy"] == 1.0
     for row in figures["reasons"].values():
         assert row["precision"] in (None, 1.0) and row["recall"] in (None, 1.0)
+
+
+def test_every_recipient_names_its_rule() -> None:
+    """A wrong reason must be traceable to one rule: no recipient of the corpus lacks one."""
+    missing = [
+        f"{path.stem}: {recipient.address}"
+        for path in CASES
+        for recipient in parse_bounce(path.read_bytes()).recipients
+        if not recipient.rule
+    ]
+    assert missing == []
