@@ -12,6 +12,7 @@ recipient. Only the text before the copy of the original message is read.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 
@@ -41,16 +42,23 @@ _ADDRESS = rf"[{_LOCAL_CHARS}]+@{_DOMAIN}"
 _BOUNDED_ADDRESS = rf"[{_LOCAL_CHARS}]{{1,64}}+@{_DOMAIN}"
 
 # A line that starts with a recipient address (optionally quoted, in angle brackets or mailto).
+# A list bullet may come first ("   * a@b", "  - a@b", "  1. <a@b>: ...").
 _RECIPIENT_LINE = re.compile(
-    rf"^\s*(?:[\"']?(?:mailto:)?<?({_ADDRESS})>?[\"']?)(?=$|[\s:,;.(\[<]|\.\.\.)(.*)$"
+    rf"^[^\S\n]*(?:(?:[*\-•·]|\d{{1,3}}[.)])[^\S\n]+)?"
+    rf"(?:[\"']?(?:mailto:)?<?({_ADDRESS})>?[\"']?)(?=$|[\s:,;.(\[<]|\.\.\.)(.*)$"
 )
 # "Your message to a@b couldn't be delivered", "You sent mail to a@b", "delivered to: a@b" ...
 _INLINE_RECIPIENT = re.compile(
     rf"(?:\bto|\bfor|\brecipient|\buser|\bmailbox|\baddressee|\bempf[äa]nger|\bdestinataire|"
-    rf"\bdestinatario|\ban|\baan|\bpara|\bdo|\bà|\ba|"
-    # Japanese, Chinese and Russian: "宛先:", "収件人：", "получатель:" (CJK has no word gaps).
-    rf"宛先|送信先|あて先|收件人|收信人|получател[ья]|адресат)\b[:\s：]*(?:the\s+)?"
+    rf"\bdestinatario|\ban|\baan|\bpara|\bdo|\bà|\ba)\b[:\s]*(?:the\s+)?"
     rf"(?:(?:e-?mail\s+)?address(?:e)?\s*:?\s*)?[\"']?<?(?:mailto:)?({_BOUNDED_ADDRESS})>?",
+    re.IGNORECASE,
+)
+# Japanese, Chinese and Russian introductions ("宛先:", "收件人：", "получатель:"; CJK has no
+# word gaps). A separate pattern, searched only in non-ASCII text: every alternative more in
+# the one above is tried at every position of every notice.
+_INLINE_RECIPIENT_INTL = re.compile(
+    rf"(?:宛先|送信先|あて先|收件人|收信人|получател[ья]|адресат)[:\s：]*<?({_BOUNDED_ADDRESS})>?",
     re.IGNORECASE,
 )
 # A match starts only where a run of local-part characters starts (see message._BARE_ADDRESS).
@@ -323,6 +331,7 @@ def scrape(text: str, exclude: frozenset[str]) -> list[ScrapedRecipient]:
     if not found:
         return []
     replies = _reply_lines(lines)
+    head: list[tuple[str, frozenset[str]]] | None = None
     result: list[ScrapedRecipient] = []
     for address, block in found.values():
         diagnostic = " ".join(" ".join(block).split())
@@ -335,9 +344,27 @@ def scrape(text: str, exclude: frozenset[str]) -> list[ScrapedRecipient]:
             extra = [r for r in replies if r not in diagnostic]
             diagnostic = " ".join([diagnostic, *extra]).strip()
         if not diagnostic:
-            diagnostic = " ".join(text[:MAX_FALLBACK_CHARS].split())
+            if head is None:
+                head = _fallback_lines(text)
+            diagnostic = _fallback_text(head, address, found)
         result.append(ScrapedRecipient(address, diagnostic or None, remote_host(diagnostic)))
     return result
+
+
+def _fallback_lines(text: str) -> list[tuple[str, frozenset[str]]]:
+    """The head of the notice, line by line, with the (lower-case) addresses each names."""
+    return [
+        (line, frozenset(a.lower() for a in _ANY_ADDRESS.findall(line)))
+        for line in text[:MAX_FALLBACK_CHARS].splitlines()
+    ]
+
+
+def _fallback_text(head: list[tuple[str, frozenset[str]]], address: str, found: _Found) -> str:
+    """The head of the notice as the diagnostic of a recipient whose own lines say nothing,
+    less the lines that name the other recipients (their reasons are not this one's)."""
+    own = address.lower()
+    kept = [line for line, named in head if not any(a != own and a in found for a in named)]
+    return " ".join(" ".join(kept).split())
 
 
 def remote_host(diagnostic: str | None) -> str | None:
@@ -407,7 +434,10 @@ def _not_a_recipient(address: str, exclude: frozenset[str]) -> bool:
 
 def _inline_recipients(text: str, exclude: frozenset[str]) -> _Found:
     found: _Found = {}
-    for match in _INLINE_RECIPIENT.finditer(text):
+    matches = _INLINE_RECIPIENT.finditer(text)
+    if not text.isascii():
+        matches = itertools.chain(matches, _INLINE_RECIPIENT_INTL.finditer(text))
+    for match in matches:
         address = match.group(1).strip(".")
         key = address.lower()
         if _not_a_recipient(address, exclude) or key in found:

@@ -84,7 +84,11 @@ _DELAY_KEEPS = frozenset(
 _SUBJECT_CAUSE = re.compile(r"returned mail: (.{3,80})")
 #: Addresses taken from a subject at most (a notice names one or two there).
 _SUBJECT_ADDRESSES = 5
+#: Reasons an auto-reply may give that make it a bounce of its own sender.
+_DEAD_MAILBOX = frozenset({Reason.USERUNKNOWN, Reason.SUSPEND, Reason.HASMOVED})
 _WEAK_REASONS = frozenset({Reason.ONHOLD, Reason.UNDEFINED})
+#: Subjects of feedback loops that predate ARF and attach the reported message as it was.
+_LEGACY_FBL = re.compile(r"^(?:client tos notification|complaint about message from )")
 _BULK_PRECEDENCE = frozenset({"bulk", "list"})
 _PASTED_FEEDBACK = re.compile(r"(?:^|\n)[Ff]eedback-[Tt]ype:[ \t]*[A-Za-z]")
 _PASTED_DSN = re.compile(r"(?:^|\n)(?:[Ff]inal|[Oo]riginal)-[Rr]ecipient:")
@@ -187,7 +191,7 @@ def _read(
             return _finish(report, hints, subject, defects, prefer_own=True)
 
     report_type = report_type_of(msg) if known_report_type is None else known_report_type
-    complaint = _any_complaint(heads, parts, body, report_type, hints)
+    complaint = _any_complaint(heads, parts, report_type, hints)
     if complaint is not None:
         return _finish(complaint, hints, subject, defects)
 
@@ -215,22 +219,60 @@ def _read(
             return _finish(_report(BounceKind.NONSTANDARD, recipients), hints, subject, defects)
 
     if autoreply.is_autoreply(heads, view.subject, view.head):
+        dead = _dead_mailbox_reply(from_header, note, view)
+        if dead is not None:
+            return _finish(_report(BounceKind.NONSTANDARD, [dead]), hints, subject, defects)
         return _finish(_autoreply(parts, from_header, hints), hints, subject, defects)
     return _finish(BounceReport(kind=BounceKind.UNKNOWN), hints, subject, defects)
 
 
+def _dead_mailbox_reply(from_header: str, note: str, view: _View) -> Recipient | None:
+    """An automatic reply that is in fact a bounce: the mailbox answers that it no longer
+    exists or is disabled and that the message was not delivered. The responder is the
+    failed address."""
+    if not nonstandard.has_bounce_markers(view.head):
+        return None
+    sender = first_address(from_header)
+    if not sender or nonstandard.is_robot_address(sender):
+        return None
+    text = " ".join(note[: nonstandard.MAX_FALLBACK_CHARS].split())
+    result = classify(None, None, text, action=None, permanent=True)
+    if result.reason not in _DEAD_MAILBOX:
+        return None
+    return Recipient(
+        address=sender,
+        status=result.status,
+        reply_code=result.reply_code,
+        reason=result.reason,
+        hard=result.hard,
+        diagnostic=text or None,
+        remote_mta=None,
+        action=_ACTION_FAILED,
+        rule=f"format:dead-mailbox-reply+{result.rule}",
+    )
+
+
 def _any_complaint(
-    heads: Headers, parts: _Parts, body: str, report_type: str | None, hints: JobHints
+    heads: Headers, parts: _Parts, report_type: str | None, hints: JobHints
 ) -> BounceReport | None:
-    """An RFC 5965 report, feedback fields pasted in plain text, or a Microsoft JMRP complaint."""
-    if not parts.feedback and not parts.statuses and _PASTED_FEEDBACK.search(body[:_HEAD_CHARS]):
-        # Feedback fields pasted into a plain message by a small FBL (no multipart/report):
-        # still a complaint, never the auto-reply its Auto-Submitted header suggests.
-        parts.feedback.append(body[:_HEAD_CHARS])
+    """An RFC 5965 report, feedback fields pasted in plain text, a Microsoft JMRP complaint or
+    an AOL pre-ARF one."""
+    if not parts.feedback and not parts.statuses:
+        # Feedback fields pasted into a text part by a small FBL (no message/feedback-report
+        # part): still a complaint, never the auto-reply its Auto-Submitted header suggests.
+        pasted = next((n for n in parts.notes if _PASTED_FEEDBACK.search(n[:_HEAD_CHARS])), None)
+        if pasted is not None:
+            parts.feedback.append(pasted[:_HEAD_CHARS])
     if parts.feedback or report_type == _REPORT_FEEDBACK:
         return _complaint(parts, hints)
     if not parts.statuses:
         reporter = jmrp_recipient(heads, parts.original)
+        if (
+            reporter is None
+            and parts.original is not None
+            and _LEGACY_FBL.search(normalise(heads.get("Subject")))
+        ):
+            reporter = ""  # AOL's pre-ARF "Client TOS Notification": the original's To
         if reporter is not None:
             return _jmrp_complaint(reporter, hints)
     return None
