@@ -1,14 +1,13 @@
 """Classification of one bounced recipient: RFC 3463 status, SMTP reply code, reason, hard/soft.
 
-A pipeline that keeps its evidence (docs/bounces.md, "Classification"). The enhanced status
-code gives a first reason from a table; the diagnostic text, matched against
-``bounce_patterns.toml`` (engine/inbound/patterns.py), then overrides codes that are generic
-(5.0.0, 5.7.1, 4.7.0 ...) but not codes that already say something precise (5.2.2 is a full
-mailbox whatever the text adds), as sisimai does. A user-unknown code yields to text that shows the real cause was
-elsewhere (5.1.1 + "mailbox full", 5.1.1 + "blocked using spamhaus"). The SMTP stage of the
-refusal (``smtpstage``) then corrects what cannot be true at that point of the dialogue, and
-what nothing explains falls back on the RFC 3463 class. Every result names the rule that
-decided it.
+A pipeline that keeps its evidence (docs/bounces.md, "Classification"). The enhanced status code
+gives a first reason from a table; the diagnostic text, matched against ``bounce_patterns.toml``
+(engine/inbound/patterns.py), then overrides codes that are generic (5.0.0, 5.7.1, 4.7.0 ...) but
+not codes that already say something precise (5.2.2 is a full mailbox whatever the text adds), as
+sisimai does. A user-unknown code yields to text that shows the real cause was elsewhere (5.1.1 +
+"mailbox full", 5.1.1 + "blocked using spamhaus"). The SMTP stage of the refusal (``smtpstage``)
+then corrects what cannot be true at that point of the dialogue, and what nothing explains falls
+back on the RFC 3463 class. Every result names the rule that decided it.
 """
 
 from __future__ import annotations
