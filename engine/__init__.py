@@ -1,11 +1,7 @@
 """penguinmails-engine: durable, signed, shaped bulk SMTP delivery."""
 
-from __future__ import annotations
-
-from importlib import metadata
-
-try:
-    #: The installed distribution's version (``engine --version``, ``engine_build_info``).
-    __version__ = metadata.version("penguinmails-engine")
-except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
-    __version__ = "0+unknown"
+#: The engine's version, the one place it is written (pyproject.toml reads it through hatch):
+#: ``engine --version``, ``engine_build_info``. A literal, not importlib.metadata: every engine
+#: process (signers, parse workers, the CLI) imports this package, and that lookup costs more
+#: than the rest of a worker's start-up imports.
+__version__ = "0.1.0"

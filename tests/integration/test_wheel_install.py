@@ -69,7 +69,10 @@ def _free_port() -> int:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     uv = _uv()
     work = tmp_path_factory.mktemp("wheel")
-    _run(uv, "build", "--offline", "-q", "--wheel", "-o", work / "dist", cwd=ROOT, timeout=180)
+    build = [uv, "build", "-q", "--wheel", "-o", str(work / "dist")]
+    offline = subprocess.run([*build, "--offline"], cwd=ROOT, capture_output=True, timeout=180)
+    if offline.returncode != 0:  # hatchling not in uv's cache yet: fetch it
+        _run(*build, cwd=ROOT, timeout=300)
     (wheel,) = (work / "dist").glob("penguinmails_engine-*.whl")
     reqs = work / "requirements.txt"
     _run(uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "-q",
