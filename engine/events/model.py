@@ -37,6 +37,9 @@ class EventKind(StrEnum):
     DELAYED = "delayed"  # a relay node's delay notice: the provider deferred it (4xx)
     DELIVERED = "delivered"  # a relay node's success notice: the provider accepted it
     NOT_SPAM = "not_spam"
+    # an RFC 6591 authentication-failure report about our message: a DKIM/SPF/DMARC matter of
+    # ours, never a recipient's complaint
+    AUTH_FAILURE = "auth_failure"
     # a complaint / bounce naming a job it did not prove (DESIGN §7 Trust): it changed nothing
     UNVERIFIED_COMPLAINT = "unverified_complaint"
     UNVERIFIED_BOUNCE = "unverified_bounce"

@@ -79,9 +79,8 @@ class Effect(msgspec.Struct, frozen=True):
 
     inbound_id: int
     job_id: int | None
-    # bounced_hard | bounced_soft | complained | not_spam | autoreply | delayed | delivered |
-    # ignored |
-    # unverified_complaint | unverified_bounce | replayed
+    # bounced_hard | bounced_soft | complained | not_spam | auth_failure | autoreply | delayed |
+    # delivered | ignored | unverified_complaint | unverified_bounce | replayed
     kind: str
     address: str | None = None
     reason: str | None = None
@@ -122,6 +121,15 @@ def _job(r: Any) -> _Job:
 #: Feedback types a metric label may take (an attacker chooses the field's text).
 _FEEDBACK_LABELS = frozenset(t.value for t in FeedbackType)
 _BOUNCE_KINDS = (BounceKind.DSN, BounceKind.NONSTANDARD)
+#: Feedback reports that are not a recipient's complaint, and the event each one records:
+#: "not-spam" takes a complaint back; "auth-failure" (RFC 6591) and "dmarc" (RFC 7489 failure
+#: reports) tell of a DKIM/SPF/DMARC failure the receiver saw: about our authentication, so they
+#: neither suppress the recipient nor slow the sender.
+_NOT_COMPLAINTS = {
+    FeedbackType.NOT_SPAM.value: EventKind.NOT_SPAM.value,
+    FeedbackType.AUTH_FAILURE.value: EventKind.AUTH_FAILURE.value,
+    FeedbackType.DMARC.value: EventKind.AUTH_FAILURE.value,
+}
 _UNVERIFIED_EVENT = {
     "complaint": EventKind.UNVERIFIED_COMPLAINT.value,
     "bounce": EventKind.UNVERIFIED_BOUNCE.value,
@@ -307,7 +315,7 @@ def _class_of(item: InboundItem, match: _Match) -> str | None:
     if job is None or not match.proven:
         return None
     if report.kind is BounceKind.ARF:
-        return None if feedback_label(report.feedback_type) == "not-spam" else "complaint"
+        return None if feedback_label(report.feedback_type) in _NOT_COMPLAINTS else "complaint"
     if report.kind in _BOUNCE_KINDS:
         rcpt = _failed(report.recipients, job)
         if rcpt is not None:
@@ -339,11 +347,10 @@ def _apply_one(item: InboundItem, match: _Match, b: _Batch, replay: bool) -> Non
     if kind is BounceKind.ARF:
         ftype = feedback_label(report.feedback_type)
         metrics.COMPLAINTS.labels(ftype).inc()
-        if ftype == "not-spam":
-            b.events.append(
-                (tenant, job.id, "not_spam", job.recipient, job.message_id, ftype, None)
-            )
-            b.effects.append(Effect(item.inbound_id, job.id, "not_spam", job.recipient))
+        if ftype in _NOT_COMPLAINTS:
+            event = _NOT_COMPLAINTS[ftype]
+            b.events.append((tenant, job.id, event, job.recipient, job.message_id, ftype, None))
+            b.effects.append(Effect(item.inbound_id, job.id, event, job.recipient))
             return
         b.states[job.id] = "complained"
         b.suppress.append((tenant, job.recipient, "feedback", "complaint", None))

@@ -80,7 +80,7 @@ async def test_only_proven_reports_change_state(
             "soft_bounce_limit": 2,
         },
     )
-    names = ["signed", "forged", "tampered", "foreign", "nofbl", "hard", "soft", "odd"]
+    names = ["signed", "forged", "tampered", "foreign", "nofbl", "hard", "soft", "odd", "authfail"]
     await tenants.add(pool, "acme")
     await enqueue(
         pool,
@@ -123,6 +123,8 @@ async def test_only_proven_reports_change_state(
         await complain("foreign", sign_message(unsigned + b"\r\n\r\n" + body, [not_ours]))
         # an attacker-chosen Feedback-Type on a believed complaint: the label is "other"
         await complain("odd", got["odd"].data, odd_type)
+        # a proven RFC 6591 authentication-failure report: about our DKIM/SPF, not a complaint
+        await complain("authfail", got["authfail"].data, "auth-failure")
         # a DSN to the FBL address (no VERP), naming the job by Message-ID: informs only
         await smtp.sendmail("", [FBL], dsn("nofbl@example.com", rows["nofbl"]["message_id"]))
         # a hard bounce to the VERP address, replayed: counted once
@@ -138,7 +140,7 @@ async def test_only_proven_reports_change_state(
         await _wait(
             pool,
             "SELECT count(*) FROM content.inbound_messages WHERE processed_at IS NOT NULL",
-            11,
+            12,
         )
     finally:
         daemon._on_stop(signal.SIGTERM)
@@ -157,6 +159,7 @@ async def test_only_proven_reports_change_state(
         "nofbl": "relayed",
         "hard": "bounced",
         "soft": "bounced",
+        "authfail": "relayed",
     }
     assert suppressed == {"signed@example.com", "odd@example.com", "hard@example.com"}
     assert await _events(pool, rows["forged"]["id"]) == ["unverified_complaint"]
@@ -166,6 +169,7 @@ async def test_only_proven_reports_change_state(
     assert await _events(pool, rows["hard"]["id"]) == ["bounced"]
     assert await _events(pool, rows["soft"]["id"]) == ["soft_bounced"]
     assert await _events(pool, rows["signed"]["id"]) == ["complained"]
+    assert await _events(pool, rows["authfail"]["id"]) == ["auth_failure"]
     stats = await pool.fetchrow(
         "SELECT sum(bounced_hard) h, sum(bounced_soft) s, sum(complained) c FROM olap.daily_stats"
     )
