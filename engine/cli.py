@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.senders",
     "engine.commands.gdpr",
     "engine.commands.retention",
+    "engine.commands.messages",
 )
 
 

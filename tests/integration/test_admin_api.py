@@ -448,7 +448,10 @@ async def test_nodes_and_queues(
     await ctx.streams.push([(1, "acme", 0), (2, "acme", 1)])
     out = await call(client, "GET", "/v1/queues", status=200)
     assert out["streams"] == {"high": 1, "normal": 1, "low": 0}
-    assert out["states"]["queued"] == 4 and out["states"]["relayed"] == 0
+    assert out["states"] == {"queued": 4, "deferred": 0, "sending": 0}  # no finished-job scan
+    assert out["backlog"]["queued"] == {"high": 1, "normal": 3, "low": 0} and out["held"] == 0
+    every = await call(client, "GET", "/v1/queues?all=true&tenants=0", status=200)
+    assert every["states"]["queued"] == 4 and every["states"]["relayed"] == 0
     assert out["tenants"] == [{"tenant_id": "acme", "queued": 4, "deferred": 0, "sending": 0}]
     assert 85 <= out["oldest_due_age_s"]["normal"] < 300 and out["oldest_due_age_s"]["low"] == 0
     out = await call(client, "GET", "/v1/queues?tenants=0", status=200)

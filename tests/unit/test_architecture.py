@@ -51,14 +51,15 @@ ALLOWED: dict[str, frozenset[str]] = {
         "retention": "audit config errors store",
         "senders": "audit config events store",
         "client": "config enqueue model store",
+        "messages": "audit compose enqueue errors model store",
         # The two pipelines: sending and receiving.
         "dispatch": "compose config dkim errors events metrics model periodic queue senders shaping"
         " store",
         "inbound": "audit compliance compose config dkim errors events metrics model shaping store"
         " workerpipe",
         # Operator surfaces.
-        "admin": "audit compose config enqueue errors events inbound metrics model periodic queue"
-        " relay senders store",
+        "admin": "audit compose config enqueue errors events inbound messages metrics model"
+        " periodic queue relay senders store",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag"
         " periodic queue relay reload retention sdnotify shaping store",
@@ -67,7 +68,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "sink": "",
         "demo": "config dkim enqueue errors servers sink store",
         "commands": "audit compliance config daemon demo dkim enqueue errors gdpr inbound logs"
-        " queue retention senders shaping store supervisor",
+        " messages model queue retention senders shaping store supervisor",
         "cli": "errors",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()
