@@ -570,3 +570,37 @@ async def test_non_ascii_digits_in_an_id_are_a_400(
     for path in ("/v1/messages/%C2%B3", "/v1/messages/%D9%A3"):
         out = await call(client, "GET", path, status=400)
         assert "positive integer" in out["error"]
+
+
+async def test_timeline_content_and_bulk_actions(
+    admin: tuple[TestClient[Any, Any], AdminContext],
+) -> None:
+    client, ctx = admin
+    ids = await enqueue(client, [job(i, campaign_id="spring") for i in range(3)] + [job(9)])
+    body = {"action": "hold", "campaign_id": "spring", "dry_run": True}
+    dry = await call(client, "POST", "/v1/messages/actions", status=200, json=body)
+    assert (dry["affected"], dry["in_flight"], dry["dry_run"]) == (3, 0, True)
+    body = {"action": "cancel", "campaign_id": "spring", "domain": "EXAMPLE.com"}
+    done = await call(client, "POST", "/v1/messages/actions", status=200, json=body)
+    assert done["affected"] == 3 and done["selection"]["campaign_id"] == "spring"
+    again = await call(client, "POST", "/v1/messages/actions", status=200, json=body)
+    assert again["affected"] == 0  # already cancelled
+    for bad in ({"action": "cancel"}, {"action": "explode", "job_id": 1},
+                {"action": "hold", "job_id": 0}, {"action": "hold", "tenant": "acme"}):  # fmt: skip
+        await call(client, "POST", "/v1/messages/actions", status=400, json=bad)
+    out = await call(client, "GET", f"/v1/messages/{ids[0]}?content=true", status=200)
+    assert out["state"] == "cancelled" and out["recipient"] == "user0@example.com"
+    kinds = [(e["kind"], (e.get("data") or {}).get("by")) for e in out["events"]]
+    assert kinds == [("queued", None), ("cancelled", "admin-api")]
+    assert "Subject: Hello" in out["content"] and "Hi there" in out["content"]
+    plain = await call(client, "GET", f"/v1/messages/{ids[3]}", status=200)
+    assert plain["content"] is None and plain["state"] == "queued"
+    await call(client, "GET", f"/v1/messages/{ids[3]}?content=maybe", status=400)
+    await call(client, "GET", f"/v1/messages/{ids[3]}?tenant=other", status=404)
+    rows = await ctx.pool.fetch(
+        "SELECT action, actor FROM oltp.audit_log WHERE action LIKE 'messages.%' ORDER BY id"
+    )
+    assert [(r["action"], r["actor"]) for r in rows] == [
+        ("messages.cancel", "admin-api"),
+        ("messages.cancel", "admin-api"),
+    ]
