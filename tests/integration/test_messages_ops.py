@@ -9,13 +9,16 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import asyncpg
+import msgspec
 import orjson
 
-from engine.config import Config
+from engine.config import Config, DkimConfig
 from engine.daemon import Daemon
+from engine.dkim.keys import generate_key
 from engine.enqueue import enqueue
 from engine.store import backlog as backlog_store
 from engine.store import tenants
@@ -69,7 +72,7 @@ async def _wait(pool: asyncpg.Pool, sql: str, want: int, timeout: float = 30.0) 
 
 
 async def test_trace_a_late_message_and_stop_a_campaign(
-    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, mailu: FakeMailU
+    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, mailu: FakeMailU, tmp_path: Path
 ) -> None:
     mailu.fail_rcpt(r"^late@", 451, "4.7.1 greylisted, come back later")
     mailu.delay_s = 0.05  # the campaign is still going out when the operator acts
@@ -80,8 +83,13 @@ async def test_trace_a_late_message_and_stop_a_campaign(
     res = await enqueue(pool, items, max_message_bytes=10**6, max_age_s=3600)
     assert all(r.error is None for r in res)
     # Small batches and a low high-water mark: when the operator acts, some of the campaign is
-    # in flight, some on the Redis stream, the rest waiting in PostgreSQL.
-    cfg = daemon_config(
+    # in flight, some on the Redis stream, the rest waiting in PostgreSQL. DKIM on, so the
+    # timeline names the selector.
+    pem, _ = generate_key("rsa-sha256", 2048)
+    key = tmp_path / "k.pem"
+    key.write_bytes(pem)
+    key.chmod(0o600)
+    base = daemon_config(
         clean_db,
         redis_prefix,
         [mailu],
@@ -91,6 +99,20 @@ async def test_trace_a_late_message_and_stop_a_campaign(
         batch_size=16,
         max_in_flight=16,
         stream_high_water=50,
+    )
+    cfg = msgspec.structs.replace(
+        base,
+        dkim=msgspec.convert(
+            {
+                "enabled": True,
+                "required": True,
+                "signer": "thread",
+                "keys": [
+                    {"domain": "acme.example", "selector": "s2026", "private_key_file": str(key)}
+                ],
+            },
+            DkimConfig,
+        ),
     )
     daemon = Daemon(cfg, None)
     task = asyncio.create_task(daemon.run())
@@ -111,13 +133,14 @@ async def test_trace_a_late_message_and_stop_a_campaign(
         assert rc == 0, err
         assert "deferred, next attempt in" in text
         assert "4.7.1 greylisted, come back later" in text and "node=n0" in text
+        assert "dkim=s2026" in text
         rc, out, err = await _cli(cfg, "messages", "show", str(x), "--json")
         doc = json.loads(out)
         assert doc["job"]["id"] == x and doc["job"]["last_code"] == 451
         deferred = [e for e in doc["events"] if e["kind"] == "deferred"]
         assert deferred and deferred[0]["reply"].endswith("greylisted, come back later")
         assert deferred[0]["data"]["attempt"] == 1 and deferred[0]["data"]["node"] == "n0"
-        assert "relay_ms" in deferred[0]["data"]
+        assert "relay_ms" in deferred[0]["data"] and deferred[0]["data"]["selector"] == "s2026"
         show_sample = text
 
         # The same from the admin API (the daemon's own side-port).
