@@ -182,7 +182,8 @@ UPDATE queue.jobs j
                     WHEN u.st IN ('queued', 'deferred') AND j.expires_at < now()
                     THEN 'failed' ELSE u.st END,
        attempts = j.attempts - u.undo::int,
-       next_attempt_at = CASE WHEN j.held_at IS NOT NULL THEN {held}
+       next_attempt_at = CASE WHEN j.held_at IS NOT NULL AND u.st IN ('queued', 'deferred')
+                              THEN {held}
                               WHEN u.delay IS NULL THEN j.next_attempt_at
                               ELSE now() + make_interval(secs => u.delay) END,
        pushed_at = NULL, lease_owner = NULL, lease_until = NULL,

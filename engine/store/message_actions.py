@@ -85,7 +85,9 @@ _NOW: dict[BulkAction, tuple[str, str]] = {
     ),
     BulkAction.RELEASE: (
         f"{_WAITING} AND j.held_at IS NOT NULL",
-        "held_at = NULL, next_attempt_at = now(), pushed_at = NULL",
+        # Due now, or at its send_at when that is still to come (a held scheduled send).
+        "held_at = NULL, next_attempt_at = greatest(now(), coalesce(j.send_at, now())),"
+        " pushed_at = NULL",
     ),
     BulkAction.RETRY: (
         "j.state = 'deferred' AND j.held_at IS NULL AND j.next_attempt_at > now()",

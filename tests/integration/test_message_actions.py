@@ -181,3 +181,23 @@ async def test_search_filters_and_pages(pool: asyncpg.Pool) -> None:
     assert [m.recipient for m in (await tracing.search(pool, by_tenant)).messages] == [
         "w@example.com"
     ]
+
+
+async def test_release_keeps_a_future_send_at(pool: asyncpg.Pool) -> None:
+    ids = await _setup(pool)
+    await pool.execute(
+        "UPDATE queue.jobs SET send_at = now() + interval '1 hour',"
+        " next_attempt_at = now() + interval '1 hour' WHERE id = $1",
+        ids[0],
+    )
+    await actions.run(pool, BulkAction.HOLD, Selection(campaign_id="spring"), actor="t")
+    await actions.run(pool, BulkAction.RELEASE, Selection(campaign_id="spring"), actor="t")
+    due = await pool.fetch(
+        "SELECT id FROM queue.jobs WHERE next_attempt_at <= now() AND id = ANY($1)", ids[:6]
+    )
+    assert sorted(r["id"] for r in due) == sorted(ids[1:6])  # the scheduled one waits its time
+    later = await pool.fetchval(
+        "SELECT next_attempt_at - now() > interval '50 minutes' FROM queue.jobs WHERE id = $1",
+        ids[0],
+    )
+    assert later is True
