@@ -71,38 +71,63 @@ def _where(sel: Selection, args: list[object]) -> str:
     return " AND ".join(conds)
 
 
-# Per action: the jobs it changes now (condition on j), and the assignment.
+# Per action: which jobs it changes now (waiting ones) and how, then which jobs in flight it
+# marks (cancel, hold) or unmarks (release) and how.
 _WAITING = "j.state IN ('queued', 'deferred')"  # jobs_waiting's predicate
 _SENDING = "j.state = 'sending' AND j.lease_until IS NOT NULL"  # jobs_leased_until's
-_NOW: dict[BulkAction, tuple[str, str]] = {
+_NOW: dict[BulkAction, tuple[str, dict[str, str]]] = {
     BulkAction.CANCEL: (
         _WAITING,
-        "state = 'cancelled', finished_at = now(), pushed_at = NULL",
+        {"state": "'cancelled'", "finished_at": "now()", "pushed_at": "NULL::timestamptz"},
     ),
     BulkAction.HOLD: (
         f"{_WAITING} AND j.held_at IS NULL",
-        f"held_at = now(), next_attempt_at = {HELD_UNTIL}, pushed_at = NULL",
+        {"held_at": "now()", "next_attempt_at": HELD_UNTIL, "pushed_at": "NULL::timestamptz"},
     ),
     BulkAction.RELEASE: (
         f"{_WAITING} AND j.held_at IS NOT NULL",
         # Due now, or at its send_at when that is still to come (a held scheduled send).
-        "held_at = NULL, next_attempt_at = greatest(now(), coalesce(j.send_at, now())),"
-        " pushed_at = NULL",
+        {
+            "held_at": "NULL::timestamptz",
+            "next_attempt_at": "greatest(now(), coalesce(j.send_at, now()))",
+            "pushed_at": "NULL::timestamptz",
+        },
     ),
     BulkAction.RETRY: (
         "j.state = 'deferred' AND j.held_at IS NULL AND j.next_attempt_at > now()",
-        "next_attempt_at = now(), pushed_at = NULL",
+        {"next_attempt_at": "now()", "pushed_at": "NULL::timestamptz"},
     ),
 }
-# Per action: in-flight jobs it marks (cancel, hold) or unmarks (release).
-_IN_FLIGHT: dict[BulkAction, tuple[str, str]] = {
+_IN_FLIGHT: dict[BulkAction, tuple[str, dict[str, str]]] = {
     BulkAction.CANCEL: (
         f"{_SENDING} AND j.cancel_requested_at IS NULL",
-        "cancel_requested_at = now()",
+        {"cancel_requested_at": "now()"},
     ),
-    BulkAction.HOLD: (f"{_SENDING} AND j.held_at IS NULL", "held_at = now()"),
-    BulkAction.RELEASE: (f"{_SENDING} AND j.held_at IS NOT NULL", "held_at = NULL"),
+    BulkAction.HOLD: (f"{_SENDING} AND j.held_at IS NULL", {"held_at": "now()"}),
+    BulkAction.RELEASE: (f"{_SENDING} AND j.held_at IS NOT NULL", {"held_at": "NULL::timestamptz"}),
 }
+
+
+def _update(action: BulkAction) -> tuple[str, str]:
+    """The WHERE condition and SET list of ``action`` over waiting and in-flight jobs at once.
+
+    One statement, so a job changing between waiting and in flight while it runs (a claim, an
+    outcome) is still caught: PostgreSQL re-reads a row it had to wait for and evaluates the
+    condition and every CASE on that newest version.
+    """
+    now_cond, now_set = _NOW[action]
+    flight = _IN_FLIGHT.get(action)
+    if flight is None:
+        return now_cond, ", ".join(f"{col} = {expr}" for col, expr in now_set.items())
+    flight_cond, flight_set = flight
+    sets = [
+        f"{col} = CASE WHEN j.state = 'sending' THEN {flight_set.get(col, f'j.{col}')}"
+        f" ELSE {now_set.get(col, f'j.{col}')} END"
+        for col in dict.fromkeys([*now_set, *flight_set])
+    ]
+    return f"(({now_cond}) OR ({flight_cond}))", ", ".join(sets)
+
+
 _EVENT_KIND = {
     BulkAction.CANCEL: "cancelled",
     BulkAction.HOLD: "held",
@@ -132,44 +157,36 @@ async def count(pool: asyncpg.Pool | Conn, action: BulkAction, sel: Selection) -
 async def apply(
     conn: Conn, action: BulkAction, sel: Selection, *, actor: str, notify_channel: str
 ) -> BulkCount:
-    """Change the jobs ``sel`` names (one statement, with one event per job changed); run it
-    inside the caller's transaction so the audit row commits with it."""
+    """Change the jobs ``sel`` names (one statement, with one event per waiting job changed);
+    run it inside the caller's transaction so the audit row commits with it."""
     args: list[object] = []
     where = _where(sel, args)
-    cond, assign = _NOW[action]
+    cond, assign = _update(action)
     args.append(_EVENT_KIND[action])
     kind = f"${len(args)}"
     args.append(_actor_data(actor))
     data = f"${len(args)}::text::jsonb"
-    affected = await conn.fetchval(
+    row = await conn.fetchrow(
         f"""
         WITH changed AS (
             UPDATE queue.jobs j SET {assign}, updated_at = now()
              WHERE {where} AND {cond}
-            RETURNING j.id, j.tenant_id, j.recipient, j.message_id),
+            RETURNING j.id, j.tenant_id, j.recipient, j.message_id, j.state = 'sending' AS flying),
         written AS (
             INSERT INTO oltp.events (tenant_id, job_id, kind, recipient, message_id, reason, data)
             SELECT c.tenant_id, c.id, {kind}, c.recipient, c.message_id, 'operator', {data}
-              FROM changed c RETURNING 1)
-        SELECT count(*) FROM written
+              FROM changed c WHERE NOT c.flying RETURNING 1)
+        SELECT (SELECT count(*) FROM written) AS affected,
+               (SELECT count(*) FROM changed WHERE flying) AS in_flight
         """,
         *args,
     )
-    in_flight = 0
-    flight = _IN_FLIGHT.get(action)
-    if flight is not None:
-        fargs: list[object] = []
-        fwhere = _where(sel, fargs)
-        status: str = await conn.execute(
-            f"UPDATE queue.jobs j SET {flight[1]}, updated_at = now()"
-            f" WHERE {fwhere} AND {flight[0]}",
-            *fargs,
-        )
-        in_flight = int(status.split()[-1])
+    assert row is not None
+    affected, in_flight = int(row["affected"]), int(row["in_flight"])
     if affected and action in (BulkAction.RELEASE, BulkAction.RETRY):
         # Wake every feeder: the jobs are due now.
         await conn.execute("SELECT pg_notify($1, '')", notify_channel)
-    return BulkCount(int(affected or 0), in_flight)
+    return BulkCount(affected, in_flight)
 
 
 def _actor_data(actor: str) -> str:
