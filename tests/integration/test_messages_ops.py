@@ -220,3 +220,23 @@ async def test_trace_a_late_message_and_stop_a_campaign(
     if sample:  # the operator-facing output, kept for the closing note
         with open(sample, "w", encoding="utf-8") as f:
             f.write(show_sample + "\n---\n" + dry + done)
+
+
+def test_cli_refuses_bad_input_and_changes_nothing(cfg: Config) -> None:
+    from tests.integration.test_cli import engine, line
+
+    assert engine(cfg, "migrate").returncode == 0
+    assert engine(cfg, "tenants", "add", "acme").returncode == 0
+    assert engine(cfg, "enqueue", "--jsonl", "-", stdin=line(1) + b"\n").returncode == 0
+    for args, why in (
+        (("messages", "cancel"), b"needs a selection"),
+        (("messages", "show", "999999"), b"no message 999999"),
+        (("messages", "search", "--limit", "0"), b"--limit 0 is out of range"),
+        (("messages", "search", "--since", "yesterday"), b"not an ISO 8601 time"),
+        (("messages", "hold", "--campaign"), b"expected one argument"),
+    ):
+        res = engine(cfg, *args)
+        assert res.returncode == 2 and why in res.stderr, (args, res.stderr)
+    st = engine(cfg, "status", "--json")
+    doc = json.loads(st.stdout)
+    assert doc["jobs"] == {"queued": 1, "deferred": 0, "sending": 0} and doc["held"] == 0
