@@ -91,6 +91,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if tl is None:
         scope = f" of tenant {args.tenant}" if args.tenant else ""
         raise UsageError(f"no message {args.job}{scope}", hint="engine messages search ...")
+    if args.content and content is None:
+        raise UsageError(
+            f"the content of message {args.job} is no longer stored",
+            hint="retention purges content after its period (docs/compliance.md)",
+        )
     if args.json:
         doc: dict[str, Any] = msgspec.to_builtins(tl)
         if content is not None:

@@ -9,7 +9,6 @@ import msgspec
 
 from engine.compose.message_id import make as make_message_id
 from engine.compose.mime import build_body, effective_message_id, render
-from engine.errors import StoreError
 from engine.store import content as content_store
 from engine.store import messages as message_store
 from engine.store.messages import MessageView, TimelineEvent
@@ -63,18 +62,17 @@ async def search(
     return SearchPage(messages=found, next=found[-1].id if len(found) == limit else None)
 
 
-async def composed(pool: asyncpg.Pool, job: MessageView) -> bytes:
+async def composed(pool: asyncpg.Pool, job: MessageView) -> bytes | None:
     """The message as the engine composes it for this job, from the content tier: headers and
     body as relayed, without the per-attempt additions (DKIM-Signature, VERP Return-Path,
-    the engine's own List-Unsubscribe, Feedback-ID)."""
+    the engine's own List-Unsubscribe, Feedback-ID). None when the content is no longer stored
+    (retention purges it, docs/compliance.md)."""
     key = await message_store.content_key(pool, job.id, job.tenant_id)
-    loaded = await content_store.load(pool, [(job.tenant_id, key)]) if key else {}
-    content = loaded.get((job.tenant_id, key)) if key else None
+    if key is None:
+        return None
+    content = (await content_store.load(pool, [(job.tenant_id, key)])).get((job.tenant_id, key))
     if content is None:
-        raise StoreError(
-            f"the content of message {job.id} is no longer stored",
-            hint="retention purges content after its period (docs/compliance.md)",
-        )
+        return None
     body = build_body(content)
     domain = job.sender.rpartition("@")[2]
     mid = effective_message_id(

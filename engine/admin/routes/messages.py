@@ -98,7 +98,12 @@ async def get_message(request: web.Request) -> web.Response:
         raise AdminRequestError(f"no message with id {job_id}", status=404)
     content = None
     if q.content:
-        content = (await tracing.composed(pool, tl.job)).decode("utf-8", "replace")
+        raw = await tracing.composed(pool, tl.job)
+        if raw is None:
+            raise AdminRequestError(
+                f"the content of message {job_id} is no longer stored (retention)", status=410
+            )
+        content = raw.decode("utf-8", "replace")
     fields = msgspec.structs.asdict(tl.job)
     return json_response(MessageDetail(**fields, events=tl.events, content=content))
 
@@ -193,7 +198,7 @@ ROUTES = [
         "messages",
         query=MessageShowQuery,
         path_params=_ID,
-        responses={200: MessageDetail, 404: None},
+        responses={200: MessageDetail, 404: None, 410: None},
     ),
     Route(
         "POST",
