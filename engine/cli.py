@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.mailu",
     "engine.commands.config",
     "engine.commands.keys",
+    "engine.commands.messages",
 )
 
 

@@ -238,6 +238,18 @@ QUEUE_TENANT_PENDING = Gauge(
     multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
+BACKLOG = Gauge(
+    "engine_backlog_jobs",
+    "Jobs waiting in PostgreSQL by state (queued, deferred, held) and priority. Exported by one"
+    " instance at a time (see engine_backlog_leader), so a sum over instances is the truth.",
+    ["state", "priority"],
+    registry=REGISTRY,
+)
+BACKLOG_LEADER = Gauge(
+    "engine_backlog_leader",
+    "1 on the one instance that exports engine_backlog_jobs (it holds the Redis lease), else 0.",
+    registry=REGISTRY,
+)
 RELAY_NODE_UP = Gauge(
     "engine_relay_node_up",
     "1 while the relay node is healthy (breaker closed, no failure since the last success).",

@@ -4,17 +4,27 @@ Runs next to the daemon's loops, every few seconds; every query is an index prob
 XLEN, never a scan of the jobs table (the per-tenant breakdown, a GROUP BY over waiting jobs, runs
 only with ``[admin] tenant_metrics`` and at a slower pace). A failing source is logged once per
 change of error and retried at the next round; the collector never stops the daemon.
+
+The backlog (``engine_backlog_jobs``) describes PostgreSQL, which every instance shares: it is
+counted and exported by one instance at a time, the holder of a Redis lease
+(:class:`BacklogLease`), so a dashboard's sum over instances is the truth and PostgreSQL counts
+it once per round, not once per instance. The others export no series; while Redis is down
+nobody holds the lease and the series is absent (docs/operations.md, "Backlog").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
 
 from engine import metrics
 from engine.admin.context import AdminContext
 from engine.periodic import Periodic, run_until
+from engine.store import backlog as backlog_store
 from engine.store import messages as message_store
 
 log = logging.getLogger("engine.admin")
@@ -32,6 +42,60 @@ async def _streams(ctx: AdminContext) -> None:
 async def _ages(ctx: AdminContext) -> None:
     for priority, age in (await message_store.oldest_due_age_s(ctx.pool)).items():
         metrics.QUEUE_OLDEST_AGE.labels(priority).set(age)
+
+
+# Take the lease when free, renew it when ours; 1 when we hold it after the call.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+elseif holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 1
+end
+return 0
+"""
+
+
+class BacklogLease:
+    """Which instance exports the backlog: a Redis key naming the holder, renewed each round
+    and expiring after three missed rounds (a dead holder is replaced within ``ttl_s``)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: float) -> None:
+        self.client = client
+        self.key = f"{prefix}:backlog:leader"
+        self.me = secrets.token_hex(8)
+        self.ttl_ms = int(ttl_s * 1000)
+
+    async def hold(self) -> bool:
+        """Take or renew the lease; True while this instance holds it."""
+        got = await self.client.eval(_LEASE, 1, self.key, self.me, self.ttl_ms)
+        return bool(got)
+
+
+async def export_backlog(ctx: AdminContext, lease: BacklogLease) -> bool:
+    """Count and export the backlog when this instance holds the lease; clear it otherwise.
+    Returns whether it was exported."""
+    try:
+        leader = await lease.hold()
+    except Exception:
+        _drop_backlog()  # no lease without Redis: nobody exports rather than everybody
+        raise
+    if not leader:
+        _drop_backlog()
+        return False
+    backlog = await backlog_store.read(ctx.pool)
+    for state, per in backlog.waiting.items():
+        for priority, n in per.items():
+            metrics.BACKLOG.labels(state, priority).set(n)
+    metrics.BACKLOG_LEADER.set(1)
+    return True
+
+
+def _drop_backlog() -> None:
+    metrics.BACKLOG.clear()
+    metrics.BACKLOG_LEADER.set(0)
 
 
 async def _pools(ctx: AdminContext) -> None:
@@ -62,9 +126,10 @@ async def _tenants(ctx: AdminContext) -> None:
 class Collector:
     """One refresh round at a time; remembers the last error of each source to log changes."""
 
-    def __init__(self, ctx: AdminContext) -> None:
+    def __init__(self, ctx: AdminContext, interval_s: float = INTERVAL_S) -> None:
         self.ctx = ctx
         self.rounds = 0
+        self.lease = BacklogLease(ctx.streams.client, ctx.streams.prefix, 3 * interval_s)
         self._errors: dict[str, str] = {}
 
     async def _one(self, name: str, part: Callable[[AdminContext], Awaitable[None]]) -> None:
@@ -81,12 +146,16 @@ class Collector:
         if self._errors.pop(name, None) is not None:
             log.info("metrics collector: source recovered", extra={"source": name})
 
+    async def _backlog(self, ctx: AdminContext) -> None:
+        await export_backlog(ctx, self.lease)
+
     async def collect(self) -> None:
         """Refresh every gauge once."""
         parts: list[tuple[str, Callable[[AdminContext], Awaitable[None]]]] = [
             ("redis", _streams),
             ("postgresql", _ages),
             ("pools", _pools),
+            ("backlog", self._backlog),
         ]
         if self.ctx.cfg.admin.tenant_metrics and self.rounds % TENANT_EVERY == 0:
             parts.append(("tenants", _tenants))
@@ -97,7 +166,7 @@ class Collector:
 def task(ctx: AdminContext, interval_s: float = INTERVAL_S) -> Periodic:
     """Refresh the gauges every ``interval_s`` from start-up (a source down is logged by the
     collector itself, once per change)."""
-    return Periodic("metrics-collector", Collector(ctx).collect, interval_s)
+    return Periodic("metrics-collector", Collector(ctx, interval_s).collect, interval_s)
 
 
 async def run_collector(

@@ -7,6 +7,7 @@ is a 400 naming the parameter rather than a silently ignored filter.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 import msgspec
@@ -14,10 +15,12 @@ import msgspec
 from engine.enqueue import EnqueueResult
 from engine.events.model import EventKind
 from engine.events.webhooks import Endpoint as WebhookEndpoint
+from engine.messages.actions import BulkResult
 from engine.model import Job
 from engine.nodes.check import DEFAULT_MAX_DOMAINS, DEFAULT_RCPT
 from engine.relay.results import NodeStatus
-from engine.store.messages import MessageView, TenantPending
+from engine.store.message_actions import BulkAction
+from engine.store.messages import MessageView, TenantPending, TimelineEvent
 from engine.store.senders import SenderView
 from engine.store.suppressions import Suppression
 from engine.tenancy.domains import Domain
@@ -53,8 +56,20 @@ class MessageQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True
     message_id: NonEmpty | None = None
     state: StateName | None = None
     tenant: NonEmpty | None = None
+    campaign: NonEmpty | None = None
+    sender: NonEmpty | None = None
+    priority: Literal["high", "normal", "low"] | None = None
+    since: dt.datetime | None = None  # created at or after (ISO 8601)
+    until: dt.datetime | None = None  # created before
     limit: PageLimit = 100
     after: Annotated[int, msgspec.Meta(ge=1)] | None = None  # the `next` of the previous page
+
+
+class MessageShowQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``GET /v1/messages/{id}``: ``content=true`` adds the composed message."""
+
+    tenant: NonEmpty | None = None
+    content: bool = False
 
 
 class TenantQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -96,6 +111,7 @@ class QueuesQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True)
     """``GET /v1/queues``: how many of the busiest tenants to list."""
 
     tenants: Annotated[int, msgspec.Meta(ge=0, le=MAX_PAGE)] = 20
+    all: bool = False  # count every state (finished ones too: a full count of the jobs table)
 
 
 # -- bodies -------------------------------------------------------------------------------------
@@ -169,6 +185,29 @@ class MessagePage(msgspec.Struct, frozen=True):
     next: int | None
 
 
+class MessageDetail(MessageView, frozen=True, kw_only=True):
+    """One job with its timeline (every event, oldest first) and, on request, its content."""
+
+    events: list[TimelineEvent] = msgspec.field(default_factory=list)
+    content: str | None = None
+
+
+class ActionBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /v1/messages/actions``: an action on every job the given fields select (at least
+    one); ``dry_run`` only counts."""
+
+    action: BulkAction
+    dry_run: bool = False
+    job_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    tenant_id: NonEmpty | None = None
+    campaign_id: NonEmpty | None = None
+    sender: NonEmpty | None = None
+    domain: Annotated[str, msgspec.Meta(min_length=1, max_length=253)] | None = None
+
+
+ActionResult = BulkResult
+
+
 class CancelResult(msgspec.Struct, frozen=True):
     id: int
     state: str
@@ -203,13 +242,17 @@ class Nodes(msgspec.Struct, frozen=True):
     nodes: list[NodeStatus]
 
 
-class Queues(msgspec.Struct, frozen=True):
-    """Redis stream depth per priority, PostgreSQL jobs per state, waiting tenants, ages."""
+class Queues(msgspec.Struct, frozen=True, kw_only=True):
+    """Redis stream depth per priority; PostgreSQL jobs per state (queued, deferred, sending;
+    every state with ``all=true``); the backlog by bucket (queued, deferred, held) and priority,
+    as ``engine_backlog_jobs`` exports it; held jobs; waiting tenants; ages."""
 
     streams: dict[str, int]
     states: dict[str, int]
     oldest_due_age_s: dict[str, float]
     tenants: list[TenantPending]
+    backlog: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    held: int = 0
 
 
 class Draining(msgspec.Struct, frozen=True):

@@ -83,8 +83,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--jsonl", required=True, metavar="F|-", help="file of Job JSON lines, - stdin")
     p.set_defaults(func=cmd_enqueue)
 
-    p = sub.add_parser("status", parents=[common], help="job counts per state")
+    p = sub.add_parser("status", parents=[common], help="jobs waiting and in flight per state")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also count finished jobs per state (a full count of the jobs table: slow when big)",
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("demo", parents=[common], help="self-contained demo with live progress")
@@ -238,6 +243,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from engine.queue import streams as streams_mod
+    from engine.store import backlog as backlog_store
     from engine.store import jobs as job_store
     from engine.store import pool as pool_mod
 
@@ -246,10 +252,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     async def go() -> dict[str, Any]:
         pool = await pool_mod.connect(cfg.database, min_size=1)
         try:
-            counts = await job_store.counts(pool)
+            # The waiting and in-flight jobs only (backlog.read: no scan of finished ones);
+            # --all adds the full per-state count.
+            backlog = await backlog_store.read(pool)
+            counts = await job_store.counts(pool) if args.all else None
         finally:
             await pool.close()
-        doc: dict[str, Any] = {"jobs": counts, "total": sum(counts.values())}
+        if counts is None:
+            counts = dict(backlog.states)
+        doc: dict[str, Any] = {
+            "jobs": counts,
+            "total": sum(counts.values()),
+            "held": backlog.by_state()["held"],
+            "backlog": backlog.waiting,
+        }
         client = streams_mod.connect(cfg.redis)
         try:
             doc["streams"] = await streams_mod.Streams(client, cfg.redis.prefix).depth()
@@ -267,6 +283,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for state, n in doc["jobs"].items():
             sys.stdout.write(f"{state:<11} {n}\n")
         sys.stdout.write(f"{'total':<11} {doc['total']}\n")
+        sys.stdout.write(f"{'held':<11} {doc['held']} (queued or deferred, held by an operator)\n")
         if doc["streams"] is not None:
             depth = " ".join(f"{k}={v}" for k, v in doc["streams"].items())
             sys.stdout.write(f"streams     {depth}\n")

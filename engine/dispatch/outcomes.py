@@ -148,6 +148,9 @@ class OutcomeWriter:
                             p.row.status,
                             p.row.node,
                             hold=p.row.undo_attempt,
+                            attempt=p.row.attempts,
+                            selector=p.row.selector,
+                            relay_ms=p.row.relay_ms,
                         )
                         for p in items
                     ],

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import asyncpg
+import msgspec
 
 from engine import metrics
 from engine.compliance import quota
@@ -25,6 +26,7 @@ from engine.config import Config
 from engine.dispatch import inflight
 from engine.dispatch.outcomes import OutcomeWriter
 from engine.dispatch.seams import Relay, Shaper, Signer
+from engine.dkim.sign import dkim_selectors
 from engine.errors import ComposeError, DkimError, EngineError
 from engine.inbound import unsubscribe, verp_keys
 from engine.model import Content, JobState, OutcomeKind
@@ -355,6 +357,7 @@ class Dispatcher:
             except DkimError as exc:
                 metrics.DKIM_FAILURES.inc()
                 return self._held(job, HOLD_DKIM_S, f"dkim: {exc}"), False
+        selector = dkim_selectors(message) if self.signer is not None else None
         provider = decision.provider
         started = time.perf_counter()
         result = await self.relay.send(
@@ -366,7 +369,8 @@ class Dispatcher:
             dsn=self._dsn(job.id),
         )
         node = result.node or ""
-        metrics.labelled(metrics.RELAY_LATENCY, node).observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        metrics.labelled(metrics.RELAY_LATENCY, node).observe(took)
         metrics.labelled(metrics.MESSAGES, result.kind.value, provider, node).inc()
         if self.shaper is not None:
             self.shaper.record(
@@ -381,9 +385,10 @@ class Dispatcher:
                 )
             )
         if result.kind is OutcomeKind.DEFERRED:
-            return self._deferred(
+            row = self._deferred(
                 job, result.reply_code, result.enhanced_status, result.reply, result.node, mid
-            ), True
+            )
+            return msgspec.structs.replace(row, selector=selector, relay_ms=took * 1000), True
         if result.kind is OutcomeKind.RELAYED:
             metrics.END_TO_END.observe(time.time() - job.created_at.timestamp())
         state = JobState.RELAYED if result.kind is OutcomeKind.RELAYED else JobState.FAILED
@@ -396,6 +401,8 @@ class Dispatcher:
             reply=result.reply,
             node=result.node,
             message_id=mid,
+            selector=selector,
+            relay_ms=took * 1000,
         ), True
 
     def _deferred(

@@ -35,6 +35,7 @@ __all__ = [
     "Algorithm",
     "SigningKey",
     "body_hash",
+    "dkim_selectors",
     "load_signing_key",
     "public_txt_record",
     "sign",
@@ -286,3 +287,23 @@ def prepend_fields(fields: bytes, message: bytes) -> bytes:
     if first_eol > 0 and message[first_eol - 1 : first_eol] != b"\r":
         fields = fields.replace(b"\r\n", b"\n")
     return fields + message
+
+
+_LEADING_SIG = re.compile(rb"DKIM-Signature:((?:[^\n]*\n[ \t])*[^\n]*)\n", re.IGNORECASE)
+_S_TAG = re.compile(rb"(?:^|;)\s*s\s*=\s*([A-Za-z0-9._-]+)")
+
+
+def dkim_selectors(message: bytes) -> str | None:
+    """The s= selector(s) of the DKIM-Signature fields at the head of a signed ``message``
+    (comma-separated, in order), or None when it starts with none. Reads only those fields."""
+    found: list[str] = []
+    pos = 0
+    while len(found) < 8:
+        m = _LEADING_SIG.match(message, pos)
+        if m is None:
+            break
+        tag = _S_TAG.search(m.group(1))
+        if tag is not None:
+            found.append(tag.group(1).decode("ascii"))
+        pos = m.end()
+    return ",".join(found) or None

@@ -29,6 +29,10 @@ class EventKind(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     SENDER_PAUSED = "sender_paused"
     SENDER_RESUMED = "sender_resumed"
+    # operator actions on messages (engine messages hold|release|retry; cancel is CANCELLED)
+    HELD = "held"
+    RELEASED = "released"
+    RETRY_NOW = "retry_now"
     # inbound (engine/inbound/effects.py)
     BOUNCED = "bounced"
     SOFT_BOUNCED = "soft_bounced"
@@ -78,6 +82,9 @@ class OutcomeEventInput(msgspec.Struct, frozen=True):
     status: str | None = None  # enhanced status code, e.g. "4.7.0"
     node: str | None = None
     hold: bool = False  # the OutcomeRow's undo_attempt: a shaping/pause hold, not an attempt
+    attempt: int | None = None  # the attempt number (1 for the first)
+    selector: str | None = None  # DKIM selector(s) used
+    relay_ms: float | None = None  # how long the relay attempt took
 
 
 #: Job states the outcome writer stores that are worth an event ("sending" never is).
@@ -123,6 +130,12 @@ def from_outcome_rows(
             data["status"] = extra.status
         if extra.node:
             data["node"] = extra.node
+        if extra.attempt is not None and not extra.hold:
+            data["attempt"] = extra.attempt
+        if extra.selector:
+            data["selector"] = extra.selector
+        if extra.relay_ms is not None:
+            data["relay_ms"] = round(extra.relay_ms, 1)
         out.append(
             Event(
                 tenant_id=row["tenant_id"],

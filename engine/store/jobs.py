@@ -65,6 +65,8 @@ class OutcomeRow(msgspec.Struct, frozen=True):
     reply: str | None = None
     node: str | None = None
     message_id: str | None = None
+    selector: str | None = None  # the DKIM selector(s) the message was signed with
+    relay_ms: float | None = None  # time the relay attempt took
 
 
 _FINAL = [
@@ -132,13 +134,18 @@ async def insert(conn: Conn, jobs: Sequence[NewJob], *, max_age_s: float) -> lis
     return out
 
 
+#: A held job's next_attempt_at (migration 100): later than any due-time scan looks, finite so
+#: every date arithmetic on it still works (PostgreSQL refuses ``'infinity' - now()``).
+HELD_UNTIL = "'9999-01-01 00:00:00+00'::timestamptz"
+
 _CLAIM = """
 UPDATE queue.jobs j
    SET state = 'sending', attempts = j.attempts + 1, lease_owner = $2,
        lease_until = now() + make_interval(secs => $3), updated_at = now()
  WHERE j.id = ANY($1::bigint[])
    AND ((j.state IN ('queued', 'deferred') AND j.next_attempt_at <= now() + interval '1 second')
-        OR (j.state = 'sending' AND j.lease_until < now()))
+        OR (j.state = 'sending' AND j.lease_until < now()
+            AND j.held_at IS NULL AND j.cancel_requested_at IS NULL))
 RETURNING j.id, j.tenant_id, j.priority, j.attempts, j.sender, j.recipient, j.content_sha256,
           j.campaign_id, j.created_at, j.expires_at
 """
@@ -170,10 +177,14 @@ async def claim(
 
 _OUTCOMES = """
 UPDATE queue.jobs j
-   SET state = CASE WHEN u.st IN ('queued', 'deferred') AND j.expires_at < now()
+   SET state = CASE WHEN u.st IN ('queued', 'deferred') AND j.cancel_requested_at IS NOT NULL
+                    THEN 'cancelled'
+                    WHEN u.st IN ('queued', 'deferred') AND j.expires_at < now()
                     THEN 'failed' ELSE u.st END,
        attempts = j.attempts - u.undo::int,
-       next_attempt_at = CASE WHEN u.delay IS NULL THEN j.next_attempt_at
+       next_attempt_at = CASE WHEN j.held_at IS NOT NULL AND u.st IN ('queued', 'deferred')
+                              THEN {held}
+                              WHEN u.delay IS NULL THEN j.next_attempt_at
                               ELSE now() + make_interval(secs => u.delay) END,
        pushed_at = NULL, lease_owner = NULL, lease_until = NULL,
        relay_node = coalesce(u.node, j.relay_node),
@@ -186,14 +197,15 @@ UPDATE queue.jobs j
        message_id = coalesce(u.mid, j.message_id),
        updated_at = now(),
        finished_at = CASE WHEN u.st = ANY($12::text[])
-                            OR (u.st IN ('queued', 'deferred') AND j.expires_at < now())
+                            OR (u.st IN ('queued', 'deferred')
+                                AND (j.expires_at < now() OR j.cancel_requested_at IS NOT NULL))
                           THEN now() END
   FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::bool[], $6::int[],
               $7::text[], $8::text[], $9::text[], $10::text[])
        AS u(id, att, st, delay, undo, code, status, reply, node, mid)
  WHERE j.id = u.id AND j.state = 'sending' AND j.lease_owner = $11 AND j.attempts = u.att
 RETURNING j.id, j.tenant_id, j.sender, j.state
-"""
+""".replace("{held}", HELD_UNTIL)
 # The plan this needs: for each row of u, one probe of jobs_id_unique. Migration 070 makes sure
 # the planner picks it even when statistics are stale (minutes after a campaign was enqueued):
 # before it, it walked every 'sending' row of jobs_leased, dead entries included, once per row of
@@ -426,8 +438,12 @@ async def release_leases(pool: asyncpg.Pool, owners: Sequence[str] | None = None
     else:
         cond, args = "lease_until < now()", []
     res: str = await pool.execute(
-        "UPDATE queue.jobs SET state = 'deferred', pushed_at = NULL, lease_owner = NULL,"
-        " lease_until = NULL, next_attempt_at = now(), updated_at = now()"
+        # A job a bulk action reached while in flight: cancelled or held, not retried.
+        "UPDATE queue.jobs SET pushed_at = NULL, lease_owner = NULL, lease_until = NULL,"
+        " state = CASE WHEN cancel_requested_at IS NULL THEN 'deferred' ELSE 'cancelled' END,"
+        " finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,"
+        f" next_attempt_at = CASE WHEN held_at IS NULL THEN now() ELSE {HELD_UNTIL} END,"
+        " updated_at = now()"
         f" WHERE state = 'sending' AND {cond}",
         *args,
     )

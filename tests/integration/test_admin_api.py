@@ -455,7 +455,10 @@ async def test_nodes_and_queues(
     await ctx.streams.push([(1, "acme", 0), (2, "acme", 1)])
     out = await call(client, "GET", "/v1/queues", status=200)
     assert out["streams"] == {"high": 1, "normal": 1, "low": 0}
-    assert out["states"]["queued"] == 4 and out["states"]["relayed"] == 0
+    assert out["states"] == {"queued": 4, "deferred": 0, "sending": 0}  # no finished-job scan
+    assert out["backlog"]["queued"] == {"high": 1, "normal": 3, "low": 0} and out["held"] == 0
+    every = await call(client, "GET", "/v1/queues?all=true&tenants=0", status=200)
+    assert every["states"]["queued"] == 4 and every["states"]["relayed"] == 0
     assert out["tenants"] == [{"tenant_id": "acme", "queued": 4, "deferred": 0, "sending": 0}]
     assert 85 <= out["oldest_due_age_s"]["normal"] < 300 and out["oldest_due_age_s"]["low"] == 0
     out = await call(client, "GET", "/v1/queues?tenants=0", status=200)
@@ -600,3 +603,37 @@ async def test_nodes_check_runs_engine_nodes_check(
     await call(client, "GET", "/v1/nodes/check", status=401, auth=False)
     spec = await call(client, "GET", "/openapi.json", status=200)
     assert "/v1/nodes/{name}/check" in spec["paths"] and "/v1/nodes/check" in spec["paths"]
+async def test_timeline_content_and_bulk_actions(
+    admin: tuple[TestClient[Any, Any], AdminContext],
+) -> None:
+    client, ctx = admin
+    ids = await enqueue(client, [job(i, campaign_id="spring") for i in range(3)] + [job(9)])
+    body = {"action": "hold", "campaign_id": "spring", "dry_run": True}
+    dry = await call(client, "POST", "/v1/messages/actions", status=200, json=body)
+    assert (dry["affected"], dry["in_flight"], dry["dry_run"]) == (3, 0, True)
+    body = {"action": "cancel", "campaign_id": "spring", "domain": "EXAMPLE.com"}
+    done = await call(client, "POST", "/v1/messages/actions", status=200, json=body)
+    assert done["affected"] == 3 and done["selection"]["campaign_id"] == "spring"
+    again = await call(client, "POST", "/v1/messages/actions", status=200, json=body)
+    assert again["affected"] == 0  # already cancelled
+    for bad in ({"action": "cancel"}, {"action": "explode", "job_id": 1},
+                {"action": "hold", "job_id": 0}, {"action": "hold", "tenant": "acme"}):  # fmt: skip
+        await call(client, "POST", "/v1/messages/actions", status=400, json=bad)
+    out = await call(client, "GET", f"/v1/messages/{ids[0]}?content=true", status=200)
+    assert out["state"] == "cancelled" and out["recipient"] == "user0@example.com"
+    kinds = [(e["kind"], (e.get("data") or {}).get("by")) for e in out["events"]]
+    assert kinds == [("queued", None), ("cancelled", "admin-api")]
+    assert "Subject: Hello" in out["content"] and "Hi there" in out["content"]
+    plain = await call(client, "GET", f"/v1/messages/{ids[3]}", status=200)
+    assert plain["content"] is None and plain["state"] == "queued"
+    await call(client, "GET", f"/v1/messages/{ids[3]}?content=maybe", status=400)
+    await call(client, "GET", f"/v1/messages/{ids[3]}?tenant=other", status=404)
+    await ctx.pool.execute("DELETE FROM content.email_content")  # as retention does
+    await call(client, "GET", f"/v1/messages/{ids[3]}?content=true", status=410)
+    rows = await ctx.pool.fetch(
+        "SELECT action, actor FROM oltp.audit_log WHERE action LIKE 'messages.%' ORDER BY id"
+    )
+    assert [(r["action"], r["actor"]) for r in rows] == [
+        ("messages.cancel", "admin-api"),
+        ("messages.cancel", "admin-api"),
+    ]

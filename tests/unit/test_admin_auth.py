@@ -97,7 +97,10 @@ def test_openapi_document_is_complete_and_self_contained() -> None:
         for name in route.path_params:
             assert {"name": name, "in": "path"}.items() <= op["parameters"][0].items()
     search = {p["name"]: p for p in doc["paths"]["/v1/messages"]["get"]["parameters"]}
-    assert set(search) == {"recipient", "message_id", "state", "tenant", "limit", "after"}
+    assert set(search) == {
+        "recipient", "message_id", "state", "tenant", "campaign", "sender", "priority", "since",
+        "until", "limit", "after",
+    }  # fmt: skip
     assert not any(p["required"] for p in search.values())
     ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))

@@ -56,14 +56,15 @@ ALLOWED: dict[str, frozenset[str]] = {
         "senders": "audit config events store",
         "client": "config enqueue model store",
         "keys": "audit errors store",
+        "messages": "audit compose enqueue errors model store",
         # The two pipelines: sending and receiving.
         "dispatch": "compose config dkim errors events metrics model periodic queue relay senders"
         " shaping store",
         "inbound": "audit compliance compose config dkim errors events metrics model shaping store"
         " workerpipe",
         # Operator surfaces.
-        "admin": "audit compose config enqueue errors events inbound keys metrics model nodes"
-        " periodic queue redaction relay senders store tenancy",
+        "admin": "audit compose config enqueue errors events inbound keys messages metrics model"
+        " nodes periodic queue redaction relay senders store tenancy",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag"
         " periodic queue relay reload retention sdnotify shaping store",
@@ -72,7 +73,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "sink": "",
         "demo": "config dkim enqueue errors servers sink store tenancy",
         "commands": "audit compliance config daemon demo dkim enqueue errors gdpr inbound keys logs"
-        " nodes queue retention senders shaping store supervisor tenancy",
+        " messages model nodes queue retention senders shaping store supervisor tenancy",
         "cli": "errors redaction",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()

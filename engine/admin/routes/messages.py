@@ -1,4 +1,7 @@
-"""``/v1/messages``: batch enqueue, search, look up and cancel jobs.
+"""``/v1/messages``: batch enqueue, search, trace, cancel, and act on many jobs at once.
+
+Search, the timeline and the bulk actions call :mod:`engine.messages`, the same services as
+``engine messages ...``.
 
 Enqueue goes through :func:`engine.enqueue.enqueue`, the same service as ``engine enqueue``: each
 job is validated on its own, so one bad job is one error in the answer and the rest go in.
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 from aiohttp import web
 
 from engine import events
@@ -25,24 +29,30 @@ from engine.admin.routing import (
     tenant_scope,
 )
 from engine.admin.schemas import (
+    ActionBody,
+    ActionResult,
     CancelResult,
     EnqueueBody,
     EnqueueResponse,
+    MessageDetail,
     MessagePage,
     MessageQuery,
+    MessageShowQuery,
     RawEnqueueBody,
     TenantQuery,
 )
 from engine.enqueue import enqueue
 from engine.errors import AdminRequestError
 from engine.keys.token import Access
-from engine.model import JobState
+from engine.messages import actions, tracing
+from engine.model import JobState, Priority
 from engine.store import jobs as job_store
 from engine.store import messages as message_store
-from engine.store.messages import MessageView
+from engine.store.message_actions import Selection
 
 log = logging.getLogger("engine.admin")
 
+ACTOR = "admin-api"  # who the audit log and the events name
 MAX_BATCH = 10_000  # jobs per request; larger imports belong to `engine enqueue --jsonl`
 
 
@@ -82,26 +92,64 @@ async def post_messages(request: web.Request) -> web.Response:
 
 async def get_messages(request: web.Request) -> web.Response:
     q = parse_query(request, MessageQuery)
-    found = await message_store.search(
-        ctx_of(request).pool,
+    flt = tracing.SearchFilter(
         tenant_id=tenant_scope(request, q.tenant),
+        campaign_id=q.campaign,
+        sender=q.sender,
         recipient=q.recipient,
         message_id=q.message_id,
         state=q.state,
-        limit=q.limit,
-        before_id=q.after,
+        priority=None if q.priority is None else Priority.parse(q.priority).value,
+        since=q.since,
+        until=q.until,
     )
-    cursor = found[-1].id if len(found) == q.limit else None
-    return json_response(MessagePage(messages=found, next=cursor))
+    page = await tracing.search(ctx_of(request).pool, flt, limit=q.limit, after=q.after)
+    return json_response(MessagePage(messages=page.messages, next=page.next))
 
 
 async def get_message(request: web.Request) -> web.Response:
+    """The job, its timeline and (``content=true``) the composed message: content is the
+    operator's alone (a tenant key gets 403 for it)."""
     job_id = int_param(request, "id")
-    q = parse_query(request, TenantQuery)
-    found = await message_store.get(ctx_of(request).pool, job_id, tenant_scope(request, q.tenant))
-    if found is None:
+    q = parse_query(request, MessageShowQuery)
+    pool = ctx_of(request).pool
+    tl = await tracing.show(pool, job_id, tenant_scope(request, q.tenant))
+    if tl is None:
         raise AdminRequestError(f"no message with id {job_id}", status=404)
-    return json_response(found)
+    content = None
+    if q.content:
+        if principal_of(request).tenant_id is not None:
+            raise AdminRequestError(
+                "the composed message is served to the operator token only", status=403
+            )
+        raw = await tracing.composed(pool, tl.job)
+        if raw is None:
+            raise AdminRequestError(
+                f"the content of message {job_id} is no longer stored (retention)", status=410
+            )
+        content = raw.decode("utf-8", "replace")
+    fields = msgspec.structs.asdict(tl.job)
+    return json_response(MessageDetail(**fields, events=tl.events, content=content))
+
+
+async def post_actions(request: web.Request) -> web.Response:
+    """Cancel, hold, release or retry every job a selection names (``dry_run``: count only)."""
+    body: ActionBody = await read_body(request, ActionBody)
+    sel = Selection(
+        job_id=body.job_id,
+        tenant_id=body.tenant_id,
+        campaign_id=body.campaign_id,
+        sender=body.sender,
+        domain=body.domain,
+    )
+    if sel.empty():
+        raise AdminRequestError(
+            f"{body.action} needs a selection: job_id, tenant_id, campaign_id, sender or domain"
+        )
+    result = await actions.run(
+        ctx_of(request).pool, body.action, sel, actor=ACTOR, dry_run=body.dry_run
+    )
+    return json_response(result)
 
 
 async def delete_message(request: web.Request) -> web.Response:
@@ -160,7 +208,8 @@ ROUTES = [
         "GET",
         "/v1/messages",
         get_messages,
-        "Search jobs by recipient, Message-ID, state and tenant (newest first, keyset pages)",
+        "Search jobs by tenant, campaign, sender, recipient, Message-ID, state, priority and"
+        " creation time (newest first, keyset pages: pass `next` as `after`)",
         "messages",
         query=MessageQuery,
         responses={200: MessagePage, 400: None},
@@ -170,12 +219,24 @@ ROUTES = [
         "GET",
         "/v1/messages/{id}",
         get_message,
-        "One job",
+        "One job with its timeline (every event, attempt, reply, node, DKIM selector);"
+        " content=true adds the composed message",
         "messages",
-        query=TenantQuery,
+        query=MessageShowQuery,
         path_params=_ID,
-        responses={200: MessageView, 404: None},
+        responses={200: MessageDetail, 403: None, 404: None, 410: None},
         access=Access.READ,
+    ),
+    Route(
+        "POST",
+        "/v1/messages/actions",
+        post_actions,
+        "Cancel, hold, release or retry now every job of a selection (job, tenant, campaign,"
+        " sender, recipient domain); dry_run counts; audited, one event per job changed",
+        "messages",
+        body=ActionBody,
+        responses={200: ActionResult, 400: None},
+        access=Access.OPERATOR,
     ),
     Route(
         "DELETE",

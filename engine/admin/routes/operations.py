@@ -22,6 +22,7 @@ from engine.errors import AdminRequestError, UsageError
 from engine.keys.token import Access
 from engine.nodes.check import run_check
 from engine.nodes.report import CheckReport
+from engine.store import backlog as backlog_store
 from engine.store import jobs as job_store
 from engine.store import messages as message_store
 
@@ -68,11 +69,21 @@ async def queues(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     q = parse_query(request, QueuesQuery)
     depth = await ctx.streams.depth()
-    states = await job_store.counts(ctx.pool)
+    # Waiting and in-flight jobs only (no scan of finished ones) unless all=true asks for the
+    # full per-state count.
+    backlog = await backlog_store.read(ctx.pool)
+    states = await job_store.counts(ctx.pool) if q.all else dict(backlog.states)
     oldest = await message_store.oldest_due_age_s(ctx.pool)
     busiest = await message_store.pending_by_tenant(ctx.pool, q.tenants) if q.tenants else []
     return json_response(
-        Queues(streams=depth, states=states, oldest_due_age_s=oldest, tenants=busiest)
+        Queues(
+            streams=depth,
+            states=states,
+            oldest_due_age_s=oldest,
+            tenants=busiest,
+            backlog=backlog.waiting,
+            held=backlog.by_state()["held"],
+        )
     )
 
 
@@ -123,7 +134,8 @@ ROUTES = [
         "GET",
         "/v1/queues",
         queues,
-        "Stream depth per priority, jobs per state, oldest due age, busiest tenants",
+        "Stream depth per priority, waiting and in-flight jobs per state (all=true: every state,"
+        " a full count), the backlog by priority, oldest due age, busiest tenants",
         "operations",
         query=QueuesQuery,
         responses={200: Queues},

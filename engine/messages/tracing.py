@@ -1,0 +1,81 @@
+"""Where is message X, and why is it late: one job's record and every event about it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+import msgspec
+
+from engine.compose.message_id import make as make_message_id
+from engine.compose.mime import build_body, effective_message_id, render
+from engine.store import content as content_store
+from engine.store import messages as message_store
+from engine.store.messages import MessageView, TimelineEvent
+
+
+class Timeline(msgspec.Struct, frozen=True):
+    """DESIGN §8 ``engine messages show --json``: ``{"job": {...}, "events": [{"kind", "at",
+    ...}]}``, events oldest first; unknown kinds are kept as they are."""
+
+    job: MessageView
+    events: list[TimelineEvent]
+
+
+class SearchFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Every given field must match; ``since``/``until`` bound ``created_at`` (until excluded)."""
+
+    tenant_id: str | None = None
+    campaign_id: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    message_id: str | None = None
+    state: str | None = None
+    priority: int | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+class SearchPage(msgspec.Struct, frozen=True):
+    """A page of jobs, newest first; pass ``next`` as the cursor of the next page (None: last)."""
+
+    messages: list[MessageView]
+    next: int | None
+
+
+async def show(pool: asyncpg.Pool, job_id: int, tenant_id: str | None = None) -> Timeline | None:
+    """The job and its timeline (None: no such job, or not of ``tenant_id``)."""
+    job = await message_store.get(pool, job_id, tenant_id)
+    if job is None:
+        return None
+    return Timeline(job=job, events=await message_store.timeline(pool, job_id, job.tenant_id))
+
+
+async def search(
+    pool: asyncpg.Pool, flt: SearchFilter, *, limit: int = 100, after: int | None = None
+) -> SearchPage:
+    """Jobs matching ``flt``, newest first, keyset-paginated on the job id (``after``: the
+    ``next`` of the previous page), so every page costs the same."""
+    found = await message_store.search(
+        pool, **msgspec.structs.asdict(flt), limit=limit, before_id=after
+    )
+    return SearchPage(messages=found, next=found[-1].id if len(found) == limit else None)
+
+
+async def composed(pool: asyncpg.Pool, job: MessageView) -> bytes | None:
+    """The message as the engine composes it for this job, from the content tier: headers and
+    body as relayed, without the per-attempt additions (DKIM-Signature, VERP Return-Path,
+    the engine's own List-Unsubscribe, Feedback-ID). None when the content is no longer stored
+    (retention purges it, docs/compliance.md)."""
+    key = await message_store.content_key(pool, job.id, job.tenant_id)
+    if key is None:
+        return None
+    content = (await content_store.load(pool, [(job.tenant_id, key)])).get((job.tenant_id, key))
+    if content is None:
+        return None
+    body = build_body(content)
+    domain = job.sender.rpartition("@")[2]
+    mid = effective_message_id(
+        body, job.message_id or make_message_id(job.id, job.tenant_id, domain)
+    )
+    return render(body, to=job.recipient, message_id=mid, date=None, extra_headers=[])
