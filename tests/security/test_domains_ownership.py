@@ -56,6 +56,7 @@ def raw_job(tenant: str, i: int, head: str) -> bytes:
 @pytest.fixture
 async def owned(pool: asyncpg.Pool) -> None:
     """Tenant A owns acme.example (verified); B owns globex.example; C registered nothing."""
+    assert await pool.fetchval("SELECT current_user") == "engine_worker"  # rules on (conftest)
     for t in ("A", "B", "C"):
         await tenants.add(pool, t)
     await domains.add(pool, "A", "acme.example", verified=True)
@@ -129,8 +130,10 @@ async def _sql(pool: asyncpg.Pool, items: list[bytes]) -> list[str | None]:
     return [r["error"] for r in rows]
 
 
-async def test_sql_path_refuses_another_tenants_domain(pool: asyncpg.Pool, owned: None) -> None:
-    await domain_store.write_rules(pool, enforce=True, raw_trace="refuse")
+async def test_sql_path_refuses_another_tenants_domain(
+    pool: asyncpg.Pool, owned: None, owner: asyncpg.Connection
+) -> None:
+    await domain_store.write_rules(owner, enforce=True, raw_trace="refuse")
     errors = await _sql(
         pool,
         [
@@ -145,7 +148,7 @@ async def test_sql_path_refuses_another_tenants_domain(pool: asyncpg.Pool, owned
     assert errors[2] is not None and "belongs to another tenant" in errors[2]
     assert errors[3] is not None and errors[3].startswith("header Sender:")
     assert errors[4] is not None and "not a verified sending domain of tenant C" in errors[4]
-    await domain_store.write_rules(pool, enforce=False, raw_trace="refuse")
+    await domain_store.write_rules(owner, enforce=False, raw_trace="refuse")
     errors = await _sql(pool, [job("C", 6, "x@unregistered.example"), job("C", 7)])
     assert errors[0] is None
     assert errors[1] is not None and "belongs to another tenant" in errors[1]
