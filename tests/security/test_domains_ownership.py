@@ -220,3 +220,93 @@ async def test_cli_domains_and_enqueue(cfg: Config, tmp_path: Path, pool: asyncp
     out = _engine(cfg_file, "domains", "remove", "--tenant", "A", "acme.example")
     assert out.returncode == 0
     assert _engine(cfg_file, "domains", "remove", "--tenant", "A", "acme.example").returncode == 2
+
+
+async def test_a_published_dkim_key_of_ours_verifies_the_domain(
+    pool: asyncpg.Pool, owned: None
+) -> None:
+    import os as _os
+
+    from engine.dkim import store as dkim_store
+    from engine.dkim.crypto_box import KeyBox
+    from engine.dkim.keys import generate_key
+
+    pem, txt = generate_key("ed25519")
+    await dkim_store.insert_key(
+        pool,
+        KeyBox(_os.urandom(32)),
+        tenant_id="C",
+        domain="initech.example",
+        selector="pm1",
+        private_pem=pem,
+    )
+    await domains.add(pool, "C", "initech.example")
+    await domains.add(pool, "B", "initech.example")
+    published: dict[str, list[str]] = {}
+
+    async def dns(name: str, rdtype: str) -> list[str]:
+        return published.get(name, [])
+
+    with pytest.raises(DomainError, match="no DKIM key"):
+        await domains.verify(pool, "C", "initech.example", dns)
+    published["pm1._domainkey.initech.example"] = [txt.replace("; ", ";  ")]
+    with pytest.raises(DomainError):  # C's key proves nothing for B
+        await domains.verify(pool, "B", "initech.example", dns)
+    done = await domains.verify(pool, "C", "initech.example", dns)
+    assert done.verified and done.verified_by == "dkim"
+
+
+async def test_admin_routes_for_domains(pool: asyncpg.Pool, owned: None, cfg: Config) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from engine.admin.app import build_app
+    from engine.admin.context import AdminContext
+    from engine.queue import streams as streams_mod
+    from tests.integration.test_webhooks_admin import NoRelay
+
+    token = "t" * 32
+    admin_cfg = msgspec_replace(cfg, token)
+    streams = streams_mod.Streams(streams_mod.connect(admin_cfg.redis), admin_cfg.redis.prefix)
+    ctx = AdminContext(
+        cfg=admin_cfg, pool=pool, streams=streams, relay=NoRelay(), drain=lambda: None
+    )
+    auth = {"Authorization": f"Bearer {token}"}
+    client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx)))
+    await client.start_server()
+    try:
+        r = await client.post(
+            "/v1/domains", json={"tenant_id": "C", "domain": "Initech.Example"}, headers=auth
+        )
+        assert r.status == 201
+        body = await r.json()
+        assert body["domain"]["domain"] == "initech.example" and not body["domain"]["verified"]
+        assert body["domain"]["record_name"] == "_penguinmails.initech.example"
+        r = await client.post(
+            "/v1/domains",
+            json={"tenant_id": "C", "domain": "acme.example", "verified": True},
+            headers=auth,
+        )
+        assert r.status == 400 and "another tenant" in (await r.json())["error"]
+        r = await client.post(
+            "/v1/domains/verify",
+            json={"tenant_id": "C", "domain": "initech.example"},
+            headers=auth,
+        )
+        assert r.status == 409
+        r = await client.get("/v1/domains?tenant=C", headers=auth)
+        assert [d["domain"] for d in (await r.json())["domains"]] == ["initech.example"]
+        r = await client.delete("/v1/domains/initech.example?tenant=C", headers=auth)
+        assert r.status == 200 and (await r.json())["removed"]
+        r = await client.delete("/v1/domains/initech.example?tenant=C", headers=auth)
+        assert r.status == 404
+        r = await client.get("/v1/domains")
+        assert r.status == 401
+    finally:
+        await client.close()
+        await streams.client.aclose()
+
+
+def msgspec_replace(cfg: Config, token: str) -> Config:
+    import msgspec
+
+    return msgspec.structs.replace(cfg, admin=msgspec.structs.replace(cfg.admin, token=token))

@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS oltp.sending_domains (
     domain      text NOT NULL CHECK (domain = lower(domain) AND domain !~ '[\s@]'),
     token       text NOT NULL,
     verified_at timestamptz,
-    verified_by text CHECK (verified_by IN ('dns', 'operator')),
+    verified_by text CHECK (verified_by IN ('dns', 'dkim', 'operator')),
     created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, domain)
 );
