@@ -142,9 +142,19 @@ async def test_sql_path_refuses_another_tenants_domain(
             job("B", 3),
             job("B", 4, "x@globex.example", headers={"sender": "Ops <ops@acme.example>"}),
             job("C", 5, "x@unregistered.example"),
+            # the raw From disagrees with "from" (only Python checks they match): still refused
+            orjson.dumps(
+                orjson.loads(raw_job("B", 6, "From: news@acme.example\r\n"))
+                | {"from": "x@globex.example"}
+            ),
+            raw_job("A", 7, "From: news@acme.example\r\nSender:\r\n ops@globex.example\r\n"),
+            raw_job("A", 8, "From: Acme <news@acme.example>\r\n"),
         ],
     )
     assert errors[:2] == [None, None]
+    assert errors[5] is not None and errors[5].startswith("raw From:")
+    assert errors[6] is not None and errors[6].startswith("raw Sender:")
+    assert errors[7] is None
     assert errors[2] is not None and "belongs to another tenant" in errors[2]
     assert errors[3] is not None and errors[3].startswith("header Sender:")
     assert errors[4] is not None and "not a verified sending domain of tenant C" in errors[4]

@@ -59,6 +59,40 @@ BEGIN
 END
 $$;
 
+-- Why tenant tid may not send a raw message's From / Sender identities (NULL: it may). The
+-- Python path also requires the raw From to equal the job's from; here each address in those
+-- fields is held to the tenant's domains.
+CREATE OR REPLACE FUNCTION engine.raw_identity_error(tid text, j jsonb) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    msg text;
+    head text;
+    f text[];
+    addr text;
+    err text;
+BEGIN
+    IF NOT j ? 'raw' THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        msg := encode(decode(j->>'raw', 'base64'), 'escape');
+    EXCEPTION WHEN others THEN
+        RETURN 'raw: not valid base64';
+    END;
+    head := split_part(replace(msg, E'\r', ''), E'\n\n', 1);
+    head := regexp_replace(head, E'\n[ \t]+', ' ', 'g');  -- unfold
+    FOR f IN SELECT regexp_matches(head, E'(?:^|\n)(from|sender)[ \t]*:([^\n]*)', 'gi') LOOP
+        FOR addr IN SELECT (regexp_matches(f[2], '[^<>\s,;:"]+@[^<>\s,;:"]+', 'g'))[1] LOOP
+            err := engine.sender_domain_error(tid, addr, 'raw ' || initcap(f[1]));
+            IF err IS NOT NULL THEN
+                RETURN err;
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
 -- The header fields of a base64 raw message, unfolded, one per line (lower-case names kept
 -- as written). NULL when raw is not base64.
 CREATE OR REPLACE FUNCTION engine.raw_header_names(raw text) RETURNS text[]
@@ -139,6 +173,9 @@ BEGIN
         END IF;
         IF err IS NULL THEN
             err := engine.sender_domain_error(tid, j->>'from', 'from');
+        END IF;
+        IF err IS NULL THEN
+            err := engine.raw_identity_error(tid, j);
         END IF;
         IF err IS NULL THEN
             SELECT engine.sender_domain_error(tid, substring(h.value FROM '[^<>\s]+@[^<>\s]+'),
