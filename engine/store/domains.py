@@ -129,3 +129,17 @@ async def write_rules(pool: asyncpg.Pool | Conn, *, enforce: bool, raw_trace: st
         "true" if enforce else "false",
         raw_trace,
     )
+
+
+async def tenant_dkim_records(
+    pool: asyncpg.Pool | Conn, tenant_id: str, domain: str
+) -> list[tuple[str, str]]:
+    """``(selector, public TXT)`` of the tenant's stored DKIM keys for ``domain`` (not retired):
+    a published key of ours is the other proof of owning the domain."""
+    rows = await pool.fetch(
+        "SELECT selector, public_txt FROM oltp.dkim_keys"
+        " WHERE tenant_id = $1 AND domain = $2 AND state <> 'retired' ORDER BY selector",
+        tenant_id,
+        domain,
+    )
+    return [(r["selector"], r["public_txt"]) for r in rows]

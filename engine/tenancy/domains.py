@@ -17,7 +17,7 @@ import msgspec
 from engine.errors import DomainError, EngineError
 from engine.store import domains as store
 from engine.store import tenants
-from engine.tenancy.rules import normalise, parents, record_name, record_value
+from engine.tenancy.rules import dkim_public_key, normalise, parents, record_name, record_value
 
 log = logging.getLogger("engine.domains")
 
@@ -30,7 +30,7 @@ class Domain(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str
     domain: str
     verified: bool
-    verified_by: str | None  # "dns" | "operator"
+    verified_by: str | None  # "dns" (TXT token) | "dkim" (a key of ours published) | "operator"
     verified_at: dt.datetime | None
     created_at: dt.datetime
     record_name: str
@@ -76,10 +76,16 @@ async def add(pool: asyncpg.Pool, tenant_id: str, domain: str, *, verified: bool
         raise DomainError(
             f"unknown tenant {tenant_id!r}", hint="add it with: engine tenants add ID"
         )
+    existed = await store.get(pool, tenant_id, name) is not None
     row = await store.add(pool, tenant_id, name, secrets.token_urlsafe(24))
-    log.info("sending domain registered", extra={"tenant": tenant_id, "domain": name})
     if verified and row.verified_at is None:
-        return await _verify(pool, row, "operator")
+        try:
+            return await _verify(pool, row, "operator")
+        except DomainError:
+            if not existed:  # a refused request leaves nothing behind
+                await store.remove(pool, tenant_id, name)
+            raise
+    log.info("sending domain registered", extra={"tenant": tenant_id, "domain": name})
     return _view(row)
 
 
@@ -111,12 +117,29 @@ async def verify(
         raise DomainError(
             f"could not look up {where} TXT: {exc.message}", hint="try again"
         ) from None
-    if wanted not in [t.strip() for t in found]:
-        raise DomainError(
-            f"{where} TXT does not hold {wanted!r} (found {len(found)} record(s))",
-            hint=f'publish {where} TXT "{wanted}", wait for DNS, then verify again',
-        )
-    return await _verify(pool, row, "dns")
+    if wanted in [t.strip() for t in found]:
+        return await _verify(pool, row, "dns")
+    if await _dkim_published(pool, tenant_id, name, resolve):
+        return await _verify(pool, row, "dkim")
+    raise DomainError(
+        f"{where} TXT does not hold {wanted!r} (found {len(found)} record(s)), and no DKIM key"
+        f" of tenant {tenant_id} for {name} is published",
+        hint=f'publish {where} TXT "{wanted}", wait for DNS, then verify again',
+    )
+
+
+async def _dkim_published(pool: asyncpg.Pool, tenant_id: str, name: str, resolve: Resolve) -> bool:
+    """Is one of the tenant's stored DKIM keys for ``name`` published at its selector? Only we
+    hold the private half, so the domain's DNS publishing it is the domain vouching for us."""
+    for selector, txt in await store.tenant_dkim_records(pool, tenant_id, name):
+        ours = dkim_public_key(txt)
+        try:
+            answers = await resolve(f"{selector}._domainkey.{name}", "TXT")
+        except EngineError:
+            continue
+        if ours is not None and any(dkim_public_key(a) == ours for a in answers):
+            return True
+    return False
 
 
 async def list_domains(pool: asyncpg.Pool, tenant_id: str | None = None) -> list[Domain]:

@@ -80,6 +80,16 @@ def record_value(token: str) -> str:
     return f"{TOKEN_PREFIX}{token}"
 
 
+def dkim_public_key(txt: str) -> str | None:
+    """The ``p=`` value of a DKIM key record, whitespace removed (None when it has none)."""
+    for tag in txt.split(";"):
+        name, _, value = tag.partition("=")
+        if name.strip() == "p":
+            key = "".join(value.split())
+            return key or None
+    return None
+
+
 def sender_error(
     tenant_id: str,
     domain: str,

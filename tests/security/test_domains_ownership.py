@@ -56,6 +56,7 @@ def raw_job(tenant: str, i: int, head: str) -> bytes:
 @pytest.fixture
 async def owned(pool: asyncpg.Pool) -> None:
     """Tenant A owns acme.example (verified); B owns globex.example; C registered nothing."""
+    assert await pool.fetchval("SELECT current_user") == "engine_worker"  # rules on (conftest)
     for t in ("A", "B", "C"):
         await tenants.add(pool, t)
     await domains.add(pool, "A", "acme.example", verified=True)
@@ -129,8 +130,10 @@ async def _sql(pool: asyncpg.Pool, items: list[bytes]) -> list[str | None]:
     return [r["error"] for r in rows]
 
 
-async def test_sql_path_refuses_another_tenants_domain(pool: asyncpg.Pool, owned: None) -> None:
-    await domain_store.write_rules(pool, enforce=True, raw_trace="refuse")
+async def test_sql_path_refuses_another_tenants_domain(
+    pool: asyncpg.Pool, owned: None, owner: asyncpg.Connection
+) -> None:
+    await domain_store.write_rules(owner, enforce=True, raw_trace="refuse")
     errors = await _sql(
         pool,
         [
@@ -139,13 +142,23 @@ async def test_sql_path_refuses_another_tenants_domain(pool: asyncpg.Pool, owned
             job("B", 3),
             job("B", 4, "x@globex.example", headers={"sender": "Ops <ops@acme.example>"}),
             job("C", 5, "x@unregistered.example"),
+            # the raw From disagrees with "from" (only Python checks they match): still refused
+            orjson.dumps(
+                orjson.loads(raw_job("B", 6, "From: news@acme.example\r\n"))
+                | {"from": "x@globex.example"}
+            ),
+            raw_job("A", 7, "From: news@acme.example\r\nSender:\r\n ops@globex.example\r\n"),
+            raw_job("A", 8, "From: Acme <news@acme.example>\r\n"),
         ],
     )
     assert errors[:2] == [None, None]
+    assert errors[5] is not None and errors[5].startswith("raw From:")
+    assert errors[6] is not None and errors[6].startswith("raw Sender:")
+    assert errors[7] is None
     assert errors[2] is not None and "belongs to another tenant" in errors[2]
     assert errors[3] is not None and errors[3].startswith("header Sender:")
     assert errors[4] is not None and "not a verified sending domain of tenant C" in errors[4]
-    await domain_store.write_rules(pool, enforce=False, raw_trace="refuse")
+    await domain_store.write_rules(owner, enforce=False, raw_trace="refuse")
     errors = await _sql(pool, [job("C", 6, "x@unregistered.example"), job("C", 7)])
     assert errors[0] is None
     assert errors[1] is not None and "belongs to another tenant" in errors[1]
@@ -217,3 +230,93 @@ async def test_cli_domains_and_enqueue(cfg: Config, tmp_path: Path, pool: asyncp
     out = _engine(cfg_file, "domains", "remove", "--tenant", "A", "acme.example")
     assert out.returncode == 0
     assert _engine(cfg_file, "domains", "remove", "--tenant", "A", "acme.example").returncode == 2
+
+
+async def test_a_published_dkim_key_of_ours_verifies_the_domain(
+    pool: asyncpg.Pool, owned: None
+) -> None:
+    import os as _os
+
+    from engine.dkim import store as dkim_store
+    from engine.dkim.crypto_box import KeyBox
+    from engine.dkim.keys import generate_key
+
+    pem, txt = generate_key("ed25519")
+    await dkim_store.insert_key(
+        pool,
+        KeyBox(_os.urandom(32)),
+        tenant_id="C",
+        domain="initech.example",
+        selector="pm1",
+        private_pem=pem,
+    )
+    await domains.add(pool, "C", "initech.example")
+    await domains.add(pool, "B", "initech.example")
+    published: dict[str, list[str]] = {}
+
+    async def dns(name: str, rdtype: str) -> list[str]:
+        return published.get(name, [])
+
+    with pytest.raises(DomainError, match="no DKIM key"):
+        await domains.verify(pool, "C", "initech.example", dns)
+    published["pm1._domainkey.initech.example"] = [txt.replace("; ", ";  ")]
+    with pytest.raises(DomainError):  # C's key proves nothing for B
+        await domains.verify(pool, "B", "initech.example", dns)
+    done = await domains.verify(pool, "C", "initech.example", dns)
+    assert done.verified and done.verified_by == "dkim"
+
+
+async def test_admin_routes_for_domains(pool: asyncpg.Pool, owned: None, cfg: Config) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from engine.admin.app import build_app
+    from engine.admin.context import AdminContext
+    from engine.queue import streams as streams_mod
+    from tests.integration.test_webhooks_admin import NoRelay
+
+    token = "t" * 32
+    admin_cfg = msgspec_replace(cfg, token)
+    streams = streams_mod.Streams(streams_mod.connect(admin_cfg.redis), admin_cfg.redis.prefix)
+    ctx = AdminContext(
+        cfg=admin_cfg, pool=pool, streams=streams, relay=NoRelay(), drain=lambda: None
+    )
+    auth = {"Authorization": f"Bearer {token}"}
+    client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx)))
+    await client.start_server()
+    try:
+        r = await client.post(
+            "/v1/domains", json={"tenant_id": "C", "domain": "Initech.Example"}, headers=auth
+        )
+        assert r.status == 201
+        body = await r.json()
+        assert body["domain"]["domain"] == "initech.example" and not body["domain"]["verified"]
+        assert body["domain"]["record_name"] == "_penguinmails.initech.example"
+        r = await client.post(
+            "/v1/domains",
+            json={"tenant_id": "C", "domain": "acme.example", "verified": True},
+            headers=auth,
+        )
+        assert r.status == 400 and "another tenant" in (await r.json())["error"]
+        r = await client.post(
+            "/v1/domains/verify",
+            json={"tenant_id": "C", "domain": "initech.example"},
+            headers=auth,
+        )
+        assert r.status == 409
+        r = await client.get("/v1/domains?tenant=C", headers=auth)
+        assert [d["domain"] for d in (await r.json())["domains"]] == ["initech.example"]
+        r = await client.delete("/v1/domains/initech.example?tenant=C", headers=auth)
+        assert r.status == 200 and (await r.json())["removed"]
+        r = await client.delete("/v1/domains/initech.example?tenant=C", headers=auth)
+        assert r.status == 404
+        r = await client.get("/v1/domains")
+        assert r.status == 401
+    finally:
+        await client.close()
+        await streams.client.aclose()
+
+
+def msgspec_replace(cfg: Config, token: str) -> Config:
+    import msgspec
+
+    return msgspec.structs.replace(cfg, admin=msgspec.structs.replace(cfg.admin, token=token))

@@ -82,13 +82,15 @@ async def test_stripped_when_configured(pool: asyncpg.Pool, acme: None) -> None:
     assert b"from: news@acme.example" in head
 
 
-async def test_refused_and_stripped_on_the_sql_path(pool: asyncpg.Pool, acme: None) -> None:
+async def test_refused_and_stripped_on_the_sql_path(
+    pool: asyncpg.Pool, acme: None, owner: asyncpg.Connection
+) -> None:
     batch = [orjson.loads(job(i, extra)) for i, extra in enumerate(CASES)]
     rows = await pool.fetch("SELECT * FROM engine.enqueue($1::jsonb) ORDER BY ord", batch)
     for row, extra in zip(rows, CASES, strict=True):
         (name,) = extra
         assert row["job_id"] is None and name.lower() in row["error"]
-    await domain_store.write_rules(pool, enforce=True, raw_trace="strip")
+    await domain_store.write_rules(owner, enforce=True, raw_trace="strip")
     rows = await pool.fetch(
         "SELECT * FROM engine.enqueue($1::jsonb)", [orjson.loads(job(50, TRACE))]
     )

@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS oltp.sending_domains (
     domain      text NOT NULL CHECK (domain = lower(domain) AND domain !~ '[\s@]'),
     token       text NOT NULL,
     verified_at timestamptz,
-    verified_by text CHECK (verified_by IN ('dns', 'operator')),
+    verified_by text CHECK (verified_by IN ('dns', 'dkim', 'operator')),
     created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, domain)
 );
@@ -56,6 +56,40 @@ BEGIN
     END IF;
     RETURN format('%s: %s is not a verified sending domain of tenant %s'
                   ' (register it: engine domains add --tenant %s %s)', what, d, tid, tid, d);
+END
+$$;
+
+-- Why tenant tid may not send a raw message's From / Sender identities (NULL: it may). The
+-- Python path also requires the raw From to equal the job's from; here each address in those
+-- fields is held to the tenant's domains.
+CREATE OR REPLACE FUNCTION engine.raw_identity_error(tid text, j jsonb) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    msg text;
+    head text;
+    f text[];
+    addr text;
+    err text;
+BEGIN
+    IF NOT j ? 'raw' THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        msg := encode(decode(j->>'raw', 'base64'), 'escape');
+    EXCEPTION WHEN others THEN
+        RETURN 'raw: not valid base64';
+    END;
+    head := split_part(replace(msg, E'\r', ''), E'\n\n', 1);
+    head := regexp_replace(head, E'\n[ \t]+', ' ', 'g');  -- unfold
+    FOR f IN SELECT regexp_matches(head, E'(?:^|\n)(from|sender)[ \t]*:([^\n]*)', 'gi') LOOP
+        FOR addr IN SELECT (regexp_matches(f[2], '[^<>\s,;:"]+@[^<>\s,;:"]+', 'g'))[1] LOOP
+            err := engine.sender_domain_error(tid, addr, 'raw ' || initcap(f[1]));
+            IF err IS NOT NULL THEN
+                RETURN err;
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
 END
 $$;
 
@@ -139,6 +173,9 @@ BEGIN
         END IF;
         IF err IS NULL THEN
             err := engine.sender_domain_error(tid, j->>'from', 'from');
+        END IF;
+        IF err IS NULL THEN
+            err := engine.raw_identity_error(tid, j);
         END IF;
         IF err IS NULL THEN
             SELECT engine.sender_domain_error(tid, substring(h.value FROM '[^<>\s]+@[^<>\s]+'),
