@@ -35,13 +35,16 @@ CREATE OR REPLACE FUNCTION engine.sender_domain_error(tid text, addr text, what 
 RETURNS text LANGUAGE plpgsql STABLE AS $$
 DECLARE
     d text := lower(split_part(addr, '@', 2));
+    labels text[] := string_to_array(d, '.');
+    -- d and its parents (never a bare TLD), so the partial unique index on domain answers
+    candidates text[] := ARRAY(SELECT array_to_string(labels[i:], '.')
+                                 FROM generate_series(1, greatest(cardinality(labels) - 1, 1)) AS i);
     owner text;
     enforce boolean := coalesce((SELECT value = 'true' FROM engine.settings
                                   WHERE key = 'enforce_sender_domains'), true);
 BEGIN
     SELECT s.tenant_id INTO owner FROM oltp.sending_domains s
-     WHERE s.verified_at IS NOT NULL
-       AND (d = s.domain OR right(d, length(s.domain) + 1) = '.' || s.domain)
+     WHERE s.verified_at IS NOT NULL AND s.domain = ANY(candidates)
      ORDER BY length(s.domain) DESC LIMIT 1;
     IF owner = tid THEN
         RETURN NULL;
