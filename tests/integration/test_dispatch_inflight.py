@@ -11,6 +11,7 @@ import asyncpg
 
 from engine.shaping.model import DeliverySignal, Provider, ShapeDecision, ShapeRequest
 from engine.store import tenants
+from engine.tenancy import domains
 from tests.fakes.fixtures import mailu  # noqa: F401
 from tests.fakes.mailu import FakeMailU
 from tests.integration.test_admin_api import job
@@ -36,6 +37,7 @@ async def test_provider_in_flight_limit_bounds_relay_sessions(
     clean_db: str, redis_prefix: str, mailu: FakeMailU, pool: asyncpg.Pool
 ) -> None:
     await tenants.add(pool, "acme")
+    await domains.add(pool, "acme", "acme.example", verified=True)
     mailu.set_delay("DATA", 0.2)  # slow transactions: without the limit the pool would open 4
     cfg = pipeline_config(clean_db, redis_prefix, mailu)
     async with pipeline(cfg, pool, OneProvider()) as p:  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from engine import metrics
 from engine.enqueue import enqueue
 from engine.queue import tally
 from engine.store import tenants
+from engine.tenancy import domains
 
 
 def _job(i: int) -> dict[str, str]:
@@ -31,6 +32,7 @@ def _counted() -> float:
 
 async def test_committed_jobs_are_counted_once_whatever_the_path(pool: asyncpg.Pool) -> None:
     await tenants.add(pool, "acme")
+    await domains.add(pool, "acme", "acme.example", verified=True)
     await tally.drain(pool)
     before = _counted()
     # SQL in the caller's transaction, committed: 30 jobs.

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine import __version__
 from engine.store import tenants
+from engine.tenancy import domains
 from tests.conftest import REDIS_URL, TEST_VERP_SECRET
 from tests.fakes.fixtures import mailu  # noqa: F401
 from tests.fakes.mailu import FakeMailU
@@ -171,6 +172,7 @@ async def test_two_instances_of_two_workers_sum_to_the_truth(
     clean_db: str, redis_prefix: str, mailu: FakeMailU, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     await tenants.add(pool, "acme")
+    await domains.add(pool, "acme", "acme.example", verified=True)
     ports = [_free_port(), _free_port()]
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
