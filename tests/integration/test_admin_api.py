@@ -603,6 +603,8 @@ async def test_nodes_check_runs_engine_nodes_check(
     await call(client, "GET", "/v1/nodes/check", status=401, auth=False)
     spec = await call(client, "GET", "/openapi.json", status=200)
     assert "/v1/nodes/{name}/check" in spec["paths"] and "/v1/nodes/check" in spec["paths"]
+
+
 async def test_timeline_content_and_bulk_actions(
     admin: tuple[TestClient[Any, Any], AdminContext],
 ) -> None:

@@ -227,6 +227,8 @@ def test_cli_refuses_bad_input_and_changes_nothing(cfg: Config) -> None:
 
     assert engine(cfg, "migrate").returncode == 0
     assert engine(cfg, "tenants", "add", "acme").returncode == 0
+    domain = ("domains", "add", "--tenant", "acme", "acme.example", "--verified")
+    assert engine(cfg, *domain).returncode == 0
     assert engine(cfg, "enqueue", "--jsonl", "-", stdin=line(1) + b"\n").returncode == 0
     for args, why in (
         (("messages", "cancel"), b"needs a selection"),
