@@ -145,10 +145,17 @@ async def list_endpoints(pool: asyncpg.Pool | Conn, tenant_id: str | None = None
 
 
 async def delete(
-    pool: asyncpg.Pool, endpoint_id: int, tenant_id: str | None = None
+    pool: asyncpg.Pool | Conn, endpoint_id: int, tenant_id: str | None = None
 ) -> Endpoint | None:
     """Remove an endpoint (and its dead letters); None when there is no such id (of that tenant)."""
-    async with pool.acquire() as conn, conn.transaction():
+    if isinstance(pool, asyncpg.Pool):
+        async with pool.acquire() as conn:
+            return await _delete(conn, endpoint_id, tenant_id)
+    return await _delete(pool, endpoint_id, tenant_id)
+
+
+async def _delete(conn: Conn, endpoint_id: int, tenant_id: str | None) -> Endpoint | None:
+    async with conn.transaction():
         row = await conn.fetchrow(
             _VIEW + " WHERE e.id = $1 AND ($2::text IS NULL OR e.tenant_id = $2) FOR UPDATE",
             endpoint_id,

@@ -20,6 +20,7 @@ from engine.keys import store, token
 from engine.keys.store import KeyView
 from engine.keys.token import Principal, Scope
 from engine.store import tenants
+from engine.store.pool import Conn
 
 log = logging.getLogger("engine.keys")
 
@@ -77,7 +78,7 @@ async def create(
 
 
 async def listing(
-    pool: asyncpg.Pool, tenant_id: str | None, *, include_revoked: bool = False
+    pool: asyncpg.Pool | Conn, tenant_id: str | None, *, include_revoked: bool = False
 ) -> list[KeyView]:
     """Keys of one tenant (None: every tenant), without their digests."""
     return await store.listing(pool, tenant_id, include_revoked=include_revoked)

@@ -20,6 +20,7 @@ from engine.admin.routing import (
     principal_of,
     read_body,
     require_tenant,
+    tenant_db,
     tenant_scope,
 )
 from engine.admin.schemas import NonEmpty
@@ -61,9 +62,10 @@ class KeyRevoked(msgspec.Struct, frozen=True):
 
 async def list_keys(request: web.Request) -> web.Response:
     q = parse_query(request, KeyQuery)
-    found = await service.listing(
-        ctx_of(request).pool, tenant_scope(request, q.tenant), include_revoked=q.revoked
-    )
+    async with tenant_db(request) as db:
+        found = await service.listing(
+            db, tenant_scope(request, q.tenant), include_revoked=q.revoked
+        )
     return json_response(KeyList(found))
 
 

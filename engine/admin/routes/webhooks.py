@@ -17,6 +17,7 @@ from engine.admin.routing import (
     parse_query,
     read_body,
     require_tenant,
+    tenant_db,
     tenant_scope,
 )
 from engine.admin.schemas import (
@@ -34,7 +35,8 @@ from engine.keys.token import Access
 
 async def list_webhooks(request: web.Request) -> web.Response:
     q = parse_query(request, TenantQuery)
-    found = await webhooks.list_endpoints(ctx_of(request).pool, tenant_scope(request, q.tenant))
+    async with tenant_db(request) as db:
+        found = await webhooks.list_endpoints(db, tenant_scope(request, q.tenant))
     return json_response(WebhookList(found))
 
 
@@ -60,7 +62,8 @@ async def add_webhook(request: web.Request) -> web.Response:
 
 async def remove_webhook(request: web.Request) -> web.Response:
     endpoint_id = int_param(request, "id")
-    removed = await webhooks.delete(ctx_of(request).pool, endpoint_id, tenant_scope(request, None))
+    async with tenant_db(request) as db:
+        removed = await webhooks.delete(db, endpoint_id, tenant_scope(request, None))
     if removed is None:
         raise AdminRequestError(f"no webhook endpoint {endpoint_id}", status=404)
     return json_response(WebhookRemoved(removed, True))
