@@ -81,6 +81,14 @@ async def test_tenant_writes_go_through_the_database_rules(keyed: Keyed) -> None
     )
     assert status == 200
     assert await webhook_store.list_endpoints(keyed.pool, "ta") == []
+    status, body, _ = await request(
+        keyed.client, "POST", "/v1/webhooks", a.auth("manage"),
+        json={"url": "https://hooks.example/ta/new"},
+    )  # fmt: skip
+    assert status == 201, body
+    assert [e.url for e in await webhook_store.list_endpoints(keyed.pool, "ta")] == [
+        "https://hooks.example/ta/new"
+    ]
 
 
 def _no_app_filter(monkeypatch: pytest.MonkeyPatch, answer: str | None) -> None:
@@ -162,3 +170,9 @@ async def test_a_key_pointed_at_another_tenant_by_an_app_bug_sees_nothing(
     )
     assert status >= 400 and MARKER.encode() not in body
     assert await suppression_store.check(keyed.pool, [("tb", "x@example.com")]) == set()
+    status, body, _ = await request(
+        keyed.client, "POST", "/v1/webhooks", a.auth("manage"),
+        json={"tenant_id": "tb", "url": "https://hooks.example/tb/evil"},
+    )  # fmt: skip
+    assert status >= 400 and MARKER.encode() not in body
+    assert [e.id for e in await webhook_store.list_endpoints(keyed.pool, "tb")] == [keyed.b.webhook]

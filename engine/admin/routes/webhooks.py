@@ -45,16 +45,17 @@ async def add_webhook(request: web.Request) -> web.Response:
     body: WebhookIn = await read_body(request, WebhookIn)
     tenant = require_tenant(request, body.tenant_id, what="tenant_id")
     try:
-        endpoint, secret = await webhooks.create(
-            ctx.pool,
-            tenant_id=tenant,
-            url=body.url,
-            policy=policy_of(ctx.cfg.events),
-            resolve=ctx.resolve,
-            kinds=[k.value for k in body.kinds],
-            secret=body.secret,
-            description=body.description,
-        )
+        async with tenant_db(request) as db:
+            endpoint, secret = await webhooks.create(
+                db,
+                tenant_id=tenant,
+                url=body.url,
+                policy=policy_of(ctx.cfg.events),
+                resolve=ctx.resolve,
+                kinds=[k.value for k in body.kinds],
+                secret=body.secret,
+                description=body.description,
+            )
     except WebhookError as exc:
         raise AdminRequestError(exc.message, hint=exc.hint) from None
     return json_response(WebhookCreated(endpoint, secret), status=201)
