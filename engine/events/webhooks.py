@@ -23,7 +23,7 @@ from engine.events.signature import new_secret
 from engine.events.ssrf import Policy, Resolve, check_url, vet
 from engine.events.store import Position
 from engine.store import tenants
-from engine.store.pool import Conn
+from engine.store.pool import Conn, transaction
 
 log = logging.getLogger("engine.webhooks")
 
@@ -159,14 +159,7 @@ async def delete(
     pool: asyncpg.Pool | Conn, endpoint_id: int, tenant_id: str | None = None
 ) -> Endpoint | None:
     """Remove an endpoint (and its dead letters); None when there is no such id (of that tenant)."""
-    if isinstance(pool, asyncpg.Pool):
-        async with pool.acquire() as conn:
-            return await _delete(conn, endpoint_id, tenant_id)
-    return await _delete(pool, endpoint_id, tenant_id)
-
-
-async def _delete(conn: Conn, endpoint_id: int, tenant_id: str | None) -> Endpoint | None:
-    async with conn.transaction():
+    async with transaction(pool) as conn:
         row = await conn.fetchrow(
             _VIEW + " WHERE e.id = $1 AND ($2::text IS NULL OR e.tenant_id = $2) FOR UPDATE",
             endpoint_id,

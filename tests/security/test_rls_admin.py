@@ -89,6 +89,23 @@ async def test_tenant_writes_go_through_the_database_rules(keyed: Keyed) -> None
     assert [e.url for e in await webhook_store.list_endpoints(keyed.pool, "ta")] == [
         "https://hooks.example/ta/new"
     ]
+    status, body, _ = await request(
+        keyed.client, "POST", "/v1/keys", a.auth("manage"), json={"scope": "read", "name": "n"}
+    )
+    assert status == 201, body
+    new = orjson.loads(body)["api_key"]["prefix"]
+    status, body, _ = await request(
+        keyed.client, "POST", f"/v1/keys/{new}/rotate", a.auth("manage")
+    )
+    assert status == 201, body
+    newer = orjson.loads(body)["api_key"]["prefix"]
+    status, _, _ = await request(keyed.client, "DELETE", f"/v1/keys/{newer}", a.auth("manage"))
+    assert status == 200
+    actions = await keyed.pool.fetch(
+        "SELECT action FROM oltp.audit_log WHERE tenant_id = 'ta' AND target = ANY($1::text[])",
+        [new, newer],
+    )
+    assert sorted(r["action"] for r in actions) == ["key.create", "key.revoke", "key.rotate"]
 
 
 def _no_app_filter(monkeypatch: pytest.MonkeyPatch, answer: str | None) -> None:
@@ -176,3 +193,10 @@ async def test_a_key_pointed_at_another_tenant_by_an_app_bug_sees_nothing(
     )  # fmt: skip
     assert status >= 400 and MARKER.encode() not in body
     assert [e.id for e in await webhook_store.list_endpoints(keyed.pool, "tb")] == [keyed.b.webhook]
+    status, body, _ = await request(
+        keyed.client, "POST", "/v1/keys", a.auth("manage"),
+        json={"tenant_id": "tb", "scope": "manage"},
+    )  # fmt: skip
+    assert status >= 400 and b"pm_live_" not in body
+    count = await keyed.pool.fetchval("SELECT count(*) FROM oltp.api_keys WHERE tenant_id = 'tb'")
+    assert count == 3
