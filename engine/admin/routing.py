@@ -7,10 +7,12 @@ same list, so the document cannot drift from what is served.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -18,6 +20,8 @@ from engine.admin.context import AdminContext
 from engine.errors import AdminRequestError
 from engine.keys.ratelimit import EnqueueLimiter, retry_after
 from engine.keys.token import OPERATOR, Access, Principal
+from engine.store import tenants
+from engine.store.pool import Conn
 
 CTX: web.AppKey[AdminContext] = web.AppKey("ctx", AdminContext)
 #: Who made the request, set by the auth middleware (the operator when absent: open loopback).
@@ -82,6 +86,23 @@ def tenant_scope(request: web.Request, asked: str | None) -> str | None:
     if asked is not None and asked != principal.tenant_id:
         raise AdminRequestError(f"unknown tenant {asked!r}", status=404)
     return principal.tenant_id
+
+
+@contextlib.asynccontextmanager
+async def tenant_db(request: web.Request) -> AsyncIterator[asyncpg.Pool | Conn]:
+    """Where a request's tenant data is read and written: for a tenant key when the database
+    roles are on (``[database] role``), one transaction as ``engine_api`` with the key's tenant
+    set by ``engine.set_tenant``, so FORCE ROW LEVEL SECURITY limits every query to that tenant
+    even if the application's own filter were wrong; otherwise (the operator token, or no
+    roles) the pool. Both layers apply: handlers keep passing :func:`tenant_scope`'s tenant.
+    """
+    ctx = ctx_of(request)
+    tenant = principal_of(request).tenant_id
+    if tenant is None or ctx.cfg.database.role is None:
+        yield ctx.pool
+        return
+    async with tenants.scoped(ctx.pool, tenant) as conn:
+        yield conn
 
 
 def require_tenant(request: web.Request, given: str | None, *, what: str = "tenant") -> str:

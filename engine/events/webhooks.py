@@ -23,7 +23,7 @@ from engine.events.signature import new_secret
 from engine.events.ssrf import Policy, Resolve, check_url, vet
 from engine.events.store import Position
 from engine.store import tenants
-from engine.store.pool import Conn
+from engine.store.pool import Conn, transaction
 
 log = logging.getLogger("engine.webhooks")
 
@@ -88,7 +88,7 @@ def _view(row: asyncpg.Record | None) -> Endpoint:
 
 
 async def create(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool | Conn,
     *,
     tenant_id: str,
     url: str,
@@ -118,22 +118,33 @@ async def create(
             f"unknown tenant {tenant_id!r}", hint="add it with: engine tenants add ID"
         )
     key = secret or new_secret()
-    async with pool.acquire() as conn:
-        new_id = await conn.fetchval(
-            "INSERT INTO oltp.webhook_endpoints (tenant_id, url, secret, kinds, description)"
-            " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            tenant_id,
-            url,
-            key,
-            wanted,
-            description,
-        )
-        row = await conn.fetchrow(_VIEW + " WHERE e.id = $1", new_id)
+    if isinstance(pool, asyncpg.Pool):
+        async with pool.acquire() as conn:
+            new_id, row = await _insert(conn, tenant_id, url, key, wanted, description)
+    else:
+        new_id, row = await _insert(pool, tenant_id, url, key, wanted, description)
     log.info(
         "webhook endpoint added",
         extra={"tenant": tenant_id, "endpoint": new_id, "host": urlsplit(url).hostname},
     )
     return _view(row), key
+
+
+async def _insert(
+    conn: Conn, tenant_id: str, url: str, key: str, kinds: list[str], description: str | None
+) -> tuple[int, asyncpg.Record]:
+    new_id: int = await conn.fetchval(
+        "INSERT INTO oltp.webhook_endpoints (tenant_id, url, secret, kinds, description)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        tenant_id,
+        url,
+        key,
+        kinds,
+        description,
+    )
+    row = await conn.fetchrow(_VIEW + " WHERE e.id = $1", new_id)
+    assert row is not None  # just inserted, on this connection
+    return new_id, row
 
 
 async def list_endpoints(pool: asyncpg.Pool | Conn, tenant_id: str | None = None) -> list[Endpoint]:
@@ -145,10 +156,10 @@ async def list_endpoints(pool: asyncpg.Pool | Conn, tenant_id: str | None = None
 
 
 async def delete(
-    pool: asyncpg.Pool, endpoint_id: int, tenant_id: str | None = None
+    pool: asyncpg.Pool | Conn, endpoint_id: int, tenant_id: str | None = None
 ) -> Endpoint | None:
     """Remove an endpoint (and its dead letters); None when there is no such id (of that tenant)."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         row = await conn.fetchrow(
             _VIEW + " WHERE e.id = $1 AND ($2::text IS NULL OR e.tenant_id = $2) FOR UPDATE",
             endpoint_id,

@@ -20,6 +20,7 @@ from engine.keys import store, token
 from engine.keys.store import KeyView
 from engine.keys.token import Principal, Scope
 from engine.store import tenants
+from engine.store.pool import Conn, transaction
 
 log = logging.getLogger("engine.keys")
 
@@ -46,14 +47,14 @@ def _prefix(value: str) -> str:
 
 
 async def create(
-    pool: asyncpg.Pool, tenant_id: str, scope: str, *, actor: str, name: str = ""
+    pool: asyncpg.Pool | Conn, tenant_id: str, scope: str, *, actor: str, name: str = ""
 ) -> tuple[str, KeyView]:
     """A new key of ``tenant_id``: (the key, shown once; its stored view)."""
     wanted = _scope(scope)
     if len(name) > MAX_NAME or "\x00" in name:
         raise ApiKeyError(f"a key name is at most {MAX_NAME} characters, without NUL")
     new = token.generate()
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         if not await tenants.known(conn, [tenant_id]):
             raise ApiKeyError(
                 f"unknown tenant {tenant_id!r}",
@@ -77,18 +78,18 @@ async def create(
 
 
 async def listing(
-    pool: asyncpg.Pool, tenant_id: str | None, *, include_revoked: bool = False
+    pool: asyncpg.Pool | Conn, tenant_id: str | None, *, include_revoked: bool = False
 ) -> list[KeyView]:
     """Keys of one tenant (None: every tenant), without their digests."""
     return await store.listing(pool, tenant_id, include_revoked=include_revoked)
 
 
 async def revoke(
-    pool: asyncpg.Pool, prefix: str, *, actor: str, tenant_id: str | None = None
+    pool: asyncpg.Pool | Conn, prefix: str, *, actor: str, tenant_id: str | None = None
 ) -> KeyView:
     """Revoke a key now (of ``tenant_id`` only, when given: another tenant's key is unknown)."""
     wanted = _prefix(prefix)
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         view = await store.revoke(conn, wanted, tenant_id)
         if view is None:
             raise ApiKeyError(f"no API key {wanted}", status=404)
@@ -98,12 +99,12 @@ async def revoke(
 
 
 async def rotate(
-    pool: asyncpg.Pool, prefix: str, *, actor: str, tenant_id: str | None = None
+    pool: asyncpg.Pool | Conn, prefix: str, *, actor: str, tenant_id: str | None = None
 ) -> tuple[str, KeyView]:
     """A new key with the old one's tenant, scope and name; the old one is revoked at once."""
     wanted = _prefix(prefix)
     new = token.generate()
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         old = await store.get(conn, wanted, tenant_id)
         if old is None or old.revoked_at is not None:
             raise ApiKeyError(f"no active API key {wanted}", status=404)

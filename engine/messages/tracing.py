@@ -12,6 +12,7 @@ from engine.compose.mime import build_body, effective_message_id, render
 from engine.store import content as content_store
 from engine.store import messages as message_store
 from engine.store.messages import MessageView, TimelineEvent
+from engine.store.pool import Conn
 
 
 class Timeline(msgspec.Struct, frozen=True):
@@ -43,7 +44,9 @@ class SearchPage(msgspec.Struct, frozen=True):
     next: int | None
 
 
-async def show(pool: asyncpg.Pool, job_id: int, tenant_id: str | None = None) -> Timeline | None:
+async def show(
+    pool: asyncpg.Pool | Conn, job_id: int, tenant_id: str | None = None
+) -> Timeline | None:
     """The job and its timeline (None: no such job, or not of ``tenant_id``)."""
     job = await message_store.get(pool, job_id, tenant_id)
     if job is None:
@@ -52,7 +55,7 @@ async def show(pool: asyncpg.Pool, job_id: int, tenant_id: str | None = None) ->
 
 
 async def search(
-    pool: asyncpg.Pool, flt: SearchFilter, *, limit: int = 100, after: int | None = None
+    pool: asyncpg.Pool | Conn, flt: SearchFilter, *, limit: int = 100, after: int | None = None
 ) -> SearchPage:
     """Jobs matching ``flt``, newest first, keyset-paginated on the job id (``after``: the
     ``next`` of the previous page), so every page costs the same."""

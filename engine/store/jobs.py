@@ -473,7 +473,9 @@ async def counts(pool: asyncpg.Pool, tenant_id: str | None = None) -> dict[str, 
     return out
 
 
-async def cancel(pool: asyncpg.Pool, job_id: int, tenant_id: str | None = None) -> str | None:
+async def cancel(
+    pool: asyncpg.Pool | Conn, job_id: int, tenant_id: str | None = None
+) -> str | None:
     """Cancel a job not yet relayed; returns its state after the call (None: no such job)."""
     row = await pool.fetchrow(
         "UPDATE queue.jobs SET state = 'cancelled', finished_at = now(), updated_at = now()"

@@ -15,6 +15,7 @@ import msgspec
 
 from engine.model import Priority
 from engine.store.jobs import EARLIEST_UNPUSHED
+from engine.store.pool import Conn
 
 
 class MessageView(msgspec.Struct, frozen=True):
@@ -120,7 +121,7 @@ def _within(cond: str) -> str:
 
 
 async def search(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool | Conn,
     *,
     tenant_id: str | None = None,
     recipient: str | None = None,
@@ -188,7 +189,7 @@ _SKEW = dt.timedelta(minutes=5)
 _PROBE = "SELECT id, created_at FROM queue.jobs WHERE id >= $1 ORDER BY id LIMIT 1"
 
 
-async def _first_id_at(pool: asyncpg.Pool, at: dt.datetime) -> int:
+async def _first_id_at(pool: asyncpg.Pool | Conn, at: dt.datetime) -> int:
     """The smallest job id created at or after ``at`` (one past the last id when none): about
     log2(jobs) probes of the id index, instead of an index on created_at that every job update
     would have to maintain."""
@@ -206,7 +207,7 @@ async def _first_id_at(pool: asyncpg.Pool, at: dt.datetime) -> int:
     return lo
 
 
-async def timeline(pool: asyncpg.Pool, job_id: int, tenant_id: str) -> list[TimelineEvent]:
+async def timeline(pool: asyncpg.Pool | Conn, job_id: int, tenant_id: str) -> list[TimelineEvent]:
     """Every event recorded about one job, oldest first (``events_job`` index)."""
     rows = await pool.fetch(
         "SELECT id, kind, created_at, reason, reply, data::text AS data FROM oltp.events"
@@ -235,7 +236,9 @@ def _data(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else {"data": value}
 
 
-async def get(pool: asyncpg.Pool, job_id: int, tenant_id: str | None = None) -> MessageView | None:
+async def get(
+    pool: asyncpg.Pool | Conn, job_id: int, tenant_id: str | None = None
+) -> MessageView | None:
     """One job by id (and tenant, when given)."""
     row = await pool.fetchrow(
         f"SELECT {_COLUMNS} FROM queue.jobs WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2)",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -13,7 +14,7 @@ from engine.config import DatabaseConfig
 from engine.errors import StoreError
 from engine.redaction import redact
 
-__all__ = ["Conn", "connect", "connect_one", "redact"]
+__all__ = ["Conn", "connect", "connect_one", "redact", "transaction"]
 
 
 def _bad_dsn(dsn: str, exc: Exception) -> StoreError:
@@ -95,3 +96,16 @@ async def connect_one(dsn: str, timeout_s: float = 10.0) -> asyncpg.Connection:
 
 #: A connection from :func:`connect_one` or one acquired from the pool.
 Conn = asyncpg.Connection | PoolConnectionProxy
+
+
+@contextlib.asynccontextmanager
+async def transaction(db: asyncpg.Pool | Conn) -> AsyncIterator[Conn]:
+    """A transaction on ``db``: on a connection of the pool, or (a connection given, maybe
+    already in a transaction such as a tenant-scoped one) on that connection, as a savepoint
+    when nested."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db

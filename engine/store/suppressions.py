@@ -96,7 +96,7 @@ def merge_entries(
     return list(merged.values())
 
 
-async def remove(pool: asyncpg.Pool, tenant_id: str, address: str) -> bool:
+async def remove(pool: asyncpg.Pool | Conn, tenant_id: str, address: str) -> bool:
     res: str = await pool.execute(
         "DELETE FROM oltp.suppressions WHERE tenant_id = $1 AND address = lower($2)",
         tenant_id,
@@ -106,7 +106,7 @@ async def remove(pool: asyncpg.Pool, tenant_id: str, address: str) -> bool:
 
 
 async def page(
-    pool: asyncpg.Pool, tenant_id: str | None, *, limit: int = 100, after: str | None = None
+    pool: asyncpg.Pool | Conn, tenant_id: str | None, *, limit: int = 100, after: str | None = None
 ) -> list[Suppression]:
     """A page of suppressions ordered by address (keyset pagination with ``after``)."""
     rows = await pool.fetch(

@@ -16,7 +16,7 @@ import pytest
 from engine.config import Config
 from engine.store.pool import connect_one
 
-ROLE_ON = ("test_domains_", "test_raw_", "test_ssrf_")
+ROLE_ON = ("test_domains_", "test_raw_", "test_ssrf_", "test_rls_admin")
 
 
 @pytest.fixture(autouse=True)

@@ -14,12 +14,12 @@ from aiohttp import web
 
 from engine.admin.routing import (
     Route,
-    ctx_of,
     json_response,
     parse_query,
     principal_of,
     read_body,
     require_tenant,
+    tenant_db,
     tenant_scope,
 )
 from engine.admin.schemas import NonEmpty
@@ -61,44 +61,48 @@ class KeyRevoked(msgspec.Struct, frozen=True):
 
 async def list_keys(request: web.Request) -> web.Response:
     q = parse_query(request, KeyQuery)
-    found = await service.listing(
-        ctx_of(request).pool, tenant_scope(request, q.tenant), include_revoked=q.revoked
-    )
+    async with tenant_db(request) as db:
+        found = await service.listing(
+            db, tenant_scope(request, q.tenant), include_revoked=q.revoked
+        )
     return json_response(KeyList(found))
 
 
 async def create_key(request: web.Request) -> web.Response:
     body: KeyIn = await read_body(request, KeyIn)
     tenant = require_tenant(request, body.tenant_id, what="tenant_id")
-    key, view = await service.create(
-        ctx_of(request).pool,
-        tenant,
-        body.scope.value,
-        actor=principal_of(request).actor,
-        name=body.name,
-    )
+    async with tenant_db(request) as db:
+        key, view = await service.create(
+            db,
+            tenant,
+            body.scope.value,
+            actor=principal_of(request).actor,
+            name=body.name,
+        )
     return json_response(KeyCreated(key, view), status=201)
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    view = await service.revoke(
-        ctx_of(request).pool,
-        request.match_info["prefix"],
-        actor=principal.actor,
-        tenant_id=principal.tenant_id,
-    )
+    async with tenant_db(request) as db:
+        view = await service.revoke(
+            db,
+            request.match_info["prefix"],
+            actor=principal.actor,
+            tenant_id=principal.tenant_id,
+        )
     return json_response(KeyRevoked(view, True))
 
 
 async def rotate_key(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    key, view = await service.rotate(
-        ctx_of(request).pool,
-        request.match_info["prefix"],
-        actor=principal.actor,
-        tenant_id=principal.tenant_id,
-    )
+    async with tenant_db(request) as db:
+        key, view = await service.rotate(
+            db,
+            request.match_info["prefix"],
+            actor=principal.actor,
+            tenant_id=principal.tenant_id,
+        )
     return json_response(KeyCreated(key, view), status=201)
 
 

@@ -26,6 +26,7 @@ from engine.admin.routing import (
     principal_of,
     rate_limited,
     read_body,
+    tenant_db,
     tenant_scope,
 )
 from engine.admin.schemas import (
@@ -103,7 +104,8 @@ async def get_messages(request: web.Request) -> web.Response:
         since=q.since,
         until=q.until,
     )
-    page = await tracing.search(ctx_of(request).pool, flt, limit=q.limit, after=q.after)
+    async with tenant_db(request) as db:
+        page = await tracing.search(db, flt, limit=q.limit, after=q.after)
     return json_response(MessagePage(messages=page.messages, next=page.next))
 
 
@@ -113,7 +115,8 @@ async def get_message(request: web.Request) -> web.Response:
     job_id = int_param(request, "id")
     q = parse_query(request, MessageShowQuery)
     pool = ctx_of(request).pool
-    tl = await tracing.show(pool, job_id, tenant_scope(request, q.tenant))
+    async with tenant_db(request) as db:
+        tl = await tracing.show(db, job_id, tenant_scope(request, q.tenant))
     if tl is None:
         raise AdminRequestError(f"no message with id {job_id}", status=404)
     content = None
@@ -156,7 +159,8 @@ async def delete_message(request: web.Request) -> web.Response:
     """Cancel a job still waiting; 409 once a relay has it (or it reached a final state)."""
     job_id = int_param(request, "id")
     q = parse_query(request, TenantQuery)
-    state = await job_store.cancel(ctx_of(request).pool, job_id, tenant_scope(request, q.tenant))
+    async with tenant_db(request) as db:
+        state = await job_store.cancel(db, job_id, tenant_scope(request, q.tenant))
     if state is None:
         raise AdminRequestError(f"no message with id {job_id}", status=404)
     if state != JobState.CANCELLED:

@@ -8,11 +8,11 @@ from aiohttp import web
 
 from engine.admin.routing import (
     Route,
-    ctx_of,
     json_response,
     parse_query,
     read_body,
     require_tenant,
+    tenant_db,
     tenant_scope,
 )
 from engine.admin.schemas import (
@@ -46,14 +46,14 @@ async def list_suppressions(request: web.Request) -> web.Response:
     q = parse_query(request, SuppressionQuery)
     tenant = tenant_scope(request, q.tenant)
     assert tenant is not None  # the query requires it
-    page = await suppression_store.page(ctx_of(request).pool, tenant, limit=q.limit, after=q.after)
+    async with tenant_db(request) as db:
+        page = await suppression_store.page(db, tenant, limit=q.limit, after=q.after)
     cursor = page[-1].address if len(page) == q.limit else None
     return json_response(SuppressionPage(suppressions=page, next=cursor))
 
 
 async def add_suppressions(request: web.Request) -> web.Response:
     """Add one entry or a list; all or nothing (a bad entry refuses the request)."""
-    ctx = ctx_of(request)
     body = await read_body(request, SuppressionBody)
     entries: list[SuppressionIn] = body if isinstance(body, list) else [body]
     if not entries:
@@ -67,22 +67,24 @@ async def add_suppressions(request: web.Request) -> web.Response:
         (owner, _address(i, e), e.reason, e.source, e.ttl_s)
         for i, (owner, e) in enumerate(zip(owners, entries, strict=True))
     ]
-    known = await tenants.known(ctx.pool, set(owners))
-    unknown = sorted(set(owners) - known)
-    if unknown:
-        raise AdminRequestError(
-            f"unknown tenant(s): {', '.join(unknown)}", hint="add them with: engine tenants add ID"
-        )
-    written = await suppression_store.add(ctx.pool, rows)
+    async with tenant_db(request) as db:
+        known = await tenants.known(db, set(owners))
+        unknown = sorted(set(owners) - known)
+        if unknown:
+            raise AdminRequestError(
+                f"unknown tenant(s): {', '.join(unknown)}",
+                hint="add them with: engine tenants add ID",
+            )
+        written = await suppression_store.add(db, rows)
     log.info("suppressions added over the admin API", extra={"written": written})
     return json_response(SuppressionWritten(written), status=201)
 
 
 async def remove_suppression(request: web.Request) -> web.Response:
-    ctx = ctx_of(request)
     q = parse_query(request, SuppressionKey)
     tenant_scope(request, q.tenant)  # a tenant key: its own tenant only (else 404)
-    removed = await suppression_store.remove(ctx.pool, q.tenant, q.address)
+    async with tenant_db(request) as db:
+        removed = await suppression_store.remove(db, q.tenant, q.address)
     if not removed:
         raise AdminRequestError(
             f"{q.address!r} is not on the suppression list of tenant {q.tenant!r}", status=404

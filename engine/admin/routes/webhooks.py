@@ -17,6 +17,7 @@ from engine.admin.routing import (
     parse_query,
     read_body,
     require_tenant,
+    tenant_db,
     tenant_scope,
 )
 from engine.admin.schemas import (
@@ -34,7 +35,8 @@ from engine.keys.token import Access
 
 async def list_webhooks(request: web.Request) -> web.Response:
     q = parse_query(request, TenantQuery)
-    found = await webhooks.list_endpoints(ctx_of(request).pool, tenant_scope(request, q.tenant))
+    async with tenant_db(request) as db:
+        found = await webhooks.list_endpoints(db, tenant_scope(request, q.tenant))
     return json_response(WebhookList(found))
 
 
@@ -43,16 +45,17 @@ async def add_webhook(request: web.Request) -> web.Response:
     body: WebhookIn = await read_body(request, WebhookIn)
     tenant = require_tenant(request, body.tenant_id, what="tenant_id")
     try:
-        endpoint, secret = await webhooks.create(
-            ctx.pool,
-            tenant_id=tenant,
-            url=body.url,
-            policy=policy_of(ctx.cfg.events),
-            resolve=ctx.resolve,
-            kinds=[k.value for k in body.kinds],
-            secret=body.secret,
-            description=body.description,
-        )
+        async with tenant_db(request) as db:
+            endpoint, secret = await webhooks.create(
+                db,
+                tenant_id=tenant,
+                url=body.url,
+                policy=policy_of(ctx.cfg.events),
+                resolve=ctx.resolve,
+                kinds=[k.value for k in body.kinds],
+                secret=body.secret,
+                description=body.description,
+            )
     except WebhookError as exc:
         raise AdminRequestError(exc.message, hint=exc.hint) from None
     return json_response(WebhookCreated(endpoint, secret), status=201)
@@ -60,7 +63,8 @@ async def add_webhook(request: web.Request) -> web.Response:
 
 async def remove_webhook(request: web.Request) -> web.Response:
     endpoint_id = int_param(request, "id")
-    removed = await webhooks.delete(ctx_of(request).pool, endpoint_id, tenant_scope(request, None))
+    async with tenant_db(request) as db:
+        removed = await webhooks.delete(db, endpoint_id, tenant_scope(request, None))
     if removed is None:
         raise AdminRequestError(f"no webhook endpoint {endpoint_id}", status=404)
     return json_response(WebhookRemoved(removed, True))
