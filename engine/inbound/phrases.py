@@ -9,6 +9,7 @@ lower-case the text once and write phrases in lower case.
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Iterable
 
@@ -95,8 +96,8 @@ def _skip_class(pattern: str, index: int) -> int:
 #: Up to this length a text may be indexed by its 4-grams; longer ones are scanned literal by
 #: literal.
 _GRAM_TEXT_LIMIT = 600
-#: Characters of the literal prefix the gram index is keyed on (shorter literals are always
-#: tried): 4 leaves fewer false candidates than 3 for the same cost of cutting the text.
+#: Characters of the literal gram the index is keyed on (shorter literals are always tried): 4
+#: leaves fewer false candidates than 3 for the same cost of cutting the text.
 #: ``first_index`` cuts the text with a zip of this many shifted copies.
 _GRAM = 4
 #: A text is indexed only when the set has more than this many phrases per character: cutting
@@ -105,12 +106,19 @@ _GRAM = 4
 _GRAM_SET_RATIO = 2
 
 
+def _grams_of(literal: str | None) -> list[tuple[str, ...]]:
+    """The grams of a literal, in order (none for a missing or short one)."""
+    if literal is None or len(literal) < _GRAM:
+        return []
+    return [tuple(literal[start : start + _GRAM]) for start in range(len(literal) - _GRAM + 1)]
+
+
 class PhraseSet:
     """Regex phrases with literal prefilters, kept in order.
 
     ``first_index`` finds the first phrase (in the given order) that occurs. Against a large set
-    a short text (a diagnostic) is cut into 4-grams and only the phrases whose literal starts
-    with one of them are tried; otherwise the phrases are checked literal by literal. Both ways
+    a short text (a diagnostic) is cut into 4-grams and only the phrases whose literal's key gram
+    is one of them are tried; otherwise the phrases are checked literal by literal. Both ways
     try, in order, every phrase whose literal occurs, so they always give the same answer.
     """
 
@@ -122,13 +130,19 @@ class PhraseSet:
         # slicing it in a Python loop.
         self._by_gram: dict[tuple[str, ...], list[int]] = {}
         self._always: list[int] = []
-        for index, pattern in enumerate(patterns):
-            literal = required_literal(pattern)
-            self._phrases.append((literal, re.compile(pattern)))
-            if literal is None or len(literal) < _GRAM:
+        for pattern in patterns:
+            self._phrases.append((required_literal(pattern), re.compile(pattern)))
+        # Each phrase is keyed on the gram of its literal that the fewest literals of the set
+        # share: "mail" is in most diagnostics, so keying "mailbox unavailable" on it would
+        # make it a candidate for nearly every text.
+        literal_grams = [_grams_of(literal) for literal, _ in self._phrases]
+        shared = collections.Counter(gram for grams in literal_grams for gram in set(grams))
+        for index, grams in enumerate(literal_grams):
+            if not grams:
                 self._always.append(index)
             else:
-                self._by_gram.setdefault(tuple(literal[:_GRAM]), []).append(index)
+                key = min(grams, key=lambda gram: (shared[gram], grams.index(gram)))
+                self._by_gram.setdefault(key, []).append(index)
         self._grams = frozenset(self._by_gram)
 
     def __len__(self) -> int:
