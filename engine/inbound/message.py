@@ -648,6 +648,8 @@ def _field_starts(searched: str, key: str, indented: bool) -> Iterator[int]:
             yield position + 1
             position = searched.find(needle, position + len(needle))
         return
+    if key not in searched:
+        return  # the regex would try every position of the text for nothing
     for found in _indented_field(key).finditer(searched):
         yield found.end() - len(key)
 
