@@ -589,6 +589,8 @@ def _joined(pieces: dict[str, list[str]]) -> dict[str, str]:
 
 def first_address(text: str) -> str | None:
     """The first e-mail address in ``text`` (angle-bracketed preferred), or None."""
+    if "@" not in text:
+        return None  # both patterns need one; the bare one tries every position otherwise
     found = _ADDRESS_IN_ANGLES.search(text)
     if found:
         return found.group(1)
@@ -598,6 +600,8 @@ def first_address(text: str) -> str | None:
 
 def addresses_in(text: str) -> list[str]:
     """Every e-mail address-looking token in ``text`` in order of appearance."""
+    if "@" not in text:
+        return []
     return [m.group(1) for m in _BARE_ADDRESS.finditer(text)]
 
 
@@ -648,6 +652,8 @@ def _field_starts(searched: str, key: str, indented: bool) -> Iterator[int]:
             yield position + 1
             position = searched.find(needle, position + len(needle))
         return
+    if key not in searched:
+        return  # the regex would try every position of the text for nothing
     for found in _indented_field(key).finditer(searched):
         yield found.end() - len(key)
 

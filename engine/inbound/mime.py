@@ -37,7 +37,9 @@ Params = Sequence[tuple[str, ParamValue]]
 # The stdlib's own patterns (email.feedparser), so lines are classified the same way.
 _HEADER_LINE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
-_DELIMITER_REST = r")(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$"
+#: What may follow a delimiter's blanks: the feed parser's ``(?P<linesep>\r\n|\r|\n)?$``
+#: for a line as the reader cuts them (one line end, at the end).
+_DELIMITER_ENDS = frozenset({"", "\r\n", "\r", "\n"})
 _DIGEST = "multipart/digest"
 _DELIVERY_STATUS = "message/delivery-status"
 _UNIX_FROM = "From "
@@ -53,7 +55,9 @@ MAX_FIELD_CHARS = 16 * 1024
 
 _STARTS_WITH_DASHES = operator.methodcaller("startswith", "--")
 
-_Matcher = Callable[[str], "re.Match[str] | None"]
+#: A delimiter test: None for a line that is no delimiter of the part, else whether it is the
+#: close delimiter (``--boundary--``).
+_Matcher = Callable[[str], "bool | None"]
 
 
 class _GiveUp(Exception):
@@ -125,7 +129,7 @@ class _Reader:
         line = self.lines[self.pos]
         if self.ends and line.startswith("--"):
             for ends_here in reversed(self.ends):
-                if ends_here(line):
+                if ends_here(line) is not None:
                     return ""
         self.pos += 1
         return line
@@ -141,7 +145,7 @@ class _Reader:
             dashed = map(_STARTS_WITH_DASHES, itertools.islice(lines, start, stop))
             for index in itertools.compress(range(start, stop), dashed):
                 line = lines[index]
-                if any(ends_here(line) for ends_here in self.ends):
+                if any(ends_here(line) is not None for ends_here in self.ends):
                     stop = index
                     break
         self.pos = stop
@@ -201,7 +205,7 @@ class _Reader:
         if separator is None:
             msg.set_payload(self.rest())
             return
-        matcher = re.compile("(?P<sep>" + re.escape("--" + separator) + _DELIMITER_REST).match
+        matcher = _delimiter("--" + separator)
         in_preamble = True
         preamble: list[str] = []
         while True:
@@ -212,7 +216,7 @@ class _Reader:
             if found is None:
                 preamble.append(line)  # only the preamble has lines that are no delimiter
                 continue
-            if found.group("end"):
+            if found:
                 break
             if in_preamble:
                 # The first delimiter: the stdlib reads it again as the start of a part.
@@ -220,7 +224,7 @@ class _Reader:
                 self.pos -= 1
                 continue
             # Repeated delimiter lines make no empty parts.
-            while matcher(line := self.readline()):
+            while matcher(line := self.readline()) is not None:
                 pass
             if line:
                 self.pos -= 1
@@ -244,6 +248,24 @@ class _Reader:
             last.set_payload(text[:-2])
         elif text.endswith(("\r", "\n")):
             last.set_payload(text[:-1])
+
+
+def _delimiter(separator: str) -> _Matcher:
+    """The feed parser's delimiter regex for ``separator`` (``--`` and the boundary) as string
+    tests: every bounce has a boundary of its own, and compiling that regex cost more than
+    reading the part."""
+    size = len(separator)
+
+    def matcher(line: str) -> bool | None:
+        if not line.startswith(separator):
+            return None
+        rest = line[size:]
+        close = rest.startswith("--")
+        if close:
+            rest = rest[2:]
+        return close if rest.lstrip(" \t") in _DELIMITER_ENDS else None
+
+    return matcher
 
 
 def _set_fields(msg: Message, lines: list[str]) -> None:

@@ -9,6 +9,7 @@ lower-case the text once and write phrases in lower case.
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Iterable
 
@@ -67,6 +68,67 @@ def required_literal(pattern: str) -> str | None:
     return best if len(best) >= MIN_LITERAL else None
 
 
+def needs_non_ascii(pattern: str) -> bool:
+    """Whether every match of ``pattern`` contains a non-ASCII character (so it cannot occur
+    in ASCII text): a required top-level literal character is non-ASCII, or a required
+    top-level group has only plain literal branches that each contain one."""
+    depth = 0
+    index = 0
+    group_start = -1
+    needed = False  # decided at the end: a later top-level "|" makes nothing required
+    while index < len(pattern):
+        char = pattern[index]
+        following = pattern[index + 1 : index + 2]
+        optional = bool(following) and following in _QUANTIFIERS
+        if char == "\\":
+            index += 2
+            continue
+        if char == "[":
+            index = _skip_class(pattern, index) + 1
+            continue
+        if char == "|" and depth == 0:
+            return False  # a top-level alternative: nothing is required
+        if char == "(":
+            if depth == 0:
+                group_start = index
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+            if depth == 0 and not optional:
+                branches = _literal_branches(pattern[group_start + 1 : index])
+                if branches and not any(branch.isascii() for branch in branches):
+                    needed = True
+        elif depth == 0 and not char.isascii() and not optional:
+            needed = True
+        index += 1
+    return needed
+
+
+def _literal_branches(body: str) -> tuple[str, ...] | None:
+    """The branches of a group body made of plain literals only (``?:`` allowed), or None."""
+    if body.startswith("?:"):
+        body = body[2:]
+    elif body.startswith("?"):
+        return None  # a look-around or a named group
+    branches: list[str] = []
+    run: list[str] = []
+    index = 0
+    while index < len(body):
+        if body[index] == "|":
+            branches.append("".join(run))
+            run = []
+            index += 1
+            continue
+        literal, width = _literal_at(body, index)
+        following = body[index + width : index + width + 1]
+        if literal is None or (following and following in _QUANTIFIERS):
+            return None
+        run.append(literal)
+        index += width
+    branches.append("".join(run))
+    return tuple(branches) if all(branches) else None
+
+
 def _literal_at(pattern: str, index: int) -> tuple[str | None, int]:
     """(literal character, width) at ``index``, or (None, width) for a regex construct."""
     char = pattern[index]
@@ -95,8 +157,8 @@ def _skip_class(pattern: str, index: int) -> int:
 #: Up to this length a text may be indexed by its 4-grams; longer ones are scanned literal by
 #: literal.
 _GRAM_TEXT_LIMIT = 600
-#: Characters of the literal prefix the gram index is keyed on (shorter literals are always
-#: tried): 4 leaves fewer false candidates than 3 for the same cost of cutting the text.
+#: Characters of the literal gram the index is keyed on (shorter literals are always tried): 4
+#: leaves fewer false candidates than 3 for the same cost of cutting the text.
 #: ``first_index`` cuts the text with a zip of this many shifted copies.
 _GRAM = 4
 #: A text is indexed only when the set has more than this many phrases per character: cutting
@@ -105,16 +167,23 @@ _GRAM = 4
 _GRAM_SET_RATIO = 2
 
 
+def _grams_of(literal: str | None) -> list[tuple[str, ...]]:
+    """The grams of a literal, in order (none for a missing or short one)."""
+    if literal is None or len(literal) < _GRAM:
+        return []
+    return [tuple(literal[start : start + _GRAM]) for start in range(len(literal) - _GRAM + 1)]
+
+
 class PhraseSet:
     """Regex phrases with literal prefilters, kept in order.
 
     ``first_index`` finds the first phrase (in the given order) that occurs. Against a large set
-    a short text (a diagnostic) is cut into 4-grams and only the phrases whose literal starts
-    with one of them are tried; otherwise the phrases are checked literal by literal. Both ways
+    a short text (a diagnostic) is cut into 4-grams and only the phrases whose literal's key gram
+    is one of them are tried; otherwise the phrases are checked literal by literal. Both ways
     try, in order, every phrase whose literal occurs, so they always give the same answer.
     """
 
-    __slots__ = ("_always", "_by_gram", "_grams", "_phrases")
+    __slots__ = ("_always", "_always_ascii", "_by_gram", "_grams", "_phrases")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self._phrases: list[tuple[str | None, re.Pattern[str]]] = []
@@ -122,14 +191,25 @@ class PhraseSet:
         # slicing it in a Python loop.
         self._by_gram: dict[tuple[str, ...], list[int]] = {}
         self._always: list[int] = []
-        for index, pattern in enumerate(patterns):
-            literal = required_literal(pattern)
-            self._phrases.append((literal, re.compile(pattern)))
-            if literal is None or len(literal) < _GRAM:
+        for pattern in patterns:
+            self._phrases.append((required_literal(pattern), re.compile(pattern)))
+        # Each phrase is keyed on the gram of its literal that the fewest literals of the set
+        # share: "mail" is in most diagnostics, so keying "mailbox unavailable" on it would
+        # make it a candidate for nearly every text.
+        literal_grams = [_grams_of(literal) for literal, _ in self._phrases]
+        shared = collections.Counter(gram for grams in literal_grams for gram in set(grams))
+        for index, grams in enumerate(literal_grams):
+            if not grams:
                 self._always.append(index)
             else:
-                self._by_gram.setdefault(tuple(literal[:_GRAM]), []).append(index)
+                key = min(grams, key=lambda gram: (shared[gram], grams.index(gram)))
+                self._by_gram.setdefault(key, []).append(index)
         self._grams = frozenset(self._by_gram)
+        #: The always-tried phrases that can occur in ASCII text (most texts are ASCII; the
+        #: phrases in other scripts are the ones with no literal long enough to key).
+        self._always_ascii = [
+            index for index in self._always if not needs_non_ascii(self._phrases[index][1].pattern)
+        ]
 
     def __len__(self) -> int:
         return len(self._phrases)
@@ -142,7 +222,7 @@ class PhraseSet:
                 if (literal is None or literal in text) and regex.search(text):
                     return index
             return None
-        candidates = list(self._always)
+        candidates = list(self._always_ascii if text.isascii() else self._always)
         by_gram = self._by_gram
         for gram in self._grams.intersection(zip(text, text[1:], text[2:], text[3:], strict=False)):
             candidates.extend(by_gram[gram])

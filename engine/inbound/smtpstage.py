@@ -59,15 +59,14 @@ _COMMAND_NAMES: dict[str, SmtpCommand] = {
 _NAMES = "|".join(sorted((re.escape(n) for n in _COMMAND_NAMES), key=len, reverse=True))
 
 # Phrase forms, most explicit first, each with literals one of which every match contains (a
-# C-speed "in" check spares the regex on most diagnostics). "after" alone is too common in
-# prose, so Exim's form needs the "...mail server after" or "after pipelined" lead or a
-# following ":"/"<".
-_TAGS = tuple(f"[{name}]" for name in _COMMAND_NAMES)
+# C-speed "in" check spares the regex on most diagnostics; a tag needs its "[", one check
+# instead of one per command name). "after" alone is too common in prose, so Exim's form
+# needs the "...mail server after" or "after pipelined" lead or a following ":"/"<".
 _PHRASES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
     ("reply", ("in reply to",), re.compile(rf"in reply to (?:the )?({_NAMES}) command\b")),
     ("exim", ("after",), re.compile(rf"(?:server|host) after (?:pipelined )?({_NAMES})\b")),
     ("exim", ("after",), re.compile(rf"\bafter (?:pipelined )?({_NAMES}) ?[:<]")),
-    ("tag", _TAGS, re.compile(rf"\[({_NAMES})\]")),
+    ("tag", ("[",), re.compile(rf"\[({_NAMES})\]")),
     (
         "exim",
         ("after",),
@@ -108,7 +107,10 @@ def find_stage(text: str) -> Stage | None:
             return Stage(found, "transcript")
     best: tuple[int, str, SmtpCommand] | None = None
     for form, literals, pattern in _PHRASES:
-        if not any(literal in text for literal in literals):
+        for literal in literals:
+            if literal in text:
+                break
+        else:
             continue
         match = pattern.search(text)
         if match is not None and (best is None or match.start() < best[0]):

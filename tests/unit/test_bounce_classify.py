@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from engine.inbound.classify import (
     find_status,
 )
 from engine.inbound.patterns import load_patterns, normalise
-from engine.inbound.phrases import PhraseSet, required_literal
+from engine.inbound.phrases import PhraseSet, needs_non_ascii, required_literal
 
 
 @pytest.mark.parametrize(
@@ -230,6 +231,45 @@ def test_phrase_set_agrees_with_plain_regex() -> None:
     assert phrases.search("user over the quota")
     assert phrases.search("procmail: couldn't")
     assert not phrases.search("all fine here")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "needed"),
+    [
+        ("邮箱(?:空间)?(?:已满|不足)", True),
+        ("(?:帐户|账户)(?:已)?(?:冻结|停用)", True),
+        ("ip(?:地址)?.{0,20}(?:被|已)拒绝", True),
+        ("(?:пользователь|адресат) не найден", True),
+        ("(?:konto|postfach) (?:ist )?gesperrt", False),
+        ("bo[iî]te inconnue", False),
+        ("a(?:б|в)?c", False),
+        ("б?x", False),
+        ("(?:б|x)y", False),
+        ("б|x", False),
+    ],
+)
+def test_needs_non_ascii(pattern: str, needed: bool) -> None:
+    assert needs_non_ascii(pattern) is needed
+
+
+def test_phrase_set_order_with_gram_keys_and_scripts() -> None:
+    # More phrases than characters: the gram index is used. Every phrase whose literal occurs
+    # is tried in the given order, whatever gram it is keyed on and whatever script it is in.
+    patterns = [f"filler phrase number {n}" for n in range(60)] + [
+        "mailbox unavailable",
+        "邮箱(?:空间)?已满",
+        "mailbox (?:is )?full",
+        "(?:konto|postfach) gesperrt",
+    ]
+    phrases = PhraseSet(patterns)
+    assert phrases.first_index("550 mailbox is full") == 62
+    assert phrases.first_index("mailbox unavailable: mailbox full") == 60
+    assert phrases.first_index("邮箱已满 mailbox full") == 61
+    assert phrases.first_index("konto gesperrt") == 63
+    assert phrases.first_index("nothing here") is None
+    for text in ("550 mailbox is full", "邮箱已满", "konto gesperrt", "filler phrase number 7"):
+        expected = next((i for i, p in enumerate(patterns) if re.search(p, text)), None)
+        assert phrases.first_index(text) == expected
 
 
 def test_local_delivery_agent_failure_is_a_mailer_error() -> None:
