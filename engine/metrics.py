@@ -243,11 +243,13 @@ BACKLOG = Gauge(
     "Jobs waiting in PostgreSQL by state (queued, deferred, held) and priority. Exported by one"
     " instance at a time (see engine_backlog_leader), so a sum over instances is the truth.",
     ["state", "priority"],
+    multiprocess_mode="livesum",  # one worker holds the lease, the others hold zeros
     registry=REGISTRY,
 )
 BACKLOG_LEADER = Gauge(
     "engine_backlog_leader",
     "1 on the one instance that exports engine_backlog_jobs (it holds the Redis lease), else 0.",
+    multiprocess_mode="livesum",
     registry=REGISTRY,
 )
 RELAY_NODE_UP = Gauge(

@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from prometheus_client import Gauge
 
 from engine import metrics
 from engine.admin.context import AdminContext
@@ -94,8 +95,18 @@ async def export_backlog(ctx: AdminContext, lease: BacklogLease) -> bool:
 
 
 def _drop_backlog() -> None:
-    metrics.BACKLOG.clear()
+    _reset(metrics.BACKLOG)
     metrics.BACKLOG_LEADER.set(0)
+
+
+def _reset(gauge: Gauge) -> None:
+    """Forget every labelled value of ``gauge``. With several workers the values live in shared
+    files that ``clear()`` cannot reach, so each series this process set is set to 0 there."""
+    if metrics.MULTIPROCESS:
+        for labels in list(gauge._metrics):
+            gauge.labels(*labels).set(0)
+    else:
+        gauge.clear()
 
 
 async def _pools(ctx: AdminContext) -> None:
@@ -112,13 +123,7 @@ async def _pools(ctx: AdminContext) -> None:
 async def _tenants(ctx: AdminContext) -> None:
     busiest = await message_store.pending_by_tenant(ctx.pool, TOP_TENANTS)
     # Replace the whole set: a tenant that dropped out of the top must not keep a stale value.
-    # With several workers the values live in shared files that clear() cannot reach: a
-    # dropped tenant is set to 0 there instead.
-    if metrics.MULTIPROCESS:
-        for labels in list(metrics.QUEUE_TENANT_PENDING._metrics):
-            metrics.QUEUE_TENANT_PENDING.labels(*labels).set(0)
-    else:
-        metrics.QUEUE_TENANT_PENDING.clear()
+    _reset(metrics.QUEUE_TENANT_PENDING)
     for t in busiest:
         metrics.QUEUE_TENANT_PENDING.labels(t.tenant_id).set(t.queued + t.deferred)
 
