@@ -391,7 +391,7 @@ def _recipient_lines(lines: list[str], exclude: frozenset[str]) -> _Found:
                 previous = line
             continue
         address = match.group(1).strip(".")
-        if _not_a_recipient(address, exclude) or _SENDER_INTRO.search(previous.lower()):
+        if not_a_recipient(address, exclude) or _SENDER_INTRO.search(previous.lower()):
             previous = line
             continue
         rest = match.group(2).strip().lstrip(":.").strip()
@@ -426,7 +426,7 @@ def _collect_block(lines: list[str], index: int, block: list[str]) -> int:
     return index
 
 
-def _not_a_recipient(address: str, exclude: frozenset[str]) -> bool:
+def not_a_recipient(address: str, exclude: frozenset[str]) -> bool:
     """Ours (``exclude``), a role account a notice names for contact or a list robot, never
     the failed one."""
     return address.lower() in exclude or is_robot_address(address)
@@ -440,7 +440,7 @@ def _inline_recipients(text: str, exclude: frozenset[str]) -> _Found:
     for match in matches:
         address = match.group(1).strip(".")
         key = address.lower()
-        if _not_a_recipient(address, exclude) or key in found:
+        if not_a_recipient(address, exclude) or key in found:
             continue
         found[key] = (address, [])
         if len(found) >= MAX_RECIPIENTS:

@@ -468,7 +468,7 @@ def _failed_header(heads: Headers, exclude: frozenset[str], *, list_address: boo
         found = [
             a
             for a in addresses_in(heads.get(name))[: nonstandard.MAX_RECIPIENTS]
-            if a.lower() not in exclude and not nonstandard.is_robot_address(a)
+            if not nonstandard.not_a_recipient(a, exclude)
         ]
         if found:
             return found
@@ -484,7 +484,7 @@ def _real_recipients(
     kept = [
         entry
         for entry in status.recipients
-        if entry.address.lower() not in exclude and not nonstandard.is_robot_address(entry.address)
+        if not nonstandard.not_a_recipient(entry.address, exclude)
     ]
     if (
         len(kept) == 1
@@ -559,7 +559,7 @@ def _nonstandard_recipients(
         listed = [
             a
             for a in addresses_in(view.subject)[:_SUBJECT_ADDRESSES]
-            if a not in exclude and not nonstandard.is_robot_address(a)
+            if not nonstandard.not_a_recipient(a, exclude)
         ]
     if not found and listed:
         # Named only in a header (X-Failed-Recipients): the whole notice is the diagnostic.

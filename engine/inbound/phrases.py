@@ -202,7 +202,8 @@ class PhraseSet:
             if not grams:
                 self._always.append(index)
             else:
-                key = min(grams, key=lambda gram: (shared[gram], grams.index(gram)))
+                # min keeps the first of equally shared grams.
+                key = min(grams, key=shared.__getitem__)
                 self._by_gram.setdefault(key, []).append(index)
         self._grams = frozenset(self._by_gram)
         #: The always-tried phrases that can occur in ASCII text (most texts are ASCII; the

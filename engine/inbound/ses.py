@@ -46,8 +46,6 @@ def looks_like_ses_json(text: str) -> bool:
 
 def parse_ses_json(text: str) -> BounceReport | None:
     """A report from an SES JSON notification, or None when ``text`` is not one."""
-    # RecursionError: msgspec refuses JSON nested deeper than the interpreter's recursion limit
-    # ("[[[[..." is cheap to send).
     doc = _decode_object(text.strip())
     if doc is None:
         # SNS "email" subscriptions append an unsubscribe footer ("--\nIf you wish to stop
@@ -76,6 +74,8 @@ def parse_ses_json(text: str) -> BounceReport | None:
 
 def _decode_object(text: str) -> Any:
     """The decoded JSON value of ``text``, or None when it is not JSON."""
+    # RecursionError: msgspec refuses JSON nested deeper than the interpreter's recursion limit
+    # ("[[[[..." is cheap to send).
     try:
         return msgspec.json.decode(text.encode("utf-8", "replace"))
     except (msgspec.DecodeError, RecursionError):

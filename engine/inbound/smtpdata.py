@@ -2,10 +2,9 @@
 loop per line.
 
 aiosmtpd reads DATA one line at a time and loops over every line again to undo dot-stuffing: a
-10 MiB message is ~130,000 lines, and a 256 KiB socket read (~3,400 lines) was handled without
-giving the event loop back; with the end-of-data loop and join the loop stalled 25-90 ms per
-10 MiB message (measured with a 10 ms ticker on this 2-core machine). Here each chunk costs a few
-C-level bytes operations (find, split, replace) and the caller awaits between chunks.
+10 MiB message is ~130,000 lines, and a whole socket read is handled without giving the event
+loop back (bench/README.md has the stall it measured). Here each chunk costs a few C-level bytes
+operations (find, split, replace) and the caller awaits between chunks.
 
 Semantics kept from aiosmtpd 1.4 (``SMTP.smtp_DATA``): lines end with CRLF only (a bare CR or LF
 is part of a line); a line longer than ``line_limit`` bytes with its CRLF gives ``500 Line too
