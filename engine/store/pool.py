@@ -25,6 +25,13 @@ def _bad_dsn(dsn: str, exc: Exception) -> StoreError:
     )
 
 
+def _unreachable(dsn: str, exc: Exception) -> StoreError:
+    return StoreError(
+        redact(f"cannot connect to PostgreSQL at {dsn}: {exc}"),
+        hint="check [database] dsn / ENGINE_DATABASE__DSN and that the server is running",
+    )
+
+
 async def _init(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb",
@@ -72,10 +79,7 @@ async def connect(cfg: DatabaseConfig, *, min_size: int | None = None) -> asyncp
     except asyncpg.ClientConfigurationError as exc:
         raise _bad_dsn(cfg.dsn, exc) from None
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise StoreError(
-            redact(f"cannot connect to PostgreSQL at {cfg.dsn}: {exc}"),
-            hint="check [database] dsn / ENGINE_DATABASE__DSN and that the server is running",
-        ) from None
+        raise _unreachable(cfg.dsn, exc) from None
     return pool
 
 
@@ -86,10 +90,7 @@ async def connect_one(dsn: str, timeout_s: float = 10.0) -> asyncpg.Connection:
     except asyncpg.ClientConfigurationError as exc:
         raise _bad_dsn(dsn, exc) from None
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise StoreError(
-            redact(f"cannot connect to PostgreSQL at {dsn}: {exc}"),
-            hint="check [database] dsn / ENGINE_DATABASE__DSN and that the server is running",
-        ) from None
+        raise _unreachable(dsn, exc) from None
     await _init(conn)
     return conn
 
