@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from engine.messages.tracing import Timeline
+from engine.relay.replies import parse_enhanced_status
 from engine.store.messages import MessageView, TimelineEvent
 
 _HELD_SENTINEL_YEAR = 9999  # a held job's next_attempt_at (engine.store.jobs.HELD_UNTIL)
@@ -57,7 +58,11 @@ def _header(job: MessageView, now: dt.datetime) -> Iterable[str]:
     if job.relay_node:
         yield f"  last node  {job.relay_node}"
     if job.last_code is not None or job.last_reply:
-        code = " ".join(str(x) for x in (job.last_code, job.last_status) if x)
+        # The status is usually parsed from the head of the reply text: shown if the text lacks it.
+        status = job.last_status
+        if status and job.last_reply and parse_enhanced_status(job.last_reply) == status:
+            status = None
+        code = " ".join(str(x) for x in (job.last_code, status) if x)
         yield f"  last reply {code} {job.last_reply or ''}".rstrip()
 
 

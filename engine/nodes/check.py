@@ -234,13 +234,13 @@ def _failed(base: NodeReport, node: RelayNode, steps: _Steps, exc: BaseException
 
 def _opened(base: NodeReport, node: RelayNode, steps: _Steps, probes: list[Probe]) -> NodeReport:
     fields = _session_fields(steps)
-    caps = {c: c in steps.extensions for c in CAPABILITIES}
+    ext = steps.extensions
     notes: list[str] = []
-    if not caps.get("DSN"):
+    if "DSN" not in ext:
         notes.append(NO_DSN_NOTE)
-    if not caps.get("PIPELINING"):
+    if "PIPELINING" not in ext:
         notes.append(NO_PIPELINING_NOTE)
-    if not caps.get("CHUNKING"):
+    if "CHUNKING" not in ext:
         notes.append("no CHUNKING (RFC 3030): messages go with DATA, one more round trip each")
     if node.tls == "none":
         notes.append(

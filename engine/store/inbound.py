@@ -3,8 +3,8 @@
 A stored message is *pending* until its effects are applied (``processed_at``) or it is
 *quarantined* (``quarantined_at``: its parse used up the CPU budget or crashed the parse worker
 twice). Quarantined messages are never parsed again unless :func:`requeue` clears the mark.
-(De)compression runs in a thread: zlib releases the GIL, and 10 MiB at level 6 takes ~0.1-0.3 s,
-far too long for the event loop.
+(De)compression runs in a thread: zlib releases the GIL, and a message of several MiB would
+stall the event loop (bench/README.md).
 """
 
 from __future__ import annotations

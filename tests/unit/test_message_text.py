@@ -48,7 +48,7 @@ def test_a_deferral_shows_when_and_why() -> None:
     ]
     text = render_text(Timeline(_job(), events), now=T0)
     assert "state      deferred, next attempt in 300s at 2026-12-07 10:05:00.000Z" in text
-    assert "last reply 451 4.7.1 4.7.1 greylisted" in text
+    assert "last reply 451 4.7.1 greylisted" in text  # the status the text holds, once
     line = next(x for x in text.splitlines() if " deferred " in x)
     assert "attempt=2  node=n1  code=451  status=4.7.1  dkim=s2026  relay_ms=84.2" in line
     assert "reason=" not in line and "sender" not in line  # no repetition
@@ -78,3 +78,8 @@ def test_dkim_selectors_reads_only_the_leading_signatures() -> None:
     assert dkim_selectors(b"From: a\r\nDKIM-Signature: s=late\r\n\r\n") is None
     assert dkim_selectors(b"DKIM-Signature: v=1; d=x; b=y\n\nbody") is None  # no s= tag
     assert dkim_selectors(b"") is None
+
+
+def test_last_reply_keeps_a_status_its_text_lacks() -> None:
+    text = render_text(Timeline(_job(last_reply="greylisted, try later"), []), now=T0)
+    assert "last reply 451 4.7.1 greylisted, try later" in text
