@@ -60,7 +60,7 @@ class DatabaseConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     statement_cache_size: int = 256
     # The role every pooled connection takes (SET ROLE at connect) under the database's tenant
     # rules: "engine_worker" for the daemon (docs/security.md, "The database enforces it").
-    # Unset: the DSN's login role, as before. Migrations always run as the login role (owner).
+    # Unset: the DSN's login role. Migrations always run as the login role (owner).
     role: str | None = None
 
 

@@ -6,7 +6,7 @@ early, how long to wait after a failure (doubling per consecutive failure, up to
 whether it runs once more when the daemon stops (final flushes). A task's function may return a
 number of seconds to override the next wait (0: go on at once, there is a backlog).
 
-The :class:`Runner` owns the policy every hand-written loop used to repeat: a failure is logged
+The :class:`Runner` owns the policy every task shares, so no task repeats it: a failure is logged
 and counted and the task goes on after its back-off; stopping cancels every loop and then runs
 the final calls in declaration order under a time limit, so a backing service that is down does
 not hold the exit.

@@ -223,7 +223,7 @@ class Shaper:
         self, pool: asyncpg.Pool | None, *, flush_s: float = 0.25, persist_s: float = 60.0
     ) -> list[Periodic]:
         """The daemon's background work: flush feedback often, persist state now and then;
-        both once more when the daemon stops. None with shaping disabled."""
+        both once more when the daemon stops. Empty with shaping disabled."""
         if not self.enabled:
             return []
         flush = Periodic("shaping-feedback", self.flush, flush_s, at_start=False, on_stop=True)
