@@ -56,7 +56,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "senders": "audit config events store",
         "client": "config enqueue model store",
         "keys": "audit errors store",
-        "messages": "audit compose enqueue errors model store",
+        "messages": "audit compose enqueue errors model relay store",
         # The two pipelines: sending and receiving.
         "dispatch": "compose config dkim errors events metrics model periodic queue relay senders"
         " shaping store",
