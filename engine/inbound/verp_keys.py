@@ -8,7 +8,7 @@ daemon runs, without a restart). Mail sent before a rotation keeps bouncing and 
 correctly for as long as the operator said.
 
 The secrets themselves are validated (length, example values) and read from their files when
-the config is loaded (engine/config.py); this module only refuses an unset secret, at start.
+the config is loaded (engine/config/load.py); this module only refuses an unset secret, at start.
 """
 
 from __future__ import annotations
