@@ -1,0 +1,155 @@
+"""The Node client (clients/node) against a real running engine: ``node --test`` in `make test`.
+
+The engine runs as ``engine run`` (a subprocess, as in production) with a fake relay node that
+refuses recipients starting with ``bad``; the Node tests get its admin URL, token and DSN in the
+environment and two loopback ports the engine may POST webhooks to. What the Node tests check
+(enqueue and idempotency, batches, lookup, suppressions, SQL enqueue in the caller's
+transaction, Standard Webhooks verified with the npm package, the templated campaign end to end)
+is in clients/node/test/*.test.js; this test fails when any of them does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from engine.store import tenants
+from engine.tenancy import domains
+from tests.conftest import REDIS_URL, TEST_VERP_SECRET
+from tests.fakes.fixtures import mailu  # noqa: F401
+from tests.fakes.mailu import FakeMailU
+
+CLIENT = Path(__file__).resolve().parents[2] / "clients" / "node"
+#: (tenant, its verified sending domain): one per Node test file, so their webhooks stay apart.
+TENANTS = (("nodeclient", "client.example"), ("nodecampaign", "campaign.example"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(
+    path: Path, dsn: str, prefix: str, node: FakeMailU, admin: int, token: str, hooks: list[int]
+) -> Path:
+    path.write_text(
+        f"""
+[database]
+dsn = "{dsn}"
+pool_min = 1
+pool_max = 4
+[redis]
+url = "{REDIS_URL}"
+prefix = "{prefix}"
+[queue]
+feeder_interval_s = 0.1
+[[relay.nodes]]
+name = "n0"
+host = "127.0.0.1"
+port = {node.port}
+tls = "none"
+[shaping]
+enabled = false
+[dkim]
+enabled = false
+[inbound]
+listen = "127.0.0.1:0"
+verp_domain = "bounces.example.test"
+verp_secret = "{TEST_VERP_SECRET}"
+[admin]
+listen = "127.0.0.1:{admin}"
+token = "{token}"
+[events]
+webhook_allow_cidrs = ["127.0.0.0/8"]
+webhook_ports = {hooks}
+webhook_flush_ms = 50
+webhook_retry_base_s = 0.2
+webhook_retry_max_s = 1.0
+[log]
+level = "warning"
+"""
+    )
+    return path
+
+
+async def _wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"engine exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return
+        except OSError:
+            await asyncio.sleep(0.3)
+    raise AssertionError(f"engine not healthy in 60 s: {log.read_text()[-3000:]}")
+
+
+@pytest.mark.timeout(600)
+async def test_node_client_suite_against_a_running_engine(
+    clean_db: str, redis_prefix: str, mailu: FakeMailU, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    node = shutil.which("node")
+    if node is None or not (CLIENT / "node_modules" / "standardwebhooks").is_dir():
+        pytest.skip("Node.js or clients/node/node_modules missing: run scripts/bootstrap.sh")
+    for tenant, domain in TENANTS:
+        await tenants.add(pool, tenant)
+        await domains.add(pool, tenant, domain, verified=True)
+    mailu.fail_rcpt(r"^bad", 550, "5.1.1 no such user")
+    admin, hooks, token = _free_port(), [_free_port(), _free_port()], secrets.token_hex(16)
+    conf = _config(tmp_path / "engine.toml", clean_db, redis_prefix, mailu, admin, token, hooks)
+    log = tmp_path / "engine.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "run", "--config", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)},
+        )
+    try:
+        await _wait_healthy(admin, proc, log)
+        env = {
+            **os.environ,
+            "ENGINE_ADMIN_URL": f"http://127.0.0.1:{admin}",
+            "ENGINE_ADMIN_TOKEN": token,
+            "ENGINE_DSN": clean_db,
+            "ENGINE_TENANT": TENANTS[0][0],
+            "ENGINE_SENDER_DOMAIN": TENANTS[0][1],
+            "ENGINE_CAMPAIGN_TENANT": TENANTS[1][0],
+            "ENGINE_CAMPAIGN_DOMAIN": TENANTS[1][1],
+            "WEBHOOK_PORT": str(hooks[0]),
+            "WEBHOOK_CAMPAIGN_PORT": str(hooks[1]),
+        }
+        tests = sorted(str(p.relative_to(CLIENT)) for p in (CLIENT / "test").glob("*.test.js"))
+        runner = await asyncio.create_subprocess_exec(
+            node,
+            "--test",
+            "--test-reporter=spec",
+            *tests,
+            cwd=CLIENT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(runner.communicate(), 480)
+        text = output.decode(errors="replace")
+        assert runner.returncode == 0, (
+            f"node --test failed:\n{text}\nengine log:\n{log.read_text()[-3000:]}"
+        )
+        assert "# fail 0" in text or "ℹ fail 0" in text, text
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
