@@ -11,6 +11,8 @@ is in clients/node/test/*.test.js; this test fails when any of them does.
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import os
 import secrets
 import shutil
@@ -24,6 +26,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from engine.admin.app import ROUTES
+from engine.admin.openapi import document
 from engine.store import tenants
 from engine.tenancy import domains
 from tests.conftest import REDIS_URL, TEST_VERP_SECRET
@@ -97,6 +101,20 @@ async def _wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> 
     raise AssertionError(f"engine not healthy in 60 s: {log.read_text()[-3000:]}")
 
 
+def _check_rendered(node: FakeMailU) -> None:
+    """The campaign test's four accepted messages reached the relay rendered per recipient."""
+    people = {"ada": "Ada", "grace": "Grace", "linus": "Linus", "barbara": "Barbara"}
+    got: dict[str, str] = {}
+    for m in node.received:
+        local = m.rcpt_tos[0].partition("@")[0]
+        if m.rcpt_tos[0].endswith("@example.com") and local in people:
+            msg = email.message_from_bytes(m.data, policy=email.policy.default)
+            got[local] = str(msg["Subject"])
+            body = msg.get_body(("plain",))
+            assert body is not None and f"Hi {people[local]}," in body.get_content()
+    assert got == {k: f"Hello {v}" for k, v in people.items()}
+
+
 @pytest.mark.timeout(600)
 async def test_node_client_suite_against_a_running_engine(
     clean_db: str, redis_prefix: str, mailu: FakeMailU, pool: asyncpg.Pool, tmp_path: Path
@@ -149,6 +167,8 @@ async def test_node_client_suite_against_a_running_engine(
             f"node --test failed:\n{text}\nengine log:\n{log.read_text()[-3000:]}"
         )
         assert "# fail 0" in text or "ℹ fail 0" in text, text
+        if "/v1/campaigns/{campaign_id}" in document(ROUTES)["paths"]:
+            _check_rendered(mailu)
     finally:
         if proc.poll() is None:
             proc.terminate()
