@@ -52,7 +52,12 @@ _PAGE_COLUMNS = (
     "xid, xid::text::bigint AS x, id, tenant_id, job_id, kind, recipient, message_id, reason,"
     " reply, data::text AS data, created_at"
 )
-_JOIN = "LEFT JOIN queue.jobs j ON j.tenant_id = e.tenant_id AND j.id = e.job_id"
+# LATERAL with LIMIT 1 keeps the plan a primary-key probe per event: as a plain join the planner
+# may hash the whole of queue.jobs for one page.
+_JOIN = (
+    "LEFT JOIN LATERAL (SELECT q.campaign_id, q.idempotency_key, q.metadata FROM queue.jobs q"
+    " WHERE q.tenant_id = e.tenant_id AND q.id = e.job_id LIMIT 1) j ON true"
+)
 
 _TAIL = f"""
 SELECT {_COLUMNS} FROM (
