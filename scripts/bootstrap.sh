@@ -11,6 +11,8 @@ fi
 
 need_apt=()
 if ! command -v redis-server >/dev/null 2>&1; then need_apt+=(redis-server); fi
+# Node.js and npm: the Node client's tests (clients/node) run in `make test`.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then need_apt+=(nodejs npm); fi
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     need_apt+=(postgresql)
 fi
