@@ -22,8 +22,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from engine.admin.app import ROUTES
@@ -39,53 +41,53 @@ CLIENT = Path(__file__).resolve().parents[2] / "clients" / "node"
 TENANTS = (("nodeclient", "client.example"), ("nodecampaign", "campaign.example"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _unused_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports nothing listens on (the sockets are held until all bound)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
-def _config(
-    path: Path, dsn: str, prefix: str, node: FakeMailU, admin: int, token: str, hooks: list[int]
-) -> Path:
-    path.write_text(
-        f"""
-[database]
-dsn = "{dsn}"
-pool_min = 1
-pool_max = 4
-[redis]
-url = "{REDIS_URL}"
-prefix = "{prefix}"
-[queue]
-feeder_interval_s = 0.1
-[[relay.nodes]]
-name = "n0"
-host = "127.0.0.1"
-port = {node.port}
-tls = "none"
-[shaping]
-enabled = false
-[dkim]
-enabled = false
-[inbound]
-listen = "127.0.0.1:0"
-verp_domain = "bounces.example.test"
-verp_secret = "{TEST_VERP_SECRET}"
-[admin]
-listen = "127.0.0.1:{admin}"
-token = "{token}"
-[events]
-webhook_allow_cidrs = ["127.0.0.0/8"]
-webhook_ports = {hooks}
-webhook_flush_ms = 50
-webhook_retry_base_s = 0.2
-webhook_retry_max_s = 1.0
-[log]
-level = "warning"
-"""
-    )
+def _write_config(path: Path, sections: dict[str, dict[str, object]], node: FakeMailU) -> Path:
+    """A TOML config from ``sections`` (values JSON-encoded, valid TOML for these types)."""
+    lines: list[str] = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {orjson.dumps(v).decode()}" for k, v in values.items()]
+    lines += ["[[relay.nodes]]", 'name = "n0"', 'host = "127.0.0.1"', f"port = {node.port}"]
+    lines.append('tls = "none"')
+    path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _sections(dsn: str, prefix: str, admin: int, token: str, hooks: list[int]) -> dict[str, Any]:
+    """The engine under test: no DKIM or shaping, fast feeder and webhooks, loopback hooks."""
+    return {
+        "database": {"dsn": dsn, "pool_min": 1, "pool_max": 4},
+        "redis": {"url": REDIS_URL, "prefix": prefix},
+        "queue": {"feeder_interval_s": 0.1},
+        "shaping": {"enabled": False},
+        "dkim": {"enabled": False},
+        "inbound": {
+            "listen": "127.0.0.1:0",
+            "verp_domain": "bounces.example.test",
+            "verp_secret": TEST_VERP_SECRET,
+        },
+        "admin": {"listen": f"127.0.0.1:{admin}", "token": token},
+        "events": {
+            "webhook_allow_cidrs": ["127.0.0.0/8"],
+            "webhook_ports": hooks,
+            "webhook_flush_ms": 50,
+            "webhook_retry_base_s": 0.2,
+            "webhook_retry_max_s": 1.0,
+        },
+        "log": {"level": "warning"},
+    }
 
 
 async def _wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -126,8 +128,10 @@ async def test_node_client_suite_against_a_running_engine(
         await tenants.add(pool, tenant)
         await domains.add(pool, tenant, domain, verified=True)
     mailu.fail_rcpt(r"^bad", 550, "5.1.1 no such user")
-    admin, hooks, token = _free_port(), [_free_port(), _free_port()], secrets.token_hex(16)
-    conf = _config(tmp_path / "engine.toml", clean_db, redis_prefix, mailu, admin, token, hooks)
+    admin, *hooks = _unused_ports(3)
+    token = secrets.token_hex(16)
+    sections = _sections(clean_db, redis_prefix, admin, token, hooks)
+    conf = _write_config(tmp_path / "engine.toml", sections, mailu)
     log = tmp_path / "engine.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -4,9 +4,9 @@
 // (PUT /v1/campaigns/{id}, GET /v1/campaigns/{id}/stats); skipped, saying so, on an engine
 // whose /openapi.json does not have them.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { EngineApiError, idempotencyKey, verifyWebhook } from "../src/index.js";
-import { client, env, eventually, missing, webhookReceiver } from "./helpers.js";
+import { client, env, eventually, missing, registerWebhook } from "./helpers.js";
 
 const TENANT = process.env.ENGINE_CAMPAIGN_TENANT ?? "nodecampaign";
 const FROM = `news@${process.env.ENGINE_CAMPAIGN_DOMAIN ?? env.domain}`;
@@ -39,16 +39,7 @@ const skip = await why();
 
 describe("templated campaign, standard webhooks, OLAP stats", { skip }, () => {
   const engine = client();
-  let receiver;
-  let hook;
-  before(async () => {
-    receiver = await webhookReceiver(Number(process.env.WEBHOOK_CAMPAIGN_PORT));
-    hook = await engine.createWebhook({ tenant_id: TENANT, url: receiver.url("/hooks/campaign") });
-  });
-  after(async () => {
-    if (hook) await engine.deleteWebhook(hook.webhook.id, { tenant: TENANT });
-    await receiver?.close();
-  });
+  const hooks = registerWebhook(engine, TENANT, Number(process.env.WEBHOOK_CAMPAIGN_PORT), "/hooks/campaign");
 
   test("five recipients: four relayed, one refused, all signed, counted per campaign", async () => {
     const saved = await engine.putCampaign(CAMPAIGN, {
@@ -85,8 +76,8 @@ describe("templated campaign, standard webhooks, OLAP stats", { skip }, () => {
     const finals = await eventually(
       () => {
         const seen = new Map();
-        for (const r of receiver.requests) {
-          for (const e of verifyWebhook(hook.secret, r.body, r.headers).events) {
+        for (const r of hooks.receiver.requests) {
+          for (const e of verifyWebhook(hooks.hook.secret, r.body, r.headers).events) {
             if (ids.has(e.job_id) && (e.kind === "relayed" || e.kind === "failed")) seen.set(e.job_id, e);
           }
         }

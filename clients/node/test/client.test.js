@@ -1,7 +1,7 @@
 // The client against a real engine: enqueue with idempotency keys, batches, lookup and search,
 // suppressions, SQL enqueue in the platform's transaction, Standard Webhooks verification.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import pg from "pg";
 import {
   EngineApiError,
@@ -10,7 +10,7 @@ import {
   WebhookVerificationError,
 } from "../src/index.js";
 import { enqueueInTransaction } from "../src/pg.js";
-import { client, env, eventually, missing, webhookReceiver } from "./helpers.js";
+import { client, env, eventually, missing, registerWebhook } from "./helpers.js";
 
 const TENANT = process.env.ENGINE_TENANT ?? "nodeclient";
 const FROM = `news@${env.domain}`;
@@ -113,18 +113,10 @@ describe("engine client", { skip: missing ?? false }, () => {
   });
 
   describe("webhooks", { skip: process.env.WEBHOOK_PORT ? false : "WEBHOOK_PORT unset" }, () => {
-    let receiver;
-    let hook;
-    before(async () => {
-      receiver = await webhookReceiver(Number(process.env.WEBHOOK_PORT));
-      hook = await engine.createWebhook({ tenant_id: TENANT, url: receiver.url("/hooks/client") });
-    });
-    after(async () => {
-      if (hook) await engine.deleteWebhook(hook.webhook.id, { tenant: TENANT });
-      await receiver?.close();
-    });
+    const hooks = registerWebhook(engine, TENANT, Number(process.env.WEBHOOK_PORT), "/hooks/client");
 
     test("events arrive standard-signed and carry campaign, key and metadata", async () => {
+      const { receiver, hook } = hooks;
       assert.match(hook.secret, /^whsec_/);
       const sent = job(40, { metadata: { order: "A-40" } });
       const { results } = await engine.enqueue(sent);

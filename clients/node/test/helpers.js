@@ -1,6 +1,7 @@
 // What the Node tests share: the running engine named by the environment (the pytest in
 // tests/integration/test_node_client.py starts it and sets these), a webhook receiver, polling.
 import { createServer } from "node:http";
+import { after, before } from "node:test";
 import { EngineClient } from "../src/index.js";
 
 export const env = {
@@ -56,4 +57,22 @@ export async function webhookReceiver(port) {
     url: (path) => `http://127.0.0.1:${port}${path}`,
     close: () => new Promise((resolve) => server.close(resolve)),
   };
+}
+
+/**
+ * In the current suite: a receiver on `port` and a webhook endpoint of `tenant` pointing at it,
+ * both removed after the suite. The returned object's `receiver` and `hook` (with the
+ * endpoint's `secret`) are set once the suite's tests run.
+ */
+export function registerWebhook(engine, tenant, port, path) {
+  const ctx = { receiver: null, hook: null };
+  before(async () => {
+    ctx.receiver = await webhookReceiver(port);
+    ctx.hook = await engine.createWebhook({ tenant_id: tenant, url: ctx.receiver.url(path) });
+  });
+  after(async () => {
+    if (ctx.hook) await engine.deleteWebhook(ctx.hook.webhook.id, { tenant });
+    await ctx.receiver?.close();
+  });
+  return ctx;
 }
