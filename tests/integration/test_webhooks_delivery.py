@@ -277,6 +277,35 @@ async def test_receiver_down_for_a_while_then_everything_arrives_once(
     assert state.attempts == 0 and state.failing_since is None and state.delivered == 8
 
 
+async def test_a_retried_batch_keeps_its_webhook_id(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool, receiver: Receiver, two_tenants: None
+) -> None:
+    """Standard Webhooks receivers deduplicate on webhook-id: a retry must reuse it."""
+    cfg = fast_config(clean_db, redis_prefix, receiver.port)
+    _, secret = await endpoints.create(
+        pool, tenant_id="acme", url=receiver.url("a"), policy=policy_of(cfg.events)
+    )
+    receiver.status = 500
+    running = await Running(pool, cfg).started()
+    try:
+        await write_committed(pool, [ev(1), ev(2)])
+        await eventually(lambda: len(receiver.requests) >= 3)
+        receiver.status = 200
+
+        async def delivered() -> bool:
+            return (await endpoints.list_endpoints(pool, "acme"))[0].delivered == 2
+
+        await eventually(delivered)
+    finally:
+        await running.stop()
+    ids = {headers["webhook-id"] for _, headers, _ in receiver.requests}
+    assert len(ids) == 1, ids
+    attempts = [orjson.loads(body)["attempt"] for _, _, body in receiver.requests]
+    assert attempts == list(range(1, len(attempts) + 1))
+    for _, headers, body in receiver.requests:  # each attempt signed afresh, all verifiable
+        assert [e["job_id"] for e in Webhook(secret).verify(body, headers)["events"]] == [1, 2]
+
+
 async def test_dead_letter_after_max_age_then_delivery_goes_on(
     clean_db: str, redis_prefix: str, pool: asyncpg.Pool, receiver: Receiver, two_tenants: None
 ) -> None:

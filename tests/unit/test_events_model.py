@@ -140,3 +140,17 @@ def test_standard_signature_of_a_secret_from_before_standard_base64() -> None:
 
 def _utc(seconds: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+@given(
+    key=st.binary(min_size=1, max_size=64),
+    msg_id=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40),
+    body=st.binary(max_size=300),
+)
+def test_any_standard_signature_verifies_with_the_reference_library(
+    key: bytes, msg_id: str, body: bytes
+) -> None:
+    secret = "whsec_" + base64.b64encode(key).decode()
+    headers = standard_headers(secret, msg_id, body, timestamp=1_700_000_000)
+    assert Webhook(secret).sign(msg_id, _utc(1_700_000_000), body) == headers["webhook-signature"]
+    assert verify_standard(secret, body, headers, now=1_700_000_000)
