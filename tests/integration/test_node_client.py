@@ -177,3 +177,20 @@ async def test_node_client_suite_against_a_running_engine(
         if proc.poll() is None:
             proc.terminate()
             proc.wait(60)
+
+
+def test_node_client_declarations_match_the_generated_types() -> None:
+    """The wrapper's declarations and its example type-check against the generated schema
+    (a renamed schema or a changed field breaks the client's types, not its users' builds)."""
+    npm = shutil.which("npm")
+    if npm is None or not (CLIENT / "node_modules" / ".bin" / "tsc").exists():
+        pytest.skip("npm or clients/node/node_modules missing: run scripts/bootstrap.sh")
+    done = subprocess.run(
+        [npm, "run", "--silent", "typecheck"],
+        cwd=CLIENT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"tsc failed in clients/node:\n{done.stdout}{done.stderr}"
