@@ -180,8 +180,8 @@ async def test_node_client_suite_against_a_running_engine(
 
 
 def test_node_client_declarations_match_the_generated_types() -> None:
-    """The wrapper's declarations and its example type-check against the generated schema
-    (a renamed schema or a changed field breaks the client's types, not its users' builds)."""
+    """The wrapper's declarations and its example type-check against the generated schema: a
+    renamed schema or a changed field fails here, not in the platform's build."""
     npm = shutil.which("npm")
     if npm is None or not (CLIENT / "node_modules" / ".bin" / "tsc").exists():
         pytest.skip("npm or clients/node/node_modules missing: run scripts/bootstrap.sh")
