@@ -2,7 +2,7 @@
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test lint bench fmt dist
+.PHONY: bootstrap demo test lint bench fmt dist openapi
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -30,3 +30,10 @@ fmt:
 # The wheel (with the data files, docs and systemd files it installs) and the sdist, in dist/.
 dist: bootstrap
 	uv build -o dist
+
+# The committed OpenAPI document and the Node client's types generated from it (a test fails while
+# either is stale). Written through a temporary file so a failing export leaves the copy intact.
+openapi: bootstrap
+	uv run python -m engine.admin.export_openapi > clients/node/openapi.json.tmp
+	mv clients/node/openapi.json.tmp clients/node/openapi.json
+	cd clients/node && npm run --silent gen

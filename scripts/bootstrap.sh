@@ -11,6 +11,8 @@ fi
 
 need_apt=()
 if ! command -v redis-server >/dev/null 2>&1; then need_apt+=(redis-server); fi
+# Node.js and npm: the Node client's tests (clients/node) run in `make test`.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then need_apt+=(nodejs npm); fi
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     need_apt+=(postgresql)
 fi
@@ -79,6 +81,20 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 uv sync --frozen --quiet
+
+# The Node client's dependencies (its tests run in `make test`), from the committed lockfile.
+# `npm ci` reinstalls from scratch, so it runs only when the lockfile changed since the last run.
+if command -v npm >/dev/null 2>&1; then
+    lock=clients/node/package-lock.json
+    stamp=clients/node/node_modules/.lock-sha256
+    want=$(sha256sum "$lock" | cut -d' ' -f1)
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        (cd clients/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        echo "$want" >"$stamp"
+    fi
+else
+    echo "bootstrap: please install Node.js 20+ and npm (the Node client's tests skip without)" >&2
+fi
 
 # Bytecode now, once (compileall skips what is up to date): with PYTHONDONTWRITEBYTECODE set, as
 # on CI machines, every process would compile its ~460 modules at each start: `import

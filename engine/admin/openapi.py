@@ -2,6 +2,12 @@
 
 Schemas come from the msgspec types the routes validate with
 (:func:`msgspec.json.schema_components`), so the document describes exactly what is accepted.
+Its ``webhooks`` section describes the POSTs the engine makes to a tenant's endpoints (the
+:class:`~engine.events.delivery.WebhookPayload` body and the Standard Webhooks headers).
+
+A copy is committed as ``clients/node/openapi.json`` (the Node client's types are generated from
+it); ``make openapi`` rewrites it with ``python -m engine.admin.export_openapi`` and a test fails
+while the copy is stale.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from typing import Any
 import msgspec
 
 from engine.admin.routing import ErrorBody, Route
+from engine.events.delivery import WebhookPayload
+from engine.events.signature import HEADER, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from engine.keys.token import Access
 
 _REF = "#/components/schemas/{name}"
@@ -20,7 +28,7 @@ _Schemas = Callable[[Any], Any]
 
 
 def _types(routes: Sequence[Route]) -> list[Any]:
-    found: list[Any] = [ErrorBody]
+    found: list[Any] = [ErrorBody, WebhookPayload]
     for r in routes:
         for kind in (r.query, r.body, *r.responses.values()):
             if kind is not None and kind not in found:
@@ -70,6 +78,55 @@ def _responses(route: Route, schema_of: _Schemas) -> dict[str, Any]:
     return out
 
 
+_WEBHOOK_HEADERS = (
+    (ID_HEADER, "the batch's id, the same on every retry of the same events (deduplicate on it)"),
+    (TIMESTAMP_HEADER, "Unix seconds when this attempt was signed"),
+    (
+        SIGNATURE_HEADER,
+        "v1,<base64 HMAC-SHA256 over '<webhook-id>.<webhook-timestamp>.<raw body>'>, keyed "
+        "with the endpoint secret's base64 part (whsec_ stripped); the standardwebhooks "
+        "libraries verify it",
+    ),
+    (HEADER, "deprecated: t=<unix seconds>,v1=<hex HMAC-SHA256 over '<t>.<raw body>'>"),
+)
+
+
+def _webhooks(payload_schema: Any) -> dict[str, Any]:
+    """The OpenAPI 3.1 ``webhooks`` section: what a tenant's endpoint receives."""
+    params = [
+        {
+            "name": name,
+            "in": "header",
+            "required": name != HEADER,
+            "deprecated": name == HEADER,
+            "description": text,
+            "schema": {"type": "string"},
+        }
+        for name, text in _WEBHOOK_HEADERS
+    ]
+    return {
+        "events": {
+            "post": {
+                "summary": "A batch of events of one tenant, in commit order (docs/events.md)",
+                "operationId": "webhook_events",
+                "tags": ["webhooks"],
+                "parameters": params,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": payload_schema}},
+                },
+                "responses": {
+                    "200": {"description": "Any 2xx: delivered; the cursor moves past the batch"},
+                    "default": {
+                        "description": "Anything else (or no answer): retried with backoff, "
+                        "then dead-lettered past [events] webhook_max_age_s"
+                    },
+                },
+            }
+        }
+    }
+
+
 def document(routes: Sequence[Route], *, version: str = "1") -> dict[str, Any]:
     """The whole OpenAPI 3.1 document for ``routes``."""
     kinds = _types(routes)
@@ -113,6 +170,7 @@ def document(routes: Sequence[Route], *, version: str = "1") -> dict[str, Any]:
             ),
         },
         "paths": paths,
+        "webhooks": _webhooks(schema_of(WebhookPayload)),
         "components": {
             "schemas": components,
             "securitySchemes": {
@@ -124,3 +182,8 @@ def document(routes: Sequence[Route], *, version: str = "1") -> dict[str, Any]:
             },
         },
     }
+
+
+def render(doc: dict[str, Any]) -> bytes:
+    """The committed form of a document: indented, keys in build order (stable), final newline."""
+    return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"

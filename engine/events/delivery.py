@@ -31,7 +31,7 @@ from engine import metrics
 from engine.config import Config, EventsConfig
 from engine.errors import EngineError
 from engine.events.model import Event
-from engine.events.signature import HEADER, sign
+from engine.events.signature import HEADER, sign, standard_headers
 from engine.events.ssrf import (
     Policy,
     RefusedAddress,
@@ -275,7 +275,8 @@ class WebhookWorker:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            HEADER: sign(target.secret, body),
+            **standard_headers(target.secret, message_id(target.id, events), body),
+            HEADER: sign(target.secret, body),  # deprecated; docs/events.md
         }
         started = time.perf_counter()
         try:
@@ -306,6 +307,14 @@ class WebhookWorker:
         if 300 <= status < 400:
             return PostResult(False, status, f"HTTP {status} (redirects are not followed)")
         return PostResult(False, status, f"HTTP {status}")
+
+
+def message_id(endpoint_id: int, events: Sequence[Event]) -> str:
+    """The ``webhook-id`` of a batch: the same on every retry of the same events, so a receiver
+    can drop a redelivery it already processed (a retry that picked up more events is a new
+    message)."""
+    first, last = events[0].id, events[-1].id
+    return f"msg_{endpoint_id}_{first}_{last}"
 
 
 def _failure_name(exc: BaseException) -> str:

@@ -53,7 +53,13 @@ KINDS = frozenset(k.value for k in EventKind)
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):
-    """One event. ``id`` is given by ``oltp.events`` (None until written); ``at`` is UTC."""
+    """One event. ``id`` is given by ``oltp.events`` (None until written); ``at`` is UTC.
+
+    ``campaign_id``, ``idempotency_key`` and ``metadata`` are the job's, as enqueued: readers of
+    the log (stream publisher, webhook worker) fill them in with one join per batch, so writers
+    on the send path carry nothing more and consumers correlate without a lookup. They are None
+    for events of no job and once the job is gone from ``queue.jobs`` (retention).
+    """
 
     tenant_id: str
     kind: str  # an EventKind value (str so readers keep working when a kind is added)
@@ -65,6 +71,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):
     at: dt.datetime | None = None
     data: dict[str, Any] | None = None
     id: int | None = None
+    campaign_id: str | None = None
+    idempotency_key: str | None = None
+    metadata: Any = None
 
 
 class OutcomeEventInput(msgspec.Struct, frozen=True):

@@ -41,24 +41,42 @@ SELECT u.t, u.j, u.k, u.r, u.m, u.re, u.rp, u.d::jsonb, coalesce(u.c, now())
               $7::text[], $8::text[], $9::timestamptz[]) AS u(t, j, k, r, m, re, rp, d, c)
 """
 
-# ``data::text`` so decoding does not depend on the connection's jsonb codec.
+# ``data::text`` so decoding does not depend on the connection's jsonb codec. The job's
+# campaign, idempotency key and metadata come from one primary-key probe per event of the page
+# (readers only: the writers on the send path insert nothing more).
 _COLUMNS = (
-    "xid::text::bigint AS x, id, tenant_id, job_id, kind, recipient, message_id, reason, reply,"
-    " data::text AS data, created_at"
+    "e.x, e.id, e.tenant_id, e.job_id, e.kind, e.recipient, e.message_id, e.reason, e.reply,"
+    " e.data, e.created_at, j.campaign_id, j.idempotency_key, j.metadata::text AS metadata"
+)
+_PAGE_COLUMNS = (
+    "xid, xid::text::bigint AS x, id, tenant_id, job_id, kind, recipient, message_id, reason,"
+    " reply, data::text AS data, created_at"
+)
+# LATERAL with LIMIT 1 keeps the plan a primary-key probe per event: as a plain join the planner
+# may hash the whole of queue.jobs for one page.
+_JOIN = (
+    "LEFT JOIN LATERAL (SELECT q.campaign_id, q.idempotency_key, q.metadata FROM queue.jobs q"
+    " WHERE q.tenant_id = e.tenant_id AND q.id = e.job_id LIMIT 1) j ON true"
 )
 
 _TAIL = f"""
-SELECT {_COLUMNS} FROM oltp.events
- WHERE xid IS NOT NULL AND (xid, id) > ($1::text::xid8, $2::bigint)
-   AND xid < (SELECT oltp.events_horizon())
- ORDER BY xid, id LIMIT $3
+SELECT {_COLUMNS} FROM (
+    SELECT {_PAGE_COLUMNS} FROM oltp.events
+     WHERE xid IS NOT NULL AND (xid, id) > ($1::text::xid8, $2::bigint)
+       AND xid < (SELECT oltp.events_horizon())
+     ORDER BY xid, id LIMIT $3) e
+{_JOIN}
+ ORDER BY e.xid, e.id
 """
 
 _TENANT_TAIL = f"""
-SELECT {_COLUMNS} FROM oltp.events
- WHERE tenant_id = $1 AND xid IS NOT NULL AND (xid, id) > ($2::text::xid8, $3::bigint)
-   AND xid < (SELECT oltp.events_horizon())
- ORDER BY xid, id LIMIT $4
+SELECT {_COLUMNS} FROM (
+    SELECT {_PAGE_COLUMNS} FROM oltp.events
+     WHERE tenant_id = $1 AND xid IS NOT NULL AND (xid, id) > ($2::text::xid8, $3::bigint)
+       AND xid < (SELECT oltp.events_horizon())
+     ORDER BY xid, id LIMIT $4) e
+{_JOIN}
+ ORDER BY e.xid, e.id
 """
 
 # Which tenants have new events (webhook worker): positions only, no payload.
@@ -100,7 +118,7 @@ async def write(conn: Conn, events: Sequence[Event]) -> int:
 
 
 def _event(row: Any) -> tuple[Position, Event]:
-    data = row["data"]
+    data, meta = row["data"], row["metadata"]
     at: dt.datetime = row["created_at"]
     return Position(row["x"], row["id"]), Event(
         tenant_id=row["tenant_id"],
@@ -113,6 +131,9 @@ def _event(row: Any) -> tuple[Position, Event]:
         at=at.astimezone(dt.UTC),
         data=None if data is None else orjson.loads(data),
         id=row["id"],
+        campaign_id=row["campaign_id"],
+        idempotency_key=row["idempotency_key"],
+        metadata=None if meta is None else orjson.loads(meta),
     )
 
 

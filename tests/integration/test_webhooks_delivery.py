@@ -16,14 +16,17 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp import web
+from standardwebhooks import Webhook
 
 from engine.config import Config
+from engine.enqueue import enqueue
 from engine.events import Event, write
 from engine.events import webhooks as endpoints
 from engine.events.delivery import WebhookWorker
 from engine.events.signature import HEADER, verify
 from engine.events.ssrf import policy_of
 from engine.store import tenants
+from engine.tenancy import domains as sending_domains
 from tests.conftest import make_config
 
 
@@ -67,7 +70,8 @@ class Receiver:
                 continue
             doc = orjson.loads(body)
             if secret is not None:
-                assert verify(secret, body, headers[HEADER]), headers[HEADER]
+                assert Webhook(secret).verify(body, headers) == doc  # Standard Webhooks
+                assert verify(secret, body, headers[HEADER]), headers[HEADER]  # deprecated one
             out.extend(doc["events"])
         return out
 
@@ -183,6 +187,8 @@ async def test_signed_batches_filtered_by_tenant_and_kind(
     for name, headers, body in receiver.requests:
         doc = orjson.loads(body)
         assert doc["endpoint_id"] == ids[name]
+        first_id, last_id = doc["events"][0]["id"], doc["events"][-1]["id"]
+        assert headers["webhook-id"] == f"msg_{ids[name]}_{first_id}_{last_id}"
         assert not verify("whsec_wrong-secret-0123456789", body, headers[HEADER])
         assert not verify(secrets[name], body + b" ", headers[HEADER])
         assert 1 <= len(doc["events"]) <= 3  # webhook_batch
@@ -195,6 +201,44 @@ async def test_signed_batches_filtered_by_tenant_and_kind(
     states = {e.url.rsplit("/", 1)[1]: e for e in await endpoints.list_endpoints(pool)}
     assert states["all"].delivered == len(kinds) and states["all"].last_status == 200
     assert states["bounces"].delivered == 2
+
+
+async def test_events_carry_the_jobs_campaign_key_and_metadata(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool, receiver: Receiver, two_tenants: None
+) -> None:
+    """A consumer correlates an event with what it enqueued without a lookup of its own."""
+    cfg = fast_config(clean_db, redis_prefix, receiver.port)
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
+    _, secret = await endpoints.create(
+        pool, tenant_id="acme", url=receiver.url("all"), policy=policy_of(cfg.events)
+    )
+    job = {
+        "tenant_id": "acme",
+        "idempotency_key": "signup-42",
+        "from": "news@acme.example",
+        "to": "user42@example.com",
+        "subject": "Hi",
+        "text": "Hello",
+        "campaign_id": "spring",
+        "metadata": {"user_id": 42, "plan": "pro"},
+    }
+    plain = {**job, "idempotency_key": "plain-1", "campaign_id": None, "metadata": None}
+    docs = [orjson.dumps(job), orjson.dumps({k: v for k, v in plain.items() if v is not None})]
+    results = await enqueue(pool, docs, max_message_bytes=10**6, max_age_s=3600)
+    assert all(r.job_id is not None for r in results), results
+    running = await Running(pool, cfg).started()
+    try:
+        await eventually(lambda: len(receiver.events_for("all")) >= 2)
+    finally:
+        await running.stop()
+    got = {e["job_id"]: e for e in receiver.events_for("all", secret)}
+    tagged, untagged = got[results[0].job_id], got[results[1].job_id]
+    assert tagged["kind"] == "queued" and tagged["recipient"] == "user42@example.com"
+    assert tagged["campaign_id"] == "spring"
+    assert tagged["idempotency_key"] == "signup-42"
+    assert tagged["metadata"] == {"user_id": 42, "plan": "pro"}
+    assert untagged["idempotency_key"] == "plain-1"
+    assert untagged["campaign_id"] is None and untagged["metadata"] is None
 
 
 async def test_receiver_down_for_a_while_then_everything_arrives_once(
@@ -231,6 +275,35 @@ async def test_receiver_down_for_a_while_then_everything_arrives_once(
     assert first["attempt"] > 1 and first["endpoint_id"] == ep.id
     state = (await endpoints.list_endpoints(pool, "acme"))[0]
     assert state.attempts == 0 and state.failing_since is None and state.delivered == 8
+
+
+async def test_a_retried_batch_keeps_its_webhook_id(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool, receiver: Receiver, two_tenants: None
+) -> None:
+    """Standard Webhooks receivers deduplicate on webhook-id: a retry must reuse it."""
+    cfg = fast_config(clean_db, redis_prefix, receiver.port)
+    _, secret = await endpoints.create(
+        pool, tenant_id="acme", url=receiver.url("a"), policy=policy_of(cfg.events)
+    )
+    receiver.status = 500
+    running = await Running(pool, cfg).started()
+    try:
+        await write_committed(pool, [ev(1), ev(2)])
+        await eventually(lambda: len(receiver.requests) >= 3)
+        receiver.status = 200
+
+        async def delivered() -> bool:
+            return (await endpoints.list_endpoints(pool, "acme"))[0].delivered == 2
+
+        await eventually(delivered)
+    finally:
+        await running.stop()
+    ids = {headers["webhook-id"] for _, headers, _ in receiver.requests}
+    assert len(ids) == 1, ids
+    attempts = [orjson.loads(body)["attempt"] for _, _, body in receiver.requests]
+    assert attempts == list(range(1, len(attempts) + 1))
+    for _, headers, body in receiver.requests:  # each attempt signed afresh, all verifiable
+        assert [e["job_id"] for e in Webhook(secret).verify(body, headers)["events"]] == [1, 2]
 
 
 async def test_dead_letter_after_max_age_then_delivery_goes_on(

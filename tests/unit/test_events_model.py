@@ -1,17 +1,22 @@
-"""Events, sans-IO: outcome rows → events, JSON round trip, webhook signatures, allow-list."""
+"""Events, sans-IO: outcome rows → events, JSON round trip, webhook signatures (Standard Webhooks,
+checked with the reference library, and the deprecated header), allow-list."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from engine.errors import WebhookError
 from engine.events import Event, OutcomeEventInput, from_outcome_rows
 from engine.events.model import from_json, to_json
-from engine.events.signature import sign, verify
+from engine.events.signature import new_secret, sign, standard_headers, verify, verify_standard
 from engine.events.ssrf import Policy, check_url, host_allowed
 
 AT = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -101,3 +106,51 @@ def test_check_url() -> None:
         check_url("http://user@10.0.0.1/", policy)
     with pytest.raises(WebhookError, match="no host"):
         check_url("http:///path", policy)
+
+
+def test_standard_signature_verifies_with_the_reference_library() -> None:
+    body = b'{"endpoint_id":1,"attempt":1,"events":[]}'
+    secret = new_secret()
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+    headers = standard_headers(secret, "msg_1_5_9", body)
+    assert headers["webhook-signature"].startswith("v1,")
+    assert Webhook(secret).verify(body, headers) == orjson.loads(body)
+    assert verify_standard(secret, body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body + b" ", headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body, {**headers, "webhook-id": "msg_other"})
+
+
+def test_standard_signature_of_a_secret_from_before_standard_base64() -> None:
+    # Secrets created before this release are URL-safe base64 without padding.
+    old = "whsec_" + "Ab-_" * 10 + "xyz"
+    body = b'{"events":[]}'
+    headers = standard_headers(old, "msg_1_1_1", body, timestamp=1_700_000_000)
+    assert Webhook(old).sign("msg_1_1_1", _utc(1_700_000_000), body) == headers["webhook-signature"]
+    assert verify_standard(old, body, headers, now=1_700_000_010)
+    assert not verify_standard(old, body, headers, now=1_700_001_000)  # too old: replay refused
+    rotated = {**headers, "webhook-signature": "v1,AAAA " + headers["webhook-signature"]}
+    assert verify_standard(old, body, rotated, now=1_700_000_000)
+    assert not verify_standard(old, body, {**headers, "webhook-id": ""}, now=1_700_000_000)
+
+
+def _utc(seconds: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+@given(
+    key=st.binary(min_size=1, max_size=64),
+    msg_id=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40),
+    body=st.binary(max_size=300),
+)
+def test_any_standard_signature_verifies_with_the_reference_library(
+    key: bytes, msg_id: str, body: bytes
+) -> None:
+    secret = "whsec_" + base64.b64encode(key).decode()
+    headers = standard_headers(secret, msg_id, body, timestamp=1_700_000_000)
+    assert Webhook(secret).sign(msg_id, _utc(1_700_000_000), body) == headers["webhook-signature"]
+    assert verify_standard(secret, body, headers, now=1_700_000_000)
