@@ -380,3 +380,97 @@ class ThrowawayRedisCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+class ThrowawayRedisSentinel:
+    """A Redis master, ``replicas`` replicas and ``sentinels`` sentinels (quorum 1) on free
+    ports, without persistence; a killed master is failed over after about a second."""
+
+    SERVICE = "mymaster"
+
+    def __init__(self, replicas: int = 1, sentinels: int = 1) -> None:
+        self.data_ports = [free_port() for _ in range(1 + replicas)]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.dir: Path | None = None
+
+    @property
+    def sentinels(self) -> list[str]:
+        """``[redis] sentinels`` for the engine."""
+        return [f"127.0.0.1:{p}" for p in self.sentinel_ports]
+
+    def _start(self, port: int, args: list[str]) -> None:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs[port] = proc
+        _wait_port(port, 15, proc)
+
+    def start(self) -> ThrowawayRedisSentinel:
+        self.dir = Path(tempfile.mkdtemp(prefix="engine-redis-sentinel-"))
+        master = self.data_ports[0]
+        for port in self.data_ports:
+            workdir = self.dir / str(port)
+            workdir.mkdir()
+            args = _redis_args(port, workdir)
+            if port != master:
+                args += ["--replicaof", "127.0.0.1", str(master)]
+            self._start(port, args)
+        for port in self.data_ports[1:]:
+            self._wait_synced(port)
+        for port in self.sentinel_ports:
+            conf = self.dir / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {master} 1\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 5000\n"
+            )
+            binary = find_binary("redis-server", "redis-server")
+            self._start(port, [binary, str(conf), "--sentinel"])
+        return self
+
+    def _wait_synced(self, port: int, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while "master_link_status:up" not in redis_cli(port, "info", "replication"):
+            if time.monotonic() > deadline:
+                raise ServerError(f"replica on port {port} did not sync within {timeout_s:.0f}s")
+            time.sleep(0.1)
+
+    def master(self) -> int:
+        """The master's port as the first sentinel reports it."""
+        out = redis_cli(
+            self.sentinel_ports[0], "sentinel", "get-master-addr-by-name", self.SERVICE
+        ).split()
+        return int(out[1])
+
+    def kill(self, port: int) -> None:
+        proc = self.procs.get(port)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def wait_failover(self, killed: int, timeout_s: float = 30.0) -> int:
+        """Until the sentinels name a new master; returns its port."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ServerError, IndexError, ValueError):
+                port = self.master()
+                if port != killed and "role:master" in redis_cli(port, "info", "replication"):
+                    return port
+            time.sleep(0.2)
+        raise ServerError(f"the sentinels did not fail over from port {killed}")
+
+    def cleanup(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self) -> ThrowawayRedisSentinel:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

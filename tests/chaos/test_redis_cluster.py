@@ -18,7 +18,7 @@ import pytest
 from engine.config import RedisConfig
 from engine.model import Priority
 from engine.queue.streams import Streams, connect
-from engine.servers import ThrowawayRedisCluster, redis_cli
+from engine.servers import ThrowawayRedisCluster, ThrowawayRedisSentinel, redis_cli
 from engine.shaping.model import ShapeRequest
 from engine.shaping.shaper import Shaper
 from tests.chaos.conftest import ChaosEnv, configure, duplicates, message_ids, received_ids, record
@@ -179,6 +179,52 @@ async def test_master_killed_mid_run_loses_no_job(
         assert await message_ids(chaos_env.dsn, "relayed") == received_ids([node])
         record(
             "redis_cluster_master_kill",
+            jobs=n,
+            lost=n - unique,
+            duplicates=dups,
+            promoted_s=round(promoted_s, 1),
+            drained_after_kill_s=round(done_s, 1),
+        )
+
+
+async def test_sentinel_failover_mid_run_loses_no_job(
+    chaos_env: ChaosEnv,
+    tmp_path: Path,
+    start_daemon: Callable[[Path], DaemonProcess],
+) -> None:
+    """``mode = "sentinel"``: the master is SIGKILLed mid-run, the sentinel promotes the replica
+    and the engine follows it: every job relayed, none lost."""
+    n = 1200
+    await prepare(chaos_env.dsn, n)
+    with ThrowawayRedisSentinel() as sentinel, FakeMailU() as node:
+        path = configure(tmp_path / "engine.toml", chaos_env, [node])
+        old = redis_cli(sentinel.master(), "info", "server")  # the master answers
+        assert "redis_version" in old
+        sentinels = ", ".join(f'"{s}"' for s in sentinel.sentinels)
+        path.write_text(
+            path.read_text().replace(
+                f'url = "{chaos_env.url}"',
+                f'url = "redis://127.0.0.1/0"\nmode = "sentinel"\nsentinels = [{sentinels}]'
+                f'\nservice_name = "{sentinel.SERVICE}"',
+                1,
+            )
+        )
+        daemon = start_daemon(path)
+        await wait_for(chaos_env.dsn, lambda c: c.get("relayed", 0) >= n // 3, 90, daemon)
+        victim = sentinel.master()
+        killed_at = time.monotonic()
+        sentinel.kill(victim)
+        await asyncio.to_thread(sentinel.wait_failover, victim)
+        promoted_s = time.monotonic() - killed_at
+        final = await wait_for(chaos_env.dsn, lambda c: c.get("relayed", 0) >= n, 180, daemon)
+        done_s = time.monotonic() - killed_at
+        assert daemon.terminate() == 0, daemon.log.read_text()[-3000:]
+        assert final == {"relayed": n}
+        unique, dups = duplicates([node])
+        assert unique == n, "every job reached the relay"
+        assert dups <= 64, "duplicates stay within the in-flight window"
+        record(
+            "redis_sentinel_master_kill",
             jobs=n,
             lost=n - unique,
             duplicates=dups,
