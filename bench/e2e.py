@@ -590,11 +590,11 @@ def run(argv: list[str]) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if args.redis == "cluster":
             (tmp / "cluster").mkdir()
+            same = {"shaping": args.shaping != "off", "dkim": not args.no_dkim}
             on_cluster = await _engine_phase(
                 tmp / "cluster",
                 args.jobs,
-                shaping=args.shaping != "off",
-                dkim=not args.no_dkim,
+                **same,
                 workers=args.workers,
                 chunking=not args.no_chunking,
                 tenants=args.tenants,

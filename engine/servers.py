@@ -173,25 +173,8 @@ class ThrowawayRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> ThrowawayRedis:
-        binary = find_binary("redis-server", "redis-server")
         self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            _redis_args(self.port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         _wait_port(self.port, 15, self.proc)
         return self
@@ -212,15 +195,15 @@ class ThrowawayRedis:
         self.cleanup()
 
 
-def _redis_args(port: int, workdir: Path) -> list[str]:
+def _redis_args(port: int, workdir: Path | None = None) -> list[str]:
+    """redis-server on ``port``, local only, without persistence (files, if any, in ``workdir``)."""
     return [
         find_binary("redis-server", "redis-server"),
         "--port",
         str(port),
         "--bind",
         "127.0.0.1",
-        "--dir",
-        str(workdir),
+        *(["--dir", str(workdir)] if workdir is not None else []),
         "--save",
         "",
         "--appendonly",
@@ -250,7 +233,38 @@ def redis_cli(port: int, *args: str, timeout_s: float = 30.0) -> str:
     return out
 
 
-class ThrowawayRedisCluster:
+class _RedisGroup:
+    """Several redis-server processes on free ports sharing one temporary directory."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.dir: Path | None = None
+
+    def _spawn(self, port: int, args: list[str]) -> None:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs[port] = proc
+        _wait_port(port, 15, proc)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the server on ``port`` (a master: a replica is promoted)."""
+        proc = self.procs.get(port)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for port in list(self.procs):
+            self.kill(port)
+        self.procs.clear()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+class ThrowawayRedisCluster(_RedisGroup):
     """A Redis Cluster of ``masters`` masters with ``replicas`` replicas each, on free ports,
     without persistence; a short node timeout so a killed master's replica takes over in a few
     seconds."""
@@ -260,8 +274,7 @@ class ThrowawayRedisCluster:
         self.masters_wanted = masters
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.dir: Path | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -291,9 +304,7 @@ class ThrowawayRedisCluster:
             "--logfile",
             str(workdir / "redis.log"),
         ]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs[port] = proc
-        _wait_port(port, 15, proc)
+        self._spawn(port, args)
 
     def start(self) -> ThrowawayRedisCluster:
         self.dir = Path(tempfile.mkdtemp(prefix="engine-redis-cluster-"))
@@ -344,13 +355,6 @@ class ThrowawayRedisCluster:
                 out.append(int(parts[1].split("@")[0].rsplit(":", 1)[1]))
         return sorted(out)
 
-    def kill(self, port: int) -> None:
-        """SIGKILL one node (a master: its replica is promoted after the node timeout)."""
-        proc = self.procs.get(port)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
     def wait_promoted(self, killed: int, timeout_s: float = 30.0) -> None:
         """Until a replica serves the killed master's slots (every live node agrees)."""
         deadline = time.monotonic() + timeout_s
@@ -362,19 +366,6 @@ class ThrowawayRedisCluster:
             time.sleep(0.2)
         raise ServerError(f"no replica took over from the master on port {killed}")
 
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
     def __enter__(self) -> ThrowawayRedisCluster:
         return self.start()
 
@@ -382,7 +373,7 @@ class ThrowawayRedisCluster:
         self.cleanup()
 
 
-class ThrowawayRedisSentinel:
+class ThrowawayRedisSentinel(_RedisGroup):
     """A Redis master, ``replicas`` replicas and ``sentinels`` sentinels (quorum 1) on free
     ports, without persistence; a killed master is failed over after about a second."""
 
@@ -391,18 +382,12 @@ class ThrowawayRedisSentinel:
     def __init__(self, replicas: int = 1, sentinels: int = 1) -> None:
         self.data_ports = [free_port() for _ in range(1 + replicas)]
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.dir: Path | None = None
+        super().__init__()
 
     @property
     def sentinels(self) -> list[str]:
         """``[redis] sentinels`` for the engine."""
         return [f"127.0.0.1:{p}" for p in self.sentinel_ports]
-
-    def _start(self, port: int, args: list[str]) -> None:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs[port] = proc
-        _wait_port(port, 15, proc)
 
     def start(self) -> ThrowawayRedisSentinel:
         self.dir = Path(tempfile.mkdtemp(prefix="engine-redis-sentinel-"))
@@ -413,7 +398,7 @@ class ThrowawayRedisSentinel:
             args = _redis_args(port, workdir)
             if port != master:
                 args += ["--replicaof", "127.0.0.1", str(master)]
-            self._start(port, args)
+            self._spawn(port, args)
         for port in self.data_ports[1:]:
             self._wait_synced(port)
         for port in self.sentinel_ports:
@@ -425,7 +410,7 @@ class ThrowawayRedisSentinel:
                 f"sentinel failover-timeout {self.SERVICE} 5000\n"
             )
             binary = find_binary("redis-server", "redis-server")
-            self._start(port, [binary, str(conf), "--sentinel"])
+            self._spawn(port, [binary, str(conf), "--sentinel"])
         return self
 
     def _wait_synced(self, port: int, timeout_s: float = 30.0) -> None:
@@ -442,12 +427,6 @@ class ThrowawayRedisSentinel:
         ).split()
         return int(out[1])
 
-    def kill(self, port: int) -> None:
-        proc = self.procs.get(port)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
     def wait_failover(self, killed: int, timeout_s: float = 30.0) -> int:
         """Until the sentinels name a new master; returns its port."""
         deadline = time.monotonic() + timeout_s
@@ -458,16 +437,6 @@ class ThrowawayRedisSentinel:
                     return port
             time.sleep(0.2)
         raise ServerError(f"the sentinels did not fail over from port {killed}")
-
-    def cleanup(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
 
     def __enter__(self) -> ThrowawayRedisSentinel:
         return self.start()
