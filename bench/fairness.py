@@ -101,7 +101,10 @@ def run(argv: list[str]) -> dict[str, Any]:
 
     async def go() -> dict[str, Any]:
         sink = Sink(tmp, "fairness-sink", chunking=False)
-        queue = {} if args.backlog_s is None else {"stream_backlog_s": args.backlog_s}
+        # The shipped in-flight window (e2e's is larger): jobs in flight are ahead of B too.
+        queue: dict[str, Any] = {"max_in_flight": 512, "batch_size": 256}
+        if args.backlog_s is not None:
+            queue["stream_backlog_s"] = args.backlog_s
         engine = Engine(tmp, sink.port, shaping=True, dkim=True, overrides={"queue": queue})
         try:
             await engine.prepare()
