@@ -151,11 +151,13 @@ def _check_redis(cfg: Config, origin: str) -> None:
             f" got {r.stream_shards}"
         )
     q = cfg.queue
-    if q.stream_backlog_s < 0 or q.stream_backlog_min < 1:
+    if q.stream_backlog_s < 0 or q.stream_backlog_min < 1 or q.in_flight_s < 0:
         raise ConfigError(
-            f"config {origin}: queue.stream_backlog_s must be >= 0 (0: no time cap) and"
-            " queue.stream_backlog_min at least 1"
+            f"config {origin}: queue.stream_backlog_s and queue.in_flight_s must be >= 0"
+            " (0: no time cap), queue.stream_backlog_min and in_flight_min at least 1"
         )
+    if q.in_flight_min < 1:
+        raise ConfigError(f"config {origin}: queue.in_flight_min must be at least 1")
 
 
 def _check_webhooks(e: EventsConfig, origin: str) -> None:

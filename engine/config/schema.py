@@ -90,6 +90,11 @@ class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     stream_backlog_s: float = 0.5
     # The time cap never goes below this many unread entries per priority (start-up, slow rates).
     stream_backlog_min: int = 64
+    # Each dispatcher holds at most this many seconds of its measured finishing rate in flight
+    # (never fewer than in_flight_min jobs, never more than max_in_flight): jobs in flight are
+    # ahead of every job read after them. 0: always max_in_flight.
+    in_flight_s: float = 0.5
+    in_flight_min: int = 128
     outcome_flush_ms: float = 20.0
     outcome_batch: int = 500
     max_message_bytes: int = 25 * 1024 * 1024

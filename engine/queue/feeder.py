@@ -23,50 +23,11 @@ import asyncpg
 from engine.config import QueueConfig
 from engine.enqueue import NOTIFY_CHANNEL
 from engine.periodic import Periodic, run_until
+from engine.queue.pace import Pace
 from engine.queue.streams import Streams
 from engine.store import jobs as job_store
 
 log = logging.getLogger("engine.feeder")
-
-
-class Pace:
-    """The streams' send rate, measured from what was pushed and what left the streams, and
-    the unread backlog per priority it allows (``[queue] stream_backlog_s``)."""
-
-    #: Shortest window a rate sample is taken over.
-    MIN_SAMPLE_S = 0.2
-
-    def __init__(self, cfg: QueueConfig) -> None:
-        self.backlog_s = cfg.stream_backlog_s
-        self.floor = cfg.stream_backlog_min
-        self.rate: float | None = None  # entries per second leaving the streams
-        self._last: tuple[float, int, int] | None = None  # (time, stream length, ever pushed)
-        self.capped = False  # the last round pushed less than was asked because of the cap
-
-    def observe(self, now: float, length: int, pushed: int) -> None:
-        """Take a sample: entries that left the streams = pushed since - growth in length."""
-        last = self._last
-        if last is not None and now - last[0] < self.MIN_SAMPLE_S:
-            return
-        self._last = (now, length, pushed)
-        if last is None:
-            return
-        left = (pushed - last[2]) - (length - last[1])
-        if left < 0:  # the counters went back (Redis flushed or replaced): start again
-            return
-        sample = left / (now - last[0])
-        self.rate = sample if self.rate is None else 0.5 * self.rate + 0.5 * sample
-
-    def allowance(self) -> int | None:
-        """Unread entries allowed per priority (None: no time cap)."""
-        if self.backlog_s <= 0:
-            return None
-        return max(self.floor, int((self.rate or 0.0) * self.backlog_s))
-
-    @property
-    def retry_s(self) -> float:
-        """How soon to look again after a capped round: well before the backlog runs out."""
-        return min(0.25, max(0.02, self.backlog_s / 4))
 
 
 async def feed_once(

@@ -92,7 +92,14 @@ async def test_another_tenant_waits_seconds_not_the_campaign(
             tmp_path / "engine.toml",
             chaos_env,
             [node],
-            queue={"max_in_flight": 64, "batch_size": 64, "feeder_interval_s": 1.0},
+            # Floors sized for this slowed relay (the shipped ones suit hundreds of msg/s).
+            queue={
+                "max_in_flight": 64,
+                "batch_size": 64,
+                "feeder_interval_s": 1.0,
+                "stream_backlog_min": 16,
+                "in_flight_min": 16,
+            },
         )
         daemon = start_daemon(cfg)
         await wait_for(dsn, lambda c: c.get("relayed", 0) >= campaign // 10, 120, daemon)
@@ -110,7 +117,7 @@ async def test_another_tenant_waits_seconds_not_the_campaign(
         b_s, high_s = (w + enqueued_s for w in waits)
         a_before_b = arrived(node, "a") - a_at_t0
         await wait_for(dsn, lambda c: c.get("relayed", 0) >= campaign + 51, 180, daemon)
-        total_s = time.monotonic() - t0
+        total_s = time.monotonic() - t0  # from B's arrival to the end of the campaign
         assert daemon.terminate() == 0, daemon.log.read_text()[-3000:]
     record(
         "fairness_campaign",
@@ -120,5 +127,11 @@ async def test_another_tenant_waits_seconds_not_the_campaign(
         campaign_relayed_meanwhile=a_before_b,
         rest_of_run_s=round(total_s, 1),
     )
-    assert b_s <= 2.0, f"tenant B waited {b_s:.2f}s behind the campaign"
-    assert high_s <= 1.0, f"the high-priority message waited {high_s:.2f}s"
+    # B waits behind about a second of A's work, not behind the campaign (cap off: ~90% of it).
+    assert a_before_b <= 250, f"{a_before_b} of A's messages went before B's were done"
+    # The targets hold at the rate this relay allows (~200 msg/s); on a CPU-starved host the
+    # same work ahead takes longer, so the bound follows the rate measured in this run.
+    rate = (campaign - a_at_t0 + 51) / total_s
+    slack = max(1.0, 150 / rate)
+    assert b_s <= 2.0 * slack, f"tenant B waited {b_s:.2f}s at {rate:.0f} msg/s"
+    assert high_s <= 1.0 * slack, f"the high-priority message waited {high_s:.2f}s"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from engine.config import QueueConfig
-from engine.queue.feeder import Pace
+from engine.queue.pace import InFlightWindow, Pace
 
 
 def test_the_cap_follows_the_measured_rate() -> None:
@@ -35,3 +35,22 @@ def test_counters_that_go_back_restart_the_measure() -> None:
 def test_zero_turns_the_time_cap_off() -> None:
     pace = Pace(msgspec.structs.replace(QueueConfig(), stream_backlog_s=0.0))
     assert pace.allowance() is None
+
+
+def test_the_in_flight_window_is_a_time_of_the_finishing_rate() -> None:
+    now = [0.0]
+    window = InFlightWindow(
+        QueueConfig(max_in_flight=512, in_flight_s=0.5, in_flight_min=128), lambda: now[0]
+    )
+    assert window.size() == 512  # no rate yet: the whole window
+    now[0] = 1.0
+    window.done(100)  # 100 jobs/s
+    assert window.size() == 128  # half a second is 50: the floor
+    for _ in range(10):
+        now[0] += 1.0
+        window.done(2000)
+    assert window.size() == 512  # 2,000 jobs/s: capped at max_in_flight
+    for _ in range(2):
+        now[0] += 1.0
+        window.done(100)
+    assert 128 < window.size() < 512  # follows the rate down, averaged
