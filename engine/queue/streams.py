@@ -140,22 +140,18 @@ class Streams:
         return True
 
     async def push(self, jobs: Sequence[tuple[int, str, int]]) -> None:
-        """XADD (job_id, tenant_id, priority) entries, one script call per shard used."""
+        """XADD (job_id, tenant_id, priority) entries in one script call, to one shard.
+
+        Each push goes to the next shard in turn: the queue spreads over the shards from one
+        push to the next, while a batch stays together, so its reads and acknowledgements touch
+        few streams (a command per stream each, routed one by one on a cluster).
+        """
         if not jobs:
             return
-        n = len(self.shards)
-        if n == 1:
-            await _PUSH.call(self.client, [*self.shards[0], self.pushed_keys[0]], _pack(jobs))
-            return
-        # Consecutive jobs go to consecutive shards, continuing where the last push stopped.
-        start = self._next_shard
-        self._next_shard = (start + len(jobs)) % n
-        calls = []
-        for i in range(min(n, len(jobs))):
-            shard = (start + i) % n
-            keys = [*self.shards[shard], self.pushed_keys[shard]]
-            calls.append(_PUSH.call(self.client, keys, _pack(jobs[i::n])))
-        await asyncio.gather(*calls)
+        shard = self._next_shard
+        self._next_shard = (shard + 1) % len(self.shards)
+        keys = [*self.shards[shard], self.pushed_keys[shard]]
+        await _PUSH.call(self.client, keys, _pack(jobs))
 
     async def backlog(self) -> tuple[list[int], int, int]:
         """(entries not yet read per priority, entries on the streams, entries ever pushed).

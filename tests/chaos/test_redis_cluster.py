@@ -53,7 +53,8 @@ async def test_queue_shards_spread_over_every_master(
     assert await streams.check_epoch()  # first sight: nothing was there
     assert not await streams.check_epoch()
     jobs = [(i, f"t{i % 5}", i % 3) for i in range(1, 401)]
-    await streams.push(jobs)
+    for start in range(0, 400, 50):  # eight feeder rounds: one shard each, in turn
+        await streams.push(jobs[start : start + 50])
     # Every master holds part of the queue (shard keys hash to different slots).
     for port in redis_cluster.masters():
         assert int(redis_cli(port, "dbsize").strip()) > 0, f"master {port} holds no shard"
