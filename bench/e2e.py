@@ -604,6 +604,8 @@ def run(argv: list[str]) -> dict[str, Any]:
             extra = {
                 "engine_msg_s_single_redis": eng["engine_msg_s"],
                 "p99_ms_single_redis": eng["p99_ms"],
+                "cpu_ms_per_msg_daemon_single_redis": eng["cpu_ms_per_msg_daemon"],
+                "cpu_ms_per_msg_redis_single_redis": eng["cpu_ms_per_msg_redis"],
                 "cluster_vs_single": round(on_cluster["engine_msg_s"] / eng["engine_msg_s"], 3),
                 "redis": "cluster (3 masters + 3 replicas, 8 stream shards)",
             }
