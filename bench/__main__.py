@@ -19,6 +19,7 @@ BENCHES = {
     "corpus": "bench.corpus",
     "enqueue": "bench.enqueue",
     "memory": "bench.memory",
+    "fairness": "bench.fairness",
 }
 
 

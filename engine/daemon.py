@@ -142,7 +142,7 @@ class Daemon:
             await owner.close()
         pool = await pool_mod.connect(cfg.database)
         client = streams_mod.connect(cfg.redis)
-        streams = streams_mod.Streams(client, cfg.redis.prefix)
+        streams = streams_mod.Streams(client, cfg.redis.prefix, streams_mod.shard_count(cfg.redis))
         try:
             await streams.ensure_groups()
             await streams.heartbeat(self.consumer, max(5.0, cfg.queue.reconcile_interval_s * 3))
@@ -246,6 +246,7 @@ class Daemon:
             await relay.close()
             if signer is not None:
                 await signer.aclose()
+            await streams.close()
             await client.aclose()
             await pool.close()
         log.info("engine stopped cleanly")

@@ -173,25 +173,8 @@ class ThrowawayRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> ThrowawayRedis:
-        binary = find_binary("redis-server", "redis-server")
         self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            _redis_args(self.port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         _wait_port(self.port, 15, self.proc)
         return self
@@ -206,6 +189,256 @@ class ThrowawayRedis:
         self.stop()
 
     def __enter__(self) -> ThrowawayRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+def _redis_args(port: int, workdir: Path | None = None) -> list[str]:
+    """redis-server on ``port``, local only, without persistence (files, if any, in ``workdir``)."""
+    return [
+        find_binary("redis-server", "redis-server"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        *(["--dir", str(workdir)] if workdir is not None else []),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+    ]
+
+
+def redis_cli(port: int, *args: str, timeout_s: float = 30.0) -> str:
+    """``redis-cli -p PORT ARGS...``'s output (raises :class:`ServerError` on failure)."""
+    cli = find_binary("redis-cli", "redis-tools")
+    try:
+        done = subprocess.run(
+            [cli, "-h", "127.0.0.1", "-p", str(port), *args],
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ServerError(f"redis-cli {' '.join(args)} timed out on port {port}") from None
+    out = done.stdout.decode(errors="replace")
+    if done.returncode != 0:
+        raise ServerError(f"redis-cli {' '.join(args)} failed: {out} {done.stderr.decode()}")
+    return out
+
+
+class _RedisGroup:
+    """Several redis-server processes on free ports sharing one temporary directory."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.dir: Path | None = None
+
+    def _spawn(self, port: int, args: list[str]) -> None:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs[port] = proc
+        _wait_port(port, 15, proc)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the server on ``port`` (a master: a replica is promoted)."""
+        proc = self.procs.get(port)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for port in list(self.procs):
+            self.kill(port)
+        self.procs.clear()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+class ThrowawayRedisCluster(_RedisGroup):
+    """A Redis Cluster of ``masters`` masters with ``replicas`` replicas each, on free ports,
+    without persistence; a short node timeout so a killed master's replica takes over in a few
+    seconds."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+        self.ports = [free_port() for _ in range(masters * (1 + replicas))]
+        self.masters_wanted = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        """Any node names the cluster; the client discovers the others."""
+        return f"redis://127.0.0.1:{self.live_ports()[0]}/0"
+
+    def live_ports(self) -> list[int]:
+        return [p for p in self.ports if p in self.procs and self.procs[p].poll() is None]
+
+    def start_node(self, port: int) -> None:
+        """Start (or restart, with its saved cluster config: it rejoins) the node on ``port``."""
+        assert self.dir is not None
+        workdir = self.dir / str(port)
+        workdir.mkdir(exist_ok=True)
+        args = [
+            *_redis_args(port, workdir),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(workdir / "nodes.conf"),
+            "--cluster-node-timeout",
+            str(self.node_timeout_ms),
+            "--cluster-port",
+            str(free_port()),
+            "--cluster-require-full-coverage",
+            "no",
+            "--logfile",
+            str(workdir / "redis.log"),
+        ]
+        self._spawn(port, args)
+
+    def start(self) -> ThrowawayRedisCluster:
+        self.dir = Path(tempfile.mkdtemp(prefix="engine-redis-cluster-"))
+        for port in self.ports:
+            self.start_node(port)
+        redis_cli(
+            self.ports[0],
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{p}" for p in self.ports),
+            "--cluster-replicas",
+            str(self.replicas),
+            "--cluster-yes",
+            timeout_s=60.0,
+        )
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout_s: float = 30.0) -> None:
+        """Until every live node reports ``cluster_state:ok`` and knows every slot's master."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ok = all(self._node_ok(p) for p in self.live_ports())
+            except ServerError:
+                ok = False
+            if ok:
+                return
+            time.sleep(0.2)
+        raise ServerError(f"Redis Cluster on {self.ports} not ready within {timeout_s:.0f}s")
+
+    def _node_ok(self, port: int) -> bool:
+        if "cluster_state:ok" not in redis_cli(port, "cluster", "info"):
+            return False
+        if len(self.masters(port)) != self.masters_wanted:
+            return False
+        # A replica that has not finished its first sync cannot take over.
+        info = redis_cli(port, "info", "replication")
+        return "role:master" in info or "master_link_status:up" in info
+
+    def masters(self, via: int | None = None) -> list[int]:
+        """Ports of the masters serving slots, as node ``via`` (default: any live one) sees."""
+        port = via if via is not None else self.live_ports()[0]
+        out = []
+        for line in redis_cli(port, "cluster", "nodes").splitlines():
+            parts = line.split()
+            if len(parts) > 8 and "master" in parts[2] and "fail" not in parts[2]:
+                out.append(int(parts[1].split("@")[0].rsplit(":", 1)[1]))
+        return sorted(out)
+
+    def wait_promoted(self, killed: int, timeout_s: float = 30.0) -> None:
+        """Until a replica serves the killed master's slots (every live node agrees)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ServerError):
+                views = [self.masters(p) for p in self.live_ports()]
+                if all(killed not in v and len(v) == self.masters_wanted for v in views):
+                    return
+            time.sleep(0.2)
+        raise ServerError(f"no replica took over from the master on port {killed}")
+
+    def __enter__(self) -> ThrowawayRedisCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class ThrowawayRedisSentinel(_RedisGroup):
+    """A Redis master, ``replicas`` replicas and ``sentinels`` sentinels (quorum 1) on free
+    ports, without persistence; a killed master is failed over after about a second."""
+
+    SERVICE = "mymaster"
+
+    def __init__(self, replicas: int = 1, sentinels: int = 1) -> None:
+        self.data_ports = [free_port() for _ in range(1 + replicas)]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        super().__init__()
+
+    @property
+    def sentinels(self) -> list[str]:
+        """``[redis] sentinels`` for the engine."""
+        return [f"127.0.0.1:{p}" for p in self.sentinel_ports]
+
+    def start(self) -> ThrowawayRedisSentinel:
+        self.dir = Path(tempfile.mkdtemp(prefix="engine-redis-sentinel-"))
+        master = self.data_ports[0]
+        for port in self.data_ports:
+            workdir = self.dir / str(port)
+            workdir.mkdir()
+            args = _redis_args(port, workdir)
+            if port != master:
+                args += ["--replicaof", "127.0.0.1", str(master)]
+            self._spawn(port, args)
+        for port in self.data_ports[1:]:
+            self._wait_synced(port)
+        for port in self.sentinel_ports:
+            conf = self.dir / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {master} 1\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 5000\n"
+            )
+            binary = find_binary("redis-server", "redis-server")
+            self._spawn(port, [binary, str(conf), "--sentinel"])
+        return self
+
+    def _wait_synced(self, port: int, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while "master_link_status:up" not in redis_cli(port, "info", "replication"):
+            if time.monotonic() > deadline:
+                raise ServerError(f"replica on port {port} did not sync within {timeout_s:.0f}s")
+            time.sleep(0.1)
+
+    def master(self) -> int:
+        """The master's port as the first sentinel reports it."""
+        out = redis_cli(
+            self.sentinel_ports[0], "sentinel", "get-master-addr-by-name", self.SERVICE
+        ).split()
+        return int(out[1])
+
+    def wait_failover(self, killed: int, timeout_s: float = 30.0) -> int:
+        """Until the sentinels name a new master; returns its port."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ServerError, IndexError, ValueError):
+                port = self.master()
+                if port != killed and "role:master" in redis_cli(port, "info", "replication"):
+                    return port
+            time.sleep(0.2)
+        raise ServerError(f"the sentinels did not fail over from port {killed}")
+
+    def __enter__(self) -> ThrowawayRedisSentinel:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

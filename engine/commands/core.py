@@ -268,7 +268,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
         client = streams_mod.connect(cfg.redis)
         try:
-            doc["streams"] = await streams_mod.Streams(client, cfg.redis.prefix).depth()
+            doc["streams"] = await streams_mod.Streams(
+                client, cfg.redis.prefix, streams_mod.shard_count(cfg.redis)
+            ).depth()
         except Exception as exc:  # status must work with Redis down: say so, don't fail
             doc["streams"] = None
             doc["redis_error"] = pool_mod.redact(str(exc))

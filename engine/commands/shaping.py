@@ -48,9 +48,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _client(cfg: Config) -> Any:
-    import redis.asyncio as aioredis
+    from engine.queue.streams import connect
 
-    return aioredis.Redis.from_url(cfg.redis.url, socket_timeout=cfg.redis.socket_timeout_s)
+    return connect(cfg.redis)  # the daemon's client: single, cluster or sentinel
 
 
 async def _tenant_of(pool: asyncpg.Pool, sender: str) -> str:

@@ -96,6 +96,7 @@ def _check(cfg: Config, origin: str) -> None:
     _check_relay(cfg, origin)
     if len(cfg.queue.weights) != 3 or min(cfg.queue.weights) < 1:
         raise ConfigError(f"config {origin}: queue.weights must be three positive integers")
+    _check_redis(cfg, origin)
     if cfg.database.role is not None and not re.fullmatch(
         r"[a-z_][a-z0-9_]{0,62}", cfg.database.role
     ):
@@ -128,6 +129,35 @@ def _check(cfg: Config, origin: str) -> None:
         )
     _check_inbound_limits(cfg.inbound, origin)
     _check_webhooks(cfg.events, origin)
+
+
+def _check_redis(cfg: Config, origin: str) -> None:
+    r = cfg.redis
+    if r.mode == "sentinel" and not r.sentinels:
+        raise ConfigError(
+            f'config {origin}: redis.mode = "sentinel" needs redis.sentinels',
+            hint='e.g. sentinels = ["10.0.0.1:26379", "10.0.0.2:26379"] and service_name',
+        )
+    for addr in r.sentinels:
+        host, _, port = addr.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(
+                f"config {origin}: redis.sentinels entry {addr!r} is not host:port",
+                hint='e.g. "10.0.0.1:26379"',
+            )
+    if not 0 <= r.stream_shards <= 1024:
+        raise ConfigError(
+            f"config {origin}: redis.stream_shards must be 0 (automatic) to 1024,"
+            f" got {r.stream_shards}"
+        )
+    q = cfg.queue
+    if q.stream_backlog_s < 0 or q.stream_backlog_min < 1 or q.in_flight_s < 0:
+        raise ConfigError(
+            f"config {origin}: queue.stream_backlog_s and queue.in_flight_s must be >= 0"
+            " (0: no time cap), queue.stream_backlog_min and in_flight_min at least 1"
+        )
+    if q.in_flight_min < 1:
+        raise ConfigError(f"config {origin}: queue.in_flight_min must be at least 1")
 
 
 def _check_webhooks(e: EventsConfig, origin: str) -> None:

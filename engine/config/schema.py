@@ -57,6 +57,16 @@ class RedisConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     # Every key the engine writes starts with this; lets tests and several engines share a server.
     prefix: str = "pm"
     socket_timeout_s: float = 10.0
+    # "single": one server at `url`; "cluster": Redis Cluster, `url` names any node (the
+    # others are discovered); "sentinel": the master of `service_name` as the `sentinels`
+    # ("host:port") report it, followed across failovers (`url` then supplies db/password).
+    mode: Literal["single", "cluster", "sentinel"] = "single"
+    sentinels: list[str] = []
+    service_name: str = "mymaster"
+    # Shards per priority stream, each in its own hash slot so a cluster spreads the queue over
+    # its masters. 0: automatic (1 in single/sentinel mode, 8 in cluster mode). Every engine
+    # sharing a Redis must use the same number.
+    stream_shards: int = 0
 
 
 class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -74,6 +84,17 @@ class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     # The feeder stops pushing while the streams hold this many entries: a few seconds of work,
     # so Redis stays small with millions queued and tenants' turns (fair feeding) stay short.
     stream_high_water: int = 4000
+    # ...and, below that, keeps at most this many seconds of work unread on each priority's
+    # streams, at the send rate measured across every engine: a job pushed now (another
+    # tenant's, a high-priority one) waits behind about this much. 0: no time cap.
+    stream_backlog_s: float = 0.5
+    # The time cap never goes below this many unread entries per priority (start-up, slow rates).
+    stream_backlog_min: int = 64
+    # Each dispatcher holds at most this many seconds of its measured finishing rate in flight
+    # (never fewer than in_flight_min jobs, never more than max_in_flight): jobs in flight are
+    # ahead of every job read after them. 0: always max_in_flight.
+    in_flight_s: float = 0.5
+    in_flight_min: int = 128
     outcome_flush_ms: float = 20.0
     outcome_batch: int = 500
     max_message_bytes: int = 25 * 1024 * 1024

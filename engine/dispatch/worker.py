@@ -30,6 +30,7 @@ from engine.dkim.sign import dkim_selectors
 from engine.errors import ComposeError, DkimError, EngineError
 from engine.inbound import unsubscribe, verp_keys
 from engine.model import Content, JobState, OutcomeKind
+from engine.queue.pace import InFlightWindow
 from engine.queue.retry import backoff_s
 from engine.queue.streams import Entry, Streams
 from engine.relay.dsn import DsnRequest, sampled
@@ -113,6 +114,7 @@ class Dispatcher:
         self.paused = PausedSenders(pool)
         self.slots = inflight.ProviderSlots(self._max_connections)
         self.in_flight = 0
+        self.window = InFlightWindow(self.q)  # in flight: a time's worth, up to max_in_flight
         self._room = asyncio.Event()
         self._room.set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -132,7 +134,8 @@ class Dispatcher:
     def _done(self, n: int) -> None:
         self.in_flight -= n
         metrics.IN_FLIGHT.set(self.in_flight)
-        if self.in_flight < self.q.max_in_flight:
+        self.window.done(n)
+        if self.in_flight < self.window.size():
             self._room.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -142,7 +145,7 @@ class Dispatcher:
         last_claim = 0.0
         try:
             while not stop.is_set():
-                free = self.q.max_in_flight - self.in_flight
+                free = self.window.size() - self.in_flight
                 if free < max(1, self.q.batch_size // 4):
                     self._room.clear()
                     await _wait_any(stop, self._room, timeout=1.0)

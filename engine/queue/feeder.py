@@ -5,18 +5,25 @@ happen inside the transaction that marks jobs as pushed: a crash before commit l
 unpushed; a crash after XADD but before commit only duplicates stream entries, which the claim
 step ignores. It stops pushing while the streams hold ``stream_high_water`` entries, so Redis
 memory stays small with a million jobs queued and the reconciler can tell lost entries apart.
+
+Below that, :class:`Pace` caps the backlog in time: each priority's streams hold at most
+``stream_backlog_s`` seconds of unread work at the send rate measured across every engine, so a
+job pushed now (another tenant's turn, a high-priority message) waits behind about that much,
+not behind everything a campaign already pushed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import asyncpg
 
 from engine.config import QueueConfig
 from engine.enqueue import NOTIFY_CHANNEL
 from engine.periodic import Periodic, run_until
+from engine.queue.pace import Pace
 from engine.queue.streams import Streams
 from engine.store import jobs as job_store
 
@@ -28,21 +35,46 @@ async def feed_once(
     streams: Streams,
     cfg: QueueConfig,
     cursor: job_store.FeedCursor | None = None,
+    pace: Pace | None = None,
 ) -> int:
     """Push one batch of due jobs; returns how many were pushed. ``cursor`` carries the tenant
-    rotation from one round to the next (see :func:`engine.store.jobs.take_due`)."""
+    rotation from one round to the next (see :func:`engine.store.jobs.take_due`); ``pace``
+    caps each priority's unread backlog in time (none: only ``stream_high_water`` applies)."""
     if cursor is not None:
         cursor.more = False  # stays so unless this round's take_due says otherwise
-    depth = sum((await streams.depth()).values())
+    allowance = None if pace is None else pace.allowance()
+    if allowance is None:
+        depth = sum((await streams.depth()).values())
+        unread = [0] * len(cfg.weights)
+    else:
+        assert pace is not None
+        unread, depth, pushed = await streams.backlog()
+        pace.observe(time.monotonic(), depth, pushed)
+        allowance = pace.allowance()
     room = cfg.stream_high_water - depth
     if room <= 0:
         return 0
     total_w = sum(cfg.weights)
     budget = min(room, cfg.feeder_batch)
     limits = [max(1, budget * w // total_w) for w in cfg.weights]
+    wanted = limits
+    if allowance is not None:
+        limits = [max(0, min(lim, allowance - u)) for lim, u in zip(limits, unread, strict=True)]
+        if not any(limits):
+            assert pace is not None
+            pace.capped = True
+            return 0
     async with pool.acquire() as conn, conn.transaction():
         rows = await job_store.take_due(conn, limits, cursor)
         await streams.push([(r["id"], r["tenant_id"], r["priority"]) for r in rows])
+    if pace is not None:
+        # Capped only where the cap bit: a priority held below its share that filled it.
+        got = [0] * len(limits)
+        for r in rows:
+            got[min(int(r["priority"]), len(got) - 1)] += 1
+        pace.capped = any(
+            lim < w and n >= lim for lim, w, n in zip(limits, wanted, got, strict=True)
+        )
     return len(rows)
 
 
@@ -57,6 +89,7 @@ class Feeder:
         self.wake = asyncio.Event()
         self._listen: asyncpg.Connection | None = None
         self.cursor = job_store.FeedCursor(len(cfg.weights))
+        self.pace = Pace(cfg)
 
     def _on_notify(self, *_: object) -> None:
         self.wake.set()
@@ -74,9 +107,11 @@ class Feeder:
     async def feed(self) -> float | None:
         """One round; returns the wait before the next one (None: the interval)."""
         await self._ensure_listener()
-        pushed = await feed_once(self.pool, self.streams, self.cfg, self.cursor)
+        pushed = await feed_once(self.pool, self.streams, self.cfg, self.cursor, self.pace)
         if pushed >= self.cfg.feeder_batch // 2 or self.cursor.more:
             return 0.0  # more is probably due right now, or tenants not yet visited
+        if self.pace.capped:
+            return self.pace.retry_s  # more may be due: top the backlog up as it drains
         return None if pushed == 0 else 0.05
 
     def task(self) -> Periodic:

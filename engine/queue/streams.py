@@ -3,18 +3,27 @@
 Entries carry only the job id and tenant; PostgreSQL holds the job. Entries are XACKed and
 XDELed only after the job's outcome is committed, so a consumer that dies leaves its entries
 pending for XAUTOCLAIM (or for the reaper, which notices its heartbeat is gone).
-Every key carries the ``{q}`` hash tag so the streams live in one Redis Cluster slot.
+
+Each priority stream is split into ``shards``; shard ``i`` keeps its three priority streams, its
+epoch key and its push counter under one hash tag (``{q}`` for shard 0, ``{q<i>}`` after), so a
+push script and a multi-stream read touch one Redis Cluster slot while the shards spread the
+queue over the cluster's masters.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ResponseError
 
 from engine.config import RedisConfig
@@ -37,31 +46,66 @@ class Entry(msgspec.Struct, frozen=True):
 
 
 def connect(cfg: RedisConfig) -> aioredis.Redis:
-    """A Redis client (lazy: the first command connects)."""
-    return aioredis.Redis.from_url(
-        cfg.url,
-        socket_timeout=cfg.socket_timeout_s,
-        socket_connect_timeout=cfg.socket_timeout_s,
-        health_check_interval=30,
-    )
+    """The Redis client for ``[redis] mode`` (lazy: the first command connects).
+
+    The one place a client is built (daemon, CLI, admin). A cluster client is typed as the
+    plain one: it offers the same commands, routing each to the master of its key's slot.
+    """
+    common: dict[str, Any] = {
+        "socket_timeout": cfg.socket_timeout_s,
+        "socket_connect_timeout": cfg.socket_timeout_s,
+        "health_check_interval": 30,
+    }
+    if cfg.mode == "cluster":
+        return cast(aioredis.Redis, RedisCluster.from_url(cfg.url, **common))
+    if cfg.mode == "sentinel":
+        opts = {k: v for k, v in parse_url(cfg.url).items() if k in _SENTINEL_URL_KEYS}
+        hosts = [(h, int(p)) for h, _, p in (a.rpartition(":") for a in cfg.sentinels)]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            hosts,
+            sentinel_kwargs={"socket_timeout": cfg.socket_timeout_s},
+            **common,
+            **opts,
+        )
+        return cast(aioredis.Redis, sentinel.master_for(cfg.service_name))
+    return aioredis.Redis.from_url(cfg.url, **common)
+
+
+#: What a sentinel-mode ``url`` contributes: the master's database and credentials.
+_SENTINEL_URL_KEYS = ("db", "username", "password")
+
+
+def shard_count(cfg: RedisConfig) -> int:
+    """Shards per priority stream: ``stream_shards``, or 8 on a cluster and 1 elsewhere."""
+    if cfg.stream_shards > 0:
+        return cfg.stream_shards
+    return 8 if cfg.mode == "cluster" else 1
 
 
 def queue_error(exc: Exception, url: str) -> QueueError:
     """Wrap a redis error in one an operator can act on."""
     return QueueError(
         redact(f"Redis at {url} failed: {exc}"),
-        hint="check [redis] url / ENGINE_REDIS__URL and that redis-server is running",
+        hint="check [redis] url / mode (ENGINE_REDIS__URL) and that redis-server is running",
     )
 
 
 class Streams:
-    """The three priority streams and the group's bookkeeping keys."""
+    """The priority streams (times their shards) and the group's bookkeeping keys."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, shards: int = 1) -> None:
         self.client = client
         self.prefix = prefix
-        self.keys = [f"{prefix}:{{q}}:stream:{p.label}" for p in Priority]
-        self.epoch_key = f"{prefix}:{{q}}:epoch"
+        tags = ["{q}"] + [f"{{q{i}}}" for i in range(1, max(1, shards))]
+        #: Per shard, its stream of each priority (highest first).
+        self.shards = [[f"{prefix}:{t}:stream:{p.label}" for p in Priority] for t in tags]
+        self.keys = [key for shard in self.shards for key in shard]
+        self.epoch_keys = [f"{prefix}:{t}:epoch" for t in tags]
+        self.epoch_key = self.epoch_keys[0]
+        #: Per shard, entries ever pushed to it (the feeder measures the send rate from them).
+        self.pushed_keys = [f"{prefix}:{t}:pushed" for t in tags]
+        self._next_shard = 0
+        self._blocked: dict[int, asyncio.Task[Any]] = {}
 
     def heartbeat_key(self, consumer: str) -> str:
         return f"{self.prefix}:{{q}}:alive:{consumer}"
@@ -78,22 +122,59 @@ class Streams:
     async def check_epoch(self) -> bool:
         """True when Redis lost our data (flushed, restarted without persistence, replaced).
 
-        The epoch key is written once; if it has vanished, every job PostgreSQL believes is
-        on a stream must be pushed again.
+        Each shard's epoch key is written once; if one has vanished (a cluster master lost
+        with its slots' data, too), every job PostgreSQL believes is on a stream must be pushed
+        again.
         """
-        if await self.client.exists(self.epoch_key):
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.epoch_keys:
+            pipe.exists(key)
+        present = await pipe.execute()
+        if all(present):
             return False
-        await self.client.set(self.epoch_key, secrets.token_hex(8), nx=True)
+        token = secrets.token_hex(8)
+        for key, there in zip(self.epoch_keys, present, strict=True):
+            if not there:
+                await self.client.set(key, token, nx=True)
         await self.ensure_groups()
         return True
 
     async def push(self, jobs: Sequence[tuple[int, str, int]]) -> None:
-        """XADD (job_id, tenant_id, priority) entries in one script call."""
+        """XADD (job_id, tenant_id, priority) entries in one script call, to one shard.
+
+        Each push goes to the next shard in turn: the queue spreads over the shards from one
+        push to the next, while a batch stays together, so its reads and acknowledgements touch
+        few streams (a command per stream each, routed one by one on a cluster).
+        """
         if not jobs:
             return
-        # Job ids as strings: Lua numbers are doubles, printed with 14 significant digits.
-        batch = orjson.dumps([(str(job_id), tenant, priority) for job_id, tenant, priority in jobs])
-        await _PUSH.call(self.client, self.keys, batch)
+        shard = self._next_shard
+        self._next_shard = (shard + 1) % len(self.shards)
+        keys = [*self.shards[shard], self.pushed_keys[shard]]
+        await _PUSH.call(self.client, keys, _pack(jobs))
+
+    async def backlog(self) -> tuple[list[int], int, int]:
+        """(entries not yet read per priority, entries on the streams, entries ever pushed).
+
+        Read entries stay on the stream until their job's outcome is written (XLEN counts
+        them); the unread ones are XLEN minus the group's pending count.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.keys:
+            pipe.xlen(key)
+            pipe.xpending(key, GROUP)
+        for key in self.pushed_keys:
+            pipe.get(key)
+        replies = await pipe.execute()
+        per_stream = len(self.keys) * 2
+        unread = [0] * len(Priority)
+        length = 0
+        for i in range(len(self.keys)):
+            xlen, pending = int(replies[2 * i]), replies[2 * i + 1]
+            length += xlen
+            unread[i % len(Priority)] += max(0, xlen - int(pending["pending"]))
+        pushed = sum(int(v) for v in replies[per_stream:] if v is not None)
+        return unread, length, pushed
 
     def _entries(self, reply: Any) -> list[Entry]:
         out: list[Entry] = []
@@ -112,24 +193,70 @@ class Streams:
         """Read new entries, high before normal before low in ``weights`` proportion.
 
         A non-blocking weighted read first; only when all streams are empty does it block on all
-        three at once, so new work of any priority wakes the consumer immediately.
+        three at once, so new work of any priority wakes the consumer immediately. With several
+        shards each one is blocked on concurrently (one slot per command); a blocking read
+        still outstanding when another returns keeps running, and what it reads is returned by
+        a later call.
         """
+        n = len(self.shards)
+        entries = self._collect_blocked()
         pipe = self.client.pipeline(transaction=False)
-        for key, weight in zip(self.keys, weights, strict=True):
-            pipe.xreadgroup(GROUP, consumer, {key: ">"}, count=max(1, weight * scale))
-        entries: list[Entry] = []
+        for shard in self.shards:
+            for key, weight in zip(shard, weights, strict=True):
+                count = max(1, -(-weight * scale // n))
+                pipe.xreadgroup(GROUP, consumer, {key: ">"}, count=count)
         for reply in await pipe.execute():
             entries.extend(self._entries(reply))
         if entries or block_ms <= 0:
             return entries
-        reply = await self.client.xreadgroup(
-            GROUP,
-            consumer,
-            dict.fromkeys(self.keys, ">"),
-            count=max(1, weights[0] * scale),
-            block=block_ms,
+        count = max(1, -(-weights[0] * scale // n))
+        if n == 1:
+            reply = await self.client.xreadgroup(
+                GROUP, consumer, dict.fromkeys(self.keys, ">"), count=count, block=block_ms
+            )
+            return self._entries(reply)
+        for i, shard in enumerate(self.shards):
+            if i not in self._blocked:
+                self._blocked[i] = asyncio.ensure_future(
+                    self.client.xreadgroup(
+                        GROUP, consumer, dict.fromkeys(shard, ">"), count=count, block=block_ms
+                    )
+                )
+        await asyncio.wait(
+            self._blocked.values(),
+            timeout=block_ms / 1000 + 1.0,
+            return_when=asyncio.FIRST_COMPLETED,
         )
-        return self._entries(reply)
+        return self._collect_blocked()
+
+    def _collect_blocked(self) -> list[Entry]:
+        """Entries of the blocking reads that have returned; the first error, if none had any."""
+        entries: list[Entry] = []
+        error: BaseException | None = None
+        for i, task in list(self._blocked.items()):
+            if not task.done():
+                continue
+            del self._blocked[i]
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                error = error or exc
+                continue
+            entries.extend(self._entries(task.result()))
+        if error is not None and not entries:
+            raise error
+        return entries
+
+    async def close(self) -> None:
+        """Stop outstanding blocking reads (what they had read stays pending, and is claimed
+        again by XAUTOCLAIM)."""
+        for task in self._blocked.values():
+            task.cancel()
+        for task in self._blocked.values():
+            with contextlib.suppress(BaseException):
+                await task
+        self._blocked.clear()
 
     async def ack(self, entries: Sequence[Entry]) -> None:
         """XACK + XDEL in one pipeline, so stream length is the outstanding work."""
@@ -153,12 +280,15 @@ class Streams:
         return out
 
     async def depth(self) -> dict[str, int]:
-        """Entries waiting per priority (XLEN: acked entries are deleted)."""
+        """Entries waiting per priority (XLEN: acked entries are deleted), over every shard."""
         pipe = self.client.pipeline(transaction=False)
         for key in self.keys:
             pipe.xlen(key)
         lengths = await pipe.execute()
-        return {p.label: int(n) for p, n in zip(Priority, lengths, strict=True)}
+        out = dict.fromkeys((p.label for p in Priority), 0)
+        for i, n in enumerate(lengths):
+            out[Priority(i % len(Priority)).label] += int(n)
+        return out
 
     async def heartbeat(self, consumer: str, ttl_s: float) -> None:
         await self.client.set(self.heartbeat_key(consumer), "1", px=int(ttl_s * 1000))
@@ -190,8 +320,13 @@ class Streams:
         await pipe.execute(raise_on_error=False)
 
 
+def _pack(jobs: Sequence[tuple[int, str, int]]) -> bytes:
+    # Job ids as strings: Lua numbers are doubles, printed with 14 significant digits.
+    return orjson.dumps([(str(job_id), tenant, priority) for job_id, tenant, priority in jobs])
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-__all__ = ["GROUP", "Entry", "Streams", "connect", "queue_error"]
+__all__ = ["GROUP", "Entry", "Streams", "connect", "queue_error", "shard_count"]

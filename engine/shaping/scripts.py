@@ -87,5 +87,7 @@ class ScriptRunner:
                 return [exc]
         pipe = self.client.pipeline(transaction=False)
         for c in calls:
-            pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
+            # The generic form: a Redis Cluster pipeline refuses its evalsha() method but routes
+            # EVALSHA by its keys (one hash tag per call, so one slot).
+            pipe.execute_command("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args)
         return list(await pipe.execute(raise_on_error=False))

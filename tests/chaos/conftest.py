@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.servers import ThrowawayPostgres, ThrowawayRedis
+from engine.servers import ThrowawayPostgres, ThrowawayRedis, ThrowawayRedisCluster, redis_cli
 from engine.store.pool import connect_one
 from tests.chaos.harness import DaemonProcess, write_config
 from tests.fakes.mailu import FakeMailU
@@ -66,6 +66,27 @@ class ChaosEnv:
 def chaos_servers() -> Iterator[tuple[ThrowawayPostgres, ThrowawayRedis]]:
     with ThrowawayPostgres() as pg, ThrowawayRedis() as redis:
         yield pg, redis
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_session() -> Iterator[ThrowawayRedisCluster]:
+    """A real Redis Cluster (3 masters, 1 replica each) shared by the session's cluster tests."""
+    with ThrowawayRedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_session: ThrowawayRedisCluster) -> ThrowawayRedisCluster:
+    """The session's cluster, every node up (a node a test killed rejoins as a replica) and
+    every master flushed."""
+    cluster = redis_cluster_session
+    for port in cluster.ports:
+        if port not in cluster.live_ports():
+            cluster.start_node(port)
+    cluster.wait_ok()
+    for port in cluster.masters():
+        redis_cli(port, "flushall")
+    return cluster
 
 
 def _ensure_running(pg: ThrowawayPostgres, redis: ThrowawayRedis) -> None:

@@ -84,3 +84,16 @@ def test_secret_file_must_be_private(tmp_path: Path) -> None:
         config.read_secret(None, str(f), "relay password")
     f.chmod(0o600)
     assert config.read_secret(None, str(f), "relay password") == "pw"
+
+
+def test_redis_mode_keys_are_checked() -> None:
+    cfg = config.parse({"redis": {"mode": "cluster", "url": "redis://10.0.0.1:7000/0"}})
+    assert cfg.redis.mode == "cluster"
+    with pytest.raises(ConfigError, match=r"redis\.mode"):
+        config.parse({"redis": {"mode": "ring"}})
+    with pytest.raises(ConfigError, match=r"needs redis\.sentinels"):
+        config.parse({"redis": {"mode": "sentinel"}})
+    with pytest.raises(ConfigError, match="not host:port"):
+        config.parse({"redis": {"mode": "sentinel", "sentinels": ["10.0.0.1"]}})
+    with pytest.raises(ConfigError, match="stream_backlog_s"):
+        config.parse({"queue": {"stream_backlog_s": -1.0}})
