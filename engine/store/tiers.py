@@ -1,11 +1,11 @@
-"""The four storage tiers and how their tables distribute (Citus, NileDB: docs/scaling.md).
+"""How the tables of the storage tiers distribute (Citus, NileDB: docs/scaling.md).
 
 Every table of the engine's schemas is one of two kinds:
 
 * a **tenant table**: it has a ``tenant_id NOT NULL`` column, the distribution column, and every
   primary key, unique key and foreign key of it includes ``tenant_id`` (a foreign key may also
   point at a reference table). Under Citus it is ``create_distributed_table(t, 'tenant_id',
-  colocate_with => 'oltp.tenants')``: a tenant's rows of every table live on one node, so
+  colocate_with => 'queue.jobs')``: a tenant's rows of every table live on one node, so
   every statement and transaction that names one tenant stays on that node.
 * a **reference table**, listed in :data:`REFERENCE_TABLES`: small, engine-wide, read far more
   than written; replicated to every node (``create_reference_table``), so any shard can join it.
@@ -16,17 +16,10 @@ table (including those later migrations add) to these rules.
 
 from __future__ import annotations
 
-__all__ = ["DISTRIBUTION_COLUMN", "REFERENCE_TABLES", "SCHEMAS", "TIERS"]
+__all__ = ["DISTRIBUTION_COLUMN", "REFERENCE_TABLES"]
 
 #: The distribution column of every tenant table.
 DISTRIBUTION_COLUMN = "tenant_id"
-
-#: The tiers (DESIGN §2) and the schema of each: each may get its own DSN (``[database.queue]``
-#: and so on); ``engine`` holds the engine-wide settings and goes with ``oltp``.
-TIERS: dict[str, str] = {"queue": "queue", "oltp": "oltp", "content": "content", "olap": "olap"}
-
-#: Every schema the migrations create tables in.
-SCHEMAS = ("queue", "content", "oltp", "olap", "engine")
 
 #: Tables that are not distributed by tenant, and why. Under Citus each is a reference table
 #: (``create_reference_table``), replicated to every node.
