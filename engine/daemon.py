@@ -203,6 +203,7 @@ class Daemon:
             shaper=shaper if isinstance(shaper, Shaper) else None,
             paused_refresh_s=dispatcher.paused.ttl_s,
             resolve=resolve,
+            reads=await pool_mod.connect_reads(cfg.database, pool),
         )
         admin = AdminServer(admin_ctx) if cfg.admin.enabled else None
         if admin is not None:
@@ -248,6 +249,8 @@ class Daemon:
                 await signer.aclose()
             await streams.close()
             await client.aclose()
+            if admin_ctx.reads is not None:
+                await admin_ctx.reads.close()
             await pool.close()
         log.info("engine stopped cleanly")
         return 0

@@ -41,7 +41,7 @@ async def _streams(ctx: AdminContext) -> None:
 
 
 async def _ages(ctx: AdminContext) -> None:
-    for priority, age in (await message_store.oldest_due_age_s(ctx.pool)).items():
+    for priority, age in (await ctx.read(message_store.oldest_due_age_s)).items():
         metrics.QUEUE_OLDEST_AGE.labels(priority).set(age)
 
 
@@ -86,7 +86,7 @@ async def export_backlog(ctx: AdminContext, lease: BacklogLease) -> bool:
     if not leader:
         _drop_backlog()
         return False
-    backlog = await backlog_store.read(ctx.pool)
+    backlog = await ctx.read(backlog_store.read)
     for state, per in backlog.waiting.items():
         for priority, n in per.items():
             metrics.BACKLOG.labels(state, priority).set(n)
@@ -121,7 +121,7 @@ async def _pools(ctx: AdminContext) -> None:
 
 
 async def _tenants(ctx: AdminContext) -> None:
-    busiest = await message_store.pending_by_tenant(ctx.pool, TOP_TENANTS)
+    busiest = await ctx.read(lambda p: message_store.pending_by_tenant(p, TOP_TENANTS))
     # Replace the whole set: a tenant that dropped out of the top must not keep a stale value.
     _reset(metrics.QUEUE_TENANT_PENDING)
     for t in busiest:

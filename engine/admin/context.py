@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import asyncpg
 
@@ -14,6 +14,7 @@ from engine.events.ssrf import Resolve
 from engine.queue.streams import Streams
 from engine.relay.results import NodeStatus
 from engine.senders.service import REFRESH_S, PauseCache
+from engine.store.pool import Reads
 
 
 class RelayView(Protocol):
@@ -23,6 +24,8 @@ class RelayView(Protocol):
 
     async def check_health(self) -> list[NodeStatus]: ...
 
+
+T = TypeVar("T")
 
 # A readiness probe: a name and a coroutine that raises (any exception) when not ready.
 Probe = tuple[str, Callable[[], Awaitable[object]]]
@@ -52,6 +55,12 @@ class AdminContext:
     # the static checks at creation (delivery vets every connection anyway).
     resolve: Resolve | None = None
     draining: bool = field(default=False)
+    # Read-only queries (status, backlog, searches) on the replica when configured.
+    reads: Reads | None = None
+
+    async def read(self, query: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """``query(pool)`` on the read replica while it answers, else on the primary."""
+        return await (self.reads or Reads(self.pool)).run(query)
 
     def mark_draining(self) -> None:
         """Record that a drain began (``/readyz`` answers 503 from now on); idempotent.

@@ -89,19 +89,23 @@ def tenant_scope(request: web.Request, asked: str | None) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def tenant_db(request: web.Request) -> AsyncIterator[asyncpg.Pool | Conn]:
+async def tenant_db(
+    request: web.Request, pool: asyncpg.Pool | None = None
+) -> AsyncIterator[asyncpg.Pool | Conn]:
     """Where a request's tenant data is read and written: for a tenant key when the database
     roles are on (``[database] role``), one transaction as ``engine_api`` with the key's tenant
     set by ``engine.set_tenant``, so FORCE ROW LEVEL SECURITY limits every query to that tenant
     even if the application's own filter were wrong; otherwise (the operator token, or no
     roles) the pool. Both layers apply: handlers keep passing :func:`tenant_scope`'s tenant.
+    ``pool``: another pool than the daemon's (the read replica, for a read-only request).
     """
     ctx = ctx_of(request)
+    pool = ctx.pool if pool is None else pool
     tenant = principal_of(request).tenant_id
     if tenant is None or ctx.cfg.database.role is None:
-        yield ctx.pool
+        yield pool
         return
-    async with tenants.scoped(ctx.pool, tenant) as conn:
+    async with tenants.scoped(pool, tenant) as conn:
         yield conn
 
 

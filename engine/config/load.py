@@ -92,8 +92,36 @@ def _check_relay(cfg: Config, origin: str) -> None:
         )
 
 
+#: Why each tier still shares the [database] server: the transactions that write it together
+#: with another tier (docs/scaling.md, "Tiers on separate servers").
+TIER_TIES: dict[str, str] = {
+    "queue": "a job's outcome commits with its oltp.events row and olap.daily_stats counts",
+    "oltp": "events, suppressions and bounce counts commit with the queue.jobs state change",
+    "olap": "daily_stats counts commit with the outcome they count (exactly once)",
+    "content": "an enqueue stores the content and its jobs in one transaction",
+}
+
+
+def _check_tiers(cfg: Config, origin: str) -> None:
+    """A tier DSN may only repeat [database]'s until the tier's transactions are split."""
+    db = cfg.database
+    for name, why in TIER_TIES.items():
+        tier = getattr(db, name)
+        for key, main in (("dsn", db.dsn), ("replica_dsn", db.replica_dsn)):
+            value = getattr(tier, key)
+            if value is not None and value != main:
+                raise ConfigError(
+                    f"config {origin}: database.{name}.{key} names another server than"
+                    f" database.{key}, but the {name} tier cannot live apart yet: {why}",
+                    hint=f"remove [database.{name}] {key} (docs/scaling.md, tiers)",
+                )
+    if db.replica_retry_s <= 0:
+        raise ConfigError(f"config {origin}: database.replica_retry_s must be > 0")
+
+
 def _check(cfg: Config, origin: str) -> None:
     _check_relay(cfg, origin)
+    _check_tiers(cfg, origin)
     if len(cfg.queue.weights) != 3 or min(cfg.queue.weights) < 1:
         raise ConfigError(f"config {origin}: queue.weights must be three positive integers")
     _check_redis(cfg, origin)

@@ -37,8 +37,22 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
+class TierDatabaseConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[database.queue]``, ``.oltp``, ``.content``, ``.olap``: a tier on its own server."""
+
+    dsn: str | None = None  # unset: [database] dsn
+    replica_dsn: str | None = None  # unset: [database] replica_dsn
+
+
 class DatabaseConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # Several hosts, tried in order, with the primary found by target_session_attrs:
+    # "postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write" (docs/operations.md).
     dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    # A streaming replica for read-only queries (status, backlog, searches, metrics); unset or
+    # down: they go to the primary.
+    replica_dsn: str | None = None
+    # How often a replica marked down is tried again.
+    replica_retry_s: float = 5.0
     pool_min: int = 2
     pool_max: int = 10
     command_timeout_s: float = 30.0
@@ -50,6 +64,12 @@ class DatabaseConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     # rules: "engine_worker" for the daemon (docs/security.md, "The database enforces it").
     # Unset: the DSN's login role. Migrations always run as the login role (owner).
     role: str | None = None
+    # Each tier may get its own server (DESIGN §2/§8); see docs/scaling.md for which tiers must
+    # stay on one server today.
+    queue: TierDatabaseConfig = TierDatabaseConfig()
+    oltp: TierDatabaseConfig = TierDatabaseConfig()
+    content: TierDatabaseConfig = TierDatabaseConfig()
+    olap: TierDatabaseConfig = TierDatabaseConfig()
 
 
 class RedisConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -184,8 +184,13 @@ class Dispatcher:
         by_job: dict[int, list[Entry]] = {}
         for e in entries:
             by_job.setdefault(e.job_id, []).append(e)
+        ids = [j for j in by_job if j]
         claimed = await job_store.claim(
-            self.pool, [j for j in by_job if j], owner=self.consumer, lease_s=self.q.lease_s
+            self.pool,
+            ids,
+            owner=self.consumer,
+            lease_s=self.q.lease_s,
+            tenants=[by_job[j][0].tenant_id for j in ids],
         )
         claimed_ids = {j.id for j in claimed}
         stale = [e for j, es in by_job.items() if j not in claimed_ids for e in es]
@@ -313,6 +318,7 @@ class Dispatcher:
         finally:
             if slot is not None:
                 slot.release()
+        row = msgspec.structs.replace(row, tenant_id=job.tenant_id)  # the job's key for the write
         self.writer.add(row, entries, stat_key, attempted=attempted, recipient=job.recipient)
 
     async def _attempt(

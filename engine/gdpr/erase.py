@@ -112,9 +112,10 @@ async def _sweep(conn: Conn, tenant_id: str, address: str, pseudonym: str) -> di
             for c in cols
         )
         where = " OR ".join(f"{_as_text(c)} ILIKE $2" for c in cols)
-        # Rows of other tenants are left alone; rows not yet mapped to a tenant (NULL, e.g. a
-        # bounce that matched no job) and engine-wide tables are swept too.
-        scope = "(tenant_id = $4 OR tenant_id IS NULL) AND " if has_tenant else ""
+        # Rows of other tenants are left alone; rows not yet mapped to a tenant (NULL, or the
+        # intake tenant '' of content.inbound_messages, e.g. a bounce that matched no job) and
+        # engine-wide tables are swept too.
+        scope = "(tenant_id = $4 OR tenant_id IS NULL OR tenant_id = '') AND " if has_tenant else ""
         args: list[str] = [regex, like, pseudonym] + ([tenant_id] if has_tenant else [])
         res: str = await conn.execute(
             f"UPDATE {table} SET {sets} WHERE {scope}({where})",  # names come from the catalog
@@ -188,7 +189,7 @@ async def _erase_inbound(conn: Conn, tenant_id: str, address: str, job_ids: list
     while True:
         rows = await conn.fetch(
             "SELECT id, raw FROM content.inbound_messages WHERE id > $1"
-            " AND (tenant_id = $2 OR tenant_id IS NULL) ORDER BY id LIMIT $3",
+            " AND (tenant_id = $2 OR tenant_id = '') ORDER BY id LIMIT $3",
             after,
             tenant_id,
             _BATCH,

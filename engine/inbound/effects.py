@@ -552,7 +552,7 @@ async def apply(
     b = _Batch(await _provider_names(shaping, {m.job.domain for m in matches if m.job}), arrived)
     async with pool.acquire() as conn, conn.transaction():
         keys = [
-            (m.job.id, klass, item.inbound_id)
+            (m.job.tenant_id, m.job.id, klass, item.inbound_id)
             for item, m in zip(items, matches, strict=True)
             if m.job is not None and (klass := _class_of(item, m)) is not None
         ]
@@ -583,7 +583,7 @@ async def apply(
         await stats.add(conn, b.stats)
         await conn.execute(
             "UPDATE content.inbound_messages m SET processed_at = now(), job_id = u.job,"
-            " tenant_id = u.t, kind = u.k"
+            " tenant_id = coalesce(u.t, ''), kind = u.k"
             " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(id, job, t, k)"
             " WHERE m.id = u.id",
             [p[0] for p in b.processed],

@@ -6,18 +6,20 @@ from collections.abc import Sequence
 from typing import Any
 
 
-async def claim(conn: Any, keys: Sequence[tuple[int, str, int]]) -> set[tuple[int, str]]:
-    """Record ``(job id, class, inbound id)`` as counted; returns the (job, class) pairs that
-    were new. Call inside the transaction that applies their effects: a rollback un-claims."""
+async def claim(conn: Any, keys: Sequence[tuple[str, int, str, int]]) -> set[tuple[int, str]]:
+    """Record ``(tenant, job id, class, inbound id)`` as counted; returns the (job, class) pairs
+    that were new. Call inside the transaction that applies their effects: a rollback
+    un-claims."""
     if not keys:
         return set()
     rows = await conn.fetch(
-        "INSERT INTO oltp.inbound_counted (job_id, class, inbound_id)"
-        " SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])"
+        "INSERT INTO oltp.inbound_counted (tenant_id, job_id, class, inbound_id)"
+        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])"
         " ON CONFLICT DO NOTHING RETURNING job_id, class",
         [k[0] for k in keys],
         [k[1] for k in keys],
         [k[2] for k in keys],
+        [k[3] for k in keys],
     )
     return {(r["job_id"], r["class"]) for r in rows}
 

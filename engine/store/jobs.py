@@ -67,6 +67,7 @@ class OutcomeRow(msgspec.Struct, frozen=True):
     message_id: str | None = None
     selector: str | None = None  # the DKIM selector(s) the message was signed with
     relay_ms: float | None = None  # time the relay attempt took
+    tenant_id: str | None = None  # the job's tenant (its key with job_id); looked up when None
 
 
 _FINAL = [
@@ -142,7 +143,8 @@ _CLAIM = """
 UPDATE queue.jobs j
    SET state = 'sending', attempts = j.attempts + 1, lease_owner = $2,
        lease_until = now() + make_interval(secs => $3), updated_at = now()
- WHERE j.id = ANY($1::bigint[])
+  FROM unnest($4::text[], $1::bigint[]) AS k(tenant_id, id)
+ WHERE j.tenant_id = k.tenant_id AND j.id = k.id
    AND ((j.state IN ('queued', 'deferred') AND j.next_attempt_at <= now() + interval '1 second')
         OR (j.state = 'sending' AND j.lease_until < now()
             AND j.held_at IS NULL AND j.cancel_requested_at IS NULL))
@@ -151,13 +153,36 @@ RETURNING j.id, j.tenant_id, j.priority, j.attempts, j.sender, j.recipient, j.co
 """
 
 
+# Each job is found by its primary key (tenant_id, id): one probe of jobs_pkey per job whatever
+# the statistics say, and the key a distributed queue.jobs routes on (docs/scaling.md).
+
+
+async def tenants_of(db: asyncpg.Pool | Conn, ids: Sequence[int]) -> list[str | None]:
+    """The tenant of each job of ``ids`` (None for an unknown id), for callers that hold only
+    job ids: one lookup through the index on id."""
+    rows = await db.fetch(
+        "SELECT id, tenant_id FROM queue.jobs WHERE id = ANY($1::bigint[])", list(ids)
+    )
+    found = {r["id"]: r["tenant_id"] for r in rows}
+    return [found.get(i) for i in ids]
+
+
 async def claim(
-    pool: asyncpg.Pool, ids: Sequence[int], *, owner: str, lease_s: float
+    pool: asyncpg.Pool,
+    ids: Sequence[int],
+    *,
+    owner: str,
+    lease_s: float,
+    tenants: Sequence[str] | None = None,
 ) -> list[ClaimedJob]:
-    """Take the jobs that are still due (stale stream entries are simply not returned)."""
+    """Take the jobs that are still due (stale stream entries are simply not returned).
+
+    ``tenants``: the tenant of each of ``ids`` (the stream entries carry it); looked up first
+    when not given."""
     if not ids:
         return []
-    rows = await pool.fetch(_CLAIM, list(ids), owner, lease_s)
+    owners = list(tenants) if tenants is not None else await tenants_of(pool, ids)
+    rows = await pool.fetch(_CLAIM, list(ids), owner, lease_s, owners)
     return [
         ClaimedJob(
             r["id"],
@@ -201,15 +226,16 @@ UPDATE queue.jobs j
                                 AND (j.expires_at < now() OR j.cancel_requested_at IS NOT NULL))
                           THEN now() END
   FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::bool[], $6::int[],
-              $7::text[], $8::text[], $9::text[], $10::text[])
-       AS u(id, att, st, delay, undo, code, status, reply, node, mid)
- WHERE j.id = u.id AND j.state = 'sending' AND j.lease_owner = $11 AND j.attempts = u.att
+              $7::text[], $8::text[], $9::text[], $10::text[], $13::text[])
+       AS u(id, att, st, delay, undo, code, status, reply, node, mid, tenant_id)
+ WHERE j.tenant_id = u.tenant_id AND j.id = u.id
+   AND j.state = 'sending' AND j.lease_owner = $11 AND j.attempts = u.att
 RETURNING j.id, j.tenant_id, j.sender, j.state
 """.replace("{held}", HELD_UNTIL)
-# The plan this needs: for each row of u, one probe of jobs_id_unique. Migration 070 makes sure
-# the planner picks it even when statistics are stale (minutes after a campaign was enqueued):
-# before it, it walked every 'sending' row of jobs_leased, dead entries included, once per row of
-# u (400 µs per outcome in the e2e bench; now about 10).
+# The plan this needs: for each row of u, one probe of jobs_pkey (tenant_id, id). A unique index
+# fully matched makes the planner pick it even when statistics are stale (minutes after a
+# campaign was enqueued): otherwise it can walk every 'sending' row of jobs_leased, dead entries
+# included, once per row of u.
 
 
 async def write_outcomes(
@@ -236,8 +262,16 @@ async def write_outcomes(
         [r.message_id for r in rows],
         owner,
         _FINAL,
+        await _tenants(conn, rows),
     )
     return result
+
+
+async def _tenants(conn: Conn, rows: Sequence[OutcomeRow]) -> list[str | None]:
+    """The tenant of each outcome row: its own, else looked up (one query for the missing)."""
+    missing = [r.job_id for r in rows if r.tenant_id is None]
+    found = dict(zip(missing, await tenants_of(conn, missing), strict=True)) if missing else {}
+    return [r.tenant_id if r.tenant_id is not None else found[r.job_id] for r in rows]
 
 
 # The tenants with unpushed jobs of a priority after a cursor, in tenant order, at most $3: a
@@ -501,8 +535,9 @@ async def drain_enqueue_tally(pool: asyncpg.Pool, limit: int = 10_000) -> int:
     n = await pool.fetchval(
         """
         WITH gone AS (
-            DELETE FROM queue.enqueue_tally WHERE id IN (
-                SELECT id FROM queue.enqueue_tally ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+            DELETE FROM queue.enqueue_tally WHERE (tenant_id, id) IN (
+                SELECT tenant_id, id FROM queue.enqueue_tally
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
             )
             RETURNING jobs
         )

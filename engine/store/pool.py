@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -14,7 +16,10 @@ from engine.config import DatabaseConfig
 from engine.errors import StoreError
 from engine.redaction import redact
 
-__all__ = ["Conn", "connect", "connect_one", "redact", "transaction"]
+__all__ = ["Conn", "Reads", "connect", "connect_one", "connect_reads", "redact", "transaction"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _bad_dsn(dsn: str, exc: Exception) -> StoreError:
@@ -63,11 +68,20 @@ def _init_as(role: str | None) -> Callable[[asyncpg.Connection], Coroutine[Any, 
     return init
 
 
-async def connect(cfg: DatabaseConfig, *, min_size: int | None = None) -> asyncpg.Pool:
-    """Open the pool or raise :class:`StoreError` naming the server that did not answer."""
+async def connect(
+    cfg: DatabaseConfig, *, min_size: int | None = None, dsn: str | None = None
+) -> asyncpg.Pool:
+    """Open the pool or raise :class:`StoreError` naming the server that did not answer.
+
+    ``dsn``: another server with the same settings (the replica); default ``cfg.dsn``. A
+    multi-host DSN (``h1:5432,h2:5432`` with ``target_session_attrs=read-write``) is asyncpg's
+    own: every new connection tries the hosts in order and keeps the one that is the primary,
+    so after a failover the pool's next connections find the promoted server by themselves.
+    """
+    dsn = cfg.dsn if dsn is None else dsn
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
-            cfg.dsn,
+            dsn,
             min_size=cfg.pool_min if min_size is None else min_size,
             max_size=cfg.pool_max,
             command_timeout=cfg.command_timeout_s,
@@ -77,10 +91,79 @@ async def connect(cfg: DatabaseConfig, *, min_size: int | None = None) -> asyncp
             reset=_keep_session,
         )
     except asyncpg.ClientConfigurationError as exc:
-        raise _bad_dsn(cfg.dsn, exc) from None
+        raise _bad_dsn(dsn, exc) from None
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise _unreachable(cfg.dsn, exc) from None
+        raise _unreachable(dsn, exc) from None
     return pool
+
+
+#: What says "this server is not there" (as opposed to "this query is wrong").
+_GONE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,  # includes a connection that closed under the query
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.TargetServerAttributeNotMatched,  # a multi-host DSN with no server of the kind
+)
+
+
+class Reads:
+    """Where read-only queries go: the replica (``[database] replica_dsn``) while it answers,
+    else the primary. A replica that fails a query is left alone for ``retry_s`` and the query
+    runs again on the primary, so a dead replica costs one failed attempt per ``retry_s``.
+    A replica lags the primary by its replication delay: status and searches may be that old."""
+
+    def __init__(
+        self,
+        primary: asyncpg.Pool,
+        replica: asyncpg.Pool | None = None,
+        *,
+        retry_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.primary = primary
+        self.replica = replica
+        self.retry_s = retry_s
+        self._clock = clock
+        self._down_until = 0.0
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool to read from now."""
+        if self.replica is not None and self._clock() >= self._down_until:
+            return self.replica
+        return self.primary
+
+    async def run(self, read: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """``read(pool)`` on the replica, or on the primary when the replica is down."""
+        pool = self.pool
+        if pool is self.primary:
+            return await read(pool)
+        try:
+            return await read(pool)
+        except _GONE as exc:
+            self._down_until = self._clock() + self.retry_s
+            log.warning(
+                "replica unusable; reading from the primary",
+                extra={"error": redact(str(exc)), "retry_s": self.retry_s},
+            )
+            return await read(self.primary)
+
+    async def close(self) -> None:
+        """Close the replica pool (the primary belongs to its owner)."""
+        if self.replica is not None:
+            await self.replica.close()
+
+
+async def connect_reads(cfg: DatabaseConfig, primary: asyncpg.Pool) -> Reads:
+    """The read router for ``cfg``: with a replica, its pool opens no connection until the
+    first read, so a replica that is down does not stop the start."""
+    if cfg.replica_dsn is None:
+        return Reads(primary, retry_s=cfg.replica_retry_s)
+    replica = await connect(cfg, min_size=0, dsn=cfg.replica_dsn)
+    return Reads(primary, replica, retry_s=cfg.replica_retry_s)
 
 
 async def connect_one(dsn: str, timeout_s: float = 10.0) -> asyncpg.Connection:

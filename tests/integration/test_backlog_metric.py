@@ -19,6 +19,7 @@ from engine.enqueue import enqueue
 from engine.messages import actions
 from engine.store import tenants
 from engine.store.message_actions import BulkAction, Selection
+from engine.store.pool import Reads
 
 
 def _samples() -> dict[tuple[str, str], float]:
@@ -42,7 +43,7 @@ async def test_one_instance_exports_the_backlog(
     ids = [r.job_id for r in await enqueue(pool, jobs, max_message_bytes=10**6, max_age_s=60)]
     await pool.execute("UPDATE queue.jobs SET state = 'deferred' WHERE id = $1", ids[3])
     await actions.run(pool, BulkAction.HOLD, Selection(job_id=ids[2]), actor="t")
-    ctx = cast(AdminContext, SimpleNamespace(pool=pool))
+    ctx = cast(AdminContext, SimpleNamespace(pool=pool, read=Reads(pool).run))
     first = BacklogLease(redis_client, cfg.redis.prefix, ttl_s=0.5)
     second = BacklogLease(redis_client, cfg.redis.prefix, ttl_s=0.5)
     assert await export_backlog(ctx, first) is True
@@ -61,7 +62,7 @@ async def test_one_instance_exports_the_backlog(
 
 async def test_without_redis_nobody_exports(pool: asyncpg.Pool) -> None:
     down: Any = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
-    ctx = cast(AdminContext, SimpleNamespace(pool=pool))
+    ctx = cast(AdminContext, SimpleNamespace(pool=pool, read=Reads(pool).run))
     metrics.BACKLOG.labels("queued", "high").set(7)
     try:
         with pytest.raises(RedisConnectionError):  # the collector logs it as a failed source

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -104,8 +105,12 @@ async def get_messages(request: web.Request) -> web.Response:
         since=q.since,
         until=q.until,
     )
-    async with tenant_db(request) as db:
-        page = await tracing.search(db, flt, limit=q.limit, after=q.after)
+
+    async def search(pool: asyncpg.Pool) -> tracing.SearchPage:
+        async with tenant_db(request, pool) as db:
+            return await tracing.search(db, flt, limit=q.limit, after=q.after)
+
+    page = await ctx_of(request).read(search)
     return json_response(MessagePage(messages=page.messages, next=page.next))
 
 

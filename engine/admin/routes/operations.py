@@ -71,10 +71,12 @@ async def queues(request: web.Request) -> web.Response:
     depth = await ctx.streams.depth()
     # Waiting and in-flight jobs only (no scan of finished ones) unless all=true asks for the
     # full per-state count.
-    backlog = await backlog_store.read(ctx.pool)
-    states = await job_store.counts(ctx.pool) if q.all else dict(backlog.states)
-    oldest = await message_store.oldest_due_age_s(ctx.pool)
-    busiest = await message_store.pending_by_tenant(ctx.pool, q.tenants) if q.tenants else []
+    backlog = await ctx.read(backlog_store.read)
+    states = await ctx.read(job_store.counts) if q.all else dict(backlog.states)
+    oldest = await ctx.read(message_store.oldest_due_age_s)
+    busiest = (
+        await ctx.read(lambda p: message_store.pending_by_tenant(p, q.tenants)) if q.tenants else []
+    )
     return json_response(
         Queues(
             streams=depth,
