@@ -63,7 +63,7 @@ def _init_as(role: str | None) -> Callable[[asyncpg.Connection], Coroutine[Any, 
     async def init(conn: asyncpg.Connection) -> None:
         await _init(conn)
         if role is not None:
-            await conn.execute(f'SET ROLE "{role}"')  # a validated identifier (engine/config/load.py)
+            await conn.execute(f'SET ROLE "{role}"')  # validated in config/load.py
 
     return init
 
