@@ -368,7 +368,23 @@ class Engine:
                     }
                 ],
             },
-            "shaping": {"enabled": shaping, "default_rate_per_s": 100000.0, "warmup": False},
+            "shaping": {
+                "enabled": shaping,
+                "default_rate_per_s": 100000.0,
+                "warmup": False,
+                # Generous limits for the bench's one provider: as many transactions in flight
+                # as the relay pool has connections (the default, 10, would hold most of every
+                # batch at the in-flight gate and measure the re-queueing instead).
+                "providers": [
+                    {
+                        "name": "bench-mx",
+                        "mx_suffixes": ["mx.example.com"],
+                        "rate_per_s": 100000.0,
+                        "max_connections": CONNECTIONS,
+                        "max_messages_per_connection": 100000,
+                    }
+                ],
+            },
             "dns": {"overrides": {"example.com": ["mx.example.com"]}},
             # Listener off, but every message is still signed with a VERP return path.
             "inbound": {"enabled": False, "verp_secret": secrets.token_hex(32)},
