@@ -13,15 +13,20 @@ Gmail are the MailU node's Postfix's, paced by its per-transport concurrency and
 (``engine mailu overrides``, docs/mailu.md). With N instances the relay tier sees at most
 N × ``max_connections`` transactions for a provider at once.
 
-A job that finds its provider full waits up to :data:`WAIT_S` for a slot; at most
-``max_connections`` jobs wait per provider, so a provider's jobs can occupy at most twice its
-limit of the dispatcher's slots. Past that, or past the wait, the job is held (re-queued,
-not an attempt) for :data:`HOLD_S`.
+A job that finds its provider full waits up to :data:`WAIT_S` for a slot. As many jobs may
+wait as the provider's slots freed in the last second would serve within that time (at least
+``max_connections``, at most ``max_waiting``: a share of ``[queue] max_in_flight``, so a slow
+provider cannot take every slot of the dispatcher from the others). Past that, or past the
+wait, the job is held (re-queued, not an attempt) for :data:`HOLD_S`. A held job costs a
+claim, an outcome write and a feed again, so the waiting room follows what the provider
+actually takes: a campaign to one provider waits its turn in memory instead of circling
+through the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 __all__ = ["HOLD_S", "WAIT_S", "ProviderSlots"]
@@ -33,13 +38,24 @@ HOLD_S = 0.5
 
 
 class _Gate:
-    __slots__ = ("busy", "limit", "sem", "waiting")
+    __slots__ = ("busy", "limit", "rate", "sem", "served", "waiting", "window_at")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.sem = asyncio.Semaphore(limit)
         self.busy = 0
         self.waiting = 0
+        self.served = 0  # slots released since window_at
+        self.window_at = time.monotonic()
+        self.rate = 0.0  # slots released per second over the last full window
+
+    def released(self) -> None:
+        self.served += 1
+        now = time.monotonic()
+        if now - self.window_at >= 1.0:
+            self.rate = self.served / (now - self.window_at)
+            self.served = 0
+            self.window_at = now
 
 
 class Slot:
@@ -62,9 +78,12 @@ class ProviderSlots:
     """Per-provider in-flight limits; ``limit_of(provider)`` is read at every take, so a config
     reload that changes ``max_connections`` applies to the next messages (0 or less: no limit)."""
 
-    def __init__(self, limit_of: Callable[[str], int], *, wait_s: float = WAIT_S) -> None:
+    def __init__(
+        self, limit_of: Callable[[str], int], *, wait_s: float = WAIT_S, max_waiting: int = 0
+    ) -> None:
         self._limit_of = limit_of
         self._wait_s = wait_s
+        self._max_waiting = max_waiting  # 0: the provider's limit, whatever its rate
         self._gates: dict[str, _Gate] = {}
 
     def in_flight(self, provider: str) -> int:
@@ -84,7 +103,7 @@ class ProviderSlots:
         if not gate.sem.locked():
             await gate.sem.acquire()  # does not wait: a permit is free
         else:
-            if gate.waiting >= gate.limit:
+            if gate.waiting >= self._room(gate):
                 return None
             gate.waiting += 1
             try:
@@ -98,7 +117,12 @@ class ProviderSlots:
         gate.busy += 1
         return Slot(self, provider, gate)
 
+    def _room(self, gate: _Gate) -> int:
+        """How many jobs may wait for ``gate``: what it serves within the wait, bounded."""
+        return max(gate.limit, min(self._max_waiting, int(gate.rate * self._wait_s)))
+
     def _release(self, provider: str, gate: _Gate) -> None:
+        gate.released()
         gate.busy -= 1
         gate.sem.release()
         self._forget_if_idle(provider, gate)

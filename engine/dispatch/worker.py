@@ -111,7 +111,9 @@ class Dispatcher:
         self.shaper = shaper
         self.bodies = BodyCache(self.q.body_cache_mb * 1024 * 1024)
         self.paused = PausedSenders(pool)
-        self.slots = inflight.ProviderSlots(self._max_connections)
+        self.slots = inflight.ProviderSlots(
+            self._max_connections, max_waiting=self.q.max_in_flight // 2
+        )
         self.in_flight = 0
         self._room = asyncio.Event()
         self._room.set()

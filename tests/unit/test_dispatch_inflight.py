@@ -63,3 +63,22 @@ async def test_a_changed_limit_applies_to_the_next_take() -> None:
     assert all(m is not None for m in more)
     old.release()  # back to the old gate, not the new one
     assert slots.in_flight("gmail") == 2
+
+
+async def test_the_waiting_room_grows_with_what_the_provider_serves() -> None:
+    # A provider that freed many slots in the last second may keep that many jobs waiting
+    # (within max_waiting) instead of having them held and re-queued one by one.
+    slots = ProviderSlots(limits, wait_s=0.5, max_waiting=6)
+    first = await slots.take("outlook")
+    assert first is not None
+    gate = slots._gates["outlook"]
+    gate.rate = 100.0  # served 100 a second: 50 within the wait, bounded to 6
+    waiters = [asyncio.create_task(slots.take("outlook")) for _ in range(6)]
+    await asyncio.sleep(0)
+    assert await slots.take("outlook") is None  # the seventh is held
+    first.release()
+    for w in waiters:
+        slot = await asyncio.wait_for(w, 1.0)
+        assert slot is not None
+        slot.release()
+    assert slots.in_flight("outlook") == 0
