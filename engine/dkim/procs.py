@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives import serialization
 
+from engine.dkim.canon import split_message
 from engine.dkim.sign import SigningKey, prepend_fields
 from engine.dkim.worker import MAX_KEYS, Fields, KeySpec
 from engine.errors import DkimError
@@ -113,7 +114,11 @@ class SignerProcesses:
             return
         worker = min(self.workers, key=lambda w: len(w.inflight))
         specs = [self._spec(key) for key in part[0][1]]
-        items = [(message, bh, ts) for message, _, bh, ts, _ in part]
+        # With the body hash given, the worker reads only the header block: the body stays here.
+        items = [
+            (message if bh is None else message[: split_message(message)[1]], bh, ts)
+            for message, _, bh, ts, _ in part
+        ]
         request = frame(_encode((specs, items)))
         stdin = worker.proc.stdin
         assert stdin is not None
