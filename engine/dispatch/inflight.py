@@ -13,14 +13,15 @@ Gmail are the MailU node's Postfix's, paced by its per-transport concurrency and
 (``engine mailu overrides``, docs/mailu.md). With N instances the relay tier sees at most
 N × ``max_connections`` transactions for a provider at once.
 
-A job that finds its provider full waits up to :data:`WAIT_S` for a slot. As many jobs may
-wait as the provider's slots freed in the last second would serve within that time (at least
-``max_connections``, at most ``max_waiting``: a share of ``[queue] max_in_flight``, so a slow
-provider cannot take every slot of the dispatcher from the others). Past that, or past the
-wait, the job is held (re-queued, not an attempt) for :data:`HOLD_S`. A held job costs a
-claim, an outcome write and a feed again, so the waiting room follows what the provider
-actually takes: a campaign to one provider waits its turn in memory instead of circling
-through the queue.
+A job that finds its provider full waits for a slot, up to ``wait_s`` (the dispatcher gives
+:data:`CAMPAIGN_WAIT_S`, well within a claim's lease). At most ``max_waiting`` jobs wait per
+provider (at least ``max_connections``; the dispatcher gives half of ``[queue] max_in_flight``,
+so a slow provider cannot take every slot of the dispatcher from the others). Past that, or
+past the wait, the job is held (re-queued, not an attempt) for :data:`HOLD_S`, and the
+dispatcher reads no more entries while it holds half its slots (:meth:`ProviderSlots.turning_away`):
+a held job costs a claim, an outcome write and a feed again, and each one held would free a
+slot for yet another claim, so a campaign to one provider waits its turn in memory instead of
+circling through the queue.
 """
 
 from __future__ import annotations
@@ -29,33 +30,25 @@ import asyncio
 import time
 from collections.abc import Callable
 
-__all__ = ["HOLD_S", "WAIT_S", "ProviderSlots"]
+__all__ = ["CAMPAIGN_WAIT_S", "HOLD_S", "WAIT_S", "ProviderSlots"]
 
-#: How long a job waits for a slot of its provider before it is held instead.
+#: How long a job waits for a slot of its provider before it is held instead (default).
 WAIT_S = 1.0
+#: The dispatcher's wait: a job in the waiting room is claimed (leased for ``[queue] lease_s``,
+#: 120 s by default), so it must be sent or held well before its lease runs out.
+CAMPAIGN_WAIT_S = 10.0
 #: How far out a job is re-queued when its provider's slots stay full.
 HOLD_S = 0.5
 
 
 class _Gate:
-    __slots__ = ("busy", "limit", "rate", "sem", "served", "waiting", "window_at")
+    __slots__ = ("busy", "limit", "sem", "waiting")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.sem = asyncio.Semaphore(limit)
         self.busy = 0
         self.waiting = 0
-        self.served = 0  # slots released since window_at
-        self.window_at = time.monotonic()
-        self.rate = 0.0  # slots released per second over the last full window
-
-    def released(self) -> None:
-        self.served += 1
-        now = time.monotonic()
-        if now - self.window_at >= 1.0:
-            self.rate = self.served / (now - self.window_at)
-            self.served = 0
-            self.window_at = now
 
 
 class Slot:
@@ -83,8 +76,13 @@ class ProviderSlots:
     ) -> None:
         self._limit_of = limit_of
         self._wait_s = wait_s
-        self._max_waiting = max_waiting  # 0: the provider's limit, whatever its rate
+        self._max_waiting = max_waiting  # 0: the provider's limit
         self._gates: dict[str, _Gate] = {}
+        self._turned_away_at = -HOLD_S  # time.monotonic() of the last job held at a gate
+
+    def turning_away(self) -> bool:
+        """True while jobs are being held at a full gate (one was, within :data:`HOLD_S`)."""
+        return time.monotonic() - self._turned_away_at < HOLD_S
 
     def in_flight(self, provider: str) -> int:
         """Transactions for ``provider`` on the wire now."""
@@ -103,13 +101,15 @@ class ProviderSlots:
         if not gate.sem.locked():
             await gate.sem.acquire()  # does not wait: a permit is free
         else:
-            if gate.waiting >= self._room(gate):
+            if gate.waiting >= max(gate.limit, self._max_waiting):
+                self._turned_away_at = time.monotonic()
                 return None
             gate.waiting += 1
             try:
                 async with asyncio.timeout(self._wait_s):
                     await gate.sem.acquire()
             except TimeoutError:
+                self._turned_away_at = time.monotonic()
                 return None
             finally:
                 gate.waiting -= 1
@@ -117,12 +117,7 @@ class ProviderSlots:
         gate.busy += 1
         return Slot(self, provider, gate)
 
-    def _room(self, gate: _Gate) -> int:
-        """How many jobs may wait for ``gate``: what it serves within the wait, bounded."""
-        return max(gate.limit, min(self._max_waiting, int(gate.rate * self._wait_s)))
-
     def _release(self, provider: str, gate: _Gate) -> None:
-        gate.released()
         gate.busy -= 1
         gate.sem.release()
         self._forget_if_idle(provider, gate)

@@ -112,7 +112,9 @@ class Dispatcher:
         self.bodies = BodyCache(self.q.body_cache_mb * 1024 * 1024)
         self.paused = PausedSenders(pool)
         self.slots = inflight.ProviderSlots(
-            self._max_connections, max_waiting=self.q.max_in_flight // 2
+            self._max_connections,
+            wait_s=min(inflight.CAMPAIGN_WAIT_S, self.q.lease_s / 4),
+            max_waiting=self.q.max_in_flight // 2,
         )
         self.in_flight = 0
         self._room = asyncio.Event()
@@ -145,7 +147,10 @@ class Dispatcher:
         try:
             while not stop.is_set():
                 free = self.q.max_in_flight - self.in_flight
-                if free < max(1, self.q.batch_size // 4):
+                # While a provider's gate turns jobs away, more claims would mostly be held
+                # and re-queued: let the waiting room drain to half the slots first.
+                busy = self.slots.turning_away() and free < self.q.max_in_flight // 2
+                if busy or free < max(1, self.q.batch_size // 4):
                     self._room.clear()
                     await _wait_any(stop, self._room, timeout=1.0)
                     continue

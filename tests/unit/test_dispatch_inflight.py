@@ -65,17 +65,17 @@ async def test_a_changed_limit_applies_to_the_next_take() -> None:
     assert slots.in_flight("gmail") == 2
 
 
-async def test_the_waiting_room_grows_with_what_the_provider_serves() -> None:
-    # A provider that freed many slots in the last second may keep that many jobs waiting
-    # (within max_waiting) instead of having them held and re-queued one by one.
-    slots = ProviderSlots(limits, wait_s=0.5, max_waiting=6)
+async def test_the_waiting_room_holds_max_waiting_and_says_when_it_turns_away() -> None:
+    # A campaign to one provider waits its turn in memory (up to max_waiting jobs) instead of
+    # having most of each batch held and re-queued; past that the dispatcher is told to pause.
+    slots = ProviderSlots(limits, wait_s=1.0, max_waiting=6)
     first = await slots.take("outlook")
-    assert first is not None
-    gate = slots._gates["outlook"]
-    gate.rate = 100.0  # served 100 a second: 50 within the wait, bounded to 6
+    assert first is not None and not slots.turning_away()
     waiters = [asyncio.create_task(slots.take("outlook")) for _ in range(6)]
     await asyncio.sleep(0)
+    assert not slots.turning_away()
     assert await slots.take("outlook") is None  # the seventh is held
+    assert slots.turning_away()
     first.release()
     for w in waiters:
         slot = await asyncio.wait_for(w, 1.0)
