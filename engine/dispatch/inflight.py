@@ -17,11 +17,11 @@ A job that finds its provider full waits for a slot, up to ``wait_s`` (the dispa
 :data:`CAMPAIGN_WAIT_S`, well within a claim's lease). At most ``max_waiting`` jobs wait per
 provider (at least ``max_connections``; the dispatcher gives half of ``[queue] max_in_flight``,
 so a slow provider cannot take every slot of the dispatcher from the others). Past that, or
-past the wait, the job is held (re-queued, not an attempt) for :data:`HOLD_S`, and the
-dispatcher reads no more entries while it holds half its slots (:meth:`ProviderSlots.turning_away`):
-a held job costs a claim, an outcome write and a feed again, and each one held would free a
-slot for yet another claim, so a campaign to one provider waits its turn in memory instead of
-circling through the queue.
+past the wait, the job is held (re-queued, not an attempt) for :data:`HOLD_S`. While any job
+waits at a gate (or was just held at one), the dispatcher keeps no more than half of
+``max_in_flight`` claimed (:meth:`ProviderSlots.crowded`): a held job costs a claim, an outcome
+write and a feed again, and each one held would free a slot for yet another claim, so a
+campaign to one provider waits its turn in memory instead of circling through the queue.
 """
 
 from __future__ import annotations
@@ -79,10 +79,12 @@ class ProviderSlots:
         self._max_waiting = max_waiting  # 0: the provider's limit
         self._gates: dict[str, _Gate] = {}
         self._turned_away_at = -HOLD_S  # time.monotonic() of the last job held at a gate
+        self.waiting = 0  # jobs waiting at every gate
 
-    def turning_away(self) -> bool:
-        """True while jobs are being held at a full gate (one was, within :data:`HOLD_S`)."""
-        return time.monotonic() - self._turned_away_at < HOLD_S
+    def crowded(self) -> bool:
+        """True while jobs wait at a full gate, or one was held at a gate within
+        :data:`HOLD_S`: claiming more now would mostly add jobs to hold."""
+        return self.waiting > 0 or time.monotonic() - self._turned_away_at < HOLD_S
 
     def in_flight(self, provider: str) -> int:
         """Transactions for ``provider`` on the wire now."""
@@ -105,6 +107,7 @@ class ProviderSlots:
                 self._turned_away_at = time.monotonic()
                 return None
             gate.waiting += 1
+            self.waiting += 1
             try:
                 async with asyncio.timeout(self._wait_s):
                     await gate.sem.acquire()
@@ -113,6 +116,7 @@ class ProviderSlots:
                 return None
             finally:
                 gate.waiting -= 1
+                self.waiting -= 1
                 self._forget_if_idle(provider, gate)
         gate.busy += 1
         return Slot(self, provider, gate)

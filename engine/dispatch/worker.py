@@ -146,11 +146,11 @@ class Dispatcher:
         last_claim = 0.0
         try:
             while not stop.is_set():
-                free = self.q.max_in_flight - self.in_flight
-                # While a provider's gate turns jobs away, more claims would mostly be held
-                # and re-queued: let the waiting room drain to half the slots first.
-                busy = self.slots.turning_away() and free < self.q.max_in_flight // 2
-                if busy or free < max(1, self.q.batch_size // 4):
+                # While jobs queue at a provider's gate, more claims would mostly wait there or
+                # be held and re-queued: half the slots are then the dispatcher's bound.
+                cap = self.q.max_in_flight // 2 if self.slots.crowded() else self.q.max_in_flight
+                free = cap - self.in_flight
+                if free < max(1, self.q.batch_size // 4):
                     self._room.clear()
                     await _wait_any(stop, self._room, timeout=1.0)
                     continue

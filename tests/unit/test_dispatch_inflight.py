@@ -70,15 +70,15 @@ async def test_the_waiting_room_holds_max_waiting_and_says_when_it_turns_away() 
     # having most of each batch held and re-queued; past that the dispatcher is told to pause.
     slots = ProviderSlots(limits, wait_s=1.0, max_waiting=6)
     first = await slots.take("outlook")
-    assert first is not None and not slots.turning_away()
+    assert first is not None and not slots.crowded()
     waiters = [asyncio.create_task(slots.take("outlook")) for _ in range(6)]
     await asyncio.sleep(0)
-    assert not slots.turning_away()
+    assert slots.crowded() and slots.waiting == 6
     assert await slots.take("outlook") is None  # the seventh is held
-    assert slots.turning_away()
     first.release()
     for w in waiters:
         slot = await asyncio.wait_for(w, 1.0)
         assert slot is not None
         slot.release()
-    assert slots.in_flight("outlook") == 0
+    assert slots.in_flight("outlook") == 0 and slots.waiting == 0
+    assert slots.crowded()  # one was held just now
