@@ -38,6 +38,12 @@ def main(argv: list[str]) -> int:
     else:
         for key, value in result.items():
             sys.stdout.write(f"{key:>16}: {value}\n")
+    # A benchmark that lost or duplicated mail measured a broken engine: its figures do not count.
+    if result.get("lost") or result.get("duplicates"):
+        sys.stderr.write(
+            f"bench {name}: lost {result.get('lost')}, duplicates {result.get('duplicates')}\n"
+        )
+        return 1
     return 0
 
 

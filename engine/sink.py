@@ -24,6 +24,9 @@ class SinkStats:
         self.message_ids: Counter[bytes] = Counter()
         self.first_at: float | None = None
         self.last_at: float | None = None
+        # When the last Message-ID not seen before arrived: a rate counted from it ignores
+        # duplicates (time.monotonic(), comparable across processes on one host).
+        self.last_unique_at: float | None = None
 
     @property
     def duplicates(self) -> int:
@@ -179,7 +182,11 @@ class SmtpSink:
         head = data[: data.find(b"\r\n\r\n") + 2]
         m = _MID.search(head)
         if m:
-            stats.message_ids[m.group(1)] += 1
+            ids = stats.message_ids
+            mid = m.group(1)
+            if mid not in ids:
+                stats.last_unique_at = now
+            ids[mid] += 1
 
 
 def _bdat_args(line: bytes) -> tuple[int, bool]:
@@ -229,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 "duplicates": s.duplicates,
                 "first_at": s.first_at,
                 "last_at": s.last_at,
+                "last_unique_at": s.last_unique_at,
             }
             if args.stats:
                 with open(args.stats, "w") as fh:

@@ -13,21 +13,30 @@ Gmail are the MailU node's Postfix's, paced by its per-transport concurrency and
 (``engine mailu overrides``, docs/mailu.md). With N instances the relay tier sees at most
 N × ``max_connections`` transactions for a provider at once.
 
-A job that finds its provider full waits up to :data:`WAIT_S` for a slot; at most
-``max_connections`` jobs wait per provider, so a provider's jobs can occupy at most twice its
-limit of the dispatcher's slots. Past that, or past the wait, the job is held (re-queued,
-not an attempt) for :data:`HOLD_S`.
+A job that finds its provider full waits for a slot, up to ``wait_s`` (the dispatcher gives
+:data:`CAMPAIGN_WAIT_S`, well within a claim's lease). At most ``max_waiting`` jobs wait per
+provider (at least ``max_connections``; the dispatcher gives half of ``[queue] max_in_flight``,
+so a slow provider cannot take every slot of the dispatcher from the others). Past that, or
+past the wait, the job is held (re-queued, not an attempt) for :data:`HOLD_S`. While any job
+waits at a gate (or was just held at one), the dispatcher keeps no more than half of
+``max_in_flight`` claimed (:meth:`ProviderSlots.crowded`): a held job costs a claim, an outcome
+write and a feed again, and each one held would free a slot for yet another claim, so a
+campaign to one provider waits its turn in memory instead of circling through the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
-__all__ = ["HOLD_S", "WAIT_S", "ProviderSlots"]
+__all__ = ["CAMPAIGN_WAIT_S", "HOLD_S", "WAIT_S", "ProviderSlots"]
 
-#: How long a job waits for a slot of its provider before it is held instead.
+#: How long a job waits for a slot of its provider before it is held instead (default).
 WAIT_S = 1.0
+#: The dispatcher's wait: a job in the waiting room is claimed (leased for ``[queue] lease_s``,
+#: 120 s by default), so it must be sent or held well before its lease runs out.
+CAMPAIGN_WAIT_S = 10.0
 #: How far out a job is re-queued when its provider's slots stay full.
 HOLD_S = 0.5
 
@@ -62,10 +71,20 @@ class ProviderSlots:
     """Per-provider in-flight limits; ``limit_of(provider)`` is read at every take, so a config
     reload that changes ``max_connections`` applies to the next messages (0 or less: no limit)."""
 
-    def __init__(self, limit_of: Callable[[str], int], *, wait_s: float = WAIT_S) -> None:
+    def __init__(
+        self, limit_of: Callable[[str], int], *, wait_s: float = WAIT_S, max_waiting: int = 0
+    ) -> None:
         self._limit_of = limit_of
         self._wait_s = wait_s
+        self._max_waiting = max_waiting  # 0: the provider's limit
         self._gates: dict[str, _Gate] = {}
+        self._turned_away_at = -HOLD_S  # time.monotonic() of the last job held at a gate
+        self.waiting = 0  # jobs waiting at every gate
+
+    def crowded(self) -> bool:
+        """True while jobs wait at a full gate, or one was held at a gate within
+        :data:`HOLD_S`: claiming more now would mostly add jobs to hold."""
+        return self.waiting > 0 or time.monotonic() - self._turned_away_at < HOLD_S
 
     def in_flight(self, provider: str) -> int:
         """Transactions for ``provider`` on the wire now."""
@@ -84,16 +103,20 @@ class ProviderSlots:
         if not gate.sem.locked():
             await gate.sem.acquire()  # does not wait: a permit is free
         else:
-            if gate.waiting >= gate.limit:
+            if gate.waiting >= max(gate.limit, self._max_waiting):
+                self._turned_away_at = time.monotonic()
                 return None
             gate.waiting += 1
+            self.waiting += 1
             try:
                 async with asyncio.timeout(self._wait_s):
                     await gate.sem.acquire()
             except TimeoutError:
+                self._turned_away_at = time.monotonic()
                 return None
             finally:
                 gate.waiting -= 1
+                self.waiting -= 1
                 self._forget_if_idle(provider, gate)
         gate.busy += 1
         return Slot(self, provider, gate)

@@ -112,7 +112,11 @@ class Dispatcher:
         self.shaper = shaper
         self.bodies = BodyCache(self.q.body_cache_mb * 1024 * 1024)
         self.paused = PausedSenders(pool)
-        self.slots = inflight.ProviderSlots(self._max_connections)
+        self.slots = inflight.ProviderSlots(
+            self._max_connections,
+            wait_s=min(inflight.CAMPAIGN_WAIT_S, self.q.lease_s / 4),
+            max_waiting=self.q.max_in_flight // 2,
+        )
         self.in_flight = 0
         self.window = InFlightWindow(self.q)  # in flight: a time's worth, up to max_in_flight
         self._room = asyncio.Event()
@@ -145,7 +149,12 @@ class Dispatcher:
         last_claim = 0.0
         try:
             while not stop.is_set():
-                free = self.window.size() - self.in_flight
+                # In flight: a time's worth of this dispatcher's rate, up to max_in_flight. While
+                # jobs queue at a provider's gate, more claims would mostly wait there or be held
+                # and re-queued: half of it is then the dispatcher's bound.
+                size = self.window.size()
+                cap = size // 2 if self.slots.crowded() else size
+                free = cap - self.in_flight
                 if free < max(1, self.q.batch_size // 4):
                     self._room.clear()
                     await _wait_any(stop, self._room, timeout=1.0)

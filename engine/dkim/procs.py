@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives import serialization
 
+from engine.dkim.canon import split_message
 from engine.dkim.sign import SigningKey, prepend_fields
 from engine.dkim.worker import MAX_KEYS, Fields, KeySpec
 from engine.errors import DkimError
@@ -38,12 +39,21 @@ _encode = msgspec.msgpack.Encoder().encode
 
 
 class _Worker:
-    __slots__ = ("inflight", "proc", "reader")
+    __slots__ = ("inflight", "outbox", "proc", "reader")
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.inflight: deque[_Slice] = deque()
+        self.outbox: list[bytes] = []  # frames of this turn of the loop, written together
         self.reader: asyncio.Task[None] | None = None
+
+    def send(self) -> None:
+        """Write the frames submitted this turn in one write (one pipe write per worker for
+        a whole batch, not one per slice; the worker still answers slice by slice)."""
+        stdin = self.proc.stdin
+        data, self.outbox = b"".join(self.outbox), []
+        if data and stdin is not None and not stdin.is_closing():
+            stdin.write(data)
 
 
 class SignerProcesses:
@@ -113,12 +123,15 @@ class SignerProcesses:
             return
         worker = min(self.workers, key=lambda w: len(w.inflight))
         specs = [self._spec(key) for key in part[0][1]]
-        items = [(message, bh, ts) for message, _, bh, ts, _ in part]
-        request = frame(_encode((specs, items)))
-        stdin = worker.proc.stdin
-        assert stdin is not None
+        # With the body hash given, the worker reads only the header block: the body stays here.
+        items = [
+            (message if bh is None else message[: split_message(message)[1]], bh, ts)
+            for message, _, bh, ts, _ in part
+        ]
         worker.inflight.append((part, attempt))
-        stdin.write(request)
+        worker.outbox.append(frame(_encode((specs, items))))
+        if len(worker.outbox) == 1:
+            asyncio.get_running_loop().call_soon(worker.send)
 
     async def _read(self, worker: _Worker) -> None:
         stdout = worker.proc.stdout
@@ -136,6 +149,7 @@ class SignerProcesses:
         """A worker's output ended: it died, or was closed. Its slices go elsewhere, once."""
         if worker in self.workers:
             self.workers.remove(worker)
+        worker.outbox.clear()  # their slices are in inflight, sent elsewhere below
         self._close_worker(worker)
         self._background(self._reap(worker))
         if self._closed:
@@ -187,6 +201,7 @@ class SignerProcesses:
     @staticmethod
     def _close_worker(worker: _Worker) -> None:
         # EOF on its stdin ends the worker once it has answered what it holds.
+        worker.send()
         stdin = worker.proc.stdin
         if stdin is not None:
             with contextlib.suppress(Exception):

@@ -2,10 +2,10 @@
 
 Frames both ways (:mod:`engine.workerpipe`: length, then body) carry msgpack. In: ``[key specs,
 items]`` (a key spec is ``[PEM, domain, selector]``, an item ``[message, body hash | None,
-timestamp | None]``). Out: first one empty frame, once the worker is ready; then for each frame
-in, in order, one ``[fields | None, error text | None]`` per item. The process ends at EOF on
-stdin (the daemon closing it); it ignores SIGINT and SIGTERM, which are the daemon's to act on
-(it drains, then closes the pipes).
+timestamp | None]``; with the body hash given, the message is its header block alone). Out: first
+one empty frame, once the worker is ready; then for each frame in, in order, one ``[fields | None,
+error text | None]`` per item. The process ends at EOF on stdin (the daemon closing it); it ignores
+SIGINT and SIGTERM, which are the daemon's to act on (it drains, then closes the pipes).
 """
 
 from __future__ import annotations

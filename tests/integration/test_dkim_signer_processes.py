@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from engine.dkim import worker
+from engine.dkim.canon import body_hash, split_message
 from engine.dkim.pool import SignerPool
 from engine.dkim.sign import sign_message
 from engine.errors import DkimError
@@ -55,6 +56,26 @@ async def test_same_signatures_as_in_process_for_every_key_set_in_one_turn() -> 
     assert dkimpy_verify_all(signed[0], rsa) == [True]
     assert dkimpy_verify_all(signed[40], rsa, ed) == [True, True]
     assert b"\r\n" not in signed[-1]  # an LF message gets LF fields
+
+
+async def test_a_campaign_body_hash_signs_the_same_with_only_headers_sent() -> None:
+    # With the body hash given, only the header block crosses the pipe; the signature is the one
+    # made in-process over the whole message, and it verifies (CRLF and LF messages alike).
+    rsa = key("rsa", 2048, "example.com", "rsa1")
+    messages = [numbered(i) for i in range(6)] + [numbered(9).replace(b"\r\n", b"\n")]
+    async with SignerPool(2, processes=True) as pool:
+        signed = await asyncio.gather(
+            *(
+                pool.sign_message(
+                    m, [rsa], body_hash=body_hash(m[split_message(m)[1] :]), timestamp=TS
+                )
+                for m in messages
+            )
+        )
+    for message, out in zip(messages, signed, strict=True):
+        assert out == sign_message(message, [rsa], timestamp=TS)
+        assert out.endswith(message)  # the body is the one the daemon kept
+        assert dkimpy_verify_all(out, rsa) == [True]
 
 
 async def test_an_unsignable_message_fails_alone() -> None:

@@ -63,3 +63,22 @@ async def test_a_changed_limit_applies_to_the_next_take() -> None:
     assert all(m is not None for m in more)
     old.release()  # back to the old gate, not the new one
     assert slots.in_flight("gmail") == 2
+
+
+async def test_the_waiting_room_holds_max_waiting_and_says_when_it_turns_away() -> None:
+    # A campaign to one provider waits its turn in memory (up to max_waiting jobs) instead of
+    # having most of each batch held and re-queued; past that the dispatcher is told to pause.
+    slots = ProviderSlots(limits, wait_s=1.0, max_waiting=6)
+    first = await slots.take("outlook")
+    assert first is not None and not slots.crowded()
+    waiters = [asyncio.create_task(slots.take("outlook")) for _ in range(6)]
+    await asyncio.sleep(0)
+    assert slots.crowded() and slots.waiting == 6
+    assert await slots.take("outlook") is None  # the seventh is held
+    first.release()
+    for w in waiters:
+        slot = await asyncio.wait_for(w, 1.0)
+        assert slot is not None
+        slot.release()
+    assert slots.in_flight("outlook") == 0 and slots.waiting == 0
+    assert slots.crowded()  # one was held just now
