@@ -221,12 +221,13 @@ class Transaction:
         """Take bytes read from the node; returns what to write now (often nothing)."""
         if self.outcome is not None:
             return b""
+        garbled: MalformedReply | None = None
         try:
-            count = self._parser.feed(data)
+            self._parser.feed(data)
         except MalformedReply as exc:
-            self._broken(f"unusable reply to {self._stage()}: {exc}")
-            return b""
+            garbled = exc  # the replies before the bad line still count
         replies = self._parser.replies
+        count = len(replies)
         while self._seen < count and self.outcome is None:
             reply = replies[self._seen]
             self._seen += 1
@@ -234,6 +235,8 @@ class Transaction:
                 self._on_reply(reply)
             else:
                 self._broken(f"unusable reply to {self._stage()}: unexpected {reply.code}")
+        if garbled is not None:
+            self._broken(f"unusable reply to {self._stage()}: {garbled}")
         if not self._out:
             return b""
         out = b"".join(self._out)
@@ -335,6 +338,7 @@ class Transaction:
         if self.outcome is not None:
             return
         self._reusable = False
+        self._out.clear()  # nothing more goes to a session that broke
         if self._final is not None or self._refusal is not None:
             # A verdict came before the break (a refusal followed by a hang-up is a refusal).
             self._answered()
