@@ -280,8 +280,11 @@ def test_every_mode_gives_the_reference_verdict(
     addresses = [f"r{i}@x.test" for i in range(len(rcpts))]
     code, reusable = reference(mail, rcpts, data, final)
     for mode in MODES:
-        if mode is Mode.CHUNKED and data != 354 and mail == 250 and any(
-            c in (250, 251) for c in rcpts[: rcpts.index(421) if 421 in rcpts else None]
+        if (
+            mode is Mode.CHUNKED
+            and data != 354
+            and mail == 250
+            and any(c in (250, 251) for c in rcpts[: rcpts.index(421) if 421 in rcpts else None])
         ):
             continue  # no DATA command to refuse with BDAT; covered by the final reply instead
         node = ScriptedNode(mail=mail, rcpts=rcpts, data=data, final=final)
@@ -294,7 +297,8 @@ def test_every_mode_gives_the_reference_verdict(
         refused_tx = code != final or data != 354 or mail != 250
         assert (b"RSET" in node.commands) is (refused_tx and reusable), (mode, node.commands)
         if mail == 250 and 421 not in rcpts and code == final:
-            assert [r.reply_code for r in outcome.refused] == [c for c in rcpts if c not in (250, 251)]
+            refused = [c for c in rcpts if c not in (250, 251)]
+            assert [r.reply_code for r in outcome.refused] == refused
 
 
 def test_refused_recipient_is_reported_and_the_rest_relayed() -> None:
@@ -388,9 +392,7 @@ def test_drop_at_each_stage(mode: Mode, answered: int, stage: str, ending: Endin
     [(m, *s) for m in MODES for s in _stages(m)],
 )
 def test_timeout_at_each_stage(mode: Mode, answered: int, stage: str, ending: Ending) -> None:
-    outcome = run(
-        ScriptedNode(drop_after=answered), mode, on_silence=lambda tx: tx.timed_out(0.3)
-    )
+    outcome = run(ScriptedNode(drop_after=answered), mode, on_silence=lambda tx: tx.timed_out(0.3))
     assert outcome.ending is ending
     assert outcome.reason == f"no reply to {stage} within 0.3 s"
     assert not outcome.stale
