@@ -5,8 +5,9 @@ One function, :func:`classify_reply`, turns an SMTP reply (or the lack of one) i
 status code found in the text, and whether the reply means "slow down" — shaping (DESIGN §4)
 backs a sender×provider rate off on those.
 
-No I/O and no asyncio here: the pool calls this with whatever aiosmtplib handed it, the tests call
-it with strings.
+No I/O and no asyncio here: the relay transaction calls this with the replies it parsed, the tests
+call it with strings. Codes and enhanced status codes are named in :mod:`engine.smtp.codes`
+(re-exported here for the relay's callers).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "looplag": "metrics",
         "periodic": "metrics",
         "workerpipe": "",
+        "workerspawn": "workerpipe",
         "psl": "",
         "reload": "config",
         "smtp": "",
@@ -42,7 +43,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "audit": "errors store",
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "errors model",
-        "dkim": "config errors workerpipe",
+        "dkim": "config errors workerpipe workerspawn",
         "shaping": "config errors model periodic psl smtp",
         "relay": "config errors model periodic smtp",
         "nodes": "compose config errors relay shaping smtp",
@@ -62,7 +63,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "dispatch": "compose config dkim errors events metrics model periodic queue relay senders"
         " shaping smtp store",
         "inbound": "audit compliance compose config dkim errors events metrics model shaping smtp"
-        " store workerpipe",
+        " store workerpipe workerspawn",
         # Operator surfaces.
         "admin": "audit compose config enqueue errors events inbound keys messages metrics model"
         " nodes periodic queue redaction relay senders store tenancy",
