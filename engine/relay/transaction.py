@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from itertools import repeat
 
 import msgspec
 
@@ -198,24 +199,22 @@ class Transaction:
         if self.outcome is not None:
             return b""
         env = self._envelope
-        commands = [(env.mail, _Await.MAIL)]
-        commands.extend((line, _Await.RCPT) for line in env.rcpt_lines)
+        rcpt_lines = env.rcpt_lines
         if self._mode is Mode.STEPWISE:
-            commands.append((b"DATA\r\n", _Await.DATA))
-            self._queue = commands[:0:-1]  # popped from the end: in order
-            return self._send(*commands[0])
-        self._pending.extend(stage for _, stage in commands)
-        lines = [line for line, _ in commands]
+            # Written one by one as the replies come; popped from the end, so in reverse.
+            self._queue = [(b"DATA\r\n", _Await.DATA)]
+            self._queue.extend((line, _Await.RCPT) for line in reversed(rcpt_lines))
+            return self._send(env.mail, _Await.MAIL)
+        pending = self._pending
+        pending.append(_Await.MAIL)
+        pending.extend(repeat(_Await.RCPT, len(rcpt_lines)))
         if self._mode is Mode.CHUNKED:
             body = self._payload.body
-            lines.append(b"BDAT %d LAST\r\n" % len(body))
-            lines.append(body)
-            self._pending.append(_Await.BDAT)
+            pending.append(_Await.BDAT)
             self._payload_sent = True
-        else:
-            lines.append(b"DATA\r\n")
-            self._pending.append(_Await.DATA)
-        return b"".join(lines)
+            return b"".join((env.mail, *rcpt_lines, b"BDAT %d LAST\r\n" % len(body), body))
+        pending.append(_Await.DATA)
+        return b"".join((env.mail, *rcpt_lines, b"DATA\r\n"))
 
     def receive(self, data: bytes) -> bytes:
         """Take bytes read from the node; returns what to write now (often nothing)."""
