@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -27,7 +26,8 @@ from engine.dkim.canon import split_message
 from engine.dkim.sign import SigningKey, prepend_fields
 from engine.dkim.worker import MAX_KEYS, Fields, KeySpec
 from engine.errors import DkimError
-from engine.workerpipe import READY, frame
+from engine.workerpipe import frame
+from engine.workerspawn import await_ready, start_worker
 
 log = logging.getLogger("engine.dkim")
 
@@ -75,25 +75,9 @@ class SignerProcesses:
     async def _spawn(self) -> None:
         self._spawning += 1
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "engine.dkim.worker",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-            )
-            assert proc.stdout is not None
-            try:
-                # Ready: imported, and SIGTERM ignored (the daemon's drain must not kill it).
-                ready = await asyncio.wait_for(proc.stdout.readexactly(len(READY)), 60)
-            except (asyncio.IncompleteReadError, TimeoutError) as exc:
-                proc.kill()
-                await proc.wait()
-                raise OSError(f"the worker did not start (exit status {proc.returncode})") from exc
-            if ready != READY:
-                proc.kill()
-                await proc.wait()
-                raise OSError(f"the worker said {ready!r} instead of being ready")
+            proc = await start_worker("engine.dkim.worker")
+            # Ready: imported, and SIGTERM ignored (the daemon's drain must not kill it).
+            await await_ready(proc, "DKIM signer")
         except OSError as exc:
             log.error("cannot start a DKIM signer process", extra={"error": str(exc)})
             self._fail_waiting(f"cannot start a DKIM signer process: {exc}")

@@ -12,7 +12,6 @@ back on the RFC 3463 class. Every result names the rule that decided it.
 
 from __future__ import annotations
 
-import enum
 import functools
 import re
 
@@ -21,51 +20,7 @@ import msgspec
 from engine.inbound.patterns import ReasonPatterns, load_patterns, normalise
 from engine.inbound.report import Reason
 from engine.inbound.smtpstage import SmtpCommand, Stage, find_stage
-
-
-class StatusClass(enum.StrEnum):
-    """First digit of an RFC 3463 enhanced status code (RFC 3463 §3.1)."""
-
-    SUCCESS = "2"
-    PERSISTENT_TRANSIENT = "4"
-    PERMANENT = "5"
-
-
-class ReplyClass(enum.IntEnum):
-    """First digit of an SMTP reply code (RFC 5321 §4.2.1)."""
-
-    POSITIVE_COMPLETION = 2
-    TRANSIENT_NEGATIVE = 4
-    PERMANENT_NEGATIVE = 5
-
-
-class StatusSubject(enum.StrEnum):
-    """Second field of an RFC 3463 enhanced status code (RFC 3463 §3.2), those we fall back on."""
-
-    MEDIA = "6"  # x.6.x media / content (§3.8)
-    SECURITY = "7"  # x.7.x security or policy (§3.9)
-
-
-class ReplyCode(enum.IntEnum):
-    """SMTP reply codes the classifier reasons about (RFC 5321 §4.2.3)."""
-
-    SYNTAX_ERROR = 500
-    SYNTAX_ERROR_IN_PARAMETERS = 501
-    COMMAND_NOT_IMPLEMENTED = 502
-    BAD_SEQUENCE = 503
-    PARAMETER_NOT_IMPLEMENTED = 504
-
-
-#: Reply codes that mean the remote server did not understand what was sent.
-SYNTAX_REPLY_CODES = frozenset(
-    {
-        ReplyCode.SYNTAX_ERROR,
-        ReplyCode.SYNTAX_ERROR_IN_PARAMETERS,
-        ReplyCode.COMMAND_NOT_IMPLEMENTED,
-        ReplyCode.BAD_SEQUENCE,
-        ReplyCode.PARAMETER_NOT_IMPLEMENTED,
-    }
-)
+from engine.smtp.codes import SYNTAX_REPLY_CODES, EnhancedClass, ReplyClass, parse_enhanced_status
 
 #: RFC 3463 / IANA enhanced status codes -> reason (sisimai's table, with the RFC 7372/7505/8098
 #: codes mapped to the newer reasons of the vocabulary).
@@ -296,7 +251,6 @@ _STATUS_PATTERNS = (
     re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)"),
 )
 _REPLY_CODE = re.compile(r"(?:^|[\s:;(\[\"'<#])([245][0-5]\d)(?=[ \-]|$)")
-_DSN_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
 #: Characters of a diagnostic the patterns read (normalised). Real diagnostics are a few
 #: hundred; the cap bounds what a pattern with a repeat can cost on attacker text.
 MAX_DIAGNOSTIC_CHARS = 4096
@@ -324,10 +278,7 @@ def clean_status(value: str | None) -> str | None:
     """Normalise an RFC 3463 status field ("5.1.1 (user unknown)" -> "5.1.1"); None if invalid."""
     if not value:
         return None
-    found = _DSN_STATUS.match(value)
-    if not found:
-        return None
-    return f"{found.group(1)}.{int(found.group(2))}.{int(found.group(3))}"
+    return parse_enhanced_status(value)
 
 
 def find_status(text: str) -> str | None:
@@ -396,7 +347,7 @@ def classify(
         if refined and (status is None or refined[0] == status[0]):
             status = refined
     act = (action or "").lower()
-    if status and status[0] == StatusClass.SUCCESS:
+    if status and int(status[0]) == EnhancedClass.SUCCESS:
         return Classification(status, reply_code, Reason.DELIVERED, False, f"status:{status}")
     if act in _SUCCESS_ACTIONS:
         return Classification(status, reply_code, Reason.DELIVERED, False, f"action:{act}")
@@ -417,7 +368,7 @@ def classify(
         fallback
         and act == "failed"
         and status is not None
-        and status[0] == StatusClass.PERSISTENT_TRANSIENT
+        and int(status[0]) == EnhancedClass.PERSISTENT_TRANSIENT
     ):
         # A transient code in a final failure, with nothing more precise than its class: the
         # MTA kept retrying and gave up.
@@ -551,7 +502,7 @@ def _is_permanent(
     status: str | None, reply_code: str | None, action: str, permanent: bool | None
 ) -> bool:
     if status:
-        return status[0] == StatusClass.PERMANENT
+        return int(status[0]) == EnhancedClass.PERMANENT
     if reply_code:
         return int(reply_code[0]) == ReplyClass.PERMANENT_NEGATIVE
     if action:

@@ -33,7 +33,7 @@ from engine.inbound.evidence import Evidence
 from engine.inbound.report import BounceKind, BounceReport, Recipient
 from engine.inbound.trust import Assessment, InboundTrust, aligned
 from engine.shaping.model import DeliverySignal, SignalKind
-from engine.shaping.signals import ReplyCode
+from engine.smtp.codes import ReplyCode
 from engine.store import inbound as inbound_store
 from engine.store import inbound_trust as trust_store
 from engine.store import stats
@@ -493,7 +493,7 @@ def _delay_signal(job: _Job, rcpt: Recipient) -> DeliverySignal:
     4.7.x (the provider asks to slow down), else ``deferred``; never an attempt of its own."""
     code = _int(rcpt.reply_code)
     status = rcpt.status or ""
-    throttled = code == ReplyCode.SERVICE_NOT_AVAILABLE or status.startswith(_THROTTLE_CLASS)
+    throttled = code == ReplyCode.SERVICE_UNAVAILABLE or status.startswith(_THROTTLE_CLASS)
     return DeliverySignal(
         job.tenant_id,
         job.sender,

@@ -20,14 +20,14 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import time
 
 import msgspec
 
 from engine.inbound.evidence import Analysis
 from engine.inbound.parse_worker import Reply
-from engine.workerpipe import READY, frame
+from engine.workerpipe import frame
+from engine.workerspawn import await_ready, start_worker
 
 log = logging.getLogger("engine.inbound")
 
@@ -115,27 +115,17 @@ class ParseWorkers:
             self._idle.put_nowait(worker)
 
     async def _spawn(self) -> _Worker:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            self.module,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
+        proc = await start_worker(self.module)
         worker = _Worker(proc)
         self._all.add(worker)
-        assert proc.stdout is not None
         try:
-            ready = await asyncio.wait_for(proc.stdout.readexactly(len(READY)), 60)
-        except (asyncio.IncompleteReadError, TimeoutError) as exc:
-            await self._kill(worker)
-            raise OSError(f"the parse worker did not start (exit {proc.returncode})") from exc
+            await await_ready(proc, "parse worker")
+        except OSError:
+            self._all.discard(worker)  # killed and reaped
+            raise
         except BaseException:
             self._forget(worker)  # cancelled while it started (the daemon is stopping)
             raise
-        if ready != READY:
-            await self._kill(worker)
-            raise OSError(f"the parse worker said {ready!r} instead of being ready")
         return worker
 
     async def parse(self, raw: bytes, envelope_to: str | None) -> ParseOutcome:

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from engine.messages.tracing import Timeline
-from engine.relay.replies import parse_enhanced_status
+from engine.smtp.codes import parse_enhanced_status
 from engine.store.messages import MessageView, TimelineEvent
 
 _HELD_SENTINEL_YEAR = 9999  # a held job's next_attempt_at (engine.store.jobs.HELD_UNTIL)

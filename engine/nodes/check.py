@@ -45,6 +45,7 @@ from engine.nodes.report import (
 from engine.nodes.store import SendingDomain
 from engine.relay.node import NodePool
 from engine.relay.observer import RelayObserver
+from engine.relay.session import describe
 
 __all__ = ["DEFAULT_RCPT", "check_nodes", "probe_domains", "run_check"]
 
@@ -217,7 +218,7 @@ async def _check_node(
 
 
 def _failed(base: NodeReport, node: RelayNode, steps: _Steps, exc: BaseException) -> NodeReport:
-    error = _describe(exc)
+    error = describe(exc)
     auth = "refused" if steps.step == "auth" else "not reached"
     if node.username is None:
         auth = "not configured"
@@ -314,7 +315,7 @@ async def _probe(
         )
     except (aiosmtplib.SMTPException, OSError) as exc:  # timeout, drop
         smtp.close()
-        return msgspec.structs.replace(probe, stage=stage, reply=_describe(exc))
+        return msgspec.structs.replace(probe, stage=stage, reply=describe(exc))
     except (ValueError, UnicodeError) as exc:
         result = msgspec.structs.replace(probe, stage=stage, reply=f"cannot send: {exc}")
     else:
@@ -329,14 +330,6 @@ async def _probe(
 
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    cause = exc.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text = f"{text}: {cause}"
-    return text
 
 
 def _tls_report(smtp: aiosmtplib.SMTP) -> TlsReport | None:

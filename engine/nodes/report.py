@@ -11,7 +11,7 @@ import re
 
 import msgspec
 
-from engine.relay.replies import parse_enhanced_status
+from engine.smtp.codes import parse_enhanced_status
 
 __all__ = [
     "CAPABILITIES",

@@ -1,9 +1,11 @@
 """Relay layer: persistent SMTP sessions to the MailU nodes, failover, breakers, reply classes.
 
-Sans-IO parts (no sockets): :mod:`~engine.relay.replies`, :mod:`~engine.relay.breaker`,
-:mod:`~engine.relay.select`, :mod:`~engine.relay.dsn` (RFC 3461 parameters). I/O:
-:mod:`~engine.relay.node` (one node's sessions) and :mod:`~engine.relay.pool` (all nodes behind
-one ``send()``). See docs/relay.md.
+Sans-IO parts (no sockets): :mod:`~engine.relay.transaction` (the SMTP client transaction),
+:mod:`~engine.relay.wire` (reply parser, payload), :mod:`~engine.relay.replies`,
+:mod:`~engine.relay.breaker`, :mod:`~engine.relay.select`, :mod:`~engine.relay.dsn` (RFC 3461
+parameters). I/O: :mod:`~engine.relay.session` (sessions, the transaction driver),
+:mod:`~engine.relay.node` (one node's session pool) and :mod:`~engine.relay.pool` (all nodes
+behind one ``send()``). See docs/relay.md.
 """
 
 from engine.relay.breaker import BreakerState, CircuitBreaker

@@ -8,18 +8,12 @@ from __future__ import annotations
 
 from engine.model import OutcomeKind
 from engine.shaping.model import DeliverySignal, SignalKind
+from engine.smtp.codes import ReplyCode
 
 #: 5.7.x: security or policy status (RFC 3463 §3.8) — blocks, spam rejections, auth failures.
 _BLOCK_CLASS = "5.7."
 #: 5.2.x mailbox status and 5.3.x mail system status: full or disabled, not a bad address.
 _SOFT_CLASSES = ("5.2.", "5.3.")
-
-
-class ReplyCode:
-    """SMTP reply codes shaping looks at (RFC 5321 §4.2.3)."""
-
-    SERVICE_NOT_AVAILABLE = 421
-    EXCEEDED_STORAGE = 552
 
 
 def signal_kind(
@@ -29,7 +23,7 @@ def signal_kind(
     if kind is OutcomeKind.RELAYED:
         return SignalKind.DELIVERED
     if kind is OutcomeKind.DEFERRED:
-        if throttled or reply_code == ReplyCode.SERVICE_NOT_AVAILABLE:
+        if throttled or reply_code == ReplyCode.SERVICE_UNAVAILABLE:
             return SignalKind.THROTTLED
         return SignalKind.DEFERRED
     if kind is OutcomeKind.FAILED:

@@ -34,17 +34,19 @@ ALLOWED: dict[str, frozenset[str]] = {
         "looplag": "metrics",
         "periodic": "metrics",
         "workerpipe": "",
+        "workerspawn": "workerpipe",
         "psl": "",
         "reload": "config",
+        "smtp": "",
         # Storage layer.
         "store": "config errors model redaction",
         "audit": "errors store",
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "errors model",
-        "dkim": "config errors workerpipe",
-        "shaping": "config errors model periodic psl",
-        "relay": "config errors model periodic",
-        "nodes": "compose config errors relay shaping",
+        "dkim": "config errors workerpipe workerspawn",
+        "shaping": "config errors model periodic psl smtp",
+        "relay": "config errors model periodic smtp",
+        "nodes": "compose config errors relay shaping smtp",
         "compliance": "compose config dkim errors model psl senders shaping store",
         # Services over the storage layer.
         "events": "config errors metrics model periodic store",
@@ -56,12 +58,12 @@ ALLOWED: dict[str, frozenset[str]] = {
         "senders": "audit config events store",
         "client": "config enqueue model store",
         "keys": "audit errors store",
-        "messages": "audit compose enqueue errors model relay store",
+        "messages": "audit compose enqueue errors model smtp store",
         # The two pipelines: sending and receiving.
         "dispatch": "compose config dkim errors events metrics model periodic queue relay senders"
-        " shaping store",
-        "inbound": "audit compliance compose config dkim errors events metrics model shaping store"
-        " workerpipe",
+        " shaping smtp store",
+        "inbound": "audit compliance compose config dkim errors events metrics model shaping smtp"
+        " store workerpipe workerspawn",
         # Operator surfaces.
         "admin": "audit compose config enqueue errors events inbound keys messages metrics model"
         " nodes periodic queue redaction relay senders store tenancy",
@@ -123,6 +125,9 @@ SANS_IO: tuple[str, ...] = (
     "engine.relay.replies",
     "engine.relay.results",
     "engine.relay.select",
+    "engine.relay.transaction",
+    "engine.relay.wire",
+    "engine.smtp.codes",
     "engine.nodes.report",
     "engine.nodes.overrides",
     "engine.inbound",

@@ -10,8 +10,9 @@ from aiosmtplib.email import quote_address
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from engine.relay.envelope import quote_mailbox
 from engine.relay.node import prepare_payload
-from engine.relay.pipeline import MAX_LINE, MalformedReply, Reply, ReplyParser, quote_mailbox
+from engine.relay.wire import MAX_LINE, MalformedReply, Reply, ReplyParser
 
 # -- ReplyParser ----------------------------------------------------------------------------------
 
