@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be at least 1")
     if args.workers > 1:
         from engine import logs
-        from engine.inbound import verp_keys
+        from engine.compose import verp_keys
         from engine.supervisor import supervise
 
         cfg = load_config(args)  # validate once before starting anything
@@ -169,7 +169,7 @@ def cmd_tenants_grant(args: argparse.Namespace) -> int:
 
 
 def cmd_tenants_quota(args: argparse.Namespace) -> int:
-    from engine.compliance import quota
+    from engine.store import quota
 
     cfg = load_config(args)
     if args.daily is not None and args.daily < 0:

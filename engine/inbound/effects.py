@@ -35,6 +35,7 @@ from engine.inbound.trust import Assessment, InboundTrust, aligned
 from engine.shaping.model import DeliverySignal, SignalKind
 from engine.shaping.signals import ReplyCode
 from engine.store import inbound as inbound_store
+from engine.store import inbound_effects as effects_store
 from engine.store import inbound_trust as trust_store
 from engine.store import stats
 from engine.store import suppressions as suppression_store
@@ -100,12 +101,6 @@ class _Job(msgspec.Struct, frozen=True):
         return self.recipient.rpartition("@")[2].lower().rstrip(".")
 
 
-_JOB_COLUMNS = (
-    "id, tenant_id, sender, recipient, message_id, relay_node,"
-    " extract(epoch FROM created_at)::float8 AS created"
-)
-
-
 def _job(r: Any) -> _Job:
     return _Job(
         r["id"],
@@ -160,22 +155,7 @@ async def _jobs(
             mids.add(item.report.hints.message_id)
     if not ids and not mids:
         return {}
-    rows = await conn.fetch(
-        f"SELECT {_JOB_COLUMNS} FROM queue.jobs"
-        " WHERE id = ANY($1::bigint[])"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node,"
-        " j.created FROM unnest($2::text[]) AS m(mid) CROSS JOIN LATERAL"
-        f" (SELECT {_JOB_COLUMNS} FROM queue.jobs"
-        "  WHERE message_id = m.mid LIMIT 2) j"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node,"
-        " extract(epoch FROM j.created_at)::float8"
-        " FROM unnest($3::text[], $4::text[]) AS p(mid, rcpt)"
-        " JOIN queue.jobs j ON j.message_id = p.mid AND lower(j.recipient) = p.rcpt",
-        list(ids),
-        list(mids),
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-    )
+    rows = await effects_store.jobs_named(conn, list(ids), list(mids), list(pairs))
     return {r["id"]: _job(r) for r in rows}
 
 
@@ -565,32 +545,14 @@ async def apply(
                 fresh.discard((m.job.id, klass))  # a duplicate in this batch is a replay too
             _apply_one(item, m, b, replay)
         if b.states:
-            ids = list(b.states)
-            await conn.execute(
-                "UPDATE queue.jobs j SET state = u.st, updated_at = now(),"
-                " finished_at = coalesce(j.finished_at, now())"
-                " FROM unnest($1::bigint[], $2::text[]) AS u(id, st)"
-                " WHERE j.id = u.id AND j.state <> 'cancelled'"
-                " AND NOT (j.state = 'complained' AND u.st = 'bounced')",
-                ids,
-                [b.states[i] for i in ids],
-            )
+            await effects_store.set_job_states(conn, b.states)
         if b.events:
             await _events(conn, b.events, b.data)
         if b.soft:
             b.suppress.extend(await _soft_over_limit(conn, b.soft, cfg))
         await suppression_store.add(conn, b.suppress)
         await stats.add(conn, b.stats)
-        await conn.execute(
-            "UPDATE content.inbound_messages m SET processed_at = now(), job_id = u.job,"
-            " tenant_id = u.t, kind = u.k"
-            " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(id, job, t, k)"
-            " WHERE m.id = u.id",
-            [p[0] for p in b.processed],
-            [p[1] for p in b.processed],
-            [p[2] for p in b.processed],
-            [p[3] for p in b.processed],
-        )
+        await effects_store.mark_processed(conn, b.processed)
     if shaping is not None and b.signals:
         _signal(shaping, b.signals, b.providers)
     return b.effects
@@ -612,7 +574,7 @@ async def _by_feedback_id(conn: Any, item: InboundItem, check: Assessment, match
     )
     if job_id is None:
         return match
-    row = await conn.fetchrow(f"SELECT {_JOB_COLUMNS} FROM queue.jobs WHERE id = $1", job_id)
+    row = await effects_store.job_by_id(conn, job_id)
     if row is None:
         return match
     return _Match(_job(row), True)
@@ -648,14 +610,8 @@ def _signal(
 
 
 async def _events(conn: Any, rows: Sequence[tuple[Any, ...]], data: Mapping[int, str]) -> None:
-    await conn.execute(
-        "INSERT INTO oltp.events"
-        " (tenant_id, job_id, kind, recipient, message_id, reason, reply, data)"
-        " SELECT t, j, k, r, m, re, rp, d::jsonb FROM unnest($1::text[], $2::bigint[],"
-        " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])"
-        " AS u(t, j, k, r, m, re, rp, d)",
-        *[[r[i] for r in rows] for i in range(7)],
-        [data.get(r[1]) if r[1] is not None else None for r in rows],
+    await effects_store.insert_events(
+        conn, rows, [data.get(r[1]) if r[1] is not None else None for r in rows]
     )
 
 
@@ -663,18 +619,8 @@ async def _soft_over_limit(
     conn: Any, pairs: Sequence[tuple[str, str]], cfg: EffectsConfig
 ) -> list[tuple[str, str, str, str, float | None]]:
     """Addresses whose soft bounces in the window reached the limit (this batch included)."""
-    rows = await conn.fetch(
-        "SELECT e.tenant_id, e.recipient FROM oltp.events e"
-        " JOIN unnest($1::text[], $2::text[]) AS u(t, a)"
-        " ON e.tenant_id = u.t AND lower(e.recipient) = lower(u.a)"
-        " WHERE e.kind = 'soft_bounced'"
-        " AND e.created_at > now() - make_interval(days => $3)"
-        # Distinct jobs: a job's soft bounce counts once however often it is replayed.
-        " GROUP BY e.tenant_id, e.recipient HAVING count(DISTINCT e.job_id) >= $4",
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-        cfg.soft_bounce_window_days,
-        cfg.soft_bounce_limit,
+    over = await effects_store.soft_bounced_over(
+        conn, pairs, cfg.soft_bounce_window_days, cfg.soft_bounce_limit
     )
     ttl = cfg.soft_bounce_suppress_days * 86400.0
-    return [(r["tenant_id"], r["recipient"], "soft_bounce_limit", "bounce", ttl) for r in rows]
+    return [(t, a, "soft_bounce_limit", "bounce", ttl) for t, a in over]

@@ -27,13 +27,12 @@ import msgspec
 from engine import metrics
 from engine.compliance.dns import Resolve, TtlCache, system_resolver, with_txt_overrides
 from engine.compliance.spf import check_ip
-from engine.compose import verp
+from engine.compose import verp, verp_keys
 from engine.compose.verp import envid_job
 from engine.config import Config, FblReporter, InboundConfig
 from engine.dkim import verify
 from engine.dkim.keys import KeyRing
 from engine.errors import ComplianceDnsError, ComposeError
-from engine.inbound import verp_keys
 from engine.inbound.evidence import DkimEvidence, Evidence
 from engine.inbound.report import BounceKind
 

@@ -110,3 +110,8 @@ async def transaction(db: asyncpg.Pool | Conn) -> AsyncIterator[Conn]:
     else:
         async with db.transaction():
             yield db
+
+
+async def ping(pool: asyncpg.Pool) -> object:
+    """One round trip to the server (the readiness probe's ``SELECT 1``)."""
+    return await pool.fetchval("SELECT 1")
