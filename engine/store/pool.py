@@ -112,6 +112,6 @@ async def transaction(db: asyncpg.Pool | Conn) -> AsyncIterator[Conn]:
             yield db
 
 
-async def ping(pool: asyncpg.Pool) -> object:
+async def ping(pool: asyncpg.Pool | Conn) -> object:
     """One round trip to the server (the readiness probe's ``SELECT 1``)."""
     return await pool.fetchval("SELECT 1")

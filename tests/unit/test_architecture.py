@@ -72,8 +72,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "servers": "errors",
         "sink": "",
         "demo": "config dkim enqueue errors servers sink store tenancy",
-        "commands": "audit compliance compose config daemon demo dkim enqueue errors gdpr inbound keys logs"
-        " messages model nodes queue retention senders shaping store supervisor tenancy",
+        "commands": "audit compliance compose config daemon demo dkim enqueue errors gdpr inbound"
+        " keys logs messages model nodes queue retention senders shaping store supervisor tenancy",
         "cli": "errors redaction",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()
@@ -176,9 +176,6 @@ _SQL = re.compile(
 KNOWN_SQL_OUTSIDE_STORE: dict[str, str] = {
     "engine.demo": "demo set-up and progress",
     "engine.enqueue": "the enqueue service",
-    "engine.events.delivery": "webhook delivery state",
-    "engine.events.stream": "publisher leadership",
-    "engine.events.webhooks": "webhook endpoints",
     "engine.gdpr.erase": "erasure across the tiers",
     "engine.retention": "retention purges",
 }
