@@ -22,11 +22,12 @@ from engine.model import Content, Job, Priority
 from engine.store import content as content_store
 from engine.store import domains as domain_store
 from engine.store import jobs as job_store
+from engine.store import senders as sender_store
 from engine.store import tenants
+from engine.store.notify import wake_feeder
 from engine.store.pool import Conn
 from engine.tenancy.rules import claimed_domains, parents, sender_error
 
-NOTIFY_CHANNEL = "engine_jobs"
 CHUNK = 5000
 
 _JOB_DECODER = msgspec.json.Decoder(Job)
@@ -211,7 +212,7 @@ async def _enqueue_chunk(
                 ],
             )
             if any(ins.created for ins in inserted):
-                await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+                await wake_feeder(conn)
     return [results[i] for i in range(offset, offset + len(items))]
 
 
@@ -245,10 +246,4 @@ async def _ensure_senders(conn: Conn, senders: Iterable[tuple[str, str]]) -> Non
     pairs = sorted(senders)
     if not pairs:
         return
-    await conn.execute(
-        "INSERT INTO oltp.senders (tenant_id, address, domain)"
-        " SELECT t, a, split_part(a, '@', 2) FROM unnest($1::text[], $2::text[]) AS u(t, a)"
-        " ON CONFLICT DO NOTHING",
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-    )
+    await sender_store.ensure(conn, pairs)

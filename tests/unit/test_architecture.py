@@ -86,7 +86,6 @@ KNOWN_LEAKS: dict[tuple[str, str], str] = {
     ("engine.relay.pool", "engine.compliance.tenant_pools"): "tenant pools live in compliance",
     ("engine.queue.streams", "engine.shaping.scripts"): "Redis Lua loading",
     ("engine.events.stream", "engine.shaping.scripts"): "Redis Lua loading",
-    ("engine.queue.feeder", "engine.enqueue"): "the NOTIFY channel name",
     ("engine.events.delivery", "engine.queue.retry"): "retry backoff",
 }
 
@@ -170,15 +169,6 @@ _SQL = re.compile(
     r"\s*(SELECT|INSERT\s+INTO|UPDATE\s+\w|DELETE\s+FROM|WITH\s+\w+\s+AS|COPY\s|LOCK\s+TABLE"
     r"|TRUNCATE|CREATE\s|ALTER\s|DROP\s|NOTIFY\s|LISTEN\s)"
 )
-
-#: Modules outside the storage layer (engine/store/, a package's own store.py) that hold SQL
-#: today. Issue 16 item 3 moves it; delete the line when a module's SQL is gone.
-KNOWN_SQL_OUTSIDE_STORE: dict[str, str] = {
-    "engine.demo": "demo set-up and progress",
-    "engine.enqueue": "the enqueue service",
-    "engine.gdpr.erase": "erasure across the tiers",
-    "engine.retention": "retention purges",
-}
 
 
 def _module_name(path: Path) -> str:
@@ -341,16 +331,9 @@ def _holds_sql(name: str) -> bool:
 
 def test_sql_lives_in_the_storage_layer() -> None:
     outside = sorted(
-        name
-        for name in _modules()
-        if not _in_storage_layer(name) and _holds_sql(name) and name not in KNOWN_SQL_OUTSIDE_STORE
+        name for name in _modules() if not _in_storage_layer(name) and _holds_sql(name)
     )
     assert not outside, (
         f"SQL outside engine/store/ and the packages' store.py: {outside}; move the statements "
         "to the storage layer and call them from there"
     )
-
-
-def test_known_sql_outside_store_is_still_there() -> None:
-    stale = sorted(name for name in KNOWN_SQL_OUTSIDE_STORE if not _holds_sql(name))
-    assert not stale, f"modules listed in KNOWN_SQL_OUTSIDE_STORE hold no SQL now: {stale}"
