@@ -29,6 +29,7 @@ from engine.config import Config, DatabaseConfig
 from engine.dkim.keys import generate_key
 from engine.enqueue import enqueue
 from engine.errors import EngineError
+from engine.redaction import redact
 from engine.servers import ThrowawayPostgres, ThrowawayRedis
 from engine.sink import SmtpSink
 from engine.store import demo as demo_store
@@ -220,22 +221,22 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
     _out("PenguinMails engine demo\n")
     if await _pg_answers(base.database.dsn):
         dsn = await _demo_database(base.database.dsn)
-        _out(f"  PostgreSQL: using {pool_mod.redact(base.database.dsn)} (database {DEMO_DB})\n")
+        _out(f"  PostgreSQL: using {redact(base.database.dsn)} (database {DEMO_DB})\n")
     else:
         pg = ThrowawayPostgres().start()
         dsn = pg.dsn
         _out(
-            f"  PostgreSQL: not reachable at {pool_mod.redact(base.database.dsn)}; "
+            f"  PostgreSQL: not reachable at {redact(base.database.dsn)}; "
             f"started a throwaway server on port {pg.port}\n"
         )
     if await _redis_answers(base.redis.url):
         redis_url = base.redis.url
-        _out(f"  Redis: using {pool_mod.redact(redis_url)} (key prefix pmdemo)\n")
+        _out(f"  Redis: using {redact(redis_url)} (key prefix pmdemo)\n")
     else:
         redis = ThrowawayRedis().start()
         redis_url = redis.url
         _out(
-            f"  Redis: not reachable at {pool_mod.redact(base.redis.url)};"
+            f"  Redis: not reachable at {redact(base.redis.url)};"
             f" started a throwaway one on port {redis.port}\n"
         )
     client = aioredis.Redis.from_url(redis_url)

@@ -243,6 +243,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from engine.queue import streams as streams_mod
+    from engine.redaction import redact
     from engine.store import backlog as backlog_store
     from engine.store import jobs as job_store
     from engine.store import pool as pool_mod
@@ -271,7 +272,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             doc["streams"] = await streams_mod.Streams(client, cfg.redis.prefix).depth()
         except Exception as exc:  # status must work with Redis down: say so, don't fail
             doc["streams"] = None
-            doc["redis_error"] = pool_mod.redact(str(exc))
+            doc["redis_error"] = redact(str(exc))
         finally:
             await client.aclose()
         return doc

@@ -14,8 +14,6 @@ from engine.config import DatabaseConfig
 from engine.errors import StoreError
 from engine.redaction import redact
 
-__all__ = ["Conn", "connect", "connect_one", "redact", "transaction"]
-
 
 def _bad_dsn(dsn: str, exc: Exception) -> StoreError:
     return StoreError(

@@ -71,9 +71,10 @@ ALLOWED: dict[str, frozenset[str]] = {
         "supervisor": "metrics sdnotify",
         "servers": "errors",
         "sink": "",
-        "demo": "config dkim enqueue errors servers sink store tenancy",
+        "demo": "config dkim enqueue errors redaction servers sink store tenancy",
         "commands": "audit compliance compose config daemon demo dkim enqueue errors gdpr inbound"
-        " keys logs messages model nodes queue retention senders shaping store supervisor tenancy",
+        " keys logs messages model nodes queue redaction retention senders shaping store supervisor"
+        " tenancy",
         "cli": "errors redaction",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()
@@ -106,7 +107,6 @@ SANS_IO: tuple[str, ...] = (
     "engine.dkim.verify",
     "engine.shaping.aimd",
     "engine.shaping.clock",
-    "engine.shaping.fairness",
     "engine.shaping.gcra",
     "engine.shaping.keys",
     "engine.shaping.model",
