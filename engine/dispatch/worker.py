@@ -18,6 +18,7 @@ import asyncpg
 import msgspec
 
 from engine import metrics
+from engine.backoff import backoff_s
 from engine.compose import message_id as message_ids
 from engine.compose import unsubscribe, verp_keys
 from engine.compose.mime import ComposedBody, build_body, effective_message_id, render
@@ -29,7 +30,6 @@ from engine.dispatch.seams import Relay, Shaper, Signer
 from engine.dkim.sign import dkim_selectors
 from engine.errors import ComposeError, DkimError, EngineError
 from engine.model import Content, JobState, OutcomeKind
-from engine.queue.retry import backoff_s
 from engine.queue.streams import Entry, Streams
 from engine.relay.dsn import DsnRequest, sampled
 from engine.senders.service import PausedSenders, hold_s

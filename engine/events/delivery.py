@@ -28,6 +28,7 @@ import asyncpg
 import msgspec
 
 from engine import metrics
+from engine.backoff import backoff_s
 from engine.config import Config, EventsConfig
 from engine.errors import EngineError
 from engine.events import store
@@ -50,7 +51,6 @@ from engine.events.store import (
 )
 from engine.events.webhooks import DeliveryTarget, load_targets
 from engine.periodic import Periodic, run_until
-from engine.queue.retry import backoff_s
 from engine.store.pool import connect_one, ping
 
 log = logging.getLogger("engine.webhooks")

@@ -29,8 +29,8 @@ from engine import metrics
 from engine.config import Config, EventsConfig
 from engine.events.model import Event, to_json
 from engine.events.store import Position, load_cursor, read_after, save_cursor, try_xact_lock
+from engine.luascript import LuaScript
 from engine.periodic import Periodic, Retry, run_until
-from engine.shaping.scripts import LuaScript
 
 log = logging.getLogger("engine.events")
 

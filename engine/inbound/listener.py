@@ -22,6 +22,7 @@ import asyncpg
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from engine import metrics
+from engine.backoff import backoff_s
 from engine.compose import verp_keys
 from engine.compose.unsubscribe import job_of
 from engine.config import InboundConfig
@@ -50,6 +51,9 @@ BATCH = 100
 #: While SMTP sessions are storing, the sweep leaves alone rows younger than this (one of them
 #: may be about to queue it).
 SWEEP_MIN_AGE_S = 30.0
+#: No cap on the wait between tries of a failing bounce batch (five tries: 1, 2, 4, 8 and 16
+#: times ``apply_retry_s``).
+_MAX_APPLY_WAIT_S = float("inf")
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 QUEUE_FULL = "421 4.3.2 Bounce queue full, try again later"
 
@@ -432,7 +436,11 @@ class InboundService:
                 # again (processed_at stays NULL); the loop itself must not die.
                 log.warning("bounce effects failed; retrying", extra={"error": repr(exc)})
                 error = exc
-                await asyncio.sleep(self.apply_retry_s * 2**attempt)
+                await asyncio.sleep(
+                    backoff_s(
+                        attempt + 1, base_s=self.apply_retry_s, max_s=_MAX_APPLY_WAIT_S, jitter=0.0
+                    )
+                )
         return error
 
     async def _isolate(
