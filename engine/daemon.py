@@ -25,7 +25,6 @@ from engine import logs, looplag, periodic, retention, sdnotify
 from engine import reload as reload_mod
 from engine.admin import AdminContext, AdminServer, collector
 from engine.compliance import service as compliance
-from engine.compliance.dns import system_resolver
 from engine.compose import verp_keys
 from engine.config import Config
 from engine.dispatch.seams import Shaper as ShaperSeam
@@ -42,6 +41,7 @@ from engine.queue import feeder as feeder_mod
 from engine.queue import reconciler, tally
 from engine.queue import streams as streams_mod
 from engine.relay.pool import RelayPool
+from engine.resolver import system_resolver
 from engine.shaping.shaper import Shaper
 from engine.store import domains as domain_store
 from engine.store import pool as pool_mod

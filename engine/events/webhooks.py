@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import msgspec
 
-from engine.errors import ComplianceDnsError, WebhookError
+from engine.errors import DnsLookupError, WebhookError
 from engine.events import store
 from engine.events.model import KINDS
 from engine.events.signature import new_secret
@@ -99,7 +99,7 @@ async def create(
     else:
         try:
             await vet(url, policy, resolve)
-        except ComplianceDnsError as exc:
+        except DnsLookupError as exc:
             raise WebhookError(
                 f"could not resolve the webhook host: {exc.message}", hint="try again later"
             ) from None

@@ -25,16 +25,16 @@ from typing import Protocol
 import msgspec
 
 from engine import metrics
-from engine.compliance.dns import Resolve, TtlCache, system_resolver, with_txt_overrides
 from engine.compliance.spf import check_ip
 from engine.compose import verp, verp_keys
 from engine.compose.verp import envid_job
 from engine.config import Config, FblReporter, InboundConfig
 from engine.dkim import verify
 from engine.dkim.keys import KeyRing
-from engine.errors import ComplianceDnsError, ComposeError
+from engine.errors import ComplianceDnsError, ComposeError, DnsLookupError
 from engine.inbound.evidence import DkimEvidence, Evidence
 from engine.inbound.report import BounceKind
+from engine.resolver import Resolve, TtlCache, system_resolver, with_txt_overrides
 
 log = logging.getLogger("engine.inbound")
 
@@ -262,7 +262,7 @@ class InboundTrust:
                         return rep.domain
                     if rep.require != "dkim" and await self._spf_passes(item, rep, lookups):
                         return rep.domain
-            except (ComplianceDnsError, TimeoutError) as exc:
+            except (DnsLookupError, TimeoutError) as exc:
                 # Temporary: the report stays stored; it counts as unverified (an operator can
                 # requeue it once DNS answers).
                 metrics.INBOUND_TRUST_DNS_ERRORS.inc()

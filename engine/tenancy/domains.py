@@ -1,7 +1,7 @@
 """Sending domains: register, verify (DNS TXT or the operator's word), list, remove.
 
 The CLI (``engine domains``) and the admin API (``/v1/domains``) call these. DNS goes through
-the engine's seam (:data:`Resolve`, :mod:`engine.compliance.dns`), handed in by the caller.
+the engine's seam (:data:`Resolve`, :mod:`engine.resolver`), handed in by the caller.
 """
 
 from __future__ import annotations

@@ -37,17 +37,18 @@ ALLOWED: dict[str, frozenset[str]] = {
         "periodic": "backoff metrics",
         "workerpipe": "",
         "psl": "",
+        "resolver": "errors",
         "reload": "config",
         # Storage layer.
         "store": "config errors model redaction",
         "audit": "errors store",
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "config errors model",
-        "dkim": "config errors workerpipe",
-        "shaping": "config errors luascript model periodic psl",
+        "dkim": "config errors resolver workerpipe",
+        "shaping": "config errors luascript model periodic psl resolver",
         "relay": "config errors model periodic",
         "nodes": "compose config errors relay shaping",
-        "compliance": "compose config dkim errors model psl senders shaping store",
+        "compliance": "compose config dkim errors model psl resolver senders shaping store",
         # Services over the storage layer.
         "events": "backoff config errors luascript metrics model periodic store",
         "tenancy": "compose errors model store",
@@ -63,20 +64,20 @@ ALLOWED: dict[str, frozenset[str]] = {
         "dispatch": "backoff compose config dkim errors events metrics model periodic queue relay"
         " senders shaping store",
         "inbound": "audit backoff compliance compose config dkim errors events metrics model"
-        " shaping store workerpipe",
+        " resolver shaping store workerpipe",
         # Operator surfaces.
         "admin": "audit compose config enqueue errors events inbound keys messages metrics model"
         " nodes periodic queue redaction relay senders store tenancy",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
-        "daemon": "admin compliance compose config dispatch dkim errors events inbound logs looplag"
-        " periodic queue relay reload retention sdnotify shaping store",
+        "daemon": "admin compliance compose config dispatch dkim errors events inbound logs"
+        " looplag periodic queue relay reload resolver retention sdnotify shaping store",
         "supervisor": "metrics sdnotify",
         "servers": "errors",
         "sink": "",
         "demo": "config dkim enqueue errors redaction servers sink store tenancy",
         "commands": "audit compliance compose config daemon demo dkim enqueue errors gdpr inbound"
-        " keys logs messages model nodes queue redaction retention senders shaping store supervisor"
-        " tenancy",
+        " keys logs messages model nodes queue redaction resolver retention senders shaping store"
+        " supervisor tenancy",
         "cli": "errors redaction",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()
