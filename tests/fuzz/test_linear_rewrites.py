@@ -12,7 +12,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.inbound import message, nonstandard, parse
+from engine.inbound import htmltext, message, nonstandard
 
 EXAMPLES = settings(max_examples=400, deadline=None)
 
@@ -55,14 +55,14 @@ _HTML = _joined(
 @EXAMPLES
 @given(_HTML)
 def test_drop_hidden_matches_the_old_regex(markup: str) -> None:
-    assert parse._drop_hidden(markup) == _OLD_HIDDEN.sub(" ", markup)
+    assert htmltext.drop_hidden(markup) == _OLD_HIDDEN.sub(" ", markup)
 
 
 @EXAMPLES
 @given(_HTML)
 def test_tag_substitutions_match_the_plain_regex(markup: str) -> None:
-    for pattern in (parse._HTML_TAGS, parse._HTML_BREAKS):
-        assert parse._sub_tags(pattern, "#", markup) == pattern.sub("#", markup)
+    for pattern in (htmltext.HTML_TAGS, htmltext.HTML_BREAKS):
+        assert htmltext.sub_tags(pattern, "#", markup) == pattern.sub("#", markup)
 
 
 # -- addresses ----------------------------------------------------------------------------------
