@@ -13,10 +13,9 @@ from typing import Literal
 
 import dkim.util
 import msgspec
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from engine.dkim.sign import SigningKey
+from engine.dkim.verify import rsa_public_key
 from engine.errors import DnsLookupError
 from engine.resolver import txt_bytes
 
@@ -52,28 +51,6 @@ def _tags(txt: str | bytes) -> dict[bytes, bytes]:
     raw = txt.encode("ascii", "replace") if isinstance(txt, str) else txt
     tags: dict[bytes, bytes] = dkim.util.parse_tag_value(raw)
     return tags
-
-
-def rsa_public_key(p: bytes) -> rsa.RSAPublicKey | None:
-    """The RSA key in a p= value (SubjectPublicKeyInfo, or bare PKCS#1 as dkimpy allows)."""
-    try:
-        der = base64.b64decode(b"".join(p.split()), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    pkcs1_pem = (
-        b"-----BEGIN RSA PUBLIC KEY-----\n"
-        + base64.encodebytes(der)
-        + b"-----END RSA PUBLIC KEY-----\n"
-    )
-    key: object
-    try:
-        key = serialization.load_der_public_key(der)
-    except (ValueError, TypeError):
-        try:
-            key = serialization.load_pem_public_key(pkcs1_pem)
-        except (ValueError, TypeError):
-            return None
-    return key if isinstance(key, rsa.RSAPublicKey) else None
 
 
 def _same_key(kind: bytes, expected_p: bytes, published_p: bytes) -> bool:

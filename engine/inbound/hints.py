@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from engine.inbound.message import (
-    MAX_QUOTED_CHARS,
-    Headers,
-    first_address,
-    quoted_field,
-    same_length_lower,
-)
+from engine.inbound.message import Headers
 from engine.inbound.report import JobHints
+from engine.inbound.textscan import MAX_QUOTED_CHARS, first_address, quoted_field, same_length_lower
 
 #: Our header carrying the job id, read from a quoted original.
 _JOB_HEADER = "X-PM-Job-Id"

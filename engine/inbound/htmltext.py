@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import re
 
-from engine.inbound.message import same_length_lower
+from engine.inbound.textscan import same_length_lower
 
 #: Characters of HTML markup converted to text, all parts together (real notices: a few KB to
 #: tens of KB; the text read from the notification is cut shorter still).

@@ -28,9 +28,10 @@ from engine.compose.unsubscribe import job_of
 from engine.config import InboundConfig
 from engine.errors import EngineError
 from engine.inbound import unsubscribe
-from engine.inbound.effects import EffectsConfig, InboundItem, SignalSink, apply
+from engine.inbound.effects import EffectsConfig, SignalSink, apply
 from engine.inbound.intake import Intake, Queued
 from engine.inbound.limits import PeerLimits, Refusal
+from engine.inbound.matching import InboundItem
 from engine.inbound.smtpdata import DataReader
 from engine.inbound.trust import InboundTrust
 from engine.inbound.workers import ParseWorkers

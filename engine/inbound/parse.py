@@ -27,8 +27,6 @@ from engine.inbound.htmltext import MAX_HTML_CHARS, html_to_text
 from engine.inbound.message import (
     Headers,
     Message,
-    addresses_in,
-    first_address,
     iter_parts,
     load,
     original_headers,
@@ -53,6 +51,7 @@ from engine.inbound.report import (
     Reason,
     Recipient,
 )
+from engine.inbound.textscan import addresses_in, first_address
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ import msgspec
 from engine.inbound import nonstandard
 from engine.inbound.classify import classify, clean_status
 from engine.inbound.dsn import DeliveryStatus, is_internal_address, parse_delivery_status
-from engine.inbound.message import Headers, addresses_in
+from engine.inbound.message import Headers
 from engine.inbound.report import WEAK_REASONS, JobHints, Reason, Recipient
+from engine.inbound.textscan import addresses_in
 
 ACTION_DELAYED = "delayed"
 ACTION_FAILED = "failed"

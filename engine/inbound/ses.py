@@ -11,8 +11,9 @@ from typing import Any
 
 import msgspec
 
-from engine.inbound.classify import HARD_REASONS, classify, clean_status
+from engine.inbound.classify import classify, clean_status
 from engine.inbound.dsn import decode_address
+from engine.inbound.reasons import HARD_REASONS
 from engine.inbound.report import (
     WEAK_REASONS,
     BounceKind,

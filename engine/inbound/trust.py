@@ -329,7 +329,7 @@ class _Lookups:
 
 
 class _Item(Protocol):
-    """The part of :class:`engine.inbound.effects.InboundItem` the assessment reads."""
+    """The part of :class:`engine.inbound.matching.InboundItem` the assessment reads."""
 
     @property
     def report(self) -> _Report: ...

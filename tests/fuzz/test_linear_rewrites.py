@@ -12,7 +12,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.inbound import htmltext, message, nonstandard
+from engine.inbound import htmltext, message, nonstandard, textscan
 
 EXAMPLES = settings(max_examples=400, deadline=None)
 
@@ -158,16 +158,16 @@ _PASTED = _joined(["To:", "to: ", "Message-ID:", " ", "\t", "\n", "x", "<a@b>", 
 @EXAMPLES
 @given(_PASTED, st.sampled_from(["To", "Message-ID"]), st.booleans())
 def test_quoted_field_unchanged(text: str, name: str, indented: bool) -> None:
-    lowered = message.same_length_lower(text)
+    lowered = textscan.same_length_lower(text)
     expected = _old_quoted_field(text, lowered, name, indented=indented)
-    assert message.quoted_field(text, lowered, name, indented=indented) == expected
+    assert textscan.quoted_field(text, lowered, name, indented=indented) == expected
 
 
 @EXAMPLES
 @given(st.text(alphabet="aAİıI\u0307 \U000f0000", max_size=30))
 def test_same_length_lower_unchanged(text: str) -> None:
     expected = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
-    assert message.same_length_lower(text) == expected
+    assert textscan.same_length_lower(text) == expected
 
 
 # -- notification text --------------------------------------------------------------------------
