@@ -19,6 +19,7 @@ from engine.compose.address import parse_address
 from engine.compose.validate import RawTrace, validate_job
 from engine.errors import JobValidationError
 from engine.model import Content, Job, Priority
+from engine.psl import parent_domains
 from engine.store import content as content_store
 from engine.store import domains as domain_store
 from engine.store import jobs as job_store
@@ -26,7 +27,7 @@ from engine.store import senders as sender_store
 from engine.store import tenants
 from engine.store.notify import wake_feeder
 from engine.store.pool import Conn
-from engine.tenancy.rules import claimed_domains, parents, sender_error
+from engine.tenancy.rules import claimed_domains, sender_error
 
 CHUNK = 5000
 
@@ -221,7 +222,7 @@ async def _domain_errors(
 ) -> dict[int, str]:
     """Per job index, why its tenant may not send as one of the domains it claims."""
     claims = {i: claimed_domains(job) for i, job, _ in accepted}
-    names = {p for found in claims.values() for _, d in found for p in parents(d)}
+    names = {p for found in claims.values() for _, d in found for p in parent_domains(d)}
     owners = await domain_store.verified_owners(conn, names)
     registered = await domain_store.with_domains(conn, (j.tenant_id for _, j, _ in accepted))
     errors: dict[int, str] = {}

@@ -44,15 +44,15 @@ ALLOWED: dict[str, frozenset[str]] = {
         "audit": "errors store",
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "config errors model",
-        "dkim": "config errors resolver workerpipe",
+        "dkim": "config errors psl resolver workerpipe",
         "shaping": "config errors luascript model periodic psl resolver",
         "relay": "config errors model periodic",
         "nodes": "compose config errors relay shaping",
         "compliance": "compose config dkim errors model psl resolver senders shaping store",
         # Services over the storage layer.
         "events": "backoff config errors luascript metrics model periodic store",
-        "tenancy": "compose errors model store",
-        "enqueue": "compose errors events metrics model store tenancy",
+        "tenancy": "compose errors model psl store",
+        "enqueue": "compose errors events metrics model psl store tenancy",
         "queue": "config errors luascript metrics model periodic redaction store",
         "gdpr": "audit errors model store",
         "retention": "audit config errors store",
