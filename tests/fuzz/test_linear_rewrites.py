@@ -78,7 +78,7 @@ _ADDRESSY = _joined(["a", "b.", "-", "_", "@", "@x", ".com", " ", "<", ">", ",",
 def test_first_address_search_is_unchanged(text: str) -> None:
     """The look-behind only skips starts inside a run: the leftmost match is the same."""
     old = _OLD_BARE.search(text)
-    new = message._BARE_ADDRESS.search(text)
+    new = textscan._BARE_ADDRESS.search(text)
     assert (old.group(1) if old else None) == (new.group(1) if new else None)
     old_any = re.compile(nonstandard._ADDRESS).search(text)
     new_any = nonstandard._ANY_ADDRESS.search(text)
