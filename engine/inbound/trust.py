@@ -142,7 +142,7 @@ class InboundTrust:
         self.verp_domain = verp_domain
         self.verp_secret = verp_secret
         # The secrets a received VERP address or ENVID may be signed with now (the current one
-        # first, then those being rotated out, until their window ends: engine/inbound/verp_keys).
+        # first, then those being rotated out, until their window ends: engine/compose/verp_keys).
         self.accepted = accepted or (lambda: (verp_secret,))
         self.keys = keys
         self.reporters = tuple(
