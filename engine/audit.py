@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from engine.store import audit as audit_log
 from engine.store.pool import Conn
 
 
@@ -56,16 +57,7 @@ async def record(
     tenant_id: str | None = None,
 ) -> int:
     """Append one entry; returns its id. Pass a connection to record inside a transaction."""
-    value: int = await pool.fetchval(
-        "INSERT INTO oltp.audit_log (tenant_id, actor, action, target, detail)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        tenant_id or "",
-        actor,
-        action,
-        target,
-        dict(detail or {}),
-    )
-    return value
+    return await audit_log.insert_entry(pool, tenant_id or "", actor, action, target, detail or {})
 
 
 async def entries(
@@ -76,12 +68,5 @@ async def entries(
     limit: int = 100,
 ) -> list[AuditEntry]:
     """The newest entries first, optionally of one tenant and/or one action."""
-    rows = await pool.fetch(
-        "SELECT id, tenant_id, actor, action, target, detail, created_at FROM oltp.audit_log"
-        " WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR action = $2)"
-        " ORDER BY created_at DESC, id DESC LIMIT $3",
-        tenant_id,
-        action,
-        limit,
-    )
-    return [AuditEntry(**dict(r.items())) for r in rows]
+    rows = await audit_log.newest_entries(pool, tenant_id, action, limit)
+    return [AuditEntry(**r) for r in rows]

@@ -25,7 +25,7 @@ from engine import logs, looplag, periodic, retention, sdnotify
 from engine import reload as reload_mod
 from engine.admin import AdminContext, AdminServer, collector
 from engine.compliance import service as compliance
-from engine.compliance.dns import system_resolver
+from engine.compose import verp_keys
 from engine.config import Config
 from engine.dispatch.seams import Shaper as ShaperSeam
 from engine.dispatch.shaping import ShapingEventSink, build_shaper
@@ -35,13 +35,13 @@ from engine.dkim.keys import KeyRing
 from engine.errors import EngineError
 from engine.events.delivery import run_webhooks
 from engine.events.stream import Publisher
-from engine.inbound import verp_keys
 from engine.inbound.listener import InboundService
 from engine.inbound.trust import InboundTrust
 from engine.queue import feeder as feeder_mod
 from engine.queue import reconciler, tally
 from engine.queue import streams as streams_mod
 from engine.relay.pool import RelayPool
+from engine.resolver import system_resolver
 from engine.shaping.shaper import Shaper
 from engine.store import domains as domain_store
 from engine.store import pool as pool_mod

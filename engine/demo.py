@@ -29,8 +29,10 @@ from engine.config import Config, DatabaseConfig
 from engine.dkim.keys import generate_key
 from engine.enqueue import enqueue
 from engine.errors import EngineError
+from engine.redaction import redact
 from engine.servers import ThrowawayPostgres, ThrowawayRedis
 from engine.sink import SmtpSink
+from engine.store import demo as demo_store
 from engine.store import pool as pool_mod
 from engine.store import tenants
 from engine.store.migrate import migrate
@@ -87,8 +89,7 @@ async def _demo_database(dsn: str) -> str:
     except (OSError, asyncpg.PostgresError):
         return dsn
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DB}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{DEMO_DB}"')
+        await demo_store.recreate_database(conn, DEMO_DB)
     except asyncpg.PostgresError:
         return dsn
     finally:
@@ -176,8 +177,7 @@ async def _progress(
     last_line = 0.0
     try:
         while True:
-            rows = await conn.fetch("SELECT state, count(*) n FROM queue.jobs GROUP BY state")
-            counts = {r["state"]: r["n"] for r in rows}
+            counts = await demo_store.jobs_per_state(conn)
             finished = sum(counts.get(s, 0) for s in ("relayed", "failed", "deferred"))
             elapsed = time.monotonic() - start
             rate = counts.get("relayed", 0) / elapsed if elapsed > 0 else 0.0
@@ -221,22 +221,22 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
     _out("PenguinMails engine demo\n")
     if await _pg_answers(base.database.dsn):
         dsn = await _demo_database(base.database.dsn)
-        _out(f"  PostgreSQL: using {pool_mod.redact(base.database.dsn)} (database {DEMO_DB})\n")
+        _out(f"  PostgreSQL: using {redact(base.database.dsn)} (database {DEMO_DB})\n")
     else:
         pg = ThrowawayPostgres().start()
         dsn = pg.dsn
         _out(
-            f"  PostgreSQL: not reachable at {pool_mod.redact(base.database.dsn)}; "
+            f"  PostgreSQL: not reachable at {redact(base.database.dsn)}; "
             f"started a throwaway server on port {pg.port}\n"
         )
     if await _redis_answers(base.redis.url):
         redis_url = base.redis.url
-        _out(f"  Redis: using {pool_mod.redact(redis_url)} (key prefix pmdemo)\n")
+        _out(f"  Redis: using {redact(redis_url)} (key prefix pmdemo)\n")
     else:
         redis = ThrowawayRedis().start()
         redis_url = redis.url
         _out(
-            f"  Redis: not reachable at {pool_mod.redact(base.redis.url)};"
+            f"  Redis: not reachable at {redact(base.redis.url)};"
             f" started a throwaway one on port {redis.port}\n"
         )
     client = aioredis.Redis.from_url(redis_url)
@@ -333,7 +333,7 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
             enforce_domains=cfg.security.enforce_sender_domains,
         )
         enq_s = time.perf_counter() - t0
-        stored = await pool.fetchval("SELECT count(*) FROM content.email_content")
+        stored = await demo_store.stored_contents(pool)
         _out(
             f"  Enqueued {sum(1 for r in res if r.job_id)} jobs in {enq_s:.2f}s "
             f"({jobs / enq_s:,.0f} jobs/s, batch path); bodies stored: {stored}\n"
@@ -367,10 +367,8 @@ async def _run(cfg_path: str | None, jobs: int, keep: bool) -> int:
             "(DKIM RSA-2048, PostgreSQL durable)\n"
         )
         _out(f"  sink      {sink.stats.messages} messages, {sink.stats.duplicates} duplicates\n")
-        rows = await pool.fetch(
-            "SELECT provider, sum(relayed) r FROM olap.daily_stats GROUP BY provider ORDER BY 1"
-        )
-        per = ", ".join(f"{r['provider'] or '?'} {float(r['r']) / elapsed:,.0f}/s" for r in rows)
+        rows = await demo_store.relayed_per_provider(pool)
+        per = ", ".join(f"{provider or '?'} {n / elapsed:,.0f}/s" for provider, n in rows)
         _out(f"  providers {per}\n")
         _out(f"  DKIM      {verified}/{len(sink.kept)} sampled messages verified\n")
         _out(f"  daemon    exited {code} after SIGTERM (drained)\n")

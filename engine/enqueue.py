@@ -19,14 +19,16 @@ from engine.compose.address import parse_address
 from engine.compose.validate import RawTrace, validate_job
 from engine.errors import JobValidationError
 from engine.model import Content, Job, Priority
+from engine.psl import parent_domains
 from engine.store import content as content_store
 from engine.store import domains as domain_store
 from engine.store import jobs as job_store
+from engine.store import senders as sender_store
 from engine.store import tenants
+from engine.store.notify import wake_feeder
 from engine.store.pool import Conn
-from engine.tenancy.rules import claimed_domains, parents, sender_error
+from engine.tenancy.rules import claimed_domains, sender_error
 
-NOTIFY_CHANNEL = "engine_jobs"
 CHUNK = 5000
 
 _JOB_DECODER = msgspec.json.Decoder(Job)
@@ -211,7 +213,7 @@ async def _enqueue_chunk(
                 ],
             )
             if any(ins.created for ins in inserted):
-                await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+                await wake_feeder(conn)
     return [results[i] for i in range(offset, offset + len(items))]
 
 
@@ -220,7 +222,7 @@ async def _domain_errors(
 ) -> dict[int, str]:
     """Per job index, why its tenant may not send as one of the domains it claims."""
     claims = {i: claimed_domains(job) for i, job, _ in accepted}
-    names = {p for found in claims.values() for _, d in found for p in parents(d)}
+    names = {p for found in claims.values() for _, d in found for p in parent_domains(d)}
     owners = await domain_store.verified_owners(conn, names)
     registered = await domain_store.with_domains(conn, (j.tenant_id for _, j, _ in accepted))
     errors: dict[int, str] = {}
@@ -245,10 +247,4 @@ async def _ensure_senders(conn: Conn, senders: Iterable[tuple[str, str]]) -> Non
     pairs = sorted(senders)
     if not pairs:
         return
-    await conn.execute(
-        "INSERT INTO oltp.senders (tenant_id, address, domain)"
-        " SELECT t, a, split_part(a, '@', 2) FROM unnest($1::text[], $2::text[]) AS u(t, a)"
-        " ON CONFLICT DO NOTHING",
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-    )
+    await sender_store.ensure(conn, pairs)

@@ -89,7 +89,15 @@ class DkimCryptoError(DkimError):
     """The DKIM master key is missing/invalid, or a stored private key failed to decrypt."""
 
 
-class DkimDnsError(DkimError):
+class DnsLookupError(EngineError):
+    """DNS itself failed (timeout, SERVFAIL, no server answered); not an answer about the name.
+
+    Raised by the one DNS adapter, :mod:`engine.resolver`; each caller decides what a failed
+    lookup means for it (a check reports ``error``, a provider lookup falls back).
+    """
+
+
+class DkimDnsError(DkimError, DnsLookupError):
     """The published DKIM TXT record is missing, does not match the key, or DNS failed."""
 
 
@@ -105,7 +113,7 @@ class ComplianceError(EngineError):
     """A sender domain's compliance check could not run or its result could not be applied."""
 
 
-class ComplianceDnsError(ComplianceError):
+class ComplianceDnsError(ComplianceError, DnsLookupError):
     """DNS itself failed during a compliance check (timeout, SERVFAIL); not a verdict."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from engine import metrics
+from engine.backoff import backoff_s
 
 log = logging.getLogger("engine.periodic")
 
@@ -59,7 +60,7 @@ class Periodic:
         """The wait after ``failures`` consecutive failures (>= 1)."""
         first = _seconds(self.every_s if self.retry_s is None else self.retry_s)
         cap = first if self.max_backoff_s is None else max(first, _seconds(self.max_backoff_s))
-        return min(cap, first * (1 << min(failures - 1, 30)))
+        return backoff_s(failures, base_s=first, max_s=cap, jitter=0.0)
 
 
 async def call_once(task: Periodic) -> tuple[bool, float | None]:

@@ -9,6 +9,7 @@ registrable part of a host name: ``news.sap.de`` → ``sap.de``, ``a.b.github.io
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import idna
 from publicsuffixlist import PublicSuffixList
@@ -44,3 +45,13 @@ def organizational_domain(domain: str) -> str:
     if len(name) > _MAX_NAME:
         return name
     return _list().privatesuffix(name) or name
+
+
+def parent_domains(domain: str) -> Iterator[str]:
+    """``a.b.example.com`` → itself, ``b.example.com``, ``example.com`` (never a bare TLD).
+
+    The names a sending domain or a DKIM key may be registered under, most specific first.
+    """
+    labels = domain.split(".")
+    for i in range(max(len(labels) - 1, 1)):
+        yield ".".join(labels[i:])

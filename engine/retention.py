@@ -32,10 +32,9 @@ from engine import audit
 from engine.config import Config
 from engine.errors import RetentionError
 from engine.store import content as content_store
+from engine.store import retention as retention_store
 
 log = logging.getLogger("engine.retention")
-
-_UNFINISHED = "('queued', 'deferred', 'sending')"
 
 
 class RetentionResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,62 +48,6 @@ class RetentionResult(msgspec.Struct, frozen=True, kw_only=True):
     audit: int = 0
     replay: int = 0
     dry_run: bool = False
-
-
-_CUTOFF = "now() - make_interval(days => $1)"
-
-# Each rule: the table and the predicate of a row that is due ($1 = days).
-_RULES: dict[str, tuple[str, str]] = {
-    "events": ("oltp.events", f"created_at < {_CUTOFF}"),
-    "jobs": (
-        "queue.jobs",
-        f"state NOT IN {_UNFINISHED} AND coalesce(finished_at, updated_at) < {_CUTOFF}",
-    ),
-    "inbound": ("content.inbound_messages", f"received_at < {_CUTOFF}"),
-    "audit": ("oltp.audit_log", f"created_at < {_CUTOFF}"),
-    "replay": ("oltp.inbound_counted", f"created_at < {_CUTOFF}"),
-    "content": (
-        "content.email_content c",
-        f"c.created_at < {_CUTOFF} AND NOT EXISTS (SELECT 1 FROM queue.jobs j"
-        " WHERE j.tenant_id = c.tenant_id AND j.content_sha256 = c.sha256"
-        f" AND j.state IN {_UNFINISHED})",
-    ),
-}
-
-
-async def _count(pool: asyncpg.Pool, rule: str, days: int) -> int:
-    table, where = _RULES[rule]
-    value: int = await pool.fetchval(f"SELECT count(*) FROM {table} WHERE {where}", days)
-    return value
-
-
-async def _purge(pool: asyncpg.Pool, rule: str, days: int, batch: int) -> int:
-    """Delete due rows in batches (by ctid, so every table works whatever its key)."""
-    table, where = _RULES[rule]
-    total = 0
-    while True:
-        if rule == "content":
-            # A body and its metadata row go together.
-            res: str = await pool.execute(
-                "WITH doomed AS (SELECT c.tenant_id, c.sha256, c.ctid FROM content.email_content c"
-                f" WHERE {where} LIMIT $2),"
-                " meta AS (DELETE FROM content.email_messages m USING doomed d"
-                " WHERE m.tenant_id = d.tenant_id AND m.sha256 = d.sha256)"
-                " DELETE FROM content.email_content c USING doomed d WHERE c.ctid = d.ctid",
-                days,
-                batch,
-            )
-        else:
-            res = await pool.execute(
-                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
-                f"SELECT ctid FROM {table} WHERE {where} LIMIT $2))",
-                days,
-                batch,
-            )
-        n = int(res.split()[-1])
-        total += n
-        if n < batch:
-            return total
 
 
 def _attachment_refs(codec: str, body: bytes) -> Iterable[bytes]:
@@ -122,11 +65,7 @@ async def _purge_attachments(pool: asyncpg.Pool, days: int, batch: int, *, dry_r
     A body refers to its attachments only inside its compressed blob, so the remaining bodies
     of the tenants concerned are read (in batches) to collect the hashes still in use.
     """
-    candidates = await pool.fetch(
-        "SELECT tenant_id, sha256, created_at FROM content.attachments"
-        f" WHERE created_at < {_CUTOFF}",
-        days,
-    )
+    candidates = await retention_store.old_attachments(pool, days)
     if not candidates:
         return 0
     due = {(r["tenant_id"], bytes(r["sha256"])) for r in candidates}
@@ -134,14 +73,7 @@ async def _purge_attachments(pool: asyncpg.Pool, days: int, batch: int, *, dry_r
         oldest = min(r["created_at"] for r in candidates if r["tenant_id"] == tenant)
         after = b""
         while True:
-            rows = await pool.fetch(
-                "SELECT sha256, codec, body FROM content.email_content WHERE tenant_id = $1"
-                " AND created_at >= $2 AND sha256 > $3 ORDER BY sha256 LIMIT $4",
-                tenant,
-                oldest,
-                after,
-                batch,
-            )
+            rows = await retention_store.bodies_since(pool, tenant, oldest, after, batch)
             if not rows:
                 break
             after = bytes(rows[-1]["sha256"])
@@ -150,13 +82,7 @@ async def _purge_attachments(pool: asyncpg.Pool, days: int, batch: int, *, dry_r
                     due.discard((tenant, bytes(ref)))
     if dry_run or not due:
         return len(due)
-    res: str = await pool.execute(
-        "DELETE FROM content.attachments a USING unnest($1::text[], $2::bytea[]) AS u(t, h)"
-        " WHERE a.tenant_id = u.t AND a.sha256 = u.h",
-        [t for t, _ in due],
-        [h for _, h in due],
-    )
-    return int(res.split()[-1])
+    return await retention_store.delete_attachments(pool, due)
 
 
 async def run(
@@ -178,9 +104,9 @@ async def run(
             if age <= 0:
                 continue
             if dry_run:
-                counts[rule] = await _count(pool, rule, age)
+                counts[rule] = await retention_store.count_due(pool, rule, age)
             else:
-                counts[rule] = await _purge(pool, rule, age, r.batch_size)
+                counts[rule] = await retention_store.purge_due(pool, rule, age, r.batch_size)
         if r.content_days > 0:
             counts["attachments"] = await _purge_attachments(
                 pool, r.content_days, r.batch_size, dry_run=dry_run

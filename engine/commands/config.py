@@ -41,7 +41,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def mask(tree: Any) -> Any:
     """``tree`` (plain dicts and lists) with secrets replaced by ``***`` and passwords cut out of
     DSNs and URLs; the one place the config printout is redacted."""
-    from engine.store.pool import redact
+    from engine.redaction import redact
 
     if isinstance(tree, list):
         return [mask(item) for item in tree]

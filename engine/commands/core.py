@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be at least 1")
     if args.workers > 1:
         from engine import logs
-        from engine.inbound import verp_keys
+        from engine.compose import verp_keys
         from engine.supervisor import supervise
 
         cfg = load_config(args)  # validate once before starting anything
@@ -169,7 +169,7 @@ def cmd_tenants_grant(args: argparse.Namespace) -> int:
 
 
 def cmd_tenants_quota(args: argparse.Namespace) -> int:
-    from engine.compliance import quota
+    from engine.store import quota
 
     cfg = load_config(args)
     if args.daily is not None and args.daily < 0:
@@ -243,6 +243,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from engine.queue import streams as streams_mod
+    from engine.redaction import redact
     from engine.store import backlog as backlog_store
     from engine.store import jobs as job_store
     from engine.store import pool as pool_mod
@@ -273,7 +274,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             ).depth()
         except Exception as exc:  # status must work with Redis down: say so, don't fail
             doc["streams"] = None
-            doc["redis_error"] = pool_mod.redact(str(exc))
+            doc["redis_error"] = redact(str(exc))
         finally:
             await client.aclose()
         return doc

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DkimDnsError, DkimError, DkimKeyError, UsageError
+from engine.errors import DkimError, DkimKeyError, UsageError
 
 _ZONE_CHUNK = 250  # a TXT character-string holds at most 255 bytes (RFC 1035 §3.3)
 
@@ -152,16 +152,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def _dns_lookup(name: str) -> bytes | None:
-    import dns.exception
-    import dns.resolver
+    from engine.resolver import txt_bytes
 
-    try:
-        answer = dns.resolver.resolve(name, "TXT", lifetime=5.0)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return None
-    except dns.exception.DNSException as exc:
-        raise DkimDnsError(f"DNS lookup of {name} TXT failed: {exc}") from None
-    records = [b"".join(r.strings) for r in answer if b"p=" in b"".join(r.strings)]
+    records = [r for r in asyncio.run(txt_bytes(name, timeout=5.0)) if b"p=" in r]
     return records[0] if len(records) == 1 else None
 
 

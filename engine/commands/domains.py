@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 
 from engine.commands.core import load_config, run_with_pool
-from engine.compliance.dns import system_resolver, with_txt_overrides
 from engine.errors import UsageError
+from engine.resolver import system_resolver, with_txt_overrides
 from engine.tenancy import domains
 
 

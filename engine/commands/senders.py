@@ -11,11 +11,11 @@ import msgspec
 from engine import audit
 from engine.commands.core import load_config, run_async
 from engine.compliance.check import ComplianceReport, check_domain
-from engine.compliance.dns import system_resolver
 from engine.compliance.service import check_and_apply, dkim_expectations
 from engine.compliance.store import StoredVerdict, tenants_with_domain
 from engine.config import Config
 from engine.errors import UsageError
+from engine.resolver import system_resolver
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

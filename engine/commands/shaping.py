@@ -16,8 +16,8 @@ import msgspec
 from engine import audit
 from engine import config as config_mod
 from engine.commands.core import run_async, run_with_pool
-from engine.config import Config
 from engine.errors import UsageError
+from engine.queue.streams import connect as redis_client
 from engine.senders import service
 from engine.shaping.explain import explain, render
 from engine.shaping.shaper import Shaper
@@ -47,12 +47,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         a.set_defaults(func=cmd_pause if name == "pause" else cmd_resume)
 
 
-def _client(cfg: Config) -> Any:
-    from engine.queue.streams import connect
-
-    return connect(cfg.redis)  # the daemon's client: single, cluster or sentinel
-
-
 async def _tenant_of(pool: asyncpg.Pool, sender: str) -> str:
     """The one tenant using a sender address (``oltp.senders``)."""
     tenants = sorted({s.tenant_id for s in await service.find(pool, sender)})
@@ -68,7 +62,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"--to {args.to!r} is not an address")
 
     async def run(tenant: str) -> int:
-        client = _client(cfg) if cfg.shaping.enabled else None
+        client = redis_client(cfg.redis) if cfg.shaping.enabled else None
         try:
             shaper = Shaper(cfg, client)
             result = await explain(shaper, tenant, args.sender, args.to, args.node)
@@ -94,7 +88,7 @@ def _set_pause(args: argparse.Namespace, pause: bool) -> int:
 
     async def run(pool: asyncpg.Pool) -> int:
         tenant = args.tenant or await _tenant_of(pool, args.sender)
-        client = _client(cfg) if cfg.shaping.enabled else None
+        client = redis_client(cfg.redis) if cfg.shaping.enabled else None
         try:
             cache = Shaper(cfg, client) if client is not None else None
             if pause:

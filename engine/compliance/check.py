@@ -17,9 +17,9 @@ import msgspec
 
 from engine import psl
 from engine.compliance import dmarc, spf
-from engine.compliance.dns import CachingResolver, Resolve, reverse_name
 from engine.dkim.dnscheck import check_dns
-from engine.errors import ComplianceDnsError, DkimDnsError
+from engine.errors import DkimDnsError, DnsLookupError
+from engine.resolver import CachingResolver, Resolve, reverse_name
 
 Status = Literal["pass", "warn", "fail", "error"]
 CheckName = Literal["spf", "dkim", "dmarc", "ptr"]
@@ -100,7 +100,7 @@ async def check_dkim(resolve: Resolve, domain: str, keys: Sequence[DkimExpectati
     async def lookup(name: str) -> list[bytes]:
         try:
             return [t.encode() for t in await resolve(name, "TXT")]
-        except ComplianceDnsError as exc:
+        except DnsLookupError as exc:
             raise DkimDnsError(exc.message) from None
 
     results = [await check_dns(k.domain, k.selector, k.public_txt, lookup=lookup) for k in keys]
@@ -132,7 +132,7 @@ async def check_dmarc(
                 status="fail",
                 detail=f"no DMARC record at _dmarc.{domain} (publish at least v=DMARC1; p=none)",
             )
-    except ComplianceDnsError as exc:
+    except DnsLookupError as exc:
         return CheckResult(check="dmarc", status="error", detail=exc.message)
     if len(records) > 1:
         return CheckResult(
@@ -186,7 +186,7 @@ async def check_ptr(resolve: Resolve, relay_ips: Sequence[str]) -> CheckResult:
         try:
             names = await resolve(reverse_name(ip), "PTR")
             confirmed = [n for n in names if ip in await resolve(n, rdtype)]
-        except ComplianceDnsError as exc:
+        except DnsLookupError as exc:
             errors += 1
             problems.append(f"{ip}: {exc.message}")
             continue

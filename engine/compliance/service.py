@@ -29,12 +29,12 @@ import asyncpg
 
 from engine.compliance import store
 from engine.compliance.check import ComplianceReport, DkimExpectation, check_domain
-from engine.compliance.dns import Resolve, system_resolver
 from engine.compliance.store import Action, StoredVerdict
 from engine.config import Config
 from engine.dkim import store as dkim_store
 from engine.dkim.keys import KeyRing
 from engine.errors import DkimError
+from engine.resolver import Resolve, system_resolver
 from engine.senders import service as senders
 from engine.shaping.shaper import Shaper
 

@@ -9,7 +9,7 @@ per ``mx``, at most 2 lookups that return nothing ("void") — each a ``permerro
 because receivers stop there too and treat the record as broken.
 
 ``ptr`` is deprecated (§5.5) and never matches here; a record that relies on it fails our check
-on purpose. DNS comes in through the injected :data:`~engine.compliance.dns.Resolve`.
+on purpose. DNS comes in through the injected :data:`~engine.resolver.Resolve`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Literal
 
 import msgspec
 
-from engine.compliance.dns import Resolve
-from engine.errors import ComplianceDnsError
+from engine.errors import DnsLookupError
+from engine.resolver import Resolve
 
 SpfResult = Literal["pass", "fail", "softfail", "neutral", "none", "permerror", "temperror"]
 
@@ -157,7 +157,7 @@ class SpfEvaluator:
     async def _lookup(self, name: str, rdtype: str, *, what: str) -> list[str]:
         try:
             found = await self._resolve(name, rdtype)
-        except ComplianceDnsError as exc:
+        except DnsLookupError as exc:
             raise _TempError(exc.message) from None
         if not found:
             self._budget.void(what)
@@ -180,7 +180,7 @@ class SpfEvaluator:
     async def _check_host(self, domain: str, depth: int) -> tuple[SpfResult, str]:
         try:
             txts = await self._resolve(domain, "TXT")
-        except ComplianceDnsError as exc:
+        except DnsLookupError as exc:
             raise _TempError(exc.message) from None
         record = select_record(txts)
         if record is None:

@@ -1,11 +1,22 @@
 """List headers Gmail and Yahoo require of bulk senders: List-Unsubscribe (RFC 2369), one-click
-List-Unsubscribe-Post (RFC 8058) and Feedback-ID (Gmail's feedback loop)."""
+List-Unsubscribe-Post (RFC 8058) and Feedback-ID (Gmail's feedback loop), and the engine's own
+per-job unsubscribe addresses and tokens.
+
+A bulk job (one with a campaign) whose content brings no List-Unsubscribe gets one per recipient:
+``mailto:u-<job>-<tag>@<verp_domain>`` (the inbound listener accepts it) and, when
+``[inbound] unsubscribe_url`` is set, ``<unsubscribe_url>/u-<job>-<tag>`` with
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click``. The tag is the same truncated HMAC as VERP
+(prefix ``u``), so only the engine can mint a token and nobody can unsubscribe someone else.
+"""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from urllib.parse import urlsplit
 
+from engine.compose import verp_keys
+from engine.config import InboundConfig
 from engine.errors import ComposeError
 
 # A URI inside <...> may not contain white space, angle brackets or controls (RFC 2369 §2);
@@ -98,3 +109,27 @@ def feedback_id(campaign: str, tenant: str, sender: str) -> str:
         return _FEEDBACK_UNSAFE.sub("_", value)[:64] or "-"
 
     return f"{clean(campaign)}:{clean(tenant)}:{clean(sender)}:pm"
+
+
+PREFIX = "u"
+
+
+def token(job_id: int, cfg: InboundConfig) -> str:
+    """The per-job token (the local part of the unsubscribe address), current secret."""
+    return verp_keys.encode(job_id, cfg, local_prefix=PREFIX).rpartition("@")[0]
+
+
+def job_of(address_or_token: str, cfg: InboundConfig, now: datetime | None = None) -> int | None:
+    """The job an unsubscribe address or token belongs to; None when forged or not ours.
+
+    Tokens signed with a previous secret ([[inbound.verp_previous]]) count until its window ends.
+    """
+    value = address_or_token if "@" in address_or_token else f"{address_or_token}@{cfg.verp_domain}"
+    return verp_keys.decode(value, cfg, local_prefix=PREFIX, now=now)
+
+
+def headers(job_id: int, cfg: InboundConfig) -> list[tuple[str, str]]:
+    """List-Unsubscribe (+ List-Unsubscribe-Post when one-click is configured) for one job."""
+    tok = token(job_id, cfg)
+    https = f"{cfg.unsubscribe_url.rstrip('/')}/{tok}" if cfg.unsubscribe_url else None
+    return list_unsubscribe_headers(https, f"{tok}@{cfg.verp_domain}")

@@ -260,7 +260,7 @@ def _resolve_verp_secrets(cfg: Config, origin: str) -> Config:
     """Validate the VERP secrets and put the files' contents in the tree (read once, at load).
 
     Unset stays "" here: commands that never sign or check an address (migrate, status, dkim)
-    run without one; the daemon refuses to start without it (engine/inbound/verp_keys.py).
+    run without one; the daemon refuses to start without it (engine/compose/verp_keys.py).
     """
     inbound = cfg.inbound
     current = _verp_secret(

@@ -246,7 +246,7 @@ class DnsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True)
     negative_ttl_s: float = 300.0
 
 
-# --- VERP / unsubscribe secrets (engine/inbound/verp_keys.py, docs/operations.md "Secrets") ---
+# --- VERP / unsubscribe secrets (engine/compose/verp_keys.py, docs/operations.md "Secrets") ---
 #: The HMAC key of b-/u- addresses and one-click tokens must be at least this long: it is all
 #: that stops anyone minting a valid bounce or unsubscribe address for a sequential job id.
 MIN_VERP_SECRET_BYTES = 32

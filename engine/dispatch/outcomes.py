@@ -15,7 +15,7 @@ from collections.abc import Callable
 import asyncpg
 import msgspec
 
-from engine import events, metrics
+from engine import events
 from engine.queue.streams import Entry, Streams
 from engine.store import jobs as job_store
 from engine.store import stats
@@ -173,4 +173,4 @@ class OutcomeWriter:
         await self._idle.wait()
 
 
-__all__ = ["OutcomeWriter", "metrics"]
+__all__ = ["OutcomeWriter"]

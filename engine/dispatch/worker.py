@@ -18,8 +18,9 @@ import asyncpg
 import msgspec
 
 from engine import metrics
-from engine.compliance import quota
+from engine.backoff import backoff_s
 from engine.compose import message_id as message_ids
+from engine.compose import unsubscribe, verp_keys
 from engine.compose.mime import ComposedBody, build_body, effective_message_id, render
 from engine.compose.unsubscribe import feedback_id
 from engine.config import Config
@@ -28,10 +29,8 @@ from engine.dispatch.outcomes import OutcomeWriter
 from engine.dispatch.seams import Relay, Shaper, Signer
 from engine.dkim.sign import dkim_selectors
 from engine.errors import ComposeError, DkimError, EngineError
-from engine.inbound import unsubscribe, verp_keys
 from engine.model import Content, JobState, OutcomeKind
 from engine.queue.pace import InFlightWindow
-from engine.queue.retry import backoff_s
 from engine.queue.streams import Entry, Streams
 from engine.relay.dsn import DsnRequest, sampled
 from engine.senders.service import PausedSenders, hold_s
@@ -39,7 +38,7 @@ from engine.shaping.model import ShapeDecision, ShapeRequest
 from engine.shaping.signals import from_outcome
 from engine.store import content as content_store
 from engine.store import jobs as job_store
-from engine.store import suppressions
+from engine.store import quota, suppressions
 
 log = logging.getLogger("engine.dispatch")
 

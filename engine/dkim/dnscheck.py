@@ -12,19 +12,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
 
 import dkim.util
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 import msgspec
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from engine.dkim.sign import SigningKey
-from engine.errors import DkimDnsError
+from engine.dkim.verify import rsa_public_key
+from engine.errors import DnsLookupError
+from engine.resolver import txt_bytes
 
 TxtLookup = Callable[[str], Awaitable[Sequence[bytes]]]
 """``lookup(name)`` → the TXT records at ``name`` (each record's strings joined); ``[]`` when
-the name or the record does not exist; raises :class:`DkimDnsError` when DNS itself failed."""
+the name or the record does not exist; raises :class:`~engine.errors.DnsLookupError` when DNS
+itself failed."""
 
 CheckStatus = Literal["ok", "missing", "mismatch", "error"]
 
@@ -45,44 +43,14 @@ class DnsCheck(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def resolve_txt(name: str, *, timeout: float = 3.0) -> list[bytes]:
-    """TXT records at ``name`` via the system resolver (dnspython)."""
-    try:
-        answer = await dns.asyncresolver.resolve(name, "TXT", lifetime=timeout)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
-    except dns.exception.Timeout:
-        raise DkimDnsError(f"DNS lookup of {name} TXT timed out after {timeout:g}s") from None
-    except dns.exception.DNSException as exc:
-        raise DkimDnsError(f"DNS lookup of {name} TXT failed: {exc}") from None
-    return [b"".join(rdata.strings) for rdata in answer]
+    """TXT records at ``name`` via the system resolver (:func:`engine.resolver.txt_bytes`)."""
+    return await txt_bytes(name, timeout=timeout)
 
 
 def _tags(txt: str | bytes) -> dict[bytes, bytes]:
     raw = txt.encode("ascii", "replace") if isinstance(txt, str) else txt
     tags: dict[bytes, bytes] = dkim.util.parse_tag_value(raw)
     return tags
-
-
-def rsa_public_key(p: bytes) -> rsa.RSAPublicKey | None:
-    """The RSA key in a p= value (SubjectPublicKeyInfo, or bare PKCS#1 as dkimpy allows)."""
-    try:
-        der = base64.b64decode(b"".join(p.split()), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    pkcs1_pem = (
-        b"-----BEGIN RSA PUBLIC KEY-----\n"
-        + base64.encodebytes(der)
-        + b"-----END RSA PUBLIC KEY-----\n"
-    )
-    key: object
-    try:
-        key = serialization.load_der_public_key(der)
-    except (ValueError, TypeError):
-        try:
-            key = serialization.load_pem_public_key(pkcs1_pem)
-        except (ValueError, TypeError):
-            return None
-    return key if isinstance(key, rsa.RSAPublicKey) else None
 
 
 def _same_key(kind: bytes, expected_p: bytes, published_p: bytes) -> bool:
@@ -152,7 +120,7 @@ async def check_dns(
             records = await resolve_txt(name, timeout=timeout)
         else:
             records = list(await lookup(name))
-    except DkimDnsError as exc:
+    except DnsLookupError as exc:
         return result("error", exc.message)
     # A DKIM record carries p=; other TXT records at the name (rare) are not ours to judge.
     dkim_records = [r for r in records if b"p=" in r]

@@ -29,6 +29,7 @@ from engine.dkim.sign import (
     public_txt_record,
 )
 from engine.errors import DkimKeyError, DkimKeyMissingError
+from engine.psl import parent_domains
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +127,6 @@ def _read_key_file(path: str) -> bytes:
     return data
 
 
-def _parent_domains(domain: str) -> Iterable[str]:
-    """``a.b.example.com`` → itself, ``b.example.com``, ``example.com`` (never a bare TLD)."""
-    labels = domain.split(".")
-    for i in range(max(len(labels) - 1, 1)):
-        yield ".".join(labels[i:])
-
-
 def _activation_order(record: StoredKey) -> float:
     when = record.activated_at or record.created_at
     return when.timestamp() if when is not None else 0.0
@@ -217,7 +211,7 @@ class KeyRing:
 
     def _lookup(self, domain: str, tenant_id: str | None) -> tuple[SigningKey, ...]:
         owners: Sequence[str | None] = (tenant_id, None) if tenant_id is not None else (None,)
-        for candidate in _parent_domains(domain):
+        for candidate in parent_domains(domain):
             for owner in owners:
                 found = self._keys.get((owner, candidate))
                 if found:

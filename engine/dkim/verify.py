@@ -18,8 +18,8 @@ import dkim
 import dkim.util
 import msgspec
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, utils
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from dkim.canonicalization import (
     CanonicalizationPolicy,
     InvalidCanonicalizationPolicyError,
@@ -27,13 +27,34 @@ from dkim.canonicalization import (
 )
 
 from engine.dkim import canon
-from engine.dkim.dnscheck import rsa_public_key
 from engine.dkim.sign import MIN_RSA_BITS
 
 KeyLookup = Callable[[str], bytes | None]
 """``lookup("sel._domainkey.example.com")`` → the TXT record value, or None if there is none."""
 
 _WSP = re.compile(rb"\s+")
+
+
+def rsa_public_key(p: bytes) -> rsa.RSAPublicKey | None:
+    """The RSA key in a p= value (SubjectPublicKeyInfo, or bare PKCS#1 as dkimpy allows)."""
+    try:
+        der = base64.b64decode(b"".join(p.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    pkcs1_pem = (
+        b"-----BEGIN RSA PUBLIC KEY-----\n"
+        + base64.encodebytes(der)
+        + b"-----END RSA PUBLIC KEY-----\n"
+    )
+    key: object
+    try:
+        key = serialization.load_der_public_key(der)
+    except (ValueError, TypeError):
+        try:
+            key = serialization.load_pem_public_key(pkcs1_pem)
+        except (ValueError, TypeError):
+            return None
+    return key if isinstance(key, rsa.RSAPublicKey) else None
 
 
 class VerifyResult(msgspec.Struct, frozen=True, kw_only=True):

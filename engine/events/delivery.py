@@ -28,8 +28,10 @@ import asyncpg
 import msgspec
 
 from engine import metrics
+from engine.backoff import backoff_s
 from engine.config import Config, EventsConfig
 from engine.errors import EngineError
+from engine.events import store
 from engine.events.model import Event
 from engine.events.signature import HEADER, sign, standard_headers
 from engine.events.ssrf import (
@@ -40,11 +42,16 @@ from engine.events.ssrf import (
     check_url,
     policy_of,
 )
-from engine.events.store import Position, head, read_tenant_after, tenants_after
+from engine.events.store import (
+    Position,
+    head,
+    read_tenant_after,
+    tenants_after,
+    try_session_lock,
+)
 from engine.events.webhooks import DeliveryTarget, load_targets
 from engine.periodic import Periodic, run_until
-from engine.queue.retry import backoff_s
-from engine.store.pool import connect_one
+from engine.store.pool import connect_one, ping
 
 log = logging.getLogger("engine.webhooks")
 
@@ -121,7 +128,7 @@ class WebhookWorker:
         """One leadership term: take the lock on a dedicated connection, lead, let go."""
         conn = await connect_one(self.dsn)
         try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+            if not await try_session_lock(conn, _LOCK_KEY):
                 return
             self.leading.set()
             log.info("webhook worker leading")
@@ -152,7 +159,7 @@ class WebhookWorker:
         flush_s = self.cfg.webhook_flush_ms / 1000
         while not stop.is_set():
             if time.monotonic() - refreshed >= self.refresh_s:
-                await lock_conn.fetchval("SELECT 1")  # lost the session: the lock is gone too
+                await ping(lock_conn)  # lost the session: the lock is gone too
                 await self._refresh()
                 refreshed = time.monotonic()
             news, last = await tenants_after(self.pool, scan, _SCAN_LIMIT)
@@ -337,32 +344,14 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 
 
 async def _save_cursor(pool: asyncpg.Pool, target: DeliveryTarget, last: Position) -> None:
-    await pool.execute(
-        "UPDATE oltp.webhook_endpoints SET cursor_xid = $3::text::xid8, cursor_id = $4"
-        " WHERE tenant_id = $1 AND id = $2",
-        target.tenant_id,
-        target.id,
-        str(last.xid),
-        last.id,
-    )
+    await store.save_endpoint_cursor(pool, target.tenant_id, target.id, last)
     target.cursor = last
 
 
 async def _succeeded(
     pool: asyncpg.Pool, target: DeliveryTarget, last: Position, n: int, status: int | None
 ) -> None:
-    await pool.execute(
-        "UPDATE oltp.webhook_endpoints SET cursor_xid = $3::text::xid8, cursor_id = $4,"
-        " attempts = 0, failing_since = NULL, next_attempt_at = NULL, last_status = $5,"
-        " last_error = NULL, last_success_at = now(), delivered = delivered + $6"
-        " WHERE tenant_id = $1 AND id = $2",
-        target.tenant_id,
-        target.id,
-        str(last.xid),
-        last.id,
-        status,
-        n,
-    )
+    await store.endpoint_succeeded(pool, target.tenant_id, target.id, last, n, status)
     target.cursor, target.attempts = last, 0
     target.failing_since = target.next_attempt_at = None
 
@@ -374,16 +363,8 @@ async def _failed(
     next_at: dt.datetime,
     result: PostResult,
 ) -> None:
-    await pool.execute(
-        "UPDATE oltp.webhook_endpoints SET attempts = $3,"
-        " failing_since = coalesce(failing_since, now()), next_attempt_at = $4,"
-        " last_status = $5, last_error = $6 WHERE tenant_id = $1 AND id = $2",
-        target.tenant_id,
-        target.id,
-        attempt,
-        next_at,
-        result.status,
-        result.error,
+    await store.endpoint_failed(
+        pool, target.tenant_id, target.id, attempt, next_at, result.status, result.error
     )
     target.attempts, target.next_attempt_at = attempt, next_at
     target.failing_since = target.failing_since or dt.datetime.now(dt.UTC)
@@ -397,30 +378,17 @@ async def _dead_letter(
     attempt: int,
     result: PostResult,
 ) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO oltp.webhook_dead_letters (tenant_id, endpoint_id, event_ids, attempts,"
-            " failing_since, last_status, last_error)"
-            " VALUES ($1, $2, $3, $4, coalesce($5, now()), $6, $7)",
-            target.tenant_id,
-            target.id,
-            [e.id for e in events],
-            attempt,
-            target.failing_since,
-            result.status,
-            result.error,
-        )
-        await conn.execute(
-            "UPDATE oltp.webhook_endpoints SET cursor_xid = $3::text::xid8, cursor_id = $4,"
-            " attempts = 0, failing_since = NULL, next_attempt_at = NULL, last_status = $5,"
-            " last_error = $6 WHERE tenant_id = $1 AND id = $2",
-            target.tenant_id,
-            target.id,
-            str(last.xid),
-            last.id,
-            result.status,
-            result.error,
-        )
+    await store.dead_letter(
+        pool,
+        target.tenant_id,
+        target.id,
+        [e.id for e in events],
+        attempt,
+        target.failing_since,
+        last,
+        result.status,
+        result.error,
+    )
     target.cursor, target.attempts = last, 0
     target.failing_since = target.next_attempt_at = None
 

@@ -11,7 +11,7 @@ default). One forbidden address refuses the whole name: the HTTP client would tr
 :class:`VettingResolver` is the HTTP client's only resolver: the addresses it vets are the ones
 the connection uses, so a second lookup cannot swap in an internal address after the check (DNS
 rebinding); the URL keeps its name, so TLS SNI, certificate checks and ``Host`` are unchanged.
-DNS comes from the engine's seam (:mod:`engine.compliance.dns`), handed in as a callable.
+DNS comes from the engine's seam (:mod:`engine.resolver`), handed in as a callable.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from engine.errors import WebhookError
 
 Resolve = Callable[[str, str], Awaitable[list[str]]]
-"""``resolve(name, rdtype)`` as :data:`engine.compliance.dns.Resolve` (A and AAAA used here)."""
+"""``resolve(name, rdtype)`` as :data:`engine.resolver.Resolve` (A and AAAA used here)."""
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -185,3 +185,177 @@ async def save_cursor(conn: Conn, name: str, pos: Position) -> None:
         str(pos.xid),
         pos.id,
     )
+
+
+async def try_xact_lock(conn: Conn, key: int) -> bool:
+    """Take the transaction-level advisory lock ``key`` if free (released at commit)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
+
+
+async def try_session_lock(conn: Conn, key: int) -> bool:
+    """Take the session-level advisory lock ``key`` if free (released when the session ends)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+
+
+# -- webhook endpoints (oltp.webhook_endpoints, oltp.webhook_dead_letters) -----------------------
+
+_VIEW = """
+SELECT e.id, e.tenant_id, e.url, e.kinds, e.active, e.description, e.created_at, e.attempts,
+       e.failing_since, e.next_attempt_at, e.last_status, e.last_error, e.last_success_at,
+       e.delivered,
+       (SELECT count(*) FROM oltp.webhook_dead_letters d
+         WHERE d.tenant_id = e.tenant_id AND d.endpoint_id = e.id) AS dead_letters
+  FROM oltp.webhook_endpoints e
+"""
+
+
+async def insert_endpoint(
+    conn: Conn, tenant_id: str, url: str, key: str, kinds: list[str], description: str | None
+) -> asyncpg.Record:
+    """Add an endpoint; returns its operator view (the columns of :func:`endpoint_rows`)."""
+    new_id: int = await conn.fetchval(
+        "INSERT INTO oltp.webhook_endpoints (tenant_id, url, secret, kinds, description)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        tenant_id,
+        url,
+        key,
+        kinds,
+        description,
+    )
+    row: asyncpg.Record | None = await conn.fetchrow(_VIEW + " WHERE e.id = $1", new_id)
+    assert row is not None  # just inserted, on this connection
+    return row
+
+
+async def endpoint_rows(conn: Reader, tenant_id: str | None) -> list[asyncpg.Record]:
+    """Every endpoint (of one tenant when given) as operators see it (no secret), by id."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        _VIEW + " WHERE $1::text IS NULL OR e.tenant_id = $1 ORDER BY e.id", tenant_id
+    )
+    return rows
+
+
+async def delete_endpoint(
+    conn: Conn, endpoint_id: int, tenant_id: str | None
+) -> asyncpg.Record | None:
+    """Delete an endpoint (its dead letters go with it); returns its last view, or None."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        _VIEW + " WHERE e.id = $1 AND ($2::text IS NULL OR e.tenant_id = $2) FOR UPDATE",
+        endpoint_id,
+        tenant_id,
+    )
+    if row is not None:
+        await conn.execute("DELETE FROM oltp.webhook_endpoints WHERE id = $1", endpoint_id)
+    return row
+
+
+async def target_rows(conn: Reader) -> list[asyncpg.Record]:
+    """Active endpoints with secret, cursor (``cx``, ``cursor_id``) and retry state."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT id, tenant_id, url, secret, kinds, cursor_xid::text::bigint AS cx, cursor_id,"
+        " attempts, failing_since, next_attempt_at"
+        " FROM oltp.webhook_endpoints WHERE active ORDER BY id"
+    )
+    return rows
+
+
+async def dead_letter_ids(conn: Reader, endpoint_id: int) -> list[list[int]]:
+    """The event ids of each dead-lettered batch of an endpoint, oldest first."""
+    rows = await conn.fetch(
+        "SELECT event_ids FROM oltp.webhook_dead_letters WHERE endpoint_id = $1 ORDER BY id",
+        endpoint_id,
+    )
+    return [list(r["event_ids"]) for r in rows]
+
+
+async def save_endpoint_cursor(
+    conn: Reader, tenant_id: str, endpoint_id: int, last: Position
+) -> None:
+    """Move an endpoint's cursor (events it does not want were skipped)."""
+    await conn.execute(
+        "UPDATE oltp.webhook_endpoints SET cursor_xid = $3::text::xid8, cursor_id = $4"
+        " WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        endpoint_id,
+        str(last.xid),
+        last.id,
+    )
+
+
+async def endpoint_succeeded(
+    conn: Reader, tenant_id: str, endpoint_id: int, last: Position, n: int, status: int | None
+) -> None:
+    """A batch of ``n`` events was delivered: cursor past it, failure state cleared."""
+    await conn.execute(
+        "UPDATE oltp.webhook_endpoints SET cursor_xid = $3::text::xid8, cursor_id = $4,"
+        " attempts = 0, failing_since = NULL, next_attempt_at = NULL, last_status = $5,"
+        " last_error = NULL, last_success_at = now(), delivered = delivered + $6"
+        " WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        endpoint_id,
+        str(last.xid),
+        last.id,
+        status,
+        n,
+    )
+
+
+async def endpoint_failed(
+    conn: Reader,
+    tenant_id: str,
+    endpoint_id: int,
+    attempt: int,
+    next_at: dt.datetime,
+    status: int | None,
+    error: str | None,
+) -> None:
+    """A delivery attempt failed: the batch is tried again at ``next_at``."""
+    await conn.execute(
+        "UPDATE oltp.webhook_endpoints SET attempts = $3,"
+        " failing_since = coalesce(failing_since, now()), next_attempt_at = $4,"
+        " last_status = $5, last_error = $6 WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        endpoint_id,
+        attempt,
+        next_at,
+        status,
+        error,
+    )
+
+
+async def dead_letter(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    endpoint_id: int,
+    event_ids: list[int | None],
+    attempt: int,
+    failing_since: dt.datetime | None,
+    last: Position,
+    status: int | None,
+    error: str | None,
+) -> None:
+    """Give up on a batch: record it as a dead letter and move the cursor past it, together."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO oltp.webhook_dead_letters (tenant_id, endpoint_id, event_ids, attempts,"
+            " failing_since, last_status, last_error)"
+            " VALUES ($1, $2, $3, $4, coalesce($5, now()), $6, $7)",
+            tenant_id,
+            endpoint_id,
+            event_ids,
+            attempt,
+            failing_since,
+            status,
+            error,
+        )
+        await conn.execute(
+            "UPDATE oltp.webhook_endpoints SET cursor_xid = $3::text::xid8, cursor_id = $4,"
+            " attempts = 0, failing_since = NULL, next_attempt_at = NULL, last_status = $5,"
+            " last_error = $6 WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            endpoint_id,
+            str(last.xid),
+            last.id,
+            status,
+            error,
+        )

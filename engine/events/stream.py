@@ -28,9 +28,9 @@ from redis.exceptions import RedisError
 from engine import metrics
 from engine.config import Config, EventsConfig
 from engine.events.model import Event, to_json
-from engine.events.store import Position, load_cursor, read_after, save_cursor
+from engine.events.store import Position, load_cursor, read_after, save_cursor, try_xact_lock
+from engine.luascript import LuaScript
 from engine.periodic import Periodic, Retry, run_until
-from engine.shaping.scripts import LuaScript
 
 log = logging.getLogger("engine.events")
 
@@ -132,7 +132,7 @@ class Publisher:
         XADD succeeded: a crash between the two re-publishes the batch (at-least-once).
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK_KEY):
+            if not await try_xact_lock(conn, _LOCK_KEY):
                 return 0  # another instance is publishing this round
             cursor = await load_cursor(conn, STREAM_CURSOR)
             batch = await read_after(conn, cursor, self.cfg.publish_batch)

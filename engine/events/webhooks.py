@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import msgspec
 
-from engine.errors import ComplianceDnsError, WebhookError
+from engine.errors import DnsLookupError, WebhookError
+from engine.events import store
 from engine.events.model import KINDS
 from engine.events.signature import new_secret
 from engine.events.ssrf import Policy, Resolve, check_url, vet
@@ -72,16 +73,6 @@ def check_kinds(kinds: Sequence[str]) -> list[str]:
     return sorted(set(kinds))
 
 
-_VIEW = """
-SELECT e.id, e.tenant_id, e.url, e.kinds, e.active, e.description, e.created_at, e.attempts,
-       e.failing_since, e.next_attempt_at, e.last_status, e.last_error, e.last_success_at,
-       e.delivered,
-       (SELECT count(*) FROM oltp.webhook_dead_letters d
-         WHERE d.tenant_id = e.tenant_id AND d.endpoint_id = e.id) AS dead_letters
-  FROM oltp.webhook_endpoints e
-"""
-
-
 def _view(row: asyncpg.Record | None) -> Endpoint:
     assert row is not None
     return msgspec.convert(dict(row), Endpoint)
@@ -108,7 +99,7 @@ async def create(
     else:
         try:
             await vet(url, policy, resolve)
-        except ComplianceDnsError as exc:
+        except DnsLookupError as exc:
             raise WebhookError(
                 f"could not resolve the webhook host: {exc.message}", hint="try again later"
             ) from None
@@ -118,11 +109,9 @@ async def create(
             f"unknown tenant {tenant_id!r}", hint="add it with: engine tenants add ID"
         )
     key = secret or new_secret()
-    if isinstance(pool, asyncpg.Pool):
-        async with pool.acquire() as conn:
-            new_id, row = await _insert(conn, tenant_id, url, key, wanted, description)
-    else:
-        new_id, row = await _insert(pool, tenant_id, url, key, wanted, description)
+    async with transaction(pool) as conn:
+        row = await store.insert_endpoint(conn, tenant_id, url, key, wanted, description)
+    new_id = row["id"]
     log.info(
         "webhook endpoint added",
         extra={"tenant": tenant_id, "endpoint": new_id, "host": urlsplit(url).hostname},
@@ -130,28 +119,9 @@ async def create(
     return _view(row), key
 
 
-async def _insert(
-    conn: Conn, tenant_id: str, url: str, key: str, kinds: list[str], description: str | None
-) -> tuple[int, asyncpg.Record]:
-    new_id: int = await conn.fetchval(
-        "INSERT INTO oltp.webhook_endpoints (tenant_id, url, secret, kinds, description)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        tenant_id,
-        url,
-        key,
-        kinds,
-        description,
-    )
-    row = await conn.fetchrow(_VIEW + " WHERE e.id = $1", new_id)
-    assert row is not None  # just inserted, on this connection
-    return new_id, row
-
-
 async def list_endpoints(pool: asyncpg.Pool | Conn, tenant_id: str | None = None) -> list[Endpoint]:
     """Every endpoint (of one tenant when given), by id."""
-    rows = await pool.fetch(
-        _VIEW + " WHERE $1::text IS NULL OR e.tenant_id = $1 ORDER BY e.id", tenant_id
-    )
+    rows = await store.endpoint_rows(pool, tenant_id)
     return [_view(r) for r in rows]
 
 
@@ -160,14 +130,9 @@ async def delete(
 ) -> Endpoint | None:
     """Remove an endpoint (and its dead letters); None when there is no such id (of that tenant)."""
     async with transaction(pool) as conn:
-        row = await conn.fetchrow(
-            _VIEW + " WHERE e.id = $1 AND ($2::text IS NULL OR e.tenant_id = $2) FOR UPDATE",
-            endpoint_id,
-            tenant_id,
-        )
-        if row is None:
-            return None
-        await conn.execute("DELETE FROM oltp.webhook_endpoints WHERE id = $1", endpoint_id)
+        row = await store.delete_endpoint(conn, endpoint_id, tenant_id)
+    if row is None:
+        return None
     log.info(
         "webhook endpoint removed", extra={"tenant": row["tenant_id"], "endpoint": endpoint_id}
     )
@@ -176,11 +141,7 @@ async def delete(
 
 async def load_targets(conn: Conn | asyncpg.Pool) -> list[DeliveryTarget]:
     """Active endpoints with what delivery needs (worker only: includes secrets)."""
-    rows = await conn.fetch(
-        "SELECT id, tenant_id, url, secret, kinds, cursor_xid::text::bigint AS cx, cursor_id,"
-        " attempts, failing_since, next_attempt_at"
-        " FROM oltp.webhook_endpoints WHERE active ORDER BY id"
-    )
+    rows = await store.target_rows(conn)
     return [
         DeliveryTarget(
             id=r["id"],
@@ -199,8 +160,4 @@ async def load_targets(conn: Conn | asyncpg.Pool) -> list[DeliveryTarget]:
 
 async def dead_letters(pool: asyncpg.Pool | Conn, endpoint_id: int) -> list[list[int]]:
     """The event ids of each dead-lettered batch of an endpoint, oldest first."""
-    rows = await pool.fetch(
-        "SELECT event_ids FROM oltp.webhook_dead_letters WHERE endpoint_id = $1 ORDER BY id",
-        endpoint_id,
-    )
-    return [list(r["event_ids"]) for r in rows]
+    return await store.dead_letter_ids(pool, endpoint_id)

@@ -10,8 +10,9 @@ import enum
 import re
 
 from engine.inbound.dsn import decode_address
-from engine.inbound.message import Headers, first_address
+from engine.inbound.message import Headers
 from engine.inbound.report import Feedback
+from engine.inbound.textscan import first_address
 
 _FIELD_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 #: Field lines read from a report at most (RFC 5965 reports have a dozen).

@@ -18,231 +18,24 @@ import re
 import msgspec
 
 from engine.inbound.patterns import ReasonPatterns, load_patterns, normalise
+from engine.inbound.reasons import (
+    BEFORE_CONTENT,
+    CONNECTION_REASONS,
+    DELAY_ACTIONS,
+    FIRM_CODE_REASONS,
+    FIRM_STATUSES,
+    HARD_REASONS,
+    HOSTUNKNOWN_OVERRIDES,
+    LOCAL_DIAGNOSTIC_TYPES,
+    RECIPIENT_REASONS,
+    STATUS_REASONS,
+    SUBJECT_REASONS,
+    SUCCESS_ACTIONS,
+    USERUNKNOWN_OVERRIDES,
+)
 from engine.inbound.report import Reason
 from engine.inbound.smtpstage import SmtpCommand, Stage, find_stage
 from engine.smtp.codes import SYNTAX_REPLY_CODES, EnhancedClass, ReplyClass, parse_enhanced_status
-
-#: RFC 3463 / IANA enhanced status codes -> reason (sisimai's table, with the RFC 7372/7505/8098
-#: codes mapped to the newer reasons of the vocabulary).
-STATUS_REASONS: dict[str, Reason] = {
-    "4.1.6": Reason.HASMOVED,  # destination mailbox has moved
-    "4.1.7": Reason.REJECTED,  # bad sender's mailbox address syntax
-    "4.1.8": Reason.REJECTED,  # bad sender's system address
-    "4.1.9": Reason.SYSTEMERROR,  # message relayed to non-compliant mailer
-    "4.2.1": Reason.SUSPEND,  # mailbox disabled
-    "4.2.2": Reason.MAILBOXFULL,  # mailbox full
-    "4.2.3": Reason.EXCEEDLIMIT,  # message length exceeds administrative limit
-    "4.2.4": Reason.FILTERED,  # mailing list expansion problem
-    "4.3.1": Reason.SYSTEMFULL,  # mail system full
-    "4.3.2": Reason.NOTACCEPT,  # system not accepting network messages
-    "4.3.3": Reason.SYSTEMERROR,  # system not capable of selected features
-    "4.3.5": Reason.SYSTEMERROR,  # system incorrectly configured
-    "4.4.1": Reason.EXPIRED,  # no answer from host
-    "4.4.2": Reason.NETWORKERROR,  # bad connection
-    "4.4.4": Reason.NETWORKERROR,  # unable to route
-    "4.4.5": Reason.SYSTEMFULL,  # mail system congestion
-    "4.4.6": Reason.NETWORKERROR,  # routing loop detected
-    "4.4.7": Reason.EXPIRED,  # delivery time expired
-    "4.5.3": Reason.SYSTEMERROR,  # too many recipients
-    "4.5.5": Reason.SYSTEMERROR,  # wrong protocol version
-    "4.6.0": Reason.CONTENTERROR,  # other or undefined media error
-    "4.6.2": Reason.CONTENTERROR,  # conversion required and prohibited
-    "4.6.5": Reason.CONTENTERROR,  # conversion failed
-    "4.7.1": Reason.BLOCKED,  # delivery not authorized, message refused
-    "4.7.2": Reason.BLOCKED,  # mailing list expansion prohibited
-    "4.7.5": Reason.SECURITYERROR,  # cryptographic failure
-    "4.7.6": Reason.SECURITYERROR,  # cryptographic algorithm not supported
-    "4.7.7": Reason.SECURITYERROR,  # message integrity failure
-    "4.7.10": Reason.FAILEDSTARTTLS,  # encryption needed
-    "4.7.12": Reason.SECURITYERROR,  # a password transition is needed
-    "4.7.15": Reason.SECURITYERROR,  # priority level is too low
-    "4.7.16": Reason.MESGTOOBIG,  # message too big for the specified priority
-    "4.7.24": Reason.AUTHFAILURE,  # SPF validation error
-    "4.7.25": Reason.REQUIREPTR,  # reverse DNS validation failed
-    "4.7.28": Reason.SPEEDING,  # Gmail: unusual rate of mail from this IP
-    "5.1.0": Reason.USERUNKNOWN,  # other address status
-    "5.1.1": Reason.USERUNKNOWN,  # bad destination mailbox address
-    "5.1.2": Reason.HOSTUNKNOWN,  # bad destination system address
-    "5.1.3": Reason.USERUNKNOWN,  # bad destination mailbox address syntax
-    "5.1.4": Reason.FILTERED,  # destination mailbox address ambiguous
-    "5.1.6": Reason.HASMOVED,  # destination mailbox has moved, no forwarding address
-    "5.1.7": Reason.REJECTED,  # bad sender's mailbox address syntax
-    "5.1.8": Reason.REJECTED,  # bad sender's system address
-    "5.1.9": Reason.SYSTEMERROR,  # message relayed to non-compliant mailer
-    "5.1.10": Reason.NOTACCEPT,  # recipient address has null MX (RFC 7505)
-    "5.2.0": Reason.FILTERED,  # other or undefined mailbox status
-    "5.2.1": Reason.FILTERED,  # mailbox disabled, not accepting messages
-    "5.2.2": Reason.MAILBOXFULL,  # mailbox full
-    "5.2.3": Reason.EXCEEDLIMIT,  # message length exceeds administrative limit
-    "5.2.4": Reason.FILTERED,  # mailing list expansion problem
-    "5.3.0": Reason.SYSTEMERROR,  # other or undefined mail system status
-    "5.3.1": Reason.SYSTEMFULL,  # mail system full
-    "5.3.2": Reason.NOTACCEPT,  # system not accepting network messages
-    "5.3.3": Reason.SYSTEMERROR,  # system not capable of selected features
-    "5.3.4": Reason.MESGTOOBIG,  # message too big for system
-    "5.3.5": Reason.SYSTEMERROR,  # system incorrectly configured
-    "5.4.0": Reason.NETWORKERROR,  # other or undefined network or routing status
-    "5.4.3": Reason.SYSTEMERROR,  # directory server failure
-    "5.4.4": Reason.HOSTUNKNOWN,  # unable to route
-    "5.4.6": Reason.NETWORKERROR,  # routing loop detected
-    "5.4.7": Reason.EXPIRED,  # delivery time expired
-    "5.5.3": Reason.TOOMANYCONN,  # too many recipients
-    "5.5.4": Reason.SYSTEMERROR,  # invalid command arguments
-    "5.5.5": Reason.SYSTEMERROR,  # wrong protocol version
-    "5.5.6": Reason.SECURITYERROR,  # authentication exchange line is too long
-    "5.6.0": Reason.CONTENTERROR,  # other or undefined media error
-    "5.6.1": Reason.CONTENTERROR,  # media not supported
-    "5.6.2": Reason.CONTENTERROR,  # conversion required and prohibited
-    "5.6.3": Reason.CONTENTERROR,  # conversion required but not supported
-    "5.6.5": Reason.CONTENTERROR,  # conversion failed
-    "5.6.6": Reason.CONTENTERROR,  # message content not available
-    "5.6.7": Reason.CONTENTERROR,  # non-ASCII addresses not permitted
-    "5.6.8": Reason.CONTENTERROR,  # UTF-8 string reply required
-    "5.6.9": Reason.CONTENTERROR,  # UTF-8 header cannot be transferred
-    "5.7.0": Reason.SECURITYERROR,  # other or undefined security status
-    "5.7.1": Reason.SECURITYERROR,  # delivery not authorized, message refused
-    "5.7.2": Reason.SECURITYERROR,  # mailing list expansion prohibited
-    "5.7.3": Reason.SECURITYERROR,  # security conversion required but not possible
-    "5.7.4": Reason.SECURITYERROR,  # security features not supported
-    "5.7.5": Reason.SECURITYERROR,  # cryptographic failure
-    "5.7.6": Reason.SECURITYERROR,  # cryptographic algorithm not supported
-    "5.7.7": Reason.SECURITYERROR,  # message integrity failure
-    "5.7.8": Reason.SECURITYERROR,  # authentication credentials invalid
-    "5.7.9": Reason.SECURITYERROR,  # authentication mechanism is too weak
-    "5.7.10": Reason.FAILEDSTARTTLS,  # encryption needed
-    "5.7.11": Reason.SECURITYERROR,  # encryption required for requested authentication mechanism
-    "5.7.13": Reason.SUSPEND,  # user account disabled
-    "5.7.14": Reason.SECURITYERROR,  # trust relationship required
-    "5.7.15": Reason.SECURITYERROR,  # priority level is too low
-    "5.7.16": Reason.MESGTOOBIG,  # message is too big for the specified priority
-    "5.7.17": Reason.HASMOVED,  # mailbox owner has changed
-    "5.7.18": Reason.HASMOVED,  # domain owner has changed
-    "5.7.19": Reason.SECURITYERROR,  # RRVS test cannot be completed
-    "5.7.20": Reason.AUTHFAILURE,  # no passing DKIM signature found
-    "5.7.21": Reason.AUTHFAILURE,  # no acceptable DKIM signature found
-    "5.7.22": Reason.AUTHFAILURE,  # no valid author-matched DKIM signature found
-    "5.7.23": Reason.AUTHFAILURE,  # SPF validation failed
-    "5.7.24": Reason.AUTHFAILURE,  # SPF validation error
-    "5.7.25": Reason.REQUIREPTR,  # reverse DNS validation failed
-    "5.7.26": Reason.AUTHFAILURE,  # multiple authentication checks failed
-    "5.7.27": Reason.REJECTED,  # sender address has null MX: about our sender, not the recipient
-}
-
-#: Codes precise enough that no diagnostic text overrides them.
-_FIRM_CODE_REASONS = frozenset(
-    {
-        Reason.MAILBOXFULL,
-        Reason.MESGTOOBIG,
-        Reason.EXCEEDLIMIT,
-        Reason.HASMOVED,
-        Reason.REQUIREPTR,
-        Reason.AUTHFAILURE,
-        Reason.FAILEDSTARTTLS,
-        Reason.SPEEDING,
-    }
-)
-#: Detail codes that no text overrides although their reason may be refined elsewhere:
-#: "delivery time expired" (x.4.7: whatever the last error quoted was, the message expired in
-#: the queue; x.4.1, "no answer from host", is also what MTAs use for a refused connection, so
-#: the text may still say networkerror there) and "sender address has null MX" (5.7.27, RFC
-#: 7505: the text's "null MX" is our sender's domain, not the recipient's).
-_FIRM_STATUSES = frozenset({"4.4.7", "5.4.7", "5.7.27"})
-#: Text that shows a user-unknown code was really about something else (sisimai's pre-matches).
-_USERUNKNOWN_OVERRIDES = frozenset(
-    {
-        Reason.MAILBOXFULL,
-        Reason.MESGTOOBIG,
-        Reason.EXCEEDLIMIT,
-        Reason.SUSPEND,
-        Reason.HASMOVED,
-        Reason.NORELAYING,
-        Reason.BLOCKED,
-        Reason.REJECTED,
-        Reason.NOTACCEPT,
-        Reason.HOSTUNKNOWN,
-        Reason.REQUIREPTR,
-        Reason.BADREPUTATION,
-        Reason.AUTHFAILURE,
-        Reason.SPEEDING,
-        Reason.TOOMANYCONN,
-        Reason.SUPPRESSED,
-        Reason.SYSTEMFULL,
-    }
-)
-#: Text that shows a host-unknown code was a transient routing problem or something precise.
-_HOSTUNKNOWN_OVERRIDES = frozenset(
-    {
-        Reason.NETWORKERROR,
-        Reason.NOTACCEPT,
-        Reason.NORELAYING,
-        Reason.MAILBOXFULL,
-        Reason.SUSPEND,
-        Reason.USERUNKNOWN,
-    }
-)
-#: Reasons that suppress the address at once when the failure is permanent (DESIGN §7).
-HARD_REASONS = frozenset(
-    {Reason.USERUNKNOWN, Reason.HOSTUNKNOWN, Reason.HASMOVED, Reason.NOTACCEPT}
-)
-#: Reasons that describe the recipient's address, mailbox or domain. At MAIL FROM the server
-#: has not been told the recipient yet, so such a reason was really about our sender
-#: (``rejected``: an unknown or null-MX sender domain, RFC 7505's 5.7.27). At the greeting or
-#: EHLO only reasons about the client or the session stand (``_CONNECTION_REASONS``); a null MX
-#: or "no SMTP service" answer there (RFC 7504's 521/554) is the recipient domain's and stays.
-_RECIPIENT_REASONS = frozenset(
-    {
-        Reason.USERUNKNOWN,
-        Reason.MAILBOXFULL,
-        Reason.SUSPEND,
-        Reason.HASMOVED,
-        Reason.FILTERED,
-        Reason.HOSTUNKNOWN,
-        Reason.NOTACCEPT,
-        Reason.ONHOLD,
-        Reason.UNDEFINED,
-    }
-)
-#: Reasons a refusal at the greeting or EHLO may keep: they describe the client host or the
-#: session (its reputation, PTR, rate, TLS, the network) rather than a mailbox or a message.
-_CONNECTION_REASONS = frozenset(
-    {
-        Reason.BLOCKED,
-        Reason.BADREPUTATION,
-        Reason.REQUIREPTR,
-        Reason.SPEEDING,
-        Reason.TOOMANYCONN,
-        Reason.FAILEDSTARTTLS,
-        Reason.AUTHFAILURE,
-        Reason.NETWORKERROR,
-        Reason.NOTACCEPT,
-        Reason.SYSTEMERROR,
-        Reason.SYSTEMFULL,
-        Reason.POLICYVIOLATION,
-        Reason.NORELAYING,
-        Reason.EXPIRED,
-        Reason.SYNTAXERROR,
-    }
-)
-#: Before DATA the server has not seen the content, so a rejection there is not about spam
-#: content but about the sender's IP or name (sisimai's rule): "blocked", not "spamdetected".
-_BEFORE_CONTENT = frozenset(
-    {SmtpCommand.CONN, SmtpCommand.EHLO, SmtpCommand.MAIL, SmtpCommand.RCPT}
-)
-#: RFC 3464 Action values that mean the message did arrive.
-_SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
-_DELAY_ACTIONS = frozenset({"delayed"})
-#: RFC 3464 diagnostic types that name a local delivery agent (sisimai: mailererror).
-_LOCAL_DIAGNOSTIC_TYPES = frozenset({"X-UNIX", "X-POSTFIX"})
-#: RFC 3463 subject classes (the second field) whose detail codes are not in the table: what
-#: the class alone says (§3.3-§3.9). x.1.x and x.2.x are left out: "other address status" and
-#: "other mailbox status" do not say which address or why.
-_SUBJECT_REASONS: dict[str, Reason] = {
-    "3": Reason.SYSTEMERROR,  # mail system status
-    "4": Reason.NETWORKERROR,  # network and routing status
-    "5": Reason.SYNTAXERROR,  # mail delivery protocol status
-    "6": Reason.CONTENTERROR,  # message content or media status
-    "7": Reason.SECURITYERROR,  # security or policy status
-}
 
 # sisimai's status finders: "(#5.1.1)", "550-5.1.1" / "550 5.1.1", then any bare x.y.z.
 _STATUS_PATTERNS = (
@@ -349,7 +142,7 @@ def classify(
     act = (action or "").lower()
     if status and int(status[0]) == EnhancedClass.SUCCESS:
         return Classification(status, reply_code, Reason.DELIVERED, False, f"status:{status}")
-    if act in _SUCCESS_ACTIONS:
+    if act in SUCCESS_ACTIONS:
         return Classification(status, reply_code, Reason.DELIVERED, False, f"action:{act}")
     stage = find_stage(text) if text else None
     if stage is None and context:
@@ -404,7 +197,7 @@ def _evidence(
     """The reason the status code and the phrases give together, or None if neither does."""
     code_reason = STATUS_REASONS.get(status) if status else None
     code = _Verdict(code_reason, f"status:{status}") if code_reason is not None else None
-    if code is not None and status in _FIRM_STATUSES:
+    if code is not None and status in FIRM_STATUSES:
         return code
     phrase = table.first(text) if text else None
     text_verdict = _Verdict(phrase.reason, phrase.rule) if phrase is not None else None
@@ -413,7 +206,7 @@ def _evidence(
     if (
         text_verdict is not None
         and text_verdict.reason is Reason.SPAMDETECTED
-        and command in _BEFORE_CONTENT
+        and command in BEFORE_CONTENT
         and table.matches_specific(Reason.BLOCKED, text)
     ):
         # Spam words and a DNSBL phrase before DATA: the server judged the client, not content.
@@ -442,12 +235,12 @@ def _decide(code: _Verdict | None, text: _Verdict | None) -> _Verdict | None:
     """Code against text: precise codes hold, generic ones yield (RFC 3463 detail codes)."""
     if code is None or text is None:
         return code or text
-    if code.reason in _FIRM_CODE_REASONS:
+    if code.reason in FIRM_CODE_REASONS:
         return code
     if code.reason is Reason.USERUNKNOWN:
-        return text if text.reason in _USERUNKNOWN_OVERRIDES else code
+        return text if text.reason in USERUNKNOWN_OVERRIDES else code
     if code.reason is Reason.HOSTUNKNOWN:
-        return text if text.reason in _HOSTUNKNOWN_OVERRIDES else code
+        return text if text.reason in HOSTUNKNOWN_OVERRIDES else code
     return text
 
 
@@ -457,12 +250,9 @@ def _at_stage(verdict: _Verdict, stage: Stage) -> _Verdict:
     rule = f"{_stage_rule(stage)}+{verdict.rule}"
     if command is SmtpCommand.DATA and verdict.reason is Reason.USERUNKNOWN:
         return _Verdict(Reason.FILTERED, rule)
-    if command is SmtpCommand.MAIL and verdict.reason in _RECIPIENT_REASONS:
+    if command is SmtpCommand.MAIL and verdict.reason in RECIPIENT_REASONS:
         return _Verdict(Reason.REJECTED, rule)
-    if (
-        command in (SmtpCommand.CONN, SmtpCommand.EHLO)
-        and verdict.reason not in _CONNECTION_REASONS
-    ):
+    if command in (SmtpCommand.CONN, SmtpCommand.EHLO) and verdict.reason not in CONNECTION_REASONS:
         return _Verdict(Reason.BLOCKED, rule)
     return verdict
 
@@ -471,14 +261,14 @@ def _fallback(
     status: str | None, reply_code: str | None, text: str, action: str, diagnostic_type: str
 ) -> _Verdict:
     """The reason when neither the code table nor a phrase gave one."""
-    if action in _DELAY_ACTIONS:
+    if action in DELAY_ACTIONS:
         return _Verdict(Reason.EXPIRED, "action:delayed")
     if status:
         subject = status.split(".")[1]
-        by_class = _SUBJECT_REASONS.get(subject)
+        by_class = SUBJECT_REASONS.get(subject)
         if by_class is not None:
             return _Verdict(by_class, f"class:{status[0]}.{subject}")
-    if diagnostic_type in _LOCAL_DIAGNOSTIC_TYPES:
+    if diagnostic_type in LOCAL_DIAGNOSTIC_TYPES:
         # A local delivery program failed, not a remote server.
         return _Verdict(Reason.MAILERERROR, f"format:{diagnostic_type.lower()}")
     if reply_code and int(reply_code) in SYNTAX_REPLY_CODES:

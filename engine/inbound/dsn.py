@@ -13,7 +13,7 @@ import re
 
 import msgspec
 
-from engine.inbound.message import first_address
+from engine.inbound.textscan import first_address
 
 #: Field blocks beyond this many are ignored (a DSN for thousands of recipients is an attack).
 MAX_RECIPIENT_BLOCKS = 500

@@ -29,22 +29,30 @@ import msgspec
 from engine import metrics
 from engine.events.model import EventKind
 from engine.inbound.arf import FeedbackType
-from engine.inbound.evidence import Evidence
-from engine.inbound.report import BounceKind, BounceReport, Recipient
-from engine.inbound.trust import Assessment, InboundTrust, aligned
+from engine.inbound.matching import (
+    BOUNCE_KINDS,
+    InboundItem,
+    Job,
+    Match,
+    by_message_id,
+    failed_line,
+    job_from_row,
+    jobs_named,
+    line_about_job,
+    match_report,
+)
+from engine.inbound.report import BounceKind, Recipient
+from engine.inbound.trust import Assessment, InboundTrust
 from engine.shaping.model import DeliverySignal, SignalKind
 from engine.smtp.codes import ReplyCode
 from engine.store import inbound as inbound_store
+from engine.store import inbound_effects as effects_store
 from engine.store import inbound_trust as trust_store
 from engine.store import stats
 from engine.store import suppressions as suppression_store
 
 log = logging.getLogger("engine.inbound")
 
-#: RFC 3464 Action values that are not failures. ``delayed`` is a warning from an MTA that is
-#: still retrying (Postfix's delay_warning_time): the job may yet be delivered, so it is a
-#: provider signal and an event, never a bounce.
-_NOT_FAILED = {"delivered", "relayed", "expanded", "delayed"}
 _DELAYED = "delayed"
 #: A success notice (NOTIFY=SUCCESS, RFC 3461 §4.1): ``delivered`` by a final MTA, ``relayed``
 #: to a next hop that offers no DSN (what a relay node says of most providers). Both mean the
@@ -62,18 +70,6 @@ class SignalSink(Protocol):
     async def resolve_providers(self, domains: Iterable[str]) -> Mapping[str, Any]: ...
 
 
-class InboundItem(msgspec.Struct, frozen=True):
-    """One stored inbound message and what the listener knew when it accepted it."""
-
-    inbound_id: int
-    report: BounceReport
-    verp_job_id: int | None = None
-    fbl: bool = False
-    peer: str = ""  # the connecting client's IP
-    mail_from: str = ""  # the SMTP envelope sender
-    evidence: Evidence = Evidence()
-
-
 class Effect(msgspec.Struct, frozen=True):
     """What one inbound message changed (for logs and tests)."""
 
@@ -86,41 +82,8 @@ class Effect(msgspec.Struct, frozen=True):
     reason: str | None = None
 
 
-class _Job(msgspec.Struct, frozen=True):
-    id: int
-    tenant_id: str
-    sender: str
-    recipient: str
-    message_id: str | None
-    relay_node: str | None = None  # the node that relayed it (queue.jobs.relay_node)
-    created_at: float | None = None  # enqueued at (Unix seconds)
-
-    @property
-    def domain(self) -> str:
-        return self.recipient.rpartition("@")[2].lower().rstrip(".")
-
-
-_JOB_COLUMNS = (
-    "id, tenant_id, sender, recipient, message_id, relay_node,"
-    " extract(epoch FROM created_at)::float8 AS created"
-)
-
-
-def _job(r: Any) -> _Job:
-    return _Job(
-        r["id"],
-        r["tenant_id"],
-        r["sender"],
-        r["recipient"],
-        r["message_id"],
-        r["relay_node"],
-        r["created"],
-    )
-
-
 #: Feedback types a metric label may take (an attacker chooses the field's text).
 _FEEDBACK_LABELS = frozenset(t.value for t in FeedbackType)
-_BOUNCE_KINDS = (BounceKind.DSN, BounceKind.NONSTANDARD)
 #: Feedback reports that are not a recipient's complaint, and the event each one records:
 #: "not-spam" takes a complaint back; "auth-failure" (RFC 6591) and "dmarc" (RFC 7489 failure
 #: reports) tell of a DKIM/SPF/DMARC failure the receiver saw: about our authentication, so they
@@ -140,127 +103,6 @@ def feedback_label(ftype: str | None) -> str:
     """``ftype`` when it is an RFC 5965/6591/6650 type, else ``other`` (bounded label set)."""
     value = (ftype or FeedbackType.ABUSE.value).lower()
     return value if value in _FEEDBACK_LABELS else FeedbackType.OTHER.value
-
-
-async def _jobs(
-    conn: Any, items: Sequence[InboundItem], checks: Sequence[Assessment]
-) -> dict[int, _Job]:
-    """The jobs the batch names: by id; by Message-ID at most two each (one tells the job, two
-    say that the Message-ID is shared and names none); and, for our signatures, every job of the
-    signed Message-ID and signed To (which tells the job of a shared Message-ID)."""
-    ids: set[int] = set()
-    mids: set[str] = set()
-    pairs: set[tuple[str, str]] = set()
-    for item, check in zip(items, checks, strict=True):
-        ids.update(j for j in (item.verp_job_id, check.envid_job, check.return_path_job) if j)
-        for proof in check.own:
-            mids.add(proof.message_id)
-            pairs.update((proof.message_id, to) for to in proof.to)
-        if item.report.hints.message_id:
-            mids.add(item.report.hints.message_id)
-    if not ids and not mids:
-        return {}
-    rows = await conn.fetch(
-        f"SELECT {_JOB_COLUMNS} FROM queue.jobs"
-        " WHERE id = ANY($1::bigint[])"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node,"
-        " j.created FROM unnest($2::text[]) AS m(mid) CROSS JOIN LATERAL"
-        f" (SELECT {_JOB_COLUMNS} FROM queue.jobs"
-        "  WHERE message_id = m.mid LIMIT 2) j"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node,"
-        " extract(epoch FROM j.created_at)::float8"
-        " FROM unnest($3::text[], $4::text[]) AS p(mid, rcpt)"
-        " JOIN queue.jobs j ON j.message_id = p.mid AND lower(j.recipient) = p.rcpt",
-        list(ids),
-        list(mids),
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-    )
-    return {r["id"]: _job(r) for r in rows}
-
-
-def _by_mid(jobs: dict[int, _Job]) -> dict[str, list[_Job]]:
-    by_mid: dict[str, list[_Job]] = {}
-    for job in jobs.values():
-        if job.message_id:
-            by_mid.setdefault(job.message_id, []).append(job)
-    return by_mid
-
-
-class _Match(msgspec.Struct, frozen=True):
-    """The job a report names, and whether the report proved it."""
-
-    job: _Job | None
-    proven: bool = False
-
-
-def _own_job(check: Assessment, by_mid: dict[str, list[_Job]]) -> _Job | None:
-    """The job our verified signature names: its tenant owns the key, its domain aligns; of a
-    Message-ID several jobs share, the one the signed To names."""
-    for proof in check.own:
-        found = by_mid.get(proof.message_id, [])
-        if len(found) > 1:
-            found = [j for j in found if j.recipient.lower() in proof.to]
-        found = [
-            j
-            for j in found
-            if (proof.tenant_id is None or proof.tenant_id == j.tenant_id)
-            and aligned(j.sender.rpartition("@")[2], proof.domain)
-        ]
-        if len(found) == 1:
-            return found[0]
-    return None
-
-
-def _match(
-    item: InboundItem, check: Assessment, jobs: dict[int, _Job], by_mid: dict[str, list[_Job]]
-) -> _Match:
-    mid = item.report.hints.message_id
-    named = by_mid.get(mid, []) if mid else []
-    # Unproven (anyone can write a Message-ID), and none when several jobs share it.
-    claimed = named[0] if len(named) == 1 else None
-    kind = item.report.kind
-    if kind is BounceKind.ARF:
-        own = _own_job(check, by_mid)
-        if own is not None:
-            return _Match(own, True)
-        if check.reporter is not None:
-            for job_id in (item.verp_job_id, check.return_path_job):
-                if job_id and job_id in jobs:
-                    return _Match(jobs[job_id], True)
-            # A reporter that is also a mailbox provider signs what its users send too, and our
-            # Message-IDs are predictable: one names a job only with the job's recipient.
-            reported = {r.address.lower() for r in item.report.recipients}
-            if claimed is not None and claimed.recipient.lower() in reported:
-                return _Match(claimed, True)
-            return _Match(None, True)  # a genuine report, naming no job it proves
-        verp_job = jobs.get(item.verp_job_id) if item.verp_job_id else None
-        return _Match(verp_job or claimed)
-    if item.verp_job_id:
-        return _Match(jobs.get(item.verp_job_id), True)
-    if kind in _BOUNCE_KINDS:
-        if check.envid_job is not None and check.envid_job in jobs:
-            return _Match(jobs[check.envid_job], True)
-        own = _own_job(check, by_mid)
-        if own is not None:
-            return _Match(own, True)
-    return _Match(claimed)
-
-
-def _failed(recipients: Sequence[Recipient], job: _Job) -> Recipient | None:
-    """The failed recipient line about this job's address (or the only one, if forwarded or
-    rewritten)."""
-    return _about_job(
-        [r for r in recipients if (r.action or "failed").lower() not in _NOT_FAILED], job
-    )
-
-
-def _about_job(lines: Sequence[Recipient], job: _Job) -> Recipient | None:
-    """The line naming this job's address, or the only line (forwarded/rewritten address)."""
-    for r in lines:
-        if r.address.lower() == job.recipient.lower():
-            return r
-    return lines[0] if len(lines) == 1 else None
 
 
 class _Batch:
@@ -290,14 +132,14 @@ class _Batch:
         self.processed: list[tuple[int, int | None, str | None, str]] = []
         self.effects: list[Effect] = []
 
-    def provider(self, job: _Job) -> str:
+    def provider(self, job: Job) -> str:
         return self.providers.get(job.domain, "")
 
-    def key(self, job: _Job) -> tuple[str, str, str]:
+    def key(self, job: Job) -> tuple[str, str, str]:
         """The daily_stats key of a job's outcome: (tenant, sender, provider)."""
         return (job.tenant_id, job.sender, self.provider(job))
 
-    def note(self, job: _Job, **extra: Any) -> None:
+    def note(self, job: Job, **extra: Any) -> None:
         """What every event about ``job`` carries in ``data``: sender, provider, relay node,
         and ``extra`` (set only for the one event of the job that has them)."""
         data: dict[str, Any] = {"sender": job.sender}
@@ -309,26 +151,26 @@ class _Batch:
         self.data[job.id] = msgspec.json.encode(data).decode()
 
 
-def _class_of(item: InboundItem, match: _Match) -> str | None:
+def _class_of(item: InboundItem, match: Match) -> str | None:
     """The replay class (complaint | hard | soft) of a proven report that would count."""
     job, report = match.job, item.report
     if job is None or not match.proven:
         return None
     if report.kind is BounceKind.ARF:
         return None if feedback_label(report.feedback_type) in _NOT_COMPLAINTS else "complaint"
-    if report.kind in _BOUNCE_KINDS:
-        rcpt = _failed(report.recipients, job)
+    if report.kind in BOUNCE_KINDS:
+        rcpt = failed_line(report.recipients, job)
         if rcpt is not None:
             return "hard" if rcpt.hard else "soft"
     return None
 
 
-def _apply_one(item: InboundItem, match: _Match, b: _Batch, replay: bool) -> None:
+def _apply_one(item: InboundItem, match: Match, b: _Batch, replay: bool) -> None:
     report = item.report
     kind = report.kind
     job = match.job
     if job is None:
-        if not match.proven and kind in (BounceKind.ARF, *_BOUNCE_KINDS):
+        if not match.proven and kind in (BounceKind.ARF, *BOUNCE_KINDS):
             metrics.INBOUND_UNVERIFIED.labels(_unverified_kind(kind)).inc()
         b.processed.append((item.inbound_id, None, None, kind.value))
         b.effects.append(Effect(item.inbound_id, None, "ignored"))
@@ -336,7 +178,7 @@ def _apply_one(item: InboundItem, match: _Match, b: _Batch, replay: bool) -> Non
     tenant, key, domain = job.tenant_id, b.key(job), job.domain
     b.note(job)
     b.processed.append((item.inbound_id, job.id, tenant, kind.value))
-    if kind in (BounceKind.ARF, *_BOUNCE_KINDS) and not match.proven:
+    if kind in (BounceKind.ARF, *BOUNCE_KINDS) and not match.proven:
         _unverified(item, job, b)
         return
     if replay:
@@ -366,24 +208,24 @@ def _apply_one(item: InboundItem, match: _Match, b: _Batch, replay: bool) -> Non
         )
         b.effects.append(Effect(item.inbound_id, job.id, "autoreply", job.recipient, "vacation"))
         return
-    if kind not in _BOUNCE_KINDS:
+    if kind not in BOUNCE_KINDS:
         b.effects.append(Effect(item.inbound_id, job.id, "ignored"))
         return
     _bounce(item, job, b)
 
 
-def _bounce(item: InboundItem, job: _Job, b: _Batch) -> None:
+def _bounce(item: InboundItem, job: Job, b: _Batch) -> None:
     report = item.report
     tenant, key, domain = job.tenant_id, b.key(job), job.domain
-    rcpt = _failed(report.recipients, job)
+    rcpt = failed_line(report.recipients, job)
     if rcpt is None:
-        done = _about_job(
+        done = line_about_job(
             [r for r in report.recipients if (r.action or "").lower() in _SUCCEEDED], job
         )
         if done is not None:
             _delivered(item, job, done, b)
             return
-        delay = _about_job(
+        delay = line_about_job(
             [r for r in report.recipients if (r.action or "").lower() == _DELAYED], job
         )
         if delay is not None:
@@ -414,7 +256,7 @@ def _bounce(item: InboundItem, job: _Job, b: _Batch) -> None:
         b.effects.append(Effect(item.inbound_id, job.id, "bounced_soft", job.recipient, reason))
 
 
-def _delivered(item: InboundItem, job: _Job, rcpt: Recipient, b: _Batch) -> None:
+def _delivered(item: InboundItem, job: Job, rcpt: Recipient, b: _Batch) -> None:
     """A success notice: the provider's acceptance as a ``delivered`` event (its reply, the
     remote MTA, the seconds from enqueue to the notice's arrival). The job keeps its state."""
     arrived = b.arrived.get(item.inbound_id)
@@ -448,7 +290,7 @@ def _unverified_kind(kind: BounceKind) -> str:
     return "complaint" if kind is BounceKind.ARF else "bounce"
 
 
-def _unverified(item: InboundItem, job: _Job, b: _Batch) -> None:
+def _unverified(item: InboundItem, job: Job, b: _Batch) -> None:
     """A report naming a job it did not prove: an event for the tenant, nothing else."""
     report = item.report
     what = _unverified_kind(report.kind)
@@ -457,7 +299,7 @@ def _unverified(item: InboundItem, job: _Job, b: _Batch) -> None:
         reason: str | None = feedback_label(report.feedback_type)
         reply = None
     else:
-        rcpt = _failed(report.recipients, job)
+        rcpt = failed_line(report.recipients, job)
         if rcpt is None:  # a delay notice or nothing about this address: nothing to say
             b.effects.append(Effect(item.inbound_id, job.id, "ignored"))
             return
@@ -476,7 +318,7 @@ def _unverified(item: InboundItem, job: _Job, b: _Batch) -> None:
     b.effects.append(Effect(item.inbound_id, job.id, f"unverified_{what}", job.recipient, reason))
 
 
-def _bounce_signal(job: _Job, kind: SignalKind, rcpt: Recipient) -> DeliverySignal:
+def _bounce_signal(job: Job, kind: SignalKind, rcpt: Recipient) -> DeliverySignal:
     return DeliverySignal(
         job.tenant_id,
         job.sender,
@@ -488,7 +330,7 @@ def _bounce_signal(job: _Job, kind: SignalKind, rcpt: Recipient) -> DeliverySign
     )
 
 
-def _delay_signal(job: _Job, rcpt: Recipient) -> DeliverySignal:
+def _delay_signal(job: Job, rcpt: Recipient) -> DeliverySignal:
     """A delay notice is the provider deferring the mail at the relay: ``throttled`` for 421 or
     4.7.x (the provider asks to slow down), else ``deferred``; never an attempt of its own."""
     code = _int(rcpt.reply_code)
@@ -534,10 +376,10 @@ async def apply(
     # Before the transaction: reporter authentication may wait for DNS.
     checks = await trust.assess_all(items) if trust is not None else [Assessment()] * len(items)
     async with pool.acquire() as conn:
-        jobs = await _jobs(conn, items, checks)
-        by_mid = _by_mid(jobs)
+        jobs = await jobs_named(conn, items, checks)
+        by_mid = by_message_id(jobs)
         matches = [
-            await _by_feedback_id(conn, item, check, _match(item, check, jobs, by_mid))
+            await _by_feedback_id(conn, item, check, match_report(item, check, jobs, by_mid))
             for item, check in zip(items, checks, strict=True)
         ]
         successes = [
@@ -565,38 +407,20 @@ async def apply(
                 fresh.discard((m.job.id, klass))  # a duplicate in this batch is a replay too
             _apply_one(item, m, b, replay)
         if b.states:
-            ids = list(b.states)
-            await conn.execute(
-                "UPDATE queue.jobs j SET state = u.st, updated_at = now(),"
-                " finished_at = coalesce(j.finished_at, now())"
-                " FROM unnest($1::bigint[], $2::text[]) AS u(id, st)"
-                " WHERE j.id = u.id AND j.state <> 'cancelled'"
-                " AND NOT (j.state = 'complained' AND u.st = 'bounced')",
-                ids,
-                [b.states[i] for i in ids],
-            )
+            await effects_store.set_job_states(conn, b.states)
         if b.events:
             await _events(conn, b.events, b.data)
         if b.soft:
             b.suppress.extend(await _soft_over_limit(conn, b.soft, cfg))
         await suppression_store.add(conn, b.suppress)
         await stats.add(conn, b.stats)
-        await conn.execute(
-            "UPDATE content.inbound_messages m SET processed_at = now(), job_id = u.job,"
-            " tenant_id = coalesce(u.t, ''), kind = u.k"
-            " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(id, job, t, k)"
-            " WHERE m.id = u.id",
-            [p[0] for p in b.processed],
-            [p[1] for p in b.processed],
-            [p[2] for p in b.processed],
-            [p[3] for p in b.processed],
-        )
+        await effects_store.mark_processed(conn, b.processed)
     if shaping is not None and b.signals:
         _signal(shaping, b.signals, b.providers)
     return b.effects
 
 
-async def _by_feedback_id(conn: Any, item: InboundItem, check: Assessment, match: _Match) -> _Match:
+async def _by_feedback_id(conn: Any, item: InboundItem, check: Assessment, match: Match) -> Match:
     """A reporter-authenticated complaint about a redacted original: find the job through our
     Feedback-ID header (tenant, sender domain, campaign) and the reported recipient."""
     if match.job is not None or check.reporter is None or item.report.kind is not BounceKind.ARF:
@@ -612,10 +436,10 @@ async def _by_feedback_id(conn: Any, item: InboundItem, check: Assessment, match
     )
     if job_id is None:
         return match
-    row = await conn.fetchrow(f"SELECT {_JOB_COLUMNS} FROM queue.jobs WHERE id = $1", job_id)
+    row = await effects_store.job_by_id(conn, job_id)
     if row is None:
         return match
-    return _Match(_job(row), True)
+    return Match(job_from_row(row), True)
 
 
 async def _provider_names(shaping: SignalSink | None, domains: set[str]) -> dict[str, str]:
@@ -648,14 +472,8 @@ def _signal(
 
 
 async def _events(conn: Any, rows: Sequence[tuple[Any, ...]], data: Mapping[int, str]) -> None:
-    await conn.execute(
-        "INSERT INTO oltp.events"
-        " (tenant_id, job_id, kind, recipient, message_id, reason, reply, data)"
-        " SELECT t, j, k, r, m, re, rp, d::jsonb FROM unnest($1::text[], $2::bigint[],"
-        " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])"
-        " AS u(t, j, k, r, m, re, rp, d)",
-        *[[r[i] for r in rows] for i in range(7)],
-        [data.get(r[1]) if r[1] is not None else None for r in rows],
+    await effects_store.insert_events(
+        conn, rows, [data.get(r[1]) if r[1] is not None else None for r in rows]
     )
 
 
@@ -663,18 +481,8 @@ async def _soft_over_limit(
     conn: Any, pairs: Sequence[tuple[str, str]], cfg: EffectsConfig
 ) -> list[tuple[str, str, str, str, float | None]]:
     """Addresses whose soft bounces in the window reached the limit (this batch included)."""
-    rows = await conn.fetch(
-        "SELECT e.tenant_id, e.recipient FROM oltp.events e"
-        " JOIN unnest($1::text[], $2::text[]) AS u(t, a)"
-        " ON e.tenant_id = u.t AND lower(e.recipient) = lower(u.a)"
-        " WHERE e.kind = 'soft_bounced'"
-        " AND e.created_at > now() - make_interval(days => $3)"
-        # Distinct jobs: a job's soft bounce counts once however often it is replayed.
-        " GROUP BY e.tenant_id, e.recipient HAVING count(DISTINCT e.job_id) >= $4",
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-        cfg.soft_bounce_window_days,
-        cfg.soft_bounce_limit,
+    over = await effects_store.soft_bounced_over(
+        conn, pairs, cfg.soft_bounce_window_days, cfg.soft_bounce_limit
     )
     ttl = cfg.soft_bounce_suppress_days * 86400.0
-    return [(r["tenant_id"], r["recipient"], "soft_bounce_limit", "bounce", ttl) for r in rows]
+    return [(t, a, "soft_bounce_limit", "bounce", ttl) for t, a in over]

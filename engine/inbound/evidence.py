@@ -21,9 +21,11 @@ import dkim.util
 import msgspec
 
 from engine.dkim import verify
-from engine.inbound.message import addresses_in, blank_line_end
-from engine.inbound.parse import first_bracketed, parse_bounce
+from engine.inbound.hints import first_bracketed
+from engine.inbound.parse import parse_bounce
+from engine.inbound.rawcuts import blank_line_end
 from engine.inbound.report import BounceKind, BounceReport
+from engine.inbound.textscan import addresses_in
 
 #: DKIM-Signature fields looked at per header block (a real message has one to three).
 MAX_SIGNATURES = 8

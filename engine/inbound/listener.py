@@ -22,16 +22,21 @@ import asyncpg
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from engine import metrics
+from engine.backoff import backoff_s
+from engine.compose import verp_keys
+from engine.compose.unsubscribe import job_of
 from engine.config import InboundConfig
 from engine.errors import EngineError
-from engine.inbound import unsubscribe, verp_keys
-from engine.inbound.effects import EffectsConfig, InboundItem, SignalSink, apply
+from engine.inbound import unsubscribe
+from engine.inbound.effects import EffectsConfig, SignalSink, apply
 from engine.inbound.intake import Intake, Queued
 from engine.inbound.limits import PeerLimits, Refusal
+from engine.inbound.matching import InboundItem
 from engine.inbound.smtpdata import DataReader
 from engine.inbound.trust import InboundTrust
 from engine.inbound.workers import ParseWorkers
 from engine.store import inbound as inbound_store
+from engine.store.pool import ping
 
 __all__ = ["InboundHandler", "InboundService", "PeerLimits"]
 
@@ -47,6 +52,9 @@ BATCH = 100
 #: While SMTP sessions are storing, the sweep leaves alone rows younger than this (one of them
 #: may be about to queue it).
 SWEEP_MIN_AGE_S = 30.0
+#: No cap on the wait between tries of a failing bounce batch (five tries: 1, 2, 4, 8 and 16
+#: times ``apply_retry_s``).
+_MAX_APPLY_WAIT_S = float("inf")
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 QUEUE_FULL = "421 4.3.2 Bounce queue full, try again later"
 
@@ -167,7 +175,7 @@ class InboundHandler:
         if (
             self._verp_job(address) is None
             and address.lower() not in self.fbl
-            and unsubscribe.job_of(address, self.cfg) is None
+            and job_of(address, self.cfg) is None
         ):
             return "550 5.7.1 Relaying denied: not a bounce or feedback address"
         envelope.rcpt_tos.append(address)
@@ -223,9 +231,7 @@ class InboundHandler:
         return await self._unsubscribe(envelope, inbound_id, queued)
 
     async def _unsubscribe(self, envelope: Envelope, inbound_id: int, queued: bool) -> str:
-        unsubscribes = [
-            j for j in (unsubscribe.job_of(r, self.cfg) for r in envelope.rcpt_tos) if j
-        ]
+        unsubscribes = [j for j in (job_of(r, self.cfg) for r in envelope.rcpt_tos) if j]
         if unsubscribes:
             # Honoured at once (the law allows 10 days; we take milliseconds).
             try:
@@ -431,7 +437,11 @@ class InboundService:
                 # again (processed_at stays NULL); the loop itself must not die.
                 log.warning("bounce effects failed; retrying", extra={"error": repr(exc)})
                 error = exc
-                await asyncio.sleep(self.apply_retry_s * 2**attempt)
+                await asyncio.sleep(
+                    backoff_s(
+                        attempt + 1, base_s=self.apply_retry_s, max_s=_MAX_APPLY_WAIT_S, jitter=0.0
+                    )
+                )
         return error
 
     async def _isolate(
@@ -440,7 +450,7 @@ class InboundService:
         """A batch kept failing. With PostgreSQL up, the messages it fails on are poison:
         quarantined (``effects failed``), so that they cannot hold up every later batch."""
         try:
-            await self.pool.fetchval("SELECT 1")
+            await ping(self.pool)
         except Exception:
             return  # PostgreSQL is the problem: all stay pending, the sweep brings them back
         failed: list[tuple[InboundItem, Exception]] = []

@@ -18,7 +18,6 @@ import email.header
 import email.message
 import email.parser
 import email.policy
-import functools
 import itertools
 import quopri
 import re
@@ -26,6 +25,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from engine.inbound import mime
+from engine.inbound.rawcuts import OPAQUE_PREFIX, blank_line_end, make_opaque, repair_boundary
 
 Message = email.message.Message
 COMPAT32 = email.policy.compat32
@@ -51,9 +51,6 @@ MAX_CONTENT_TYPE_FIELDS = 64
 #: Lines (CRLF, LF or bare CR ended) parsed at most: the MIME parser takes a Python step per
 #: line, and 1 MiB of empty lines is a million of them (a real bounce has a few thousand).
 MAX_LINES = 64 * 1024
-#: Characters of pasted text searched for a quoted field of the original (its header block
-#: follows the notification; the rest is the body of the mail we sent).
-MAX_QUOTED_CHARS = 64 * 1024
 #: Field lines (not continuation lines) of one header block read at most: real ones have a
 #: few dozen to a few hundred (Received, DKIM, ARC); each costs a dict entry.
 MAX_HEADER_FIELDS = 1000
@@ -62,28 +59,10 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOUNDARY_LINES = (b"\n--", b"\r--")
 _CONTENT_TYPE_FIELD_NAME = (b"content-type:",)
 _ENCODED_WORD = "=?"
-_ADDRESS_IN_ANGLES = re.compile(r"<([^<>\s@]+@[^<>\s@]+)>")
-# The look-behind starts a match only where a run of local-part characters starts: a match
-# from inside a run exists only if one from its start does, and without it an @-less run of n
-# characters costs n²/2 steps (a 65 K To: took 7 s).
-_BARE_ADDRESS = re.compile(
-    r"(?<![A-Za-z0-9._%+=&'/!#$*?^`{|}~-])"
-    r"([A-Za-z0-9._%+=&'/!#$*?^`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
-)
-
-_LONG_LOWER = "\u0130"
-_STAND_IN = "\U000f0000"
 _CONTAINER_TYPES = frozenset({"message/rfc822", "message/global"})
 _HEADER_TYPES = frozenset({"text/rfc822-headers", "text/global-headers"})
 _TEXT_HEADER_END = re.compile(r"\r?\n[ \t]*\r?\n")
 _DECODABLE_TRANSFER_ENCODINGS = frozenset({"base64", "quoted-printable"})
-
-
-#: message/* parts are renamed to text/x-opaque-* before parsing, so the stdlib keeps them as
-#: one text payload: it would otherwise parse the whole original message (its HTML, its
-#: attachments) recursively, which is most of the parsing cost, and split delivery-status reports
-#: into pseudo-messages. :func:`content_type` maps the names back.
-OPAQUE_PREFIX = "text/x-opaque-"
 
 
 def content_type(part: Message) -> str:
@@ -125,7 +104,7 @@ def load(raw: bytes) -> Loaded:
     if cut >= 0:
         raw = raw[: max(raw.rfind(b"\n", 0, cut), raw.rfind(b"\r", 0, cut), 0)]
         defects.append("truncated: too many Content-Type fields")
-    raw = _make_opaque(raw)
+    raw = make_opaque(raw)
     # The top-level fields are read here; the MIME parser only gets the MIME fields and the
     # body. Bounces carry long Received/DKIM/ARC blocks that it would otherwise walk line by
     # line into a Message (a fifth of the parse time on our corpus).
@@ -148,7 +127,7 @@ def load(raw: bytes) -> Loaded:
         if parsed.params is not None:
             kind = str(mime.param(parsed.params, "report-type") or "").lower()
     if msg.get_content_maintype() == "multipart" and not isinstance(payload_of(msg), list):
-        repaired = _repair_boundary(text.encode("ascii", "surrogateescape"), msg)
+        repaired = repair_boundary(text.encode("ascii", "surrogateescape"), msg)
         if repaired is not None:
             msg = repaired
             kind = None
@@ -183,134 +162,6 @@ _MIME_FIELDS = (
     ("Content-Transfer-Encoding", "content-transfer-encoding"),
     ("MIME-Version", "mime-version"),
 )
-
-
-_MESSAGE_SUBTYPES = (
-    b"global-delivery-status",
-    b"delivery-status",
-    b"feedback-report",
-    b"global-headers",
-    b"disposition-notification",
-    b"rfc822",
-    b"global",
-)
-_ORIGINAL_SUBTYPES = (b"rfc822", b"global")
-_CONTENT_TYPE_NAME = b"content-type:"
-_MESSAGE_SLASH = b"message/"
-_TOKEN_END = b" \t\r\n;"
-_NEWLINE = ord("\n")
-#: What ``bytes.strip()`` removes, less the newline (the field and its value share a line).
-_FIELD_BLANKS = re.compile(rb"[ \t\r\x0b\x0c]*")
-#: Original bodies shorter than this are left alone (not worth the copy).
-_MIN_BODY_TO_DROP = 512
-
-
-def _make_opaque(raw: bytes) -> bytes:
-    """Rename ``Content-Type: message/...`` fields to OPAQUE_PREFIX and drop the original's body.
-
-    Plain ``bytes.find`` scans instead of a MULTILINE/IGNORECASE regex: those cost more than
-    the MIME parse on bounces with long header blocks. The scan is for the field name, not for
-    ``message/``: the text may hold any number of ``message/`` words, but :func:`load` has cut
-    it to :data:`MAX_CONTENT_TYPE_FIELDS` field names.
-    """
-    lowered = raw.lower()
-    position = lowered.find(_CONTENT_TYPE_NAME)
-    pieces: list[bytes] = []
-    done = 0
-    original_at = -1
-    while position >= 0:
-        slash = _message_slash_after(lowered, position)
-        subtype = _subtype_at(lowered, slash) if slash >= 0 else None
-        if subtype is not None:
-            pieces.append(raw[done:slash])
-            pieces.append(OPAQUE_PREFIX.encode())
-            done = slash + len(_MESSAGE_SLASH)
-            if original_at < 0 and subtype in _ORIGINAL_SUBTYPES:
-                original_at = sum(map(len, pieces))
-        position = lowered.find(_CONTENT_TYPE_NAME, position + len(_CONTENT_TYPE_NAME))
-    if not pieces:
-        return raw
-    pieces.append(raw[done:])
-    renamed = b"".join(pieces)
-    return _drop_original_body(renamed, original_at) if original_at >= 0 else renamed
-
-
-def _message_slash_after(lowered: bytes, position: int) -> int:
-    """Where ``message/`` starts when the ``content-type:`` at ``position`` begins a line and
-    is followed by blanks then ``message/`` (-1 otherwise)."""
-    if position > 0 and lowered[position - 1] != _NEWLINE:
-        return -1
-    slash = _FIELD_BLANKS.match(lowered, position + len(_CONTENT_TYPE_NAME))
-    start = slash.end() if slash else position + len(_CONTENT_TYPE_NAME)
-    return start if lowered.startswith(_MESSAGE_SLASH, start) else -1
-
-
-def _subtype_at(lowered: bytes, position: int) -> bytes | None:
-    start = position + len(_MESSAGE_SLASH)
-    for subtype in _MESSAGE_SUBTYPES:
-        end = start + len(subtype)
-        if lowered.startswith(subtype, start) and (
-            end >= len(lowered) or lowered[end] in _TOKEN_END
-        ):
-            return subtype
-    return None
-
-
-def blank_line_end(raw: bytes, start: int = 0) -> int:
-    """Index just past the first empty line at or after ``start`` (LF or CRLF), or -1."""
-    ends = [i + 2 for i in (raw.find(b"\n\n", start),) if i >= 0]
-    ends += [i + 3 for i in (raw.find(b"\n\r\n", start),) if i >= 0]
-    return min(ends) if ends else -1
-
-
-def _drop_original_body(raw: bytes, part_at: int) -> bytes:
-    """Remove the body of the attached original message, up to its first ``--`` line.
-
-    We only read the original's header block, but the parser would walk every line of its
-    body. No MIME boundary is touched: boundaries are lines starting with ``--`` and the cut
-    stops before the first such line, so the parse tree is unchanged.
-    """
-    part_headers_end = blank_line_end(raw, part_at)
-    if part_headers_end < 0:
-        return raw
-    start = blank_line_end(raw, part_headers_end)
-    if start < 0:
-        return raw
-    stop = raw.find(b"\n--", start)
-    if stop < 0:
-        stop = len(raw)
-    if stop - start < _MIN_BODY_TO_DROP:
-        return raw
-    return raw[:start] + raw[stop:]
-
-
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-_DELIMITER_LINE = re.compile(rb"^--([^\s]{1,200}?)\s*$", re.MULTILINE)
-_CONTENT_TYPE_FIELD = re.compile(
-    rb"^content-type:.*(?:\r?\n[ \t].*)*", re.IGNORECASE | re.MULTILINE
-)
-
-
-def _repair_boundary(raw: bytes, msg: Message) -> Message | None:
-    """Re-parse a multipart whose declared boundary never occurs (a mangled Content-Type).
-
-    The first delimiter-looking line of the body is taken as the boundary when it occurs again;
-    the stdlib parser then does the MIME work as usual.
-    """
-    end = _HEADER_END.search(raw)
-    if end is None:
-        return None
-    head, body = raw[: end.start()], raw[end.end() :]
-    found = _DELIMITER_LINE.search(body)
-    if found is None or body.count(b"--" + found.group(1)) < 2:
-        return None
-    boundary = found.group(1).decode("ascii", "replace").replace('"', "")
-    report_type = msg.get_param("report-type")
-    params = f'; report-type="{report_type}"' if isinstance(report_type, str) else ""
-    field = f'Content-Type: {msg.get_content_type()}{params}; boundary="{boundary}"'
-    head = _CONTENT_TYPE_FIELD.sub(b"", head)
-    rebuilt = head + b"\n" + field.encode("ascii", "replace") + b"\n\n" + body
-    return email.message_from_bytes(rebuilt, policy=email.policy.compat32)
 
 
 def iter_parts(msg: Message, limit: int = MAX_PARTS) -> Iterator[tuple[Message, str, bool, object]]:
@@ -585,79 +436,3 @@ def _read_fields(block: str) -> tuple[dict[str, str], bool]:
 
 def _joined(pieces: dict[str, list[str]]) -> dict[str, str]:
     return {key: " ".join(values)[:MAX_FIELD_CHARS] for key, values in pieces.items()}
-
-
-def first_address(text: str) -> str | None:
-    """The first e-mail address in ``text`` (angle-bracketed preferred), or None."""
-    if "@" not in text:
-        return None  # both patterns need one; the bare one tries every position otherwise
-    found = _ADDRESS_IN_ANGLES.search(text)
-    if found:
-        return found.group(1)
-    bare = _BARE_ADDRESS.search(text)
-    return bare.group(1) if bare else None
-
-
-def addresses_in(text: str) -> list[str]:
-    """Every e-mail address-looking token in ``text`` in order of appearance."""
-    if "@" not in text:
-        return []
-    return [m.group(1) for m in _BARE_ADDRESS.finditer(text)]
-
-
-def same_length_lower(text: str) -> str:
-    """``text.lower()``, keeping indexes valid (the few characters that change length when
-    lower-cased are left as they are)."""
-    lowered = text.lower()
-    if len(lowered) == len(text):
-        return lowered
-    # U+0130 (I with dot above) is the one character whose lower case is longer: it is swapped
-    # for a private-use character around the lower-casing (C-speed passes, no per-piece loop).
-    if _STAND_IN not in text:
-        swapped = text.replace(_LONG_LOWER, _STAND_IN).lower()
-        return swapped.replace(_STAND_IN, _LONG_LOWER)
-    return _LONG_LOWER.join(piece.lower() for piece in text.split(_LONG_LOWER))
-
-
-def quoted_field(text: str, lowered: str, name: str, *, indented: bool) -> str | None:
-    """The value of the first ``Name: value`` line in pasted header text, or None.
-
-    ``lowered`` is :func:`same_length_lower` of ``text`` (or of its start: only the first
-    :data:`MAX_QUOTED_CHARS` are searched). Unless ``indented``, the field must
-    start its line (so ``h=From:To:Subject`` inside a DKIM signature is not taken for it).
-    """
-    key = name.lower() + ":"
-    # A newline is put in front so a field on the first line is found like the others.
-    searched = "\n" + lowered[:MAX_QUOTED_CHARS]
-    for position in _field_starts(searched, key, indented):
-        position -= 1  # the index in ``text``
-        end = text.find("\n", position)
-        value = text[position + len(key) : end if end >= 0 else len(text)].strip()
-        if value:
-            return value
-    return None
-
-
-def _field_starts(searched: str, key: str, indented: bool) -> Iterator[int]:
-    """Where ``key`` starts after a newline (and blanks when ``indented``) in ``searched``.
-
-    Literal search (C's fast search) without blanks; with them one regex scan that hops from
-    newline to newline. Both replace a find-then-look-back loop that took a Python step per
-    occurrence of the key anywhere in a line.
-    """
-    if not indented:
-        needle = "\n" + key
-        position = searched.find(needle)
-        while position >= 0:
-            yield position + 1
-            position = searched.find(needle, position + len(needle))
-        return
-    if key not in searched:
-        return  # the regex would try every position of the text for nothing
-    for found in _indented_field(key).finditer(searched):
-        yield found.end() - len(key)
-
-
-@functools.lru_cache(maxsize=32)
-def _indented_field(key: str) -> re.Pattern[str]:
-    return re.compile(rf"\n[^\S\n]*{re.escape(key)}")

@@ -50,7 +50,7 @@ _MAX_DEPTH = 32
 
 #: Characters kept of a field value. Real fields are far shorter; longer ones only feed
 #: quadratic stdlib code (``get_param`` re-slices the value once per parameter: a 1 MB folded
-#: Content-Type took 7 s). The stdlib keeps whole values; here they are cut.
+#: Content-Type would take seconds). The stdlib keeps whole values; here they are cut.
 MAX_FIELD_CHARS = 16 * 1024
 
 _STARTS_WITH_DASHES = operator.methodcaller("startswith", "--")

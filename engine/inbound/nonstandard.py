@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from engine.inbound.message import same_length_lower
 from engine.inbound.phrases import PhraseSet
+from engine.inbound.textscan import same_length_lower
 
 #: Lines of notification text examined at most.
 MAX_LINES = 400

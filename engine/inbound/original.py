@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import email.message
 
-from engine.inbound.message import blank_line_end
+from engine.inbound.rawcuts import blank_line_end
 
 #: Bytes of the original's header block kept (a signed header block is a few KiB).
 MAX_HEAD_BYTES = 64 * 1024

@@ -64,6 +64,10 @@ class Reason(enum.StrEnum):
     UNDEFINED = "undefined"
 
 
+#: Reasons that name no cause: another source (a subject, a provider's sub-type) may say more.
+WEAK_REASONS = frozenset({Reason.ONHOLD, Reason.UNDEFINED})
+
+
 class Recipient(msgspec.Struct, frozen=True):
     """One recipient of a bounce, classified."""
 

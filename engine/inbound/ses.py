@@ -11,9 +11,11 @@ from typing import Any
 
 import msgspec
 
-from engine.inbound.classify import HARD_REASONS, classify, clean_status
+from engine.inbound.classify import classify, clean_status
 from engine.inbound.dsn import decode_address
+from engine.inbound.reasons import HARD_REASONS
 from engine.inbound.report import (
+    WEAK_REASONS,
     BounceKind,
     BounceReport,
     Feedback,
@@ -32,7 +34,6 @@ _SUBTYPE_REASONS: dict[str, Reason] = {
     "contentrejected": Reason.CONTENTERROR,
     "attachmentrejected": Reason.POLICYVIOLATION,
 }
-_WEAK_REASONS = frozenset({Reason.ONHOLD, Reason.UNDEFINED})
 _ALWAYS_SUBTYPE = frozenset({Reason.SUPPRESSED})
 _MAX_RECIPIENTS = 500
 _PERMANENT = "permanent"
@@ -101,7 +102,7 @@ def _bounce(bounce: dict[str, Any], hints: JobHints) -> BounceReport:
         )
         reason, rule = result.reason, result.rule
         mapped = _SUBTYPE_REASONS.get(subtype)
-        if mapped and (reason in _WEAK_REASONS or mapped in _ALWAYS_SUBTYPE):
+        if mapped and (reason in WEAK_REASONS or mapped in _ALWAYS_SUBTYPE):
             reason, rule = mapped, f"ses:{subtype}"
         recipients.append(
             Recipient(

@@ -25,17 +25,16 @@ from typing import Protocol
 import msgspec
 
 from engine import metrics
-from engine.compliance.dns import Resolve, TtlCache, system_resolver, with_txt_overrides
 from engine.compliance.spf import check_ip
-from engine.compose import verp
+from engine.compose import verp, verp_keys
 from engine.compose.verp import envid_job
 from engine.config import Config, FblReporter, InboundConfig
 from engine.dkim import verify
 from engine.dkim.keys import KeyRing
-from engine.errors import ComplianceDnsError, ComposeError
-from engine.inbound import verp_keys
+from engine.errors import ComplianceDnsError, ComposeError, DnsLookupError
 from engine.inbound.evidence import DkimEvidence, Evidence
 from engine.inbound.report import BounceKind
+from engine.resolver import Resolve, TtlCache, system_resolver, with_txt_overrides
 
 log = logging.getLogger("engine.inbound")
 
@@ -143,7 +142,7 @@ class InboundTrust:
         self.verp_domain = verp_domain
         self.verp_secret = verp_secret
         # The secrets a received VERP address or ENVID may be signed with now (the current one
-        # first, then those being rotated out, until their window ends: engine/inbound/verp_keys).
+        # first, then those being rotated out, until their window ends: engine/compose/verp_keys).
         self.accepted = accepted or (lambda: (verp_secret,))
         self.keys = keys
         self.reporters = tuple(
@@ -263,7 +262,7 @@ class InboundTrust:
                         return rep.domain
                     if rep.require != "dkim" and await self._spf_passes(item, rep, lookups):
                         return rep.domain
-            except (ComplianceDnsError, TimeoutError) as exc:
+            except (DnsLookupError, TimeoutError) as exc:
                 # Temporary: the report stays stored; it counts as unverified (an operator can
                 # requeue it once DNS answers).
                 metrics.INBOUND_TRUST_DNS_ERRORS.inc()
@@ -330,7 +329,7 @@ class _Lookups:
 
 
 class _Item(Protocol):
-    """The part of :class:`engine.inbound.effects.InboundItem` the assessment reads."""
+    """The part of :class:`engine.inbound.matching.InboundItem` the assessment reads."""
 
     @property
     def report(self) -> _Report: ...

@@ -23,10 +23,10 @@ import asyncpg
 import msgspec
 
 from engine import audit
-from engine.enqueue import NOTIFY_CHANNEL
 from engine.errors import UsageError
 from engine.store import message_actions
 from engine.store.message_actions import BulkAction, Selection
+from engine.store.notify import NOTIFY_CHANNEL
 
 log = logging.getLogger("engine.messages")
 

@@ -21,11 +21,11 @@ import time
 import asyncpg
 
 from engine.config import QueueConfig
-from engine.enqueue import NOTIFY_CHANNEL
 from engine.periodic import Periodic, run_until
 from engine.queue.pace import Pace
 from engine.queue.streams import Streams
 from engine.store import jobs as job_store
+from engine.store.notify import NOTIFY_CHANNEL
 
 log = logging.getLogger("engine.feeder")
 

@@ -28,9 +28,9 @@ from redis.exceptions import ResponseError
 
 from engine.config import RedisConfig
 from engine.errors import QueueError
+from engine.luascript import LuaScript
 from engine.model import Priority
 from engine.redaction import redact
-from engine.shaping.scripts import LuaScript
 
 GROUP = "engine"
 _PUSH = LuaScript("push", "engine.queue")

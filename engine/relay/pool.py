@@ -2,7 +2,7 @@
 
 ``RelayPool.send()`` picks a node by weighted rendezvous hashing on the affinity key (the sender
 domain, so a sender keeps its IP), skipping nodes whose breaker is open, and runs the transaction
-there. With tenant pools (``[[relay.nodes]] tenants``, engine/compliance/tenant_pools.py) only the
+there. With tenant pools (``[[relay.nodes]] tenants``, engine/relay/tenant_pools.py) only the
 tenant's nodes are candidates, and a node warming up (``warmup = true``) is skipped once it has
 relayed its daily cap (engine/compliance/ip_warmup.py). If the node cannot take the message
 (refused, TLS/AUTH failure, timeout or drop before the payload was handed over) the same message
@@ -32,7 +32,6 @@ from types import TracebackType
 import msgspec
 
 from engine.compliance.ip_warmup import NodeWarmup
-from engine.compliance.tenant_pools import TenantPools, Weighted
 from engine.config import RelayConfig, read_secret
 from engine.errors import ConfigError, RelayError
 from engine.model import OutcomeKind
@@ -43,6 +42,7 @@ from engine.relay.node import NodePool, NodeUnavailable, prepare_payload
 from engine.relay.observer import RelayObserver
 from engine.relay.results import NodeStatus, SendResult
 from engine.relay.select import random_order, rendezvous_order
+from engine.relay.tenant_pools import TenantPools, Weighted
 
 __all__ = ["NO_RELAY_AVAILABLE", "RelayPool"]
 

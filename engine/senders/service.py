@@ -19,8 +19,8 @@ from typing import Protocol
 import asyncpg
 
 from engine import audit, events
-from engine.compliance import quota
 from engine.config import Config
+from engine.store import quota
 from engine.store import senders as sender_store
 from engine.store.senders import SenderView
 

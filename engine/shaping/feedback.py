@@ -19,13 +19,14 @@ from redis.exceptions import RedisError
 
 from engine.config import ShapingConfig
 from engine.errors import ShapingError
+from engine.luascript import LuaScript
 from engine.shaping.aimd import AimdBatch, AimdPolicy
 from engine.shaping.clock import Clock
 from engine.shaping.keys import ShapingKeys
 from engine.shaping.model import ATTEMPT_KINDS, DeliverySignal, SignalKind
 from engine.shaping.providers import ProviderTable
 from engine.shaping.reputation import BUCKETS, PauseRule, PauseVerdict, WindowCounts
-from engine.shaping.scripts import LuaScript, ScriptCall, ScriptRunner
+from engine.shaping.scripts import ScriptCall, ScriptRunner
 from engine.shaping.warmup import WarmupMove, WarmupPlan, WarmupState
 
 log = logging.getLogger("engine.shaping")
@@ -82,8 +83,8 @@ class FeedbackStore:
         self.plan = plan
         self.rule = PauseRule.from_config(cfg)
         self.runner = runner or ScriptRunner(client)
-        self.script = LuaScript("feedback")
-        self.roll_script = LuaScript("warmup_roll")
+        self.script = LuaScript("feedback", "engine.shaping")
+        self.roll_script = LuaScript("warmup_roll", "engine.shaping")
         self._clock = clock
         self._on_event = on_event
         self._policies: dict[str, AimdPolicy] = {}

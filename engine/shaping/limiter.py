@@ -23,12 +23,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from engine.config import ShapingConfig
+from engine.luascript import LuaScript
 from engine.shaping.clock import Clock
 from engine.shaping.gcra import burst_for
 from engine.shaping.keys import ShapingKeys
 from engine.shaping.model import LEVEL_BY_CODE, LEVEL_CODES, Level, ShapeDecision, ShapeRequest
 from engine.shaping.providers import ProviderTable
-from engine.shaping.scripts import LuaScript, ScriptCall, ScriptRunner
+from engine.shaping.scripts import ScriptCall, ScriptRunner
 from engine.shaping.warmup import WarmupPlan
 
 _msgpack = msgspec.msgpack.Encoder()
@@ -119,7 +120,7 @@ class RedisLimiter:
         self.table = table
         self.plan = plan
         self.runner = runner or ScriptRunner(client)
-        self.script = LuaScript("acquire")
+        self.script = LuaScript("acquire", "engine.shaping")
         self._tenant_rates = tenant_rates or (lambda _t: self.cfg.tenant_rate_per_s)
         # (tenant, sender address) → the sender-domain rate: the configured one, or lower when
         # the domain fails its compliance check under ``[compliance] on_fail = "throttle"``.

@@ -2,7 +2,7 @@
 
 Limits apply per provider, not per recipient domain: ten thousand Google Workspace domains are
 one Gmail as far as its throttling goes. The MX hosts of a domain come from ``[dns.overrides]``
-first (tests, demo and benchmarks run offline), then from ``dns.asyncresolver``; the primary MX
+first (tests, demo and benchmarks run offline), then from :mod:`engine.resolver`; the primary MX
 is matched against the MX suffixes of ``providers.toml`` (engine/data/, or the operator's
 copy in /etc/penguinmails-engine/) merged with
 ``[[shaping.providers]]`` (config wins), longest suffix first. An MX matching nothing makes its
@@ -24,14 +24,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 import msgspec
 
 from engine.config import DnsConfig, ShapingConfig, ShapingProvider, data_file_candidates
-from engine.errors import ConfigError, ShapingError
+from engine.errors import ConfigError
 from engine.psl import organizational_domain
+from engine.resolver import system_resolver
 from engine.shaping.clock import Clock
 from engine.shaping.model import Provider
 
@@ -42,7 +40,7 @@ log = logging.getLogger("engine.shaping.providers")
 DEFAULT_TABLE_PATHS: tuple[Path, ...] = data_file_candidates("providers.toml")
 
 #: A function returning a domain's MX hosts by preference ([] when it has none; raises
-#: :class:`ShapingError` when DNS failed). Tests inject their own.
+#: :class:`~engine.errors.DnsLookupError` when DNS failed). Tests inject their own.
 MxLookup = Callable[[str], Awaitable[list[str]]]
 
 #: How long a DNS failure's fallback mapping is kept before the domain is looked up again.
@@ -155,20 +153,12 @@ def _provider(p: ShapingProvider, source: str) -> Provider:
 
 
 def dns_mx_lookup(timeout_s: float) -> MxLookup:
-    """The production lookup: MX via ``dns.asyncresolver``, lowest preference first."""
-    resolver = dns.asyncresolver.Resolver()
-    resolver.lifetime = timeout_s
-    resolver.timeout = timeout_s
+    """The production lookup: MX by the engine's resolver (:mod:`engine.resolver`), lowest
+    preference first; ``[]`` without MX (RFC 5321 §5.1 implicit MX, the domain itself)."""
+    resolve = system_resolver(timeout_s)
 
     async def lookup(domain: str) -> list[str]:
-        try:
-            answer = await resolver.resolve(domain, "MX")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return []  # no MX: RFC 5321 §5.1 implicit MX, the domain itself
-        except (dns.exception.DNSException, OSError) as exc:
-            raise ShapingError(f"MX lookup of {domain} failed: {exc!r}") from exc
-        records = sorted(answer, key=lambda r: r.preference)
-        hosts = [str(r.exchange).rstrip(".") for r in records]
+        hosts = [h.rstrip(".") for h in await resolve(domain, "MX")]
         return [h for h in hosts if h]  # RFC 7505 null MX "." leaves nothing
 
     return lookup

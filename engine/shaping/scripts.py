@@ -1,40 +1,21 @@
 """Run the shaping Lua scripts: EVALSHA, one pipelined round trip for many calls.
 
 redis-py's ``Script`` objects re-check ``SCRIPT EXISTS`` on every pipeline execution, an extra
-round trip per batch; here the SHA is computed locally, calls go out as plain EVALSHA and only a
-``NOSCRIPT`` reply (first use, or after a Redis restart/flush) triggers a ``SCRIPT LOAD`` and a
-retry of the calls that missed.
+round trip per batch; here calls go out as plain EVALSHA (:class:`engine.luascript.LuaScript`
+knows each SHA) and only a ``NOSCRIPT`` reply (first use, or after a Redis restart/flush)
+triggers a ``SCRIPT LOAD`` and a retry of the calls that missed.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from engine.errors import ShapingError
-
-
-class LuaScript:
-    """A script from ``engine/<package>/lua/<name>.lua`` (shaping's by default)."""
-
-    def __init__(self, name: str, package: str = "engine.shaping") -> None:
-        self.name = name
-        self.source = resources.files(package).joinpath(f"lua/{name}.lua").read_text()
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-
-    async def call(self, client: aioredis.Redis, keys: Sequence[str], *args: Any) -> Any:
-        """One EVALSHA; on ``NOSCRIPT`` (first use, or Redis restarted / flushed its scripts)
-        the script is loaded and the call made once more. Redis errors propagate."""
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+from engine.luascript import LuaScript
 
 
 class ScriptCall:

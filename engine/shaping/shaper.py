@@ -33,6 +33,7 @@ from engine.shaping.model import (
 from engine.shaping.providers import MxLookup, ProviderResolver, ProviderTable
 from engine.shaping.reputation import PauseVerdict
 from engine.shaping.scripts import ScriptRunner
+from engine.shaping.store import TenantQuota, load_domain_ceilings, load_quotas
 from engine.shaping.warmup import WarmupPlan, WarmupState
 
 log = logging.getLogger("engine.shaping")
@@ -63,7 +64,7 @@ class Shaper:
         self.providers = ProviderResolver(self.table, cfg.dns, mx_lookup)
         self.plan = WarmupPlan.from_config(cfg.shaping)
         self.keys = ShapingKeys(cfg.redis.prefix)
-        self.quotas: dict[str, persistence.TenantQuota] = {}
+        self.quotas: dict[str, TenantQuota] = {}
         # (tenant, sender domain) → msg/s ceiling from a failed compliance check (throttle).
         self.domain_ceilings: dict[tuple[str, str], float] = {}
         self._client = client
@@ -332,8 +333,8 @@ class Shaper:
     async def refresh_quotas(self, pool: asyncpg.Pool) -> None:
         """Reload per-tenant rate ceilings and weights (``oltp.shaping_tenant_quotas``) and the
         compliance ceilings of throttled sender domains (``oltp.sender_compliance``)."""
-        quotas = await persistence.load_quotas(pool)
-        ceilings = await persistence.load_domain_ceilings(pool)
+        quotas = await load_quotas(pool)
+        ceilings = await load_domain_ceilings(pool)
         if quotas != self.quotas or ceilings != self.domain_ceilings:
             self.quotas = quotas
             self.domain_ceilings = ceilings

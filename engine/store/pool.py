@@ -16,7 +16,7 @@ from engine.config import DatabaseConfig
 from engine.errors import StoreError
 from engine.redaction import redact
 
-__all__ = ["Conn", "Reads", "connect", "connect_one", "connect_reads", "redact", "transaction"]
+__all__ = ["Conn", "Reads", "connect", "connect_one", "connect_reads", "transaction"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -193,3 +193,8 @@ async def transaction(db: asyncpg.Pool | Conn) -> AsyncIterator[Conn]:
     else:
         async with db.transaction():
             yield db
+
+
+async def ping(pool: asyncpg.Pool | Conn) -> object:
+    """One round trip to the server (the readiness probe's ``SELECT 1``)."""
+    return await pool.fetchval("SELECT 1")

@@ -11,8 +11,13 @@ and held for another full hold period.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 import msgspec
+
+from engine.store.notify import wake_feeder
+from engine.store.pool import Conn
 
 # The hold reasons the dispatcher writes to ``last_reply`` for a paused sender (its own pause
 # check, and the shaping level "paused"); resume releases only jobs held for these reasons, so
@@ -20,7 +25,6 @@ import msgspec
 PAUSE_HOLD_REPLIES = ("sender is paused", "held by shaping limit paused")
 # The second one is what versions with a pause level in the shaping limiter wrote; jobs held
 # that way may still be in the queue after an upgrade.
-NOTIFY_CHANNEL = "engine_jobs"  # the feeder's wake-up channel (engine.enqueue)
 
 
 class SenderView(msgspec.Struct, frozen=True):
@@ -105,5 +109,16 @@ async def resume(
         )
         released = int(res.split()[-1])
         if released:
-            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+            await wake_feeder(conn)
     return _view(row), released
+
+
+async def ensure(conn: Conn, pairs: Sequence[tuple[str, str]]) -> None:
+    """Create the (tenant, address) senders not seen before (a new sender starts its warm-up)."""
+    await conn.execute(
+        "INSERT INTO oltp.senders (tenant_id, address, domain)"
+        " SELECT t, a, split_part(a, '@', 2) FROM unnest($1::text[], $2::text[]) AS u(t, a)"
+        " ON CONFLICT DO NOTHING",
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )

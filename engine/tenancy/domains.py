@@ -1,7 +1,7 @@
 """Sending domains: register, verify (DNS TXT or the operator's word), list, remove.
 
 The CLI (``engine domains``) and the admin API (``/v1/domains``) call these. DNS goes through
-the engine's seam (:data:`Resolve`, :mod:`engine.compliance.dns`), handed in by the caller.
+the engine's seam (:data:`Resolve`, :mod:`engine.resolver`), handed in by the caller.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import asyncpg
 import msgspec
 
 from engine.errors import DomainError, EngineError
+from engine.psl import parent_domains
 from engine.store import domains as store
 from engine.store import tenants
-from engine.tenancy.rules import dkim_public_key, normalise, parents, record_name, record_value
+from engine.tenancy.rules import dkim_public_key, normalise, record_name, record_value
 
 log = logging.getLogger("engine.domains")
 
@@ -51,7 +52,7 @@ def _view(row: store.DomainRow) -> Domain:
 
 
 async def _verify(pool: asyncpg.Pool, row: store.DomainRow, by: str) -> Domain:
-    clash = await store.conflicts(pool, row.tenant_id, row.domain, list(parents(row.domain)))
+    clash = await store.conflicts(pool, row.tenant_id, row.domain, list(parent_domains(row.domain)))
     if clash:
         other = ", ".join(d for _, d in clash)
         raise DomainError(

@@ -9,12 +9,13 @@ above or below it).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 from engine.compose.address import normalise_domain
 from engine.compose.headers import field_name, split_header_block, to_crlf
 from engine.errors import DomainError, JobValidationError
 from engine.model import Job
+from engine.psl import parent_domains
 
 RECORD_PREFIX = "_penguinmails"
 TOKEN_PREFIX = "pm-verify="
@@ -30,13 +31,6 @@ def normalise(domain: str) -> str:
     if "." not in name or "@" in name:
         raise DomainError(f"{domain!r} is not a domain one can send from (no dot)")
     return name
-
-
-def parents(domain: str) -> Iterator[str]:
-    """``a.b.example.com`` → itself, ``b.example.com``, ``example.com`` (never a bare TLD)."""
-    labels = domain.split(".")
-    for i in range(max(len(labels) - 1, 1)):
-        yield ".".join(labels[i:])
 
 
 _ADDR_DOMAIN = re.compile(r"[^<>\s,;:\"]+@([^<>\s,;:\"]+)")
@@ -101,10 +95,11 @@ def sender_error(
 ) -> str | None:
     """Why ``tenant_id`` may not send as ``domain`` (None: it may).
 
-    ``owners`` maps verified domains (at least ``domain``'s :func:`parents`) to their tenant;
-    ``has_domains`` says whether the tenant registered any domain at all.
+    ``owners`` maps verified domains (at least ``domain``'s
+    :func:`~engine.psl.parent_domains`) to their tenant; ``has_domains`` says whether the tenant
+    registered any domain at all.
     """
-    for candidate in parents(domain):
+    for candidate in parent_domains(domain):
         owner = owners.get(candidate)
         if owner == tenant_id:
             return None

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.inbound import BounceKind, BounceReport, Reason, parse_bounce
-from engine.inbound.classify import HARD_REASONS
+from engine.inbound.reasons import HARD_REASONS
 
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "bounces").glob("*.msg"))
 SAMPLES = [path.read_bytes() for path in FIXTURES]

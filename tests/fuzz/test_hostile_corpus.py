@@ -24,8 +24,8 @@ import msgspec
 import pytest
 
 from engine.inbound import BounceKind, BounceReport, Reason, parse_bounce
-from engine.inbound.classify import HARD_REASONS
 from engine.inbound.evidence import analyse
+from engine.inbound.reasons import HARD_REASONS
 from engine.inbound.report import BounceRecord
 from tests.fuzz.hostile import (
     BARE_LINE_END_CASES,

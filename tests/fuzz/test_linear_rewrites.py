@@ -12,7 +12,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.inbound import message, nonstandard, parse
+from engine.inbound import htmltext, message, nonstandard, textscan
 
 EXAMPLES = settings(max_examples=400, deadline=None)
 
@@ -55,14 +55,14 @@ _HTML = _joined(
 @EXAMPLES
 @given(_HTML)
 def test_drop_hidden_matches_the_old_regex(markup: str) -> None:
-    assert parse._drop_hidden(markup) == _OLD_HIDDEN.sub(" ", markup)
+    assert htmltext.drop_hidden(markup) == _OLD_HIDDEN.sub(" ", markup)
 
 
 @EXAMPLES
 @given(_HTML)
 def test_tag_substitutions_match_the_plain_regex(markup: str) -> None:
-    for pattern in (parse._HTML_TAGS, parse._HTML_BREAKS):
-        assert parse._sub_tags(pattern, "#", markup) == pattern.sub("#", markup)
+    for pattern in (htmltext.HTML_TAGS, htmltext.HTML_BREAKS):
+        assert htmltext.sub_tags(pattern, "#", markup) == pattern.sub("#", markup)
 
 
 # -- addresses ----------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ _ADDRESSY = _joined(["a", "b.", "-", "_", "@", "@x", ".com", " ", "<", ">", ",",
 def test_first_address_search_is_unchanged(text: str) -> None:
     """The look-behind only skips starts inside a run: the leftmost match is the same."""
     old = _OLD_BARE.search(text)
-    new = message._BARE_ADDRESS.search(text)
+    new = textscan._BARE_ADDRESS.search(text)
     assert (old.group(1) if old else None) == (new.group(1) if new else None)
     old_any = re.compile(nonstandard._ADDRESS).search(text)
     new_any = nonstandard._ANY_ADDRESS.search(text)
@@ -158,16 +158,16 @@ _PASTED = _joined(["To:", "to: ", "Message-ID:", " ", "\t", "\n", "x", "<a@b>", 
 @EXAMPLES
 @given(_PASTED, st.sampled_from(["To", "Message-ID"]), st.booleans())
 def test_quoted_field_unchanged(text: str, name: str, indented: bool) -> None:
-    lowered = message.same_length_lower(text)
+    lowered = textscan.same_length_lower(text)
     expected = _old_quoted_field(text, lowered, name, indented=indented)
-    assert message.quoted_field(text, lowered, name, indented=indented) == expected
+    assert textscan.quoted_field(text, lowered, name, indented=indented) == expected
 
 
 @EXAMPLES
 @given(st.text(alphabet="aAİıI\u0307 \U000f0000", max_size=30))
 def test_same_length_lower_unchanged(text: str) -> None:
     expected = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
-    assert message.same_length_lower(text) == expected
+    assert textscan.same_length_lower(text) == expected
 
 
 # -- notification text --------------------------------------------------------------------------

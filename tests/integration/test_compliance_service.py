@@ -10,14 +10,14 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from engine.compliance import quota, service, store
+from engine.compliance import service, store
 from engine.config import Config
 from engine.dkim.keys import generate_key
 from engine.errors import ComplianceDnsError
 from engine.shaping.clock import FakeClock
 from engine.shaping.model import Level, ShapeRequest
 from engine.shaping.shaper import Shaper
-from engine.store import senders, tenants
+from engine.store import quota, senders, tenants
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,8 +14,9 @@ import pytest
 from engine import audit
 from engine.config import Config
 from engine.enqueue import enqueue
-from engine.gdpr.erase import ENGINE_SCHEMAS, erase
+from engine.gdpr.erase import erase
 from engine.gdpr.pseudonym import pseudonym
+from engine.gdpr.store import ENGINE_SCHEMAS
 from engine.model import Attachment, Job
 from engine.store import inbound, suppressions, tenants
 

@@ -24,9 +24,10 @@ from engine.daemon import Daemon
 from engine.dkim.keys import generate_key
 from engine.dkim.sign import load_signing_key, sign_message
 from engine.enqueue import enqueue
-from engine.inbound.effects import InboundItem, apply
+from engine.inbound.effects import apply
 from engine.inbound.evidence import analyse
 from engine.inbound.listener import InboundService
+from engine.inbound.matching import InboundItem
 from engine.inbound.trust import InboundTrust
 from engine.store import inbound as inbound_store
 from engine.store import tenants

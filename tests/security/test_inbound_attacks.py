@@ -16,13 +16,13 @@ import aiosmtplib
 import asyncpg
 import pytest
 
-from engine.compliance.dns import TtlCache
 from engine.compose._base36 import encode as base36
 from engine.config import FblReporter
 from engine.dkim.keys import generate_key
 from engine.dkim.sign import SigningKey, load_signing_key, sign_message
 from engine.inbound.limits import IP_CONNECTIONS, IP_RATE_MINUTE, PeerLimits
 from engine.inbound.trust import MAX_DNS_LOOKUPS, InboundTrust, OwnKey, StaticKeys
+from engine.resolver import TtlCache
 from engine.store import inbound as inbound_store
 from tests.integration.test_inbound import arf, dsn
 from tests.integration.test_inbound_quarantine import _job, _until

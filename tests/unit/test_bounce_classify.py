@@ -10,8 +10,6 @@ import pytest
 from engine.errors import ConfigError
 from engine.inbound import Reason, classify
 from engine.inbound.classify import (
-    HARD_REASONS,
-    STATUS_REASONS,
     SmtpCommand,
     clean_status,
     find_command,
@@ -20,6 +18,7 @@ from engine.inbound.classify import (
 )
 from engine.inbound.patterns import load_patterns, normalise
 from engine.inbound.phrases import PhraseSet, needs_non_ascii, required_literal
+from engine.inbound.reasons import HARD_REASONS, STATUS_REASONS
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ import pytest
 
 from engine.compliance import dmarc
 from engine.compliance.check import ComplianceReport, DkimExpectation, check_domain
-from engine.compliance.dns import reverse_name
 from engine.compliance.spf import check_ip
 from engine.config import ShapingConfig
 from engine.dkim.keys import generate_key
 from engine.errors import ComplianceDnsError
+from engine.resolver import reverse_name
 
 RELAY = "203.0.113.5"
 RELAY6 = "2001:db8::25"

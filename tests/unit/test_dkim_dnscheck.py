@@ -15,7 +15,7 @@ from engine.dkim import dnscheck
 from engine.dkim.dnscheck import check_key, compare_record
 from engine.dkim.sign import sign_message
 from engine.dkim.verify import verify_message
-from engine.errors import DkimDnsError
+from engine.errors import DkimDnsError, DnsLookupError
 from tests.unit.dkim_support import key
 
 MESSAGE = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -126,9 +126,9 @@ async def test_resolve_txt_maps_dnspython_outcomes(monkeypatch: pytest.MonkeyPat
     assert await dnscheck.resolve_txt("x") == [b"v=DKIM1; k=rsa; p=AAAA"]
     assert await dnscheck.resolve_txt("x") == []
     assert await dnscheck.resolve_txt("x") == []
-    with pytest.raises(DkimDnsError, match="timed out"):
+    with pytest.raises(DnsLookupError, match="timed out"):
         await dnscheck.resolve_txt("x")
-    with pytest.raises(DkimDnsError, match="failed"):
+    with pytest.raises(DnsLookupError, match="failed"):
         await dnscheck.resolve_txt("x")
 
 

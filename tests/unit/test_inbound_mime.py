@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.inbound import mime
-from engine.inbound.message import _make_opaque
+from engine.inbound.rawcuts import make_opaque
 
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "bounces").glob("*.msg"))
-TEXTS = [_make_opaque(p.read_bytes()).decode("ascii", "surrogateescape") for p in FIXTURES]
+TEXTS = [make_opaque(p.read_bytes()).decode("ascii", "surrogateescape") for p in FIXTURES]
 
 
 def tree(msg: email.message.Message) -> object:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SANS_IO = ("gcra", "aimd", "warmup", "reputation", "fairness", "signals", "clock", "model")
+SANS_IO = ("gcra", "aimd", "warmup", "reputation", "signals", "clock", "model")
 
 
 def test_sans_io_modules_import_no_io_libraries() -> None:

@@ -9,9 +9,9 @@ import pytest
 
 from engine import config as config_mod
 from engine.compliance.ip_warmup import NODE_PLAN, NodeWarmup, daily_cap, started_day
-from engine.compliance.tenant_pools import TenantPools
 from engine.config import RelayNode
 from engine.errors import ConfigError
+from engine.relay.tenant_pools import TenantPools
 
 
 def node(name: str, **kw: object) -> RelayNode:

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from engine import config
-from engine.compose import verp
+from engine.compose import unsubscribe, verp, verp_keys
 from engine.config import InboundConfig
 from engine.errors import ConfigError
-from engine.inbound import unsubscribe, verp_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW = "3b1f0c8e6a2d4f97b5e1c3a0d8f6b2e4"

@@ -13,6 +13,7 @@ from engine.admin.schemas import Health, Readiness
 from engine.keys.token import Access
 from engine.metrics import scrape_registry
 from engine.redaction import redact
+from engine.store.pool import ping
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -25,7 +26,7 @@ def builtin_probes(ctx: AdminContext) -> list[Probe]:
     """PostgreSQL answers ``SELECT 1``, Redis answers ``PING``, one relay node is reachable."""
 
     async def postgresql() -> object:
-        return await ctx.pool.fetchval("SELECT 1")
+        return await ping(ctx.pool)
 
     async def redis() -> object:
         return await ctx.streams.client.ping()

@@ -11,6 +11,7 @@ import msgspec
 from aiohttp import web
 
 from engine.admin.routing import Route, ctx_of, json_response
+from engine.compose.unsubscribe import job_of
 from engine.errors import AdminRequestError
 from engine.inbound import unsubscribe
 from engine.keys.token import Access
@@ -24,7 +25,7 @@ class Unsubscribed(msgspec.Struct, frozen=True):
 
 async def one_click(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    job_id = unsubscribe.job_of(request.match_info["token"], ctx.cfg.inbound)
+    job_id = job_of(request.match_info["token"], ctx.cfg.inbound)
     if job_id is None:
         raise AdminRequestError("unknown or invalid unsubscribe token", status=404)
     body = (await request.read())[:256]

@@ -1,7 +1,10 @@
-"""The DNS seam of the compliance check: one injectable ``resolve(name, rdtype)`` function.
+"""The engine's one DNS adapter: an injectable ``resolve(name, rdtype)`` function, and one
+mapping of dnspython's outcomes (NXDOMAIN / NODATA: no records; timeout and every other DNS
+failure: :class:`~engine.errors.DnsLookupError`).
 
-The checks in this package never import a resolver themselves; they take a :data:`Resolve`
-(tests pass a dict-backed fake, the CLI and the daemon pass :func:`system_resolver`). Answers
+Compliance checks, DKIM record checks, the shaper's MX rollup, webhook vetting and the inbound
+reporter checks never import a resolver themselves; they take a :data:`Resolve` (tests pass a
+dict-backed fake, the CLI and the daemon pass :func:`system_resolver`). Answers
 are memoised per check run with :class:`CachingResolver`, so an SPF include chain that names
 the same host twice, or four relay IPs evaluated against one record, costs one query each.
 Long-lived users (the inbound listener's reporter checks) wrap it in :class:`TtlCache` instead,
@@ -14,13 +17,14 @@ import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
 import dns.reversename
 
-from engine.errors import ComplianceDnsError
+from engine.errors import DnsLookupError
 
 Resolve = Callable[[str, str], Awaitable[list[str]]]
 """``resolve(name, rdtype)`` for rdtype ``TXT`` | ``A`` | ``AAAA`` | ``MX`` | ``PTR``.
@@ -28,7 +32,7 @@ Resolve = Callable[[str, str], Awaitable[list[str]]]
 Returns the records as text: TXT character-strings joined, addresses in their usual form, MX
 exchange host names (best preference first, no trailing dot), PTR target names (no trailing
 dot). ``[]`` when the name or the record type does not exist (NXDOMAIN / NODATA); raises
-:class:`ComplianceDnsError` when DNS itself failed (timeout, SERVFAIL), which a check reports as
+:class:`DnsLookupError` when DNS itself failed (timeout, SERVFAIL), which a check reports as
 ``error`` rather than ``fail``: a resolver hiccup must not block a sender.
 """
 
@@ -40,22 +44,35 @@ def reverse_name(ip: str) -> str:
     return dns.reversename.from_address(str(ipaddress.ip_address(ip))).to_text(omit_final_dot=True)
 
 
+async def _query(name: str, rdtype: str, timeout: float) -> Any:
+    """The dnspython answer, ``None`` for NXDOMAIN / NODATA; the one error mapping."""
+    try:
+        return await dns.asyncresolver.resolve(name, rdtype, lifetime=timeout)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return None
+    except dns.exception.Timeout:
+        raise DnsLookupError(
+            f"DNS lookup of {name} {rdtype} timed out after {timeout:g}s"
+        ) from None
+    except (dns.exception.DNSException, OSError) as exc:
+        raise DnsLookupError(f"DNS lookup of {name} {rdtype} failed: {exc}") from None
+
+
+async def txt_bytes(name: str, *, timeout: float = 3.0) -> list[bytes]:
+    """The TXT records at ``name`` as raw bytes (character-strings joined), for DKIM keys."""
+    answer = await _query(name, "TXT", timeout)
+    return [] if answer is None else [b"".join(r.strings) for r in answer]
+
+
 def system_resolver(timeout: float = 3.0) -> Resolve:
     """A :data:`Resolve` backed by dnspython's async resolver and the system configuration."""
 
     async def resolve(name: str, rdtype: str) -> list[str]:
         if rdtype not in RDTYPES:
             raise ValueError(f"unsupported record type {rdtype}")
-        try:
-            answer = await dns.asyncresolver.resolve(name, rdtype, lifetime=timeout)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        answer = await _query(name, rdtype, timeout)
+        if answer is None:
             return []
-        except dns.exception.Timeout:
-            raise ComplianceDnsError(
-                f"DNS lookup of {name} {rdtype} timed out after {timeout:g}s"
-            ) from None
-        except dns.exception.DNSException as exc:
-            raise ComplianceDnsError(f"DNS lookup of {name} {rdtype} failed: {exc}") from None
         if rdtype == "TXT":
             return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
         if rdtype == "MX":

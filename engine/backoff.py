@@ -1,4 +1,5 @@
-"""Retry policy (sans-IO): exponential backoff with jitter, capped, for deferred jobs."""
+"""Retry backoff (sans-IO), the one policy of the engine: exponential, capped, with optional
+jitter. Deferred jobs, webhook deliveries, failing background tasks and bounce batches use it."""
 
 from __future__ import annotations
 
@@ -21,5 +22,7 @@ def backoff_s(
     r = rand or random
     n = max(1, attempts)
     delay = min(max_s, base_s * (2.0 ** min(n - 1, 30)))
+    if not jitter:
+        return delay
     spread = delay * jitter
     return max(0.0, delay + r.uniform(-spread, spread))

@@ -20,7 +20,7 @@ from engine.compose import verp
 from engine.config import VERP_SECRET_HINT, InboundConfig
 from engine.errors import ConfigError
 
-log = logging.getLogger("engine.inbound")
+log = logging.getLogger("engine.inbound")  # the log name operators already filter on
 
 
 def current(cfg: InboundConfig) -> str:
