@@ -29,6 +29,7 @@ pytestmark = pytest.mark.chaos
 
 IN_FLIGHT = 64
 MAX_GAP_S = 10.0
+N = 3000
 #: The production defaults of [queue] (engine/config/schema.py) that decide recovery times.
 PRODUCTION = {"lease_s": 120.0, "reconcile_interval_s": 15.0, "reconcile_after_s": 300.0}
 
@@ -93,15 +94,23 @@ def _config(env: ChaosEnv, tmp_path: Path, node: FakeMailU) -> Path:
     return configure(tmp_path / "engine.toml", env, [node], queue=PRODUCTION)
 
 
+async def _quarter_done(
+    env: ChaosEnv, tmp_path: Path, start: Callable[[Path], DaemonProcess], node: FakeMailU
+) -> DaemonProcess:
+    """A daemon under the production timings, once it has relayed a quarter of the N jobs."""
+    daemon = start(_config(env, tmp_path, node))
+    await wait_for(env.dsn, lambda c: c.get("relayed", 0) >= N // 4, 120, daemon)
+    return daemon
+
+
 @pytest.mark.parametrize("run", RUNS)
 async def test_postgres_stopped_3s_backlog_drains_within_10s(
     chaos_env: ChaosEnv, tmp_path: Path, start_daemon: Callable[[Path], DaemonProcess], run: int
 ) -> None:
-    n = 3000
+    n = N
     await prepare(chaos_env.dsn, n)
     with FakeMailU() as node, Meter(node) as meter:
-        daemon = start_daemon(_config(chaos_env, tmp_path, node))
-        await wait_for(chaos_env.dsn, lambda c: c.get("relayed", 0) >= n // 4, 120, daemon)
+        daemon = await _quarter_done(chaos_env, tmp_path, start_daemon, node)
         before = time.monotonic()
         await asyncio.sleep(1.0)
         reference = meter.rate(before, time.monotonic())
@@ -168,11 +177,10 @@ async def test_kill9_restarted_at_once_resumes_within_10s(
 async def test_redis_flushall_refilled_at_once(
     chaos_env: ChaosEnv, tmp_path: Path, start_daemon: Callable[[Path], DaemonProcess], run: int
 ) -> None:
-    n = 3000
+    n = N
     await prepare(chaos_env.dsn, n)
     with FakeMailU() as node, Meter(node) as meter:
-        daemon = start_daemon(_config(chaos_env, tmp_path, node))
-        await wait_for(chaos_env.dsn, lambda c: c.get("relayed", 0) >= n // 4, 120, daemon)
+        daemon = await _quarter_done(chaos_env, tmp_path, start_daemon, node)
         client = aioredis.Redis.from_url(chaos_env.url)
         try:
             await client.flushall()

@@ -105,3 +105,18 @@ async def test_consumer_name_is_stable_and_never_shared_by_live_processes(
     assert not identity.holder_gone(b"elsewhere:1:1")
     assert identity.base_name("", "3").endswith("-w3")
     assert identity.base_name("edge", None) == "edge"
+
+
+async def test_lost_claims_released_but_jobs_being_sent_kept(
+    pool: asyncpg.Pool, cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    """After a failed dispatch round the dispatcher gives back what it claimed but no task is
+    sending (a claim whose reply the broken connection swallowed), not what it is sending."""
+    await _setup(pool, 3)
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM queue.jobs ORDER BY id")]
+    await job_store.claim(pool, ids, owner="me", lease_s=120)
+    assert await job_store.release_leases(pool, ["me"], keep=[ids[0]]) == 2
+    rows = await pool.fetch("SELECT id, state FROM queue.jobs ORDER BY id")
+    assert [r["state"] for r in rows] == ["sending", "deferred", "deferred"]
+    streams = await _streams(cfg, redis_client)
+    assert await feeder.feed_once(pool, streams, cfg.queue) == 2, "pushed again at once"
