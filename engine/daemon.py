@@ -216,12 +216,7 @@ class Daemon:
         if admin is not None:
             # Before READY=1: a bad listen address or token fails the start.
             self.admin_address = await admin.start()
-        # The inbound listener (its bounce parser is a worker process: seconds to start on a
-        # busy host) starts while mail already flows, so a restarted daemon resumes sending
-        # without waiting for it; it still fails the start before READY=1.
-        starting = asyncio.create_task(
-            self._start_inbound(pool, shaper, signer.ring if signer else None)
-        )
+        inbound = await self._start_inbound(pool, shaper, signer.ring if signer else None)
         feeder = feeder_mod.Feeder(pool, streams, cfg.queue, cfg.database.dsn)
         self.shaper = shaper if isinstance(shaper, Shaper) else None
         runner = periodic.Runner(
@@ -231,26 +226,18 @@ class Daemon:
         # queue's consumer, and the webhook worker (its leadership terms are a periodic task
         # run inside its own HTTP session; the relay pool runs its health probes the same way).
         services = [looplag.monitor(), run_webhooks(pool, cfg, self.halt, resolve)]
+        if inbound is not None:
+            services.append(inbound.run(self.halt))
         runner.start()
         background = [asyncio.create_task(c) for c in services] + self.extra_tasks
-        dispatching = asyncio.create_task(dispatcher.run(self.stop))
-        inbound: InboundService | None = None
+        log.info(
+            "engine started",
+            extra={"consumer": self.consumer, "nodes": [n.name for n in cfg.relay.nodes]},
+        )
+        sdnotify.notify(f"READY=1\nSTATUS=sending as {self.consumer}")
+        _tune_runtime()
         try:
-            try:
-                inbound = await starting
-            except BaseException:
-                self.stop.set()  # drain what was claimed meanwhile, then fail the start
-                await asyncio.gather(dispatching, return_exceptions=True)
-                raise
-            if inbound is not None:
-                background.append(asyncio.create_task(inbound.run(self.halt)))
-            log.info(
-                "engine started",
-                extra={"consumer": self.consumer, "nodes": [n.name for n in cfg.relay.nodes]},
-            )
-            sdnotify.notify(f"READY=1\nSTATUS=sending as {self.consumer}")
-            _tune_runtime()
-            await dispatching
+            await dispatcher.run(self.stop)
         finally:
             if admin is not None:
                 await admin.close()  # kept up during the drain, so /readyz says "draining"
