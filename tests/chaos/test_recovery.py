@@ -122,7 +122,8 @@ def _config(env: ChaosEnv, tmp_path: Path, node: FakeMailU) -> Path:
 async def _quarter_done(
     env: ChaosEnv, tmp_path: Path, start: Callable[[Path], DaemonProcess], node: FakeMailU
 ) -> DaemonProcess:
-    """A daemon under the production timings, once it has relayed a quarter of the N jobs."""
+    """N jobs and a daemon under the production timings, once it has relayed a quarter."""
+    await prepare(env.dsn, N)
     daemon = start(_config(env, tmp_path, node))
     await wait_for(env.dsn, lambda c: c.get("relayed", 0) >= N // 4, 120, daemon)
     return daemon
@@ -133,7 +134,6 @@ async def test_postgres_stopped_3s_backlog_drains_within_10s(
     chaos_env: ChaosEnv, tmp_path: Path, start_daemon: Callable[[Path], DaemonProcess], run: int
 ) -> None:
     n = N
-    await prepare(chaos_env.dsn, n)
     with FakeMailU() as node, Meter(node) as meter:
         daemon = await _quarter_done(chaos_env, tmp_path, start_daemon, node)
         before = time.monotonic()
@@ -216,7 +216,6 @@ async def test_redis_flushall_refilled_at_once(
     chaos_env: ChaosEnv, tmp_path: Path, start_daemon: Callable[[Path], DaemonProcess], run: int
 ) -> None:
     n = N
-    await prepare(chaos_env.dsn, n)
     with FakeMailU() as node, Meter(node) as meter:
         daemon = await _quarter_done(chaos_env, tmp_path, start_daemon, node)
         client = aioredis.Redis.from_url(chaos_env.url)
