@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -25,6 +24,7 @@ from engine import logs, looplag, periodic, retention, sdnotify
 from engine import reload as reload_mod
 from engine.admin import AdminContext, AdminServer, collector
 from engine.compliance import service as compliance
+from engine.compliance.node_budget import RedisWarmupLedger
 from engine.compose import verp_keys
 from engine.config import Config
 from engine.dispatch.seams import Shaper as ShaperSeam
@@ -38,7 +38,7 @@ from engine.events.stream import Publisher
 from engine.inbound.listener import InboundService
 from engine.inbound.trust import InboundTrust
 from engine.queue import feeder as feeder_mod
-from engine.queue import reconciler, tally
+from engine.queue import identity, reconciler, tally
 from engine.queue import streams as streams_mod
 from engine.relay.pool import RelayPool
 from engine.resolver import system_resolver
@@ -51,10 +51,9 @@ log = logging.getLogger("engine.daemon")
 
 
 def consumer_name(cfg: Config) -> str:
-    """Unique per process: the Redis consumer and the PostgreSQL lease owner."""
-    base = cfg.queue.consumer_name or f"{socket.gethostname()}-{os.getpid()}"
-    worker = os.environ.get("ENGINE_WORKER_INDEX")
-    return f"{base}-w{worker}" if worker and cfg.queue.consumer_name else base
+    """The Redis consumer and PostgreSQL lease owner this process asks for: the same per host
+    (or ``[queue] consumer_name``) and worker across restarts (engine/queue/identity.py)."""
+    return identity.base_name(cfg.queue.consumer_name, os.environ.get("ENGINE_WORKER_INDEX"))
 
 
 class Daemon:
@@ -73,6 +72,7 @@ class Daemon:
         self.shaping_events = ShapingEventSink()
         self.shaper: Shaper | None = None  # set once built; a reload applies [shaping] to it
         self._ring: KeyRing | None = None  # our DKIM keys, which the inbound trust believes
+        self.reconcile_now = asyncio.Event()  # the dispatcher saw Redis lose the queue
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -143,9 +143,16 @@ class Daemon:
         pool = await pool_mod.connect(cfg.database)
         client = streams_mod.connect(cfg.redis)
         streams = streams_mod.Streams(client, cfg.redis.prefix, streams_mod.shard_count(cfg.redis))
+        ttl_s = max(5.0, cfg.queue.reconcile_interval_s * 3)
         try:
             await streams.ensure_groups()
-            await streams.heartbeat(self.consumer, max(5.0, cfg.queue.reconcile_interval_s * 3))
+            self.consumer = await identity.claim_name(streams, self.consumer, ttl_s)
+            # A predecessor under this name (killed, crashed) left claims and read entries:
+            # released now, not after its lease.
+            await identity.take_over(pool, streams, self.consumer, self.consumer)
+        except EngineError:
+            await pool.close()
+            raise
         except Exception as exc:
             await pool.close()
             raise streams_mod.queue_error(exc, cfg.redis.url) from None
@@ -181,7 +188,7 @@ class Daemon:
         self._signals()
         pool, client, streams = await self._connect()
         signer = await build_signer(cfg) if cfg.dkim.enabled else None
-        relay = RelayPool(cfg.relay)
+        relay = RelayPool(cfg.relay, warmup_ledger=RedisWarmupLedger(client, cfg.redis.prefix))
         await relay.start()
         shaper = await self._build_shaper(client, pool)
         dispatcher = Dispatcher(
@@ -192,6 +199,7 @@ class Daemon:
             consumer=self.consumer,
             signer=signer,
             shaper=shaper,
+            on_redis_lost=self.reconcile_now.set,
         )
         resolve = system_resolver(cfg.dns.timeout_s)  # webhook hosts (engine/events/ssrf.py)
         self.admin_ctx = admin_ctx = AdminContext(
@@ -268,7 +276,7 @@ class Daemon:
         cfg = self.cfg
         tasks = [
             feeder.task(),
-            reconciler.task(pool, streams, cfg.queue, self.consumer),
+            reconciler.task(pool, streams, cfg.queue, self.consumer, self.reconcile_now),
             tally.task(pool),
             Publisher(pool, client, cfg.redis.prefix, cfg.events).task(),
             collector.task(admin_ctx),

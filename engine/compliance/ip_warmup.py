@@ -6,15 +6,20 @@ at most ``NODE_PLAN[day]`` messages per UTC day, day 0 being ``warmup_started``;
 it has no cap (set ``warmup = false`` then, or leave it: the cap is gone either way). The sender
 warm-up (engine/shaping/warmup.py) is a separate, per sender x provider plan.
 
-:class:`NodeWarmup` is the per-process counter the relay pool consults; it is per daemon
-instance, so with N instances a node can take up to N x the cap — set the plan's caps for that
-(``scale``) or move the counter to the shaping layer's Redis node level (docs/compliance.md).
+:class:`NodeWarmup` is what the relay pool consults. The daemon gives it a shared
+:class:`WarmupLedger` (engine/compliance/node_budget.py: one Redis counter per node and UTC day),
+so N instances together relay at most the cap and a restart does not reset the count; without a
+ledger (tests, tools) it counts in memory, per process. A message takes one unit of the cap
+before it is sent and gives it back when it was not relayed, so concurrent senders never
+overshoot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from engine.config import RelayNode
 from engine.errors import ConfigError
@@ -60,16 +65,67 @@ def _utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
+class WarmupLedger(Protocol):
+    """Relayed-today counts shared by every instance (the I/O side of :class:`NodeWarmup`)."""
+
+    async def take(self, node: str, day: dt.date, cap: int) -> bool:
+        """Count one message for ``node`` on ``day`` if it stays within ``cap``."""
+        ...
+
+    async def give_back(self, node: str, day: dt.date) -> None:
+        """Undo one :meth:`take` (the message was not relayed)."""
+        ...
+
+
 class NodeWarmup:
     """Per-node relayed-today counters checked against each warming node's cap."""
 
     def __init__(
-        self, nodes: Sequence[RelayNode], *, today: Callable[[], dt.date] = _utc_today
+        self,
+        nodes: Sequence[RelayNode],
+        *,
+        today: Callable[[], dt.date] = _utc_today,
+        ledger: WarmupLedger | None = None,
     ) -> None:
         self._started = {n.name: d for n in nodes if (d := started_day(n)) is not None}
         self._today = today
         self._day: dt.date | None = None
         self._counts: dict[str, int] = {}
+        self._ledger = ledger
+
+    def warming(self, name: str) -> bool:
+        """Is this node on a warm-up plan (graduated or not)? Others need no reservation."""
+        return name in self._started
+
+    async def reserve(self, name: str) -> bool:
+        """Take one unit of today's cap before sending through ``name`` (False: cap reached,
+        or the shared count cannot be reached: a warming node is skipped rather than risked)."""
+        cap = self.cap(name)
+        if cap is None:
+            return True
+        if self._ledger is None:
+            if self._counts.get(name, 0) >= cap:
+                return False
+            self.count(name)
+            return True
+        try:
+            taken = await self._ledger.take(name, self._roll(), cap)
+        except Exception:  # the ledger's store is down: do not risk the IP's reputation
+            return False
+        if taken:
+            self.count(name)
+        return taken
+
+    async def release(self, name: str) -> None:
+        """Give back a :meth:`reserve` whose message was not relayed."""
+        if self.cap(name) is None:
+            return
+        if self._counts.get(name, 0) > 0:
+            self._counts[name] -= 1
+        if self._ledger is not None:
+            # Unreachable store: the unit stays counted (the cap errs on the safe side).
+            with contextlib.suppress(Exception):
+                await self._ledger.give_back(name, self._roll())
 
     def _roll(self) -> dt.date:
         today = self._today()
@@ -95,5 +151,6 @@ class NodeWarmup:
             self._counts[name] = self._counts.get(name, 0) + 1
 
     def sent_today(self, name: str) -> int:
+        """Messages this process counted for ``name`` today (the shared count is the ledger's)."""
         self._roll()
         return self._counts.get(name, 0)

@@ -121,7 +121,7 @@ class QueueConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     # Composed message bodies kept per daemon (least recently used out): enough for every
     # campaign in flight, or each job rebuilds its MIME on the event loop.
     body_cache_mb: int = 64
-    consumer_name: str = ""  # default: hostname-pid
+    consumer_name: str = ""  # default: <hostname>-w<worker>, stable across restarts
     # Stream entries read per round from high, normal, low: high is preferred, low never starves.
     weights: list[int] = msgspec.field(default_factory=lambda: [8, 4, 1])
 

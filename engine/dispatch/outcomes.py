@@ -45,6 +45,7 @@ class OutcomeWriter:
         flush_ms: float,
         batch: int,
         on_done: Callable[[int], None],
+        on_written: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.pool = pool
         self.streams = streams
@@ -52,6 +53,7 @@ class OutcomeWriter:
         self.flush_s = flush_ms / 1000
         self.batch = batch
         self.on_done = on_done
+        self.on_written = on_written  # the job ids whose outcomes are committed (or moot)
         self._pending: list[Pending] = []
         self._acks: list[Entry] = []
         self._kick = asyncio.Event()
@@ -100,7 +102,11 @@ class OutcomeWriter:
                         extra={"error": repr(e), "n": len(items)},
                     )
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    # At most 1 s: the dispatcher waits for these slots, so the first write
+                    # after an outage must come soon after PostgreSQL is back.
+                    delay = min(delay * 2, 1.0)
+            if self.on_written is not None:
+                self.on_written([p.row.job_id for p in items])
             entries = [e for p in items for e in p.entries] + acks
             delay = 0.2
             while True:
@@ -109,6 +115,8 @@ class OutcomeWriter:
                     break
                 except Exception as exc:  # Redis down: the reconciler repairs; retry a while
                     log.warning("ack failed; retrying", extra={"error": str(exc)})
+                    if "NOGROUP" in str(exc):
+                        break  # Redis lost the group and these entries with it
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     if delay >= 5.0:

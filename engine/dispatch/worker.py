@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 import msgspec
@@ -45,6 +45,9 @@ log = logging.getLogger("engine.dispatch")
 _ALLOW = ShapeDecision(allowed=True)
 HOLD_DKIM_S = 600.0
 PROVIDER_BUSY = "held by shaping limit connections"
+#: Consecutive failed rounds that retry the same entries; past this (a fault that is not an
+#: outage) they are left pending for XAUTOCLAIM and the dispatcher reads new ones.
+RETRY_ROUNDS = 120
 
 
 def _domain(address: str) -> str:
@@ -100,6 +103,7 @@ class Dispatcher:
         consumer: str,
         signer: Signer | None = None,
         shaper: Shaper | None = None,
+        on_redis_lost: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.q = cfg.queue
@@ -121,6 +125,15 @@ class Dispatcher:
         self._room = asyncio.Event()
         self._room.set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Recovery from a broken connection (docs/reliability.md "Recovery"): the jobs this
+        # process is sending (claimed, outcome not yet committed), entries read in a round that
+        # failed (retried first, instead of waiting in the pending list for XAUTOCLAIM), and
+        # whether claims may have been lost track of (released by the next round).
+        self.holding: set[int] = set()
+        self._retry: list[Entry] = []
+        self._resync = False
+        self._failures = 0
+        self._on_redis_lost = on_redis_lost
         self.writer = OutcomeWriter(
             pool,
             streams,
@@ -128,6 +141,7 @@ class Dispatcher:
             flush_ms=self.q.outcome_flush_ms,
             batch=self.q.outcome_batch,
             on_done=self._done,
+            on_written=self.holding.difference_update,
         )
 
     def _max_connections(self, provider: str) -> int:
@@ -158,10 +172,13 @@ class Dispatcher:
                     self._room.clear()
                     await _wait_any(stop, self._room, timeout=1.0)
                     continue
+                entries: list[Entry] = []
                 try:
-                    entries: list[Entry] = []
+                    if self._resync:
+                        await self._release_lost_claims()
+                    entries, self._retry = self._retry, []
                     now = time.monotonic()
-                    if now - last_claim > max(1.0, self.q.lease_s / 4):
+                    if not entries and now - last_claim > max(1.0, self.q.lease_s / 4):
                         last_claim = now
                         entries = await self.streams.autoclaim(
                             self.consumer, int(self.q.lease_s * 1000), min(free, 100)
@@ -173,20 +190,36 @@ class Dispatcher:
                         )
                     if entries:
                         await self._dispatch(entries)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("dispatch round failed; retrying", extra={"error": str(exc)})
-                    await asyncio.sleep(0.5)
-                except EngineError as exc:
-                    log.warning("dispatch round failed; retrying", extra={"error": str(exc)})
-                    await asyncio.sleep(0.5)
-                except Exception as exc:  # redis errors and the unexpected: retry, never exit
-                    log.warning("dispatch round failed; retrying", extra={"error": repr(exc)})
+                    self._failures = 0
+                except Exception as exc:  # outages and the unexpected: retry, never exit
+                    self._round_failed(exc, entries)
                     await asyncio.sleep(0.5)
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             writer_stop.set()
             await writer
+
+    def _round_failed(self, exc: Exception, entries: list[Entry]) -> None:
+        """Remember what a failed round leaves behind, so the next one repairs it at once."""
+        shown = str(exc) if isinstance(exc, OSError | asyncpg.PostgresError | EngineError) else None
+        log.warning("dispatch round failed; retrying", extra={"error": shown or repr(exc)})
+        self._failures = self._failures + 1 if entries else 0
+        if entries and self._failures <= RETRY_ROUNDS:
+            self._retry = entries[:]
+        if entries:
+            # The claim may have committed with its reply lost, or jobs claimed before a later
+            # step failed: released by the next round instead of waiting out their lease.
+            self._resync = True
+        if "NOGROUP" in str(exc) and self._on_redis_lost is not None:
+            self._on_redis_lost()  # Redis lost the group (flushed, restarted empty)
+
+    async def _release_lost_claims(self) -> None:
+        """Give back every job leased to this consumer that no task is sending."""
+        n = await job_store.release_leases(self.pool, [self.consumer], keep=list(self.holding))
+        self._resync = False
+        if n:
+            log.info("released claims lost in a failed round", extra={"n": n})
 
     async def _dispatch(self, entries: list[Entry]) -> None:
         by_job: dict[int, list[Entry]] = {}
@@ -217,10 +250,11 @@ class Dispatcher:
             paused = [self.paused.is_paused(j.tenant_id, j.sender) for j in claimed]
             decisions = await self._shape(claimed, paused)
         except BaseException:
-            # Nothing was attempted, and the claims stand: the jobs wait out their lease
-            # ([queue] lease_s), then the reconciler releases them to be claimed again.
+            # Nothing was attempted: the claims are released by the next round (the entries
+            # are retried then, and claim the released jobs again).
             self.in_flight -= len(claimed)
             raise
+        self.holding.update(claimed_ids)
         for job, held, decision in zip(claimed, paused, decisions, strict=True):
             task = asyncio.create_task(
                 self._handle(

@@ -2,8 +2,9 @@
 
 Each round: (1) if Redis lost its data (epoch key gone) every pushed job is pushed again;
 (2) jobs pushed long ago and still waiting are pushed again; (3) consumers whose heartbeat
-expired are forgotten and their jobs released; (4) expired leases are released; (5) jobs past
-their maximum age fail. Duplicate stream entries are harmless: a job is claimed once in PostgreSQL.
+expired are forgotten, their jobs released and the entries they read made pushable again;
+(4) expired leases are released; (5) jobs past their maximum age fail. Duplicate stream
+entries are harmless: a job is claimed once in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncpg
 from engine import metrics
 from engine.config import QueueConfig
 from engine.periodic import Periodic
+from engine.queue import identity
 from engine.queue.streams import Streams
 from engine.store import jobs as job_store
 
@@ -31,10 +33,12 @@ async def reconcile_once(
         repairs["redis_lost"] = await job_store.reset_pushed(pool)
     repairs["stale_push"] = await job_store.repush_stale(pool, cfg.reconcile_after_s)
     dead = await streams.dead_consumers(consumer)
-    if dead:
-        repairs["dead_consumer"] = await job_store.release_leases(pool, dead)
-        for name in dead:
-            await streams.forget_consumer(name)
+    for name in dead:
+        # Its claims and the entries it read but never claimed: a forgotten entry would leave
+        # its job marked pushed until the stale-push repair.
+        taken = await identity.take_over(pool, streams, name, consumer)
+        repairs["dead_consumer"] = repairs.get("dead_consumer", 0) + taken["released"]
+        repairs["dead_unread"] = repairs.get("dead_unread", 0) + taken["unpushed"]
     repairs["lease_expired"] = await job_store.release_leases(pool)
     repairs["expired"] = await job_store.expire_old(pool)
     for kind, n in repairs.items():
@@ -58,5 +62,13 @@ def task(
         await streams.heartbeat(consumer, max(5.0, cfg.reconcile_interval_s * 3))
         await reconcile_once(pool, streams, cfg, consumer)
 
-    # Outages must not kill the reconciler: a failed round is retried after the interval.
-    return Periodic("reconciler", round_, cfg.reconcile_interval_s, wake=wake)
+    # Outages must not kill the reconciler: a failed round is retried every second (backing off
+    # to 2 s), so a Redis that comes back empty is refilled as soon as it answers.
+    return Periodic(
+        "reconciler",
+        round_,
+        cfg.reconcile_interval_s,
+        wake=wake,
+        retry_s=min(1.0, cfg.reconcile_interval_s),
+        max_backoff_s=min(2.0, cfg.reconcile_interval_s),
+    )

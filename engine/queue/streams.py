@@ -34,6 +34,7 @@ from engine.redaction import redact
 
 GROUP = "engine"
 _PUSH = LuaScript("push", "engine.queue")
+_TAKE_NAME = LuaScript("take_name", "engine.queue")
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -96,6 +97,9 @@ class Streams:
     def __init__(self, client: aioredis.Redis, prefix: str, shards: int = 1) -> None:
         self.client = client
         self.prefix = prefix
+        # What this process writes to its heartbeat key: who holds the consumer name (see
+        # engine/queue/identity.py), so a successor on the same host can tell it is gone.
+        self.holder = "1"
         tags = ["{q}"] + [f"{{q{i}}}" for i in range(1, max(1, shards))]
         #: Per shard, its stream of each priority (highest first).
         self.shards = [[f"{prefix}:{t}:stream:{p.label}" for p in Priority] for t in tags]
@@ -291,7 +295,45 @@ class Streams:
         return out
 
     async def heartbeat(self, consumer: str, ttl_s: float) -> None:
-        await self.client.set(self.heartbeat_key(consumer), "1", px=int(ttl_s * 1000))
+        await self.client.set(self.heartbeat_key(consumer), self.holder, px=int(ttl_s * 1000))
+
+    async def take_name(self, consumer: str, seen: bytes | None, holder: str, ttl_s: float) -> bool:
+        """Hold ``consumer``'s heartbeat key if it still holds ``seen`` (None: no key)."""
+        key = self.heartbeat_key(consumer)
+        px = int(ttl_s * 1000)
+        if seen is None:
+            return bool(await self.client.set(key, holder, px=px, nx=True))
+        taken = await _TAKE_NAME.call(self.client, [key], seen, holder, px)
+        return bool(taken)
+
+    async def holder_of(self, consumer: str) -> bytes | None:
+        """The heartbeat value of ``consumer`` (None: no live holder)."""
+        value = await self.client.get(self.heartbeat_key(consumer))
+        return value.encode() if isinstance(value, str) else value
+
+    async def take_pending(self, owner: str, me: str, count: int = 500) -> list[Entry]:
+        """Move every entry ``owner`` read and never acknowledged to ``me``, with its fields.
+
+        A consumer that is gone (or this process's predecessor under the same name) leaves
+        entries whose jobs it may never have claimed; the caller makes those jobs pushable
+        again and acknowledges the entries.
+        """
+        out: list[Entry] = []
+        for key in self.keys:
+            start = "-"
+            while True:
+                pending = await self.client.xpending_range(
+                    key, GROUP, min=start, max="+", count=count, consumername=owner
+                )
+                if not pending:
+                    break
+                ids = [_s(p["message_id"]) for p in pending]  # type: ignore[arg-type]
+                claimed = await self.client.xclaim(key, GROUP, me, 0, ids)  # type: ignore[arg-type]
+                out.extend(self._entries([(key, claimed)]))
+                if len(pending) < count:
+                    break
+                start = "(" + ids[-1]  # exclusive: claiming to oneself keeps them listed
+        return out
 
     async def dead_consumers(self, me: str) -> list[str]:
         """Consumers in the group whose heartbeat expired (their process is gone)."""
@@ -313,7 +355,8 @@ class Streams:
         return [n for n, a in zip(ordered, alive, strict=True) if not a]
 
     async def forget_consumer(self, name: str) -> None:
-        """Drop a dead consumer and its pending entries (its jobs are released in PostgreSQL)."""
+        """Drop a dead consumer; call after :meth:`take_pending` (DELCONSUMER drops whatever it
+        still has pending)."""
         pipe = self.client.pipeline(transaction=False)
         for key in self.keys:
             pipe.xgroup_delconsumer(key, GROUP, name)

@@ -31,7 +31,7 @@ from types import TracebackType
 
 import msgspec
 
-from engine.compliance.ip_warmup import NodeWarmup
+from engine.compliance.ip_warmup import NodeWarmup, WarmupLedger
 from engine.config import RelayConfig, read_secret
 from engine.errors import ConfigError, RelayError
 from engine.model import OutcomeKind
@@ -60,6 +60,7 @@ class RelayPool:
         observer: RelayObserver | None = None,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        warmup_ledger: WarmupLedger | None = None,
     ) -> None:
         if not cfg.nodes:
             raise ConfigError(
@@ -76,7 +77,8 @@ class RelayPool:
         }
         self._weights: tuple[tuple[str, int], ...] = tuple((n.name, n.weight) for n in cfg.nodes)
         self._pools = TenantPools(cfg.nodes)
-        self.warmup = NodeWarmup(cfg.nodes)
+        # Warm-up counts shared by every instance when the daemon passes its ledger.
+        self.warmup = NodeWarmup(cfg.nodes, ledger=warmup_ledger)
         self._nodes: dict[str, NodePool] = {}
         self._health_task: asyncio.Task[None] | None = None
         self._started = False
@@ -172,17 +174,25 @@ class RelayPool:
         last_error: str | None = None
         for name in self._order(affinity, tenant):
             node = self._nodes[name]
-            if not node.breaker.available() or not self.warmup.allows(name):
+            if not node.breaker.available():
+                continue
+            # A warming node's cap unit is taken before sending (instances share the count)
+            # and given back unless the message was relayed.
+            warming = self.warmup.warming(name)
+            if warming and not await self.warmup.reserve(name):
                 continue
             tried += 1
+            relayed = False
             try:
                 result = await node.send(envelope_from, rcpts, payload, dsn)
+                relayed = result.kind is OutcomeKind.RELAYED
             except NodeUnavailable as exc:
                 last_error = str(exc)
                 self._observer.failover(name, exc.reason)
                 continue
-            if result.kind is OutcomeKind.RELAYED:
-                self.warmup.count(name)
+            finally:
+                if warming and not relayed:
+                    await self.warmup.release(name)
             if tried > 1:
                 result = msgspec.structs.replace(result, nodes_tried=tried)
             self._observer.message_sent(result, time.perf_counter() - began)

@@ -460,15 +460,21 @@ async def reset_pushed(pool: asyncpg.Pool) -> int:
     return int(res.split()[-1])
 
 
-async def release_leases(pool: asyncpg.Pool, owners: Sequence[str] | None = None) -> int:
+async def release_leases(
+    pool: asyncpg.Pool, owners: Sequence[str] | None = None, *, keep: Sequence[int] = ()
+) -> int:
     """Give jobs held by dead owners (or with expired leases) back to the queue.
 
     Such a job may have reached the relay before its owner died: it will be sent again (the
-    in-flight window); its Message-ID is fixed so the receiver can recognise the retry.
+    in-flight window); its Message-ID is fixed so the receiver can recognise the retry. ``keep``
+    names jobs of ``owners`` that stay leased: a live owner releasing the claims it lost track
+    of (a claim whose reply a broken connection swallowed) keeps the ones it is still sending.
     """
     if owners is not None:
         # lease_until IS NOT NULL (always true while sending) lets this use jobs_leased.
-        cond, args = "lease_until IS NOT NULL AND lease_owner = ANY($1::text[])", [list(owners)]
+        cond = "lease_until IS NOT NULL AND lease_owner = ANY($1::text[])"
+        cond += " AND NOT (id = ANY($2::bigint[]))"
+        args: list[object] = [list(owners), list(keep)]
     else:
         cond, args = "lease_until < now()", []
     res: str = await pool.execute(
@@ -480,6 +486,18 @@ async def release_leases(pool: asyncpg.Pool, owners: Sequence[str] | None = None
         " updated_at = now()"
         f" WHERE state = 'sending' AND {cond}",
         *args,
+    )
+    return int(res.split()[-1])
+
+
+async def unpush(pool: asyncpg.Pool, ids: Sequence[int]) -> int:
+    """Jobs whose stream entries were dropped unread: let the feeder push them again now."""
+    if not ids:
+        return 0
+    res: str = await pool.execute(
+        "UPDATE queue.jobs SET pushed_at = NULL WHERE id = ANY($1::bigint[])"
+        " AND state IN ('queued', 'deferred') AND pushed_at IS NOT NULL",
+        list(ids),
     )
     return int(res.split()[-1])
 

@@ -8,11 +8,14 @@ detection + lease release), and the only duplicates are the dead instance's in-f
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from engine.compliance.ip_warmup import NODE_PLAN
 from tests.chaos.conftest import (
     ChaosEnv,
     configure,
@@ -76,3 +79,35 @@ async def test_two_instances_share_the_queue_without_double_sends(
         duplicates_after_kill=dups,
         share_a_at_half=round(share_a / (n // 2), 2),
     )
+
+
+async def test_two_instances_hold_one_warmup_cap(
+    chaos_env: ChaosEnv, tmp_path: Path, start_daemon: Callable[[Path], DaemonProcess]
+) -> None:
+    """Both daemons relay through the same warming node (each to its own sink, one node name):
+    together they relay exactly the node's day-0 cap, and the rest waits, none lost."""
+    cap = NODE_PLAN[0]
+    n = cap + 200
+    await prepare(chaos_env.dsn, n)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    with FakeMailU() as sink_a, FakeMailU() as sink_b:
+        daemons = []
+        for name, sink in (("a", sink_a), ("b", sink_b)):
+            cfg = configure(tmp_path / f"{name}.toml", chaos_env, [sink])
+            text = cfg.read_text().replace(
+                "max_connections = 4\n",
+                f'max_connections = 4\nwarmup = true\nwarmup_started = "{today}"\n',
+            )
+            cfg.write_text(text)
+            daemons.append(start_daemon(cfg))
+        await wait_for(chaos_env.dsn, relayed(cap), 120, daemons[0])
+        await asyncio.sleep(3.0)  # the rest keeps being retried meanwhile
+        final = await wait_for(chaos_env.dsn, lambda c: c.get("sending", 0) == 0, 30)
+        sent = sink_a.count() + sink_b.count()
+        assert sent == cap, f"{sent} relayed through a node capped at {cap} today"
+        assert sink_a.count() > 0 and sink_b.count() > 0, "both instances sent"
+        assert final.get("relayed", 0) == cap
+        assert final.get("deferred", 0) + final.get("queued", 0) == n - cap, final
+        for d in daemons:
+            assert d.terminate() == 0, d.log.read_text()[-3000:]
+    record("two_instances_warmup_cap", jobs=n, cap=cap, relayed=sent, shares=[sink_a.count()])

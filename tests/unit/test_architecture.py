@@ -50,7 +50,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "shaping": "config errors luascript model periodic psl resolver smtp",
         "relay": "config errors model periodic smtp",
         "nodes": "compose config errors relay shaping smtp",
-        "compliance": "compose config dkim errors model psl resolver senders shaping store",
+        "compliance": "compose config dkim errors luascript model psl resolver senders shaping"
+        " store",
         # Services over the storage layer.
         "events": "backoff config errors luascript metrics model periodic store",
         "tenancy": "compose errors model psl store",
