@@ -26,6 +26,7 @@ from engine.config import Config
 from engine.dispatch import inflight
 from engine.dispatch.outcomes import OutcomeWriter
 from engine.dispatch.seams import Relay, Shaper, Signer
+from engine.dispatch.templated import TemplatedBodies
 from engine.dkim.sign import dkim_selectors
 from engine.errors import ComposeError, DkimError, EngineError
 from engine.inbound import unsubscribe, verp_keys
@@ -110,6 +111,7 @@ class Dispatcher:
         self.signer = signer
         self.shaper = shaper
         self.bodies = BodyCache(self.q.body_cache_mb * 1024 * 1024)
+        self.templated = TemplatedBodies(pool)
         self.paused = PausedSenders(pool)
         self.slots = inflight.ProviderSlots(self._max_connections)
         self.in_flight = 0
@@ -194,6 +196,7 @@ class Dispatcher:
         metrics.IN_FLIGHT.set(self.in_flight)
         try:
             contents = await self._contents(claimed)
+            rendered = await self.templated.bodies(claimed)
             blocked = await suppressions.check(
                 self.pool, [(j.tenant_id, j.recipient) for j in claimed]
             )
@@ -206,11 +209,16 @@ class Dispatcher:
             self.in_flight -= len(claimed)
             raise
         for job, held, decision in zip(claimed, paused, decisions, strict=True):
+            body: ComposedBody | ComposeError | None = (
+                rendered.get(job.id)
+                if job.template_version is not None
+                else contents.get((job.tenant_id, job.content_sha256))
+            )
             task = asyncio.create_task(
                 self._handle(
                     job,
                     by_job[job.id],
-                    contents.get((job.tenant_id, job.content_sha256)),
+                    body,
                     suppressed=(job.tenant_id, job.recipient.lower()) in blocked,
                     paused=held,
                     decision=decision,
@@ -225,6 +233,8 @@ class Dispatcher:
         out: dict[tuple[str, bytes], ComposedBody] = {}
         missing = []
         for j in claimed:
+            if j.template_version is not None:
+                continue  # its body is its own (TemplatedBodies)
             key = (j.tenant_id, j.content_sha256)
             item = self.bodies.get(key)
             if item is None:
@@ -286,7 +296,7 @@ class Dispatcher:
         self,
         job: job_store.ClaimedJob,
         entries: list[Entry],
-        body: ComposedBody | None,
+        body: ComposedBody | ComposeError | None,
         *,
         suppressed: bool,
         paused: bool,
@@ -310,12 +320,20 @@ class Dispatcher:
         finally:
             if slot is not None:
                 slot.release()
-        self.writer.add(row, entries, stat_key, attempted=attempted, recipient=job.recipient)
+        self.writer.add(
+            row,
+            entries,
+            stat_key,
+            attempted=attempted,
+            recipient=job.recipient,
+            campaign_id=job.campaign_id,
+            created_at=job.created_at,
+        )
 
     async def _attempt(
         self,
         job: job_store.ClaimedJob,
-        body: ComposedBody | None,
+        body: ComposedBody | ComposeError | None,
         suppressed: bool,
         paused: bool,
         decision: ShapeDecision,
@@ -338,12 +356,10 @@ class Dispatcher:
             return self._held(
                 job, decision.retry_after_s, f"held by shaping limit {decision.level}"
             ), False
-        if body is None:
+        if body is None or isinstance(body, ComposeError):  # ComposeError: a template's
+            why = "content missing or cannot be composed" if body is None else f"template: {body}"
             return job_store.OutcomeRow(
-                job.id,
-                job.attempts,
-                JobState.FAILED.value,
-                reply="content missing or cannot be composed",
+                job.id, job.attempts, JobState.FAILED.value, reply=why
             ), False
         try:
             mid, message, envelope_from = self._compose(job, body)

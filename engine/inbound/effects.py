@@ -34,9 +34,9 @@ from engine.inbound.report import BounceKind, BounceReport, Recipient
 from engine.inbound.trust import Assessment, InboundTrust, aligned
 from engine.shaping.model import DeliverySignal, SignalKind
 from engine.shaping.signals import ReplyCode
+from engine.store import facts, stats
 from engine.store import inbound as inbound_store
 from engine.store import inbound_trust as trust_store
-from engine.store import stats
 from engine.store import suppressions as suppression_store
 
 log = logging.getLogger("engine.inbound")
@@ -94,6 +94,9 @@ class _Job(msgspec.Struct, frozen=True):
     message_id: str | None
     relay_node: str | None = None  # the node that relayed it (queue.jobs.relay_node)
     created_at: float | None = None  # enqueued at (Unix seconds)
+    campaign_id: str | None = None
+    provider: str | None = None  # the provider the send path shaped it for (queue.jobs)
+    relayed_at: float | None = None  # first relayed (Unix seconds): its send day
 
     @property
     def domain(self) -> str:
@@ -102,7 +105,12 @@ class _Job(msgspec.Struct, frozen=True):
 
 _JOB_COLUMNS = (
     "id, tenant_id, sender, recipient, message_id, relay_node,"
-    " extract(epoch FROM created_at)::float8 AS created"
+    " extract(epoch FROM created_at)::float8 AS created, campaign_id, provider,"
+    " extract(epoch FROM relayed_at)::float8 AS relayed"
+)
+_J_COLUMNS = (
+    "j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node, j.created,"
+    " j.campaign_id, j.provider, j.relayed"
 )
 
 
@@ -115,6 +123,9 @@ def _job(r: Any) -> _Job:
         r["message_id"],
         r["relay_node"],
         r["created"],
+        r["campaign_id"],
+        r["provider"],
+        r["relayed"],
     )
 
 
@@ -163,14 +174,12 @@ async def _jobs(
     rows = await conn.fetch(
         f"SELECT {_JOB_COLUMNS} FROM queue.jobs"
         " WHERE id = ANY($1::bigint[])"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node,"
-        " j.created FROM unnest($2::text[]) AS m(mid) CROSS JOIN LATERAL"
+        f" UNION SELECT {_J_COLUMNS} FROM unnest($2::text[]) AS m(mid) CROSS JOIN LATERAL"
         f" (SELECT {_JOB_COLUMNS} FROM queue.jobs"
         "  WHERE message_id = m.mid LIMIT 2) j"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node,"
-        " extract(epoch FROM j.created_at)::float8"
-        " FROM unnest($3::text[], $4::text[]) AS p(mid, rcpt)"
-        " JOIN queue.jobs j ON j.message_id = p.mid AND lower(j.recipient) = p.rcpt",
+        f" UNION SELECT {_J_COLUMNS} FROM unnest($3::text[], $4::text[]) AS p(mid, rcpt)"
+        f" CROSS JOIN LATERAL (SELECT {_JOB_COLUMNS} FROM queue.jobs q"
+        "  WHERE q.message_id = p.mid AND lower(q.recipient) = p.rcpt) j",
         list(ids),
         list(mids),
         [p[0] for p in pairs],
@@ -289,9 +298,38 @@ class _Batch:
         self.soft: list[tuple[str, str]] = []
         self.processed: list[tuple[int, int | None, str | None, str]] = []
         self.effects: list[Effect] = []
+        self.facts: list[facts.Fact] = []
+        self.latencies: list[facts.Latency] = []
+        # inbound id -> parsed (status, diagnostic, remote MTA, reason), kept with the raw
+        self.details: dict[int, tuple[str | None, str | None, str | None, str | None]] = {}
 
     def provider(self, job: _Job) -> str:
-        return self.providers.get(job.domain, "")
+        """The job's provider: the one it was sent to, else its recipient domain's MX rollup."""
+        return job.provider or self.providers.get(job.domain, "")
+
+    def fact(self, job: _Job, outcome: str, reason: str | None = None) -> None:
+        """Count ``outcome`` of ``job`` on the day it was sent (OLAP, docs/analytics.md)."""
+        self.facts.append(
+            facts.Fact(
+                job.tenant_id,
+                facts.day_of(job.relayed_at),
+                job.campaign_id or "",
+                job.sender,
+                self.provider(job),
+                outcome,
+                reason or "",
+            )
+        )
+
+    def detail(self, item: InboundItem, rcpt: Recipient) -> None:
+        """Keep the parsed status, diagnostic, remote MTA and reason with the raw message."""
+        diagnostic = (rcpt.diagnostic or "")[:1000] or None
+        self.details[item.inbound_id] = (
+            rcpt.status,
+            diagnostic,
+            rcpt.remote_mta,
+            rcpt.reason.value,
+        )
 
     def key(self, job: _Job) -> tuple[str, str, str]:
         """The daily_stats key of a job's outcome: (tenant, sender, provider)."""
@@ -356,6 +394,7 @@ def _apply_one(item: InboundItem, match: _Match, b: _Batch, replay: bool) -> Non
         b.suppress.append((tenant, job.recipient, "feedback", "complaint", None))
         b.events.append((tenant, job.id, "complained", job.recipient, job.message_id, ftype, None))
         b.stats.append((key, "complained", 1))
+        b.fact(job, "complained", ftype)
         signal = DeliverySignal(tenant, job.sender, "", SignalKind.COMPLAINT, attempt=False)
         b.signals.append((signal, domain))
         b.effects.append(Effect(item.inbound_id, job.id, "complained", job.recipient, "feedback"))
@@ -396,6 +435,8 @@ def _bounce(item: InboundItem, job: _Job, b: _Batch) -> None:
         return
     reply = _reply(rcpt)
     reason = rcpt.reason.value
+    b.detail(item, rcpt)
+    b.fact(job, "bounced" if rcpt.hard else "soft_bounced", reason)
     metrics.BOUNCES.labels(reason, str(rcpt.hard).lower()).inc()
     b.states[job.id] = "bounced"
     if rcpt.hard:
@@ -419,9 +460,20 @@ def _delivered(item: InboundItem, job: _Job, rcpt: Recipient, b: _Batch) -> None
     remote MTA, the seconds from enqueue to the notice's arrival). The job keeps its state."""
     arrived = b.arrived.get(item.inbound_id)
     latency = None
+    b.detail(item, rcpt)
+    b.fact(job, "delivered")
     if arrived is not None and job.created_at is not None:
         latency = round(max(0.0, arrived - job.created_at), 3)
         metrics.DELIVERED.labels(b.provider(job) or "other").observe(latency)
+        b.latencies.append(
+            facts.Latency(
+                job.tenant_id,
+                facts.day_of(job.relayed_at),
+                job.campaign_id or "",
+                "delivery",
+                latency * 1000,
+            )
+        )
     b.note(
         job,
         remote_mta=rcpt.remote_mta,
@@ -581,15 +633,24 @@ async def apply(
             b.suppress.extend(await _soft_over_limit(conn, b.soft, cfg))
         await suppression_store.add(conn, b.suppress)
         await stats.add(conn, b.stats)
+        await facts.add(conn, b.facts, b.latencies)
+        none = (None, None, None, None)
+        details = [b.details.get(p[0], none) for p in b.processed]
         await conn.execute(
             "UPDATE content.inbound_messages m SET processed_at = now(), job_id = u.job,"
-            " tenant_id = u.t, kind = u.k"
-            " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(id, job, t, k)"
+            " tenant_id = u.t, kind = u.k, dsn_status = u.st, dsn_diagnostic = u.diag,"
+            " remote_mta = u.mta, reason = u.why"
+            " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
+            " $6::text[], $7::text[], $8::text[]) AS u(id, job, t, k, st, diag, mta, why)"
             " WHERE m.id = u.id",
             [p[0] for p in b.processed],
             [p[1] for p in b.processed],
             [p[2] for p in b.processed],
             [p[3] for p in b.processed],
+            [d[0] for d in details],
+            [d[1] for d in details],
+            [d[2] for d in details],
+            [d[3] for d in details],
         )
     if shaping is not None and b.signals:
         _signal(shaping, b.signals, b.providers)

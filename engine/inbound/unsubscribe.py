@@ -21,7 +21,7 @@ from engine import events
 from engine.compose.unsubscribe import list_unsubscribe_headers
 from engine.config import InboundConfig
 from engine.inbound import verp_keys
-from engine.store import stats
+from engine.store import facts, stats
 from engine.store import suppressions as suppression_store
 
 PREFIX = "u"
@@ -48,6 +48,9 @@ def headers(job_id: int, cfg: InboundConfig) -> list[tuple[str, str]]:
     return list_unsubscribe_headers(https, f"{tok}@{cfg.verp_domain}")
 
 
+_RETURNED = ("id", "tenant_id", "sender", "recipient", "message_id")
+
+
 async def apply(pool: asyncpg.Pool, job_ids: Sequence[int], source: str) -> list[dict[str, Any]]:
     """Suppress the recipients of these jobs for their tenants, in one transaction.
 
@@ -59,7 +62,8 @@ async def apply(pool: asyncpg.Pool, job_ids: Sequence[int], source: str) -> list
         rows = [
             dict(r)
             for r in await conn.fetch(
-                "SELECT id, tenant_id, sender, recipient, message_id FROM queue.jobs"
+                "SELECT id, tenant_id, sender, recipient, message_id, campaign_id,"
+                " coalesce(provider, '') AS provider, relayed_at FROM queue.jobs"
                 " WHERE id = ANY($1::bigint[])",
                 list(job_ids),
             )
@@ -82,6 +86,22 @@ async def apply(pool: asyncpg.Pool, job_ids: Sequence[int], source: str) -> list
             ],
         )
         await stats.add(
-            conn, [((r["tenant_id"], r["sender"], ""), "unsubscribed", 1) for r in rows]
+            conn,
+            [((r["tenant_id"], r["sender"], r["provider"]), "unsubscribed", 1) for r in rows],
         )
-    return rows
+        await facts.add(
+            conn,
+            [
+                facts.Fact(
+                    r["tenant_id"],
+                    facts.day_of(r["relayed_at"]),
+                    r["campaign_id"] or "",
+                    r["sender"],
+                    r["provider"],
+                    "unsubscribed",
+                    source,
+                )
+                for r in rows
+            ],
+        )
+    return [{k: r[k] for k in _RETURNED} for r in rows]

@@ -55,6 +55,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "retention": "audit config errors store",
         "senders": "audit config events store",
         "client": "config enqueue model store",
+        "campaigns": "compose errors model store",
         "keys": "audit errors store",
         "messages": "audit compose enqueue errors model relay store",
         # The two pipelines: sending and receiving.
@@ -63,8 +64,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "inbound": "audit compliance compose config dkim errors events metrics model shaping store"
         " workerpipe",
         # Operator surfaces.
-        "admin": "audit compose config enqueue errors events inbound keys messages metrics model"
-        " nodes periodic queue redaction relay senders store tenancy",
+        "admin": "audit campaigns compose config enqueue errors events inbound keys messages"
+        " metrics model nodes periodic queue redaction relay senders store tenancy",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance config dispatch dkim errors events inbound logs looplag"
         " periodic queue relay reload retention sdnotify shaping store",
@@ -72,8 +73,9 @@ ALLOWED: dict[str, frozenset[str]] = {
         "servers": "errors",
         "sink": "",
         "demo": "config dkim enqueue errors servers sink store tenancy",
-        "commands": "audit compliance config daemon demo dkim enqueue errors gdpr inbound keys logs"
-        " messages model nodes queue retention senders shaping store supervisor tenancy",
+        "commands": "audit campaigns compliance compose config daemon demo dkim enqueue errors gdpr"
+        " inbound keys logs messages model nodes queue retention senders shaping store"
+        " supervisor tenancy",
         "cli": "errors redaction",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()
@@ -106,6 +108,7 @@ SANS_IO: tuple[str, ...] = (
     "engine.compose.unsubscribe",
     "engine.compose.validate",
     "engine.compose.verp",
+    "engine.compose.template",
     "engine.dkim.canon",
     "engine.dkim.sign",
     "engine.dkim.verify",
