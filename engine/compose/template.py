@@ -160,6 +160,8 @@ def required_variables(source: TemplateSource) -> list[str]:
         value = getattr(source, part)
         if value is None:
             continue
+        if "\x00" in value:
+            raise TemplateError(f"{part}: contains a NUL character")
         tree = _parse(part, value, _HTML if part == "html" else _PLAIN)
         needed |= meta.find_undeclared_variables(tree) - _guarded(tree)
     return sorted(needed - set(_PLAIN.globals))

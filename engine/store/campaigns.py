@@ -61,7 +61,7 @@ async def put(
     """
     async with conn.transaction():
         await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(0) || $2, 130))",
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 130))",
             tenant_id,
             campaign_id,
         )
