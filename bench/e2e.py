@@ -45,6 +45,7 @@ import msgspec
 import orjson
 import uvloop
 
+from bench import personalized as personalized_run
 from engine import sdnotify
 from engine.config import DatabaseConfig
 from engine.demo import write_toml
@@ -429,6 +430,7 @@ async def _engine_phase(
     chunking: bool = True,
     tenants: int = 1,
     relay: str = "direct",
+    personalized: bool = False,
 ) -> dict[str, Any]:
     sink = Sink(tmp, "engine-sink", chunking=chunking)
     postfix: Any = None
@@ -469,6 +471,9 @@ async def _engine_phase(
         conn = await asyncpg.connect(engine.pg.dsn)
         try:
             docs = job_docs(n, "e2e", tenants)
+            if personalized:  # bench/personalized.py: a template and variables per job
+                await personalized_run.store_template(pool, tenant_ids(tenants), "e2e")
+                docs = personalized_run.job_docs(n, "e2e", tenants)
             assert engine.proc is not None and engine.pg.proc is not None
             assert engine.redis.proc is not None
             pids = {
@@ -548,6 +553,12 @@ def run(argv: list[str]) -> dict[str, Any]:
         help="postfix: relay through a real MailU-like Postfix node to the sink, and report the"
         " direct engine figure of the same run beside it",
     )
+    ap.add_argument(
+        "--personalized",
+        action="store_true",
+        help="also run a templated campaign (every message its own body) and report it beside"
+        " the plain run (bench/personalized.py)",
+    )
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
 
@@ -603,6 +614,28 @@ def run(argv: list[str]) -> dict[str, Any]:
             extra |= {
                 "engine_msg_s_shaping_off": off["engine_msg_s"],
                 "shaping_overhead": round(1 - eng["engine_msg_s"] / off["engine_msg_s"], 3),
+            }
+        if args.personalized:
+            (tmp / "personalized").mkdir()
+            tpl = await _engine_phase(
+                tmp / "personalized",
+                args.jobs,
+                shaping=args.shaping != "off",
+                dkim=not args.no_dkim,
+                workers=args.workers,
+                chunking=not args.no_chunking,
+                tenants=args.tenants,
+                personalized=True,
+            )
+            extra |= {
+                "personalized_msg_s": tpl["engine_msg_s"],
+                "personalized_vs_plain": round(tpl["engine_msg_s"] / eng["engine_msg_s"], 3),
+                "personalized_p50_ms": tpl["p50_ms"],
+                "personalized_p99_ms": tpl["p99_ms"],
+                "personalized_lost": tpl["lost"],
+                "personalized_duplicates": tpl["duplicates"],
+                **{f"personalized_{k}": v for k, v in tpl.items() if k.startswith("cpu_ms_per")},
+                **personalized_run.micro(),
             }
         return {
             "engine_msg_s": eng["engine_msg_s"],
