@@ -23,7 +23,7 @@ from engine.compose import message_id as message_ids
 from engine.compose.mime import ComposedBody, build_body, effective_message_id, render
 from engine.compose.unsubscribe import feedback_id
 from engine.config import Config
-from engine.dispatch import inflight
+from engine.dispatch import inflight, templated
 from engine.dispatch.outcomes import OutcomeWriter
 from engine.dispatch.seams import Relay, Shaper, Signer
 from engine.dispatch.templated import TemplatedBodies
@@ -196,7 +196,7 @@ class Dispatcher:
         metrics.IN_FLIGHT.set(self.in_flight)
         try:
             contents = await self._contents(claimed)
-            rendered = await self.templated.bodies(claimed)
+            rendered = await self.templated.prepare(claimed)
             blocked = await suppressions.check(
                 self.pool, [(j.tenant_id, j.recipient) for j in claimed]
             )
@@ -209,7 +209,7 @@ class Dispatcher:
             self.in_flight -= len(claimed)
             raise
         for job, held, decision in zip(claimed, paused, decisions, strict=True):
-            body: ComposedBody | ComposeError | None = (
+            body: templated.Body = (
                 rendered.get(job.id)
                 if job.template_version is not None
                 else contents.get((job.tenant_id, job.content_sha256))
@@ -296,7 +296,7 @@ class Dispatcher:
         self,
         job: job_store.ClaimedJob,
         entries: list[Entry],
-        body: ComposedBody | ComposeError | None,
+        body: templated.Body,
         *,
         suppressed: bool,
         paused: bool,
@@ -333,7 +333,7 @@ class Dispatcher:
     async def _attempt(
         self,
         job: job_store.ClaimedJob,
-        body: ComposedBody | ComposeError | None,
+        pending: templated.Body,
         suppressed: bool,
         paused: bool,
         decision: ShapeDecision,
@@ -356,6 +356,7 @@ class Dispatcher:
             return self._held(
                 job, decision.retry_after_s, f"held by shaping limit {decision.level}"
             ), False
+        body = templated.resolve(pending)  # a templated job is rendered here, in its task
         if body is None or isinstance(body, ComposeError):  # ComposeError: a template's
             why = "content missing or cannot be composed" if body is None else f"template: {body}"
             return job_store.OutcomeRow(

@@ -99,7 +99,7 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
 }
 
 
-async def test_every_documented_query_runs_and_answers(pool: asyncpg.Pool) -> None:
+async def test_every_documented_query_runs_and_answers(pool: asyncpg.Pool, clean_db: str) -> None:
     await _dataset(pool)
     found = queries()
     assert set(found) == set(EXPECTED), "every query of docs/analytics.md needs its expectation"
@@ -112,7 +112,7 @@ async def test_every_documented_query_runs_and_answers(pool: asyncpg.Pool) -> No
 
 
 async def test_late_bounce_counts_on_the_send_day_under_the_jobs_provider(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, clean_db: str
 ) -> None:
     mid = "<pm.late.aaaaaaaaaaaaa@acme.example>"
     job_id = await _relayed_job(pool, "late", "late@gmail.test", mid)

@@ -141,7 +141,7 @@ async def test_render_failure_fails_the_job_clearly(
     assert reply.startswith("template: text: ZeroDivisionError")
 
 
-async def test_sql_enqueue_checks_template_variables(pool: asyncpg.Pool) -> None:
+async def test_sql_enqueue_checks_template_variables(pool: asyncpg.Pool, clean_db: str) -> None:
     await tenants.add(pool, "acme")
     await campaigns.set_template(pool, "acme", "spring", SOURCE)
     jobs = [
@@ -154,7 +154,7 @@ async def test_sql_enqueue_checks_template_variables(pool: asyncpg.Pool) -> None
         "SELECT ord, job_id, error FROM engine.enqueue($1::jsonb) ORDER BY ord",
         jobs,
     )
-    assert rows[0]["job_id"] is not None and rows[0]["error"] is None
+    assert rows[0]["job_id"] is not None and rows[0]["error"] is None, rows[0]
     assert rows[1]["error"] == "variables: missing code used by campaign spring version 1"
     assert "no template stored for campaign nope" in rows[2]["error"]
     assert "takes subject/text/html from its campaign" in rows[3]["error"]
@@ -165,7 +165,7 @@ async def test_sql_enqueue_checks_template_variables(pool: asyncpg.Pool) -> None
     assert stored["variables"] == {"first_name": "Ann", "code": "x"}
 
 
-async def test_bad_templates_are_refused(pool: asyncpg.Pool) -> None:
+async def test_bad_templates_are_refused(pool: asyncpg.Pool, clean_db: str) -> None:
     await tenants.add(pool, "acme")
     with pytest.raises(TemplateError, match="include is not allowed"):
         await campaigns.set_template(
