@@ -185,16 +185,17 @@ class OutcomeWriter:
 
 
 def _facts(items: list[Pending]) -> tuple[list[facts.Fact], list[facts.Latency]]:
-    """The OLAP facts of written outcomes: relayed, deferred and failed attempts on today's
-    date, and each relayed job's time from enqueue to relay."""
+    """The OLAP facts of written outcomes: relayed, deferred and failed attempts (and jobs
+    failed without one, e.g. a template that cannot render) on today's date, and each relayed
+    job's time from enqueue to relay."""
     today = dt.datetime.now(dt.UTC).date()
     now = time.time()
     found: list[facts.Fact] = []
     latencies: list[facts.Latency] = []
     for p in items:
         outcome = _STAT_COLUMN.get(p.row.state)
-        if outcome is None or not p.attempted:
-            continue
+        if outcome is None or not (p.attempted or outcome == "failed"):
+            continue  # a hold is no attempt; a job failed before relay (render error) counts
         tenant, sender, provider = p.stat_key
         campaign = p.campaign_id or ""
         found.append(facts.Fact(tenant, today, campaign, sender, provider, outcome))

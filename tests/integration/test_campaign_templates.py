@@ -115,6 +115,8 @@ async def test_templated_campaign_rendered_per_recipient(
     assert hashes == 1
     found = await campaigns.stats(pool, "acme", "spring")
     assert found.totals.relayed == 4 and len(found.days) == 1
+    relay_times = "SELECT sum(n) FROM olap.latency_histogram WHERE kind = 'relay'"
+    assert await pool.fetchval(relay_times) == 4
 
 
 async def test_render_failure_fails_the_job_clearly(
@@ -139,10 +141,13 @@ async def test_render_failure_fails_the_job_clearly(
         "SELECT last_reply FROM queue.jobs WHERE recipient = 'user0@example.com'"
     )
     assert reply.startswith("template: text: ZeroDivisionError")
+    found = await campaigns.stats(pool, "acme", "spring")
+    assert (found.totals.relayed, found.totals.failed) == (1, 1)
 
 
 async def test_sql_enqueue_checks_template_variables(pool: asyncpg.Pool, clean_db: str) -> None:
     await tenants.add(pool, "acme")
+    await sending_domains.add(pool, "acme", "acme.example", verified=True)
     await campaigns.set_template(pool, "acme", "spring", SOURCE)
     jobs = [
         orjson.loads(templated(0, first_name="Ann", code="x")),
