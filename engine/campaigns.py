@@ -49,17 +49,10 @@ class Counters(msgspec.Struct, frozen=True):
     failed: int = 0
 
 
-class DayCounters(msgspec.Struct, frozen=True):
+class DayCounters(Counters, frozen=True, kw_only=True):
     """One send day's counts (``day`` is the UTC day the messages were sent)."""
 
     day: str
-    relayed: int = 0
-    delivered: int = 0
-    bounced: int = 0
-    complained: int = 0
-    unsubscribed: int = 0
-    deferred: int = 0
-    failed: int = 0
 
 
 class CampaignStats(msgspec.Struct, frozen=True):
@@ -98,27 +91,15 @@ async def set_template(
         raise CampaignError(
             f"unknown tenant {tenant_id!r}", hint=f"add it with: engine tenants add {tenant_id}"
         )
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            stored = await store.put(
-                conn,
-                tenant_id,
-                campaign_id,
-                subject=source.subject,
-                text=source.text,
-                html=source.html,
-                required=required,
-            )
-    else:
-        stored = await store.put(
-            db,
-            tenant_id,
-            campaign_id,
-            subject=source.subject,
-            text=source.text,
-            html=source.html,
-            required=required,
-        )
+    stored = await store.put(
+        db,
+        tenant_id,
+        campaign_id,
+        subject=source.subject,
+        text=source.text,
+        html=source.html,
+        required=required,
+    )
     return Campaign(campaign_id, tenant_id, stored.version)
 
 
@@ -147,7 +128,7 @@ async def stats(db: Db, tenant_id: str, campaign_id: str) -> CampaignStats:
     names = Counters.__struct_fields__
     totals = {name: sum(day.get(name, 0) for day in per_day.values()) for name in names}
     days = [
-        DayCounters(day.isoformat(), **{n: counts.get(n, 0) for n in names})
+        DayCounters(day=day.isoformat(), **{n: counts.get(n, 0) for n in names})
         for day, counts in sorted(per_day.items())
     ]
     return CampaignStats(campaign_id, tenant_id, Counters(**totals), days)

@@ -45,7 +45,7 @@ _COLUMNS = "tenant_id, campaign_id, version, subject, text_body, html_body, requ
 
 
 async def put(
-    conn: Conn,
+    conn: Conn | asyncpg.Pool,
     tenant_id: str,
     campaign_id: str,
     *,
@@ -59,6 +59,17 @@ async def put(
     Concurrent writers of one campaign serialise on a transaction-scoped advisory lock, so two
     PUTs get two versions rather than a unique-key error.
     """
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as held:
+            return await put(
+                held,
+                tenant_id,
+                campaign_id,
+                subject=subject,
+                text=text,
+                html=html,
+                required=required,
+            )
     async with conn.transaction():
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 130))",
