@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 from email import policy
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from engine import campaigns
 from engine.admin import AdminContext
 from engine.compose.template import TemplateSource
+from engine.config import Config
 from engine.enqueue import enqueue
 from engine.errors import CampaignError, TemplateError
 from engine.store import tenants
@@ -28,6 +30,7 @@ from engine.tenancy import domains as sending_domains
 from tests.fakes.fixtures import mailu  # noqa: F401
 from tests.fakes.mailu import FakeMailU
 from tests.integration.test_admin_api import AUTH, admin  # noqa: F401
+from tests.integration.test_cli import engine
 from tests.integration.test_daemon import daemon_config, run_until
 
 SOURCE = TemplateSource(
@@ -212,3 +215,48 @@ async def test_campaign_routes(admin: tuple[TestClient[Any, Any], AdminContext])
     assert r.status in (200, 207), out
     results = out["results"] if isinstance(out, dict) else out
     assert results[0].get("job_id") and "missing name" in results[1]["error"]
+
+
+def test_campaigns_cli(cfg: Config, clean_db: str, tmp_path: Path) -> None:
+    assert engine(cfg, "migrate").returncode == 0
+    assert engine(cfg, "tenants", "add", "acme").returncode == 0
+    html = tmp_path / "spring.html"
+    html.write_text("<p>Hi {{ name }}</p>", encoding="utf-8")
+    out = engine(
+        cfg,
+        "campaigns",
+        "set",
+        "--tenant",
+        "acme",
+        "spring",
+        "--subject",
+        "Hi {{ name }}",
+        "--html",
+        str(html),
+        "--text",
+        "-",
+        stdin=b"Hello {{ name }}, {{ code }}",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"acme\tspring\tversion 1\n"
+    shown = orjson.loads(engine(cfg, "campaigns", "show", "--tenant", "acme", "spring").stdout)
+    assert (shown["version"], shown["required"]) == (1, ["code", "name"])
+    assert shown["html"] == "<p>Hi {{ name }}</p>"
+    bad = engine(
+        cfg,
+        "campaigns",
+        "set",
+        "--tenant",
+        "acme",
+        "spring",
+        "--subject",
+        "s",
+        "--text",
+        "-",
+        stdin=b"{% include 'etc/passwd' %}",
+    )
+    assert bad.returncode != 0 and b"include is not allowed" in bad.stderr
+    stats = orjson.loads(engine(cfg, "campaigns", "stats", "--tenant", "acme", "spring").stdout)
+    assert stats["totals"]["relayed"] == 0 and stats["days"] == []
+    missing = engine(cfg, "campaigns", "show", "--tenant", "acme", "autumn")
+    assert missing.returncode == 1 and b"no template stored" in missing.stderr
