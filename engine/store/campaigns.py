@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -122,6 +123,21 @@ async def current_many(
         [k[1] for k in wanted],
     )
     return {(r["tenant_id"], r["campaign_id"]): (r["version"], list(r["required"])) for r in rows}
+
+
+async def job_template(
+    conn: Conn | asyncpg.Pool, job_id: int, tenant_id: str
+) -> tuple[str, int, dict[str, Any]] | None:
+    """A templated job's (campaign id, template version, variables); None for another job."""
+    row = await conn.fetchrow(
+        "SELECT campaign_id, template_version, variables FROM queue.jobs"
+        " WHERE id = $1 AND tenant_id = $2 AND template_version IS NOT NULL",
+        job_id,
+        tenant_id,
+    )
+    if row is None:
+        return None
+    return row["campaign_id"], row["template_version"], row["variables"] or {}
 
 
 async def load(

@@ -215,6 +215,11 @@ async def test_campaign_routes(admin: tuple[TestClient[Any, Any], AdminContext])
     assert r.status in (200, 207), out
     results = out["results"] if isinstance(out, dict) else out
     assert results[0].get("job_id") and "missing name" in results[1]["error"]
+    # The operator's view of the message is the body this recipient gets.
+    r = await client.get(f"/v1/messages/{results[0]['job_id']}?content=true", headers=AUTH)
+    assert r.status == 200
+    content = (await r.json())["content"]
+    assert "Subject: Hi Ann" in content and "Hello Ann" in content
 
 
 def test_campaigns_cli(cfg: Config, clean_db: str, tmp_path: Path) -> None:
