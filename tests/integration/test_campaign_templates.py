@@ -25,6 +25,7 @@ from engine.compose.template import TemplateSource
 from engine.config import Config
 from engine.enqueue import enqueue
 from engine.errors import CampaignError, TemplateError
+from engine.keys import service as key_service
 from engine.store import tenants
 from engine.tenancy import domains as sending_domains
 from tests.fakes.fixtures import mailu  # noqa: F401
@@ -220,6 +221,31 @@ async def test_campaign_routes(admin: tuple[TestClient[Any, Any], AdminContext])
     assert r.status == 200
     content = (await r.json())["content"]
     assert "Subject: Hi Ann" in content and "Hello Ann" in content
+
+
+async def test_tenant_keys_act_for_their_own_tenant(
+    admin: tuple[TestClient[Any, Any], AdminContext],
+) -> None:
+    client, ctx = admin
+    await tenants.add(ctx.pool, "other")
+    send, _ = await key_service.create(ctx.pool, "acme", "send", actor="test")
+    read, _ = await key_service.create(ctx.pool, "acme", "read", actor="test")
+    as_send = {"Authorization": f"Bearer {send}"}
+    r = await client.put("/v1/campaigns/spring", json={"subject": "Hi"}, headers=as_send)
+    assert r.status == 400  # neither text nor html
+    body = {"subject": "Hi {{ name }}", "html": "<p>{{ name }}</p>"}
+    r = await client.put("/v1/campaigns/spring", json=body, headers=as_send)
+    assert r.status == 200
+    assert await r.json() == {"campaign_id": "spring", "tenant_id": "acme", "version": 1}
+    r = await client.put(
+        "/v1/campaigns/spring", json={**body, "tenant_id": "other"}, headers=as_send
+    )
+    assert r.status == 404  # another tenant: as if it did not exist
+    as_read = {"Authorization": f"Bearer {read}"}
+    r = await client.get("/v1/campaigns/spring/stats", headers=as_read)
+    assert r.status == 200 and (await r.json())["tenant_id"] == "acme"
+    r = await client.put("/v1/campaigns/spring", json=body, headers=as_read)
+    assert r.status == 403
 
 
 def test_campaigns_cli(cfg: Config, clean_db: str, tmp_path: Path) -> None:
