@@ -14,6 +14,9 @@ writes (docs/compose.md, "Campaign templates"):
 * bounded output: ``*`` and ``**`` are checked before they run, the filters that multiply
   their input (``center``, ``indent``, ``wordwrap``, ``replace``, ``format``...) are not
   offered, and rendering streams and stops past :data:`MAX_OUTPUT_BYTES` per part;
+* bounded work: every string a render builds (``~``, rewritten into a checked call, the
+  filters, ``*``) is charged to a budget of :data:`MAX_WORK_BYTES` per part, so chaining them
+  through ``set`` cannot grow memory without bound;
 * HTML is autoescaped; subject and text are not (they are not markup).
 
 Compiled templates are cached per (tenant, campaign, version): a version never changes, so the
@@ -22,6 +25,8 @@ cache never needs invalidating. Sans-IO: strings in, strings out.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import operator
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -31,12 +36,15 @@ import msgspec
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaError
+from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from engine.errors import TemplateError
 
 MAX_TEMPLATE_BYTES = 256 * 1024  # per part, as submitted
 MAX_OUTPUT_BYTES = 1024 * 1024  # per rendered part
+MAX_WORK_BYTES = 4 * MAX_OUTPUT_BYTES  # text built by concatenation, filters and * per part
 MAX_RANGE = 1000
 MAX_LOOPS = 16  # for-loops per part
 PARTS = ("subject", "text", "html")
@@ -55,6 +63,68 @@ _REFUSED: tuple[tuple[type[nodes.Node], str], ...] = (
     (nodes.Macro, "macro"),
     (nodes.CallBlock, "call blocks"),
 )
+
+
+#: The text a part's render has built so far (concatenation, filters, ``*``): every way a
+#: template makes a longer string is charged here before or as it is made, so chaining them
+#: (``{% set b = a ~ a %}`` ...) cannot grow memory without bound.
+_WORK: contextvars.ContextVar[list[int]] = contextvars.ContextVar("template_work")
+
+
+def _charge(size: int) -> None:
+    work = _WORK.get(None)
+    if work is None:
+        return
+    work[0] += size
+    if work[0] > MAX_WORK_BYTES:
+        raise SecurityError(f"the template builds over {MAX_WORK_BYTES} characters of text")
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str | list | tuple | dict) else 0
+
+
+def _charged(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter whose result is charged to the render (jinja's pass_* marks are kept)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out = func(*args, **kwargs)
+        _charge(_size(out))
+        return out
+
+    return wrapper
+
+
+def _checked_join(join: Callable[..., Any]) -> Callable[..., Any]:
+    """``join`` with its result's size checked before it is built (a separator multiplies)."""
+
+    @functools.wraps(join)
+    def wrapper(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
+        items = list(value)
+        size = sum(len(str(x)) for x in items) + len(str(d)) * max(0, len(items) - 1)
+        _charge(size)
+        return join(eval_ctx, items, d, attribute)
+
+    return wrapper
+
+
+def _concat(join: Callable[[Iterable[Any]], str]) -> Callable[..., str]:
+    def concat(*parts: Any) -> str:
+        _charge(sum(len(p) if isinstance(p, str) else len(str(p)) for p in parts))
+        return join(parts)
+
+    return concat
+
+
+class _ConcatToCall(NodeTransformer):
+    """``a ~ b`` becomes ``__concat__(a, b)``, whose size is charged before it is built."""
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        call = nodes.Call(nodes.Name("__concat__", "load"), node.nodes, [], None, None)
+        call.set_lineno(node.lineno)
+        return call
 
 
 def _bounded_range(*args: int) -> range:
@@ -78,13 +148,21 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
             if sized and len(seq) * times > MAX_OUTPUT_BYTES:
                 raise SecurityError("a repeated string or list is over the output limit")
+            if sized:
+                _charge(len(seq) * times)
         return operator.mul(left, right)
 
 
 def _environment(autoescape: bool) -> _Sandbox:
     env = _Sandbox(loader=None, autoescape=autoescape, undefined=StrictUndefined)
-    env.filters = {k: v for k, v in env.filters.items() if k in SAFE_FILTERS}
-    env.globals = {"range": _bounded_range, "dict": dict, "cycler": env.globals["cycler"]}
+    env.filters = {k: _charged(v) for k, v in env.filters.items() if k in SAFE_FILTERS}
+    env.filters["join"] = _checked_join(env.filters["join"].__wrapped__)
+    env.globals = {
+        "range": _bounded_range,
+        "dict": dict,
+        "cycler": env.globals["cycler"],
+        "__concat__": _concat(markup_join if autoescape else str_join),
+    }
     return env
 
 
@@ -182,7 +260,10 @@ class CompiledTemplate:
             value = getattr(source, part)
             if value is not None:
                 env = _HTML if part == "html" else _PLAIN
-                self.parts[part] = env.from_string(value)
+                tree = _ConcatToCall().visit(env.parse(value))
+                tree.set_environment(env)
+                code = env.compile(tree)
+                self.parts[part] = env.template_class.from_code(env, code, env.make_globals(None))
 
     def render(self, variables: Mapping[str, Any]) -> Rendered:
         """Render every part for one recipient; :class:`TemplateError` names what failed."""
@@ -196,6 +277,7 @@ class CompiledTemplate:
 def _render_part(part: str, template: Any, variables: Mapping[str, Any]) -> str:
     chunks: list[str] = []
     size = 0
+    token = _WORK.set([0])
     try:
         for chunk in template.generate(variables):
             size += len(chunk)
@@ -208,6 +290,8 @@ def _render_part(part: str, template: Any, variables: Mapping[str, Any]) -> str:
         raise TemplateError(f"{part}: {exc.message or exc!r}") from None
     except (ArithmeticError, TypeError, ValueError, LookupError, RecursionError) as exc:
         raise TemplateError(f"{part}: {type(exc).__name__}: {exc}") from None
+    finally:
+        _WORK.reset(token)
     return "".join(chunks)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from engine.compose.template import (
-    MAX_OUTPUT_BYTES,
     CompiledTemplate,
     TemplateCache,
     TemplateSource,
@@ -83,10 +82,19 @@ def test_refused_when_stored(text: str, why: str) -> None:
         ("{{ 1 // zero }}", "ZeroDivisionError"),
         ("{{ name | center(10**8) }}", "No filter named 'center'"),
         ("{{ lipsum(1000) }}", "undefined"),
+        # Chained concatenation, a multiplying separator, a long ~ chain: the work budget.
+        (
+            "{% set a = big ~ big ~ big ~ big %}{% set b = a ~ a ~ a ~ a %}"
+            "{% set c = b ~ b ~ b ~ b %}{% set d = c ~ c ~ c ~ c %}{{ d | length }}",
+            "builds over",
+        ),
+        ("{{ (big | list) | join(big) }}", "builds over"),
+        ("{{ " + " ~ ".join(["big"] * 2000) + " }}", "builds over"),
+        ("{% for i in range(1000) %}{% set x = big ~ big %}{% endfor %}", "builds over"),
     ],
 )
 def test_sandbox_bounds_at_render(text: str, why: str) -> None:
-    variables = {"name": "n", "items": [1], "zero": 0, "big": "x" * (MAX_OUTPUT_BYTES // 500)}
+    variables = {"name": "n", "items": [1], "zero": 0, "big": "x" * 16_000}
     with pytest.raises(TemplateError, match=why):
         try:
             render(text, **variables)
@@ -94,6 +102,14 @@ def test_sandbox_bounds_at_render(text: str, why: str) -> None:
             raise
         except Exception as exc:  # a compile-time refusal of an unknown filter
             raise TemplateError(str(exc)) from None
+
+
+def test_concatenation_still_escapes_in_html() -> None:
+    compiled = CompiledTemplate(
+        TemplateSource(subject="{{ a ~ '!' }}", text="{{ a ~ b }}", html="<i>{{ a ~ '&' }}</i>")
+    )
+    out = compiled.render({"a": "<A>", "b": 2})
+    assert (out.subject, out.text, out.html) == ("<A>!", "<A>2", "<i>&lt;A&gt;&amp;</i>")
 
 
 def test_cache_compiles_a_version_once() -> None:
