@@ -123,8 +123,13 @@ async def show(db: Db, tenant_id: str, campaign_id: str) -> Campaign:
 
 
 async def stats(db: Db, tenant_id: str, campaign_id: str) -> CampaignStats:
-    """A campaign's counters per send day and in total (zeros for a campaign with no mail)."""
+    """A campaign's counters per send day and in total (zeros for a campaign with a template
+    and no mail yet); :class:`CampaignError` when the tenant has no such campaign."""
     per_day = await facts.campaign_days(db, tenant_id, campaign_id)
+    if not per_day and await store.current(db, tenant_id, campaign_id) is None:
+        raise CampaignError(
+            f"no campaign {campaign_id!r} of tenant {tenant_id!r} (no template, no mail)"
+        )
     names = Counters.__struct_fields__
     totals = {name: sum(day.get(name, 0) for day in per_day.values()) for name in names}
     days = [

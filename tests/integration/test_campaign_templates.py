@@ -207,6 +207,8 @@ async def test_campaign_routes(admin: tuple[TestClient[Any, Any], AdminContext])
         ("relayed", "delivered", "bounced", "complained", "unsubscribed", "deferred", "failed"), 0
     )
     assert stats["days"] == [] and stats["campaign_id"] == "spring"
+    r = await client.get("/v1/campaigns/nope/stats?tenant=acme", headers=AUTH)
+    assert r.status == 404  # no template and no mail: no such campaign
     r = await client.post(
         "/v1/messages",
         json=[orjson.loads(templated(0, name="Ann")), orjson.loads(templated(1))],

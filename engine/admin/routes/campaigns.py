@@ -43,8 +43,11 @@ async def campaign_stats(request: web.Request) -> web.Response:
     q = parse_query(request, TenantQuery)
     campaign_id = request.match_info["campaign_id"]
     tenant = require_tenant(request, q.tenant)
-    async with tenant_db(request) as db:
-        found = await campaigns.stats(db, tenant, campaign_id)
+    try:
+        async with tenant_db(request) as db:
+            found = await campaigns.stats(db, tenant, campaign_id)
+    except CampaignError as exc:
+        raise AdminRequestError(exc.message, status=404) from None
     return json_response(found)
 
 
@@ -68,7 +71,7 @@ ROUTES = [
         "A campaign's outcome counters per send day and in total, from the OLAP tier",
         "campaigns",
         query=TenantQuery,
-        responses={200: campaigns.CampaignStats, 400: None},
+        responses={200: campaigns.CampaignStats, 400: None, 404: None},
         path_params=_ID,
         access=Access.READ,
     ),
