@@ -46,6 +46,7 @@ import msgspec
 import orjson
 import uvloop
 
+from bench import personalized as personalized_run
 from engine import sdnotify
 from engine.config import DatabaseConfig
 from engine.demo import write_toml
@@ -537,6 +538,7 @@ async def _engine_phase(
     tenants: int = 1,
     relay: str = "direct",
     redis: str = "single",
+    personalized: bool = False,
 ) -> dict[str, Any]:
     sink = Sink(tmp, "engine-sink", chunking=chunking)
     postfix: Any = None
@@ -578,6 +580,9 @@ async def _engine_phase(
         conn = await asyncpg.connect(engine.pg.dsn)
         try:
             docs = job_docs(n, "e2e", tenants)
+            if personalized:  # bench/personalized.py: a template and variables per job
+                await personalized_run.store_template(pool, tenant_ids(tenants), "e2e")
+                docs = personalized_run.job_docs(n, "e2e", tenants)
             assert engine.proc is not None and engine.pg.proc is not None
             pids: dict[str, int | list[int]] = {
                 "daemon": engine.proc.pid,
@@ -678,6 +683,12 @@ def run(argv: list[str]) -> dict[str, Any]:
         help="cluster: the engine on a local Redis Cluster (3 masters + 3 replicas); the same"
         " run also measures it on a single Redis and reports both",
     )
+    ap.add_argument(
+        "--personalized",
+        action="store_true",
+        help="also run a templated campaign (every message its own body) and report it beside"
+        " the plain run (bench/personalized.py)",
+    )
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
 
@@ -718,7 +729,7 @@ def run(argv: list[str]) -> dict[str, Any]:
                 args.jobs,
                 **same,
                 workers=args.workers,
-                chunking=not args.no_chunking,
+                chunking=args.chunking,
                 tenants=args.tenants,
                 redis="cluster",
             )
@@ -775,6 +786,28 @@ def run(argv: list[str]) -> dict[str, Any]:
         if naive_signed:
             extra["naive_signed_msg_s"] = round(naive_signed, 1)
             extra["ratio_signed"] = round(eng["engine_msg_s"] / naive_signed, 3)
+        if args.personalized:
+            (tmp / "personalized").mkdir()
+            tpl = await _engine_phase(
+                tmp / "personalized",
+                args.jobs,
+                shaping=args.shaping != "off",
+                dkim=not args.no_dkim,
+                workers=args.workers,
+                chunking=args.chunking,
+                tenants=args.tenants,
+                personalized=True,
+            )
+            extra |= {
+                "personalized_msg_s": tpl["engine_msg_s"],
+                "personalized_vs_plain": round(tpl["engine_msg_s"] / eng["engine_msg_s"], 3),
+                "personalized_p50_ms": tpl["p50_ms"],
+                "personalized_p99_ms": tpl["p99_ms"],
+                "personalized_lost": tpl["lost"],
+                "personalized_duplicates": tpl["duplicates"],
+                **{f"personalized_{k}": v for k, v in tpl.items() if k.startswith("cpu_ms_per")},
+                **personalized_run.micro(),
+            }
         return {
             "engine_msg_s": eng["engine_msg_s"],
             "naive_msg_s": round(naive, 1),

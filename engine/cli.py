@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.commands.config",
     "engine.commands.keys",
     "engine.commands.messages",
+    "engine.commands.campaigns",
 )
 
 

@@ -16,10 +16,12 @@ import msgspec
 
 from engine import events, metrics
 from engine.compose.address import parse_address
+from engine.compose.template import missing_variables
 from engine.compose.validate import RawTrace, validate_job
 from engine.errors import JobValidationError
 from engine.model import Content, Job, Priority
 from engine.psl import parent_domains
+from engine.store import campaigns as campaign_store
 from engine.store import content as content_store
 from engine.store import domains as domain_store
 from engine.store import jobs as job_store
@@ -104,6 +106,7 @@ def _check(job: Job, max_message_bytes: int, raw_trace: RawTrace) -> job_store.N
         campaign_id=job.campaign_id,
         metadata=job.metadata or None,
         send_at=_parse_send_at(job.send_at),
+        variables=job.variables,
     )
 
 
@@ -170,6 +173,7 @@ async def _enqueue_chunk(
         async with pool.acquire() as conn, conn.transaction():
             known = await tenants.known(conn, (j.tenant_id for _, j, _ in accepted))
             refused = await _domain_errors(conn, accepted, enforce_domains)
+            versions = await _template_versions(conn, accepted, refused)
             if only_tenant is not None:
                 known &= {only_tenant}
             ready: list[tuple[int, job_store.NewJob]] = []
@@ -187,6 +191,8 @@ async def _enqueue_chunk(
                 if i in refused:
                     results[i] = EnqueueResult(i, job.idempotency_key, error=refused[i])
                     continue
+                if job.variables is not None:
+                    new = msgspec.structs.replace(new, template_version=versions[i])
                 content = content_of(job)
                 ckey = _KEY_ENCODER.encode(content)
                 enc = encoded.get(ckey)
@@ -240,6 +246,38 @@ async def _domain_errors(
                 errors[i] = why
                 break
     return errors
+
+
+async def _template_versions(
+    conn: Conn, accepted: Sequence[tuple[int, Job, job_store.NewJob]], refused: dict[int, str]
+) -> dict[int, int]:
+    """Per templated job index, the campaign version it will render; a job whose campaign has
+    no template, or whose variables miss a name the template needs, goes into ``refused``."""
+    templated = [(i, job) for i, job, _ in accepted if job.variables is not None]
+    found = await campaign_store.current_many(
+        conn, ((job.tenant_id, job.campaign_id or "") for _, job in templated)
+    )
+    versions: dict[int, int] = {}
+    for i, job in templated:
+        current = found.get((job.tenant_id, job.campaign_id or ""))
+        if current is None:
+            refused.setdefault(
+                i,
+                f"campaign_id: no template stored for campaign {job.campaign_id!r}"
+                f" (PUT /v1/campaigns/{job.campaign_id} or engine campaigns set first)",
+            )
+            continue
+        version, required = current
+        missing = missing_variables(required, job.variables or {})
+        if missing:
+            refused.setdefault(
+                i,
+                f"variables: missing {', '.join(missing)} used by campaign"
+                f" {job.campaign_id!r} version {version}",
+            )
+            continue
+        versions[i] = version
+    return versions
 
 
 async def _ensure_senders(conn: Conn, senders: Iterable[tuple[str, str]]) -> None:

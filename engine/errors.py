@@ -51,6 +51,14 @@ class ComposeError(EngineError):
     """A message could not be built from a job's content."""
 
 
+class CampaignError(EngineError):
+    """A campaign request names an unknown tenant or campaign, or an unusable campaign id."""
+
+
+class TemplateError(ComposeError):
+    """A campaign template cannot be compiled, or a job's variables cannot be rendered into it."""
+
+
 class DkimError(EngineError):
     """DKIM key or signing problem; the affected sender is held, never sent unsigned silently."""
 

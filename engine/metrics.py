@@ -142,6 +142,11 @@ DKIM_FAILURES = Counter(
     "Messages held because signing failed or a required key was missing.",
     registry=REGISTRY,
 )
+TEMPLATE_RENDER_FAILURES = Counter(
+    "engine_template_render_failures_total",
+    "Templated jobs failed because their campaign template could not be rendered for them.",
+    registry=REGISTRY,
+)
 POOL_CONNECTIONS = Gauge(
     "engine_relay_connections",
     "Relay connections by node and state.",

@@ -76,6 +76,9 @@ class Job(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults
     raw: bytes | None = None  # base64 in JSON: a complete RFC 5322 message instead of parts
     metadata: dict[str, Any] = {}
     list_unsubscribe: str | None = None  # https URL or mailto; the engine adds the RFC 8058 header
+    # With campaign_id and no subject/text/html/raw: the recipient's values for the campaign's
+    # template (docs/compose.md, "Campaign templates"), rendered at send time.
+    variables: dict[str, Any] | None = None
 
 
 class Content(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -23,6 +23,7 @@ from engine.admin import openapi
 from engine.admin.auth import bearer_middleware, resolve_token
 from engine.admin.context import AdminContext
 from engine.admin.routes import (
+    campaigns,
     domains,
     health,
     inbound,
@@ -61,6 +62,7 @@ ROUTES: list[Route] = [
     *unsubscribe.ROUTES,
     *inbound.ROUTES,
     *keys.ROUTES,
+    *campaigns.ROUTES,
     Route(
         "GET",
         "/openapi.json",

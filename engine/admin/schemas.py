@@ -72,6 +72,26 @@ class MessageShowQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=
     content: bool = False
 
 
+class CampaignIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``PUT /v1/campaigns/{campaign_id}``: the template (Jinja2, sandboxed; docs/compose.md).
+
+    ``tenant_id`` is for the operator token; a tenant key acts for its own tenant.
+    """
+
+    tenant_id: NonEmpty | None = None
+    subject: Annotated[str, msgspec.Meta(min_length=1)]
+    text: str | None = None
+    html: str | None = None
+
+
+class CampaignOut(msgspec.Struct, frozen=True):
+    """The version a ``PUT`` stored (1 for a campaign's first template)."""
+
+    campaign_id: str
+    tenant_id: str
+    version: int
+
+
 class TenantQuery(_Query, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """An optional tenant scope (``?tenant=``)."""
 

@@ -41,8 +41,22 @@ def _check_scalar(value: Any, where: str) -> None:
         raise JobValidationError(f"metadata: {where} is not a number")
 
 
-def check_metadata(metadata: dict[str, Any]) -> None:
-    """Raise :class:`JobValidationError` when ``metadata`` cannot be stored and sent back."""
+def check_metadata(metadata: dict[str, Any], field: str = "metadata") -> None:
+    """Raise :class:`JobValidationError` when ``metadata`` cannot be stored and sent back.
+
+    ``field`` names the job field in the error (``variables`` are held to the same limits).
+    """
+    try:
+        _check_tree(metadata)
+    except JobValidationError as exc:
+        if field == "metadata":
+            raise
+        raise JobValidationError(
+            field + exc.message.removeprefix("metadata"), hint=exc.hint
+        ) from None
+
+
+def _check_tree(metadata: dict[str, Any]) -> None:
     stack: list[tuple[Any, int, str]] = [(metadata, 1, "$")]
     while stack:
         value, depth, where = stack.pop()

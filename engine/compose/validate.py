@@ -61,6 +61,8 @@ def validate_job(job: Job, *, max_message_bytes: int, raw_trace: RawTrace = "ref
     except JobValidationError as exc:
         raise _fail(f"to: {exc.message}") from None
     sender = _sender(job)
+    if job.raw is not None and job.variables is not None:
+        raise _fail("variables: a templated job takes its body from its campaign; remove raw")
     if job.raw is not None:
         _check_raw(job, sender, max_message_bytes)
         if raw_trace == "refuse":
@@ -68,7 +70,10 @@ def validate_job(job: Job, *, max_message_bytes: int, raw_trace: RawTrace = "ref
     else:
         if sender is None:
             raise _fail("from: missing (a structured job needs a sender address)")
-        _check_structured(job, max_message_bytes)
+        if job.variables is not None:
+            _check_templated(job)
+        else:
+            _check_structured(job, max_message_bytes)
     _check_options(job)
 
 
@@ -129,6 +134,27 @@ def _check_structured(job: Job, max_message_bytes: int) -> None:
             f"size: about {size} bytes once encoded (attachments count {encoded_attachments} "
             f"after base64) exceeds max_message_bytes {max_message_bytes}"
         )
+
+
+def _check_templated(job: Job) -> None:
+    """A templated job: the campaign's template gives subject, text and HTML; the job gives
+    its recipient's variables (the names the template needs are checked against the stored
+    campaign by the enqueue service)."""
+    assert job.variables is not None  # narrowed by the caller
+    if not job.campaign_id:
+        raise _fail("variables: a templated job needs campaign_id (whose template to render)")
+    given = [part for part in ("subject", "text", "html") if getattr(job, part) is not None]
+    if given:
+        raise _fail(
+            f"variables: a templated job takes subject/text/html from its campaign;"
+            f" remove {', '.join(given)}"
+        )
+    check_metadata(job.variables, "variables")
+    seen: set[str] = set()
+    for name, value in job.headers.items():
+        _check_header(name, value, seen)
+    for index, att in enumerate(job.attachments):
+        _check_attachment(index, att)
 
 
 def _check_header(name: str, value: str, seen: set[str]) -> None:

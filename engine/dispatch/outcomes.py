@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 
 import asyncpg
@@ -17,8 +19,8 @@ import msgspec
 
 from engine import events
 from engine.queue.streams import Entry, Streams
+from engine.store import facts, stats
 from engine.store import jobs as job_store
-from engine.store import stats
 
 log = logging.getLogger("engine.outcomes")
 
@@ -31,6 +33,8 @@ class Pending(msgspec.Struct):
     stat_key: tuple[str, str, str]  # tenant, sender, provider
     attempted: bool
     recipient: str | None = None
+    campaign_id: str | None = None
+    created_at: dt.datetime | None = None  # enqueued at: the start of time-to-relay
 
 
 class OutcomeWriter:
@@ -68,9 +72,13 @@ class OutcomeWriter:
         *,
         attempted: bool = True,
         recipient: str | None = None,
+        campaign_id: str | None = None,
+        created_at: dt.datetime | None = None,
     ) -> None:
         """Queue one outcome; ``entries`` are acked once it is committed."""
-        self._pending.append(Pending(row, entries, stat_key, attempted, recipient))
+        self._pending.append(
+            Pending(row, entries, stat_key, attempted, recipient, campaign_id, created_at)
+        )
         self._idle.clear()
         if len(self._pending) >= self.batch:
             self._kick.set()
@@ -128,7 +136,9 @@ class OutcomeWriter:
         if not items:
             return
         async with self.pool.acquire() as conn, conn.transaction():
-            updated = await job_store.write_outcomes(conn, self.owner, [p.row for p in items])
+            updated = await job_store.write_outcomes(
+                conn, self.owner, [p.row for p in items], [p.stat_key[2] for p in items]
+            )
             written = {r["id"] for r in updated}
             counts = []
             for p in items:
@@ -140,6 +150,7 @@ class OutcomeWriter:
                 if column:
                     counts.append((p.stat_key, column, 1))
             await stats.add(conn, counts)
+            await facts.add(conn, *_facts([p for p in items if p.row.job_id in written]))
             # The event of each state change commits with it (the publisher and webhook worker
             # read oltp.events in commit order; the send path never waits on Redis or HTTP).
             await events.write(
@@ -179,6 +190,27 @@ class OutcomeWriter:
 
     async def drained(self) -> None:
         await self._idle.wait()
+
+
+def _facts(items: list[Pending]) -> tuple[list[facts.Fact], list[facts.Latency]]:
+    """The OLAP facts of written outcomes: relayed, deferred and failed attempts (and jobs
+    failed without one, e.g. a template that cannot render) on today's date, and each relayed
+    job's time from enqueue to relay."""
+    today = dt.datetime.now(dt.UTC).date()
+    now = time.time()
+    found: list[facts.Fact] = []
+    latencies: list[facts.Latency] = []
+    for p in items:
+        outcome = _STAT_COLUMN.get(p.row.state)
+        if outcome is None or not (p.attempted or outcome == "failed"):
+            continue  # a hold is no attempt; a job failed before relay (render error) counts
+        tenant, sender, provider = p.stat_key
+        campaign = p.campaign_id or ""
+        found.append(facts.Fact(tenant, today, campaign, sender, provider, outcome))
+        if outcome == "relayed" and p.created_at is not None:
+            took_ms = (now - p.created_at.timestamp()) * 1000
+            latencies.append(facts.Latency(tenant, today, campaign, "relay", took_ms))
+    return found, latencies
 
 
 __all__ = ["OutcomeWriter"]

@@ -24,9 +24,10 @@ from engine.compose import unsubscribe, verp_keys
 from engine.compose.mime import ComposedBody, build_body, effective_message_id, render
 from engine.compose.unsubscribe import feedback_id
 from engine.config import Config
-from engine.dispatch import inflight
+from engine.dispatch import inflight, templated
 from engine.dispatch.outcomes import OutcomeWriter
 from engine.dispatch.seams import Relay, Shaper, Signer
+from engine.dispatch.templated import TemplatedBodies
 from engine.dkim.sign import dkim_selectors
 from engine.errors import ComposeError, DkimError, EngineError
 from engine.model import Content, JobState, OutcomeKind
@@ -114,6 +115,7 @@ class Dispatcher:
         self.signer = signer
         self.shaper = shaper
         self.bodies = BodyCache(self.q.body_cache_mb * 1024 * 1024)
+        self.templated = TemplatedBodies(pool)
         self.paused = PausedSenders(pool)
         self.slots = inflight.ProviderSlots(
             self._max_connections,
@@ -243,6 +245,7 @@ class Dispatcher:
         metrics.IN_FLIGHT.set(self.in_flight)
         try:
             contents = await self._contents(claimed)
+            rendered = await self.templated.prepare(claimed)
             blocked = await suppressions.check(
                 self.pool, [(j.tenant_id, j.recipient) for j in claimed]
             )
@@ -256,11 +259,16 @@ class Dispatcher:
             raise
         self.holding.update(claimed_ids)
         for job, held, decision in zip(claimed, paused, decisions, strict=True):
+            body: templated.Body = (
+                rendered.get(job.id)
+                if job.template_version is not None
+                else contents.get((job.tenant_id, job.content_sha256))
+            )
             task = asyncio.create_task(
                 self._handle(
                     job,
                     by_job[job.id],
-                    contents.get((job.tenant_id, job.content_sha256)),
+                    body,
                     suppressed=(job.tenant_id, job.recipient.lower()) in blocked,
                     paused=held,
                     decision=decision,
@@ -275,6 +283,8 @@ class Dispatcher:
         out: dict[tuple[str, bytes], ComposedBody] = {}
         missing = []
         for j in claimed:
+            if j.template_version is not None:
+                continue  # its body is its own (TemplatedBodies)
             key = (j.tenant_id, j.content_sha256)
             item = self.bodies.get(key)
             if item is None:
@@ -336,7 +346,7 @@ class Dispatcher:
         self,
         job: job_store.ClaimedJob,
         entries: list[Entry],
-        body: ComposedBody | None,
+        body: templated.Body,
         *,
         suppressed: bool,
         paused: bool,
@@ -361,12 +371,20 @@ class Dispatcher:
             if slot is not None:
                 slot.release()
         row = msgspec.structs.replace(row, tenant_id=job.tenant_id)  # the job's key for the write
-        self.writer.add(row, entries, stat_key, attempted=attempted, recipient=job.recipient)
+        self.writer.add(
+            row,
+            entries,
+            stat_key,
+            attempted=attempted,
+            recipient=job.recipient,
+            campaign_id=job.campaign_id,
+            created_at=job.created_at,
+        )
 
     async def _attempt(
         self,
         job: job_store.ClaimedJob,
-        body: ComposedBody | None,
+        pending: templated.Body,
         suppressed: bool,
         paused: bool,
         decision: ShapeDecision,
@@ -389,12 +407,11 @@ class Dispatcher:
             return self._held(
                 job, decision.retry_after_s, f"held by shaping limit {decision.level}"
             ), False
-        if body is None:
+        body = templated.resolve(pending)  # a templated job is rendered here, in its task
+        if body is None or isinstance(body, ComposeError):  # ComposeError: a template's
+            why = "content missing or cannot be composed" if body is None else f"template: {body}"
             return job_store.OutcomeRow(
-                job.id,
-                job.attempts,
-                JobState.FAILED.value,
-                reply="content missing or cannot be composed",
+                job.id, job.attempts, JobState.FAILED.value, reply=why
             ), False
         try:
             mid, message, envelope_from = self._compose(job, body)

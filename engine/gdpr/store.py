@@ -115,7 +115,8 @@ async def cancel_and_pseudonymise(
         job_ids,
     )
     await conn.execute(
-        "UPDATE queue.jobs SET recipient = $3, updated_at = now()"
+        # A templated job's variables are this recipient's data (name, fields).
+        "UPDATE queue.jobs SET recipient = $3, variables = NULL, updated_at = now()"
         " WHERE tenant_id = $1 AND id = ANY($2::bigint[])",
         tenant_id,
         job_ids,

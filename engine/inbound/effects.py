@@ -45,10 +45,10 @@ from engine.inbound.report import BounceKind, Recipient
 from engine.inbound.trust import Assessment, InboundTrust
 from engine.shaping.model import DeliverySignal, SignalKind
 from engine.smtp.codes import ReplyCode
+from engine.store import facts, stats
 from engine.store import inbound as inbound_store
 from engine.store import inbound_effects as effects_store
 from engine.store import inbound_trust as trust_store
-from engine.store import stats
 from engine.store import suppressions as suppression_store
 
 log = logging.getLogger("engine.inbound")
@@ -131,9 +131,38 @@ class _Batch:
         self.soft: list[tuple[str, str]] = []
         self.processed: list[tuple[int, int | None, str | None, str]] = []
         self.effects: list[Effect] = []
+        self.facts: list[facts.Fact] = []
+        self.latencies: list[facts.Latency] = []
+        # inbound id -> parsed (status, diagnostic, remote MTA, reason), kept with the raw
+        self.details: dict[int, tuple[str | None, str | None, str | None, str | None]] = {}
 
     def provider(self, job: Job) -> str:
-        return self.providers.get(job.domain, "")
+        """The job's provider: the one it was sent to, else its recipient domain's MX rollup."""
+        return job.provider or self.providers.get(job.domain, "")
+
+    def fact(self, job: Job, outcome: str, reason: str | None = None) -> None:
+        """Count ``outcome`` of ``job`` on the day it was sent (OLAP, docs/analytics.md)."""
+        self.facts.append(
+            facts.Fact(
+                job.tenant_id,
+                facts.day_of(job.relayed_at),
+                job.campaign_id or "",
+                job.sender,
+                self.provider(job),
+                outcome,
+                reason or "",
+            )
+        )
+
+    def detail(self, item: InboundItem, rcpt: Recipient) -> None:
+        """Keep the parsed status, diagnostic, remote MTA and reason with the raw message."""
+        diagnostic = (rcpt.diagnostic or "")[:1000] or None
+        self.details[item.inbound_id] = (
+            rcpt.status,
+            diagnostic,
+            rcpt.remote_mta,
+            rcpt.reason.value,
+        )
 
     def key(self, job: Job) -> tuple[str, str, str]:
         """The daily_stats key of a job's outcome: (tenant, sender, provider)."""
@@ -198,6 +227,7 @@ def _apply_one(item: InboundItem, match: Match, b: _Batch, replay: bool) -> None
         b.suppress.append((tenant, job.recipient, "feedback", "complaint", None))
         b.events.append((tenant, job.id, "complained", job.recipient, job.message_id, ftype, None))
         b.stats.append((key, "complained", 1))
+        b.fact(job, "complained", ftype)
         signal = DeliverySignal(tenant, job.sender, "", SignalKind.COMPLAINT, attempt=False)
         b.signals.append((signal, domain))
         b.effects.append(Effect(item.inbound_id, job.id, "complained", job.recipient, "feedback"))
@@ -238,6 +268,8 @@ def _bounce(item: InboundItem, job: Job, b: _Batch) -> None:
         return
     reply = _reply(rcpt)
     reason = rcpt.reason.value
+    b.detail(item, rcpt)
+    b.fact(job, "bounced" if rcpt.hard else "soft_bounced", reason)
     metrics.BOUNCES.labels(reason, str(rcpt.hard).lower()).inc()
     b.states[job.id] = "bounced"
     if rcpt.hard:
@@ -261,9 +293,20 @@ def _delivered(item: InboundItem, job: Job, rcpt: Recipient, b: _Batch) -> None:
     remote MTA, the seconds from enqueue to the notice's arrival). The job keeps its state."""
     arrived = b.arrived.get(item.inbound_id)
     latency = None
+    b.detail(item, rcpt)
+    b.fact(job, "delivered")
     if arrived is not None and job.created_at is not None:
         latency = round(max(0.0, arrived - job.created_at), 3)
         metrics.DELIVERED.labels(b.provider(job) or "other").observe(latency)
+        b.latencies.append(
+            facts.Latency(
+                job.tenant_id,
+                facts.day_of(job.relayed_at),
+                job.campaign_id or "",
+                "delivery",
+                latency * 1000,
+            )
+        )
     b.note(
         job,
         remote_mta=rcpt.remote_mta,
@@ -414,7 +457,10 @@ async def apply(
             b.suppress.extend(await _soft_over_limit(conn, b.soft, cfg))
         await suppression_store.add(conn, b.suppress)
         await stats.add(conn, b.stats)
-        await effects_store.mark_processed(conn, b.processed)
+        await facts.add(conn, b.facts, b.latencies)
+        none = (None, None, None, None)
+        details = [b.details.get(p[0], none) for p in b.processed]
+        await effects_store.mark_processed(conn, b.processed, details)
     if shaping is not None and b.signals:
         _signal(shaping, b.signals, b.providers)
     return b.effects

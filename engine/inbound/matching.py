@@ -46,6 +46,9 @@ class Job(msgspec.Struct, frozen=True):
     message_id: str | None
     relay_node: str | None = None  # the node that relayed it (queue.jobs.relay_node)
     created_at: float | None = None  # enqueued at (Unix seconds)
+    campaign_id: str | None = None
+    provider: str | None = None  # the provider the send path shaped it for (queue.jobs)
+    relayed_at: float | None = None  # first relayed (Unix seconds): its send day
 
     @property
     def domain(self) -> str:
@@ -61,6 +64,9 @@ def job_from_row(r: Any) -> Job:
         r["message_id"],
         r["relay_node"],
         r["created"],
+        r["campaign_id"],
+        r["provider"],
+        r["relayed"],
     )
 
 

@@ -13,9 +13,11 @@ from typing import Any
 import asyncpg
 
 from engine import events
+from engine.store import facts, stats
 from engine.store import inbound_effects as effects_store
-from engine.store import stats
 from engine.store import suppressions as suppression_store
+
+_RETURNED = ("id", "tenant_id", "sender", "recipient", "message_id")
 
 
 async def apply(pool: asyncpg.Pool, job_ids: Sequence[int], source: str) -> list[dict[str, Any]]:
@@ -45,6 +47,22 @@ async def apply(pool: asyncpg.Pool, job_ids: Sequence[int], source: str) -> list
             ],
         )
         await stats.add(
-            conn, [((r["tenant_id"], r["sender"], ""), "unsubscribed", 1) for r in rows]
+            conn,
+            [((r["tenant_id"], r["sender"], r["provider"]), "unsubscribed", 1) for r in rows],
         )
-    return rows
+        await facts.add(
+            conn,
+            [
+                facts.Fact(
+                    r["tenant_id"],
+                    facts.day_of(r["relayed_at"]),
+                    r["campaign_id"] or "",
+                    r["sender"],
+                    r["provider"],
+                    "unsubscribed",
+                    source,
+                )
+                for r in rows
+            ],
+        )
+    return [{k: r[k] for k in _RETURNED} for r in rows]

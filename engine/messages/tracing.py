@@ -9,6 +9,9 @@ import msgspec
 
 from engine.compose.message_id import make as make_message_id
 from engine.compose.mime import build_body, effective_message_id, render
+from engine.compose.template import CompiledTemplate, TemplateSource
+from engine.model import Content
+from engine.store import campaigns as campaign_store
 from engine.store import content as content_store
 from engine.store import messages as message_store
 from engine.store.messages import MessageView, TimelineEvent
@@ -65,6 +68,22 @@ async def search(
     return SearchPage(messages=found, next=found[-1].id if len(found) == limit else None)
 
 
+async def _rendered(pool: asyncpg.Pool, job: MessageView, base: Content) -> Content | None:
+    """A templated job's content: its campaign's template version rendered with its variables
+    (raises :class:`~engine.errors.TemplateError` when it cannot be, as the send did)."""
+    found = await campaign_store.job_template(pool, job.id, job.tenant_id)
+    if found is None:
+        return None
+    stored = (await campaign_store.load(pool, [(job.tenant_id, *found[:2])])).get(
+        (job.tenant_id, *found[:2])
+    )
+    if stored is None:
+        return None
+    compiled = CompiledTemplate(TemplateSource(stored.subject, stored.text, stored.html))
+    out = compiled.render(found[2])
+    return msgspec.structs.replace(base, subject=out.subject, text=out.text, html=out.html)
+
+
 async def composed(pool: asyncpg.Pool, job: MessageView) -> bytes | None:
     """The message as the engine composes it for this job, from the content tier: headers and
     body as relayed, without the per-attempt additions (DKIM-Signature, VERP Return-Path,
@@ -76,6 +95,10 @@ async def composed(pool: asyncpg.Pool, job: MessageView) -> bytes | None:
     content = (await content_store.load(pool, [(job.tenant_id, key)])).get((job.tenant_id, key))
     if content is None:
         return None
+    if content.raw is None and content.text is None and content.html is None:
+        content = await _rendered(pool, job, content)  # a templated job: its own body
+        if content is None:
+            return None
     body = build_body(content)
     domain = job.sender.rpartition("@")[2]
     mid = effective_message_id(

@@ -12,7 +12,12 @@ from engine.store.pool import Conn
 
 _JOB_COLUMNS = (
     "id, tenant_id, sender, recipient, message_id, relay_node,"
-    " extract(epoch FROM created_at)::float8 AS created"
+    " extract(epoch FROM created_at)::float8 AS created, campaign_id, provider,"
+    " extract(epoch FROM relayed_at)::float8 AS relayed"
+)
+_J_COLUMNS = (
+    "j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node, j.created,"
+    " j.campaign_id, j.provider, j.relayed"
 )
 
 
@@ -24,18 +29,16 @@ async def jobs_named(
 ) -> list[asyncpg.Record]:
     """Jobs by id; by Message-ID at most two each; and every job of a (Message-ID, lower-cased
     recipient) pair. Columns: id, tenant_id, sender, recipient, message_id, relay_node, created
-    (enqueued at, Unix seconds)."""
+    (enqueued at, Unix seconds), campaign_id, provider, relayed (first relayed, Unix seconds)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         f"SELECT {_JOB_COLUMNS} FROM queue.jobs"
         " WHERE id = ANY($1::bigint[])"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node,"
-        " j.created FROM unnest($2::text[]) AS m(mid) CROSS JOIN LATERAL"
+        f" UNION SELECT {_J_COLUMNS} FROM unnest($2::text[]) AS m(mid) CROSS JOIN LATERAL"
         f" (SELECT {_JOB_COLUMNS} FROM queue.jobs"
         "  WHERE message_id = m.mid LIMIT 2) j"
-        " UNION SELECT j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node,"
-        " extract(epoch FROM j.created_at)::float8"
-        " FROM unnest($3::text[], $4::text[]) AS p(mid, rcpt)"
-        " JOIN queue.jobs j ON j.message_id = p.mid AND lower(j.recipient) = p.rcpt",
+        f" UNION SELECT {_J_COLUMNS} FROM unnest($3::text[], $4::text[]) AS p(mid, rcpt)"
+        f" CROSS JOIN LATERAL (SELECT {_JOB_COLUMNS} FROM queue.jobs q"
+        "  WHERE q.message_id = p.mid AND lower(q.recipient) = p.rcpt) j",
         list(ids),
         list(message_ids),
         [p[0] for p in signed],
@@ -104,25 +107,38 @@ async def soft_bounced_over(
 
 
 async def mark_processed(
-    conn: Conn, processed: Sequence[tuple[int, int | None, str | None, str]]
+    conn: Conn,
+    processed: Sequence[tuple[int, int | None, str | None, str]],
+    details: Sequence[tuple[str | None, str | None, str | None, str | None]] | None = None,
 ) -> None:
-    """(inbound id, job id, tenant, kind) of each message the batch handled."""
+    """(inbound id, job id, tenant, kind) of each message the batch handled, with its parsed
+    (status, diagnostic, remote MTA, reason) when known, kept beside the raw message."""
+    none = (None, None, None, None)
+    found = list(details) if details is not None else [none] * len(processed)
     await conn.execute(
         "UPDATE content.inbound_messages m SET processed_at = now(), job_id = u.job,"
-        " tenant_id = coalesce(u.t, ''), kind = u.k"
-        " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(id, job, t, k)"
+        " tenant_id = coalesce(u.t, ''), kind = u.k, dsn_status = u.st, dsn_diagnostic = u.diag,"
+        " remote_mta = u.mta, reason = u.why"
+        " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
+        " $6::text[], $7::text[], $8::text[]) AS u(id, job, t, k, st, diag, mta, why)"
         " WHERE m.id = u.id",
         [p[0] for p in processed],
         [p[1] for p in processed],
         [p[2] for p in processed],
         [p[3] for p in processed],
+        [d[0] for d in found],
+        [d[1] for d in found],
+        [d[2] for d in found],
+        [d[3] for d in found],
     )
 
 
 async def jobs_by_id(conn: Conn, job_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """id, tenant_id, sender, recipient, message_id of these jobs (unknown ids left out)."""
+    """id, tenant_id, sender, recipient, message_id, campaign_id, provider ('' when none) and
+    relayed_at of these jobs (unknown ids left out)."""
     rows = await conn.fetch(
-        "SELECT id, tenant_id, sender, recipient, message_id FROM queue.jobs"
+        "SELECT id, tenant_id, sender, recipient, message_id, campaign_id,"
+        " coalesce(provider, '') AS provider, relayed_at FROM queue.jobs"
         " WHERE id = ANY($1::bigint[])",
         list(job_ids),
     )

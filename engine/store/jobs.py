@@ -30,6 +30,8 @@ class NewJob(msgspec.Struct, frozen=True):
     campaign_id: str | None
     metadata: dict[str, Any] | None
     send_at: dt.datetime | None
+    template_version: int | None = None  # a templated job: the campaign version it renders
+    variables: dict[str, Any] | None = None
 
 
 class Inserted(msgspec.Struct, frozen=True):
@@ -50,6 +52,8 @@ class ClaimedJob(msgspec.Struct, frozen=True):
     campaign_id: str | None
     created_at: dt.datetime
     expires_at: dt.datetime
+    template_version: int | None = None
+    variables: dict[str, Any] | None = None
 
 
 class OutcomeRow(msgspec.Struct, frozen=True):
@@ -90,11 +94,13 @@ async def insert(conn: Conn, jobs: Sequence[NewJob], *, max_age_s: float) -> lis
     rows = await conn.fetch(
         """
         INSERT INTO queue.jobs AS q (tenant_id, idempotency_key, priority, sender, recipient,
-            content_sha256, campaign_id, metadata, send_at, next_attempt_at, expires_at)
+            content_sha256, campaign_id, metadata, send_at, next_attempt_at, expires_at,
+            template_version, variables)
         SELECT t, k, p, s, r, h, c, m, sa, coalesce(sa, now()),
-               greatest(coalesce(sa, now()), now()) + make_interval(secs => $10)
+               greatest(coalesce(sa, now()), now()) + make_interval(secs => $10), tv, v
         FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::bytea[],
-                    $7::text[], $8::jsonb[], $9::timestamptz[]) AS u(t, k, p, s, r, h, c, m, sa)
+                    $7::text[], $8::jsonb[], $9::timestamptz[], $11::int[], $12::jsonb[])
+             AS u(t, k, p, s, r, h, c, m, sa, tv, v)
         ON CONFLICT ON CONSTRAINT jobs_tenant_id_idempotency_key_key DO NOTHING
         RETURNING q.tenant_id, q.idempotency_key, q.id
         """,
@@ -108,6 +114,8 @@ async def insert(conn: Conn, jobs: Sequence[NewJob], *, max_age_s: float) -> lis
         [j.metadata for j in jobs],
         [j.send_at for j in jobs],
         max_age_s,
+        [j.template_version for j in jobs],
+        [j.variables for j in jobs],
     )
     created = {(r["tenant_id"], r["idempotency_key"]): r["id"] for r in rows}
     missing = [
@@ -149,7 +157,7 @@ UPDATE queue.jobs j
         OR (j.state = 'sending' AND j.lease_until < now()
             AND j.held_at IS NULL AND j.cancel_requested_at IS NULL))
 RETURNING j.id, j.tenant_id, j.priority, j.attempts, j.sender, j.recipient, j.content_sha256,
-          j.campaign_id, j.created_at, j.expires_at
+          j.campaign_id, j.created_at, j.expires_at, j.template_version, j.variables
 """
 
 
@@ -195,6 +203,8 @@ async def claim(
             r["campaign_id"],
             r["created_at"],
             r["expires_at"],
+            r["template_version"],
+            r["variables"],
         )
         for r in rows
     ]
@@ -220,14 +230,17 @@ UPDATE queue.jobs j
                               || coalesce(u.reply, j.last_reply, '')
                          ELSE coalesce(u.reply, j.last_reply) END,
        message_id = coalesce(u.mid, j.message_id),
+       provider = coalesce(nullif(u.prov, ''), j.provider),
+       relayed_at = CASE WHEN u.st = 'relayed' THEN coalesce(j.relayed_at, now())
+                         ELSE j.relayed_at END,
        updated_at = now(),
        finished_at = CASE WHEN u.st = ANY($12::text[])
                             OR (u.st IN ('queued', 'deferred')
                                 AND (j.expires_at < now() OR j.cancel_requested_at IS NOT NULL))
                           THEN now() END
   FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::bool[], $6::int[],
-              $7::text[], $8::text[], $9::text[], $10::text[], $13::text[])
-       AS u(id, att, st, delay, undo, code, status, reply, node, mid, tenant_id)
+              $7::text[], $8::text[], $9::text[], $10::text[], $13::text[], $14::text[])
+       AS u(id, att, st, delay, undo, code, status, reply, node, mid, tenant_id, prov)
  WHERE j.tenant_id = u.tenant_id AND j.id = u.id
    AND j.state = 'sending' AND j.lease_owner = $11 AND j.attempts = u.att
 RETURNING j.id, j.tenant_id, j.sender, j.state
@@ -239,9 +252,15 @@ RETURNING j.id, j.tenant_id, j.sender, j.state
 
 
 async def write_outcomes(
-    conn: Conn, owner: str, rows: Sequence[OutcomeRow]
+    conn: Conn,
+    owner: str,
+    rows: Sequence[OutcomeRow],
+    providers: Sequence[str | None] | None = None,
 ) -> list[asyncpg.Record]:
     """Store outcomes of jobs this owner still holds; returns the rows actually updated.
+
+    ``providers`` (one per row, '' or None for none) is the provider each job was shaped
+    for, kept on the job so that its bounces and complaints count under it.
 
     A job whose lease was lost (another worker re-claimed it) is skipped: that worker's outcome
     is the one that counts.
@@ -263,6 +282,7 @@ async def write_outcomes(
         owner,
         _FINAL,
         await _tenants(conn, rows),
+        list(providers) if providers is not None else [None] * len(rows),
     )
     return result
 

@@ -40,6 +40,7 @@ def _target(k: Keyed, method: str, path: str) -> tuple[str, dict[str, str], Any]
         .replace("{token}", "x")
         .replace("{domain}", "tb.example")
         .replace("{name}", "node-1")
+        .replace("{campaign_id}", "spring")
         .replace("{id}", str(b.webhook if path.startswith("/v1/webhooks") else b.jobs[0]))
     )
     if path.startswith("/v1/senders/"):
@@ -55,6 +56,7 @@ def _target(k: Keyed, method: str, path: str) -> tuple[str, dict[str, str], Any]
         ("POST", "/v1/webhooks"): {"tenant_id": "tb", "url": "https://hooks.example/planted"},
         ("POST", "/v1/keys"): {"tenant_id": "tb", "scope": "manage"},
         ("POST", "/v1/inbound/requeue"): {"ids": [1]},
+        ("PUT", "/v1/campaigns/{campaign_id}"): {"tenant_id": "tb", "subject": "s", "text": "t"},
     }
     return filled, query, bodies.get((method, path))
 

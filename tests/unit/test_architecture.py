@@ -61,6 +61,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "retention": "audit config errors store",
         "senders": "audit config events store",
         "client": "config enqueue model store",
+        "campaigns": "compose errors model store",
         "keys": "audit errors store",
         "messages": "audit compose enqueue errors model smtp store",
         # The two pipelines: sending and receiving.
@@ -69,8 +70,8 @@ ALLOWED: dict[str, frozenset[str]] = {
         "inbound": "audit backoff compliance compose config dkim errors events metrics model"
         " resolver shaping smtp store workerpipe workerspawn",
         # Operator surfaces.
-        "admin": "audit compose config enqueue errors events inbound keys messages metrics model"
-        " nodes periodic queue redaction relay senders store tenancy",
+        "admin": "audit campaigns compose config enqueue errors events inbound keys messages"
+        " metrics model nodes periodic queue redaction relay senders store tenancy",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance compose config dispatch dkim errors events inbound logs"
         " looplag periodic queue relay reload resolver retention sdnotify shaping store",
@@ -78,8 +79,9 @@ ALLOWED: dict[str, frozenset[str]] = {
         "servers": "errors",
         "sink": "",
         "demo": "config dkim enqueue errors redaction servers sink store tenancy",
-        "commands": "audit compliance compose config daemon demo dkim enqueue errors gdpr inbound"
-        " keys logs messages model nodes queue redaction resolver retention senders shaping store"
+        "commands": "audit campaigns compliance compose config daemon demo dkim enqueue errors gdpr"
+        " inbound keys logs messages model nodes queue redaction resolver retention senders shaping"
+        " store"
         " supervisor tenancy",
         "cli": "errors redaction",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
@@ -104,6 +106,7 @@ SANS_IO: tuple[str, ...] = (
     "engine.compose.unsubscribe",
     "engine.compose.validate",
     "engine.compose.verp",
+    "engine.compose.template",
     "engine.dkim.canon",
     "engine.dkim.sign",
     "engine.dkim.verify",
