@@ -436,6 +436,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/campaigns/{campaign_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Store a campaign's template (subject, text, html) as its next version; jobs with this campaign_id and variables are rendered from it at send time */
+        put: operations["put_put_campaign"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/campaigns/{campaign_id}/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A campaign's outcome counters per send day and in total, from the OLAP tier */
+        get: operations["get_campaign_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openapi.json": {
         parameters: {
             query?: never;
@@ -575,6 +609,8 @@ export interface components {
             metadata?: Record<string, unknown>;
             /** @default null */
             list_unsubscribe?: string | null;
+            /** @default null */
+            variables?: Record<string, unknown> | null;
         };
         /**
          * Attachment
@@ -1314,6 +1350,81 @@ export interface components {
         KeyRevoked: {
             api_key: components["schemas"]["KeyView"];
             revoked: boolean;
+        };
+        /**
+         * CampaignIn
+         * @description ``PUT /v1/campaigns/{campaign_id}``: the template (Jinja2, sandboxed; docs/compose.md).
+         *
+         *         ``tenant_id`` is for the operator token; a tenant key acts for its own tenant.
+         */
+        CampaignIn: {
+            /** @default null */
+            tenant_id?: string | null;
+            subject: string;
+            /** @default null */
+            text?: string | null;
+            /** @default null */
+            html?: string | null;
+        };
+        /**
+         * CampaignOut
+         * @description The version a ``PUT`` stored (1 for a campaign's first template).
+         */
+        CampaignOut: {
+            campaign_id: string;
+            tenant_id: string;
+            version: number;
+        };
+        /**
+         * CampaignStats
+         * @description A campaign's figures from the OLAP tier: totals and per send day.
+         */
+        CampaignStats: {
+            campaign_id: string;
+            tenant_id: string;
+            totals: components["schemas"]["Counters"];
+            days: components["schemas"]["DayCounters"][];
+        };
+        /**
+         * Counters
+         * @description Outcome counts of a campaign (bounced counts hard and soft bounces).
+         */
+        Counters: {
+            /** @default 0 */
+            relayed?: number;
+            /** @default 0 */
+            delivered?: number;
+            /** @default 0 */
+            bounced?: number;
+            /** @default 0 */
+            complained?: number;
+            /** @default 0 */
+            unsubscribed?: number;
+            /** @default 0 */
+            deferred?: number;
+            /** @default 0 */
+            failed?: number;
+        };
+        /**
+         * DayCounters
+         * @description One send day's counts (``day`` is the UTC day the messages were sent).
+         */
+        DayCounters: {
+            /** @default 0 */
+            relayed?: number;
+            /** @default 0 */
+            delivered?: number;
+            /** @default 0 */
+            bounced?: number;
+            /** @default 0 */
+            complained?: number;
+            /** @default 0 */
+            unsubscribed?: number;
+            /** @default 0 */
+            deferred?: number;
+            /** @default 0 */
+            failed?: number;
+            day: string;
         };
     };
     responses: never;
@@ -3257,6 +3368,148 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["KeyCreated"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_put_campaign: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the platform's campaign id (the jobs' campaign_id) */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CampaignIn"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CampaignOut"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_campaign_stats: {
+        parameters: {
+            query?: {
+                tenant?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description the platform's campaign id (the jobs' campaign_id) */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CampaignStats"];
                 };
             };
             /** @description Bad Request */
