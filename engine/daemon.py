@@ -24,7 +24,6 @@ from engine import logs, looplag, periodic, retention, sdnotify
 from engine import reload as reload_mod
 from engine.admin import AdminContext, AdminServer, collector
 from engine.compliance import service as compliance
-from engine.compliance.node_budget import RedisWarmupLedger
 from engine.compose import verp_keys
 from engine.config import Config
 from engine.dispatch.seams import Shaper as ShaperSeam
@@ -40,6 +39,7 @@ from engine.inbound.trust import InboundTrust
 from engine.queue import feeder as feeder_mod
 from engine.queue import identity, reconciler, tally
 from engine.queue import streams as streams_mod
+from engine.relay.node_budget import RedisWarmupLedger
 from engine.relay.pool import RelayPool
 from engine.resolver import system_resolver
 from engine.shaping.shaper import Shaper

@@ -4,7 +4,7 @@
 domain, so a sender keeps its IP), skipping nodes whose breaker is open, and runs the transaction
 there. With tenant pools (``[[relay.nodes]] tenants``, engine/relay/tenant_pools.py) only the
 tenant's nodes are candidates, and a node warming up (``warmup = true``) is skipped once it has
-relayed its daily cap (engine/compliance/ip_warmup.py). If the node cannot take the message
+relayed its daily cap (engine/relay/ip_warmup.py). If the node cannot take the message
 (refused, TLS/AUTH failure, timeout or drop before the payload was handed over) the same message
 goes to the next node in the sender's order — it is
 not counted twice: nothing was delivered and ``send()`` returns one result. With no node left the
@@ -31,13 +31,13 @@ from types import TracebackType
 
 import msgspec
 
-from engine.compliance.ip_warmup import NodeWarmup, WarmupLedger
 from engine.config import RelayConfig, read_secret
 from engine.errors import ConfigError, RelayError
 from engine.model import OutcomeKind
 from engine.periodic import Periodic, run_until
 from engine.relay.breaker import Clock
 from engine.relay.dsn import DsnRequest
+from engine.relay.ip_warmup import NodeWarmup, WarmupLedger
 from engine.relay.node import NodePool, NodeUnavailable, prepare_payload
 from engine.relay.observer import RelayObserver
 from engine.relay.results import NodeStatus, SendResult

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.compliance.ip_warmup import NODE_PLAN
+from engine.relay.ip_warmup import NODE_PLAN
 from tests.chaos.conftest import (
     ChaosEnv,
     configure,

@@ -8,10 +8,10 @@ import datetime as dt
 
 import redis.asyncio as aioredis
 
-from engine.compliance.ip_warmup import NODE_PLAN
-from engine.compliance.node_budget import RedisWarmupLedger
 from engine.config import Config, RelayConfig
 from engine.model import OutcomeKind
+from engine.relay.ip_warmup import NODE_PLAN
+from engine.relay.node_budget import RedisWarmupLedger
 from engine.relay.pool import NO_RELAY_AVAILABLE, RelayPool
 from tests.fakes.mailu import FakeMailU
 

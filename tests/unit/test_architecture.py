@@ -1,10 +1,9 @@
 """The layering rules of docs/architecture.md, checked on the source with ``ast``.
 
 Each rule is a table: which engine packages a package may import (the one-way arrows), which
-modules must stay sans-IO, and which modules may hold SQL. What breaks a rule today is listed
-by name in a ``KNOWN_*`` table with the reason, so these tests pass now and fail on a new
-leak. A known exception that no longer exists also fails: remove it from the table (and from
-docs/architecture.md) when the code stops needing it.
+modules must stay sans-IO, and which modules may hold SQL. Every import follows the arrows
+(no known exceptions): a new sideways import fails, and the fix is to move the code to the
+layer that owns it, or to change the rule here and in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -48,10 +47,9 @@ ALLOWED: dict[str, frozenset[str]] = {
         "compose": "config errors model",
         "dkim": "config errors psl resolver workerpipe workerspawn",
         "shaping": "config errors luascript model periodic psl resolver smtp",
-        "relay": "config errors model periodic smtp",
+        "relay": "config errors luascript model periodic smtp",
         "nodes": "compose config errors relay shaping smtp",
-        "compliance": "compose config dkim errors luascript model psl resolver senders shaping"
-        " store",
+        "compliance": "compose config dkim errors model psl resolver senders shaping store",
         # Services over the storage layer.
         "events": "backoff config errors luascript metrics model periodic store",
         "tenancy": "compose errors model psl store",
@@ -86,12 +84,6 @@ ALLOWED: dict[str, frozenset[str]] = {
         "cli": "errors redaction",  # and engine.commands.<group>, loaded by name (importlib)
         "__main__": "cli",
     }.items()
-}
-
-#: Imports that cross the arrows above today: (importer, imported module) -> why. Issue 16
-#: item 3 moves each of these to where it belongs; delete the line when it does.
-KNOWN_LEAKS: dict[tuple[str, str], str] = {
-    ("engine.relay.pool", "engine.compliance.ip_warmup"): "node warm-up lives in compliance",
 }
 
 #: Modules that must not do I/O: they import no asyncio, database, Redis, HTTP, SMTP, socket
@@ -153,7 +145,7 @@ SANS_IO: tuple[str, ...] = (
     "engine.inbound.smtpstage",
     "engine.inbound.textscan",
     "engine.compliance.dmarc",
-    "engine.compliance.ip_warmup",
+    "engine.relay.ip_warmup",
     "engine.relay.tenant_pools",
     "engine.events.model",
     "engine.events.signature",
@@ -249,19 +241,12 @@ def test_imports_follow_the_arrows() -> None:
         unit = _unit(name)
         for target in sorted(_engine_imports(name)):
             other = _unit(target)
-            if other == unit or other in ALLOWED.get(unit, frozenset()):
-                continue
-            if (name, target) not in KNOWN_LEAKS:
+            if other != unit and other not in ALLOWED.get(unit, frozenset()):
                 leaks.append(f"{name} -> {target}")
     assert not leaks, (
         "imports against the layering of docs/architecture.md (move the code to the layer "
         "that owns it, or change the rule there and in ALLOWED):\n  " + "\n  ".join(leaks)
     )
-
-
-def test_known_leaks_still_exist() -> None:
-    stale = [f"{a} -> {b}" for a, b in KNOWN_LEAKS if b not in _engine_imports(a)]
-    assert not stale, f"fixed leaks still listed in KNOWN_LEAKS (delete them): {stale}"
 
 
 def test_the_allowed_arrows_have_no_cycle() -> None:

@@ -8,9 +8,9 @@ import itertools
 import pytest
 
 from engine import config as config_mod
-from engine.compliance.ip_warmup import NODE_PLAN, NodeWarmup, daily_cap, started_day
 from engine.config import RelayNode
 from engine.errors import ConfigError
+from engine.relay.ip_warmup import NODE_PLAN, NodeWarmup, daily_cap, started_day
 from engine.relay.tenant_pools import TenantPools
 
 

@@ -1,5 +1,5 @@
 -- One message for a warming relay node today, if it stays within today's cap
--- (engine/compliance/node_budget.py). KEYS[1]: the node's counter for the UTC day.
+-- (engine/relay/node_budget.py). KEYS[1]: the node's counter for the UTC day.
 -- ARGV: cap, ttl in seconds. Returns 1 (counted) or 0 (cap reached).
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then

@@ -1,6 +1,6 @@
 """Per-node budgets shared by every engine instance: the IP warm-up counts, in Redis.
 
-The warm-up cap of a relay node (engine/compliance/ip_warmup.py) is a daily budget for the
+The warm-up cap of a relay node (engine/relay/ip_warmup.py) is a daily budget for the
 node's IP, not for one daemon: every instance sending through that node takes from one counter
 per node and UTC day, so N instances together relay at most the cap, and a restart keeps the
 day's count. A key holds one node's day and expires two days later; its hash tag is the node,
@@ -15,13 +15,13 @@ import redis.asyncio as aioredis
 
 from engine.luascript import LuaScript
 
-_TAKE = LuaScript("warmup_take", "engine.compliance")
+_TAKE = LuaScript("warmup_take", "engine.relay")
 #: Seconds a day's counter lives (the day, plus slack for clocks and late give-backs).
 TTL_S = 2 * 86400
 
 
 class RedisWarmupLedger:
-    """:class:`engine.compliance.ip_warmup.WarmupLedger` on Redis (INCR under the cap)."""
+    """:class:`engine.relay.ip_warmup.WarmupLedger` on Redis (INCR under the cap)."""
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client

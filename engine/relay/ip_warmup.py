@@ -7,7 +7,7 @@ it has no cap (set ``warmup = false`` then, or leave it: the cap is gone either 
 warm-up (engine/shaping/warmup.py) is a separate, per sender x provider plan.
 
 :class:`NodeWarmup` is what the relay pool consults. The daemon gives it a shared
-:class:`WarmupLedger` (engine/compliance/node_budget.py: one Redis counter per node and UTC day),
+:class:`WarmupLedger` (engine/relay/node_budget.py: one Redis counter per node and UTC day),
 so N instances together relay at most the cap and a restart does not reset the count; without a
 ledger (tests, tools) it counts in memory, per process. A message takes one unit of the cap
 before it is sent and gives it back when it was not relayed, so concurrent senders never
