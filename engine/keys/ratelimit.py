@@ -1,8 +1,10 @@
-"""Per-key enqueue rate limit: a token bucket in Redis, shared by every engine instance.
+"""Per-key enqueue rate limit: a GCRA bucket in Redis, shared by every engine instance.
 
-Each accepted job costs one token; a key's bucket holds at most ``burst`` tokens and refills at
-``rate_per_s``. One script call per request (not per job). A batch larger than the bucket costs
-the whole bucket, so a full-size batch is never refused forever.
+Each accepted job costs one unit; a key's bucket holds at most ``burst`` units and refills at
+``rate_per_s``. The maths are the engine's one GCRA (engine/gcra.py); ``lua/gcra_take.lua`` runs
+them inside Redis on Redis' clock, taking a whole request's units or none. One script call per
+request (not per job). A batch larger than the bucket costs the whole bucket, so a full-size
+batch is never refused forever.
 """
 
 from __future__ import annotations
@@ -11,34 +13,14 @@ import math
 
 import redis.asyncio as aioredis
 
-# KEYS[1] bucket; ARGV rate/s, burst, cost. Returns {allowed 0|1, seconds to wait as a string}.
-# Redis' own clock (TIME) keeps instances with skewed clocks consistent.
-_SCRIPT = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1]) or burst
-local ts = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-local wait = 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
-else
-  wait = (cost - tokens) / rate
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
-return {allowed, tostring(wait)}
-"""
+from engine.gcra import GcraLimit
+from engine.luascript import LuaScript
+
+_TAKE = LuaScript("gcra_take", "engine.keys")
 
 
 class EnqueueLimiter:
-    """``allow(prefix, jobs)`` → seconds to wait (0: go ahead, tokens taken)."""
+    """``allow(prefix, jobs)`` → seconds to wait (0: go ahead, units taken)."""
 
     def __init__(
         self, client: aioredis.Redis, key_prefix: str, *, rate_per_s: float, burst: int
@@ -47,18 +29,28 @@ class EnqueueLimiter:
         self._key_prefix = key_prefix
         self.rate_per_s = rate_per_s
         self.burst = burst
-        self._script = client.register_script(_SCRIPT)
+        self._limit = GcraLimit(rate_per_s=rate_per_s, burst=burst)
 
-    async def allow(self, api_key_prefix: str, jobs: int) -> float:
-        """0 when the batch may go in now, else how many seconds until it may (nothing taken)."""
+    def key(self, api_key_prefix: str) -> str:
+        """The Redis key holding one API key's bucket (its TAT)."""
+        return f"{self._key_prefix}:ratelimit:tat:{api_key_prefix}"
+
+    async def allow(self, api_key_prefix: str, jobs: int, *, now_ms: float = -1) -> float:
+        """0 when the batch may go in now, else how many seconds until it may (nothing taken).
+
+        ``now_ms`` is for tests; by default the bucket runs on Redis' clock."""
         cost = max(1, min(jobs, self.burst))
-        bucket = f"{self._key_prefix}:ratelimit:key:{api_key_prefix}"
-        allowed, wait = await self._script(
-            keys=[bucket], args=[repr(self.rate_per_s), self.burst, cost]
+        allowed, wait_ms = await _TAKE.call(
+            self._client,
+            [self.key(api_key_prefix)],
+            repr(now_ms),
+            repr(self._limit.interval_s * 1000),
+            repr(self._limit.tolerance_s * 1000),
+            cost,
         )
         if int(allowed):
             return 0.0
-        return max(0.001, float(wait))
+        return max(0.001, float(wait_ms) / 1000)
 
 
 def retry_after(wait_s: float) -> str:

@@ -23,9 +23,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from engine.config import ShapingConfig
+from engine.gcra import burst_for
 from engine.luascript import LuaScript
 from engine.shaping.clock import Clock
-from engine.shaping.gcra import burst_for
 from engine.shaping.keys import ShapingKeys
 from engine.shaping.model import LEVEL_BY_CODE, LEVEL_CODES, Level, ShapeDecision, ShapeRequest
 from engine.shaping.providers import ProviderTable

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 
 from engine.config import Config
 from engine.errors import ShapingError
+from engine.gcra import GcraBucket, GcraLimit
 from engine.shaping.clock import SECONDS_PER_DAY, FakeClock
-from engine.shaping.gcra import GcraBucket, GcraLimit
 from engine.shaping.model import Level, ShapeRequest
 from engine.shaping.shaper import Shaper
 from tests.conftest import REDIS_URL, make_config

@@ -213,4 +213,4 @@ async def test_enqueue_is_rate_limited_per_key(
     )
     assert status == 200
     # the bucket lives in Redis (shared by every instance), under the configured key prefix
-    assert await redis_client.exists(f"{redis_prefix}:ratelimit:key:{token.prefix_of(key)}")
+    assert await redis_client.exists(f"{redis_prefix}:ratelimit:tat:{token.prefix_of(key)}")

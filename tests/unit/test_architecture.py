@@ -33,6 +33,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "looplag": "metrics",
         "backoff": "",
         "luascript": "",
+        "gcra": "",
         "periodic": "backoff metrics",
         "workerpipe": "",
         "workerspawn": "workerpipe",
@@ -46,7 +47,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         # Sans-IO cores (each with its I/O edge modules).
         "compose": "config errors model",
         "dkim": "config errors psl resolver workerpipe workerspawn",
-        "shaping": "config errors luascript model periodic psl resolver smtp",
+        "shaping": "config errors gcra luascript model periodic psl resolver smtp",
         "relay": "config errors luascript model periodic smtp",
         "nodes": "compose config errors relay shaping smtp",
         "compliance": "compose config dkim errors model psl resolver senders shaping store",
@@ -60,7 +61,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "senders": "audit config events store",
         "client": "config enqueue model store",
         "campaigns": "compose errors model store",
-        "keys": "audit errors store",
+        "keys": "audit errors gcra luascript store",
         "messages": "audit compose enqueue errors model smtp store",
         # The two pipelines: sending and receiving.
         "dispatch": "backoff compose config dkim errors events metrics model periodic queue relay"
@@ -104,7 +105,7 @@ SANS_IO: tuple[str, ...] = (
     "engine.dkim.verify",
     "engine.shaping.aimd",
     "engine.shaping.clock",
-    "engine.shaping.gcra",
+    "engine.gcra",
     "engine.shaping.keys",
     "engine.shaping.model",
     "engine.shaping.reputation",

@@ -13,7 +13,7 @@
 --   kind 4 DAILY  k1 warm-up hash k2 counter   a stage-0 cap (-1: no cap)
 -- Returns msgpack: per request {level code or 0, retry ms}; in peek mode per level of the first
 -- request {code, retry ms, limit*1000, used*1000}.
--- The arithmetic mirrors engine/shaping/gcra.py; keep the two in step.
+-- The arithmetic mirrors engine/gcra.py; keep the two in step.
 
 local floor, ceil, max = math.floor, math.ceil, math.max
 local tonumber, call = tonumber, redis.call

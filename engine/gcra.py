@@ -5,17 +5,22 @@ would be empty again if nothing else arrived. A request costing ``n`` is allowed
 ``max(tat, now) + n·T - τ <= now`` with ``T = 1/rate`` (emission interval) and ``τ = burst·T``
 (how far ahead of schedule a sender may run). Allowing it moves TAT to ``max(tat, now) + n·T``.
 
-This module is the reference; ``lua/acquire.lua`` implements the same arithmetic inside Redis,
-and ``tests/integration/test_shaping_limiter.py`` checks that both agree.
+The one GCRA of the engine, sans-IO. Two Lua scripts implement the same arithmetic inside Redis
+and are checked against this reference: shaping's ``engine/shaping/lua/acquire.lua`` (one unit
+per message at each level; tests/integration/test_shaping_limiter.py) and the per-key enqueue
+limit's ``engine/keys/lua/gcra_take.lua`` (``n`` units per request, all or nothing;
+tests/security/test_key_ratelimit_gcra.py).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import msgspec
 
-from engine.shaping.clock import Clock
+#: A function returning "now" in seconds (``time.time``, or a fake clock in tests).
+Clock = Callable[[], float]
 
 
 class GcraLimit(msgspec.Struct, frozen=True):

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.gcra import GcraBucket, GcraLimit, burst_for, gcra_check, gcra_refund
 from engine.shaping.clock import FakeClock
-from engine.shaping.gcra import GcraBucket, GcraLimit, burst_for, gcra_check, gcra_refund
 
 
 def test_burst_then_exact_spacing() -> None:
