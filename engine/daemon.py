@@ -129,17 +129,8 @@ class Daemon:
         """PostgreSQL (migrated) and Redis, or a clear error naming the one that failed."""
         cfg = self.cfg
         await migrate(cfg.database.dsn)
-        # The SQL enqueue path reads the [security] rules from the database; written as the
-        # login role that migrates ([database] role may not change settings).
-        owner = await pool_mod.connect_one(cfg.database.dsn)
-        try:
-            await domain_store.write_rules(
-                owner,
-                enforce=cfg.security.enforce_sender_domains,
-                raw_trace=cfg.security.raw_trace_headers,
-            )
-        finally:
-            await owner.close()
+        # The SQL enqueue path reads the [security] rules from the database.
+        await domain_store.publish_rules(cfg.database.dsn, cfg.security)
         pool = await pool_mod.connect(cfg.database)
         client = streams_mod.connect(cfg.redis)
         streams = streams_mod.Streams(client, cfg.redis.prefix, streams_mod.shard_count(cfg.redis))

@@ -115,29 +115,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(args.config)
 
 
-async def write_security_rules(cfg: Config) -> None:
-    """Copy ``[security]`` to ``engine.settings`` (where the SQL enqueue path reads it), as
-    the login role that migrates."""
-    from engine.store import domains
-    from engine.store import pool as pool_mod
-
-    conn = await pool_mod.connect_one(cfg.database.dsn)
-    try:
-        await domains.write_rules(
-            conn,
-            enforce=cfg.security.enforce_sender_domains,
-            raw_trace=cfg.security.raw_trace_headers,
-        )
-    finally:
-        await conn.close()
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from engine.store.domains import publish_rules
     from engine.store.migrate import migrate
 
     cfg = load_config(args)
     applied = run_async(lambda: migrate(cfg.database.dsn))
-    run_async(lambda: write_security_rules(cfg))
+    # The SQL enqueue path reads the [security] rules from engine.settings.
+    run_async(lambda: publish_rules(cfg.database.dsn, cfg.security))
     for name in applied:
         sys.stdout.write(f"applied {name}\n")
     if not applied:

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 import asyncpg
 import msgspec
 
-from engine.store.pool import Conn
+from engine.config import SecurityConfig
+from engine.store.pool import Conn, connect_one
 
 
 class DomainRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,6 +130,18 @@ async def write_rules(pool: asyncpg.Pool | Conn, *, enforce: bool, raw_trace: st
         "true" if enforce else "false",
         raw_trace,
     )
+
+
+async def publish_rules(dsn: str, security: SecurityConfig) -> None:
+    """:func:`write_rules` for ``[security]`` over one connection to ``dsn``, after migrating:
+    as the login role that migrates, because ``[database] role`` may not change settings."""
+    conn = await connect_one(dsn)
+    try:
+        await write_rules(
+            conn, enforce=security.enforce_sender_domains, raw_trace=security.raw_trace_headers
+        )
+    finally:
+        await conn.close()
 
 
 async def tenant_dkim_records(
