@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import asyncpg
 import msgspec
 
 from engine import audit
@@ -21,6 +23,7 @@ from engine.keys.store import KeyView
 from engine.keys.token import Scope
 
 _JSON = msgspec.json.Encoder()
+T = TypeVar("T")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -59,41 +62,37 @@ def _shown_once(key: str, view: KeyView) -> None:
     )
 
 
-def cmd_create(args: argparse.Namespace) -> int:
+def _changing(args: argparse.Namespace, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    """Run a key change; what the service refuses (unknown prefix, bad scope...) is a usage
+    error of the command line."""
     cfg = load_config(args)
     try:
-        key, view = run_with_pool(
-            cfg,
-            lambda pool: service.create(
-                pool, args.tenant, args.scope, actor=audit.cli_actor(), name=args.name
-            ),
-        )
+        return run_with_pool(cfg, work)
     except ApiKeyError as exc:
         raise UsageError(str(exc)) from None
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    key, view = _changing(
+        args,
+        lambda pool: service.create(
+            pool, args.tenant, args.scope, actor=audit.cli_actor(), name=args.name
+        ),
+    )
     _shown_once(key, view)
     return 0
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    cfg = load_config(args)
-    try:
-        key, view = run_with_pool(
-            cfg, lambda pool: service.rotate(pool, args.prefix, actor=audit.cli_actor())
-        )
-    except ApiKeyError as exc:
-        raise UsageError(str(exc)) from None
+    key, view = _changing(
+        args, lambda pool: service.rotate(pool, args.prefix, actor=audit.cli_actor())
+    )
     _shown_once(key, view)
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    cfg = load_config(args)
-    try:
-        view = run_with_pool(
-            cfg, lambda pool: service.revoke(pool, args.prefix, actor=audit.cli_actor())
-        )
-    except ApiKeyError as exc:
-        raise UsageError(str(exc)) from None
+    view = _changing(args, lambda pool: service.revoke(pool, args.prefix, actor=audit.cli_actor()))
     sys.stdout.write(f"key {view.prefix} of tenant {view.tenant_id} revoked\n")
     return 0
 

@@ -69,29 +69,24 @@ class PauseRule(msgspec.Struct, frozen=True):
         if counts.attempts < self.min_sample:
             return None
         hours = self.window_s / 3600
-        if counts.complaint_rate > self.complaint_rate:
-            return PauseVerdict(
-                reason="complaint_rate",
-                rate=counts.complaint_rate,
-                threshold=self.complaint_rate,
-                attempts=counts.attempts,
-                message=(
-                    f"complaint rate {counts.complaint_rate:.2%} over the last {hours:g}h "
-                    f"({counts.complaints}/{counts.attempts}) is above {self.complaint_rate:.2%}"
-                ),
-            )
-        if counts.hard_bounce_rate > self.hard_bounce_rate:
-            return PauseVerdict(
-                reason="hard_bounce_rate",
-                rate=counts.hard_bounce_rate,
-                threshold=self.hard_bounce_rate,
-                attempts=counts.attempts,
-                message=(
-                    f"hard-bounce rate {counts.hard_bounce_rate:.2%} over the last {hours:g}h "
-                    f"({counts.hard_bounces}/{counts.attempts}) is above "
-                    f"{self.hard_bounce_rate:.2%}"
-                ),
-            )
+        # Complaints first: when both rates are over, the verdict names the complaint rate.
+        for reason, label, rate, count, threshold in (
+            ("complaint_rate", "complaint", counts.complaint_rate, counts.complaints,
+             self.complaint_rate),
+            ("hard_bounce_rate", "hard-bounce", counts.hard_bounce_rate, counts.hard_bounces,
+             self.hard_bounce_rate),
+        ):  # fmt: skip
+            if rate > threshold:
+                return PauseVerdict(
+                    reason=reason,
+                    rate=rate,
+                    threshold=threshold,
+                    attempts=counts.attempts,
+                    message=(
+                        f"{label} rate {rate:.2%} over the last {hours:g}h "
+                        f"({count}/{counts.attempts}) is above {threshold:.2%}"
+                    ),
+                )
         return None
 
 
