@@ -5,7 +5,7 @@ would be empty again if nothing else arrived. A request costing ``n`` is allowed
 ``max(tat, now) + n·T - τ <= now`` with ``T = 1/rate`` (emission interval) and ``τ = burst·T``
 (how far ahead of schedule a sender may run). Allowing it moves TAT to ``max(tat, now) + n·T``.
 
-The one GCRA of the engine, sans-IO. Two Lua scripts implement the same arithmetic inside Redis
+The engine's one GCRA. Two Lua scripts implement the same arithmetic inside Redis
 and are checked against this reference: shaping's ``engine/shaping/lua/acquire.lua`` (one unit
 per message at each level; tests/integration/test_shaping_limiter.py) and the per-key enqueue
 limit's ``engine/keys/lua/gcra_take.lua`` (``n`` units per request, all or nothing;
