@@ -1,17 +1,21 @@
-"""The shaping maths stay sans-IO: importing them pulls in no asyncio, redis or asyncpg."""
+"""The shaping maths stay sans-IO: importing them pulls in no asyncio, redis or asyncpg.
+
+The GCRA itself lives in the foundation (``engine.gcra``, shared with the API keys' limit)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-SANS_IO = ("gcra", "aimd", "warmup", "reputation", "signals", "clock", "model")
+SANS_IO = ("engine.gcra",) + tuple(
+    f"engine.shaping.{m}" for m in ("aimd", "warmup", "reputation", "signals", "clock", "model")
+)
 
 
 def test_sans_io_modules_import_no_io_libraries() -> None:
     code = (
         "import sys\n"
-        + "".join(f"import engine.shaping.{m}\n" for m in SANS_IO)
+        + "".join(f"import {m}\n" for m in SANS_IO)
         + "bad = sorted(m for m in ('asyncio', 'redis', 'asyncpg', 'dns') if m in sys.modules)\n"
         + "print(','.join(bad))\n"
     )
