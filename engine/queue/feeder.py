@@ -24,7 +24,7 @@ from engine.config import QueueConfig
 from engine.periodic import Periodic, run_until
 from engine.queue.pace import Pace
 from engine.queue.streams import Streams
-from engine.store import jobs as job_store
+from engine.store import feeding
 from engine.store.notify import NOTIFY_CHANNEL
 
 log = logging.getLogger("engine.feeder")
@@ -34,11 +34,11 @@ async def feed_once(
     pool: asyncpg.Pool,
     streams: Streams,
     cfg: QueueConfig,
-    cursor: job_store.FeedCursor | None = None,
+    cursor: feeding.FeedCursor | None = None,
     pace: Pace | None = None,
 ) -> int:
     """Push one batch of due jobs; returns how many were pushed. ``cursor`` carries the tenant
-    rotation from one round to the next (see :func:`engine.store.jobs.take_due`); ``pace``
+    rotation from one round to the next (see :func:`engine.store.feeding.take_due`); ``pace``
     caps each priority's unread backlog in time (none: only ``stream_high_water`` applies)."""
     if cursor is not None:
         cursor.more = False  # stays so unless this round's take_due says otherwise
@@ -65,7 +65,7 @@ async def feed_once(
             pace.capped = True
             return 0
     async with pool.acquire() as conn, conn.transaction():
-        rows = await job_store.take_due(conn, limits, cursor)
+        rows = await feeding.take_due(conn, limits, cursor)
         await streams.push([(r["id"], r["tenant_id"], r["priority"]) for r in rows])
     if pace is not None:
         # Capped only where the cap bit: a priority held below its share that filled it.
@@ -88,7 +88,7 @@ class Feeder:
         self.dsn = dsn
         self.wake = asyncio.Event()
         self._listen: asyncpg.Connection | None = None
-        self.cursor = job_store.FeedCursor(len(cfg.weights))
+        self.cursor = feeding.FeedCursor(len(cfg.weights))
         self.pace = Pace(cfg)
 
     def _on_notify(self, *_: object) -> None:

@@ -19,6 +19,7 @@ from engine.config import QueueConfig
 from engine.periodic import Periodic
 from engine.queue import identity
 from engine.queue.streams import Streams
+from engine.store import feeding
 from engine.store import jobs as job_store
 
 log = logging.getLogger("engine.reconciler")
@@ -30,8 +31,8 @@ async def reconcile_once(
     """One repair round; returns the number of jobs touched per kind of repair."""
     repairs: dict[str, int] = {}
     if await streams.check_epoch():
-        repairs["redis_lost"] = await job_store.reset_pushed(pool)
-    repairs["stale_push"] = await job_store.repush_stale(pool, cfg.reconcile_after_s)
+        repairs["redis_lost"] = await feeding.reset_pushed(pool)
+    repairs["stale_push"] = await feeding.repush_stale(pool, cfg.reconcile_after_s)
     dead = await streams.dead_consumers(consumer)
     for name in dead:
         # Its claims and the entries it read but never claimed: a forgotten entry would leave

@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 
 from engine.model import Priority
-from engine.store.jobs import EARLIEST_UNPUSHED
+from engine.store.feeding import EARLIEST_UNPUSHED
 from engine.store.pool import Conn
 
 

@@ -12,8 +12,8 @@ from engine.enqueue import enqueue
 from engine.errors import UsageError
 from engine.messages import actions, tracing
 from engine.store import backlog as backlog_store
+from engine.store import feeding, tenants
 from engine.store import jobs as job_store
-from engine.store import tenants
 from engine.store.message_actions import BulkAction, Selection
 
 
@@ -77,7 +77,7 @@ async def test_hold_keeps_jobs_from_the_claim_until_released(pool: asyncpg.Pool)
     # A stream entry pushed before the hold finds nothing to claim.
     assert await job_store.claim(pool, ids, owner="w1", lease_s=30) == []
     async with pool.acquire() as conn:
-        assert await job_store.take_due(conn, [100, 100, 100]) == []  # the feeder skips them
+        assert await feeding.take_due(conn, [100, 100, 100]) == []  # the feeder skips them
     again = await actions.run(pool, BulkAction.HOLD, Selection(tenant_id="acme"), actor="t")
     assert again.affected == 0  # already held
     released = await actions.run(pool, BulkAction.RELEASE, Selection(job_id=ids[0]), actor="t")

@@ -10,8 +10,8 @@ from engine.config import Config
 from engine.enqueue import enqueue
 from engine.queue import feeder, reconciler
 from engine.queue.streams import Streams
+from engine.store import feeding, tenants
 from engine.store import jobs as job_store
-from engine.store import tenants
 
 
 def job(i: int, priority: str = "normal", **over: object) -> bytes:
@@ -133,7 +133,7 @@ async def test_scheduled_job_waits(
     streams = Streams(redis_client, cfg.redis.prefix)
     await streams.ensure_groups()
     assert await feeder.feed_once(pool, streams, cfg.queue) == 1
-    assert await job_store.next_due_in(pool) is not None
+    assert await feeding.next_due_in(pool) is not None
 
 
 async def test_push_one_script_call_every_priority_and_big_ids(
@@ -172,13 +172,13 @@ async def test_feeding_visits_only_tenants_with_waiting_mail(pool: asyncpg.Pool)
     await pool.execute("ANALYZE queue.jobs")
     async with pool.acquire() as conn:
         plan = await conn.fetchval(
-            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {job_store._WAITING_TENANTS}", 1, "", 50
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {feeding._WAITING_TENANTS}", 1, "", 50
         )
         top = orjson.loads(plan)[0]["Plan"]
         # A few pages per waiting tenant (walking all 3,003 tenants touched ~3,500).
         assert top["Shared Hit Blocks"] + top.get("Shared Read Blocks", 0) < 60, top
         async with conn.transaction():
-            rows = await job_store.take_due(conn, [0, 50, 0])
+            rows = await feeding.take_due(conn, [0, 50, 0])
     # Three tenants waiting (late's job is scheduled): up to 2 * 50 / 3 = 34 each; small has 1.
     assert len(rows) == 35
     # Round robin: the small tenant's one job comes in the first turn, not after big's 300.
@@ -195,12 +195,12 @@ async def test_more_tenants_waiting_than_a_round_serves_take_turns_round_the_rin
     items = [job(k, tenant_id=t, idempotency_key=f"{t}-{k}") for t in names for k in range(3)]
     res = await enqueue(pool, items, max_message_bytes=10**6, max_age_s=3600)
     assert all(r.error is None for r in res)
-    cursor = job_store.FeedCursor()
+    cursor = feeding.FeedCursor()
     served: list[list[str]] = []
     async with pool.acquire() as conn:
         for _ in range(4):
             async with conn.transaction():
-                rows = await job_store.take_due(conn, [0, 10, 0], cursor)
+                rows = await feeding.take_due(conn, [0, 10, 0], cursor)
             served.append([r["tenant_id"] for r in rows])
             assert len(rows) == 10
         # Ten tenants a round, each once, going on where the last round stopped...
@@ -230,7 +230,7 @@ async def test_a_tenant_of_weight_2_gets_twice_the_turns_of_weight_1(pool: async
     async with pool.acquire() as conn:
         for _ in range(5):  # every round is under contention: 200 jobs each, 40 a round
             async with conn.transaction():
-                rows = await job_store.take_due(conn, [0, 40, 0])
+                rows = await feeding.take_due(conn, [0, 40, 0])
             assert len(rows) == 40
             for r in rows:
                 served[r["tenant_id"]] = served.get(r["tenant_id"], 0) + 1

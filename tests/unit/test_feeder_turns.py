@@ -1,4 +1,4 @@
-"""The feeder's turns between tenants (``store.jobs._in_turns``, the order ``take_due`` pushes
+"""The feeder's turns between tenants (``store.feeding._in_turns``, the order ``take_due`` pushes
 in): a tenant's huge backlog cannot delay another tenant's few messages, and a tenant's weight
 is its share. ``tests/integration/test_queue.py`` checks the same through PostgreSQL."""
 
@@ -11,7 +11,7 @@ from typing import Any, cast
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.store.jobs import _in_turns
+from engine.store.feeding import _in_turns
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

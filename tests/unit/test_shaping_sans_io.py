@@ -7,9 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SANS_IO = ("engine.gcra",) + tuple(
-    f"engine.shaping.{m}" for m in ("aimd", "warmup", "reputation", "signals", "clock", "model")
-)
+_SHAPING = ("aimd", "warmup", "reputation", "signals", "clock", "model")
+SANS_IO = ("engine.gcra", *(f"engine.shaping.{m}" for m in _SHAPING))
 
 
 def test_sans_io_modules_import_no_io_libraries() -> None:
