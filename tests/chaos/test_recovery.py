@@ -35,6 +35,8 @@ MAX_GAP_S = 10.0
 #: is blamed on the machine rather than on the engine.
 START_BUDGET_S = 6.0
 N = 3000
+#: The fake node's delay before each DATA reply in the PostgreSQL test (paces the relay).
+PACE_S = 0.02
 #: The production defaults of [queue] (engine/config/schema.py) that decide recovery times.
 PRODUCTION = {"lease_s": 120.0, "reconcile_interval_s": 15.0, "reconcile_after_s": 300.0}
 
@@ -135,10 +137,14 @@ async def test_postgres_stopped_3s_backlog_drains_within_10s(
 ) -> None:
     n = N
     with FakeMailU() as node, Meter(node) as meter:
+        # A paced relay (4 connections x 20 ms a DATA reply: ~200 msg/s at most) keeps the run
+        # going through the reference window and the outage on a fast idle host too.
+        node.set_delay("DATA", PACE_S)
         daemon = await _quarter_done(chaos_env, tmp_path, start_daemon, node)
         before = time.monotonic()
         await asyncio.sleep(3.0)
         reference = meter.rate(before, time.monotonic())
+        assert node.count() < n * 3 // 4, "the run ended before the fault: pace the relay more"
         chaos_env.pg.stop()
         await asyncio.sleep(3.0)
         chaos_env.pg.start()
