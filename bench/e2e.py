@@ -711,28 +711,19 @@ def run(argv: list[str]) -> dict[str, Any]:
             if signed_stats["unique_message_ids"] != args.jobs:
                 raise RuntimeError(f"the naive signed loop lost mail: {signed_stats}")
         del messages
-        eng = await _engine_phase(
-            tmp,
-            args.jobs,
-            shaping=args.shaping != "off",
-            dkim=not args.no_dkim,
-            workers=args.workers,
-            chunking=args.chunking,
-            tenants=args.tenants,
-        )
+        # Every engine phase of one invocation runs the same workload; each one changes one thing.
+        same: dict[str, Any] = {
+            "shaping": args.shaping != "off",
+            "dkim": not args.no_dkim,
+            "workers": args.workers,
+            "chunking": args.chunking,
+            "tenants": args.tenants,
+        }
+        eng = await _engine_phase(tmp, args.jobs, **same)
         extra: dict[str, Any] = {}
         if args.redis == "cluster":
             (tmp / "cluster").mkdir()
-            same = {"shaping": args.shaping != "off", "dkim": not args.no_dkim}
-            on_cluster = await _engine_phase(
-                tmp / "cluster",
-                args.jobs,
-                **same,
-                workers=args.workers,
-                chunking=args.chunking,
-                tenants=args.tenants,
-                redis="cluster",
-            )
+            on_cluster = await _engine_phase(tmp / "cluster", args.jobs, **same, redis="cluster")
             # The contract keys describe the run asked for: on the cluster.
             extra = {
                 "engine_msg_s_single_redis": eng["engine_msg_s"],
@@ -745,16 +736,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             eng = on_cluster
         if args.relay == "postfix":
             (tmp / "postfix").mkdir()
-            via = await _engine_phase(
-                tmp / "postfix",
-                args.jobs,
-                shaping=args.shaping != "off",
-                dkim=not args.no_dkim,
-                workers=args.workers,
-                chunking=args.chunking,
-                tenants=args.tenants,
-                relay="postfix",
-            )
+            via = await _engine_phase(tmp / "postfix", args.jobs, **same, relay="postfix")
             # The contract keys describe the run asked for: through Postfix.
             extra = {
                 "engine_msg_s_direct": eng["engine_msg_s"],
@@ -767,15 +749,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             eng = via
         if args.shaping == "both":
             (tmp / "noshape").mkdir()
-            off = await _engine_phase(
-                tmp / "noshape",
-                args.jobs,
-                shaping=False,
-                dkim=not args.no_dkim,
-                workers=args.workers,
-                chunking=args.chunking,
-                tenants=args.tenants,
-            )
+            off = await _engine_phase(tmp / "noshape", args.jobs, **(same | {"shaping": False}))
             extra |= {
                 "engine_msg_s_shaping_off": off["engine_msg_s"],
                 "shaping_overhead": round(1 - eng["engine_msg_s"] / off["engine_msg_s"], 3),
@@ -788,16 +762,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             extra["ratio_signed"] = round(eng["engine_msg_s"] / naive_signed, 3)
         if args.personalized:
             (tmp / "personalized").mkdir()
-            tpl = await _engine_phase(
-                tmp / "personalized",
-                args.jobs,
-                shaping=args.shaping != "off",
-                dkim=not args.no_dkim,
-                workers=args.workers,
-                chunking=args.chunking,
-                tenants=args.tenants,
-                personalized=True,
-            )
+            tpl = await _engine_phase(tmp / "personalized", args.jobs, **same, personalized=True)
             extra |= {
                 "personalized_msg_s": tpl["engine_msg_s"],
                 "personalized_vs_plain": round(tpl["engine_msg_s"] / eng["engine_msg_s"], 3),
