@@ -146,7 +146,7 @@ class Daemon:
             raise
         except Exception as exc:
             await pool.close()
-            raise streams_mod.queue_error(exc, cfg.redis.url) from None
+            raise streams_mod.queue_error(exc, cfg.redis) from None
         return pool, client, streams
 
     async def _start_inbound(
@@ -247,7 +247,7 @@ class Daemon:
             if signer is not None:
                 await signer.aclose()
             await streams.close()
-            await client.aclose()
+            await streams_mod.close(client)
             if admin_ctx.reads is not None:
                 await admin_ctx.reads.close()
             await pool.close()

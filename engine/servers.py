@@ -379,9 +379,13 @@ class ThrowawayRedisSentinel(_RedisGroup):
 
     SERVICE = "mymaster"
 
-    def __init__(self, replicas: int = 1, sentinels: int = 1) -> None:
+    def __init__(
+        self, replicas: int = 1, sentinels: int = 1, sentinel_password: str | None = None
+    ) -> None:
         self.data_ports = [free_port() for _ in range(1 + replicas)]
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        # The sentinels' own `requirepass` (the data servers keep none).
+        self.sentinel_password = sentinel_password
         super().__init__()
 
     @property
@@ -408,6 +412,11 @@ class ThrowawayRedisSentinel(_RedisGroup):
                 f"sentinel monitor {self.SERVICE} 127.0.0.1 {master} 1\n"
                 f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
                 f"sentinel failover-timeout {self.SERVICE} 5000\n"
+                + (
+                    f"requirepass {self.sentinel_password}\n"
+                    if self.sentinel_password is not None
+                    else ""
+                )
             )
             binary = find_binary("redis-server", "redis-server")
             self._spawn(port, [binary, str(conf), "--sentinel"])
@@ -422,8 +431,13 @@ class ThrowawayRedisSentinel(_RedisGroup):
 
     def master(self) -> int:
         """The master's port as the first sentinel reports it."""
+        auth = (
+            ["--no-auth-warning", "-a", self.sentinel_password]
+            if self.sentinel_password is not None
+            else []
+        )
         out = redis_cli(
-            self.sentinel_ports[0], "sentinel", "get-master-addr-by-name", self.SERVICE
+            self.sentinel_ports[0], *auth, "sentinel", "get-master-addr-by-name", self.SERVICE
         ).split()
         return int(out[1])
 

@@ -261,7 +261,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             doc["streams"] = None
             doc["redis_error"] = redact(str(exc))
         finally:
-            await client.aclose()
+            await streams_mod.close(client)
         return doc
 
     doc = run_async(go)

@@ -17,6 +17,7 @@ from engine import audit
 from engine import config as config_mod
 from engine.commands.core import run_async, run_with_pool
 from engine.errors import UsageError
+from engine.queue.streams import close as close_redis
 from engine.queue.streams import connect as redis_client
 from engine.senders import service
 from engine.shaping.explain import explain, render
@@ -68,7 +69,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             result = await explain(shaper, tenant, args.sender, args.to, args.node)
         finally:
             if client is not None:
-                await client.aclose()
+                await close_redis(client)
         if args.json:
             sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
         else:
@@ -103,7 +104,7 @@ def _set_pause(args: argparse.Namespace, pause: bool) -> int:
                 note = f" ({released} held jobs released)"
         finally:
             if client is not None:
-                await client.aclose()
+                await close_redis(client)
         if sender is None:
             raise UsageError(
                 f"no sender {args.sender} for tenant {tenant}",

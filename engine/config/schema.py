@@ -83,6 +83,9 @@ class RedisConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     mode: Literal["single", "cluster", "sentinel"] = "single"
     sentinels: list[str] = []
     service_name: str = "mymaster"
+    # The sentinels' own password (their `requirepass`, which may differ from the master's in
+    # `url`), read from a private file (0600); unset: the sentinels ask for none.
+    sentinel_password_file: str | None = None
     # Shards per priority stream, each in its own hash slot so a cluster spreads the queue over
     # its masters. 0: automatic (1 in single/sentinel mode, 8 in cluster mode). Every engine
     # sharing a Redis must use the same number.

@@ -23,10 +23,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.exceptions import ResponseError
 
-from engine.config import RedisConfig
+from engine.config import RedisConfig, read_secret
 from engine.errors import QueueError
 from engine.luascript import LuaScript
 from engine.model import Priority
@@ -62,14 +62,28 @@ def connect(cfg: RedisConfig) -> aioredis.Redis:
     if cfg.mode == "sentinel":
         opts = {k: v for k, v in parse_url(cfg.url).items() if k in _SENTINEL_URL_KEYS}
         hosts = [(h, int(p)) for h, _, p in (a.rpartition(":") for a in cfg.sentinels)]
+        own: dict[str, Any] = {"socket_timeout": cfg.socket_timeout_s}
+        password = read_secret(None, cfg.sentinel_password_file, "redis sentinel password")
+        if password is not None:
+            own["password"] = password
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             hosts,
-            sentinel_kwargs={"socket_timeout": cfg.socket_timeout_s},
+            sentinel_kwargs=own,
             **common,
             **opts,
         )
         return cast(aioredis.Redis, sentinel.master_for(cfg.service_name))
     return aioredis.Redis.from_url(cfg.url, **common)
+
+
+async def close(client: aioredis.Redis) -> None:
+    """Close a client from :func:`connect`, and in sentinel mode its connections to the
+    sentinels too (the master's client does not own them)."""
+    await client.aclose()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    if isinstance(manager, Sentinel):
+        for sentinel in manager.sentinels:
+            await sentinel.aclose()
 
 
 #: What a sentinel-mode ``url`` contributes: the master's database and credentials.
@@ -83,10 +97,21 @@ def shard_count(cfg: RedisConfig) -> int:
     return 8 if cfg.mode == "cluster" else 1
 
 
-def queue_error(exc: Exception, url: str) -> QueueError:
+def queue_error(exc: Exception, cfg: RedisConfig) -> QueueError:
     """Wrap a redis error in one an operator can act on."""
+    if isinstance(exc, MasterNotFoundError):
+        # redis-py's text repeats the sentinel client's repr; the cause is after the last " - ".
+        _, _, cause = str(exc).rpartition(" - ")
+        return QueueError(
+            redact(
+                f"no Redis sentinel of {', '.join(cfg.sentinels)} named a master for"
+                f" {cfg.service_name!r}: {cause or 'none answered'}"
+            ),
+            hint="check [redis] sentinels, service_name and sentinel_password_file"
+            " (AuthenticationError: the sentinels' requirepass)",
+        )
     return QueueError(
-        redact(f"Redis at {url} failed: {exc}"),
+        redact(f"Redis at {cfg.url} failed: {exc}"),
         hint="check [redis] url / mode (ENGINE_REDIS__URL) and that redis-server is running",
     )
 

@@ -215,18 +215,25 @@ async def test_sentinel_failover_mid_run_loses_no_job(
     tmp_path: Path,
     start_daemon: Callable[[Path], DaemonProcess],
 ) -> None:
-    """``mode = "sentinel"``: the master is SIGKILLed mid-run, the sentinel promotes the replica
-    and the engine follows it: every job relayed, none lost."""
+    """``mode = "sentinel"`` (the sentinel with its own password): the master is SIGKILLed
+    mid-run, the sentinel promotes the replica and the engine follows it: every job relayed,
+    none lost."""
     n = 1200
     await prepare(chaos_env.dsn, n)
-    with ThrowawayRedisSentinel() as sentinel, FakeMailU() as node:
+    secret = tmp_path / "sentinel.pass"
+    secret.write_text("sentinel-s3cret\n")
+    secret.chmod(0o600)
+    with (
+        ThrowawayRedisSentinel(sentinel_password="sentinel-s3cret") as sentinel,
+        FakeMailU() as node,
+    ):
         path = configure(tmp_path / "engine.toml", chaos_env, [node])
         sentinels = ", ".join(f'"{s}"' for s in sentinel.sentinels)
         path.write_text(
             path.read_text().replace(
                 f'url = "{chaos_env.url}"',
                 f'url = "redis://127.0.0.1/0"\nmode = "sentinel"\nsentinels = [{sentinels}]'
-                f'\nservice_name = "{sentinel.SERVICE}"',
+                f'\nservice_name = "{sentinel.SERVICE}"\nsentinel_password_file = "{secret}"',
                 1,
             )
         )
