@@ -66,7 +66,10 @@ class DataReader:
     def _check(self, stop: int, *, final: bool) -> None:
         """Refuse (the first error wins) more than ``size_limit`` bytes or an overlong line."""
         buf = self._buf
-        if self.size_limit is not None and stop - 2 > self.size_limit:
+        # Like aiosmtpd, count whole lines only: before the end marker is seen, a partial last
+        # line may be the start of it (".\r"); its bytes count once its CRLF arrives.
+        counted = stop - 2 if final else buf.rfind(b"\r\n", 0, stop)
+        if self.size_limit is not None and counted > self.size_limit:
             self._error = TOO_MUCH
             return
         last = buf.rfind(b"\r\n", self._checked, stop)

@@ -67,6 +67,20 @@ def test_same_as_aiosmtpd(
     assert feed(stream, cuts, size_limit) == reference(stream, size_limit)
 
 
+def test_a_partial_end_marker_does_not_count_as_data() -> None:
+    # 49 bytes of lines, then the end marker split after its "." and "\r": at the limit (50),
+    # not over it (hypothesis found this split).
+    body = b"\r\n" + b"\x00" * 9 + b"\r\n" + (b"\x00" * 10 + b"\r\n") * 3
+    assert len(body) == 49
+    reader = DataReader(50)
+    assert reader.feed(body + b".\r") is None
+    assert reader.feed(b"\n") == DataResult(body, None, b"")
+    reader = DataReader(48)
+    assert reader.feed(body + b".\r") is None
+    result = reader.feed(b"\n")
+    assert result is not None and result.error == TOO_MUCH
+
+
 def test_errors_and_empty_message() -> None:
     assert DataReader(None).feed(b".\r\nQUIT\r\n") == DataResult(b"", None, b"QUIT\r\n")
     r = DataReader(100).feed(b"x" * 99 + b"\r\n" + END[2:])
