@@ -214,7 +214,4 @@ def start_daemon() -> Iterator[Callable[[Path], DaemonProcess]]:
 
     yield start
     for daemon in started:
-        if daemon.alive():
-            daemon.kill9()
-        elif daemon.proc is not None:
-            daemon.proc.wait(10)
+        daemon.reap()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from engine import sdnotify
 from engine.config import DatabaseConfig
 from engine.enqueue import enqueue
 from engine.servers import ThrowawayPostgres, ThrowawayRedis
@@ -119,14 +120,18 @@ async def counts(dsn: str) -> dict[str, int]:
 class DaemonProcess:
     """``python -m engine run --config F`` as a child process."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, notify: sdnotify.Listener | None = None) -> None:
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = config.with_suffix(".log")
+        # Where the daemon sends READY=1 (systemd's protocol), for wait_ready.
+        self.notify = notify
 
     def start(self) -> DaemonProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("ENGINE_CONFIG", None)
+        if self.notify is not None:
+            env["NOTIFY_SOCKET"] = self.notify.path
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "engine", "run", "--config", str(self.config)],
@@ -149,6 +154,23 @@ class DaemonProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def reap(self) -> None:
+        """SIGKILL the daemon if it still runs, and wait for it (teardown after a failure)."""
+        if self.alive():
+            self.kill9()
+        elif self.proc is not None:
+            self.proc.wait(10)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until the daemon said READY=1 (needs ``notify``)."""
+        assert self.proc is not None and self.notify is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.pid not in self.notify.ready:
+            assert self.alive(), self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"no READY=1 within {timeout:.0f}s"
+            self.notify.wait(0.1)
+            self.notify.poll()
 
 
 async def wait_for(

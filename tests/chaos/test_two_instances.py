@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import pytest
 
+from engine import sdnotify
 from engine.relay.ip_warmup import NODE_PLAN
 from tests.chaos.conftest import (
     ChaosEnv,
@@ -47,11 +49,22 @@ def relayed(n: int) -> object:
 async def test_two_instances_share_the_queue_without_double_sends(
     chaos_env: ChaosEnv, tmp_path: Path, start_daemon: Callable[[Path], DaemonProcess], n: int
 ) -> None:
-    await prepare(chaos_env.dsn, n)
-    with FakeMailU() as sink_a, FakeMailU() as sink_b:
+    with (
+        FakeMailU() as sink_a,
+        FakeMailU() as sink_b,
+        closing(sdnotify.Listener()) as notify,
+        ExitStack() as cleanup,
+    ):
         sinks = [sink_a, sink_b]
-        a = DaemonProcess(configure(tmp_path / "a.toml", chaos_env, [sink_a])).start()
-        b = DaemonProcess(configure(tmp_path / "b.toml", chaos_env, [sink_b])).start()
+        a = DaemonProcess(configure(tmp_path / "a.toml", chaos_env, [sink_a]), notify).start()
+        cleanup.callback(a.reap)  # a failing assertion must not leave a daemon running
+        b = DaemonProcess(configure(tmp_path / "b.toml", chaos_env, [sink_b]), notify).start()
+        cleanup.callback(b.reap)
+        # Both ready before the first job exists: on a loaded host one instance can take seconds
+        # longer to start, and the other would have sent half the run alone by then.
+        a.wait_ready()
+        b.wait_ready()
+        await prepare(chaos_env.dsn, n)
         await wait_for(chaos_env.dsn, relayed(n // 2), 60 + n / 50, a)
         assert b.alive()
         _, dups_both_running = duplicates(sinks)
