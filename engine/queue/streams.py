@@ -80,7 +80,8 @@ async def close(client: aioredis.Redis) -> None:
     """Close a client from :func:`connect`, and in sentinel mode its connections to the
     sentinels too (the master's client does not own them)."""
     await client.aclose()
-    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    # A cluster client has no connection_pool (one per node).
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
     if isinstance(manager, Sentinel):
         for sentinel in manager.sentinels:
             await sentinel.aclose()
