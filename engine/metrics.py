@@ -179,6 +179,11 @@ INBOUND_UNVERIFIED = Counter(
     ["kind"],  # complaint | bounce
     registry=REGISTRY,
 )
+INBOUND_WAITING = Counter(
+    "engine_inbound_waiting_total",
+    "Reports about a job whose relay outcome was not written yet: left for the next sweep.",
+    registry=REGISTRY,
+)
 INBOUND_REPLAYED = Counter(
     "engine_inbound_replayed_total",
     "Complaints and bounces already counted for the same job (replays, duplicates): ignored.",

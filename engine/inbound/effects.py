@@ -76,7 +76,7 @@ class Effect(msgspec.Struct, frozen=True):
     inbound_id: int
     job_id: int | None
     # bounced_hard | bounced_soft | complained | not_spam | auth_failure | autoreply | delayed |
-    # delivered | ignored | unverified_complaint | unverified_bounce | replayed
+    # delivered | ignored | unverified_complaint | unverified_bounce | replayed | waiting
     kind: str
     address: str | None = None
     reason: str | None = None
@@ -433,6 +433,22 @@ async def apply(
             and any((r.action or "").lower() in _SUCCEEDED for r in item.report.recipients)
         ]
         arrived = await inbound_store.received_at(conn, successes) if successes else {}
+    # A report can outrun the relay outcome it follows (a provider's DSN back through the node
+    # before the outcome writer's flush): applied now, the job's "relayed" event, relay fields
+    # and send day would be lost (the outcome only lands on a job still 'sending'). It stays
+    # unprocessed and the listener's sweep brings it back; the lease bounds the wait.
+    held = {i for i, m in enumerate(matches) if m.job is not None and m.job.sending}
+    waited = [
+        Effect(items[i].inbound_id, m.job.id if m.job else None, "waiting")
+        for i, m in enumerate(matches)
+        if i in held
+    ]
+    if held:
+        metrics.INBOUND_WAITING.inc(len(held))
+        items = [x for i, x in enumerate(items) if i not in held]
+        matches = [m for i, m in enumerate(matches) if i not in held]
+        if not items:
+            return waited
     # Outside the transaction (and without a connection held): the lookup may wait for DNS.
     b = _Batch(await _provider_names(shaping, {m.job.domain for m in matches if m.job}), arrived)
     async with pool.acquire() as conn, conn.transaction():
@@ -463,7 +479,7 @@ async def apply(
         await effects_store.mark_processed(conn, b.processed, details)
     if shaping is not None and b.signals:
         _signal(shaping, b.signals, b.providers)
-    return b.effects
+    return b.effects + waited
 
 
 async def _by_feedback_id(conn: Any, item: InboundItem, check: Assessment, match: Match) -> Match:

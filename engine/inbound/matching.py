@@ -49,6 +49,8 @@ class Job(msgspec.Struct, frozen=True):
     campaign_id: str | None = None
     provider: str | None = None  # the provider the send path shaped it for (queue.jobs)
     relayed_at: float | None = None  # first relayed (Unix seconds): its send day
+    # Claimed by a dispatcher whose relay outcome is not written yet (queue.jobs.state).
+    sending: bool = False
 
     @property
     def domain(self) -> str:
@@ -67,6 +69,7 @@ def job_from_row(r: Any) -> Job:
         r["campaign_id"],
         r["provider"],
         r["relayed"],
+        r["sending"],
     )
 
 

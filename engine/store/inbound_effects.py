@@ -13,11 +13,11 @@ from engine.store.pool import Conn
 _JOB_COLUMNS = (
     "id, tenant_id, sender, recipient, message_id, relay_node,"
     " extract(epoch FROM created_at)::float8 AS created, campaign_id, provider,"
-    " extract(epoch FROM relayed_at)::float8 AS relayed"
+    " extract(epoch FROM relayed_at)::float8 AS relayed, state = 'sending' AS sending"
 )
 _J_COLUMNS = (
     "j.id, j.tenant_id, j.sender, j.recipient, j.message_id, j.relay_node, j.created,"
-    " j.campaign_id, j.provider, j.relayed"
+    " j.campaign_id, j.provider, j.relayed, j.sending"
 )
 
 
@@ -29,7 +29,8 @@ async def jobs_named(
 ) -> list[asyncpg.Record]:
     """Jobs by id; by Message-ID at most two each; and every job of a (Message-ID, lower-cased
     recipient) pair. Columns: id, tenant_id, sender, recipient, message_id, relay_node, created
-    (enqueued at, Unix seconds), campaign_id, provider, relayed (first relayed, Unix seconds)."""
+    (enqueued at, Unix seconds), campaign_id, provider, relayed (first relayed, Unix seconds),
+    sending (claimed, its relay outcome not written yet)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         f"SELECT {_JOB_COLUMNS} FROM queue.jobs"
         " WHERE id = ANY($1::bigint[])"
