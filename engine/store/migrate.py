@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from engine.config import DatabaseConfig
 from engine.errors import MigrationError
 from engine.store.pool import connect_one
 
@@ -88,3 +89,26 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     finally:
         await conn.close()
     return applied
+
+
+async def migrate_tiers(db: DatabaseConfig, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every pending migration on each distinct server of ``db``'s tiers (the whole
+    schema everywhere: a server's tables of tiers living elsewhere stay empty), then guard the
+    main server's content tables when content lives apart (migration 141). Returns the names
+    applied, ``name@host`` for a server other than [database]'s."""
+    applied: list[str] = []
+    for i, dsn in enumerate(db.servers):
+        names = await migrate(dsn, directory)
+        applied += names if i == 0 else [f"{n}@{_host(dsn)}" for n in names]
+    conn = await connect_one(db.dsn)
+    try:
+        await conn.execute("SELECT engine.set_content_apart($1)", db.apart("content"))
+    finally:
+        await conn.close()
+    return applied
+
+
+def _host(dsn: str) -> str:
+    """The host part of a URL DSN (no credentials), to name a server in output."""
+    rest = dsn.split("://", 1)[-1].split("/", 1)[0]
+    return rest.rsplit("@", 1)[-1]
