@@ -64,6 +64,12 @@ class AdminContext:
         """``query(pool)`` on the read replica while it answers, else on the primary."""
         return await (self.reads or Reads(self.pool)).run(query)
 
+    async def read_olap(self, query: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """``query(pool)`` on the olap tier: its server's replica while it answers (with the
+        tier apart and ``[database.olap] replica_dsn`` set), else its primary."""
+        reads = self.tiers.olap_reads if self.tiers is not None else None
+        return await (reads or Reads(self.olap)).run(query)
+
     @property
     def content(self) -> asyncpg.Pool:
         """The content tier's pool."""

@@ -15,6 +15,7 @@ import msgspec
 
 from engine.config import DatabaseConfig
 from engine.errors import MigrationError
+from engine.redaction import redact
 from engine.store.pool import connect_one
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -97,15 +98,41 @@ async def migrate_tiers(db: DatabaseConfig, directory: Path = MIGRATIONS_DIR) ->
     main server's content tables when content lives apart (migration 141). Returns the names
     applied, ``name@host`` for a server other than [database]'s."""
     applied: list[str] = []
+    seen: dict[str, str] = {}
     for i, dsn in enumerate(db.servers):
         names = await migrate(dsn, directory)
         applied += names if i == 0 else [f"{n}@{_host(dsn)}" for n in names]
+        ident = await _database_id(dsn)
+        if ident in seen:
+            # The guard below would then refuse every content write on the tier's own server.
+            raise MigrationError(
+                f"{redact(dsn)} and {redact(seen[ident])} are the same database under two DSNs",
+                hint="write [database]'s dsn for a tier on its server (or leave the tier unset)",
+            )
+        seen[ident] = dsn
     conn = await connect_one(db.dsn)
     try:
         await conn.execute("SELECT engine.set_content_apart($1)", db.apart("content"))
     finally:
         await conn.close()
     return applied
+
+
+async def _database_id(dsn: str) -> str:
+    """A random id the database keeps in ``engine.settings`` (made on first use), which tells
+    two DSNs of one database apart from two databases."""
+    conn = await connect_one(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO engine.settings (key, value) VALUES ('database_id', gen_random_uuid())"
+            " ON CONFLICT DO NOTHING"
+        )
+        ident: str = await conn.fetchval(
+            "SELECT value FROM engine.settings WHERE key = 'database_id'"
+        )
+    finally:
+        await conn.close()
+    return ident
 
 
 def _host(dsn: str) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "Totals",
     "applied",
     "apply",
+    "backlog",
     "claim",
     "delete",
     "existing",
@@ -106,6 +107,17 @@ async def existing(db: asyncpg.Pool | Conn, keys: Sequence[Key]) -> set[Key]:
         [k[1] for k in keys],
     )
     return {(r["tenant_id"], r["id"]) for r in rows}
+
+
+async def backlog(db: asyncpg.Pool | Conn) -> tuple[int, float]:
+    """(rows waiting, age in seconds of the oldest; 0 when empty)."""
+    row = await db.fetchrow(
+        "SELECT count(*) AS n,"
+        " coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age"
+        " FROM queue.olap_outbox"
+    )
+    assert row is not None
+    return int(row["n"]), float(row["age"])
 
 
 # On the olap server.

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import aiosmtplib
 import asyncpg
 import orjson
@@ -18,6 +19,7 @@ import pytest
 from engine.config import Config
 from engine.daemon import Daemon
 from engine.enqueue import enqueue
+from engine.errors import MigrationError
 from engine.olap_drain import Drainer
 from engine.retention import run as run_retention
 from engine.servers import ThrowawayPostgres
@@ -29,6 +31,9 @@ from tests.fakes.mailu import FakeMailU
 from tests.integration.test_inbound import SECRET, VERP_DOMAIN, arf, dkim_key, dsn
 
 pytestmark = pytest.mark.timeout(180)
+
+TOKEN = "t" * 32
+AGE_BODIES = "UPDATE content.email_content SET created_at = now() - interval '3 days'"
 
 
 @pytest.fixture(autouse=True)
@@ -100,6 +105,7 @@ def apart_config(
             "verp_secret": SECRET,
             "fbl_addresses": ["fbl@acme.example"],
         },
+        admin={"listen": "127.0.0.1:0", "token": TOKEN},
     )
 
 
@@ -190,6 +196,19 @@ async def test_daemon_with_content_and_olap_on_another_server(
         )
         await _wait(other, "SELECT sum(complained) FROM olap.daily_stats", 1)
         await _wait(pool, "SELECT count(*) FROM queue.olap_outbox", 0)
+        # The admin API reads each tier on its server: a template stored on the content one,
+        # the campaign's counters from the olap one.
+        assert daemon.admin_address is not None
+        base = f"http://127.0.0.1:{daemon.admin_address[1]}/v1/campaigns/c2"
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            put = await http.put(
+                base, json={"tenant_id": "acme", "subject": "Hi", "text": "{{ name }}"}
+            )
+            assert put.status == 200, await put.text()
+            stats = await http.get(base.replace("c2", "c1") + "/stats?tenant=acme")
+            assert stats.status == 200, await stats.text()
+            assert (await stats.json())["totals"]["relayed"] == 22
+        assert await other.fetchval("SELECT count(*) FROM content.campaign_templates") == 1
     finally:
         await _stop(daemon, task)
     assert mailu.count() == 22 and not mailu.duplicates()
@@ -413,3 +432,13 @@ def test_content_and_olap_may_name_another_server_queue_and_oltp_may_not() -> No
             config_mod.parse({"database": {"dsn": main, tier: {"dsn": far}}})
     with pytest.raises(ConfigError, match=r"database\.olap\.replica_dsn is set"):
         config_mod.parse({"database": {"dsn": main, "olap": {"replica_dsn": far}}})
+
+
+async def test_one_database_under_two_dsns_is_refused(clean_db: str, redis_prefix: str) -> None:
+    """A tier "apart" that is [database]'s own database under another name would get the
+    content guard on its own tables: migrating refuses it, naming both DSNs."""
+    assert "127.0.0.1" in clean_db
+    alias = clean_db.replace("127.0.0.1", "localhost")
+    cfg = make_config(clean_db, redis_prefix, database={"content": {"dsn": alias}})
+    with pytest.raises(MigrationError, match="same database under two DSNs"):
+        await migrate_tiers(cfg.database)

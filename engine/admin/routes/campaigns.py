@@ -7,6 +7,7 @@ version; ``GET .../stats`` reads the campaign's counters per send day from the O
 
 from __future__ import annotations
 
+import asyncpg
 from aiohttp import web
 
 from engine import campaigns
@@ -56,12 +57,16 @@ async def campaign_stats(request: web.Request) -> web.Response:
         if ctx.content is ctx.pool and ctx.olap is ctx.pool:
             async with tenant_db(request) as db:
                 found = await campaigns.stats(db, tenant, campaign_id)
-        else:  # a tier on another server
-            async with (
-                tenant_db(request, ctx.content) as db,
-                tenant_db(request, ctx.olap) as olap,
-            ):
-                found = await campaigns.stats(db, tenant, campaign_id, olap=olap)
+        else:  # a tier on another server (the olap one's replica when it has one)
+
+            async def on(olap_pool: asyncpg.Pool) -> campaigns.CampaignStats:
+                async with (
+                    tenant_db(request, ctx.content) as db,
+                    tenant_db(request, olap_pool) as olap,
+                ):
+                    return await campaigns.stats(db, tenant, campaign_id, olap=olap)
+
+            found = await ctx.read_olap(on)
     except CampaignError as exc:
         raise AdminRequestError(exc.message, status=404) from None
     return json_response(found)
