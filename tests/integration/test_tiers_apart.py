@@ -20,6 +20,7 @@ from engine.config import Config
 from engine.daemon import Daemon
 from engine.enqueue import enqueue
 from engine.errors import MigrationError
+from engine.gdpr.erase import erase
 from engine.olap_drain import Drainer
 from engine.retention import run as run_retention
 from engine.servers import ThrowawayPostgres
@@ -106,6 +107,7 @@ def apart_config(
             "fbl_addresses": ["fbl@acme.example"],
         },
         admin={"listen": "127.0.0.1:0", "token": TOKEN},
+        security={"enforce_sender_domains": False},
     )
 
 
@@ -208,26 +210,47 @@ async def test_daemon_with_content_and_olap_on_another_server(
             stats = await http.get(base.replace("c2", "c1") + "/stats?tenant=acme")
             assert stats.status == 200, await stats.text()
             assert (await stats.json())["totals"]["relayed"] == 22
+            # A templated job: its template version read on the content server at enqueue,
+            # its body rendered from the template read there at send time.
+            posted = await http.post(
+                base.replace("/campaigns/c2", "/messages"),
+                json=[
+                    {
+                        "tenant_id": "acme",
+                        "idempotency_key": "t1",
+                        "from": "news@acme.example",
+                        "to": "ann@example.com",
+                        "campaign_id": "c2",
+                        "variables": {"name": "Ann Example"},
+                    }
+                ],
+            )
+            assert posted.status == 200, await posted.text()
+        await _wait(pool, "SELECT state FROM queue.jobs WHERE idempotency_key = 't1'", "relayed")
+        ann = next(m.data for m in mailu.received if m.rcpt_tos[0] == "ann@example.com")
+        assert b"Ann Example" in ann
+        await _wait(other, "SELECT sum(relayed) FROM olap.daily_stats", 23)
+        await _wait(pool, "SELECT count(*) FROM queue.olap_outbox", 0)
         assert await other.fetchval("SELECT count(*) FROM content.campaign_templates") == 1
     finally:
         await _stop(daemon, task)
-    assert mailu.count() == 22 and not mailu.duplicates()
+    assert mailu.count() == 23 and not mailu.duplicates()
     got = await other.fetchrow(
         "SELECT sum(sent) s, sum(relayed) r, sum(bounced_hard) b, sum(complained) c"
         " FROM olap.daily_stats"
     )
-    assert tuple(got) == (22, 22, 1, 1)
+    assert tuple(got) == (23, 23, 1, 1)
     days = await facts.campaign_days(other, "acme", "c1")
     (counts,) = days.values()
     assert counts == {"relayed": 22, "bounced": 1, "complained": 1}
     assert (
-        await other.fetchval("SELECT sum(n) FROM olap.latency_histogram WHERE kind = 'relay'") == 22
+        await other.fetchval("SELECT sum(n) FROM olap.latency_histogram WHERE kind = 'relay'") == 23
     )
-    # Nothing of either tier on the main server; the bodies (3 distinct) on the other one.
+    # Nothing of either tier on the main server; the bodies (4 distinct) on the other one.
     for table in ("olap.daily_stats", "olap.outcome_facts", "content.email_content"):
         assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 0, table
     assert await pool.fetchval("SELECT count(*) FROM content.inbound_messages") == 0
-    assert await other.fetchval("SELECT count(*) FROM content.email_content") == 3
+    assert await other.fetchval("SELECT count(*) FROM content.email_content") == 4  # + t1 base
     assert await other.fetchval("SELECT count(*) FROM queue.jobs") == 0
     assert await other.fetchval("SELECT count(*) FROM olap.outbox_applied") <= 1000
 
@@ -442,3 +465,30 @@ async def test_one_database_under_two_dsns_is_refused(clean_db: str, redis_prefi
     cfg = make_config(clean_db, redis_prefix, database={"content": {"dsn": alias}})
     with pytest.raises(MigrationError, match="same database under two DSNs"):
         await migrate_tiers(cfg.database)
+
+
+async def test_gdpr_erasure_sweeps_each_tiers_server(
+    pool: asyncpg.Pool, clean_db: str, redis_prefix: str, apart_dsn: str, other: asyncpg.Pool
+) -> None:
+    """An erasure with content apart: no clear address left on either server, the bodies and
+    raw bounces mentioning it gone from the content one, the jobs cancelled here."""
+    from tests.integration.test_gdpr_erase import BOB, clear_mentions, compressed_mentions, seed
+
+    cfg = make_config(clean_db, redis_prefix, database={"content": {"dsn": apart_dsn}})
+    await migrate_tiers(cfg.database)
+    tiers = await pool_mod.connect_tiers(cfg.database, pool)
+    try:
+        ids = await seed(pool, tiers.content)
+        assert await clear_mentions(other, BOB, skip_tenant="other")
+        result = await erase(pool, "acme", BOB, actor="cli:test", tiers=tiers)
+    finally:
+        await tiers.close()
+    for server in (pool, other):
+        assert await clear_mentions(server, BOB, skip_tenant="other") == []
+    assert await compressed_mentions(other, BOB.encode()) == 0
+    assert (result.jobs, result.jobs_cancelled, result.contents_deleted) == (2, 1, 1)
+    assert result.inbound_deleted == 1
+    state = await pool.fetchval("SELECT state FROM queue.jobs WHERE id = $1", ids["news-bob"])
+    assert state == "cancelled"
+    assert await other.fetchval("SELECT count(*) FROM content.email_content") == 2
+    assert await other.fetchval("SELECT count(*) FROM content.inbound_messages") == 1
