@@ -26,6 +26,7 @@ from engine.retention import run as run_retention
 from engine.servers import ThrowawayPostgres
 from engine.store import facts, olap_outbox, quota, tenants
 from engine.store import pool as pool_mod
+from engine.store.domains import publish_rules
 from engine.store.migrate import migrate_tiers
 from tests.conftest import make_config
 from tests.fakes.mailu import FakeMailU
@@ -167,7 +168,10 @@ async def test_daemon_with_content_and_olap_on_another_server(
         assert all(r.error is None for r in res), res
     finally:
         await tiers.close()
-    # The SQL path cannot store content on another server: refused, with the reason.
+    # The SQL path cannot store content on another server: refused, with the reason. (The
+    # session database keeps the [security] rules another test's daemon published: the job
+    # must pass them to reach the content insert.)
+    await publish_rules(clean_db, cfg.security)
     with pytest.raises(asyncpg.FeatureNotSupportedError, match="another server"):
         await pool.fetchval(
             "SELECT engine.enqueue($1::jsonb)", orjson.loads(job(99, "x@e.example"))
