@@ -130,7 +130,8 @@ class Daemon:
         """PostgreSQL (migrated) and Redis, or a clear error naming the one that failed."""
         cfg = self.cfg
         # Every server of the tiers (content and olap may live apart: docs/scaling.md).
-        await migrate_tiers(cfg.database)
+        # An olap server that is down does not stop the start: its counts wait in the outbox.
+        await migrate_tiers(cfg.database, olap_may_wait=True)
         # The SQL enqueue path reads the [security] rules from the database.
         await domain_store.publish_rules(cfg.database.dsn, cfg.security)
         pool = await pool_mod.connect(cfg.database)

@@ -262,8 +262,9 @@ async def test_daemon_with_content_and_olap_on_another_server(
 async def test_olap_server_down_sending_goes_on_and_counts_catch_up_once(
     pool: asyncpg.Pool, clean_db: str, redis_prefix: str, mailu: FakeMailU, tmp_path: Path
 ) -> None:
-    """The olap server stops mid-run: every job is still relayed, the outbox grows, and once
-    the server is back the counts catch up to exactly the jobs sent."""
+    """The olap server stops mid-run: every job is still relayed, the outbox grows, a daemon
+    restarted meanwhile starts and sends, and once the server is back the counts catch up to
+    exactly the jobs sent."""
     with ThrowawayPostgres() as olap_pg:
         olap_dsn = await _new_database(olap_pg.dsn)
         cfg = apart_config(clean_db, redis_prefix, mailu, tmp_path, content=None, olap=olap_dsn)
@@ -279,6 +280,14 @@ async def test_olap_server_down_sending_goes_on_and_counts_catch_up_once(
             await _wait(pool, "SELECT count(*) FROM queue.jobs WHERE state = 'relayed'", 90)
             await asyncio.sleep(1.5)  # a few drain rounds fail meanwhile
             assert await pool.fetchval("SELECT count(*) FROM queue.olap_outbox") > 0
+        finally:
+            await _stop(daemon, task)
+        # A restart while the olap server is still down: the daemon starts and sends.
+        daemon, task = await _start(cfg)
+        try:
+            third = [job(i, f"c{i}@example.com") for i in range(90, 120)]
+            await enqueue(pool, third, max_message_bytes=10**6, max_age_s=3600)
+            await _wait(pool, "SELECT count(*) FROM queue.jobs WHERE state = 'relayed'", 120)
             olap_pg.start()
             await _wait(pool, "SELECT count(*) FROM queue.olap_outbox", 0, timeout=40)
         finally:
@@ -293,9 +302,9 @@ async def test_olap_server_down_sending_goes_on_and_counts_catch_up_once(
             )
         finally:
             await conn.close()
-        assert tuple(got) == (90, 90)
-        assert facts_n == 90
-        assert mailu.count() == 90 and not mailu.duplicates()
+        assert tuple(got) == (120, 120)
+        assert facts_n == 120
+        assert mailu.count() == 120 and not mailu.duplicates()
 
 
 class _Crash(Exception):
