@@ -192,7 +192,7 @@ class Tiers:
         self.main = main
         self.content = main if content is None else content
         self.olap = main if olap is None else olap
-        # Analytics and campaign statistics read the olap server's replica when it has one.
+        # Campaign statistics read the olap server's replica when it has one.
         self.olap_reads = olap_reads
 
     @property
@@ -217,8 +217,9 @@ async def connect_tiers(
     cfg: DatabaseConfig, main: asyncpg.Pool, *, min_size: int | None = None
 ) -> Tiers:
     """A pool per distinct server of ``cfg``'s tiers, ``main`` for the tiers on [database]'s.
-    A tier apart opens no connection until first used, so its server being down does not stop
-    the start (the olap outbox waits for it)."""
+    The content pool connects at once (sending needs it); an olap pool of its own opens no
+    connection until first used, so that server being down does not stop the start (the olap
+    outbox waits for it)."""
     content = olap = None
     if cfg.apart("content"):
         content = await connect(cfg.for_tier("content"), min_size=min_size)
