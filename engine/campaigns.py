@@ -78,16 +78,19 @@ async def set_template(
     tenant_id: str,
     campaign_id: str,
     source: TemplateSource,
+    *,
+    tenants_db: Db | None = None,
 ) -> Campaign:
     """Check ``source`` and store it as the campaign's next version; returns that version.
 
     Raises :class:`~engine.errors.TemplateError` (what is wrong, with the part and line) or
     :class:`CampaignError` (unknown tenant, bad id). Jobs enqueued from now on render it; jobs
-    already queued keep the version they were enqueued with.
+    already queued keep the version they were enqueued with. ``db`` is the content tier's;
+    ``tenants_db`` the oltp tier's when content lives on another server.
     """
     check_campaign_id(campaign_id)
     required = required_variables(source)
-    if tenant_id not in await tenants.known(db, [tenant_id]):
+    if tenant_id not in await tenants.known(db if tenants_db is None else tenants_db, [tenant_id]):
         raise CampaignError(
             f"unknown tenant {tenant_id!r}", hint=f"add it with: engine tenants add {tenant_id}"
         )
@@ -122,10 +125,13 @@ async def show(db: Db, tenant_id: str, campaign_id: str) -> Campaign:
     )
 
 
-async def stats(db: Db, tenant_id: str, campaign_id: str) -> CampaignStats:
+async def stats(
+    db: Db, tenant_id: str, campaign_id: str, *, olap: Db | None = None
+) -> CampaignStats:
     """A campaign's counters per send day and in total (zeros for a campaign with a template
-    and no mail yet); :class:`CampaignError` when the tenant has no such campaign."""
-    per_day = await facts.campaign_days(db, tenant_id, campaign_id)
+    and no mail yet); :class:`CampaignError` when the tenant has no such campaign. ``db`` is
+    the content tier's (templates); ``olap`` the olap tier's when it lives on another server."""
+    per_day = await facts.campaign_days(db if olap is None else olap, tenant_id, campaign_id)
     if not per_day and await store.current(db, tenant_id, campaign_id) is None:
         raise CampaignError(
             f"no campaign {campaign_id!r} of tenant {tenant_id!r} (no template, no mail)"

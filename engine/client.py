@@ -42,13 +42,19 @@ class EngineClient:
         self._enforce_domains = cfg.security.enforce_sender_domains
         self._pool = pool
         self._owns_pool = pool is None
+        self._tiers: pool_mod.Tiers | None = None  # content may live on another server
 
     async def connect(self) -> EngineClient:
         if self._pool is None:
             self._pool = await pool_mod.connect(self._db, min_size=1)
+        if self._tiers is None:
+            self._tiers = await pool_mod.connect_tiers(self._db, self._pool, min_size=1)
         return self
 
     async def close(self) -> None:
+        if self._tiers is not None:
+            await self._tiers.close()
+            self._tiers = None
         if self._pool is not None and self._owns_pool:
             await self._pool.close()
             self._pool = None
@@ -65,9 +71,9 @@ class EngineClient:
         self, jobs: Iterable[Job | Mapping[str, Any] | bytes | str]
     ) -> list[EnqueueResult]:
         """Enqueue a batch (dicts, Job structs or JSON); one result per job, in order."""
-        if self._pool is None:
+        if self._pool is None or self._tiers is None:
             await self.connect()
-        assert self._pool is not None
+        assert self._pool is not None and self._tiers is not None
         items: list[Job | bytes | str] = [
             _ENC.encode(j) if isinstance(j, Mapping) else j for j in jobs
         ]
@@ -78,6 +84,7 @@ class EngineClient:
             max_age_s=self._max_age_s,
             raw_trace=self._raw_trace,
             enforce_domains=self._enforce_domains,
+            content_pool=self._tiers.content,
         )
 
     async def enqueue_one(self, job: Job | Mapping[str, Any]) -> EnqueueResult:

@@ -20,7 +20,7 @@ from typing import Any
 import uvloop
 
 from engine import config as config_mod
-from engine import logs, looplag, periodic, retention, sdnotify
+from engine import logs, looplag, olap_drain, periodic, retention, sdnotify
 from engine import reload as reload_mod
 from engine.admin import AdminContext, AdminServer, collector
 from engine.compliance import service as compliance
@@ -45,7 +45,7 @@ from engine.resolver import system_resolver
 from engine.shaping.shaper import Shaper
 from engine.store import domains as domain_store
 from engine.store import pool as pool_mod
-from engine.store.migrate import migrate
+from engine.store.migrate import migrate_tiers
 
 log = logging.getLogger("engine.daemon")
 
@@ -73,6 +73,7 @@ class Daemon:
         self.shaper: Shaper | None = None  # set once built; a reload applies [shaping] to it
         self._ring: KeyRing | None = None  # our DKIM keys, which the inbound trust believes
         self.reconcile_now = asyncio.Event()  # the dispatcher saw Redis lose the queue
+        self.tiers: pool_mod.Tiers | None = None  # the pool of each tier's server, once open
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -128,7 +129,9 @@ class Daemon:
     async def _connect(self) -> tuple[Any, Any, streams_mod.Streams]:
         """PostgreSQL (migrated) and Redis, or a clear error naming the one that failed."""
         cfg = self.cfg
-        await migrate(cfg.database.dsn)
+        # Every server of the tiers (content and olap may live apart: docs/scaling.md).
+        # An olap server that is down does not stop the start: its counts wait in the outbox.
+        await migrate_tiers(cfg.database, olap_may_wait=True)
         # The SQL enqueue path reads the [security] rules from the database.
         await domain_store.publish_rules(cfg.database.dsn, cfg.security)
         pool = await pool_mod.connect(cfg.database)
@@ -150,7 +153,7 @@ class Daemon:
         return pool, client, streams
 
     async def _start_inbound(
-        self, pool: Any, shaper: ShaperSeam | None, ring: KeyRing | None = None
+        self, tiers: pool_mod.Tiers, shaper: ShaperSeam | None, ring: KeyRing | None = None
     ) -> InboundService | None:
         cfg = self.cfg.inbound
         if not cfg.enabled:
@@ -159,7 +162,11 @@ class Daemon:
         self._ring = ring
         trust = InboundTrust.from_config(self.cfg, ring)
         inbound = InboundService(
-            cfg, pool, shaper if isinstance(shaper, Shaper) else None, trust=trust
+            cfg,
+            tiers.main,
+            shaper if isinstance(shaper, Shaper) else None,
+            trust=trust,
+            tiers=tiers,
         )
         try:
             await inbound.start()
@@ -178,6 +185,7 @@ class Daemon:
         verp_keys.announce(cfg.inbound)
         self._signals()
         pool, client, streams = await self._connect()
+        self.tiers = tiers = await pool_mod.connect_tiers(cfg.database, pool)
         signer = await build_signer(cfg) if cfg.dkim.enabled else None
         relay = RelayPool(cfg.relay, warmup_ledger=RedisWarmupLedger(client, cfg.redis.prefix))
         await relay.start()
@@ -191,6 +199,7 @@ class Daemon:
             signer=signer,
             shaper=shaper,
             on_redis_lost=self.reconcile_now.set,
+            tiers=tiers,
         )
         resolve = system_resolver(cfg.dns.timeout_s)  # webhook hosts (engine/events/ssrf.py)
         self.admin_ctx = admin_ctx = AdminContext(
@@ -203,12 +212,13 @@ class Daemon:
             paused_refresh_s=dispatcher.paused.ttl_s,
             resolve=resolve,
             reads=await pool_mod.connect_reads(cfg.database, pool),
+            tiers=tiers,
         )
         admin = AdminServer(admin_ctx) if cfg.admin.enabled else None
         if admin is not None:
             # Before READY=1: a bad listen address or token fails the start.
             self.admin_address = await admin.start()
-        inbound = await self._start_inbound(pool, shaper, signer.ring if signer else None)
+        inbound = await self._start_inbound(tiers, shaper, signer.ring if signer else None)
         feeder = feeder_mod.Feeder(pool, streams, cfg.queue, cfg.database.dsn)
         self.shaper = shaper if isinstance(shaper, Shaper) else None
         runner = periodic.Runner(
@@ -250,6 +260,7 @@ class Daemon:
             await streams_mod.close(client)
             if admin_ctx.reads is not None:
                 await admin_ctx.reads.close()
+            await tiers.close()
             await pool.close()
         log.info("engine stopped cleanly")
         return 0
@@ -282,6 +293,9 @@ class Daemon:
             tasks.append(periodic.Periodic("watchdog", _watchdog_ping, watchdog_s))
         if signer is not None:
             tasks.append(signer.refresh_task(pool))
+        if self.tiers is not None and self.tiers.olap_apart:
+            # The counts written to the outbox while olap lives on another server.
+            tasks.append(olap_drain.Drainer(pool, self.tiers.olap).task())
         if self.shaper is not None:
             tasks += self.shaper.tasks(pool)
             tasks.append(self.shaping_events.task(pool))
@@ -297,7 +311,7 @@ class Daemon:
 
     async def _retention(self, pool: Any) -> None:
         """Delete what the ``[retention]`` periods let go (daily, from start-up)."""
-        await retention.run(pool, self.cfg)
+        await retention.run(pool, self.cfg, tiers=self.tiers)
 
 
 #: Retention runs at start-up and then once a day.

@@ -28,7 +28,7 @@ from engine.store import jobs as job_store
 from engine.store import senders as sender_store
 from engine.store import tenants
 from engine.store.notify import wake_feeder
-from engine.store.pool import Conn
+from engine.store.pool import Conn, transaction
 from engine.tenancy.rules import claimed_domains, sender_error
 
 CHUNK = 5000
@@ -119,6 +119,7 @@ async def enqueue(
     raw_trace: RawTrace = "refuse",
     enforce_domains: bool = False,
     only_tenant: str | None = None,
+    content_pool: asyncpg.Pool | None = None,
 ) -> list[EnqueueResult]:
     """Enqueue a batch; returns one result per input, in order.
 
@@ -127,8 +128,12 @@ async def enqueue(
     ``enforce_domains`` is ``[security] enforce_sender_domains`` (off: only tenants that
     registered a sending domain are held to theirs). ``only_tenant`` (a tenant API key's
     tenant) refuses a job of any other tenant with the very error an unknown tenant gets, so
-    nothing is learnt about others.
+    nothing is learnt about others. ``content_pool``: the content tier's pool when it lives on
+    another server: the contents are then stored there in their own transaction, committed
+    before the jobs (content stored for a batch that then fails is an orphan the retention
+    sweep removes), and the campaign templates are read there.
     """
+    apart = content_pool if content_pool is not None and content_pool is not pool else None
     results: list[EnqueueResult] = []
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start : start + CHUNK]
@@ -142,6 +147,7 @@ async def enqueue(
                 raw_trace,
                 enforce_domains,
                 only_tenant,
+                apart,
             )
         )
     # Accepted jobs are counted where they commit (engine/queue/tally.py), for every path.
@@ -159,6 +165,7 @@ async def _enqueue_chunk(
     raw_trace: RawTrace,
     enforce_domains: bool,
     only_tenant: str | None,
+    content_pool: asyncpg.Pool | None = None,
 ) -> list[EnqueueResult]:
     results: dict[int, EnqueueResult] = {}
     accepted: list[tuple[int, Job, job_store.NewJob]] = []
@@ -173,7 +180,8 @@ async def _enqueue_chunk(
         async with pool.acquire() as conn, conn.transaction():
             known = await tenants.known(conn, (j.tenant_id for _, j, _ in accepted))
             refused = await _domain_errors(conn, accepted, enforce_domains)
-            versions = await _template_versions(conn, accepted, refused)
+            tdb = conn if content_pool is None else content_pool
+            versions = await _template_versions(tdb, accepted, refused)
             if only_tenant is not None:
                 known &= {only_tenant}
             ready: list[tuple[int, job_store.NewJob]] = []
@@ -200,7 +208,7 @@ async def _enqueue_chunk(
                     enc = encoded[ckey] = content_store.encode(content)
                 to_store[(job.tenant_id, enc.sha256)] = enc
                 ready.append((i, msgspec.structs.replace(new, content_sha256=enc.sha256)))
-            await content_store.store(conn, [k[0] for k in to_store], list(to_store.values()))
+            await _store_contents(conn, content_pool, to_store)
             await _ensure_senders(conn, {(n.tenant_id, n.sender) for _, n in ready})
             inserted = await job_store.insert(conn, [n for _, n in ready], max_age_s=max_age_s)
             for (i, _), ins in zip(ready, inserted, strict=True):
@@ -221,6 +229,21 @@ async def _enqueue_chunk(
             if any(ins.created for ins in inserted):
                 await wake_feeder(conn)
     return [results[i] for i in range(offset, offset + len(items))]
+
+
+async def _store_contents(
+    conn: Conn,
+    content_pool: asyncpg.Pool | None,
+    to_store: dict[tuple[str, bytes], content_store.EncodedContent],
+) -> None:
+    """The batch's contents: in the enqueue's transaction, or (``content_pool``: the content
+    tier on another server) in their own one there, committed before the jobs."""
+    tenant_ids, items = [k[0] for k in to_store], list(to_store.values())
+    if content_pool is None:
+        await content_store.store(conn, tenant_ids, items)
+        return
+    async with transaction(content_pool) as stored:
+        await content_store.store(stored, tenant_ids, items, touch=True)
 
 
 async def _domain_errors(
@@ -249,7 +272,9 @@ async def _domain_errors(
 
 
 async def _template_versions(
-    conn: Conn, accepted: Sequence[tuple[int, Job, job_store.NewJob]], refused: dict[int, str]
+    conn: Conn | asyncpg.Pool,
+    accepted: Sequence[tuple[int, Job, job_store.NewJob]],
+    refused: dict[int, str],
 ) -> dict[int, int]:
     """Per templated job index, the campaign version it will render; a job whose campaign has
     no template, or whose variables miss a name the template needs, goes into ``refused``."""

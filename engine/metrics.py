@@ -88,6 +88,19 @@ QUEUE_DEPTH = Gauge(
     multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
+OLAP_OUTBOX_ROWS = Gauge(
+    "engine_olap_outbox_rows",
+    "Count batches waiting in queue.olap_outbox for the olap server ([database.olap] on another"
+    " server only; grows while that server is down).",
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
+OLAP_OUTBOX_OLDEST_AGE = Gauge(
+    "engine_olap_outbox_oldest_age_seconds",
+    "Age of the oldest batch waiting in queue.olap_outbox: how far the olap counts lag.",
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
 QUEUE_OLDEST_AGE = Gauge(
     "engine_queue_oldest_age_seconds",
     "Age of the oldest due job not yet relayed, by priority (0 when none is waiting).",

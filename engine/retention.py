@@ -33,6 +33,7 @@ from engine.config import Config
 from engine.errors import RetentionError
 from engine.store import content as content_store
 from engine.store import retention as retention_store
+from engine.store.pool import Tiers
 
 log = logging.getLogger("engine.retention")
 
@@ -57,6 +58,29 @@ def _attachment_refs(codec: str, body: bytes) -> Iterable[bytes]:
     doc = msgspec.msgpack.decode(zlib.decompress(body))
     # _StoredContent is array_like: [content, attachment_hashes]
     return doc[1] if isinstance(doc, list) and len(doc) == 2 else ()
+
+
+async def _purge_contents_apart(
+    content: asyncpg.Pool, main: asyncpg.Pool, days: int, batch: int, *, dry_run: bool
+) -> int:
+    """The ``content`` rule with the content tier on its own server, a page at a time."""
+    total = 0
+    after: tuple[str, bytes] = ("", b"")
+    while True:
+        page = await retention_store.old_contents(content, days, after, batch)
+        if not page:
+            return total
+        after = page[-1]
+        used = await retention_store.contents_in_use(main, page)
+        doomed = [k for k in page if k not in used]
+        if doomed:
+            total += (
+                len(doomed)
+                if dry_run
+                else await retention_store.delete_contents(content, doomed, days)
+            )
+        if len(page) < batch:
+            return total
 
 
 async def _purge_attachments(pool: asyncpg.Pool, days: int, batch: int, *, dry_run: bool) -> int:
@@ -86,9 +110,18 @@ async def _purge_attachments(pool: asyncpg.Pool, days: int, batch: int, *, dry_r
 
 
 async def run(
-    pool: asyncpg.Pool, cfg: Config, *, dry_run: bool = False, actor: str = "daemon"
+    pool: asyncpg.Pool,
+    cfg: Config,
+    *,
+    dry_run: bool = False,
+    actor: str = "daemon",
+    tiers: Tiers | None = None,
 ) -> RetentionResult:
-    """Apply every retention rule once; the daemon calls this daily, the CLI on demand."""
+    """Apply every retention rule once; the daemon calls this daily, the CLI on demand.
+
+    ``tiers``: with the content tier on another server, its rules run there (bodies: listed
+    there, checked against the unfinished jobs here, deleted there if still old)."""
+    content = pool if tiers is None else tiers.content
     r = cfg.retention
     days = {
         "content": r.content_days,
@@ -103,13 +136,18 @@ async def run(
         for rule, age in days.items():
             if age <= 0:
                 continue
-            if dry_run:
-                counts[rule] = await retention_store.count_due(pool, rule, age)
+            db = content if rule in retention_store.CONTENT_RULES else pool
+            if rule == "content" and content is not pool:
+                counts[rule] = await _purge_contents_apart(
+                    content, pool, age, r.batch_size, dry_run=dry_run
+                )
+            elif dry_run:
+                counts[rule] = await retention_store.count_due(db, rule, age)
             else:
-                counts[rule] = await retention_store.purge_due(pool, rule, age, r.batch_size)
+                counts[rule] = await retention_store.purge_due(db, rule, age, r.batch_size)
         if r.content_days > 0:
             counts["attachments"] = await _purge_attachments(
-                pool, r.content_days, r.batch_size, dry_run=dry_run
+                content, r.content_days, r.batch_size, dry_run=dry_run
             )
         result = RetentionResult(dry_run=dry_run, **counts)
         if not dry_run:

@@ -27,6 +27,7 @@ from engine.admin.context import AdminContext
 from engine.periodic import Periodic, run_until
 from engine.store import backlog as backlog_store
 from engine.store import messages as message_store
+from engine.store import olap_outbox
 
 log = logging.getLogger("engine.admin")
 
@@ -120,6 +121,13 @@ async def _pools(ctx: AdminContext) -> None:
     metrics.DB_POOL_CONNECTIONS.labels("max").set(pool.get_max_size())
 
 
+async def _olap_outbox(ctx: AdminContext) -> None:
+    """How far the olap server's counts lag (only with [database.olap] on another server)."""
+    rows, age = await olap_outbox.backlog(ctx.pool)
+    metrics.OLAP_OUTBOX_ROWS.set(rows)
+    metrics.OLAP_OUTBOX_OLDEST_AGE.set(age)
+
+
 async def _tenants(ctx: AdminContext) -> None:
     busiest = await ctx.read(lambda p: message_store.pending_by_tenant(p, TOP_TENANTS))
     # Replace the whole set: a tenant that dropped out of the top must not keep a stale value.
@@ -162,6 +170,8 @@ class Collector:
             ("pools", _pools),
             ("backlog", self._backlog),
         ]
+        if self.ctx.olap is not self.ctx.pool:
+            parts.append(("olap-outbox", _olap_outbox))
         if self.ctx.cfg.admin.tenant_metrics and self.rounds % TENANT_EVERY == 0:
             parts.append(("tenants", _tenants))
         self.rounds += 1

@@ -14,7 +14,7 @@ from engine.events.ssrf import Resolve
 from engine.queue.streams import Streams
 from engine.relay.results import NodeStatus
 from engine.senders.service import REFRESH_S, PauseCache
-from engine.store.pool import Reads
+from engine.store.pool import Reads, Tiers
 
 
 class RelayView(Protocol):
@@ -57,10 +57,28 @@ class AdminContext:
     draining: bool = field(default=False)
     # Read-only queries (status, backlog, searches) on the replica when configured.
     reads: Reads | None = None
+    # The content and olap tiers' pools (the daemon's pool for a tier on [database]'s server).
+    tiers: Tiers | None = None
 
     async def read(self, query: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
         """``query(pool)`` on the read replica while it answers, else on the primary."""
         return await (self.reads or Reads(self.pool)).run(query)
+
+    async def read_olap(self, query: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """``query(pool)`` on the olap tier: its server's replica while it answers (with the
+        tier apart and ``[database.olap] replica_dsn`` set), else its primary."""
+        reads = self.tiers.olap_reads if self.tiers is not None else None
+        return await (reads or Reads(self.olap)).run(query)
+
+    @property
+    def content(self) -> asyncpg.Pool:
+        """The content tier's pool."""
+        return self.pool if self.tiers is None else self.tiers.content
+
+    @property
+    def olap(self) -> asyncpg.Pool:
+        """The olap tier's pool."""
+        return self.pool if self.tiers is None else self.tiers.olap
 
     def mark_draining(self) -> None:
         """Record that a drain began (``/readyz`` answers 503 from now on); idempotent.

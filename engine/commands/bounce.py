@@ -10,7 +10,7 @@ from typing import IO, Any
 import msgspec
 
 from engine import audit
-from engine.commands.core import load_config, run_with_pool
+from engine.commands.core import load_config, run_with_tiers
 from engine.errors import UsageError
 from engine.inbound import BounceReport, parse_bounce
 from engine.inbound import quarantine as quarantine_service
@@ -116,8 +116,11 @@ def run_requeue(args: argparse.Namespace) -> int:
     if any(i < 1 for i in args.ids):
         raise UsageError("inbound message ids are positive integers")
     cfg = load_config(args)
-    result = run_with_pool(
-        cfg, lambda pool: quarantine_service.requeue(pool, args.ids, audit.cli_actor())
+    result = run_with_tiers(
+        cfg,
+        lambda t: quarantine_service.requeue(
+            t.content, args.ids, audit.cli_actor(), audit_pool=t.main
+        ),
     )
     if args.json:
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
@@ -133,7 +136,7 @@ def run_requeue(args: argparse.Namespace) -> int:
 def run_quarantined(args: argparse.Namespace) -> int:
     """`engine bounce quarantined`: the messages waiting for an operator, newest first."""
     cfg = load_config(args)
-    rows = run_with_pool(cfg, lambda pool: quarantine_service.listing(pool, args.limit))
+    rows = run_with_tiers(cfg, lambda t: quarantine_service.listing(t.content, args.limit))
     out = []
     for r in rows:
         if args.json:

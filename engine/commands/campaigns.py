@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from engine import campaigns
-from engine.commands.core import load_config, run_with_pool
+from engine.commands.core import load_config, run_with_tiers
 from engine.compose.template import TemplateSource
 from engine.errors import UsageError
 
@@ -58,8 +58,11 @@ def cmd_set(args: argparse.Namespace) -> int:
         raise UsageError("only one of --text and --html can be read from stdin")
     source = TemplateSource(args.subject, _read(args.text), _read(args.html))
     cfg = load_config(args)
-    stored = run_with_pool(
-        cfg, lambda pool: campaigns.set_template(pool, args.tenant, args.campaign, source)
+    stored = run_with_tiers(
+        cfg,
+        lambda t: campaigns.set_template(
+            t.content, args.tenant, args.campaign, source, tenants_db=t.main
+        ),
     )
     sys.stdout.write(f"{stored.tenant_id}\t{stored.campaign_id}\tversion {stored.version}\n")
     return 0
@@ -67,13 +70,15 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    found = run_with_pool(cfg, lambda pool: campaigns.show(pool, args.tenant, args.campaign))
+    found = run_with_tiers(cfg, lambda t: campaigns.show(t.content, args.tenant, args.campaign))
     sys.stdout.write(msgspec.json.encode(found).decode() + "\n")
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    found = run_with_pool(cfg, lambda pool: campaigns.stats(pool, args.tenant, args.campaign))
+    found = run_with_tiers(
+        cfg, lambda t: campaigns.stats(t.content, args.tenant, args.campaign, olap=t.olap)
+    )
     sys.stdout.write(msgspec.json.encode(found).decode() + "\n")
     return 0

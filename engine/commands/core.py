@@ -14,6 +14,7 @@ import uvloop
 from engine import config as config_mod
 from engine.config import Config
 from engine.errors import UsageError
+from engine.store.pool import Tiers
 
 T = TypeVar("T")
 _JSON = msgspec.json.Encoder()
@@ -40,6 +41,24 @@ def run_with_pool(cfg: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> 
         pool = await pool_mod.connect(cfg.database, min_size=1)
         try:
             return await work(pool)
+        finally:
+            await pool.close()
+
+    return run_async(go)
+
+
+def run_with_tiers(cfg: Config, work: Callable[[Tiers], Awaitable[T]]) -> T:
+    """:func:`run_with_pool` with a pool per tier server (content and olap may live apart)."""
+    from engine.store import pool as pool_mod
+
+    async def go() -> T:
+        pool = await pool_mod.connect(cfg.database, min_size=1)
+        try:
+            tiers = await pool_mod.connect_tiers(cfg.database, pool, min_size=1)
+            try:
+                return await work(tiers)
+            finally:
+                await tiers.close()
         finally:
             await pool.close()
 
@@ -117,10 +136,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from engine.store.domains import publish_rules
-    from engine.store.migrate import migrate
+    from engine.store.migrate import migrate_tiers
 
     cfg = load_config(args)
-    applied = run_async(lambda: migrate(cfg.database.dsn))
+    # Every server of the tiers (content and olap may live apart: docs/scaling.md).
+    applied = run_async(lambda: migrate_tiers(cfg.database))
     # The SQL enqueue path reads the [security] rules from engine.settings.
     run_async(lambda: publish_rules(cfg.database.dsn, cfg.security))
     for name in applied:
@@ -193,6 +213,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     async def go() -> int:
         refused = 0
         pool = await pool_mod.connect(cfg.database, min_size=1)
+        tiers = await pool_mod.connect_tiers(cfg.database, pool, min_size=1)
         try:
             for batch in _lines(stream, CHUNK):
                 results = await enqueue(
@@ -202,6 +223,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                     max_age_s=cfg.queue.max_age_s,
                     raw_trace=cfg.security.raw_trace_headers,
                     enforce_domains=cfg.security.enforce_sender_domains,
+                    content_pool=tiers.content,
                 )
                 out = []
                 for (lineno, _), res in zip(batch, results, strict=True):
@@ -218,6 +240,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 sys.stdout.write("".join(out))
                 sys.stdout.flush()
         finally:
+            await tiers.close()
             await pool.close()
             if stream is not sys.stdin.buffer:
                 stream.close()

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from engine import audit
-from engine.commands.core import load_config, run_with_pool
+from engine.commands.core import load_config, run_with_tiers
 from engine.gdpr.erase import erase
 
 
@@ -36,10 +36,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_erase(args: argparse.Namespace) -> int:
     cfg = load_config(args)
 
-    result = run_with_pool(
+    result = run_with_tiers(
         cfg,
-        lambda pool: erase(
-            pool, args.tenant, args.address, actor=audit.cli_actor(), deep=args.deep
+        lambda t: erase(
+            t.main, args.tenant, args.address, actor=audit.cli_actor(), deep=args.deep, tiers=t
         ),
     )
     if args.json:

@@ -13,12 +13,13 @@ from typing import Any
 import msgspec
 
 from engine import audit
-from engine.commands.core import load_config, run_with_pool
+from engine.commands.core import load_config, run_with_pool, run_with_tiers
 from engine.errors import UsageError
 from engine.messages import actions, tracing
 from engine.messages.text import render_text
 from engine.model import JobState, Priority
 from engine.store.message_actions import BulkAction, Selection
+from engine.store.pool import Tiers
 
 _JSON = msgspec.json.Encoder()
 
@@ -81,13 +82,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     cfg = load_config(args)
 
-    async def work(pool: Any) -> tuple[tracing.Timeline | None, bytes | None]:
-        tl = await tracing.show(pool, args.job, args.tenant)
+    async def work(tiers: Tiers) -> tuple[tracing.Timeline | None, bytes | None]:
+        tl = await tracing.show(tiers.main, args.job, args.tenant)
         if tl is None or not args.content:
             return tl, None
-        return tl, await tracing.composed(pool, tl.job)
+        return tl, await tracing.composed(tiers.main, tl.job, tiers.content)
 
-    tl, content = run_with_pool(cfg, work)
+    tl, content = run_with_tiers(cfg, work)
     if tl is None:
         scope = f" of tenant {args.tenant}" if args.tenant else ""
         raise UsageError(f"no message {args.job}{scope}", hint="engine messages search ...")

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from engine import audit
-from engine.commands.core import load_config, run_with_pool
+from engine.commands.core import load_config, run_with_tiers
 from engine.retention import run
 
 
@@ -26,9 +26,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
 
-    result = run_with_pool(
+    result = run_with_tiers(
         cfg,
-        lambda pool: run(pool, cfg, dry_run=args.dry_run, actor=audit.cli_actor()),
+        lambda t: run(t.main, cfg, dry_run=args.dry_run, actor=audit.cli_actor(), tiers=t),
     )
     if args.json:
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")

@@ -92,18 +92,19 @@ def _check_relay(cfg: Config, origin: str) -> None:
         )
 
 
-#: Why each tier still shares the [database] server: the transactions that write it together
-#: with another tier (docs/scaling.md, "Tiers on separate servers").
+#: Why the queue and oltp tiers share the [database] server: the transactions that write them
+#: together (docs/scaling.md, "Tiers on separate servers"). content and olap may live apart.
 TIER_TIES: dict[str, str] = {
-    "queue": "a job's outcome commits with its oltp.events row and olap.daily_stats counts",
+    "queue": "a job's state change commits with its oltp.events row (the event outbox)",
     "oltp": "events, suppressions and bounce counts commit with the queue.jobs state change",
-    "olap": "daily_stats counts commit with the outcome they count (exactly once)",
-    "content": "an enqueue stores the content and its jobs in one transaction",
 }
+
+#: The tiers that may name another server.
+APART_TIERS = ("content", "olap")
 
 
 def _check_tiers(cfg: Config, origin: str) -> None:
-    """A tier DSN may only repeat [database]'s until the tier's transactions are split."""
+    """queue and oltp repeat [database]'s server; content and olap may name another one."""
     db = cfg.database
     for name, why in TIER_TIES.items():
         tier = getattr(db, name)
@@ -112,9 +113,19 @@ def _check_tiers(cfg: Config, origin: str) -> None:
             if value is not None and value != main:
                 raise ConfigError(
                     f"config {origin}: database.{name}.{key} names another server than"
-                    f" database.{key}, but the {name} tier cannot live apart yet: {why}",
-                    hint=f"remove [database.{name}] {key} (docs/scaling.md, tiers)",
+                    f" database.{key}, but the {name} tier cannot live apart: {why}",
+                    hint=f"remove [database.{name}] {key}; only [database.content] and"
+                    " [database.olap] may name another server (docs/scaling.md, tiers)",
                 )
+    for name in APART_TIERS:
+        tier = getattr(db, name)
+        if db.apart(name) or tier.replica_dsn in (None, db.replica_dsn):
+            continue
+        raise ConfigError(
+            f"config {origin}: database.{name}.replica_dsn is set but database.{name}.dsn is"
+            f" [database]'s server, whose replica is database.replica_dsn",
+            hint=f"set [database.{name}] dsn to the tier's own server, or remove its replica_dsn",
+        )
     if db.replica_retry_s <= 0:
         raise ConfigError(f"config {origin}: database.replica_retry_s must be > 0")
 

@@ -64,12 +64,39 @@ class DatabaseConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     # rules: "engine_worker" for the daemon (docs/security.md, "The database enforces it").
     # Unset: the DSN's login role. Migrations always run as the login role (owner).
     role: str | None = None
-    # Each tier may get its own server (DESIGN §2/§8); see docs/scaling.md for which tiers must
-    # stay on one server today.
+    # Each tier may get its own server (DESIGN §2/§8): content and olap may live apart; queue
+    # and oltp stay with [database] (docs/scaling.md, "Tiers on separate servers").
     queue: TierDatabaseConfig = TierDatabaseConfig()
     oltp: TierDatabaseConfig = TierDatabaseConfig()
     content: TierDatabaseConfig = TierDatabaseConfig()
     olap: TierDatabaseConfig = TierDatabaseConfig()
+
+    def apart(self, tier: str) -> bool:
+        """Whether ``tier`` lives on another server than ``dsn``."""
+        own = getattr(self, tier).dsn
+        return own is not None and own != self.dsn
+
+    def for_tier(self, tier: str) -> DatabaseConfig:
+        """The settings of ``tier``'s server: this one when the tier is not apart; else its DSN
+        and its own replica (none when unset: [database]'s replica copies another server)."""
+        if not self.apart(tier):
+            return self
+        own = getattr(self, tier)
+        return msgspec.structs.replace(
+            self,
+            dsn=own.dsn,
+            replica_dsn=own.replica_dsn,
+            queue=TierDatabaseConfig(),
+            oltp=TierDatabaseConfig(),
+            content=TierDatabaseConfig(),
+            olap=TierDatabaseConfig(),
+        )
+
+    @property
+    def servers(self) -> list[str]:
+        """Every distinct server DSN, [database]'s first (what ``engine migrate`` migrates)."""
+        found = [self.dsn] + [self.for_tier(t).dsn for t in ("content", "olap")]
+        return list(dict.fromkeys(found))
 
 
 class RedisConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -19,7 +19,7 @@ import msgspec
 
 from engine import events
 from engine.queue.streams import Entry, Streams
-from engine.store import facts, stats
+from engine.store import facts, olap_outbox, stats
 from engine.store import jobs as job_store
 
 log = logging.getLogger("engine.outcomes")
@@ -50,6 +50,7 @@ class OutcomeWriter:
         batch: int,
         on_done: Callable[[int], None],
         on_written: Callable[[list[int]], None] | None = None,
+        olap_outbox: bool = False,
     ) -> None:
         self.pool = pool
         self.streams = streams
@@ -58,6 +59,9 @@ class OutcomeWriter:
         self.batch = batch
         self.on_done = on_done
         self.on_written = on_written  # the job ids whose outcomes are committed (or moot)
+        # The olap tier on another server: counts go to the outbox in this transaction
+        # (engine/olap_drain.py moves them), instead of into olap.* directly.
+        self.olap_outbox = olap_outbox
         self._pending: list[Pending] = []
         self._acks: list[Entry] = []
         self._kick = asyncio.Event()
@@ -149,8 +153,12 @@ class OutcomeWriter:
                 column = _STAT_COLUMN.get(p.row.state)
                 if column:
                     counts.append((p.stat_key, column, 1))
-            await stats.add(conn, counts)
-            await facts.add(conn, *_facts([p for p in items if p.row.job_id in written]))
+            found = _facts([p for p in items if p.row.job_id in written])
+            if self.olap_outbox:
+                await olap_outbox.put(conn, counts, *found)
+            else:
+                await stats.add(conn, counts)
+                await facts.add(conn, *found)
             # The event of each state change commits with it (the publisher and webhook worker
             # read oltp.events in commit order; the send path never waits on Redis or HTTP).
             await events.write(

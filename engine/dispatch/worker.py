@@ -40,6 +40,7 @@ from engine.shaping.signals import from_outcome
 from engine.store import content as content_store
 from engine.store import jobs as job_store
 from engine.store import quota, suppressions
+from engine.store.pool import Tiers
 
 log = logging.getLogger("engine.dispatch")
 
@@ -105,6 +106,7 @@ class Dispatcher:
         signer: Signer | None = None,
         shaper: Shaper | None = None,
         on_redis_lost: Callable[[], None] | None = None,
+        tiers: Tiers | None = None,
     ) -> None:
         self.cfg = cfg
         self.q = cfg.queue
@@ -115,8 +117,10 @@ class Dispatcher:
         self.signer = signer
         self.shaper = shaper
         self.bodies = BodyCache(self.q.body_cache_mb * 1024 * 1024)
-        self.templated = TemplatedBodies(pool)
-        self.paused = PausedSenders(pool)
+        tiers = tiers or Tiers(pool)
+        self.content = tiers.content  # content and campaign templates (maybe another server)
+        self.templated = TemplatedBodies(tiers.content)
+        self.paused = PausedSenders(pool, olap=tiers.olap)
         self.slots = inflight.ProviderSlots(
             self._max_connections,
             wait_s=min(inflight.CAMPAIGN_WAIT_S, self.q.lease_s / 4),
@@ -144,6 +148,7 @@ class Dispatcher:
             batch=self.q.outcome_batch,
             on_done=self._done,
             on_written=self.holding.difference_update,
+            olap_outbox=tiers.olap_apart,
         )
 
     def _max_connections(self, provider: str) -> int:
@@ -292,7 +297,7 @@ class Dispatcher:
             else:
                 out[key] = item
         if missing:
-            loaded = await content_store.load(self.pool, missing)
+            loaded = await content_store.load(self.content, missing)
             for key, content in loaded.items():
                 try:
                     out[key] = self.bodies.put(key, content)

@@ -35,7 +35,7 @@ from engine.gdpr import pseudonym as ps
 from engine.gdpr import store
 from engine.gdpr.scan import content_mentions, raw_mentions
 from engine.store import content as content_store
-from engine.store.pool import Conn
+from engine.store.pool import Conn, Tiers, transaction
 
 log = logging.getLogger("engine.gdpr")
 
@@ -59,9 +59,15 @@ class Erasure(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def _erase_contents(
-    conn: Conn, pool: asyncpg.Pool, tenant_id: str, address: str, shas: Sequence[bytes]
+    conn: Conn,
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    address: str,
+    shas: Sequence[bytes],
+    jobs_db: Conn | None = None,
 ) -> tuple[int, int, int]:
-    """Delete contents (and their attachments) that mention the address; (deleted, kept, atts)."""
+    """Delete contents (and their attachments) that mention the address; (deleted, kept, atts).
+    ``jobs_db``: the queue tier's connection when content lives on another server."""
     mentioning: list[bytes] = []
     attachment_hashes: set[bytes] = set()
     for i in range(0, len(shas), _BATCH):
@@ -74,7 +80,7 @@ async def _erase_contents(
                 )
     if not mentioning:
         return 0, 0, 0
-    in_use = await store.contents_in_use(conn, tenant_id, mentioning, address)
+    in_use = await store.contents_in_use(jobs_db or conn, tenant_id, mentioning, address)
     doomed = [h for h in mentioning if h not in in_use]
     deleted = await store.delete_contents(conn, tenant_id, doomed)
     atts = 0
@@ -97,10 +103,45 @@ async def _erase_inbound(conn: Conn, tenant_id: str, address: str, job_ids: list
             deleted += await store.delete_inbound(conn, hits)
 
 
+async def _erase_content_tier(
+    cconn: Conn,
+    content: asyncpg.Pool,
+    tenant_id: str,
+    address: str,
+    pseudonym: str,
+    jobs: Sequence[asyncpg.Record],
+    deep: bool,
+    jobs_db: Conn,
+) -> tuple[int, int, int, int, dict[str, int]]:
+    """The content tier's part of an erasure on its own server: (deleted, kept, attachments,
+    inbound, swept)."""
+    if deep:
+        shas = await store.tenant_contents(cconn, tenant_id)
+    else:
+        shas = list(dict.fromkeys(bytes(r["content_sha256"]) for r in jobs))
+    deleted, kept, atts = await _erase_contents(
+        cconn, content, tenant_id, address, shas, jobs_db=jobs_db
+    )
+    inbound = await _erase_inbound(cconn, tenant_id, address, [r["id"] for r in jobs])
+    swept = await store.sweep(cconn, tenant_id, address, pseudonym, ["content"])
+    return deleted, kept, atts, inbound, swept
+
+
 async def erase(
-    pool: asyncpg.Pool, tenant_id: str, address: str, *, actor: str, deep: bool = False
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    address: str,
+    *,
+    actor: str,
+    deep: bool = False,
+    tiers: Tiers | None = None,
 ) -> Erasure:
-    """Erase one recipient of one tenant in every tier (see the module docstring)."""
+    """Erase one recipient of one tenant in every tier (see the module docstring).
+
+    ``tiers``: with the content tier on another server, its part (bodies, attachments, raw
+    inbound messages, the sweep of its tables) runs in a transaction there that commits just
+    before the one here: should this one then fail, the recipient is still found by address
+    and the erasure can simply be run again."""
     address = ps.normalise(address)
     if "@" not in address:
         raise GdprError(f"{address!r} is not an email address")
@@ -110,15 +151,25 @@ async def erase(
             jobs = await store.recipient_jobs(conn, tenant_id, address)
             job_ids = [r["id"] for r in jobs]
             cancelled = await store.cancel_and_pseudonymise(conn, tenant_id, job_ids, pseudonym)
-            if deep:
-                shas = await store.tenant_contents(conn, tenant_id)
+            schemas: tuple[str, ...] = store.ENGINE_SCHEMAS
+            if tiers is not None and tiers.content_apart:
+                # The main server's content tables are empty and write-guarded (migration 141).
+                schemas = tuple(s for s in schemas if s != "content")
+                async with transaction(tiers.content) as cconn:
+                    deleted, kept, atts, inbound, swept_content = await _erase_content_tier(
+                        cconn, tiers.content, tenant_id, address, pseudonym, jobs, deep, conn
+                    )
             else:
-                shas = list(dict.fromkeys(bytes(r["content_sha256"]) for r in jobs))
-            deleted, kept, atts = await _erase_contents(conn, pool, tenant_id, address, shas)
-            inbound = await _erase_inbound(conn, tenant_id, address, job_ids)
+                if deep:
+                    shas = await store.tenant_contents(conn, tenant_id)
+                else:
+                    shas = list(dict.fromkeys(bytes(r["content_sha256"]) for r in jobs))
+                deleted, kept, atts = await _erase_contents(conn, pool, tenant_id, address, shas)
+                inbound = await _erase_inbound(conn, tenant_id, address, job_ids)
+                swept_content = {}
             events = await store.pseudonymise_events(conn, tenant_id, address, pseudonym)
             await store.suppress_pseudonym(conn, tenant_id, address, pseudonym)
-            swept = await store.sweep(conn, tenant_id, address, pseudonym)
+            swept = await store.sweep(conn, tenant_id, address, pseudonym, schemas) | swept_content
             result = Erasure(
                 tenant_id=tenant_id,
                 pseudonym=pseudonym,

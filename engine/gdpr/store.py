@@ -32,8 +32,10 @@ def _count(status: str) -> int:
     return int(status.split()[-1])
 
 
-async def text_columns(conn: Conn | asyncpg.Pool) -> list[TextColumn]:
-    """Every text-like column of every table in :data:`ENGINE_SCHEMAS` (what may hold a mention)."""
+async def text_columns(
+    conn: Conn | asyncpg.Pool, schemas: Sequence[str] = ENGINE_SCHEMAS
+) -> list[TextColumn]:
+    """Every text-like column of every table in ``schemas`` (what may hold a mention)."""
     rows = await conn.fetch(
         "SELECT c.table_schema, c.table_name, c.column_name, c.data_type, c.udt_name,"
         " EXISTS (SELECT 1 FROM information_schema.columns t WHERE t.table_schema = c.table_schema"
@@ -44,7 +46,7 @@ async def text_columns(conn: Conn | asyncpg.Pool) -> list[TextColumn]:
         " AND (c.data_type = ANY($2::text[]) OR (c.data_type = 'ARRAY' AND c.udt_name = '_text'))"
         " AND c.is_generated = 'NEVER'"
         " ORDER BY 1, 2, 3",
-        list(ENGINE_SCHEMAS),
+        list(schemas),
         list(_TEXT_TYPES),
     )
     return [
@@ -62,10 +64,17 @@ def _as_text(col: TextColumn) -> str:
     return col.column if col.kind == "text" else f"{col.column}::text"
 
 
-async def sweep(conn: Conn, tenant_id: str, address: str, pseudonym: str) -> dict[str, int]:
-    """Rewrite every remaining mention of the address, table by table (one UPDATE each)."""
+async def sweep(
+    conn: Conn,
+    tenant_id: str,
+    address: str,
+    pseudonym: str,
+    schemas: Sequence[str] = ENGINE_SCHEMAS,
+) -> dict[str, int]:
+    """Rewrite every remaining mention of the address in ``schemas``, table by table (one
+    UPDATE each)."""
     by_table: dict[tuple[str, bool], list[TextColumn]] = {}
-    for col in await text_columns(conn):
+    for col in await text_columns(conn, schemas):
         by_table.setdefault((col.table, col.has_tenant), []).append(col)
     regex, like = ps.sql_regex(address), ps.like_pattern(address)
     swept: dict[str, int] = {}

@@ -45,7 +45,7 @@ from engine.inbound.report import BounceKind, Recipient
 from engine.inbound.trust import Assessment, InboundTrust
 from engine.shaping.model import DeliverySignal, SignalKind
 from engine.smtp.codes import ReplyCode
-from engine.store import facts, stats
+from engine.store import facts, olap_outbox, stats
 from engine.store import inbound as inbound_store
 from engine.store import inbound_effects as effects_store
 from engine.store import inbound_trust as trust_store
@@ -398,6 +398,8 @@ class EffectsConfig(msgspec.Struct, frozen=True):
     soft_bounce_limit: int = 3
     soft_bounce_window_days: int = 7
     soft_bounce_suppress_days: int = 30
+    # The olap tier on another server: counts go to queue.olap_outbox (engine/olap_drain.py).
+    olap_outbox: bool = False
 
 
 async def apply(
@@ -407,11 +409,15 @@ async def apply(
     shaping: SignalSink | None = None,
     *,
     trust: InboundTrust | None = None,
+    content: asyncpg.Pool | None = None,
 ) -> list[Effect]:
     """Apply a batch of parsed inbound messages in one transaction; returns what changed.
 
     ``trust`` assesses what each report proves (see the module doc); without it only a valid
-    VERP address proves anything (no complaint acts).
+    VERP address proves anything (no complaint acts). ``content``: the content tier's pool when
+    it lives on another server: the raw messages are then marked processed after the effects
+    commit (a crash in between parses them again, and ``oltp.inbound_counted`` makes that a
+    replay that counts nothing).
     """
     if not items:
         return []
@@ -432,23 +438,11 @@ async def apply(
             and m.proven
             and any((r.action or "").lower() in _SUCCEEDED for r in item.report.recipients)
         ]
-        arrived = await inbound_store.received_at(conn, successes) if successes else {}
-    # A report can outrun the relay outcome it follows (a provider's DSN back through the node
-    # before the outcome writer's flush): applied now, the job's "relayed" event, relay fields
-    # and send day would be lost (the outcome only lands on a job still 'sending'). It stays
-    # unprocessed and the listener's sweep brings it back; the lease bounds the wait.
-    held = {i for i, m in enumerate(matches) if m.job is not None and m.job.sending}
-    waited = [
-        Effect(items[i].inbound_id, m.job.id if m.job else None, "waiting")
-        for i, m in enumerate(matches)
-        if i in held
-    ]
-    if held:
-        metrics.INBOUND_WAITING.inc(len(held))
-        items = [x for i, x in enumerate(items) if i not in held]
-        matches = [m for i, m in enumerate(matches) if i not in held]
-        if not items:
-            return waited
+        raw_db = conn if content is None or content is pool else content
+        arrived = await inbound_store.received_at(raw_db, successes) if successes else {}
+    items, matches, waited = _hold_sending(items, matches)
+    if not items:
+        return waited
     # Outside the transaction (and without a connection held): the lookup may wait for DNS.
     b = _Batch(await _provider_names(shaping, {m.job.domain for m in matches if m.job}), arrived)
     async with pool.acquire() as conn, conn.transaction():
@@ -472,14 +466,43 @@ async def apply(
         if b.soft:
             b.suppress.extend(await _soft_over_limit(conn, b.soft, cfg))
         await suppression_store.add(conn, b.suppress)
-        await stats.add(conn, b.stats)
-        await facts.add(conn, b.facts, b.latencies)
+        if cfg.olap_outbox:
+            await olap_outbox.put(conn, b.stats, b.facts, b.latencies)
+        else:
+            await stats.add(conn, b.stats)
+            await facts.add(conn, b.facts, b.latencies)
         none = (None, None, None, None)
         details = [b.details.get(p[0], none) for p in b.processed]
-        await effects_store.mark_processed(conn, b.processed, details)
+        if content is None or content is pool:
+            await effects_store.mark_processed(conn, b.processed, details)
+    if content is not None and content is not pool:
+        await effects_store.mark_processed(content, b.processed, details)
     if shaping is not None and b.signals:
         _signal(shaping, b.signals, b.providers)
     return b.effects + waited
+
+
+def _hold_sending(
+    items: Sequence[InboundItem], matches: Sequence[Match]
+) -> tuple[list[InboundItem], list[Match], list[Effect]]:
+    """Set aside the reports about a job whose relay outcome is not written yet.
+
+    A report can outrun the relay outcome it follows (a provider's DSN back through the node
+    before the outcome writer's flush): applied now, the job's "relayed" event, relay fields
+    and send day would be lost (the outcome only lands on a job still 'sending'). It stays
+    unprocessed and the listener's sweep brings it back; the lease bounds the wait.
+    """
+    held = {i for i, m in enumerate(matches) if m.job is not None and m.job.sending}
+    if not held:
+        return list(items), list(matches), []
+    metrics.INBOUND_WAITING.inc(len(held))
+    waited = [
+        Effect(items[i].inbound_id, m.job.id if m.job else None, "waiting")
+        for i, m in enumerate(matches)
+        if i in held
+    ]
+    kept = [i for i in range(len(items)) if i not in held]
+    return [items[i] for i in kept], [matches[i] for i in kept], waited
 
 
 async def _by_feedback_id(conn: Any, item: InboundItem, check: Assessment, match: Match) -> Match:

@@ -36,7 +36,7 @@ from engine.inbound.smtpdata import DataReader
 from engine.inbound.trust import InboundTrust
 from engine.inbound.workers import ParseWorkers
 from engine.store import inbound as inbound_store
-from engine.store.pool import ping
+from engine.store.pool import Tiers, ping
 
 __all__ = ["InboundHandler", "InboundService", "PeerLimits"]
 
@@ -206,7 +206,7 @@ class InboundHandler:
         try:
             try:
                 inbound_id = await inbound_store.store_raw(
-                    service.pool,
+                    service.content,
                     raw,
                     peer=ip,
                     mail_from=envelope.mail_from or "",
@@ -235,12 +235,17 @@ class InboundHandler:
         if unsubscribes:
             # Honoured at once (the law allows 10 days; we take milliseconds).
             try:
-                await unsubscribe.apply(self.service.pool, unsubscribes, "mailto")
+                await unsubscribe.apply(
+                    self.service.pool,
+                    unsubscribes,
+                    "mailto",
+                    olap_outbox=self.service.effects_cfg.olap_outbox,
+                )
             except _DB_ERRORS as exc:
                 log.warning("unsubscribe not applied; sender will retry", extra={"error": str(exc)})
                 return "451 4.3.0 Temporary failure, try again later"
         if not queued:
-            await inbound_store.mark_processed(self.service.pool, inbound_id, "unsubscribe")
+            await inbound_store.mark_processed(self.service.content, inbound_id, "unsubscribe")
         return "250 2.0.0 OK stored"
 
 
@@ -259,11 +264,15 @@ class InboundService:
         shaping: SignalSink | None = None,
         *,
         trust: InboundTrust | None = None,
+        tiers: Tiers | None = None,
     ) -> None:
         self.cfg = cfg
         # What reports prove (engine/inbound/trust.py); the daemon's knows our DKIM keys.
         self.trust = trust or InboundTrust.for_inbound(cfg)
         self.pool = pool
+        tiers = tiers or Tiers(pool)
+        # The raw messages (content.inbound_messages) live on the content tier's server.
+        self.content = tiers.content
         self.shaping = shaping
         self.limits = PeerLimits(
             cfg.max_connections_per_ip,
@@ -273,7 +282,10 @@ class InboundService:
             max_bytes_per_hour=cfg.max_bytes_per_hour_per_ip,
         )
         self.effects_cfg = EffectsConfig(
-            cfg.soft_bounce_limit, cfg.soft_bounce_window_days, cfg.soft_bounce_suppress_days
+            cfg.soft_bounce_limit,
+            cfg.soft_bounce_window_days,
+            cfg.soft_bounce_suppress_days,
+            olap_outbox=tiers.olap_apart,
         )
         self.intake = Intake(cfg.queue_max, cfg.queue_max_bytes)
         self.workers: ParseWorkers | None = None
@@ -352,7 +364,7 @@ class InboundService:
         started = self.stores_started
         try:
             rows = await inbound_store.pending(
-                self.pool,
+                self.content,
                 min(items, BATCH),
                 exclude=self.intake.known(),
                 min_age_s=SWEEP_MIN_AGE_S if busy else 0.0,
@@ -415,7 +427,7 @@ class InboundService:
                 by_id = {q.inbound_id: (q, o.cpu_ms) for q, o in zip(batch, outcomes, strict=True)}
                 await self._isolate(items, error, by_id)
             with contextlib.suppress(*_DB_ERRORS):
-                await inbound_store.record_parse_cpu(self.pool, cpu)
+                await inbound_store.record_parse_cpu(self.content, cpu)
         finally:
             for q in batch:
                 self.intake.done(q.inbound_id)
@@ -423,7 +435,9 @@ class InboundService:
 
     async def _apply_once(self, items: list[InboundItem]) -> None:
         """The one call into the effects layer (one transaction)."""
-        await apply(self.pool, items, self.effects_cfg, self.shaping, trust=self.trust)
+        await apply(
+            self.pool, items, self.effects_cfg, self.shaping, trust=self.trust, content=self.content
+        )
 
     async def _apply(self, items: list[InboundItem]) -> Exception | None:
         """Apply a batch, retried with backoff; the last error if it never worked."""
@@ -451,6 +465,8 @@ class InboundService:
         quarantined (``effects failed``), so that they cannot hold up every later batch."""
         try:
             await ping(self.pool)
+            if self.content is not self.pool:
+                await ping(self.content)
         except Exception:
             return  # PostgreSQL is the problem: all stay pending, the sweep brings them back
         failed: list[tuple[InboundItem, Exception]] = []
@@ -479,7 +495,7 @@ class InboundService:
             },
         )
         try:
-            await inbound_store.quarantine(self.pool, q.inbound_id, reason, cpu_ms)
+            await inbound_store.quarantine(self.content, q.inbound_id, reason, cpu_ms)
         except _DB_ERRORS as exc:
             # Not marked: the sweep queues it again later, and it is parsed (and quarantined) again.
             log.warning("cannot mark quarantined message", extra={"error": str(exc)})

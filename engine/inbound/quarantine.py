@@ -27,13 +27,16 @@ class RequeueResult(msgspec.Struct, frozen=True):
     missing: list[int]  # no such stored message (or purged by retention)
 
 
-async def requeue(pool: asyncpg.Pool, ids: Sequence[int], actor: str) -> RequeueResult:
-    """Clear the quarantine mark of ``ids`` (one audit entry per message requeued)."""
+async def requeue(
+    pool: asyncpg.Pool, ids: Sequence[int], actor: str, *, audit_pool: asyncpg.Pool | None = None
+) -> RequeueResult:
+    """Clear the quarantine mark of ``ids`` (one audit entry per message requeued). ``pool``
+    is the content tier's; ``audit_pool`` the oltp tier's when content lives apart."""
     wanted = sorted(set(ids))
     requeued = await inbound_store.requeue(pool, wanted)
     states = await inbound_store.states(pool, [i for i in wanted if i not in set(requeued)])
     for inbound_id in requeued:
-        await audit.record(pool, actor, "inbound.requeue", str(inbound_id))
+        await audit.record(audit_pool or pool, actor, "inbound.requeue", str(inbound_id))
     return RequeueResult(
         requeued=requeued,
         processed=[i for i, s in sorted(states.items()) if s == "processed"],

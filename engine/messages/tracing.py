@@ -68,13 +68,15 @@ async def search(
     return SearchPage(messages=found, next=found[-1].id if len(found) == limit else None)
 
 
-async def _rendered(pool: asyncpg.Pool, job: MessageView, base: Content) -> Content | None:
+async def _rendered(
+    pool: asyncpg.Pool, job: MessageView, base: Content, content_pool: asyncpg.Pool
+) -> Content | None:
     """A templated job's content: its campaign's template version rendered with its variables
     (raises :class:`~engine.errors.TemplateError` when it cannot be, as the send did)."""
     found = await campaign_store.job_template(pool, job.id, job.tenant_id)
     if found is None:
         return None
-    stored = (await campaign_store.load(pool, [(job.tenant_id, *found[:2])])).get(
+    stored = (await campaign_store.load(content_pool, [(job.tenant_id, *found[:2])])).get(
         (job.tenant_id, *found[:2])
     )
     if stored is None:
@@ -84,19 +86,24 @@ async def _rendered(pool: asyncpg.Pool, job: MessageView, base: Content) -> Cont
     return msgspec.structs.replace(base, subject=out.subject, text=out.text, html=out.html)
 
 
-async def composed(pool: asyncpg.Pool, job: MessageView) -> bytes | None:
+async def composed(
+    pool: asyncpg.Pool, job: MessageView, content_pool: asyncpg.Pool | None = None
+) -> bytes | None:
     """The message as the engine composes it for this job, from the content tier: headers and
     body as relayed, without the per-attempt additions (DKIM-Signature, VERP Return-Path,
     the engine's own List-Unsubscribe, Feedback-ID). None when the content is no longer stored
-    (retention purges it, docs/compliance.md)."""
+    (retention purges it, docs/compliance.md). ``content_pool``: the content tier's, when it
+    lives on another server."""
+    content_pool = pool if content_pool is None else content_pool
     key = await message_store.content_key(pool, job.id, job.tenant_id)
     if key is None:
         return None
-    content = (await content_store.load(pool, [(job.tenant_id, key)])).get((job.tenant_id, key))
+    loaded = await content_store.load(content_pool, [(job.tenant_id, key)])
+    content = loaded.get((job.tenant_id, key))
     if content is None:
         return None
     if content.raw is None and content.text is None and content.html is None:
-        content = await _rendered(pool, job, content)  # a templated job: its own body
+        content = await _rendered(pool, job, content, content_pool)  # a templated job: its own body
         if content is None:
             return None
     body = build_body(content)

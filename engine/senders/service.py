@@ -149,8 +149,11 @@ class PausedSenders:
     """The dispatcher's view of paused senders and of tenants over their daily quota,
     refreshed from the oltp tier every ``ttl_s`` (two cheap queries, never per message)."""
 
-    def __init__(self, pool: asyncpg.Pool, ttl_s: float = REFRESH_S) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, ttl_s: float = REFRESH_S, olap: asyncpg.Pool | None = None
+    ) -> None:
         self.pool = pool
+        self.olap = olap  # the olap tier's pool when it lives on another server
         self.ttl_s = ttl_s
         self._at = 0.0
         self._paused: set[tuple[str, str]] = set()
@@ -160,7 +163,7 @@ class PausedSenders:
         """Re-read the paused senders and the tenants over quota if the view is stale."""
         if time.monotonic() - self._at > self.ttl_s:
             self._paused = await sender_store.paused(self.pool)
-            self.over_quota = await quota.over_quota(self.pool)
+            self.over_quota = await quota.over_quota(self.pool, self.olap)
             self._at = time.monotonic()
 
     def is_paused(self, tenant_id: str, sender: str) -> bool:

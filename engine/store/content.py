@@ -70,8 +70,22 @@ def encode(content: Content) -> EncodedContent:
     )
 
 
-async def store(conn: Conn, tenant_ids: Sequence[str], items: Sequence[EncodedContent]) -> None:
-    """Insert contents (and their attachments) not stored yet; a few statements per batch."""
+#: A reused body (of another server's new jobs) is young again; cheap: at most once an hour.
+_TOUCH = (
+    "(tenant_id, sha256) DO UPDATE SET created_at = now()"
+    " WHERE c.created_at < now() - interval '1 hour'"
+)
+
+
+async def store(
+    conn: Conn, tenant_ids: Sequence[str], items: Sequence[EncodedContent], *, touch: bool = False
+) -> None:
+    """Insert contents (and their attachments) not stored yet; a few statements per batch.
+
+    ``touch`` (the content tier on another server, stored before the jobs that use it): a body
+    stored over an hour ago gets ``created_at`` now, so the retention sweep, which checks the
+    jobs on the other server and then deletes by age, cannot delete it under a new job.
+    """
     if not items:
         return
     att_rows = {
@@ -89,9 +103,9 @@ async def store(conn: Conn, tenant_ids: Sequence[str], items: Sequence[EncodedCo
             [att_rows[k][1] for k in keys],
         )
     await conn.execute(
-        "INSERT INTO content.email_content (tenant_id, sha256, codec, body, size)"
+        "INSERT INTO content.email_content AS c (tenant_id, sha256, codec, body, size)"
         " SELECT t, h, $5, b, s FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int[])"
-        " AS u(t, h, b, s) ON CONFLICT DO NOTHING",
+        " AS u(t, h, b, s) ON CONFLICT " + (_TOUCH if touch else "DO NOTHING"),
         list(tenant_ids),
         [e.sha256 for e in items],
         [e.blob for e in items],

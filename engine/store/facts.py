@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import asyncpg
 import msgspec
@@ -85,9 +85,22 @@ def day_of(when: dt.datetime | float | None) -> dt.date:
     return dt.datetime.fromtimestamp(when, dt.UTC).date()
 
 
+#: A latency histogram cell: (tenant, day, campaign, kind, bucket upper bound in ms).
+Cell = tuple[str, dt.date, str, str, int]
+
+
 async def add(conn: Conn, facts: Iterable[Fact], latencies: Iterable[Latency] = ()) -> None:
     """Count ``facts`` and ``latencies``: at most one statement per table for the batch."""
-    counts = Counter(facts)
+    await add_counted(conn, Counter(facts), histogram(latencies))
+
+
+def histogram(latencies: Iterable[Latency]) -> Counter[Cell]:
+    """``latencies`` counted per histogram cell."""
+    return Counter((x.tenant_id, x.day, x.campaign_id, x.kind, bucket(x.ms)) for x in latencies)
+
+
+async def add_counted(conn: Conn, counts: Mapping[Fact, int], hist: Mapping[Cell, int]) -> None:
+    """Add ``counts`` (fact -> n) and ``hist`` (cell -> n): at most one statement per table."""
     if counts:
         if any(f.outcome not in OUTCOMES for f in counts):
             raise ValueError(f"unknown outcome in {sorted({f.outcome for f in counts})}")
@@ -108,7 +121,6 @@ async def add(conn: Conn, facts: Iterable[Fact], latencies: Iterable[Latency] = 
             [f.reason for f in keys],
             [counts[f] for f in keys],
         )
-    hist = Counter((x.tenant_id, x.day, x.campaign_id, x.kind, bucket(x.ms)) for x in latencies)
     if hist:
         rows = sorted(hist)
         await conn.execute(

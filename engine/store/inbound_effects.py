@@ -108,7 +108,7 @@ async def soft_bounced_over(
 
 
 async def mark_processed(
-    conn: Conn,
+    conn: Conn | asyncpg.Pool,
     processed: Sequence[tuple[int, int | None, str | None, str]],
     details: Sequence[tuple[str | None, str | None, str | None, str | None]] | None = None,
 ) -> None:

@@ -16,7 +16,16 @@ from engine.config import DatabaseConfig
 from engine.errors import StoreError
 from engine.redaction import redact
 
-__all__ = ["Conn", "Reads", "connect", "connect_one", "connect_reads", "transaction"]
+__all__ = [
+    "Conn",
+    "Reads",
+    "Tiers",
+    "connect",
+    "connect_one",
+    "connect_reads",
+    "connect_tiers",
+    "transaction",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,6 +173,66 @@ async def connect_reads(cfg: DatabaseConfig, primary: asyncpg.Pool) -> Reads:
         return Reads(primary, retry_s=cfg.replica_retry_s)
     replica = await connect(cfg, min_size=0, dsn=cfg.replica_dsn)
     return Reads(primary, replica, retry_s=cfg.replica_retry_s)
+
+
+class Tiers:
+    """The pool of each tier's server. ``content`` and ``olap`` are the ``main`` pool itself
+    unless ``[database.content]`` / ``[database.olap]`` name another server; code compares
+    with ``is`` (:attr:`content_apart`, :attr:`olap_apart`) to keep one transaction when they
+    share it."""
+
+    def __init__(
+        self,
+        main: asyncpg.Pool,
+        content: asyncpg.Pool | None = None,
+        olap: asyncpg.Pool | None = None,
+        *,
+        olap_reads: Reads | None = None,
+    ) -> None:
+        self.main = main
+        self.content = main if content is None else content
+        self.olap = main if olap is None else olap
+        # Campaign statistics read the olap server's replica when it has one.
+        self.olap_reads = olap_reads
+
+    @property
+    def content_apart(self) -> bool:
+        return self.content is not self.main
+
+    @property
+    def olap_apart(self) -> bool:
+        return self.olap is not self.main
+
+    async def close(self) -> None:
+        """Close the pools of the other servers (``main`` belongs to its owner)."""
+        if self.olap_reads is not None:
+            await self.olap_reads.close()
+        if self.content_apart:
+            await self.content.close()
+        if self.olap_apart and self.olap is not self.content:
+            await self.olap.close()
+
+
+async def connect_tiers(
+    cfg: DatabaseConfig, main: asyncpg.Pool, *, min_size: int | None = None
+) -> Tiers:
+    """A pool per distinct server of ``cfg``'s tiers, ``main`` for the tiers on [database]'s.
+    The content pool connects at once (sending needs it); an olap pool of its own opens no
+    connection until first used, so that server being down does not stop the start (the olap
+    outbox waits for it)."""
+    content = olap = None
+    if cfg.apart("content"):
+        content = await connect(cfg.for_tier("content"), min_size=min_size)
+    if cfg.apart("olap"):
+        olap_cfg = cfg.for_tier("olap")
+        if content is not None and olap_cfg.dsn == cfg.for_tier("content").dsn:
+            olap = content
+        else:
+            olap = await connect(olap_cfg, min_size=0)
+    olap_reads = None
+    if olap is not None and cfg.for_tier("olap").replica_dsn is not None:
+        olap_reads = await connect_reads(cfg.for_tier("olap"), olap)
+    return Tiers(main, content, olap, olap_reads=olap_reads)
 
 
 async def connect_one(dsn: str, timeout_s: float = 10.0) -> asyncpg.Connection:

@@ -41,8 +41,15 @@ async def set_daily_quota(pool: asyncpg.Pool, tenant_id: str, quota: int | None)
     return res.endswith(" 1")
 
 
-async def usage(pool: asyncpg.Pool, tenant_id: str | None = None) -> list[QuotaUse]:
-    """Quota and today's relayed count of every tenant with a quota (or just one)."""
+async def usage(
+    pool: asyncpg.Pool, tenant_id: str | None = None, olap: asyncpg.Pool | None = None
+) -> list[QuotaUse]:
+    """Quota and today's relayed count of every tenant with a quota (or just one).
+
+    ``olap``: the olap tier's pool when it lives on another server (two queries then, the
+    quotas from ``pool``, the counts from ``olap``)."""
+    if olap is not None and olap is not pool:
+        return await _usage_apart(pool, olap, tenant_id)
     rows = await pool.fetch(
         "SELECT t.tenant_id, t.daily_quota, coalesce(sum(s.relayed), 0)::bigint AS relayed"
         " FROM oltp.tenants t LEFT JOIN olap.daily_stats s ON s.tenant_id = t.tenant_id"
@@ -54,9 +61,33 @@ async def usage(pool: asyncpg.Pool, tenant_id: str | None = None) -> list[QuotaU
     return [QuotaUse(r["tenant_id"], r["daily_quota"], r["relayed"]) for r in rows]
 
 
-async def over_quota(pool: asyncpg.Pool) -> set[str]:
+async def _usage_apart(
+    pool: asyncpg.Pool, olap: asyncpg.Pool, tenant_id: str | None
+) -> list[QuotaUse]:
+    quotas = await pool.fetch(
+        "SELECT tenant_id, daily_quota FROM oltp.tenants"
+        " WHERE daily_quota IS NOT NULL AND ($1::text IS NULL OR tenant_id = $1)"
+        " ORDER BY tenant_id",
+        tenant_id,
+    )
+    if not quotas:
+        return []
+    # Today by the olap server's clock, as the one-server query takes it.
+    counts = await olap.fetch(
+        "SELECT tenant_id, sum(relayed)::bigint AS relayed FROM olap.daily_stats"
+        " WHERE tenant_id = ANY($1::text[]) AND day = (now() AT TIME ZONE 'UTC')::date"
+        " GROUP BY tenant_id",
+        [r["tenant_id"] for r in quotas],
+    )
+    relayed = {r["tenant_id"]: r["relayed"] for r in counts}
+    return [
+        QuotaUse(r["tenant_id"], r["daily_quota"], relayed.get(r["tenant_id"], 0)) for r in quotas
+    ]
+
+
+async def over_quota(pool: asyncpg.Pool, olap: asyncpg.Pool | None = None) -> set[str]:
     """Tenants that have used today's quota: hold their jobs until the next UTC day."""
-    return {u.tenant_id for u in await usage(pool) if u.exhausted}
+    return {u.tenant_id for u in await usage(pool, olap=olap) if u.exhausted}
 
 
 def seconds_to_reset(now: dt.datetime | None = None) -> float:

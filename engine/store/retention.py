@@ -101,3 +101,58 @@ async def delete_attachments(pool: asyncpg.Pool, keys: Collection[tuple[str, byt
         [h for _, h in keys],
     )
     return int(res.split()[-1])
+
+
+#: The rules whose table is in the content tier (run on its server when it lives apart).
+CONTENT_RULES = frozenset({"content", "inbound"})
+
+
+async def old_contents(
+    content: asyncpg.Pool, days: int, after: tuple[str, bytes], limit: int
+) -> list[tuple[str, bytes]]:
+    """(tenant, sha256) of bodies stored more than ``days`` ago, after ``after`` in key order
+    (the content tier on its own server: which of them jobs still use is asked apart)."""
+    rows = await content.fetch(
+        "SELECT tenant_id, sha256 FROM content.email_content"
+        f" WHERE created_at < {_CUTOFF} AND (tenant_id, sha256) > ($2, $3)"
+        " ORDER BY tenant_id, sha256 LIMIT $4",
+        days,
+        after[0],
+        after[1],
+        limit,
+    )
+    return [(r["tenant_id"], bytes(r["sha256"])) for r in rows]
+
+
+async def contents_in_use(
+    main: asyncpg.Pool, keys: Collection[tuple[str, bytes]]
+) -> set[tuple[str, bytes]]:
+    """Which of ``keys`` an unfinished job still points at (on the queue tier's server)."""
+    rows = await main.fetch(
+        "SELECT DISTINCT j.tenant_id, j.content_sha256 FROM queue.jobs j"
+        " JOIN unnest($1::text[], $2::bytea[]) AS k(t, h)"
+        " ON j.tenant_id = k.t AND j.content_sha256 = k.h"
+        f" WHERE j.state IN {_UNFINISHED}",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r["tenant_id"], bytes(r["content_sha256"])) for r in rows}
+
+
+async def delete_contents(
+    content: asyncpg.Pool, keys: Collection[tuple[str, bytes]], days: int
+) -> int:
+    """Delete bodies (with their metadata) of ``keys`` still older than ``days``: one an
+    enqueue reused since it was listed is young again (``store(touch=True)``) and stays."""
+    res: str = await content.execute(
+        "WITH doomed AS (SELECT c.tenant_id, c.sha256, c.ctid FROM content.email_content c"
+        " JOIN unnest($2::text[], $3::bytea[]) AS k(t, h) ON c.tenant_id = k.t"
+        f" AND c.sha256 = k.h WHERE c.created_at < {_CUTOFF} FOR UPDATE OF c),"
+        " meta AS (DELETE FROM content.email_messages m USING doomed d"
+        " WHERE m.tenant_id = d.tenant_id AND m.sha256 = d.sha256)"
+        " DELETE FROM content.email_content c USING doomed d WHERE c.ctid = d.ctid",
+        days,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return int(res.split()[-1])

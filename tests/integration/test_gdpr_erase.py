@@ -66,7 +66,10 @@ async def compressed_mentions(pool: asyncpg.Pool, needle: bytes) -> int:
     return hits
 
 
-async def seed(pool: asyncpg.Pool) -> dict[str, int]:
+async def seed(pool: asyncpg.Pool, content: asyncpg.Pool | None = None) -> dict[str, int]:
+    """``content``: the content tier's server when it lives apart (tests/integration/
+    test_tiers_apart.py)."""
+    content = pool if content is None else content
     await tenants.add(pool, "acme")
     await tenants.add(pool, "other")
     jobs = [
@@ -110,7 +113,7 @@ async def seed(pool: asyncpg.Pool) -> dict[str, int]:
             text="hello",
         ),
     ]
-    res = await enqueue(pool, jobs, max_message_bytes=1 << 20, max_age_s=3600)
+    res = await enqueue(pool, jobs, max_message_bytes=1 << 20, max_age_s=3600, content_pool=content)
     ids = {r.idempotency_key or "": r.job_id or 0 for r in res}
     # The welcome mail went out and then bounced; the campaign one is still queued.
     await pool.execute(
@@ -129,11 +132,11 @@ async def seed(pool: asyncpg.Pool) -> dict[str, int]:
     encoded = base64.b64encode(b"Final-Recipient: rfc822; bob@example.com\n")
     dsn = b"From: MAILER-DAEMON@mx.test\nContent-Transfer-Encoding: base64\n\n" + encoded
     await inbound.store_raw(
-        pool, dsn, peer="192.0.2.1", mail_from="", rcpt_to=["b-1@bounces.test"],
+        content, dsn, peer="192.0.2.1", mail_from="", rcpt_to=["b-1@bounces.test"],
         verp_job_id=None, fbl=False,
     )  # fmt: skip
     await inbound.store_raw(
-        pool, b"Subject: unrelated\n\nnothing here\n", peer="192.0.2.1", mail_from="",
+        content, b"Subject: unrelated\n\nnothing here\n", peer="192.0.2.1", mail_from="",
         rcpt_to=["b-2@bounces.test"], verp_job_id=None, fbl=False,
     )  # fmt: skip
     await suppressions.add(pool, [("acme", BOB, "userunknown", "bounce", None)])

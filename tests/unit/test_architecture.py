@@ -58,6 +58,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "queue": "config errors luascript metrics model periodic redaction store",
         "gdpr": "audit errors model store",
         "retention": "audit config errors store",
+        "olap_drain": "periodic store",
         "senders": "audit config events store",
         "client": "config enqueue model store",
         "campaigns": "compose errors model store",
@@ -73,7 +74,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         " metrics model nodes periodic queue redaction relay senders store tenancy",
         # Entry points: the only modules that may import the daemon, the supervisor and the CLI.
         "daemon": "admin compliance compose config dispatch dkim errors events inbound logs"
-        " looplag periodic queue relay reload resolver retention sdnotify shaping store",
+        " looplag olap_drain periodic queue relay reload resolver retention sdnotify shaping store",
         "supervisor": "metrics sdnotify",
         "servers": "errors",
         "sink": "",

@@ -7,11 +7,13 @@ version; ``GET .../stats`` reads the campaign's counters per send day from the O
 
 from __future__ import annotations
 
+import asyncpg
 from aiohttp import web
 
 from engine import campaigns
 from engine.admin.routing import (
     Route,
+    ctx_of,
     json_response,
     parse_query,
     read_body,
@@ -32,8 +34,15 @@ async def put_campaign(request: web.Request) -> web.Response:
     tenant = require_tenant(request, body.tenant_id, what="tenant_id")
     source = TemplateSource(body.subject, body.text, body.html)
     try:
-        async with tenant_db(request) as db:
-            stored = await campaigns.set_template(db, tenant, campaign_id, source)
+        ctx = ctx_of(request)
+        if ctx.content is ctx.pool:
+            async with tenant_db(request) as db:
+                stored = await campaigns.set_template(db, tenant, campaign_id, source)
+        else:  # the content tier on another server: the tenant is checked on this one
+            async with tenant_db(request) as db, tenant_db(request, ctx.content) as content:
+                stored = await campaigns.set_template(
+                    content, tenant, campaign_id, source, tenants_db=db
+                )
     except (CampaignError, TemplateError) as exc:
         raise AdminRequestError(exc.message, hint=exc.hint) from None
     return json_response(CampaignOut(stored.campaign_id, stored.tenant_id, stored.version))
@@ -44,8 +53,20 @@ async def campaign_stats(request: web.Request) -> web.Response:
     campaign_id = request.match_info["campaign_id"]
     tenant = require_tenant(request, q.tenant)
     try:
-        async with tenant_db(request) as db:
-            found = await campaigns.stats(db, tenant, campaign_id)
+        ctx = ctx_of(request)
+        if ctx.content is ctx.pool and ctx.olap is ctx.pool:
+            async with tenant_db(request) as db:
+                found = await campaigns.stats(db, tenant, campaign_id)
+        else:  # a tier on another server (the olap one's replica when it has one)
+
+            async def on(olap_pool: asyncpg.Pool) -> campaigns.CampaignStats:
+                async with (
+                    tenant_db(request, ctx.content) as db,
+                    tenant_db(request, olap_pool) as olap,
+                ):
+                    return await campaigns.stats(db, tenant, campaign_id, olap=olap)
+
+            found = await ctx.read_olap(on)
     except CampaignError as exc:
         raise AdminRequestError(exc.message, status=404) from None
     return json_response(found)

@@ -40,14 +40,16 @@ class RequeueBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 async def list_quarantined(request: web.Request) -> web.Response:
     q = parse_query(request, QuarantinedQuery)
-    rows = await quarantine.listing(ctx_of(request).pool, q.limit)
+    rows = await quarantine.listing(ctx_of(request).content, q.limit)
     return json_response(QuarantinedList(messages=rows))
 
 
 async def requeue(request: web.Request) -> web.Response:
     """Clear the quarantine mark; the daemon's sweep parses them again within seconds."""
     body = await read_body(request, RequeueBody)
-    result = await quarantine.requeue(ctx_of(request).pool, body.ids, "admin-api")
+    result = await quarantine.requeue(
+        ctx_of(request).content, body.ids, "admin-api", audit_pool=ctx_of(request).pool
+    )
     return json_response(result)
 
 

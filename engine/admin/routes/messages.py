@@ -83,6 +83,7 @@ async def post_messages(request: web.Request) -> web.Response:
         raw_trace=ctx.cfg.security.raw_trace_headers,
         enforce_domains=ctx.cfg.security.enforce_sender_domains,
         only_tenant=principal.tenant_id,
+        content_pool=ctx.content,
     )
     accepted = sum(1 for r in results if r.job_id is not None)
     rejected = len(results) - accepted
@@ -130,7 +131,7 @@ async def get_message(request: web.Request) -> web.Response:
             raise AdminRequestError(
                 "the composed message is served to the operator token only", status=403
             )
-        raw = await tracing.composed(pool, tl.job)
+        raw = await tracing.composed(pool, tl.job, ctx_of(request).content)
         if raw is None:
             raise AdminRequestError(
                 f"the content of message {job_id} is no longer stored (retention)", status=410

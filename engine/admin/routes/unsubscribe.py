@@ -34,7 +34,9 @@ async def one_click(request: web.Request) -> web.Response:
             "one-click unsubscribe expects the body List-Unsubscribe=One-Click (RFC 8058)",
             status=400,
         )
-    done = await unsubscribe.apply(ctx.pool, [job_id], "one-click")
+    done = await unsubscribe.apply(
+        ctx.pool, [job_id], "one-click", olap_outbox=ctx.olap is not ctx.pool
+    )
     if not done:
         raise AdminRequestError("unknown or invalid unsubscribe token", status=404)
     return json_response(Unsubscribed(True))
