@@ -220,3 +220,71 @@ def canonical_signature_header(name: bytes, value: bytes) -> bytes:
     stripped = dkim.RE_BTAG.sub(b"\\1", value)
     ((cname, cvalue),) = Relaxed.canonicalize_headers([(name, stripped)])
     return bytes(cname) + b":" + bytes(cvalue).rstrip()
+
+
+class SharedHead:
+    """The signed fields of a header block shared by many messages, parsed and in relaxed form
+    once (a campaign's content-level fields: From, Subject, MIME...); see :func:`header_data`.
+
+    ``fields`` maps each signed field name present to its relaxed forms, top to bottom.
+    """
+
+    __slots__ = ("fields",)
+
+    def __init__(self, block: bytes) -> None:
+        fields: dict[bytes, list[bytes]] = {}
+        for name, value in parse_headers(block):
+            lname = name.lower()
+            if lname in _SIGNED_SET:
+                fields.setdefault(lname, []).append(_relaxed_field(name, value))
+        self.fields = fields
+
+
+def is_field_block(block: bytes) -> bool:
+    """Whether ``block`` is whole header fields and nothing else: empty, or ending in a line
+    break with no empty line before it. Two such blocks parse, one after the other, as their
+    concatenation does (when the second does not start with a continuation line)."""
+    if not block:
+        return True
+    return (
+        block.endswith(b"\n")
+        and block[:1] not in (b"\r", b"\n")
+        and b"\n\r\n" not in block
+        and b"\n\n" not in block
+    )
+
+
+def header_data(prefix: bytes, shared: SharedHead) -> tuple[tuple[bytes, ...], bytes]:
+    """``(h= names, hashed header data)`` of the header block ``prefix`` + the shared block.
+
+    The same as :func:`signed_header_names` and :func:`canonical_signed_headers` over
+    :func:`parse_headers` of the whole block (tests/unit/test_dkim_shared_head.py compares
+    them), with the shared block's part already done. ``prefix`` must pass
+    :func:`is_field_block`, and the shared block must not start with a continuation line.
+    """
+    own: dict[bytes, list[bytes]] = {}
+    for name, value in parse_headers(prefix):
+        lname = name.lower()
+        if lname in _SIGNED_SET:
+            own.setdefault(lname, []).append(_relaxed_field(name, value))
+    shared_fields = shared.fields
+    froms = len(own.get(b"from", ())) + len(shared_fields.get(b"from", ()))
+    if froms != 1:
+        raise DkimMessageError(
+            f"message has {froms} From header fields; exactly one is required to sign"
+        )
+    names: list[bytes] = []
+    data: list[bytes] = []
+    for name in SIGNED_HEADERS:
+        mine = own.get(name)
+        theirs = shared_fields.get(name)
+        if mine is None:
+            if theirs is None:
+                continue
+            found = theirs
+        else:
+            found = mine if theirs is None else mine + theirs
+        names.extend([name] * len(found))
+        data.extend(reversed(found))  # h= takes the instances from the bottom up
+    names.append(b"from")  # over-signed, as signed_header_names does
+    return tuple(names), b"".join(data)

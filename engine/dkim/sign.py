@@ -40,6 +40,7 @@ __all__ = [
     "public_txt_record",
     "sign",
     "sign_message",
+    "sign_shared",
 ]
 
 Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
@@ -249,16 +250,45 @@ def sign(
     headers = canon.parse_headers(block)
     names = canon.signed_header_names(headers)
     headers_data = canon.canonical_signed_headers(headers, names)
-    if body_hash is None:
-        bh = canon.body_hash(message[offset:])
-    elif len(body_hash) == _BH_LEN:
-        bh = body_hash
-    else:
+    bh = canon.body_hash(message[offset:]) if body_hash is None else _checked_body_hash(body_hash)
+    return _fields(keys, names, bh, timestamp, headers_data)
+
+
+def sign_shared(
+    prefix: bytes,
+    shared: canon.SharedHead,
+    keys: Sequence[SigningKey],
+    *,
+    body_hash: bytes,
+    timestamp: int | None = None,
+) -> bytes:
+    """:func:`sign` for a message whose header block is ``prefix`` followed by a block shared
+    by many messages, parsed once into ``shared`` (:class:`~engine.dkim.canon.SharedHead`):
+    only ``prefix`` (the per-recipient fields) is parsed here. ``prefix`` must pass
+    :func:`~engine.dkim.canon.is_field_block`."""
+    if not keys:
+        raise DkimMessageError("sign() needs at least one key")
+    names, headers_data = canon.header_data(prefix, shared)
+    return _fields(keys, names, _checked_body_hash(body_hash), timestamp, headers_data)
+
+
+def _checked_body_hash(body_hash: bytes) -> bytes:
+    if len(body_hash) != _BH_LEN:
         # A raw digest or a hex string here would sign garbage that every receiver rejects.
         raise DkimMessageError(
             f"body_hash must be the {_BH_LEN}-character base64 value from body_hash(), "
             f"got {len(body_hash)} bytes"
         )
+    return body_hash
+
+
+def _fields(
+    keys: Sequence[SigningKey],
+    names: Sequence[bytes],
+    bh: bytes,
+    timestamp: int | None,
+    headers_data: bytes,
+) -> bytes:
     t = int(time.time()) if timestamp is None else timestamp
     return b"".join(
         _SIG_NAME + b":" + _signature_value(key, names, bh, t, headers_data) + b"\r\n"
