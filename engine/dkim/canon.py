@@ -220,3 +220,99 @@ def canonical_signature_header(name: bytes, value: bytes) -> bytes:
     stripped = dkim.RE_BTAG.sub(b"\\1", value)
     ((cname, cvalue),) = Relaxed.canonicalize_headers([(name, stripped)])
     return bytes(cname) + b":" + bytes(cvalue).rstrip()
+
+
+class SharedHead:
+    """The signed fields of a header block shared by many messages, parsed and in relaxed form
+    once (a campaign's content-level fields: From, Subject, MIME...); see :func:`header_data`.
+
+    ``fields`` maps each signed field name present to its relaxed forms, top to bottom;
+    ``plans`` keeps, per list of signed names in the messages' own fields (the same for every
+    message of a campaign), the h= names and how to assemble the hashed data.
+    """
+
+    __slots__ = ("fields", "plans")
+
+    def __init__(self, block: bytes) -> None:
+        fields: dict[bytes, list[bytes]] = {}
+        for name, value in parse_headers(block):
+            lname = name.lower()
+            if lname in _SIGNED_SET:
+                fields.setdefault(lname, []).append(_relaxed_field(name, value))
+        self.fields = fields
+        self.plans: dict[tuple[bytes, ...], _Plan] = {}
+
+
+#: The h= names, then the pieces of the hashed data in order: an int is the index of one of
+#: the message's own fields (in relaxed form), bytes are the shared head's fields between them.
+_Plan = tuple[tuple[bytes, ...], tuple[int | bytes, ...]]
+_MAX_PLANS = 64
+
+
+def _plan(own: tuple[bytes, ...], shared: SharedHead) -> _Plan:
+    """How to assemble h= and the hashed data for messages whose own signed fields are named
+    ``own`` (top to bottom): what :func:`signed_header_names` and :func:`select_headers` do."""
+    shared_fields = shared.fields
+    froms = own.count(b"from") + len(shared_fields.get(b"from", ()))
+    if froms != 1:
+        raise DkimMessageError(
+            f"message has {froms} From header fields; exactly one is required to sign"
+        )
+    names: list[bytes] = []
+    pieces: list[int | bytes] = []
+    for name in SIGNED_HEADERS:
+        mine: list[int | bytes] = [i for i, n in enumerate(own) if n == name]
+        found = mine + list(shared_fields.get(name, ()))
+        names.extend([name] * len(found))
+        pieces.extend(reversed(found))  # h= takes the instances from the bottom up
+    names.append(b"from")  # over-signed, as signed_header_names does
+    merged: list[int | bytes] = []
+    for piece in pieces:  # adjacent shared fields joined once, here
+        if isinstance(piece, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return tuple(names), tuple(merged)
+
+
+def is_field_block(block: bytes) -> bool:
+    """Whether ``block`` is whole header fields and nothing else: empty, or ending in a line
+    break with no empty line before it. Two such blocks parse, one after the other, as their
+    concatenation does (when the second does not start with a continuation line)."""
+    if not block:
+        return True
+    return (
+        block.endswith(b"\n")
+        and block[:1] not in (b"\r", b"\n")
+        and b"\n\r\n" not in block
+        and b"\n\n" not in block
+    )
+
+
+def header_data(prefix: bytes, shared: SharedHead) -> tuple[tuple[bytes, ...], bytes]:
+    """``(h= names, hashed header data)`` of the header block ``prefix`` + the shared block.
+
+    The same as :func:`signed_header_names` and :func:`canonical_signed_headers` over
+    :func:`parse_headers` of the whole block (tests/unit/test_dkim_shared_head.py compares
+    them), with the shared block's part already done. ``prefix`` must pass
+    :func:`is_field_block`, and the shared block must not start with a continuation line.
+    """
+    names: list[bytes] = []
+    relaxed: list[bytes] = []
+    for name, value in parse_headers(prefix):
+        lname = name.lower()
+        if lname in _SIGNED_SET:
+            names.append(lname)
+            # _relaxed_field inlined (a parsed name has no blanks to strip): per message.
+            value = value.replace(b"\r\n", b"")
+            if b"\t" in value or b"  " in value:
+                value = _WSP_TO_COMPRESS.sub(b" ", value)
+            relaxed.append(lname + b":" + value.strip() + b"\r\n")
+    own = tuple(names)
+    plan = shared.plans.get(own)
+    if plan is None:
+        if len(shared.plans) >= _MAX_PLANS:
+            shared.plans.clear()
+        plan = shared.plans[own] = _plan(own, shared)
+    h, pieces = plan
+    return h, b"".join([relaxed[p] if isinstance(p, int) else p for p in pieces])

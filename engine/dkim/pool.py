@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
 from engine.dkim.procs import Request as _Request
-from engine.dkim.procs import SignerProcesses, fail
+from engine.dkim.procs import SignerProcesses, Split, fail
 from engine.dkim.sign import SigningKey, sign_message
 
 _MAX_SLICE = 16
@@ -35,7 +35,7 @@ _Result = tuple[bytes | None, BaseException | None]
 def _sign_slice(part: Sequence[_Request]) -> list[_Result]:
     """In a worker thread: sign each request; an error belongs to its own message only."""
     out: list[_Result] = []
-    for message, keys, body_hash, timestamp, _ in part:
+    for message, keys, body_hash, timestamp, _, _ in part:
         try:
             signed = sign_message(message, keys, body_hash=body_hash, timestamp=timestamp)
             out.append((signed, None))
@@ -101,8 +101,13 @@ class SignerPool:
         *,
         body_hash: bytes | None = None,
         timestamp: int | None = None,
+        split: Split | None = None,
     ) -> bytes:
         """Awaitable :func:`~engine.dkim.sign.sign_message` that never blocks the event loop.
+
+        ``split`` (with ``body_hash``): ``message`` is its first ``split[0]`` octets, then the
+        header block ``split[1]`` shared by many messages, then CRLF and the body; a signer
+        process parses the shared block once.
 
         Requests made in the same turn of the event loop (the dispatcher starts a batch of jobs
         at once) are handed to the threads as a few slices, not one future each: a
@@ -111,7 +116,7 @@ class SignerPool:
         """
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bytes] = loop.create_future()
-        self._pending.append((message, keys, body_hash, timestamp, waiter))
+        self._pending.append((message, keys, body_hash, timestamp, split, waiter))
         if len(self._pending) == 1:
             loop.call_soon(self._flush, loop)
         return await waiter

@@ -31,8 +31,13 @@ from engine.workerspawn import await_ready, start_worker
 
 log = logging.getLogger("engine.dkim")
 
-#: message, keys, body hash, timestamp, the caller's future.
-Request = tuple[bytes, Sequence[SigningKey], bytes | None, int | None, "asyncio.Future[bytes]"]
+#: How a message is made: its per-recipient fields (so many octets), then a header block many
+#: messages share, then the empty line and the body.
+Split = tuple[int, bytes]
+#: message, keys, body hash, timestamp, its split (or None), the caller's future.
+Request = tuple[
+    bytes, Sequence[SigningKey], bytes | None, int | None, Split | None, "asyncio.Future[bytes]"
+]
 _Slice = tuple[list[Request], int]  # the requests and the attempt (1, then 2 after a death)
 _decode = msgspec.msgpack.Decoder(list[tuple[bytes | None, str | None]]).decode
 _encode = msgspec.msgpack.Encoder().encode
@@ -107,10 +112,16 @@ class SignerProcesses:
             return
         worker = min(self.workers, key=lambda w: len(w.inflight))
         specs = [self._spec(key) for key in part[0][1]]
-        # With the body hash given, the worker reads only the header block: the body stays here.
+        # With the body hash given, the worker reads only the header block: the body stays
+        # here; with a split, the shared head goes as it is (one bytes object for a campaign)
+        # and the worker parses it once.
         items = [
-            (message if bh is None else message[: split_message(message)[1]], bh, ts)
-            for message, _, bh, ts, _ in part
+            (message, bh, ts, None)
+            if bh is None
+            else (message[: split_message(message)[1]], bh, ts, None)
+            if split is None
+            else (message[: split[0]], bh, ts, split[1])
+            for message, _, bh, ts, split, _ in part
         ]
         worker.inflight.append((part, attempt))
         worker.outbox.append(frame(_encode((specs, items))))

@@ -151,6 +151,8 @@ class NodePool:
         return Session(smtp, self._clock())
 
     def _discard(self, session: Session, reason: str) -> None:
+        if session.driver is not None:
+            session.driver.close()
         self._open -= 1
         self._sessions.forget(session.smtp, session.protocol)
         self._observer.connection_closed(self.name, reason)

@@ -93,9 +93,12 @@ class TransactionDriver(asyncio.Protocol):
         self._timeout = timeout
         self._progress_at = loop.time()
         self._waiter = waiter = loop.create_future()
-        # One timer per transaction, re-armed lazily: each reply restarts the clock (the budget
-        # aiosmtplib gives every command) without a cancel/reschedule per reply.
-        self._timer = loop.call_at(self._progress_at + timeout, self._check_timeout)
+        # One timer per session, re-armed lazily: each reply restarts the clock (the budget
+        # aiosmtplib gives every command) without a cancel/reschedule per reply, and it is kept
+        # from one transaction to the next (an early firing re-arms itself for the new one):
+        # a libuv timer started and stopped per message cost a few microseconds each time.
+        if self._timer is None:
+            self._timer = loop.call_at(self._progress_at + timeout, self._check_timeout)
         transport.set_protocol(self)
         try:
             transport.write(tx.start())
@@ -104,12 +107,15 @@ class TransactionDriver(asyncio.Protocol):
             transport.set_protocol(self.inner)
             self._tx = None
             self._waiter = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
         outcome = tx.outcome
         assert outcome is not None
         return outcome
+
+    def close(self) -> None:
+        """The session is done with: stop its reply timer now rather than at its next firing."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _settle(self) -> None:
         waiter = self._waiter
@@ -119,10 +125,12 @@ class TransactionDriver(asyncio.Protocol):
 
     def _check_timeout(self) -> None:
         tx = self._tx
-        if tx is None:
+        if tx is None:  # between transactions: the next one arms a timer again
+            self._timer = None
             return
         idle = self._loop.time() - self._progress_at
         if idle >= self._timeout:
+            self._timer = None
             tx.timed_out(self._timeout)
             self._settle()
         else:
@@ -188,8 +196,14 @@ class Session:
         outcome = tx.outcome
         assert outcome is not None
         if not outcome.reusable:
-            self.smtp.close()
+            self.close()
         return outcome
+
+    def close(self) -> None:
+        """Close the client (and stop the driver's timer)."""
+        if self.driver is not None:
+            self.driver.close()
+        self.smtp.close()
 
     @property
     def parser(self) -> ReplyParser | None:

@@ -18,11 +18,14 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from engine.compose.mime import build_body, render
+from engine.dispatch.signing import message_split
 from engine.dkim import worker
 from engine.dkim.canon import body_hash, split_message
 from engine.dkim.pool import SignerPool
 from engine.dkim.sign import sign_message
 from engine.errors import DkimError
+from engine.model import Content
 from tests.unit.dkim_support import dkimpy_verify_all, key
 from tests.unit.test_dkim_sign import MESSAGE
 
@@ -56,6 +59,34 @@ async def test_same_signatures_as_in_process_for_every_key_set_in_one_turn() -> 
     assert dkimpy_verify_all(signed[0], rsa) == [True]
     assert dkimpy_verify_all(signed[40], rsa, ed) == [True, True]
     assert b"\r\n" not in signed[-1]  # an LF message gets LF fields
+
+
+async def test_a_rendered_campaign_message_signs_the_same_with_its_head_shared() -> None:
+    # The dispatcher's path: messages rendered from one ComposedBody go with their split (own
+    # fields, the shared head); the signatures are those made over the whole message.
+    rsa = key("rsa", 2048, "example.com", "rsa1")
+    content = Content(from_="news@example.com", subject="Hello", text="Hi there.\n")
+    body = build_body(content)
+    messages = [
+        render(body, to=f"u{i}@example.org", message_id=f"<{i}@example.com>", date=None)
+        for i in range(6)
+    ]
+    bh = body_hash(body.body)
+    splits = [message_split(m, body) for m in messages]
+    assert all(s is not None and s[1] is body.head for s in splits)
+    async with SignerPool(2, processes=True) as pool:
+        signed = await asyncio.gather(
+            *(
+                pool.sign_message(m, [rsa], body_hash=bh, timestamp=TS, split=s)
+                for m, s in zip(messages, splits, strict=True)
+            )
+        )
+    for message, out in zip(messages, signed, strict=True):
+        assert out == sign_message(message, [rsa], timestamp=TS)
+        assert dkimpy_verify_all(out, rsa) == [True]
+    # A message not made from the body has no split: it is signed whole.
+    assert message_split(messages[0] + b"tail", body) is None
+    assert message_split(b"X: y\r\n" + body.head + b"\r\n" + body.body[:-1] + b"!", body) is None
 
 
 async def test_a_campaign_body_hash_signs_the_same_with_only_headers_sent() -> None:
@@ -159,6 +190,7 @@ def test_worker_protocol_answers_each_frame_in_order_and_stops_at_eof() -> None:
         body = msgspec.msgpack.encode(frame)
         data += len(body).to_bytes(4, "big") + body
     out = io.BytesIO()
+    # Items of three (no shared head): what a daemon started before shared heads sends.
     worker.serve(io.BytesIO(data + b"\0\0"), out)  # a torn length at the end: EOF, no answer
     raw, answers = out.getvalue(), []
     while raw:
