@@ -235,13 +235,21 @@ TASK_DURATION = Gauge(
 )
 LOOP_LAG = Gauge(
     "engine_event_loop_lag_seconds",
-    "Worst event-loop lag of the last completed second (a 10 ms ticker's late wake-ups).",
+    "Worst event-loop lag of the last completed second (a 10 ms ticker's late wake-ups),"
+    " less the time the loop's thread waited for a CPU.",
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
+LOOP_CPU_WAIT = Gauge(
+    "engine_event_loop_cpu_wait_seconds",
+    "Worst time one 10 ms tick of the event loop waited for a CPU in the last completed second"
+    " (the host is short of CPU).",
     multiprocess_mode="livemax",
     registry=REGISTRY,
 )
 LOOP_STALLS = Histogram(
     "engine_event_loop_stall_seconds",
-    "Event-loop stalls of 5 ms or more (how late the 10 ms ticker woke).",
+    "Event-loop stalls of 5 ms or more (how late the 10 ms ticker woke, less CPU wait).",
     # The watchdog kills a loop blocked for 30 s (WatchdogSec).
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30),
     registry=REGISTRY,

@@ -20,6 +20,7 @@ import time
 
 import asyncpg
 
+from engine.looplag import cpu_wait_s
 from tests.security.listener import FBL, listener_config, running_listener
 
 LAG_BOUND_S = 0.150
@@ -33,16 +34,6 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=60) as s:
 """
 
 
-def _runqueue_wait_s() -> float:
-    """Time this thread has spent runnable but not running (waiting for a CPU), per the
-    kernel's schedstat; 0 where the file is missing."""
-    try:
-        with open("/proc/thread-self/schedstat", "rb") as f:
-            return int(f.read().split()[1]) / 1e9
-    except OSError:
-        return 0.0
-
-
 async def _ticker(lags: list[float], stop: asyncio.Event, period: float = 0.01) -> None:
     """How late each 10 ms tick wakes, less the time the loop's thread waited for a CPU: on a
     box busier than its cores a descheduled loop is not a stalled one, while work on the loop
@@ -50,10 +41,10 @@ async def _ticker(lags: list[float], stop: asyncio.Event, period: float = 0.01) 
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         due = loop.time() + period
-        waited = _runqueue_wait_s()
+        waited = cpu_wait_s()
         await asyncio.sleep(period)
         late = loop.time() - due
-        lags.append(max(0.0, late - max(0.0, _runqueue_wait_s() - waited)))
+        lags.append(max(0.0, late - max(0.0, cpu_wait_s() - waited)))
 
 
 async def test_a_10_mib_message_does_not_stall_the_loop(

@@ -32,3 +32,27 @@ async def test_monitor_sees_a_stall_in_the_middle_of_a_window() -> None:
     assert count1 > count0
     # The gauge holds a window's worst: the 80 ms stall, give or take the tick.
     assert metrics.LOOP_LAG._value.get() >= 0.06
+
+
+async def test_time_waiting_for_a_cpu_is_not_lag() -> None:
+    """A tick late only because its thread waited for a CPU (scripted run-queue clock): the
+    lag gauge stays low and the wait is published on its own."""
+    waited = [0.0]
+
+    def cpu_wait() -> float:
+        return waited[0]
+
+    task = asyncio.create_task(looplag.monitor(cpu_wait=cpu_wait))
+    await asyncio.sleep(0.05)
+    waited[0] += 0.2  # 200 ms of run-queue wait accounted to the next tick...
+    time.sleep(0.2)  # ...which wakes 200 ms late
+    await asyncio.sleep(1.1)
+    task.cancel()
+    assert metrics.LOOP_LAG._value.get() < 0.05
+    assert metrics.LOOP_CPU_WAIT._value.get() >= 0.15
+
+
+def test_the_kernel_reports_run_queue_wait_for_this_thread() -> None:
+    first = looplag.cpu_wait_s()
+    assert first >= 0.0
+    assert looplag.cpu_wait_s() >= first
