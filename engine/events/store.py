@@ -91,6 +91,12 @@ SELECT (SELECT array_agg(DISTINCT tenant_id) FROM page) AS tenants, l.x, l.id
   FROM (SELECT xid::text::bigint AS x, id FROM page ORDER BY xid DESC, id DESC LIMIT 1) l
 """
 
+# Whether any row lies after a position, settled or not: one probe of events_tail, no horizon.
+_ANY_AFTER = """
+SELECT EXISTS (SELECT 1 FROM oltp.events
+                WHERE xid IS NOT NULL AND (xid, id) > ($1::text::xid8, $2::bigint))
+"""
+
 _HEAD = """
 SELECT xid::text::bigint AS x, id FROM oltp.events
  WHERE xid IS NOT NULL AND xid < (SELECT oltp.events_horizon())
@@ -165,6 +171,12 @@ async def tenants_after(
     if row is None:
         return set(), None
     return set(row["tenants"]), Position(row["x"], row["id"])
+
+
+async def any_after(conn: Reader, after: Position) -> bool:
+    """Whether ``oltp.events`` has a committed row after ``after`` (settled or not): the cheap
+    test a reader runs before a full read when it last found nothing."""
+    return bool(await conn.fetchval(_ANY_AFTER, str(after.xid), after.id))
 
 
 async def head(conn: Reader) -> Position:

@@ -29,7 +29,14 @@ from redis.exceptions import RedisError
 from engine import metrics
 from engine.config import Config, EventsConfig
 from engine.events.model import Event, to_json
-from engine.events.store import Position, load_cursor, read_after, save_cursor, try_xact_lock
+from engine.events.store import (
+    Position,
+    any_after,
+    load_cursor,
+    read_after,
+    save_cursor,
+    try_xact_lock,
+)
 from engine.luascript import LuaScript
 from engine.periodic import Periodic, Retry, run_until
 
@@ -134,6 +141,10 @@ class Publisher:
         self.prefix = prefix
         self.cfg = cfg
         self._wake = asyncio.Event()
+        # The cursor as the last round left it when that round found nothing (None: unknown,
+        # or it published): while no row lies after it, a round is one index probe instead of
+        # a transaction with four statements (the publisher polls ten times a second).
+        self._idle_at: Position | None = None
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (call after committing events)."""
@@ -145,12 +156,16 @@ class Publisher:
         The cursor row is advanced in the same transaction that holds the advisory lock, after
         XADD succeeded: a crash between the two re-publishes the batch (at-least-once).
         """
+        if self._idle_at is not None and not await any_after(self.pool, self._idle_at):
+            return 0  # nothing was written since the last empty round
+        self._idle_at = None
         async with self.pool.acquire() as conn, conn.transaction():
             if not await try_xact_lock(conn, _LOCK_KEY):
                 return 0  # another instance is publishing this round
             cursor = await load_cursor(conn, STREAM_CURSOR)
             batch = await read_after(conn, cursor, self.cfg.publish_batch)
             if not batch:
+                self._idle_at = cursor
                 return 0
             events = [e for _, e in batch]
             if not await publish(self.redis, self.prefix, events, maxlen=self.cfg.stream_maxlen):

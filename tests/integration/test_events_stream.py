@@ -179,3 +179,23 @@ async def test_stream_entries_are_the_events_fields_and_the_stream_is_trimmed(
     assert await publish(redis_client, cfg.redis.prefix, batch[3:], maxlen=100)
     # Approximate trimming (whole stream nodes) to about 100 entries, once per batch.
     assert 100 <= await redis_client.xlen(key) < 300
+
+
+async def test_an_idle_publisher_notices_new_events_and_another_instances_rounds(
+    cfg: Config, pool: asyncpg.Pool, redis_client: aioredis.Redis, acme: str
+) -> None:
+    key = stream_key(cfg.redis.prefix)
+    one = Publisher(pool, redis_client, cfg.redis.prefix, cfg.events)
+    two = Publisher(pool, redis_client, cfg.redis.prefix, cfg.events)
+    assert await one.publish_once() == 0
+    assert await one.publish_once() == 0  # idle: one probe, nothing after the cursor
+    await write_committed(pool, [ev(1), ev(2)])
+    assert await one.publish_once() == 2
+    assert await one.publish_once() == 0  # idle again, at the new cursor
+    assert await two.publish_once() == 0  # the cursor is shared
+    await write_committed(pool, [ev(3)])
+    assert await two.publish_once() == 1  # published by the other instance
+    assert await one.publish_once() == 0  # rows after its idle position, none after the cursor
+    await write_committed(pool, [ev(4)])
+    assert await one.publish_once() == 1
+    assert [int(f[b"job_id"]) for _, f in await redis_client.xrange(key)] == [1, 2, 3, 4]
