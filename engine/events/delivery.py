@@ -153,7 +153,7 @@ class WebhookWorker:
     async def _lead(self, lock_conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         # The scan position starts at the newest settled event; every endpoint starts dirty so
         # whatever lies between its own cursor and that position is read by its first batch.
-        scan = await head(self.pool)
+        scan: Position | None = await head(self.pool)
         await self._refresh(mark_all=True)
         refreshed = time.monotonic()
         flush_s = self.cfg.webhook_flush_ms / 1000
@@ -162,10 +162,18 @@ class WebhookWorker:
                 await ping(lock_conn)  # lost the session: the lock is gone too
                 await self._refresh()
                 refreshed = time.monotonic()
-            news, last = await tenants_after(self.pool, scan, _SCAN_LIMIT)
-            if last is not None:
-                scan = last
-                self._dirty.update(t.id for t in self.targets.values() if t.tenant_id in news)
+            if not self.targets:
+                # No endpoint: nothing to scan for (the scan reads every event of the send
+                # path). An endpoint added later starts dirty and reads from its own cursor;
+                # the scan restarts from the newest event, taken before its first batch.
+                scan = None
+            else:
+                if scan is None:
+                    scan = await head(self.pool)
+                news, last = await tenants_after(self.pool, scan, _SCAN_LIMIT)
+                if last is not None:
+                    scan = last
+                    self._dirty.update(t.id for t in self.targets.values() if t.tenant_id in news)
             self._start_due()
             await _sleep_unless(stop, flush_s)  # events arriving meanwhile make one batch
 

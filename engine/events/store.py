@@ -79,12 +79,22 @@ SELECT {_COLUMNS} FROM (
  ORDER BY e.xid, e.id
 """
 
-# Which tenants have new events (webhook worker): positions only, no payload.
+# Which tenants have new events (webhook worker): one row, the distinct tenants of the page and
+# its last position, so the worker decodes a few tenant names instead of a row per event.
 _TENANTS_AFTER = """
-SELECT tenant_id, xid::text::bigint AS x, id FROM oltp.events
- WHERE xid IS NOT NULL AND (xid, id) > ($1::text::xid8, $2::bigint)
-   AND xid < (SELECT oltp.events_horizon())
- ORDER BY xid, id LIMIT $3
+WITH page AS (
+    SELECT tenant_id, xid, id FROM oltp.events
+     WHERE xid IS NOT NULL AND (xid, id) > ($1::text::xid8, $2::bigint)
+       AND xid < (SELECT oltp.events_horizon())
+     ORDER BY xid, id LIMIT $3)
+SELECT (SELECT array_agg(DISTINCT tenant_id) FROM page) AS tenants, l.x, l.id
+  FROM (SELECT xid::text::bigint AS x, id FROM page ORDER BY xid DESC, id DESC LIMIT 1) l
+"""
+
+# Whether any row lies after a position, settled or not: one probe of events_tail, no horizon.
+_ANY_AFTER = """
+SELECT EXISTS (SELECT 1 FROM oltp.events
+                WHERE xid IS NOT NULL AND (xid, id) > ($1::text::xid8, $2::bigint))
 """
 
 _HEAD = """
@@ -118,21 +128,22 @@ async def write(conn: Conn, events: Sequence[Event]) -> int:
 
 
 def _event(row: Any) -> tuple[Position, Event]:
-    data, meta = row["data"], row["metadata"]
-    at: dt.datetime = row["created_at"]
-    return Position(row["x"], row["id"]), Event(
-        tenant_id=row["tenant_id"],
-        kind=row["kind"],
-        job_id=row["job_id"],
-        message_id=row["message_id"],
-        recipient=row["recipient"],
-        reason=row["reason"],
-        reply=row["reply"],
-        at=at.astimezone(dt.UTC),
+    # Unpacked by position (the order of _COLUMNS): this runs for every event the publisher
+    # and the webhook worker read, on the loop thread.
+    x, id_, tenant, job, kind, recipient, mid, reason, reply, data, at, camp, idem, meta = row
+    return Position(x, id_), Event(
+        tenant_id=tenant,
+        kind=kind,
+        job_id=job,
+        message_id=mid,
+        recipient=recipient,
+        reason=reason,
+        reply=reply,
+        at=at if at.tzinfo is dt.UTC else at.astimezone(dt.UTC),
         data=None if data is None else orjson.loads(data),
-        id=row["id"],
-        campaign_id=row["campaign_id"],
-        idempotency_key=row["idempotency_key"],
+        id=id_,
+        campaign_id=camp,
+        idempotency_key=idem,
         metadata=None if meta is None else orjson.loads(meta),
     )
 
@@ -156,10 +167,16 @@ async def tenants_after(
 ) -> tuple[set[str], Position | None]:
     """Tenants with settled events after ``after`` (scanning at most ``limit``) and the last
     position scanned (None when there was nothing new)."""
-    rows = await conn.fetch(_TENANTS_AFTER, str(after.xid), after.id, limit)
-    if not rows:
+    row = await conn.fetchrow(_TENANTS_AFTER, str(after.xid), after.id, limit)
+    if row is None:
         return set(), None
-    return {r["tenant_id"] for r in rows}, Position(rows[-1]["x"], rows[-1]["id"])
+    return set(row["tenants"]), Position(row["x"], row["id"])
+
+
+async def any_after(conn: Reader, after: Position) -> bool:
+    """Whether ``oltp.events`` has a committed row after ``after`` (settled or not): the cheap
+    test a reader runs before a full read when it last found nothing."""
+    return bool(await conn.fetchval(_ANY_AFTER, str(after.xid), after.id))
 
 
 async def head(conn: Reader) -> Position:

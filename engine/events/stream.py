@@ -18,17 +18,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 import asyncpg
-import orjson
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from engine import metrics
 from engine.config import Config, EventsConfig
 from engine.events.model import Event, to_json
-from engine.events.store import Position, load_cursor, read_after, save_cursor, try_xact_lock
+from engine.events.store import (
+    Position,
+    any_after,
+    load_cursor,
+    read_after,
+    save_cursor,
+    try_xact_lock,
+)
 from engine.luascript import LuaScript
 from engine.periodic import Periodic, Retry, run_until
 
@@ -46,17 +54,21 @@ def stream_key(prefix: str) -> str:
 
 
 _PUBLISH = LuaScript("publish", "engine.events")
+# MessagePack, not JSON, for the script's batch: cheaper to build here and for Redis to decode
+# (the ``event`` field is itself JSON, which JSON would have to escape and Lua to unescape).
+_PACK = msgspec.msgpack.Encoder().encode
 
 
 def entry_fields(event: Event) -> dict[str, str]:
     """One stream entry: flat routing fields plus the JSON ``event`` (see the module doc)."""
-    flat = _flat(event)
+    flat = _flat(event, (event.at or dt.datetime.now(dt.UTC)).isoformat())
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _flat(event: Event) -> list[str]:
+def _flat(event: Event, at: str) -> list[str]:
     """:func:`entry_fields` as the flat field, value, ... list XADD takes, built directly (no
-    dict, no pair iteration: this runs for every event, on the loop thread)."""
+    dict, no pair iteration: this runs for every event, on the loop thread); ``at`` is the
+    event's time in ISO 8601, which the caller formats once for the events that share it."""
     out = [
         "v",
         FORMAT_VERSION,
@@ -67,7 +79,7 @@ def _flat(event: Event) -> list[str]:
         "kind",
         event.kind,
         "at",
-        (event.at or dt.datetime.now(dt.UTC)).isoformat(),
+        at,
         "event",
         to_json(event).decode(),
     ]
@@ -91,9 +103,18 @@ async def publish(
     if not events:
         return True
     key = stream_key(prefix)
-    batch = orjson.dumps([_flat(e) for e in events])
+    # The outcome writer stamps a whole batch with one time: format each distinct one once.
+    now = dt.datetime.now(dt.UTC)
+    iso: dict[dt.datetime, str] = {}
+    flat = []
+    for e in events:
+        when = e.at or now
+        at = iso.get(when)
+        if at is None:
+            at = iso[when] = when.isoformat()
+        flat.append(_flat(e, at))
     try:
-        await _PUBLISH.call(redis, [key], maxlen, batch)
+        await _PUBLISH.call(redis, [key], maxlen, _PACK(flat))
     except (RedisError, OSError, TimeoutError) as exc:
         metrics.EVENTS_PUBLISH_FAILURES.inc()
         log.warning(
@@ -101,8 +122,8 @@ async def publish(
             extra={"error": str(exc), "events": len(events)},
         )
         return False
-    for event in events:
-        metrics.EVENTS_PUBLISHED.labels(event.kind).inc()
+    for kind, n in Counter(e.kind for e in events).items():
+        metrics.EVENTS_PUBLISHED.labels(kind).inc(n)
     newest = events[-1].at
     if newest is not None:
         metrics.EVENTS_STREAM_LAG.set(max(0.0, (dt.datetime.now(dt.UTC) - newest).total_seconds()))
@@ -120,6 +141,10 @@ class Publisher:
         self.prefix = prefix
         self.cfg = cfg
         self._wake = asyncio.Event()
+        # The cursor as the last round left it when that round found nothing (None: unknown,
+        # or it published): while no row lies after it, a round is one index probe instead of
+        # a transaction with four statements (the publisher polls ten times a second).
+        self._idle_at: Position | None = None
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (call after committing events)."""
@@ -131,12 +156,16 @@ class Publisher:
         The cursor row is advanced in the same transaction that holds the advisory lock, after
         XADD succeeded: a crash between the two re-publishes the batch (at-least-once).
         """
+        if self._idle_at is not None and not await any_after(self.pool, self._idle_at):
+            return 0  # nothing was written since the last empty round
+        self._idle_at = None
         async with self.pool.acquire() as conn, conn.transaction():
             if not await try_xact_lock(conn, _LOCK_KEY):
                 return 0  # another instance is publishing this round
             cursor = await load_cursor(conn, STREAM_CURSOR)
             batch = await read_after(conn, cursor, self.cfg.publish_batch)
             if not batch:
+                self._idle_at = cursor
                 return 0
             events = [e for _, e in batch]
             if not await publish(self.redis, self.prefix, events, maxlen=self.cfg.stream_maxlen):

@@ -230,13 +230,32 @@ class Streams:
         """
         n = len(self.shards)
         entries = self._collect_blocked()
+        asked = [
+            (key, weight, max(1, -(-weight * scale // n)))
+            for shard in self.shards
+            for key, weight in zip(shard, weights, strict=True)
+        ]
         pipe = self.client.pipeline(transaction=False)
-        for shard in self.shards:
-            for key, weight in zip(shard, weights, strict=True):
-                count = max(1, -(-weight * scale // n))
-                pipe.xreadgroup(GROUP, consumer, {key: ">"}, count=count)
-        for reply in await pipe.execute():
-            entries.extend(self._entries(reply))
+        for key, _, count in asked:
+            pipe.xreadgroup(GROUP, consumer, {key: ">"}, count=count)
+        got = [self._entries(reply) for reply in await pipe.execute()]
+        for part in got:
+            entries.extend(part)
+        # Work-conserving: what an empty (or short) priority did not take goes to the streams
+        # that filled their share, in weight proportion, so a round with one busy priority (a
+        # campaign) reads its whole budget instead of that priority's share of it: fewer,
+        # larger rounds (each a claim, a suppression check and a shaping call).
+        left = sum(count for _, _, count in asked) - sum(len(part) for part in got)
+        full = [
+            (key, w) for (key, w, count), part in zip(asked, got, strict=True) if len(part) == count
+        ]
+        if full and left >= len(full):
+            total_w = sum(w for _, w in full)
+            pipe = self.client.pipeline(transaction=False)
+            for key, weight in full:
+                pipe.xreadgroup(GROUP, consumer, {key: ">"}, count=max(1, left * weight // total_w))
+            for reply in await pipe.execute():
+                entries.extend(self._entries(reply))
         if entries or block_ms <= 0:
             return entries
         count = max(1, -(-weights[0] * scale // n))

@@ -20,7 +20,14 @@ from engine.errors import EventError
 from engine.events import Event, EventKind, write
 from engine.events.model import from_json
 from engine.events.store import START, load_cursor
-from engine.events.stream import STREAM_CURSOR, Publisher, publish, run_publisher, stream_key
+from engine.events.stream import (
+    STREAM_CURSOR,
+    Publisher,
+    entry_fields,
+    publish,
+    run_publisher,
+    stream_key,
+)
 from engine.store import tenants
 
 
@@ -134,3 +141,61 @@ async def test_background_publisher_and_unknown_kind(
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_stream_entries_are_the_events_fields_and_the_stream_is_trimmed(
+    cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    key = stream_key(cfg.redis.prefix)
+    when = dt.datetime(2026, 1, 7, 8, 30, 1, 250000, tzinfo=dt.UTC)
+    batch = [
+        Event(
+            tenant_id="acme",
+            kind="deferred",
+            job_id=i,
+            recipient=f"user{i}@example.com",
+            reason="4.7.0",
+            reply='451 4.7.0 "try later"\\ é',  # quotes, a backslash, non-ASCII: kept as sent
+            at=when if i % 2 else None,
+            data={"sender": "news@acme.example", "relay_ms": 1.5, "nested": {"a": [1, None]}},
+            id=1000 + i,
+            metadata={"order": i},
+        )
+        for i in range(300)
+    ]
+    assert await publish(redis_client, cfg.redis.prefix, batch[:3], maxlen=100)
+    got = await redis_client.xrange(key)
+    for (_, fields), event in zip(got, batch[:3], strict=True):
+        decoded = {k.decode(): v.decode() for k, v in fields.items()}
+        if event.at is None:  # stamped at publication
+            assert dt.datetime.fromisoformat(decoded.pop("at")) > when
+            expected = entry_fields(event)
+            del expected["at"]
+        else:
+            assert decoded["at"] == "2026-01-07T08:30:01.250000+00:00"
+            expected = entry_fields(event)
+        assert decoded == expected
+        assert from_json(decoded["event"]) == event
+    assert await publish(redis_client, cfg.redis.prefix, batch[3:], maxlen=100)
+    # Approximate trimming (whole stream nodes) to about 100 entries, once per batch.
+    assert 100 <= await redis_client.xlen(key) < 300
+
+
+async def test_an_idle_publisher_notices_new_events_and_another_instances_rounds(
+    cfg: Config, pool: asyncpg.Pool, redis_client: aioredis.Redis, acme: str
+) -> None:
+    key = stream_key(cfg.redis.prefix)
+    one = Publisher(pool, redis_client, cfg.redis.prefix, cfg.events)
+    two = Publisher(pool, redis_client, cfg.redis.prefix, cfg.events)
+    assert await one.publish_once() == 0
+    assert await one.publish_once() == 0  # idle: one probe, nothing after the cursor
+    await write_committed(pool, [ev(1), ev(2)])
+    assert await one.publish_once() == 2
+    assert await one.publish_once() == 0  # idle again, at the new cursor
+    assert await two.publish_once() == 0  # the cursor is shared
+    await write_committed(pool, [ev(3)])
+    assert await two.publish_once() == 1  # published by the other instance
+    assert await one.publish_once() == 0  # rows after its idle position, none after the cursor
+    await write_committed(pool, [ev(4)])
+    assert await one.publish_once() == 1
+    assert [int(f[b"job_id"]) for _, f in await redis_client.xrange(key)] == [1, 2, 3, 4]

@@ -123,7 +123,22 @@ async def test_priorities_weighted_and_low_not_starved(
     await feeder.feed_once(pool, streams, cfg.queue)
     first = await streams.read("w", [8, 4, 1], 5, block_ms=0)
     by_stream = {s: sum(1 for e in first if e.stream.endswith(s)) for s in ("high", "low")}
-    assert by_stream["high"] == 40 and by_stream["low"] == 5
+    # 8·5 high and 1·5 low, then normal's unused 4·5 shared 8:1 between them (work-conserving)
+    assert by_stream["high"] == 40 + 17 and by_stream["low"] == 5 + 2
+
+
+async def test_one_busy_priority_reads_the_whole_budget(
+    pool: asyncpg.Pool, cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    await _setup(pool, cfg, [job(i) for i in range(200)])
+    streams = Streams(redis_client, cfg.redis.prefix)
+    await streams.ensure_groups()
+    await feeder.feed_once(pool, streams, cfg.queue)
+    entries = await streams.read("w", [8, 4, 1], 10, block_ms=0)
+    assert len(entries) == 130  # all of 13·10, not normal's 4·10
+    assert len({e.job_id for e in entries}) == 130
+    rest = await streams.read("w", [8, 4, 1], 10, block_ms=0)
+    assert len(rest) == 70 and not {e.job_id for e in rest} & {e.job_id for e in entries}
 
 
 async def test_scheduled_job_waits(

@@ -356,3 +356,27 @@ async def test_one_instance_delivers_at_a_time(
         await first.stop()
         await second.stop()
     assert [e["job_id"] for e in receiver.events_for("a", secret)] == list(range(7))
+
+
+async def test_an_endpoint_added_while_the_worker_leads_gets_what_follows(
+    clean_db: str, redis_prefix: str, pool: asyncpg.Pool, receiver: Receiver, two_tenants: None
+) -> None:
+    """With no endpoint the worker scans nothing; one added later is served from its cursor,
+    and events after its first batch still reach it (the scan starts again)."""
+    cfg = fast_config(clean_db, redis_prefix, receiver.port)
+    running = await Running(pool, cfg).started()
+    try:
+        await write_committed(pool, [ev(1, tenant="globex")])
+        await asyncio.sleep(0.3)  # a few rounds with no endpoint
+        _, secret = await endpoints.create(
+            pool, tenant_id="acme", url=receiver.url("late"), policy=policy_of(cfg.events)
+        )
+        await write_committed(pool, [ev(2)])
+        await eventually(lambda: len(receiver.events_for("late")) >= 1)
+        await asyncio.sleep(0.3)  # its first batch is done: only the scan brings more
+        await write_committed(pool, [ev(3), ev(4, tenant="globex")])
+        await eventually(lambda: len(receiver.events_for("late")) >= 2)
+        await asyncio.sleep(0.1)
+    finally:
+        await running.stop()
+    assert [e["job_id"] for e in receiver.events_for("late", secret)] == [2, 3]
