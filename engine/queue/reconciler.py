@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 
 import asyncpg
 
@@ -25,14 +27,30 @@ from engine.store import jobs as job_store
 log = logging.getLogger("engine.reconciler")
 
 
+def stale_push_every_s(cfg: QueueConfig) -> float:
+    """How often a round looks for stale pushes: every round, but at most twice per
+    ``reconcile_after_s``. No index names the push mark (migration 150), so the search reads
+    every job due for longer than that: ~1 s of PostgreSQL with a million such jobs waiting,
+    which every 15 s would be 6% of a core. A lost push is repaired within 1.5x
+    ``reconcile_after_s`` instead of that plus one round."""
+    return max(cfg.reconcile_interval_s, cfg.reconcile_after_s / 2)
+
+
 async def reconcile_once(
-    pool: asyncpg.Pool, streams: Streams, cfg: QueueConfig, consumer: str
+    pool: asyncpg.Pool,
+    streams: Streams,
+    cfg: QueueConfig,
+    consumer: str,
+    *,
+    stale_push: bool = True,
 ) -> dict[str, int]:
-    """One repair round; returns the number of jobs touched per kind of repair."""
+    """One repair round; returns the number of jobs touched per kind of repair.
+    ``stale_push``: whether this round looks for stale pushes (see :func:`stale_push_every_s`)."""
     repairs: dict[str, int] = {}
     if await streams.check_epoch():
         repairs["redis_lost"] = await feeding.reset_pushed(pool)
-    repairs["stale_push"] = await feeding.repush_stale(pool, cfg.reconcile_after_s)
+    if stale_push:
+        repairs["stale_push"] = await feeding.repush_stale(pool, cfg.reconcile_after_s)
     dead = await streams.dead_consumers(consumer)
     for name in dead:
         # Its claims and the entries it read but never claimed: a forgotten entry would leave
@@ -57,11 +75,18 @@ def task(
     consumer: str,
     wake: asyncio.Event | None = None,
 ) -> Periodic:
-    """Heartbeat and reconcile every ``reconcile_interval_s`` (or when woken), from start-up."""
+    """Heartbeat and reconcile every ``reconcile_interval_s`` (or when woken), from start-up;
+    stale pushes every :func:`stale_push_every_s`."""
+    last_stale = -math.inf
 
     async def round_() -> None:
+        nonlocal last_stale
         await streams.heartbeat(consumer, max(5.0, cfg.reconcile_interval_s * 3))
-        await reconcile_once(pool, streams, cfg, consumer)
+        now = time.monotonic()
+        stale = now - last_stale >= stale_push_every_s(cfg)
+        await reconcile_once(pool, streams, cfg, consumer, stale_push=stale)
+        if stale:
+            last_stale = now
 
     # Outages must not kill the reconciler: a failed round is retried every second (backing off
     # to 2 s), so a Redis that comes back empty is refilled as soon as it answers.

@@ -15,7 +15,9 @@ import asyncpg
 from engine.store.pool import Conn
 
 # The tenants with unpushed jobs of a priority after a cursor, in tenant order, at most $3: a
-# skip scan of jobs_due_priority_tenant, one probe per such tenant and none for idle ones.
+# skip scan of jobs_waiting_due, one probe per such tenant and none for idle ones. The index
+# holds pushed jobs too (migration 150: no index names pushed_at, so the push mark is a HOT
+# update); a probe steps over a tenant's pushed jobs, at most what the streams hold.
 _WAITING_TENANTS = """
 WITH RECURSIVE waiting AS (
     (SELECT q.tenant_id, 1 AS n FROM queue.jobs q
@@ -36,9 +38,9 @@ SELECT tenant_id FROM waiting WHERE tenant_id IS NOT NULL
 # of $4 of them: a tenant's n-th job has the turn n / weight ($5, the weights of $2), and jobs go
 # in turn order, ties in list order: with equal weights every tenant's first job before anyone's
 # second, and a tenant of weight 2 gets two turns for each one of a tenant of weight 1.
-# jobs_due_priority_tenant is the only index these conditions can use since migration 073
-# dropped jobs_due (priority, due time), which a planner with stale statistics preferred while
-# it filtered on the tenant, reading every due job of the priority for each tenant. The update
+# jobs_waiting_due is the only index these conditions can use since migration 073 dropped
+# jobs_due (priority, due time), which a planner with stale statistics preferred while it
+# filtered on the tenant, reading every due job of the priority for each tenant. The update
 # finds its rows by ctid (a locked row keeps it until we commit) in an array, which can only be
 # a TID scan: joined on the keys, the planner can take a hash join over a sequential scan of
 # queue.jobs when it thinks the table small next to the batch.
@@ -151,24 +153,35 @@ async def take_due(
     return out
 
 
-# The earliest due time of the unpushed jobs of a priority: the earliest of each tenant with
-# such jobs (skip scan), one probe each, on jobs_due_priority_tenant.
-EARLIEST_UNPUSHED = """
+def _earliest_due(pushed_too: bool) -> str:
+    """The earliest due time of the waiting jobs of a priority ``p.priority`` (unpushed ones
+    only unless ``pushed_too``): the earliest of each tenant with such jobs (skip scan), one
+    probe each, on jobs_waiting_due. Each step is ORDER BY ... LIMIT 1, not min(): with the
+    pushed filter on the heap, min() was planned as a bitmap scan of the whole priority."""
+    unpushed = "" if pushed_too else " AND q.pushed_at IS NULL"
+    return f"""
 WITH RECURSIVE waiting AS (
-    SELECT min(q.tenant_id) AS tenant_id FROM queue.jobs q
-     WHERE q.priority = p.priority AND q.state IN ('queued', 'deferred') AND q.pushed_at IS NULL
+    SELECT (SELECT q.tenant_id FROM queue.jobs q
+             WHERE q.priority = p.priority AND q.state IN ('queued', 'deferred'){unpushed}
+             ORDER BY q.tenant_id LIMIT 1) AS tenant_id
     UNION ALL
-    SELECT (SELECT min(q.tenant_id) FROM queue.jobs q
-             WHERE q.priority = p.priority AND q.state IN ('queued', 'deferred')
-               AND q.pushed_at IS NULL AND q.tenant_id > w.tenant_id)
+    SELECT (SELECT q.tenant_id FROM queue.jobs q
+             WHERE q.priority = p.priority AND q.state IN ('queued', 'deferred'){unpushed}
+               AND q.tenant_id > w.tenant_id
+             ORDER BY q.tenant_id LIMIT 1)
       FROM waiting w WHERE w.tenant_id IS NOT NULL
 )
 SELECT min(x.due) FROM waiting w CROSS JOIN LATERAL (
     SELECT q.next_attempt_at AS due FROM queue.jobs q
      WHERE q.priority = p.priority AND q.tenant_id = w.tenant_id
-       AND q.state IN ('queued', 'deferred') AND q.pushed_at IS NULL
+       AND q.state IN ('queued', 'deferred'){unpushed}
      ORDER BY q.next_attempt_at LIMIT 1) x
 """
+
+
+EARLIEST_UNPUSHED = _earliest_due(pushed_too=False)
+#: The same over every waiting job, pushed to a stream or not.
+EARLIEST_WAITING = _earliest_due(pushed_too=True)
 
 
 async def next_due_in(pool: asyncpg.Pool) -> float | None:
@@ -183,8 +196,12 @@ async def next_due_in(pool: asyncpg.Pool) -> float | None:
 
 async def repush_stale(pool: asyncpg.Pool, older_than_s: float) -> int:
     """Jobs pushed long ago but still waiting: Redis lost them; let the feeder push again."""
+    # A job is pushed only once due (next_attempt_at <= pushed_at, and every statement that
+    # moves its due time clears the mark), so the due time bounds the search to what
+    # jobs_waiting_due holds that long: no index names pushed_at (migration 150).
     res: str = await pool.execute(
         "UPDATE queue.jobs SET pushed_at = NULL WHERE state IN ('queued', 'deferred')"
+        " AND next_attempt_at < now() - make_interval(secs => $1)"
         " AND pushed_at < now() - make_interval(secs => $1)",
         older_than_s,
     )

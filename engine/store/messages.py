@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 
 from engine.model import Priority
-from engine.store.feeding import EARLIEST_UNPUSHED
+from engine.store.feeding import EARLIEST_WAITING
 from engine.store.pool import Conn
 
 
@@ -262,16 +262,13 @@ async def pending_by_tenant(pool: asyncpg.Pool, limit: int = 50) -> list[TenantP
     return [TenantPending(r["tenant_id"], r["queued"], r["deferred"], r["sending"]) for r in rows]
 
 
-# Per priority, the older of: the oldest due job not yet pushed to Redis (the earliest due
-# time of each tenant with unpushed jobs: a probe per such tenant) and the oldest push still
-# waiting (jobs_pushed index; a pushed job was due when pushed, so this is a lower bound of its
-# age). No table scan.
+# Per priority, the oldest due time among waiting jobs, pushed to a stream or not (a pushed job
+# has waited since it became due): the earliest of each tenant with waiting jobs, a probe per
+# such tenant on jobs_waiting_due. No table scan; held jobs are due in 9999 and do not count.
 _OLDEST = f"""
-SELECT p.priority, coalesce(extract(epoch FROM now() - least(
-    (SELECT CASE WHEN e.due <= now() THEN e.due END FROM ({EARLIEST_UNPUSHED}) AS e(due)),
-    (SELECT min(j.pushed_at) FROM queue.jobs j
-      WHERE j.priority = p.priority AND j.state IN ('queued', 'deferred')
-        AND j.pushed_at IS NOT NULL))), 0)::float8 AS age
+SELECT p.priority, coalesce(extract(epoch FROM now() - (
+    SELECT CASE WHEN e.due <= now() THEN e.due END FROM ({EARLIEST_WAITING}) AS e(due)
+)), 0)::float8 AS age
 FROM (VALUES (0::smallint), (1::smallint), (2::smallint)) AS p(priority)
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 import orjson
 import redis.asyncio as aioredis
 
@@ -254,3 +255,35 @@ async def test_a_tenant_of_weight_2_gets_twice_the_turns_of_weight_1(pool: async
             assert head.count("gold") == 4 and head.count("plain") == head.count("third") == 2
     assert served["plain"] == served["third"] == 50
     assert served["gold"] == 100
+
+
+async def test_push_mark_is_hot_and_stale_pushes_are_repaired(
+    pool: asyncpg.Pool, cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    # Migration 150: no index names pushed_at, so marking jobs pushed writes no index entry.
+    await _setup(pool, cfg, [job(i) for i in range(50)])
+    async with pool.acquire() as conn, conn.transaction():
+        pushed = await feeding.take_due(conn, [0, 50, 0])
+        hot = await conn.fetchval(
+            "SELECT pg_stat_get_xact_tuples_hot_updated('queue.jobs'::regclass)"
+        )
+    assert len(pushed) == 50 and hot == 50
+    # Redis lost them 10 minutes ago (they were due before they were pushed).
+    await pool.execute(
+        "UPDATE queue.jobs SET pushed_at = now() - interval '10 minutes',"
+        " next_attempt_at = now() - interval '11 minutes'"
+    )
+    streams = Streams(redis_client, cfg.redis.prefix)
+    await streams.check_epoch()
+    quiet = await reconciler.reconcile_once(pool, streams, cfg.queue, "me", stale_push=False)
+    assert "stale_push" not in quiet
+    assert await feeder.feed_once(pool, streams, cfg.queue) == 0
+    repairs = await reconciler.reconcile_once(pool, streams, cfg.queue, "me")
+    assert repairs["stale_push"] == 50
+    assert await feeder.feed_once(pool, streams, cfg.queue) == 50
+
+
+def test_stale_pushes_are_looked_for_at_most_twice_per_reconcile_after(cfg: Config) -> None:
+    assert reconciler.stale_push_every_s(cfg.queue) == 150.0  # 15 s rounds, 300 s after
+    quick = msgspec.structs.replace(cfg.queue, reconcile_interval_s=1.0, reconcile_after_s=1.0)
+    assert reconciler.stale_push_every_s(quick) == 1.0
