@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable
 from contextlib import ExitStack, closing
 from pathlib import Path
@@ -95,14 +96,19 @@ async def test_two_instances_share_the_queue_without_double_sends(
 
 
 async def test_two_instances_hold_one_warmup_cap(
-    chaos_env: ChaosEnv, tmp_path: Path, start_daemon: Callable[[Path], DaemonProcess]
+    chaos_env: ChaosEnv,
+    tmp_path: Path,
+    start_daemon: Callable[[Path], DaemonProcess],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Both daemons relay through the same warming node (each to its own sink, one node name):
     together they relay exactly the node's day-0 cap, and the rest waits, none lost."""
     cap = NODE_PLAN[0]
     n = cap + 200
-    await prepare(chaos_env.dsn, n)
+    await prepare(chaos_env.dsn, 0)
     today = dt.datetime.now(dt.UTC).date().isoformat()
+    systemd = sdnotify.Listener()
+    monkeypatch.setenv("NOTIFY_SOCKET", systemd.path)
     with FakeMailU() as sink_a, FakeMailU() as sink_b:
         daemons = []
         for name, sink in (("a", sink_a), ("b", sink_b)):
@@ -113,6 +119,16 @@ async def test_two_instances_hold_one_warmup_cap(
             )
             cfg.write_text(text)
             daemons.append(start_daemon(cfg))
+        # The jobs come once both say READY=1: with them queued before, the daemon that started
+        # first could relay the whole cap (a few hundred ms) before the other one was up.
+        pids = {d.proc.pid for d in daemons if d.proc is not None}
+        deadline = time.monotonic() + 60
+        while not pids <= systemd.ready and time.monotonic() < deadline:
+            systemd.wait(0.1)
+            systemd.poll()
+        systemd.close()
+        assert pids <= systemd.ready, "both daemons ready"
+        await prepare(chaos_env.dsn, n)
         await wait_for(chaos_env.dsn, relayed(cap), 120, daemons[0])
         await asyncio.sleep(3.0)  # the rest keeps being retried meanwhile
         final = await wait_for(chaos_env.dsn, lambda c: c.get("sending", 0) == 0, 30)
