@@ -29,6 +29,8 @@ pytestmark = pytest.mark.chaos
 
 IN_FLIGHT = 64
 RELAY = {"health_interval_s": 0.5, "breaker_failures": 3}
+#: The fake nodes' delay before each DATA reply where a run must outlast a fault.
+PACE_S = 0.02
 
 
 def relayed(n: int) -> object:
@@ -62,6 +64,11 @@ async def test_node_down_fails_over_and_comes_back(
     await prepare(chaos_env.dsn, n)
     with FakeMailU() as a, FakeMailU() as b:
         nodes = [a, b]
+        for node in nodes:
+            # Paced (20 ms a DATA reply per connection): on a fast idle host the unpaced run
+            # relayed its last half before the node was back in use (~0.6 s), and the test then
+            # waited for mail that no longer existed.
+            node.set_delay("DATA", PACE_S)
         cfg = configure(tmp_path / "engine.toml", chaos_env, nodes, relay=RELAY)
         daemon = start_daemon(cfg)
         await wait_for(chaos_env.dsn, relayed(n // 6), 60, daemon)
@@ -72,6 +79,9 @@ async def test_node_down_fails_over_and_comes_back(
         failover_s = await poll(lambda: other.count() > down_at + 50, 30, "failover")
         await wait_for(chaos_env.dsn, relayed(n // 2), 60 + n / 50, daemon)
         assert daemon.alive()
+        assert primary.count() + other.count() < n * 9 // 10, (
+            "the run ended before the node came back: pace the relay more"
+        )
         primary.start()  # same port
         back_at = primary.count()
         return_s = await poll(lambda: primary.count() > back_at, 30, "the node to get mail again")
