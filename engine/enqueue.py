@@ -28,7 +28,7 @@ from engine.store import jobs as job_store
 from engine.store import senders as sender_store
 from engine.store import tenants
 from engine.store.notify import wake_feeder
-from engine.store.pool import Conn, transaction
+from engine.store.pool import Conn, apart, transaction
 from engine.tenancy.rules import claimed_domains, sender_error
 
 CHUNK = 5000
@@ -133,7 +133,7 @@ async def enqueue(
     before the jobs (content stored for a batch that then fails is an orphan the retention
     sweep removes), and the campaign templates are read there.
     """
-    apart = content_pool if content_pool is not None and content_pool is not pool else None
+    content_apart = apart(content_pool, pool)
     results: list[EnqueueResult] = []
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start : start + CHUNK]
@@ -147,7 +147,7 @@ async def enqueue(
                 raw_trace,
                 enforce_domains,
                 only_tenant,
-                apart,
+                content_apart,
             )
         )
     # Accepted jobs are counted where they commit (engine/queue/tally.py), for every path.

@@ -61,11 +61,14 @@ async def monitor(
     """Run forever: tick every :data:`TICK_S`, publish each window's worst lag (less the
     time the loop waited for a CPU) and worst CPU wait."""
     window, waits = LagWindow(), LagWindow()
+    # One schedstat read per tick: what the thread waited between the last tick's read and
+    # this tick's start is the monitor's own few microseconds.
+    waited = cpu_wait()
     while True:
-        start, waited = clock(), cpu_wait()
+        start = clock()
         await asyncio.sleep(TICK_S)
-        now = clock()
-        wait = max(0.0, cpu_wait() - waited)
+        now, total = clock(), cpu_wait()
+        wait, waited = max(0.0, total - waited), total
         lag = max(0.0, now - start - TICK_S - wait)
         if lag >= STALL_FLOOR_S:
             metrics.LOOP_STALLS.observe(lag)

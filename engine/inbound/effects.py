@@ -50,6 +50,7 @@ from engine.store import inbound as inbound_store
 from engine.store import inbound_effects as effects_store
 from engine.store import inbound_trust as trust_store
 from engine.store import suppressions as suppression_store
+from engine.store.pool import apart
 
 log = logging.getLogger("engine.inbound")
 
@@ -422,6 +423,7 @@ async def apply(
     if not items:
         return []
     cfg = cfg or EffectsConfig()
+    content_apart = apart(content, pool)
     # Before the transaction: reporter authentication may wait for DNS.
     checks = await trust.assess_all(items) if trust is not None else [Assessment()] * len(items)
     async with pool.acquire() as conn:
@@ -438,7 +440,7 @@ async def apply(
             and m.proven
             and any((r.action or "").lower() in _SUCCEEDED for r in item.report.recipients)
         ]
-        raw_db = conn if content is None or content is pool else content
+        raw_db = content_apart or conn
         arrived = await inbound_store.received_at(raw_db, successes) if successes else {}
     items, matches, waited = _hold_sending(items, matches)
     if not items:
@@ -473,10 +475,10 @@ async def apply(
             await facts.add(conn, b.facts, b.latencies)
         none = (None, None, None, None)
         details = [b.details.get(p[0], none) for p in b.processed]
-        if content is None or content is pool:
+        if content_apart is None:
             await effects_store.mark_processed(conn, b.processed, details)
-    if content is not None and content is not pool:
-        await effects_store.mark_processed(content, b.processed, details)
+    if content_apart is not None:
+        await effects_store.mark_processed(content_apart, b.processed, details)
     if shaping is not None and b.signals:
         _signal(shaping, b.signals, b.providers)
     return b.effects + waited

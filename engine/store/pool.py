@@ -175,6 +175,12 @@ async def connect_reads(cfg: DatabaseConfig, primary: asyncpg.Pool) -> Reads:
     return Reads(primary, replica, retry_s=cfg.replica_retry_s)
 
 
+def apart(tier: asyncpg.Pool | None, main: asyncpg.Pool) -> asyncpg.Pool | None:
+    """``tier`` when it is another server's pool than ``main``, else None (the tier shares
+    ``main``'s server and its transactions)."""
+    return tier if tier is not None and tier is not main else None
+
+
 class Tiers:
     """The pool of each tier's server. ``content`` and ``olap`` are the ``main`` pool itself
     unless ``[database.content]`` / ``[database.olap]`` name another server; code compares

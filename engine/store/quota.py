@@ -18,6 +18,8 @@ import datetime as dt
 import asyncpg
 import msgspec
 
+from engine.store.pool import apart
+
 
 class QuotaUse(msgspec.Struct, frozen=True):
     """A tenant's quota and what it relayed today (UTC)."""
@@ -48,7 +50,8 @@ async def usage(
 
     ``olap``: the olap tier's pool when it lives on another server (two queries then, the
     quotas from ``pool``, the counts from ``olap``)."""
-    if olap is not None and olap is not pool:
+    olap = apart(olap, pool)
+    if olap is not None:
         return await _usage_apart(pool, olap, tenant_id)
     rows = await pool.fetch(
         "SELECT t.tenant_id, t.daily_quota, coalesce(sum(s.relayed), 0)::bigint AS relayed"
