@@ -9,7 +9,7 @@ far from the multi-second stalls one such message caused before parsing left the
 The lag bound here is looser than the 50 ms target that ``python -m bench bounces`` measures
 (``loop_lag_max_ms``): this test shares two cores with the rest of the suite. The gauge leaves
 out the time the daemon's loop waited for a CPU (engine/looplag.py), so a descheduled daemon no
-longer counts as a lagging one (601 ms raw seen at load average 11).
+longer counts as a lagging one.
 """
 
 from __future__ import annotations

@@ -7,8 +7,7 @@ the parse process and the effects. Loop lag is how late a 10 ms ticker wakes.
 The bound is looser than the 50 ms target (``python -m bench bounces`` measures that on a quiet
 box as ``loop_lag_max_ms``): the sender, the parse worker, PostgreSQL and this loop share two
 cores. The time the loop's thread waited for a CPU (the kernel's run-queue wait) is taken out
-of each tick's lag, so a loaded box does not read as a stalled loop (191 ms of raw lag seen at
-load average 11). Before the listener's work left the loop the same message stalled it ~400 ms.
+of each tick's lag, so a loaded box does not read as a stalled loop.
 """
 
 from __future__ import annotations
