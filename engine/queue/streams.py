@@ -21,6 +21,7 @@ from typing import Any, cast
 import msgspec
 import orjson
 import redis.asyncio as aioredis
+from redis._parsers import AsyncCommandsParser
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
@@ -58,7 +59,9 @@ def connect(cfg: RedisConfig) -> aioredis.Redis:
         "health_check_interval": 30,
     }
     if cfg.mode == "cluster":
-        return cast(aioredis.Redis, RedisCluster.from_url(cfg.url, **common))
+        cluster = RedisCluster.from_url(cfg.url, **common)
+        cluster.commands_parser = _StreamKeys()
+        return cast(aioredis.Redis, cluster)
     if cfg.mode == "sentinel":
         opts = {k: v for k, v in parse_url(cfg.url).items() if k in _SENTINEL_URL_KEYS}
         hosts = [(h, int(p)) for h, _, p in (a.rpartition(":") for a in cfg.sentinels)]
@@ -85,6 +88,23 @@ async def close(client: aioredis.Redis) -> None:
     if isinstance(manager, Sentinel):
         for sentinel in manager.sentinels:
             await sentinel.aclose()
+
+
+class _StreamKeys(AsyncCommandsParser):
+    """The cluster client's key finder, reading XREADGROUP's keys from its arguments.
+
+    redis-py asks a server (COMMAND GETKEYS, twice a call) for the keys of every command whose
+    keys move, XREADGROUP among them: two round trips before each read of a stream.
+    """
+
+    async def get_keys(self, *args: Any) -> tuple[str, ...] | None:
+        if args and _word(args[0]) == b"XREADGROUP":
+            # GROUP <group> <consumer> come first; the consumer may be any word.
+            for i in range(4, len(args)):
+                if _word(args[i]) == b"STREAMS":
+                    rest = args[i + 1 :]
+                    return tuple(rest[: len(rest) // 2])
+        return await super().get_keys(*args)
 
 
 #: What a sentinel-mode ``url`` contributes: the master's database and credentials.
@@ -411,6 +431,11 @@ class Streams:
 def _pack(jobs: Sequence[tuple[int, str, int]]) -> bytes:
     # Job ids as strings: Lua numbers are doubles, printed with 14 significant digits.
     return orjson.dumps([(str(job_id), tenant, priority) for job_id, tenant, priority in jobs])
+
+
+def _word(value: object) -> bytes:
+    """A command argument as upper-case bytes (redis-py passes its keywords as bytes)."""
+    return (value if isinstance(value, bytes) else str(value).encode()).upper()
 
 
 def _s(value: bytes | str) -> str:

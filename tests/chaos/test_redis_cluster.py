@@ -87,6 +87,33 @@ async def test_a_blocked_read_wakes_on_any_shard_at_once(streams: Streams) -> No
         await streams.ack(got)
 
 
+def _getkeys_calls(cluster: ThrowawayRedisCluster) -> int:
+    total = 0
+    for port in cluster.live_ports():
+        for line in redis_cli(port, "info", "commandstats").splitlines():
+            if line.startswith("cmdstat_command|getkeys:"):
+                total += int(line.split("calls=")[1].split(",")[0])
+    return total
+
+
+async def test_a_read_finds_its_slot_without_asking_a_server(
+    redis_cluster: ThrowawayRedisCluster, streams: Streams
+) -> None:
+    """redis-py asks a server for the keys of XREADGROUP (COMMAND GETKEYS, twice a call)
+    unless the client reads them from the arguments itself."""
+    await streams.push([(1, "acme", 1)])
+    before = _getkeys_calls(redis_cluster)
+    got = await streams.read("c1", [8, 4, 1], 10, block_ms=0)
+    got += await streams.read("c1", [8, 4, 1], 10, block_ms=0)
+    # A consumer named like a keyword, and a blocking read, route the same way.
+    await streams.push([(2, "acme", 0)])
+    got += await streams.read("STREAMS", [8, 4, 1], 10, block_ms=100)
+    assert await streams.client.xreadgroup("engine", "c2", {streams.keys[0]: ">"}, count=1) == []
+    assert sorted(e.job_id for e in got) == [1, 2]
+    assert _getkeys_calls(redis_cluster) == before
+    await streams.ack(got)
+
+
 async def test_shaping_scripts_run_per_slot_on_the_cluster(
     redis_cluster: ThrowawayRedisCluster,
 ) -> None:
