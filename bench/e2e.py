@@ -32,6 +32,7 @@ import json
 import os
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -339,6 +340,9 @@ class Engine:
         # stderr after the run (where the database time goes; off by default, it costs a little).
         self.pg_statements = os.environ.get("BENCH_PG_STATEMENTS") == "1"
         settings = {"shared_preload_libraries": "pg_stat_statements"} if self.pg_statements else {}
+        # BENCH_REDIS_STATS=1: print each Redis command's calls and time, summed over the
+        # servers (the cluster's replicas apart), to stderr after the run.
+        self.redis_stats = os.environ.get("BENCH_REDIS_STATS") == "1"
         self.pg = ThrowawayPostgres(fsync=True, settings=settings).start()
         # --redis cluster: 3 masters + 3 replicas on this host, the engine's queue in 8 shards.
         self.redis: ThrowawayRedis | ThrowawayRedisCluster = (
@@ -442,11 +446,23 @@ class Engine:
         finally:
             listener.close()
 
+    def redis_ports(self) -> list[int]:
+        if isinstance(self.redis, ThrowawayRedisCluster):
+            return list(self.redis.procs)
+        return [self.redis.port]
+
     def redis_pids(self) -> list[int]:
         if isinstance(self.redis, ThrowawayRedisCluster):
             return [p.pid for p in self.redis.procs.values()]
         assert self.redis.proc is not None
         return [self.redis.proc.pid]
+
+    def replica_pids(self) -> list[int]:
+        """The cluster's replicas (their CPU is what replicating the masters' writes costs)."""
+        if not isinstance(self.redis, ThrowawayRedisCluster):
+            return []
+        masters = set(self.redis.masters())
+        return [p.pid for port, p in self.redis.procs.items() if port not in masters]
 
     def stop(self) -> tuple[int, float]:
         assert self.proc is not None
@@ -494,6 +510,26 @@ async def _print_statements(conn: asyncpg.Connection) -> None:
     for r in rows:
         line = f"{r['ms']:>8} ms {r['calls']:>8} calls {r['rows']:>8} rows  {r['q']}"
         print(line, file=sys.stderr)
+
+
+def _print_redis_stats(ports: list[int]) -> None:
+    """Each command's calls and CPU time over the servers on ``ports``, masters and replicas
+    apart (a replica's time is what replicating the masters' writes costs)."""
+    import redis as sync_redis  # bench diagnostics only
+
+    totals: dict[tuple[str, str], list[float]] = {}
+    for port in ports:
+        client = sync_redis.Redis(port=port)
+        try:
+            role = str(client.info("replication")["role"])
+            for name, stat in client.info("commandstats").items():
+                cell = totals.setdefault((role, name.removeprefix("cmdstat_")), [0, 0.0])
+                cell[0] += int(stat["calls"])
+                cell[1] += float(stat["usec"]) / 1000
+        finally:
+            client.close()
+    for (role, name), (calls, ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:25]:
+        print(f"{role:>6} {name:<28} {int(calls):>9} calls {ms:>9.1f} ms", file=sys.stderr)
 
 
 async def _latencies(conn: asyncpg.Connection) -> tuple[float, float, float, float]:
@@ -592,6 +628,8 @@ async def _engine_phase(
             }
             if postfix is not None and (master := postfix.master_pid()) is not None:
                 pids["postfix"] = master
+            if replicas := engine.replica_pids():
+                pids["redis_replicas"] = replicas  # part of cpu_ms_per_msg_redis
             meter = CpuMeter(pids)
             t0_mono = time.monotonic()
             t0 = time.perf_counter()
@@ -607,6 +645,8 @@ async def _engine_phase(
             p50, p99, _, relayed = await _latencies(conn)
             if engine.pg_statements:
                 await _print_statements(conn)
+            if engine.redis_stats:
+                _print_redis_stats(engine.redis_ports())
         finally:
             await conn.close()
             await pool.close()
@@ -636,6 +676,49 @@ async def _engine_phase(
         "daemon_exit": code,
         **cpu,
     }
+
+
+async def _cluster_pairs(
+    tmp: Path, n: int, pairs: int, same: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``pairs`` engine phases on a single Redis and on the cluster, interleaved.
+
+    Every other pair runs the cluster first, so a host getting busier or quieter during the
+    run does not favour one side. The cluster phase returned (for the contract keys) is the
+    one of the median pair; ``cluster_vs_single`` is the median of the pairs' ratios.
+    """
+    runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for i in range(pairs):
+        got: dict[str, dict[str, Any]] = {}
+        for mode in ("cluster", "single") if i % 2 else ("single", "cluster"):
+            where = tmp / f"{mode}-{i}"
+            where.mkdir()
+            got[mode] = await _engine_phase(where, n, **same, redis=mode)
+        runs.append((got["single"], got["cluster"]))
+    ratios = [c["engine_msg_s"] / s["engine_msg_s"] for s, c in runs]
+    order = sorted(range(pairs), key=lambda i: ratios[i])
+    single, cluster = runs[order[(pairs - 1) // 2]]
+    singles = [s["engine_msg_s"] for s, _ in runs]
+    extra: dict[str, Any] = {
+        "engine_msg_s_single_redis": single["engine_msg_s"],
+        "p99_ms_single_redis": single["p99_ms"],
+        "cpu_ms_per_msg_daemon_single_redis": single["cpu_ms_per_msg_daemon"],
+        "cpu_ms_per_msg_redis_single_redis": single["cpu_ms_per_msg_redis"],
+        "cluster_vs_single": round(statistics.median(ratios), 3),
+        "redis": "cluster (3 masters + 3 replicas, 8 stream shards)",
+    }
+    if pairs > 1:
+        # The noise: how far apart the same single-Redis phase lands from one pair to the next.
+        spread = (max(singles) - min(singles)) / statistics.median(singles)
+        extra |= {
+            "pairs": pairs,
+            "cluster_vs_single_pairs": [round(r, 3) for r in ratios],
+            "engine_msg_s_single_redis_pairs": singles,
+            "engine_msg_s_cluster_pairs": [c["engine_msg_s"] for _, c in runs],
+            "single_redis_spread": round(spread, 3),
+            "cluster_within_noise": abs(statistics.median(ratios) - 1) <= spread,
+        }
+    return cluster, extra
 
 
 def run(argv: list[str]) -> dict[str, Any]:
@@ -684,6 +767,13 @@ def run(argv: list[str]) -> dict[str, Any]:
         " run also measures it on a single Redis and reports both",
     )
     ap.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        help="with --redis cluster: measure N single/cluster pairs, interleaved (every other pair"
+        " cluster first), and report the median ratio and the single runs' spread (the noise)",
+    )
+    ap.add_argument(
         "--personalized",
         action="store_true",
         help="also run a templated campaign (every message its own body) and report it beside"
@@ -719,21 +809,11 @@ def run(argv: list[str]) -> dict[str, Any]:
             "chunking": args.chunking,
             "tenants": args.tenants,
         }
-        eng = await _engine_phase(tmp, args.jobs, **same)
         extra: dict[str, Any] = {}
         if args.redis == "cluster":
-            (tmp / "cluster").mkdir()
-            on_cluster = await _engine_phase(tmp / "cluster", args.jobs, **same, redis="cluster")
-            # The contract keys describe the run asked for: on the cluster.
-            extra = {
-                "engine_msg_s_single_redis": eng["engine_msg_s"],
-                "p99_ms_single_redis": eng["p99_ms"],
-                "cpu_ms_per_msg_daemon_single_redis": eng["cpu_ms_per_msg_daemon"],
-                "cpu_ms_per_msg_redis_single_redis": eng["cpu_ms_per_msg_redis"],
-                "cluster_vs_single": round(on_cluster["engine_msg_s"] / eng["engine_msg_s"], 3),
-                "redis": "cluster (3 masters + 3 replicas, 8 stream shards)",
-            }
-            eng = on_cluster
+            eng, extra = await _cluster_pairs(tmp, args.jobs, max(1, args.pairs), same)
+        else:
+            eng = await _engine_phase(tmp, args.jobs, **same)
         if args.relay == "postfix":
             (tmp / "postfix").mkdir()
             via = await _engine_phase(tmp / "postfix", args.jobs, **same, relay="postfix")
