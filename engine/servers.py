@@ -33,6 +33,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: each stays bound until all are chosen, so a group of servers
+    started one after the other cannot be handed one port twice (a cluster node's bus port
+    taken from the port list of a node not started yet)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(n):
+            s = held.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
 def find_binary(name: str, package: str) -> str:
     """Path of ``name`` from PATH or Debian's PostgreSQL layout; else a clear error."""
     found = shutil.which(name)
@@ -270,7 +283,11 @@ class ThrowawayRedisCluster(_RedisGroup):
     seconds."""
 
     def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
-        self.ports = [free_port() for _ in range(masters * (1 + replicas))]
+        nodes = masters * (1 + replicas)
+        ports = free_ports(2 * nodes)
+        self.ports = ports[:nodes]
+        #: Each node's cluster bus port, kept across restarts.
+        self.bus_ports = dict(zip(self.ports, ports[nodes:], strict=True))
         self.masters_wanted = masters
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
@@ -298,7 +315,7 @@ class ThrowawayRedisCluster(_RedisGroup):
             "--cluster-node-timeout",
             str(self.node_timeout_ms),
             "--cluster-port",
-            str(free_port()),
+            str(self.bus_ports[port]),
             "--cluster-require-full-coverage",
             "no",
             "--logfile",
@@ -382,8 +399,9 @@ class ThrowawayRedisSentinel(_RedisGroup):
     def __init__(
         self, replicas: int = 1, sentinels: int = 1, sentinel_password: str | None = None
     ) -> None:
-        self.data_ports = [free_port() for _ in range(1 + replicas)]
-        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        ports = free_ports(1 + replicas + sentinels)
+        self.data_ports = ports[: 1 + replicas]
+        self.sentinel_ports = ports[1 + replicas :]
         # The sentinels' own `requirepass` (the data servers keep none).
         self.sentinel_password = sentinel_password
         super().__init__()
