@@ -86,7 +86,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         tl = await tracing.show(tiers.main, args.job, args.tenant)
         if tl is None or not args.content:
             return tl, None
-        return tl, await tracing.composed(tiers.main, tl.job, tiers.content)
+        job = tl.job
+        return tl, await tiers.read_content(
+            lambda content_pool: tracing.composed(tiers.main, job, content_pool)
+        )
 
     tl, content = run_with_tiers(cfg, work)
     if tl is None:

@@ -194,12 +194,22 @@ class Tiers:
         olap: asyncpg.Pool | None = None,
         *,
         olap_reads: Reads | None = None,
+        content_reads: Reads | None = None,
     ) -> None:
         self.main = main
         self.content = main if content is None else content
         self.olap = main if olap is None else olap
         # Campaign statistics read the olap server's replica when it has one.
         self.olap_reads = olap_reads
+        # Reads that may lag (a traced message's content, the quarantine listing) use the
+        # content server's replica when it has one; sending never does (a body is read a
+        # moment after it is written).
+        self.content_reads = content_reads
+
+    async def read_content(self, query: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """``query(pool)`` on the content tier's replica while it answers (with the tier apart
+        and ``[database.content] replica_dsn`` set), else on the content tier's server."""
+        return await (self.content_reads or Reads(self.content)).run(query)
 
     @property
     def content_apart(self) -> bool:
@@ -211,8 +221,9 @@ class Tiers:
 
     async def close(self) -> None:
         """Close the pools of the other servers (``main`` belongs to its owner)."""
-        if self.olap_reads is not None:
-            await self.olap_reads.close()
+        for reads in (self.olap_reads, self.content_reads):
+            if reads is not None:
+                await reads.close()
         if self.content_apart:
             await self.content.close()
         if self.olap_apart and self.olap is not self.content:
@@ -235,10 +246,12 @@ async def connect_tiers(
             olap = content
         else:
             olap = await connect(olap_cfg, min_size=0)
-    olap_reads = None
+    olap_reads = content_reads = None
     if olap is not None and cfg.for_tier("olap").replica_dsn is not None:
         olap_reads = await connect_reads(cfg.for_tier("olap"), olap)
-    return Tiers(main, content, olap, olap_reads=olap_reads)
+    if content is not None and cfg.for_tier("content").replica_dsn is not None:
+        content_reads = await connect_reads(cfg.for_tier("content"), content)
+    return Tiers(main, content, olap, olap_reads=olap_reads, content_reads=content_reads)
 
 
 async def connect_one(dsn: str, timeout_s: float = 10.0) -> asyncpg.Connection:

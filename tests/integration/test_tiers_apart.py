@@ -5,6 +5,8 @@ the olap server and a crash of its drainer, the readers and sweeps of each tier.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,12 +20,13 @@ import pytest
 
 from engine.config import Config
 from engine.daemon import Daemon
+from engine.demo import write_toml
 from engine.enqueue import enqueue
 from engine.errors import MigrationError
 from engine.gdpr.erase import erase
 from engine.olap_drain import Drainer
 from engine.retention import run as run_retention
-from engine.servers import ThrowawayPostgres
+from engine.servers import ThrowawayPostgres, free_port
 from engine.store import facts, olap_outbox, quota, tenants
 from engine.store import pool as pool_mod
 from engine.store.domains import publish_rules
@@ -438,6 +441,90 @@ async def test_readers_and_sweeps_use_each_tiers_server(
         assert kept == 1
     finally:
         await tiers.close()
+
+
+async def _show_content(config: Path, job_id: int) -> tuple[int, str]:
+    """``engine messages show JOB --content`` in a subprocess: (exit code, stdout + stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "engine", "messages", "show", str(job_id), "--content", "--config", str(config)),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_lagging_content_reads_use_the_content_servers_replica(
+    pool: asyncpg.Pool,
+    clean_db: str,
+    redis_prefix: str,
+    apart_dsn: str,
+    other: asyncpg.Pool,
+    second_pg: ThrowawayPostgres,
+    tmp_path: Path,
+) -> None:
+    """``[database.content] replica_dsn``: a traced message's content is read there (the CLI
+    and the admin API's service function), and from the content server when the replica is
+    unusable. The stand-in replica is a database of its own, filled by the test: a body it
+    lacks is "no longer stored", which only a read of the replica can say."""
+    replica = await _new_database(second_pg.dsn)
+    cfg = make_config(clean_db, redis_prefix, database={"content": {"dsn": apart_dsn}})
+    await migrate_tiers(cfg.database)
+    await migrate_tiers(make_config(replica, redis_prefix).database)
+    await tenants.add(pool, "acme")
+    tiers = await pool_mod.connect_tiers(cfg.database, pool)
+    try:
+        res = await enqueue(
+            pool,
+            [job(1, "a@example.com")],
+            max_message_bytes=10**6,
+            max_age_s=3600,
+            content_pool=tiers.content,
+        )
+        job_id = res[0].job_id
+        assert job_id is not None, res
+    finally:
+        await tiers.close()
+
+    def write(replica_dsn: str) -> Path:
+        path = tmp_path / "engine.toml"
+        write_toml(
+            path,
+            {
+                "database": {
+                    "dsn": clean_db,
+                    "content": {"dsn": apart_dsn, "replica_dsn": replica_dsn},
+                },
+                "redis": {"url": cfg.redis.url, "prefix": redis_prefix},
+            },
+        )
+        return path
+
+    # The replica has not received the body yet: what it says is what is shown.
+    code, out = await _show_content(write(replica), job_id)
+    assert code != 0 and "is no longer stored" in out, out
+    # Replicated: the content, as composed.
+    rows = await other.fetch("SELECT * FROM content.email_content")
+    cols = list(rows[0].keys())
+    conn = await asyncpg.connect(replica)
+    try:
+        await conn.executemany(
+            f"INSERT INTO content.email_content ({', '.join(cols)})"
+            f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))})",
+            [tuple(r.values()) for r in rows],
+        )
+    finally:
+        await conn.close()
+    code, out = await _show_content(write(replica), job_id)
+    assert code == 0 and "hi 1" in out, out
+    # A replica that does not answer: the content server's copy, after one failed attempt.
+    dead = f"postgresql://engine@127.0.0.1:{free_port()}/engine"
+    code, out = await _show_content(write(dead), job_id)
+    assert code == 0 and "hi 1" in out, out
 
 
 def test_content_and_olap_may_name_another_server_queue_and_oltp_may_not() -> None:
