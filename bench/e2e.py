@@ -717,6 +717,13 @@ async def _cluster_pairs(
             "engine_msg_s_cluster_pairs": [c["engine_msg_s"] for _, c in runs],
             "single_redis_spread": round(spread, 3),
             "cluster_within_noise": abs(statistics.median(ratios) - 1) <= spread,
+            # CPU per message (daemon + PostgreSQL + every Redis server) moves less with the
+            # host's speed than throughput does: the steadier comparison of the two.
+            "cpu_ms_per_msg_single_redis_pairs": [s["cpu_ms_per_msg"] for s, _ in runs],
+            "cpu_ms_per_msg_cluster_pairs": [c["cpu_ms_per_msg"] for _, c in runs],
+            "cluster_cpu_vs_single": round(
+                statistics.median(c["cpu_ms_per_msg"] / s["cpu_ms_per_msg"] for s, c in runs), 3
+            ),
         }
     return cluster, extra
 
