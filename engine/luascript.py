@@ -33,3 +33,47 @@ class LuaScript:
         except NoScriptError:
             await client.script_load(self.source)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+class ScriptCall:
+    """One invocation: the script, the keys it touches (one hash tag) and its arguments."""
+
+    __slots__ = ("args", "keys", "script")
+
+    def __init__(self, script: LuaScript, keys: Sequence[str | bytes], args: Sequence[Any]) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+
+
+async def call_many(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Many EVALSHAs in one pipeline (non-transactional; on a Redis Cluster one per node, each
+    call routed by its keys). Results in call order; a call that failed in Redis has its
+    exception in its place. Scripts a ``NOSCRIPT`` reply names are loaded and their calls sent
+    once more. Connection errors propagate."""
+    results = await _send(client, calls)
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        for script in {calls[i].script.name: calls[i].script for i in missing}.values():
+            await client.script_load(script.source)
+        again = await _send(client, [calls[i] for i in missing])
+        for i, r in zip(missing, again, strict=True):
+            results[i] = r
+    return results
+
+
+async def _send(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    if not calls:
+        return []
+    if len(calls) == 1:
+        c = calls[0]
+        try:
+            return [await client.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)]
+        except NoScriptError as exc:
+            return [exc]
+    pipe = client.pipeline(transaction=False)
+    for c in calls:
+        # The generic form: a Redis Cluster pipeline refuses its evalsha() method but routes
+        # EVALSHA by its keys (one hash tag per call, so one slot).
+        pipe.execute_command("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args)
+    return list(await pipe.execute(raise_on_error=False))

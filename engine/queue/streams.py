@@ -29,13 +29,14 @@ from redis.exceptions import ResponseError
 
 from engine.config import RedisConfig, read_secret
 from engine.errors import QueueError
-from engine.luascript import LuaScript
+from engine.luascript import LuaScript, ScriptCall, call_many
 from engine.model import Priority
 from engine.redaction import redact
 
 GROUP = "engine"
 _PUSH = LuaScript("push", "engine.queue")
 _TAKE_NAME = LuaScript("take_name", "engine.queue")
+_BACKLOG = LuaScript("backlog", "engine.queue")
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -206,25 +207,24 @@ class Streams:
     async def backlog(self) -> tuple[list[int], int, int]:
         """(entries not yet read per priority, entries on the streams, entries ever pushed).
 
-        Read entries stay on the stream until their job's outcome is written (XLEN counts
-        them); the unread ones are XLEN minus the group's pending count.
+        One script call per shard (``lua/backlog.lua``), all in one pipeline: the feeder asks
+        every round, and on a cluster a command per stream and counter was ~56 routed commands.
         """
-        pipe = self.client.pipeline(transaction=False)
-        for key in self.keys:
-            pipe.xlen(key)
-            pipe.xpending(key, GROUP)
-        for key in self.pushed_keys:
-            pipe.get(key)
-        replies = await pipe.execute()
-        per_stream = len(self.keys) * 2
+        calls = [
+            ScriptCall(_BACKLOG, [*shard, pushed], [GROUP])
+            for shard, pushed in zip(self.shards, self.pushed_keys, strict=True)
+        ]
         unread = [0] * len(Priority)
-        length = 0
-        for i in range(len(self.keys)):
-            xlen, pending = int(replies[2 * i]), replies[2 * i + 1]
-            length += xlen
-            unread[i % len(Priority)] += max(0, xlen - int(pending["pending"]))
-        pushed = sum(int(v) for v in replies[per_stream:] if v is not None)
-        return unread, length, pushed
+        length = pushed_total = 0
+        for reply in await call_many(self.client, calls):
+            if isinstance(reply, Exception):
+                raise reply
+            *per_stream, shard_length, shard_pushed = (int(v) for v in reply)
+            for i, n in enumerate(per_stream):
+                unread[i] += n
+            length += shard_length
+            pushed_total += shard_pushed
+        return unread, length, pushed_total
 
     def _entries(self, reply: Any) -> list[Entry]:
         out: list[Entry] = []

@@ -173,6 +173,28 @@ async def test_push_one_script_call_every_priority_and_big_ids(
     await streams.push([])  # nothing to do, no call
 
 
+async def test_backlog_counts_unread_per_priority_over_every_shard(
+    cfg: Config, redis_client: aioredis.Redis
+) -> None:
+    """One script call per shard: unread entries per priority, entries on the streams (read
+    ones stay until acknowledged), entries ever pushed; an emptied Redis counts as empty."""
+    streams = Streams(redis_client, cfg.redis.prefix, shards=3)
+    await streams.ensure_groups()
+    await redis_client.script_flush()  # the first call must load the script itself
+    assert await streams.backlog() == ([0, 0, 0], 0, 0)
+    for start in range(0, 9, 3):  # three pushes: one per shard
+        await streams.push([(start + 1, "a", 0), (start + 2, "a", 1), (start + 3, "a", 2)])
+    assert await streams.backlog() == ([3, 3, 3], 9, 9)
+    read = await streams.read("w1", [1, 1, 1], 1, block_ms=0)  # one per stream of each shard
+    assert len(read) == 9
+    await streams.push([(10, "a", 2)])
+    assert await streams.backlog() == ([0, 0, 1], 10, 10)
+    await streams.ack(read[:4])
+    assert await streams.backlog() == ([0, 0, 1], 6, 10)
+    await redis_client.delete(*streams.keys)  # streams and their group gone (a flush)
+    assert await streams.backlog() == ([0, 0, 0], 0, 10)
+
+
 async def test_feeding_visits_only_tenants_with_waiting_mail(pool: asyncpg.Pool) -> None:
     # 3,000 idle tenants: a round must cost probes per tenant *with* mail, not per tenant.
     await pool.execute(
