@@ -37,6 +37,7 @@ GROUP = "engine"
 _PUSH = LuaScript("push", "engine.queue")
 _TAKE_NAME = LuaScript("take_name", "engine.queue")
 _BACKLOG = LuaScript("backlog", "engine.queue")
+_READ = LuaScript("read", "engine.queue")
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -250,32 +251,32 @@ class Streams:
         """
         n = len(self.shards)
         entries = self._collect_blocked()
-        asked = [
-            (key, weight, max(1, -(-weight * scale // n)))
-            for shard in self.shards
-            for key, weight in zip(shard, weights, strict=True)
+        counts = [
+            [max(1, -(-weight * scale // n)) for weight in weights] for _ in range(len(self.shards))
         ]
-        pipe = self.client.pipeline(transaction=False)
-        for key, _, count in asked:
-            pipe.xreadgroup(GROUP, consumer, {key: ">"}, count=count)
-        got = [self._entries(reply) for reply in await pipe.execute()]
-        for part in got:
-            entries.extend(part)
+        got = await self._read_shards(consumer, counts)
+        for per_stream in got:
+            for part in per_stream:
+                entries.extend(part)
         # Work-conserving: what an empty (or short) priority did not take goes to the streams
         # that filled their share, in weight proportion, so a round with one busy priority (a
         # campaign) reads its whole budget instead of that priority's share of it: fewer,
         # larger rounds (each a claim, a suppression check and a shaping call).
-        left = sum(count for _, _, count in asked) - sum(len(part) for part in got)
+        left = sum(map(sum, counts)) - sum(len(part) for per in got for part in per)
         full = [
-            (key, w) for (key, w, count), part in zip(asked, got, strict=True) if len(part) == count
+            (s, p)
+            for s, per_stream in enumerate(got)
+            for p, part in enumerate(per_stream)
+            if len(part) == counts[s][p]
         ]
         if full and left >= len(full):
-            total_w = sum(w for _, w in full)
-            pipe = self.client.pipeline(transaction=False)
-            for key, weight in full:
-                pipe.xreadgroup(GROUP, consumer, {key: ">"}, count=max(1, left * weight // total_w))
-            for reply in await pipe.execute():
-                entries.extend(self._entries(reply))
+            total_w = sum(weights[p] for _, p in full)
+            more = [[0] * len(weights) for _ in self.shards]
+            for s, p in full:
+                more[s][p] = max(1, left * weights[p] // total_w)
+            for per_stream in await self._read_shards(consumer, more):
+                for part in per_stream:
+                    entries.extend(part)
         if entries or block_ms <= 0:
             return entries
         count = max(1, -(-weights[0] * scale // n))
@@ -297,6 +298,25 @@ class Streams:
             return_when=asyncio.FIRST_COMPLETED,
         )
         return self._collect_blocked()
+
+    async def _read_shards(
+        self, consumer: str, counts: Sequence[Sequence[int]]
+    ) -> list[list[list[Entry]]]:
+        """Per shard, per stream: the new entries read (``counts[shard][stream]`` at most), one
+        script call per shard that reads anything (``lua/read.lua``), all in one pipeline."""
+        asked = [s for s, per in enumerate(counts) if any(per)]
+        calls = [ScriptCall(_READ, self.shards[s], [GROUP, consumer, *counts[s]]) for s in asked]
+        out: list[list[list[Entry]]] = [[[] for _ in per] for per in counts]
+        for s, reply in zip(asked, await call_many(self.client, calls), strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            for p, flat in enumerate(reply):
+                stream = self.shards[s][p]
+                out[s][p] = [
+                    Entry(stream, _s(flat[k]), int(flat[k + 1]), _s(flat[k + 2]))
+                    for k in range(0, len(flat), 3)
+                ]
+        return out
 
     def _collect_blocked(self) -> list[Entry]:
         """Entries of the blocking reads that have returned; the first error, if none had any."""
