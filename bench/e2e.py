@@ -332,6 +332,7 @@ class Engine:
         tenants: int = 1,
         overrides: dict[str, dict[str, Any]] | None = None,
         redis: str = "single",
+        cluster_replicas: int = 1,
     ) -> None:
         self.tmp = tmp
         self.workers = workers
@@ -346,7 +347,9 @@ class Engine:
         self.pg = ThrowawayPostgres(fsync=True, settings=settings).start()
         # --redis cluster: 3 masters + 3 replicas on this host, the engine's queue in 8 shards.
         self.redis: ThrowawayRedis | ThrowawayRedisCluster = (
-            ThrowawayRedisCluster().start() if redis == "cluster" else ThrowawayRedis().start()
+            ThrowawayRedisCluster(replicas=cluster_replicas).start()
+            if redis == "cluster"
+            else ThrowawayRedis().start()
         )
         pem, _ = generate_key("rsa-sha256", 2048)
         key = tmp / "dkim.pem"
@@ -574,6 +577,7 @@ async def _engine_phase(
     tenants: int = 1,
     relay: str = "direct",
     redis: str = "single",
+    cluster_replicas: int = 1,
     personalized: bool = False,
 ) -> dict[str, Any]:
     sink = Sink(tmp, "engine-sink", chunking=chunking)
@@ -600,6 +604,7 @@ async def _engine_phase(
             tenants=tenants,
             overrides=overrides,
             redis=redis,
+            cluster_replicas=cluster_replicas,
         )
     except BaseException:
         # Nothing of this phase may outlive it (a Postfix master, the sink process).
@@ -679,7 +684,7 @@ async def _engine_phase(
 
 
 async def _cluster_pairs(
-    tmp: Path, n: int, pairs: int, same: dict[str, Any]
+    tmp: Path, n: int, pairs: int, replicas: int, same: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``pairs`` engine phases on a single Redis and on the cluster, interleaved.
 
@@ -693,7 +698,7 @@ async def _cluster_pairs(
         for mode in ("cluster", "single") if i % 2 else ("single", "cluster"):
             where = tmp / f"{mode}-{i}"
             where.mkdir()
-            got[mode] = await _engine_phase(where, n, **same, redis=mode)
+            got[mode] = await _engine_phase(where, n, **same, redis=mode, cluster_replicas=replicas)
         runs.append((got["single"], got["cluster"]))
     ratios = [c["engine_msg_s"] / s["engine_msg_s"] for s, c in runs]
     order = sorted(range(pairs), key=lambda i: ratios[i])
@@ -705,7 +710,7 @@ async def _cluster_pairs(
         "cpu_ms_per_msg_daemon_single_redis": single["cpu_ms_per_msg_daemon"],
         "cpu_ms_per_msg_redis_single_redis": single["cpu_ms_per_msg_redis"],
         "cluster_vs_single": round(statistics.median(ratios), 3),
-        "redis": "cluster (3 masters + 3 replicas, 8 stream shards)",
+        "redis": f"cluster (3 masters + {3 * replicas} replicas, 8 stream shards)",
     }
     if pairs > 1:
         # The noise: how far apart the same single-Redis phase lands from one pair to the next.
@@ -774,6 +779,13 @@ def run(argv: list[str]) -> dict[str, Any]:
         " run also measures it on a single Redis and reports both",
     )
     ap.add_argument(
+        "--cluster-replicas",
+        type=int,
+        default=1,
+        help="with --redis cluster: replicas per master (default 1; 0: masters only, to see"
+        " what replication costs on this host)",
+    )
+    ap.add_argument(
         "--pairs",
         type=int,
         default=1,
@@ -818,7 +830,9 @@ def run(argv: list[str]) -> dict[str, Any]:
         }
         extra: dict[str, Any] = {}
         if args.redis == "cluster":
-            eng, extra = await _cluster_pairs(tmp, args.jobs, max(1, args.pairs), same)
+            eng, extra = await _cluster_pairs(
+                tmp, args.jobs, max(1, args.pairs), args.cluster_replicas, same
+            )
         else:
             eng = await _engine_phase(tmp, args.jobs, **same)
         if args.relay == "postfix":
