@@ -710,6 +710,9 @@ async def _cluster_pairs(
         "cpu_ms_per_msg_daemon_single_redis": single["cpu_ms_per_msg_daemon"],
         "cpu_ms_per_msg_redis_single_redis": single["cpu_ms_per_msg_redis"],
         "cluster_vs_single": round(statistics.median(ratios), 3),
+        # Every phase's, not only the reported one's.
+        "lost_all_phases": sum(r["lost"] for pair in runs for r in pair),
+        "duplicates_all_phases": sum(r["duplicates"] for pair in runs for r in pair),
         "redis": f"cluster (3 masters + {3 * replicas} replicas, 8 stream shards)",
     }
     if pairs > 1:
