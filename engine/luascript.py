@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 
 class LuaScript:
@@ -69,7 +69,7 @@ async def _send(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any
         c = calls[0]
         try:
             return [await client.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)]
-        except NoScriptError as exc:
+        except ResponseError as exc:  # NOSCRIPT, or the script failed: as in a pipeline
             return [exc]
     pipe = client.pipeline(transaction=False)
     for c in calls:

@@ -70,10 +70,11 @@ class AdminContext:
         reads = self.tiers.olap_reads if self.tiers is not None else None
         return await (reads or Reads(self.olap)).run(query)
 
-    async def read_content(self, query: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-        """``query(pool)`` on the content tier, its server's replica while it answers (with
-        the tier apart and ``[database.content] replica_dsn`` set): reads that may lag."""
-        return await (self.tiers or Tiers(self.pool)).read_content(query)
+    @property
+    def content_tiers(self) -> Tiers:
+        """The tiers, for reads of the content tier that may lag (:meth:`Tiers.read_content`:
+        its server's replica while it answers, with the tier apart and a replica set)."""
+        return self.tiers or Tiers(self.pool)
 
     @property
     def content(self) -> asyncpg.Pool:

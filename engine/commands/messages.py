@@ -86,10 +86,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         tl = await tracing.show(tiers.main, args.job, args.tenant)
         if tl is None or not args.content:
             return tl, None
-        job = tl.job
-        return tl, await tiers.read_content(
-            lambda content_pool: tracing.composed(tiers.main, job, content_pool)
-        )
+        return tl, await tracing.composed(tiers.main, tl.job, tiers)
 
     tl, content = run_with_tiers(cfg, work)
     if tl is None:

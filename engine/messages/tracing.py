@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
 
 import asyncpg
 import msgspec
@@ -15,7 +17,10 @@ from engine.store import campaigns as campaign_store
 from engine.store import content as content_store
 from engine.store import messages as message_store
 from engine.store.messages import MessageView, TimelineEvent
-from engine.store.pool import Conn
+from engine.store.pool import Conn, Tiers
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class Timeline(msgspec.Struct, frozen=True):
@@ -69,15 +74,16 @@ async def search(
 
 
 async def _rendered(
-    pool: asyncpg.Pool, job: MessageView, base: Content, content_pool: asyncpg.Pool
+    pool: asyncpg.Pool, job: MessageView, base: Content, tiers: Tiers
 ) -> Content | None:
     """A templated job's content: its campaign's template version rendered with its variables
     (raises :class:`~engine.errors.TemplateError` when it cannot be, as the send did)."""
     found = await campaign_store.job_template(pool, job.id, job.tenant_id)
     if found is None:
         return None
-    stored = (await campaign_store.load(content_pool, [(job.tenant_id, *found[:2])])).get(
-        (job.tenant_id, *found[:2])
+    key = (job.tenant_id, *found[:2])
+    stored = await tiers.read_content(
+        lambda content: _one(campaign_store.load(content, [key]), key), missing=_none
     )
     if stored is None:
         return None
@@ -87,23 +93,25 @@ async def _rendered(
 
 
 async def composed(
-    pool: asyncpg.Pool, job: MessageView, content_pool: asyncpg.Pool | None = None
+    pool: asyncpg.Pool, job: MessageView, tiers: Tiers | None = None
 ) -> bytes | None:
     """The message as the engine composes it for this job, from the content tier: headers and
     body as relayed, without the per-attempt additions (DKIM-Signature, VERP Return-Path,
     the engine's own List-Unsubscribe, Feedback-ID). None when the content is no longer stored
-    (retention purges it, docs/compliance.md). ``content_pool``: the content tier's, when it
-    lives on another server."""
-    content_pool = pool if content_pool is None else content_pool
+    (retention purges it, docs/compliance.md). ``tiers``: where the content tier lives (its
+    replica serves these reads when it has the rows); default all on ``pool``'s server."""
+    tiers = tiers or Tiers(pool)
     key = await message_store.content_key(pool, job.id, job.tenant_id)
     if key is None:
         return None
-    loaded = await content_store.load(content_pool, [(job.tenant_id, key)])
-    content = loaded.get((job.tenant_id, key))
+    ref = (job.tenant_id, key)
+    content = await tiers.read_content(
+        lambda c: _one(content_store.load(c, [ref]), ref), missing=_none
+    )
     if content is None:
         return None
     if content.raw is None and content.text is None and content.html is None:
-        content = await _rendered(pool, job, content, content_pool)  # a templated job: its own body
+        content = await _rendered(pool, job, content, tiers)  # a templated job: its own body
         if content is None:
             return None
     body = build_body(content)
@@ -112,3 +120,12 @@ async def composed(
         body, job.message_id or make_message_id(job.id, job.tenant_id, domain)
     )
     return render(body, to=job.recipient, message_id=mid, date=None, extra_headers=[])
+
+
+async def _one(loading: Awaitable[Mapping[K, V]], key: K) -> V | None:
+    """The row of ``key`` in what ``loading`` loads (None: not there)."""
+    return (await loading).get(key)
+
+
+def _none(value: object) -> bool:
+    return value is None

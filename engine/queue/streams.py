@@ -93,7 +93,8 @@ async def close(client: aioredis.Redis) -> None:
 
 
 class _StreamKeys(AsyncCommandsParser):
-    """The cluster client's key finder, reading XREADGROUP's keys from its arguments.
+    """The cluster client's key finder, reading XREADGROUP's keys from its arguments
+    (redis-py's parser lives in a private module: uv.lock pins the version it is written for).
 
     redis-py asks a server (COMMAND GETKEYS, twice a call) for the keys of every command whose
     keys move, XREADGROUP among them: two round trips before each read of a stream.

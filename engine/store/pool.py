@@ -115,6 +115,9 @@ _GONE = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.TargetServerAttributeNotMatched,  # a multi-host DSN with no server of the kind
+    # On a hot standby, "canceling statement due to conflict with recovery": the replica is
+    # replaying something this query is in the way of.
+    asyncpg.SerializationError,
 )
 
 
@@ -145,13 +148,22 @@ class Reads:
             return self.replica
         return self.primary
 
-    async def run(self, read: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-        """``read(pool)`` on the replica, or on the primary when the replica is down."""
+    async def run(
+        self,
+        read: Callable[[asyncpg.Pool], Awaitable[T]],
+        *,
+        missing: Callable[[T], bool] | None = None,
+    ) -> T:
+        """``read(pool)`` on the replica, or on the primary when the replica is down.
+
+        ``missing``: what the replica answers when it has not received a row yet (it lags by
+        its replication delay); such an answer is asked of the primary again.
+        """
         pool = self.pool
         if pool is self.primary:
             return await read(pool)
         try:
-            return await read(pool)
+            got = await read(pool)
         except _GONE as exc:
             self._down_until = self._clock() + self.retry_s
             log.warning(
@@ -159,6 +171,9 @@ class Reads:
                 extra={"error": redact(str(exc)), "retry_s": self.retry_s},
             )
             return await read(self.primary)
+        if missing is not None and missing(got):
+            return await read(self.primary)
+        return got
 
     async def close(self) -> None:
         """Close the replica pool (the primary belongs to its owner)."""
@@ -206,10 +221,17 @@ class Tiers:
         # moment after it is written).
         self.content_reads = content_reads
 
-    async def read_content(self, query: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def read_content(
+        self,
+        query: Callable[[asyncpg.Pool], Awaitable[T]],
+        *,
+        missing: Callable[[T], bool] | None = None,
+    ) -> T:
         """``query(pool)`` on the content tier's replica while it answers (with the tier apart
-        and ``[database.content] replica_dsn`` set), else on the content tier's server."""
-        return await (self.content_reads or Reads(self.content)).run(query)
+        and ``[database.content] replica_dsn`` set), else on the content tier's server;
+        ``missing`` as for :meth:`Reads.run`. ``query`` reads the content tier only: a failure
+        of another server inside it would be taken for the replica's."""
+        return await (self.content_reads or Reads(self.content)).run(query, missing=missing)
 
     @property
     def content_apart(self) -> bool:

@@ -65,6 +65,44 @@ async def test_a_down_replica_falls_back_to_the_primary(cfg: Config, primary: as
         await reads.close()
 
 
+async def test_what_the_replica_lacks_yet_is_asked_of_the_primary(
+    cfg: Config, primary: asyncpg.Pool
+) -> None:
+    """``missing``: a replica's answer that means "not replicated yet" goes to the primary
+    again; the replica stays in use (it answered)."""
+    replica_dsn = cfg.database.dsn.rsplit("/", 1)[0] + "/test"
+    reads = await connect_reads(_with_replica(cfg, replica_dsn).database, primary)
+    try:
+        own = await _database(primary)
+        assert await reads.run(_database, missing=lambda name: name == "test") == own
+        assert await reads.run(_database, missing=lambda name: name is None) == "test"
+        assert reads.pool is reads.replica
+    finally:
+        await reads.close()
+
+
+async def test_a_replica_in_conflict_with_recovery_is_left_alone(
+    cfg: Config, primary: asyncpg.Pool
+) -> None:
+    """ "canceling statement due to conflict with recovery" (SQLSTATE 40001 on a standby): the
+    query runs on the primary and the replica is left alone for replica_retry_s."""
+    now = [1000.0]
+    replica_dsn = cfg.database.dsn.rsplit("/", 1)[0] + "/test"
+    replica = await connect(_with_replica(cfg, replica_dsn).database, min_size=0, dsn=replica_dsn)
+    reads = Reads(primary, replica, retry_s=5.0, clock=lambda: now[0])
+
+    async def conflicting(pool: asyncpg.Pool) -> str:
+        if pool is replica:
+            raise asyncpg.SerializationError("canceling statement due to conflict with recovery")
+        return await _database(pool)
+
+    try:
+        assert await reads.run(conflicting) == await _database(primary)
+        assert reads.pool is primary
+    finally:
+        await reads.close()
+
+
 async def test_without_a_replica_reads_use_the_primary(cfg: Config, primary: asyncpg.Pool) -> None:
     reads = await connect_reads(cfg.database, primary)
     assert reads.pool is primary

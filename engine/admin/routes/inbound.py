@@ -40,7 +40,8 @@ class RequeueBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 async def list_quarantined(request: web.Request) -> web.Response:
     q = parse_query(request, QuarantinedQuery)
-    rows = await ctx_of(request).read_content(lambda pool: quarantine.listing(pool, q.limit))
+    tiers = ctx_of(request).content_tiers
+    rows = await tiers.read_content(lambda pool: quarantine.listing(pool, q.limit))
     return json_response(QuarantinedList(messages=rows))
 
 

@@ -131,10 +131,7 @@ async def get_message(request: web.Request) -> web.Response:
             raise AdminRequestError(
                 "the composed message is served to the operator token only", status=403
             )
-        job = tl.job
-        raw = await ctx_of(request).read_content(
-            lambda content_pool: tracing.composed(pool, job, content_pool)
-        )
+        raw = await tracing.composed(pool, tl.job, ctx_of(request).content_tiers)
         if raw is None:
             raise AdminRequestError(
                 f"the content of message {job_id} is no longer stored (retention)", status=410
