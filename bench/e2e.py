@@ -346,11 +346,15 @@ class Engine:
         self.redis_stats = os.environ.get("BENCH_REDIS_STATS") == "1"
         self.pg = ThrowawayPostgres(fsync=True, settings=settings).start()
         # --redis cluster: 3 masters + 3 replicas on this host, the engine's queue in 8 shards.
-        self.redis: ThrowawayRedis | ThrowawayRedisCluster = (
-            ThrowawayRedisCluster(replicas=cluster_replicas).start()
-            if redis == "cluster"
-            else ThrowawayRedis().start()
-        )
+        try:
+            self.redis: ThrowawayRedis | ThrowawayRedisCluster = (
+                ThrowawayRedisCluster(replicas=cluster_replicas).start()
+                if redis == "cluster"
+                else ThrowawayRedis().start()
+            )
+        except BaseException:
+            self.pg.cleanup()  # nothing of a failed phase may outlive it
+            raise
         pem, _ = generate_key("rsa-sha256", 2048)
         key = tmp / "dkim.pem"
         key.write_bytes(pem)

@@ -324,20 +324,25 @@ class ThrowawayRedisCluster(_RedisGroup):
         self._spawn(port, args)
 
     def start(self) -> ThrowawayRedisCluster:
+        """Start every node and create the cluster; a failure stops the nodes started."""
         self.dir = Path(tempfile.mkdtemp(prefix="engine-redis-cluster-"))
-        for port in self.ports:
-            self.start_node(port)
-        redis_cli(
-            self.ports[0],
-            "--cluster",
-            "create",
-            *(f"127.0.0.1:{p}" for p in self.ports),
-            "--cluster-replicas",
-            str(self.replicas),
-            "--cluster-yes",
-            timeout_s=60.0,
-        )
-        self.wait_ok()
+        try:
+            for port in self.ports:
+                self.start_node(port)
+            redis_cli(
+                self.ports[0],
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+                timeout_s=60.0,
+            )
+            self.wait_ok()
+        except BaseException:
+            self.cleanup()
+            raise
         return self
 
     def wait_ok(self, timeout_s: float = 30.0) -> None:
@@ -412,32 +417,37 @@ class ThrowawayRedisSentinel(_RedisGroup):
         return [f"127.0.0.1:{p}" for p in self.sentinel_ports]
 
     def start(self) -> ThrowawayRedisSentinel:
+        """Start the master, its replicas and the sentinels; a failure stops what started."""
         self.dir = Path(tempfile.mkdtemp(prefix="engine-redis-sentinel-"))
-        master = self.data_ports[0]
-        for port in self.data_ports:
-            workdir = self.dir / str(port)
-            workdir.mkdir()
-            args = _redis_args(port, workdir)
-            if port != master:
-                args += ["--replicaof", "127.0.0.1", str(master)]
-            self._spawn(port, args)
-        for port in self.data_ports[1:]:
-            self._wait_synced(port)
-        for port in self.sentinel_ports:
-            conf = self.dir / f"sentinel-{port}.conf"
-            conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
-                f"sentinel monitor {self.SERVICE} 127.0.0.1 {master} 1\n"
-                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
-                f"sentinel failover-timeout {self.SERVICE} 5000\n"
-                + (
-                    f"requirepass {self.sentinel_password}\n"
-                    if self.sentinel_password is not None
-                    else ""
+        try:
+            master = self.data_ports[0]
+            for port in self.data_ports:
+                workdir = self.dir / str(port)
+                workdir.mkdir()
+                args = _redis_args(port, workdir)
+                if port != master:
+                    args += ["--replicaof", "127.0.0.1", str(master)]
+                self._spawn(port, args)
+            for port in self.data_ports[1:]:
+                self._wait_synced(port)
+            for port in self.sentinel_ports:
+                conf = self.dir / f"sentinel-{port}.conf"
+                conf.write_text(
+                    f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                    f"sentinel monitor {self.SERVICE} 127.0.0.1 {master} 1\n"
+                    f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                    f"sentinel failover-timeout {self.SERVICE} 5000\n"
+                    + (
+                        f"requirepass {self.sentinel_password}\n"
+                        if self.sentinel_password is not None
+                        else ""
+                    )
                 )
-            )
-            binary = find_binary("redis-server", "redis-server")
-            self._spawn(port, [binary, str(conf), "--sentinel"])
+                binary = find_binary("redis-server", "redis-server")
+                self._spawn(port, [binary, str(conf), "--sentinel"])
+        except BaseException:
+            self.cleanup()
+            raise
         return self
 
     def _wait_synced(self, port: int, timeout_s: float = 30.0) -> None:
