@@ -28,11 +28,7 @@ class LuaScript:
     async def call(self, client: aioredis.Redis, keys: Sequence[str], *args: Any) -> Any:
         """One EVALSHA; on ``NOSCRIPT`` (first use, or Redis restarted / flushed its scripts)
         the script is loaded and the call made once more. Redis errors propagate."""
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        return (await call_all(client, [ScriptCall(self, keys, args)]))[0]
 
 
 class ScriptCall:
@@ -59,6 +55,15 @@ async def call_many(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list
         again = await _send(client, [calls[i] for i in missing])
         for i, r in zip(missing, again, strict=True):
             results[i] = r
+    return results
+
+
+async def call_all(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """:func:`call_many`, raising the first error a call met in Redis."""
+    results = await call_many(client, calls)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
     return results
 
 

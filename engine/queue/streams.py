@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 
 from engine.config import RedisConfig, read_secret
 from engine.errors import QueueError
-from engine.luascript import LuaScript, ScriptCall, call_many
+from engine.luascript import LuaScript, ScriptCall, call_all
 from engine.model import Priority
 from engine.redaction import redact
 
@@ -210,7 +210,7 @@ class Streams:
         """(entries not yet read per priority, entries on the streams, entries ever pushed).
 
         One script call per shard (``lua/backlog.lua``), all in one pipeline: the feeder asks
-        every round, and on a cluster a command per stream and counter was ~56 routed commands.
+        every round, and on a cluster a command per stream and counter is routed one by one.
         """
         calls = [
             ScriptCall(_BACKLOG, [*shard, pushed], [GROUP])
@@ -218,9 +218,7 @@ class Streams:
         ]
         unread = [0] * len(Priority)
         length = pushed_total = 0
-        for reply in await call_many(self.client, calls):
-            if isinstance(reply, Exception):
-                raise reply
+        for reply in await call_all(self.client, calls):
             *per_stream, shard_length, shard_pushed = (int(v) for v in reply)
             for i, n in enumerate(per_stream):
                 unread[i] += n
@@ -252,9 +250,7 @@ class Streams:
         """
         n = len(self.shards)
         entries = self._collect_blocked()
-        counts = [
-            [max(1, -(-weight * scale // n)) for weight in weights] for _ in range(len(self.shards))
-        ]
+        counts = [[max(1, -(-weight * scale // n)) for weight in weights] for _ in range(n)]
         got = await self._read_shards(consumer, counts)
         for per_stream in got:
             for part in per_stream:
@@ -308,9 +304,7 @@ class Streams:
         asked = [s for s, per in enumerate(counts) if any(per)]
         calls = [ScriptCall(_READ, self.shards[s], [GROUP, consumer, *counts[s]]) for s in asked]
         out: list[list[list[Entry]]] = [[[] for _ in per] for per in counts]
-        for s, reply in zip(asked, await call_many(self.client, calls), strict=True):
-            if isinstance(reply, Exception):
-                raise reply
+        for s, reply in zip(asked, await call_all(self.client, calls), strict=True):
             for p, flat in enumerate(reply):
                 stream = self.shards[s][p]
                 out[s][p] = [
