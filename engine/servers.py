@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -28,9 +29,7 @@ class ServerError(EngineError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def free_ports(n: int) -> list[int]:
@@ -258,6 +257,15 @@ class _RedisGroup:
         self.procs[port] = proc
         _wait_port(port, 15, proc)
 
+    @contextlib.contextmanager
+    def _stopped_on_failure(self) -> Iterator[None]:
+        """A start that fails stops the servers it had started (nothing may outlive it)."""
+        try:
+            yield
+        except BaseException:
+            self.cleanup()
+            raise
+
     def kill(self, port: int) -> None:
         """SIGKILL the server on ``port`` (a master: a replica is promoted)."""
         proc = self.procs.get(port)
@@ -326,7 +334,7 @@ class ThrowawayRedisCluster(_RedisGroup):
     def start(self) -> ThrowawayRedisCluster:
         """Start every node and create the cluster; a failure stops the nodes started."""
         self.dir = Path(tempfile.mkdtemp(prefix="engine-redis-cluster-"))
-        try:
+        with self._stopped_on_failure():
             for port in self.ports:
                 self.start_node(port)
             redis_cli(
@@ -340,9 +348,6 @@ class ThrowawayRedisCluster(_RedisGroup):
                 timeout_s=60.0,
             )
             self.wait_ok()
-        except BaseException:
-            self.cleanup()
-            raise
         return self
 
     def wait_ok(self, timeout_s: float = 30.0) -> None:
@@ -419,7 +424,7 @@ class ThrowawayRedisSentinel(_RedisGroup):
     def start(self) -> ThrowawayRedisSentinel:
         """Start the master, its replicas and the sentinels; a failure stops what started."""
         self.dir = Path(tempfile.mkdtemp(prefix="engine-redis-sentinel-"))
-        try:
+        with self._stopped_on_failure():
             master = self.data_ports[0]
             for port in self.data_ports:
                 workdir = self.dir / str(port)
@@ -445,9 +450,6 @@ class ThrowawayRedisSentinel(_RedisGroup):
                 )
                 binary = find_binary("redis-server", "redis-server")
                 self._spawn(port, [binary, str(conf), "--sentinel"])
-        except BaseException:
-            self.cleanup()
-            raise
         return self
 
     def _wait_synced(self, port: int, timeout_s: float = 30.0) -> None:

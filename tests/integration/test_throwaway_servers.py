@@ -16,7 +16,7 @@ def test_free_ports_are_distinct() -> None:
 
 
 def test_a_cluster_that_cannot_form_leaves_no_server_running() -> None:
-    """A port of the list taken by someone else (what a node's bus port once did): the node
+    """A port of the list held by another server (as a bus port chosen apart could be): the node
     cannot bind it, the cluster cannot be created, and the nodes that did start are stopped."""
     cluster = ThrowawayRedisCluster(masters=3, replicas=0)
     squatter = ThrowawayRedis(port=cluster.ports[1]).start()  # a Redis outside any cluster
